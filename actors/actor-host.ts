@@ -1,0 +1,84 @@
+/**
+ * What the actor layer needs from the engine that wires it. Actors never import the engine; the
+ * engine hands them these services (data conversion, error classes, side-effect release).
+ */
+
+import type { Logger } from '../storage/logger.js';
+import type { TaskRow, TimerRow } from '../storage/rows.js';
+import type { Sql, Tables } from '../storage/sql.js';
+import type { Wal } from '../storage/wal.js';
+import type { SerializedFailure } from './history.js';
+import type { WorkflowFunction } from './workflow-context.js';
+
+/** Turns values into stored JSON and back; throws a typed error naming what was wrong. */
+export interface Codec {
+  /** JSON text of `value`, or undefined for `undefined`. `what` names the value in errors. */
+  encode(value: unknown, what: string): string | undefined;
+  decode(text: string | null | undefined): unknown;
+  /** Checks activity options and returns the JSON stored with each task. */
+  activityOptions(options: unknown): string;
+}
+
+/** The errors workflow code sees, built by the engine so their classes are the public ones. */
+export interface WorkflowErrors {
+  activityFailure(activityName: string, attempts: number, failure: SerializedFailure): Error;
+  timeout(message: string): Error;
+  nonDeterminism(
+    workflowId: string,
+    activation: number,
+    commandId: number | null,
+    expected: string,
+    got: string,
+  ): Error;
+  /** Plain-JSON form of anything thrown. */
+  toFailure(error: unknown): SerializedFailure;
+}
+
+/** Side effects of one committed step, released by the engine after the commit. */
+export interface Effects {
+  /** Activities to run now. */
+  dispatch: TaskRow[];
+  /** Activities whose next attempt waits until `visibleAt`. */
+  retries: TaskRow[];
+  armTimers: TimerRow[];
+  /** Timers (by command id) no longer awaited. */
+  disarmTimers: number[];
+  /** Inbox rows now consumed. */
+  consumedInbox: number[];
+  /** Set when the step started the workflow. */
+  isStarted: boolean;
+  /** Set when the step ended the workflow. */
+  finished?: { status: 'completed' | 'failed'; result: string | null; error: string | null };
+}
+
+/** An empty set of effects. */
+export function noEffects(): Effects {
+  return { dispatch: [], retries: [], armTimers: [], disarmTimers: [], consumedInbox: [], isStarted: false };
+}
+
+/** Observations the actor layer reports (metrics, logs). */
+export interface ActorObserver {
+  parked(workflowId: string, error: Error): void;
+  rehydrated(workflowId: string, events: number, seconds: number): void;
+  stepped(workflowName: string, seconds: number): void;
+}
+
+/** The engine, as the actors see it. */
+export interface ActorHost {
+  readonly sql: Sql;
+  readonly tables: Tables;
+  readonly wal: Wal;
+  readonly codec: Codec;
+  readonly errors: WorkflowErrors;
+  readonly logger: Logger;
+  readonly observer: ActorObserver;
+  /** The registered function for `name`, if this engine runs it. */
+  workflow(name: string): WorkflowFunction | undefined;
+  /** Called after the step behind `effects` committed. */
+  release(workflowId: string, effects: Effects): void;
+  /**
+   * Called when an actor had to be dropped with messages it could not keep (a failed load): the
+   * engine re-delivers what the database says is pending for it.
+   */
+  recover(workflowIds: ReadonlySet<string>): void;
+}

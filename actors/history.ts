@@ -1,0 +1,126 @@
+/**
+ * History events: what a workflow's log records, as pure data. Rows store `type`, `command_id`
+ * and a JSON `payload` holding the rest; user values inside the payload are JSON written once by
+ * the codec and spliced in, never encoded twice.
+ */
+
+import type { StoredHistoryRow } from '../storage/rows.js';
+
+/** Every history event type. */
+export const EventType = {
+  /** The workflow's code began; first event of activation 1. */
+  WorkflowStarted: 'WorkflowStarted',
+  /** The workflow called an activity (command). */
+  ActivityScheduled: 'ActivityScheduled',
+  /** The activity returned; carries its result and the attempt that succeeded. */
+  ActivityCompleted: 'ActivityCompleted',
+  /** The activity failed for good (non-retryable, or out of attempts). */
+  ActivityFailed: 'ActivityFailed',
+  /** The workflow started a durable timer (command). */
+  TimerStarted: 'TimerStarted',
+  /** A timer's due time passed. */
+  TimerFired: 'TimerFired',
+  /** The workflow began waiting for a named event, possibly with a timeout (command). */
+  EventWaitStarted: 'EventWaitStarted',
+  /** An external event was delivered to the workflow. */
+  EventReceived: 'EventReceived',
+  /** The workflow returned; carries its result (command). */
+  WorkflowCompleted: 'WorkflowCompleted',
+  /** The workflow threw; carries the error (command). */
+  WorkflowFailed: 'WorkflowFailed',
+} as const;
+
+/** Name of a history event type. */
+export type EventTypeName = (typeof EventType)[keyof typeof EventType];
+
+/**
+ * An error as plain JSON: the only form in which errors cross threads or reach the database.
+ */
+export interface SerializedFailure {
+  /** The error's `name` (its class, for errors thrown by user code). */
+  name: string;
+  message: string;
+  stack?: string;
+  /** The error's `code` property, when it had a string one. */
+  code?: string;
+  /** True when the thrower said retrying cannot help. */
+  nonRetryable?: boolean;
+  /** Extra JSON the error carried (`details`). */
+  details?: unknown;
+  cause?: SerializedFailure;
+}
+
+interface EventBase {
+  /** Position in the workflow's history: 1, 2, 3, … */
+  seq: number;
+  /** The step that wrote it; all events of one step share the number. */
+  activation: number;
+  /** When that step ran (also `ctx.now()` during it). */
+  at: Date;
+}
+
+/** One entry of a workflow's history, as `inspect` returns it. */
+export type HistoryEvent = EventBase &
+  (
+    | { type: 'WorkflowStarted'; workflowName: string; version: string; input?: unknown }
+    | { type: 'ActivityScheduled'; commandId: number; activityName: string; input?: unknown }
+    | { type: 'ActivityCompleted'; commandId: number; activityName: string; attempts: number; result?: unknown }
+    | {
+        type: 'ActivityFailed';
+        commandId: number;
+        activityName: string;
+        attempts: number;
+        failure: SerializedFailure;
+      }
+    | { type: 'TimerStarted'; commandId: number; dueAt: Date }
+    | { type: 'TimerFired'; commandId: number }
+    | { type: 'EventWaitStarted'; commandId: number; eventName: string; timeoutAt?: Date }
+    | {
+        type: 'EventReceived';
+        eventName: string;
+        inboxId: number;
+        /** The `EventWaitStarted` command this event resolved, if a wait took it. */
+        resolves?: number;
+        payload?: unknown;
+      }
+    | { type: 'WorkflowCompleted'; result?: unknown }
+    | { type: 'WorkflowFailed'; failure: SerializedFailure }
+  );
+
+/**
+ * Builds a JSON object from already-encoded values: each value is JSON text or undefined (the key
+ * is then left out). Keys are fixed identifiers, so they need no escaping.
+ */
+export function jsonObject(fields: Record<string, string | undefined>): string {
+  let out = '';
+  for (const key in fields) {
+    const value = fields[key];
+    if (value === undefined) continue;
+    out += `${out ? ',' : '{'}"${key}":${value}`;
+  }
+  return out ? `${out}}` : '{}';
+}
+
+/** JSON of a string (for the fixed-key payloads). */
+export const str = (s: string): string => JSON.stringify(s);
+
+/** Decodes a stored row into its public form. */
+export function toHistoryEvent(row: StoredHistoryRow): HistoryEvent {
+  const p = (row.payload ? JSON.parse(row.payload) : {}) as Record<string, unknown>;
+  const base = { seq: row.seq, activation: row.activation, at: row.at };
+  const commandId = row.command_id ?? 0;
+  switch (row.type) {
+    case EventType.TimerStarted:
+      return { ...base, type: row.type, commandId, dueAt: new Date(p.dueAt as number) };
+    case EventType.EventWaitStarted:
+      return {
+        ...base,
+        type: row.type,
+        commandId,
+        eventName: p.eventName as string,
+        ...(p.timeoutAt === undefined ? {} : { timeoutAt: new Date(p.timeoutAt as number) }),
+      };
+    default:
+      return { ...base, type: row.type, ...(row.command_id === null ? {} : { commandId }), ...p } as HistoryEvent;
+  }
+}

@@ -1,0 +1,68 @@
+import fastq from 'fastq';
+
+/**
+ * An actor's mailbox: a fastq queue of concurrency 1, so the handler never runs concurrently with
+ * itself. Messages that arrive while the handler runs are handed over together on its next run,
+ * which is what lets one activation take everything queued for the actor at once.
+ *
+ * Modes:
+ * - idle: nothing queued; a push schedules one run.
+ * - scheduled: a run is queued in fastq and will take every message pushed until it starts.
+ * - running: the handler has a batch; pushes collect for the next run.
+ * - killed: pushes are ignored; the queue is emptied.
+ */
+export class Mailbox<Message> {
+  readonly #queue: fastq.queueAsPromised<void, void>;
+  #messages: Message[] = [];
+  #isScheduled = false;
+  #isRunning = false;
+  #isKilled = false;
+
+  constructor(handle: (batch: Message[]) => Promise<void>, onError: (error: unknown) => void) {
+    this.#queue = fastq.promise<unknown, void, void>(async () => {
+      this.#isScheduled = false;
+      const batch = this.#messages;
+      this.#messages = [];
+      if (this.#isKilled || batch.length === 0) return;
+      this.#isRunning = true;
+      try {
+        await handle(batch);
+      } catch (error) {
+        onError(error);
+      } finally {
+        this.#isRunning = false;
+      }
+    }, 1);
+  }
+
+  /** Messages waiting, not counting a batch being handled. */
+  get depth(): number {
+    return this.#messages.length;
+  }
+
+  /** Whether nothing is queued and nothing is being handled. */
+  get isIdle(): boolean {
+    return this.#messages.length === 0 && !this.#isRunning && !this.#isScheduled;
+  }
+
+  push(message: Message): void {
+    if (this.#isKilled) return;
+    this.#messages.push(message);
+    if (this.#isScheduled) return;
+    this.#isScheduled = true;
+    // The worker never rejects (errors go to onError), so the promise needs no handler of its own.
+    void this.#queue.push();
+  }
+
+  /** Resolves when every queued run has finished. */
+  async drained(): Promise<void> {
+    if (this.#queue.idle()) return;
+    await this.#queue.drained();
+  }
+
+  /** Drops whatever is queued and refuses further messages. */
+  kill(): void {
+    this.#isKilled = true;
+    this.#messages = [];
+  }
+}

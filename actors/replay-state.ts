@@ -1,0 +1,286 @@
+import type { Codec, WorkflowErrors } from './actor-host.js';
+import type { Command } from './commands.js';
+import type { SerializedFailure } from './history.js';
+
+type Completion =
+  | { kind: 'activity'; name: string; resolve: (value: unknown) => void; reject: (error: Error) => void }
+  | { kind: 'timer'; resolve: () => void }
+  | {
+      kind: 'event';
+      name: string;
+      timeoutAt: number | undefined;
+      resolve: (value: unknown) => void;
+      reject: (error: Error) => void;
+    };
+
+/** What a pending command waits on, for `inspect`. */
+export interface Outstanding {
+  activities: { commandId: number; name: string }[];
+  timers: { commandId: number; dueAt: number }[];
+  events: { commandId: number; name: string; timeoutAt: number | undefined }[];
+}
+
+/** Returns a PRNG (mulberry32) seeded from the FNV-1a hash of `seed`. */
+function seededRandom(seed: string): () => number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < seed.length; i++) {
+    h ^= seed.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  let a = h >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) | 0;
+    let t = Math.imul(a ^ (a >>> 15), 1 | a);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * The in-memory state of one workflow run between activations: the command counter, the promises
+ * workflow code awaits (by command id), event routing, and user variables. Workflow code reaches
+ * it through the WorkflowContext; the actor feeds it inbound events and takes the commands.
+ *
+ * The same object serves replay and live execution: replay feeds recorded events, live feeds
+ * messages, and both compare or record the commands that come out.
+ */
+export class ReplayState {
+  readonly #codec: Codec;
+  readonly #errors: WorkflowErrors;
+  readonly #random: () => number;
+  #nextCommandId = 1;
+  #commands: Command[] = [];
+  readonly #pending = new Map<number, Completion>();
+  readonly #pendingTimers = new Map<number, number>();
+  readonly #waiters = new Map<string, number[]>();
+  readonly #buffered = new Map<string, unknown[]>();
+  readonly #handlers = new Map<string, ((payload: unknown) => void)[]>();
+  readonly #vars = new Map<string, string>();
+  #isVarsChanged = false;
+  #isTerminal = false;
+  /** Time of the current activation (epoch ms): `ctx.now()`. */
+  now = 0;
+  isReplaying = false;
+
+  constructor(workflowId: string, codec: Codec, errors: WorkflowErrors) {
+    this.#codec = codec;
+    this.#errors = errors;
+    this.#random = seededRandom(workflowId);
+  }
+
+  /** Whether the workflow has emitted its completion or failure. */
+  get isTerminal(): boolean {
+    return this.#isTerminal;
+  }
+
+  random(): number {
+    return this.#random();
+  }
+
+  // --- called by workflow code (through the context) ---
+
+  /** JSON of checked activity options, computed once per `ctx.activities()` call. */
+  encodeActivityOptions(options: unknown): string {
+    return this.#codec.activityOptions(options);
+  }
+
+  scheduleActivity(name: string, input: unknown, options: string): Promise<unknown> {
+    const encoded = this.#codec.encode(input, `input of activity "${name}"`);
+    const commandId = this.#nextCommandId++;
+    this.#emit({ kind: 'scheduleActivity', commandId, name, input: encoded, options });
+    return new Promise((resolve, reject) => {
+      this.#pending.set(commandId, { kind: 'activity', name, resolve, reject });
+    });
+  }
+
+  startTimer(dueAt: number): Promise<void> {
+    const commandId = this.#nextCommandId++;
+    this.#emit({ kind: 'startTimer', commandId, dueAt });
+    this.#pendingTimers.set(commandId, dueAt);
+    return new Promise((resolve) => {
+      this.#pending.set(commandId, { kind: 'timer', resolve });
+    });
+  }
+
+  waitForEvent(name: string, timeoutAt: number | undefined): Promise<unknown> {
+    const kept = this.#buffered.get(name);
+    if (kept && kept.length > 0) {
+      return Promise.resolve(kept.shift());
+    }
+    const commandId = this.#nextCommandId++;
+    this.#emit({ kind: 'waitEvent', commandId, name, timeoutAt });
+    const waiters = this.#waiters.get(name);
+    if (waiters) waiters.push(commandId);
+    else this.#waiters.set(name, [commandId]);
+    if (timeoutAt !== undefined) this.#pendingTimers.set(commandId, timeoutAt);
+    return new Promise((resolve, reject) => {
+      this.#pending.set(commandId, { kind: 'event', name, timeoutAt, resolve, reject });
+    });
+  }
+
+  onEvent(name: string, handler: (payload: unknown) => void): void {
+    const handlers = this.#handlers.get(name);
+    if (handlers) handlers.push(handler);
+    else this.#handlers.set(name, [handler]);
+    // Events kept because nobody listened belong to the first listener that shows up.
+    const kept = this.#buffered.get(name);
+    if (kept && kept.length > 0) {
+      this.#buffered.delete(name);
+      for (const payload of kept) this.#callHandler(handler, payload);
+    }
+  }
+
+  setVar(name: string, value: unknown): void {
+    const encoded = this.#codec.encode(value, `variable "${name}"`) ?? 'null';
+    if (this.#vars.get(name) === encoded) return;
+    this.#vars.set(name, encoded);
+    this.#isVarsChanged = true;
+  }
+
+  complete(result: unknown): void {
+    let encoded: string | undefined;
+    try {
+      encoded = this.#codec.encode(result, 'workflow result');
+    } catch (error) {
+      this.fail(error);
+      return;
+    }
+    this.#emit({ kind: 'completeWorkflow', result: encoded });
+    this.#isTerminal = true;
+  }
+
+  fail(error: unknown): void {
+    this.#emit({ kind: 'failWorkflow', failure: this.#errors.toFailure(error) });
+    this.#isTerminal = true;
+  }
+
+  // --- called by the actor ---
+
+  /** Whether `commandId` is awaited as `kind`. */
+  isPending(commandId: number, kind: Completion['kind']): boolean {
+    return this.#pending.get(commandId)?.kind === kind;
+  }
+
+  /** The name of the activity or event `commandId` waits on. */
+  nameOf(commandId: number): string {
+    const completion = this.#pending.get(commandId);
+    return completion && completion.kind !== 'timer' ? completion.name : '';
+  }
+
+  resolveActivity(commandId: number, result: unknown): void {
+    this.#take(commandId, 'activity').resolve(result);
+  }
+
+  rejectActivity(commandId: number, attempts: number, failure: SerializedFailure): void {
+    const completion = this.#take(commandId, 'activity');
+    completion.reject(this.#errors.activityFailure(completion.name, attempts, failure));
+  }
+
+  /** A timer fired: resolves a sleep, or times out an event wait. */
+  fireTimer(commandId: number): void {
+    const completion = this.#pending.get(commandId);
+    if (completion?.kind === 'timer') {
+      this.#take(commandId, 'timer').resolve();
+      return;
+    }
+    const wait = this.#take(commandId, 'event');
+    const waiters = this.#waiters.get(wait.name);
+    if (waiters) waiters.splice(waiters.indexOf(commandId), 1);
+    wait.reject(this.#errors.timeout(`timed out waiting for event "${wait.name}"`));
+  }
+
+  /**
+   * Delivers an event: to every handler of its name and to the oldest waiter; with neither, keeps
+   * it. Returns the waiter it resolved, if any, and whether that waiter had a timeout timer that
+   * must now be cancelled.
+   */
+  deliverEvent(name: string, payload: unknown): { waiter: number | undefined; hadTimeout: boolean } {
+    const handlers = this.#handlers.get(name);
+    if (handlers) for (const handler of handlers) this.#callHandler(handler, payload);
+    const waiter = this.#waiters.get(name)?.shift();
+    if (waiter === undefined) {
+      if (!handlers) {
+        const kept = this.#buffered.get(name);
+        if (kept) kept.push(payload);
+        else this.#buffered.set(name, [payload]);
+      }
+      return { waiter, hadTimeout: false };
+    }
+    const wait = this.#take(waiter, 'event');
+    wait.resolve(payload);
+    return { waiter, hadTimeout: wait.timeoutAt !== undefined };
+  }
+
+  /** Commands emitted since the last call. */
+  takeCommands(): Command[] {
+    const commands = this.#commands;
+    this.#commands = [];
+    return commands;
+  }
+
+  /** The variables as one JSON object if any changed since the last call, else undefined. */
+  takeChangedVars(): string | undefined {
+    if (!this.#isVarsChanged) return undefined;
+    this.#isVarsChanged = false;
+    return this.varsJson();
+  }
+
+  varsJson(): string {
+    let out = '';
+    for (const [name, value] of this.#vars) out += `${out ? ',' : '{'}${JSON.stringify(name)}:${value}`;
+    return out ? `${out}}` : '{}';
+  }
+
+  /** Decoded variables, for a live `inspect`. */
+  vars(): Record<string, unknown> {
+    const vars: Record<string, unknown> = {};
+    for (const [name, value] of this.#vars) vars[name] = JSON.parse(value);
+    return vars;
+  }
+
+  /** Commands still awaited, with their timers (including event-wait timeouts). */
+  outstanding(): Outstanding {
+    const out: Outstanding = { activities: [], timers: [], events: [] };
+    for (const [commandId, c] of this.#pending) {
+      if (c.kind === 'activity') out.activities.push({ commandId, name: c.name });
+      else if (c.kind === 'event') out.events.push({ commandId, name: c.name, timeoutAt: c.timeoutAt });
+    }
+    for (const [commandId, dueAt] of this.#pendingTimers) out.timers.push({ commandId, dueAt });
+    return out;
+  }
+
+  /** A handler that throws fails the workflow, as an exception in its main body would. */
+  #callHandler(handler: (payload: unknown) => void, payload: unknown): void {
+    try {
+      handler(payload);
+    } catch (error) {
+      this.fail(error);
+    }
+  }
+
+  #emit(command: Command): void {
+    // Code that keeps running after the workflow returned (a lost Promise.race branch, say)
+    // cannot add commands to a finished history.
+    if (!this.#isTerminal) this.#commands.push(command);
+  }
+
+  #take<K extends Completion['kind']>(commandId: number, kind: K): Extract<Completion, { kind: K }> {
+    const completion = this.#pending.get(commandId);
+    if (completion?.kind !== kind) {
+      throw new UnknownCommandError(commandId, kind);
+    }
+    this.#pending.delete(commandId);
+    this.#pendingTimers.delete(commandId);
+    return completion as Extract<Completion, { kind: K }>;
+  }
+}
+
+/** An inbound event named a command the workflow is not waiting on. */
+export class UnknownCommandError extends Error {
+  readonly commandId: number;
+  constructor(commandId: number, kind: string) {
+    super(`no pending ${kind} command #${commandId}`);
+    this.name = 'UnknownCommandError';
+    this.commandId = commandId;
+  }
+}

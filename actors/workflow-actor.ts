@@ -1,0 +1,591 @@
+import { emptyWrite } from '../storage/rows.js';
+import type { HistoryRow, StoredHistoryRow, TaskRow, WorkflowRow, WorkflowWrite } from '../storage/rows.js';
+import { loadHistory, loadWorkflow } from '../storage/sql/workflows.js';
+import { type ActorHost, type Effects, noEffects } from './actor-host.js';
+import { type CommandIdentity, describeIdentity, identityOf } from './commands.js';
+import { EventType, jsonObject, type SerializedFailure, str } from './history.js';
+import { Mailbox } from './mailbox.js';
+import type { ActorMessage } from './messages.js';
+import { type Outstanding, ReplayState, UnknownCommandError } from './replay-state.js';
+import { WorkflowContextImpl } from './workflow-context.js';
+
+let sharedTick: Promise<void> | undefined;
+
+/**
+ * Resolves once every microtask queued so far has run: by then workflow code resumed by this
+ * activation is blocked again. All actors activated in one turn of the event loop share it.
+ */
+function drainWorkflowCode(): Promise<void> {
+  sharedTick ??= new Promise((resolve) =>
+    setImmediate(() => {
+      sharedTick = undefined;
+      resolve();
+    }),
+  );
+  return sharedTick;
+}
+
+const INBOUND_TYPES: ReadonlySet<string> = new Set([
+  EventType.WorkflowStarted,
+  EventType.ActivityCompleted,
+  EventType.ActivityFailed,
+  EventType.TimerFired,
+  EventType.EventReceived,
+]);
+
+function identityOfRow(row: StoredHistoryRow, payload: Record<string, unknown>): CommandIdentity {
+  switch (row.type) {
+    case EventType.ActivityScheduled:
+      return { commandId: row.command_id, kind: 'scheduleActivity', name: String(payload.activityName) };
+    case EventType.TimerStarted:
+      return { commandId: row.command_id, kind: 'startTimer', name: '' };
+    case EventType.EventWaitStarted:
+      return { commandId: row.command_id, kind: 'waitEvent', name: String(payload.eventName) };
+    case EventType.WorkflowCompleted:
+      return { commandId: null, kind: 'completeWorkflow', name: '' };
+    default:
+      return { commandId: null, kind: 'failWorkflow', name: '' };
+  }
+}
+
+function sameIdentity(a: CommandIdentity, b: CommandIdentity): boolean {
+  return a.commandId === b.commandId && a.kind === b.kind && a.name === b.name;
+}
+
+/** Where an actor is in its life. */
+type ActorState =
+  /** Created; its row and history are not loaded yet. */
+  | 'new'
+  /** Its row is `pending`: it waits for its start (events are kept until then). */
+  | 'unstarted'
+  /** Running in memory, replay done. */
+  | 'live'
+  /** Completed or failed; only consumes stray inbox rows. */
+  | 'done'
+  /** Replay did not match the code (NonDeterminismError): ignores messages until rebuilt. */
+  | 'parked'
+  /** Discarded (failed load or flush); the system forgets it. */
+  | 'dropped';
+
+/** What `inspect` can read from a hot actor. */
+export interface ActorSnapshot {
+  vars: Record<string, unknown>;
+  outstanding: Outstanding;
+}
+
+/**
+ * One workflow execution in memory. Its mailbox hands it batches of messages; each batch becomes
+ * one activation: the inbound events are recorded and fed to the workflow code, the code runs
+ * until it is blocked again, and its commands become history rows and side effects. The rows go
+ * to the WAL; the side effects go back to the engine only after the WAL committed them.
+ *
+ * On creation the actor loads its row and replays its history (activation by activation, in the
+ * recorded batches) to rebuild the same in-memory state, comparing every command with the
+ * recorded one.
+ */
+export class WorkflowActor {
+  readonly workflowId: string;
+  readonly #host: ActorHost;
+  readonly #mailbox: Mailbox<ActorMessage>;
+  readonly #onDropped: (actor: WorkflowActor) => void;
+  #seed: WorkflowRow | undefined;
+  #state: ActorState = 'new';
+  #name = '';
+  #version = '';
+  #input: string | null = null;
+  #parkedError: string | null = null;
+  #replay: ReplayState | undefined;
+  #seq = 0;
+  #activation = 0;
+  #unflushed = 0;
+  #deferred: ActorMessage[] = [];
+  readonly #consumedInbox = new Set<number>();
+
+  constructor(
+    workflowId: string,
+    host: ActorHost,
+    onDropped: (actor: WorkflowActor) => void,
+    seed?: WorkflowRow,
+  ) {
+    this.workflowId = workflowId;
+    this.#host = host;
+    this.#onDropped = onDropped;
+    this.#seed = seed;
+    this.#mailbox = new Mailbox<ActorMessage>(
+      (batch) => this.#handle(batch),
+      (error) => this.#crash(error),
+    );
+  }
+
+  /** Messages waiting in the mailbox. */
+  get queued(): number {
+    return this.#mailbox.depth;
+  }
+
+  /** Whether the actor can leave memory without losing anything. */
+  get isEvictable(): boolean {
+    return this.#mailbox.isIdle && this.#unflushed === 0 && this.#deferred.length === 0;
+  }
+
+  get isFinished(): boolean {
+    return this.#state === 'done' || this.#state === 'dropped';
+  }
+
+  push(message: ActorMessage): void {
+    this.#mailbox.push(message);
+  }
+
+  /** Live variables and outstanding commands, if the actor is running in memory. */
+  snapshot(): ActorSnapshot | undefined {
+    if (this.#state !== 'live' || !this.#replay) return undefined;
+    return { vars: this.#replay.vars(), outstanding: this.#replay.outstanding() };
+  }
+
+  /** Stops the actor for good; nothing it has not flushed will be released. */
+  kill(): void {
+    this.#state = 'dropped';
+    this.#mailbox.kill();
+  }
+
+  /** Resolves when the mailbox has nothing left to run. */
+  drained(): Promise<void> {
+    return this.#mailbox.drained();
+  }
+
+  async #handle(batch: ActorMessage[]): Promise<void> {
+    if (this.#state === 'new' && !(await this.#load())) return;
+    if (this.#host.wal.isCongested) await this.#host.wal.whenUncongested();
+    if (this.#state === 'dropped') return;
+    let messages = batch;
+    if (this.#deferred.length > 0) {
+      messages = [...this.#deferred, ...batch];
+      this.#deferred = [];
+    }
+    switch (this.#state) {
+      case 'unstarted': {
+        const startAt = messages.findIndex(isStart);
+        if (startAt < 0) {
+          // Events wait for the start; polls may deliver the same inbox row more than once.
+          const seen = new Set<number>();
+          this.#deferred = messages.filter((m) => m.type === 'event' && !seen.has(m.inboxId) && seen.add(m.inboxId));
+          return;
+        }
+        // The start comes first, whatever order the messages arrived in.
+        const start = messages[startAt]!;
+        await this.#activate([start, ...messages.filter((_, i) => i !== startAt)]);
+        return;
+      }
+      case 'live':
+        await this.#activate(messages);
+        return;
+      case 'done':
+        this.#consumeStrayEvents(messages);
+        return;
+      default:
+        return;
+    }
+  }
+
+  async #activate(messages: ActorMessage[]): Promise<void> {
+    const started = performance.now();
+    const host = this.#host;
+    const now = Date.now();
+    const activation = this.#activation + 1;
+    const write = emptyWrite(this.workflowId, this.#seq);
+    const effects = noEffects();
+    const record = (type: string, commandId: number | null, payload: string | null): HistoryRow => {
+      const row = { seq: ++this.#seq, activation, type, commandId, payload, at: now };
+      write.history.push(row);
+      return row;
+    };
+    let rs = this.#replay;
+    if (rs) rs.now = now;
+
+    for (const m of messages) {
+      switch (m.type) {
+        case 'start':
+          if (this.#state !== 'unstarted') break;
+          record(
+            EventType.WorkflowStarted,
+            null,
+            jsonObject({ workflowName: str(this.#name), version: str(this.#version), input: this.#input ?? undefined }),
+          );
+          write.status = 'running';
+          write.startedAt = now;
+          effects.isStarted = true;
+          this.#state = 'live';
+          rs = this.#begin(now);
+          rs.now = now;
+          break;
+        case 'timerFired':
+          if (!rs?.isPending(m.commandId, 'timer') && !rs?.isPending(m.commandId, 'event')) break;
+          record(EventType.TimerFired, m.commandId, null);
+          write.timersDelete.push(m.commandId);
+          rs.fireTimer(m.commandId);
+          break;
+        case 'activityCompleted':
+          if (!rs?.isPending(m.commandId, 'activity')) break;
+          record(
+            EventType.ActivityCompleted,
+            m.commandId,
+            jsonObject({ activityName: str(rs.nameOf(m.commandId)), attempts: String(m.attempts), result: m.result }),
+          );
+          write.tasksDelete.push(m.commandId);
+          rs.resolveActivity(m.commandId, host.codec.decode(m.result));
+          break;
+        case 'activityFailed':
+          if (!rs?.isPending(m.commandId, 'activity')) break;
+          record(
+            EventType.ActivityFailed,
+            m.commandId,
+            jsonObject({
+              activityName: str(rs.nameOf(m.commandId)),
+              attempts: String(m.attempts),
+              failure: JSON.stringify(m.failure),
+            }),
+          );
+          write.tasksDelete.push(m.commandId);
+          rs.rejectActivity(m.commandId, m.attempts, m.failure);
+          break;
+        case 'activityRetry':
+          if (!rs?.isPending(m.commandId, 'activity')) break;
+          write.tasksUpsert.push(m.task);
+          effects.retries.push(m.task);
+          break;
+        case 'event': {
+          if (!rs || this.#consumedInbox.has(m.inboxId)) break;
+          this.#consumedInbox.add(m.inboxId);
+          const row = record(EventType.EventReceived, null, null);
+          write.inboxDelete.push(m.inboxId);
+          effects.consumedInbox.push(m.inboxId);
+          const { waiter, hadTimeout } = rs.deliverEvent(m.name, host.codec.decode(m.payload));
+          // Which wait the event resolved is recorded so inspect can tell open waits from history.
+          row.payload = jsonObject({
+            eventName: str(m.name),
+            inboxId: String(m.inboxId),
+            resolves: waiter === undefined ? undefined : String(waiter),
+            payload: m.payload,
+          });
+          if (hadTimeout) {
+            write.timersDelete.push(waiter!);
+            effects.disarmTimers.push(waiter!);
+          }
+          break;
+        }
+      }
+    }
+
+    if (rs && write.history.length > 0) {
+      await drainWorkflowCode();
+      if (this.#state !== 'live') return; // killed while the code ran
+      this.#activation = activation;
+      this.#recordCommands(rs, write, effects, record, now);
+      const vars = rs.takeChangedVars();
+      if (vars !== undefined) write.vars = vars;
+    }
+    write.nextSeq = this.#seq;
+    this.#enqueue(write, effects);
+    if (write.history.length > 0) host.observer.stepped(this.#name, (performance.now() - started) / 1000);
+  }
+
+  #recordCommands(
+    rs: ReplayState,
+    write: WorkflowWrite,
+    effects: Effects,
+    record: (type: string, commandId: number | null, payload: string | null) => HistoryRow,
+    now: number,
+  ): void {
+    for (const c of rs.takeCommands()) {
+      switch (c.kind) {
+        case 'scheduleActivity': {
+          record(EventType.ActivityScheduled, c.commandId, jsonObject({ activityName: str(c.name), input: c.input }));
+          const task: TaskRow = {
+            workflowId: this.workflowId,
+            commandId: c.commandId,
+            name: c.name,
+            input: c.input,
+            options: c.options,
+            attempt: 1,
+            visibleAt: now,
+            scheduledAt: now,
+            lastFailure: null,
+          };
+          write.tasksUpsert.push(task);
+          effects.dispatch.push(task);
+          break;
+        }
+        case 'startTimer': {
+          record(EventType.TimerStarted, c.commandId, jsonObject({ dueAt: String(c.dueAt) }));
+          const timer = { workflowId: this.workflowId, commandId: c.commandId, dueAt: c.dueAt };
+          write.timersInsert.push(timer);
+          effects.armTimers.push(timer);
+          break;
+        }
+        case 'waitEvent': {
+          const timeoutAt = c.timeoutAt === undefined ? undefined : String(c.timeoutAt);
+          record(EventType.EventWaitStarted, c.commandId, jsonObject({ eventName: str(c.name), timeoutAt }));
+          if (c.timeoutAt !== undefined) {
+            const timer = { workflowId: this.workflowId, commandId: c.commandId, dueAt: c.timeoutAt };
+            write.timersInsert.push(timer);
+            effects.armTimers.push(timer);
+          }
+          break;
+        }
+        case 'completeWorkflow':
+          record(EventType.WorkflowCompleted, null, jsonObject({ result: c.result }));
+          this.#finish(rs, write, effects, 'completed', c.result ?? null, null, now);
+          break;
+        case 'failWorkflow': {
+          const failure = JSON.stringify(c.failure);
+          record(EventType.WorkflowFailed, null, jsonObject({ failure }));
+          this.#finish(rs, write, effects, 'failed', null, failure, now);
+          break;
+        }
+      }
+    }
+  }
+
+  #finish(
+    rs: ReplayState,
+    write: WorkflowWrite,
+    effects: Effects,
+    status: 'completed' | 'failed',
+    result: string | null,
+    error: string | null,
+    now: number,
+  ): void {
+    this.#state = 'done';
+    write.status = status;
+    write.result = result;
+    write.error = error;
+    write.completedAt = now;
+    write.isTerminal = true;
+    // Whatever the workflow still awaited is abandoned with it.
+    const outstanding = rs.outstanding();
+    for (const timer of outstanding.timers) {
+      write.timersDelete.push(timer.commandId);
+      effects.disarmTimers.push(timer.commandId);
+    }
+    for (const activity of outstanding.activities) write.tasksDelete.push(activity.commandId);
+    effects.dispatch = [];
+    effects.armTimers = [];
+    effects.finished = { status, result, error };
+  }
+
+  /** Creates the replay state and calls the workflow function (its first synchronous part runs now). */
+  #begin(startedAt: number): ReplayState {
+    const host = this.#host;
+    const rs = new ReplayState(this.workflowId, host.codec, host.errors);
+    this.#replay = rs;
+    const fn = host.workflow(this.#name);
+    const ctx = new WorkflowContextImpl(rs, {
+      workflowId: this.workflowId,
+      workflowName: this.#name,
+      version: this.#version,
+      startedAt: new Date(startedAt),
+    });
+    let input: unknown;
+    try {
+      input = host.codec.decode(this.#input);
+    } catch (error) {
+      rs.fail(error);
+      return rs;
+    }
+    // The function is called inside a promise chain so that a synchronous throw becomes a failure.
+    new Promise<unknown>((resolve) => resolve(fn!(ctx, input as never))).then(
+      (result) => rs.complete(result),
+      (error: unknown) => rs.fail(error),
+    );
+    return rs;
+  }
+
+  #enqueue(write: WorkflowWrite, effects: Effects): void {
+    const isEmpty =
+      write.history.length === 0 &&
+      write.tasksUpsert.length === 0 &&
+      write.timersDelete.length === 0 &&
+      write.inboxDelete.length === 0 &&
+      write.error === undefined;
+    if (isEmpty) return;
+    this.#unflushed++;
+    this.#host.wal.enqueue(write, () => {
+      this.#unflushed--;
+      this.#host.release(this.workflowId, effects);
+    });
+  }
+
+  /** Events for a finished workflow are consumed without effect, so they are not re-delivered. */
+  #consumeStrayEvents(messages: ActorMessage[]): void {
+    const write = emptyWrite(this.workflowId, this.#seq);
+    const effects = noEffects();
+    for (const m of messages) {
+      if (m.type === 'event' && !this.#consumedInbox.has(m.inboxId)) {
+        this.#consumedInbox.add(m.inboxId);
+        write.inboxDelete.push(m.inboxId);
+        effects.consumedInbox.push(m.inboxId);
+      }
+    }
+    this.#enqueue(write, effects);
+  }
+
+  async #load(): Promise<boolean> {
+    const host = this.#host;
+    const started = performance.now();
+    try {
+      const row = this.#seed ?? (await loadWorkflow(host.sql, host.tables, this.workflowId));
+      this.#seed = undefined;
+      if (!row || !host.workflow(row.name)) {
+        this.#drop();
+        return false;
+      }
+      this.#name = row.name;
+      this.#version = row.version;
+      this.#input = row.input;
+      this.#parkedError = row.error;
+      this.#seq = row.next_seq;
+      if (row.status === 'pending') {
+        this.#state = 'unstarted';
+        return true;
+      }
+      if (row.status !== 'running') {
+        this.#state = 'done';
+        return true;
+      }
+      const history = await loadHistory(host.sql, host.tables, this.workflowId);
+      if (this.#state !== 'new') return false; // killed while loading
+      await this.#replayHistory(history, row.next_seq);
+      host.observer.rehydrated(this.workflowId, history.length, (performance.now() - started) / 1000);
+      const state = this.#state as ActorState;
+      return state === 'live' || state === 'done';
+    } catch (error) {
+      this.#host.logger.error({ err: error, workflowId: this.workflowId }, 'loading workflow failed');
+      this.#drop();
+      this.#host.recover(new Set([this.workflowId]));
+      return false;
+    }
+  }
+
+  async #replayHistory(rows: StoredHistoryRow[], nextSeq: number): Promise<void> {
+    let rs: ReplayState | undefined;
+    let i = 0;
+    while (i < rows.length) {
+      const activation = rows[i]!.activation;
+      const recorded: CommandIdentity[] = [];
+      const firstAt = rows[i]!.at.getTime();
+      if (rs) rs.now = firstAt;
+      for (; i < rows.length && rows[i]!.activation === activation; i++) {
+        const row = rows[i]!;
+        const payload = (row.payload ? JSON.parse(row.payload) : {}) as Record<string, unknown>;
+        if (!INBOUND_TYPES.has(row.type)) {
+          recorded.push(identityOfRow(row, payload));
+          continue;
+        }
+        try {
+          rs = this.#applyRecorded(rs, row, payload, firstAt);
+        } catch (error) {
+          if (!(error instanceof UnknownCommandError)) throw error;
+          const got = `${row.type} for command #${error.commandId}, which the code did not issue`;
+          this.#park(activation, error.commandId, 'a pending command', got);
+          return;
+        }
+      }
+      if (!rs) {
+        this.#park(activation, null, EventType.WorkflowStarted, `history starting with ${rows[0]!.type}`);
+        return;
+      }
+      await drainWorkflowCode();
+      if (this.#state !== 'new') return; // killed while replaying
+      const emitted = rs.takeCommands().map(identityOf);
+      const length = Math.max(emitted.length, recorded.length);
+      for (let k = 0; k < length; k++) {
+        const expected = recorded[k];
+        const got = emitted[k];
+        if (expected && got && sameIdentity(expected, got)) continue;
+        this.#park(
+          activation,
+          expected?.commandId ?? got?.commandId ?? null,
+          describeIdentity(expected),
+          describeIdentity(got),
+        );
+        return;
+      }
+      this.#activation = activation;
+    }
+    this.#seq = nextSeq;
+    if (!rs) {
+      this.#park(0, null, EventType.WorkflowStarted, 'an empty history');
+      return;
+    }
+    rs.isReplaying = false;
+    rs.takeChangedVars();
+    this.#state = rs.isTerminal ? 'done' : 'live';
+    if (this.#parkedError !== null) {
+      // The code now matches its history again: the workflow leaves the parked state.
+      this.#parkedError = null;
+      this.#enqueue({ ...emptyWrite(this.workflowId, this.#seq), error: null }, noEffects());
+    }
+  }
+
+  #applyRecorded(
+    rs: ReplayState | undefined,
+    row: StoredHistoryRow,
+    payload: Record<string, unknown>,
+    at: number,
+  ): ReplayState {
+    if (row.type === EventType.WorkflowStarted) {
+      const started = this.#begin(at);
+      started.isReplaying = true;
+      started.now = at;
+      return started;
+    }
+    if (!rs) throw new UnknownCommandError(row.command_id ?? 0, row.type);
+    const commandId = row.command_id ?? 0;
+    switch (row.type) {
+      case EventType.ActivityCompleted:
+        rs.resolveActivity(commandId, payload.result);
+        break;
+      case EventType.ActivityFailed:
+        rs.rejectActivity(commandId, payload.attempts as number, payload.failure as SerializedFailure);
+        break;
+      case EventType.TimerFired:
+        rs.fireTimer(commandId);
+        break;
+      case EventType.EventReceived:
+        this.#consumedInbox.add(payload.inboxId as number);
+        rs.deliverEvent(payload.eventName as string, payload.payload);
+        break;
+    }
+    return rs;
+  }
+
+  #park(activation: number, commandId: number | null, expected: string, got: string): void {
+    const host = this.#host;
+    const error = host.errors.nonDeterminism(this.workflowId, activation, commandId, expected, got);
+    this.#state = 'parked';
+    this.#replay = undefined;
+    const failure = JSON.stringify(host.errors.toFailure(error));
+    host.observer.parked(this.workflowId, error);
+    host.logger.error({ workflowId: this.workflowId, err: error }, 'workflow parked');
+    if (this.#parkedError !== failure) {
+      this.#parkedError = failure;
+      this.#enqueue({ ...emptyWrite(this.workflowId, this.#seq), error: failure }, noEffects());
+    }
+  }
+
+  #crash(error: unknown): void {
+    this.#host.logger.error({ err: error, workflowId: this.workflowId }, 'actor failed; rebuilding it');
+    this.#drop();
+    this.#host.recover(new Set([this.workflowId]));
+  }
+
+  #drop(): void {
+    this.kill();
+    this.#onDropped(this);
+  }
+}
+
+function isStart(m: ActorMessage): boolean {
+  return m.type === 'start';
+}
+
+

@@ -1,0 +1,150 @@
+import type { ActivityOptions } from './commands.js';
+import type { ReplayState } from './replay-state.js';
+
+/** Facts about the running workflow. */
+export interface WorkflowInfo {
+  workflowId: string;
+  workflowName: string;
+  version: string;
+  /** When the workflow's first step ran. */
+  startedAt: Date;
+  /** True while the engine re-runs recorded steps to rebuild this workflow in memory. */
+  isReplaying: boolean;
+}
+
+/**
+ * The activity functions of a module, as a workflow calls them: same names, one input, a promise
+ * of the result. Rejects with `ActivityFailure` when the activity fails for good.
+ */
+export type ActivityStubs<Module> = {
+  [K in keyof Module as Module[K] extends (...args: never[]) => unknown ? K : never]: Module[K] extends (
+    ...args: infer Args
+  ) => infer Result
+    ? (...input: Args extends [] ? [] : Args extends [infer Input, ...unknown[]] ? [input: Input] : []) => Promise<
+        Awaited<Result>
+      >
+    : never;
+};
+
+/** Options of `ctx.waitForEvent`. */
+export interface WaitForEventOptions {
+  /** Give up after this many milliseconds with a `TimeoutError`. @default wait forever */
+  timeoutMs?: number;
+}
+
+/**
+ * What workflow code may use. Everything here is deterministic: replaying a workflow's history
+ * runs the same code to the same commands, so workflow code must reach the outside world only
+ * through this object (no `Date.now()`, `Math.random()`, timers or I/O of its own).
+ */
+export interface WorkflowContext {
+  readonly info: WorkflowInfo;
+  /**
+   * Typed stubs for the engine's activities. Pass the activities module's type
+   * (`ctx.activities<typeof import('./activities.js')>()`); each call schedules the activity
+   * durably and resolves with its result.
+   */
+  activities<Module = Record<string, (input: unknown) => unknown>>(
+    options?: ActivityOptions,
+  ): ActivityStubs<Module>;
+  /** The current step's time: the same value on every replay. */
+  now(): Date;
+  /** A number in [0, 1) from a generator seeded by the workflow id: the same on every replay. */
+  random(): number;
+  /** Records a variable (any JSON value) that `inspect` shows, from any process. */
+  setVar(name: string, value: unknown): void;
+  /** Sleeps on a durable timer for `ms` milliseconds. */
+  sleep(ms: number): Promise<void>;
+  /** Sleeps on a durable timer until `at` (a Date or epoch milliseconds). */
+  sleepUntil(at: Date | number): Promise<void>;
+  /**
+   * Waits for the next event named `name` (one kept from earlier, if any). Rejects with
+   * `TimeoutError` after `timeoutMs`.
+   */
+  waitForEvent<Payload = unknown>(name: string, options?: WaitForEventOptions): Promise<Payload>;
+  /** Calls `handler` for every event named `name`, including ones kept from before. */
+  onEvent<Payload = unknown>(name: string, handler: (payload: Payload) => void): void;
+}
+
+/** A workflow: a deterministic async function of its context and input. */
+export type WorkflowFunction<Input = never, Output = unknown> = (
+  ctx: WorkflowContext,
+  input: Input,
+) => Promise<Output>;
+
+function toEpochMs(at: Date | number, what: string): number {
+  const ms = at instanceof Date ? at.getTime() : at;
+  if (typeof ms !== 'number' || !Number.isFinite(ms)) {
+    throw new TypeError(`${what} must be a Date or a finite number of epoch milliseconds`);
+  }
+  return ms;
+}
+
+function checkDuration(ms: unknown, what: string): number {
+  if (typeof ms !== 'number' || !Number.isFinite(ms) || ms < 0) {
+    throw new RangeError(`${what} must be a finite number of milliseconds >= 0, got ${String(ms)}`);
+  }
+  return ms;
+}
+
+/** The WorkflowContext of one run, over its ReplayState. */
+export class WorkflowContextImpl implements WorkflowContext {
+  readonly #state: ReplayState;
+  readonly #info: Omit<WorkflowInfo, 'isReplaying'>;
+
+  constructor(state: ReplayState, info: Omit<WorkflowInfo, 'isReplaying'>) {
+    this.#state = state;
+    this.#info = info;
+  }
+
+  get info(): WorkflowInfo {
+    return { ...this.#info, isReplaying: this.#state.isReplaying };
+  }
+
+  activities<Module>(options: ActivityOptions = {}): ActivityStubs<Module> {
+    const state = this.#state;
+    const optionsJson = state.encodeActivityOptions(options);
+    return new Proxy({} as ActivityStubs<Module>, {
+      get(_target, name) {
+        // `then` would make the stubs object look like a promise to `await`.
+        if (typeof name !== 'string' || name === 'then') return undefined;
+        return (input?: unknown) => state.scheduleActivity(name, input, optionsJson);
+      },
+    });
+  }
+
+  now(): Date {
+    return new Date(this.#state.now);
+  }
+
+  random(): number {
+    return this.#state.random();
+  }
+
+  setVar(name: string, value: unknown): void {
+    if (typeof name !== 'string' || name.length === 0) {
+      throw new TypeError('variable name must be a non-empty string');
+    }
+    this.#state.setVar(name, value);
+  }
+
+  sleep(ms: number): Promise<void> {
+    return this.#state.startTimer(this.#state.now + checkDuration(ms, 'sleep duration'));
+  }
+
+  sleepUntil(at: Date | number): Promise<void> {
+    return this.#state.startTimer(toEpochMs(at, 'sleepUntil time'));
+  }
+
+  waitForEvent<Payload>(name: string, options: WaitForEventOptions = {}): Promise<Payload> {
+    const timeoutAt =
+      options.timeoutMs === undefined
+        ? undefined
+        : this.#state.now + checkDuration(options.timeoutMs, 'timeoutMs');
+    return this.#state.waitForEvent(name, timeoutAt) as Promise<Payload>;
+  }
+
+  onEvent<Payload>(name: string, handler: (payload: Payload) => void): void {
+    this.#state.onEvent(name, handler as (payload: unknown) => void);
+  }
+}

@@ -1,0 +1,39 @@
+/**
+ * What an activity receives as its second argument. Created per attempt, in the activity's
+ * thread (or on the engine thread for inline activities).
+ */
+export interface ActivityContext {
+  readonly workflowId: string;
+  /** Stable across retries and crashes: use it as an idempotency key. */
+  readonly activityId: string;
+  readonly activityName: string;
+  /** 1 for the first try. */
+  readonly attempt: number;
+  /** Aborted when the engine closes or the attempt passes its `startToCloseTimeoutMs`. */
+  readonly signal: AbortSignal;
+  /** If this attempt throws, run the next one `ms` milliseconds from now (overrides the backoff). */
+  retryAfter(ms: number): void;
+  /** If this attempt throws, run the next one at `at` (overrides the backoff). */
+  retryAt(at: Date | number): void;
+}
+
+/** One attempt of one activity, as sent to a thread. */
+export interface ActivityTask {
+  name: string;
+  /** JSON of the input; undefined for none. */
+  input: string | undefined;
+  workflowId: string;
+  activityId: string;
+  attempt: number;
+  timeoutMs: number | undefined;
+}
+
+/** What an attempt produced. Never an exception: failures are data across the thread boundary. */
+export type ActivityOutcome =
+  | { ok: true; result: string | undefined }
+  | { ok: false; failure: import('../actors/history.js').SerializedFailure; retryAt?: number };
+
+/** The id of the activity scheduled by command `commandId` of `workflowId`. */
+export function activityIdOf(workflowId: string, commandId: number): string {
+  return `${workflowId}/${commandId}`;
+}

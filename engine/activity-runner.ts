@@ -1,0 +1,73 @@
+import type { ActivityContext, ActivityOutcome, ActivityTask } from './activity-context.js';
+import { TimeoutError } from './errors.js';
+import { toFailure } from './failure.js';
+
+/** An activity function as users write it. */
+export type ActivityFunction = (input: never, ctx: ActivityContext) => unknown;
+
+function encodeResult(value: unknown): string | undefined {
+  return value === undefined ? undefined : JSON.stringify(value);
+}
+
+/**
+ * Runs one attempt of `fn` and turns whatever happens into an outcome: the JSON of its result,
+ * or its error as plain data with any retry time the activity asked for. Shared by the activity
+ * threads and inline activities so both behave the same.
+ */
+export async function runAttempt(
+  fn: ActivityFunction,
+  task: ActivityTask,
+  closing: AbortSignal,
+): Promise<ActivityOutcome> {
+  const controller = new AbortController();
+  const onClose = (): void => controller.abort(closing.reason);
+  if (closing.aborted) onClose();
+  else closing.addEventListener('abort', onClose, { once: true });
+  let requestedAt: number | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  const ctx: ActivityContext = {
+    workflowId: task.workflowId,
+    activityId: task.activityId,
+    activityName: task.name,
+    attempt: task.attempt,
+    signal: controller.signal,
+    retryAfter(ms: number) {
+      requestedAt = Date.now() + ms;
+    },
+    retryAt(at: Date | number) {
+      requestedAt = at instanceof Date ? at.getTime() : at;
+    },
+  };
+  try {
+    const input = task.input === undefined ? undefined : JSON.parse(task.input);
+    const run = Promise.resolve().then(() => fn(input as never, ctx));
+    const value =
+      task.timeoutMs === undefined
+        ? await run
+        : await Promise.race([
+            run,
+            new Promise<never>((_, reject) => {
+              timer = setTimeout(() => {
+                const error = new TimeoutError(
+                  `activity "${task.name}" attempt ${task.attempt} exceeded startToCloseTimeoutMs (${task.timeoutMs} ms)`,
+                );
+                controller.abort(error);
+                reject(error);
+              }, task.timeoutMs);
+            }),
+          ]);
+    let result: string | undefined;
+    try {
+      result = encodeResult(value);
+    } catch (error) {
+      return { ok: false, failure: { ...toFailure(error), name: 'InvalidResultError', nonRetryable: true } };
+    }
+    return { ok: true, result };
+  } catch (error) {
+    const failure = toFailure(error);
+    return requestedAt === undefined ? { ok: false, failure } : { ok: false, failure, retryAt: requestedAt };
+  } finally {
+    if (timer) clearTimeout(timer);
+    closing.removeEventListener('abort', onClose);
+  }
+}

@@ -1,0 +1,86 @@
+import { type ClientOptions, resolveConnection } from './options.js';
+import type { ResultOptions, StartWorkflowOptions, WorkflowHandle } from './workflow-store.js';
+import { WorkflowStore } from './workflow-store.js';
+import { WorkflowAlreadyExistsError } from './errors.js';
+import { checkName } from './validate.js';
+import type { WorkflowState } from './workflow-state.js';
+
+/**
+ * Starting workflows, sending events, reading state and awaiting results, from any process.
+ * Every method returns a promise; bad arguments reject with `InvalidArgumentError`.
+ */
+export interface Client {
+  /**
+   * Creates a workflow and resolves once it is durably stored. A workflow whose name no running
+   * engine registers stays `pending` until one does. Rejects with `WorkflowAlreadyExistsError` if
+   * the id is taken.
+   */
+  startWorkflow<Output = unknown>(
+    workflowName: string,
+    input?: unknown,
+    options?: StartWorkflowOptions,
+  ): Promise<WorkflowHandle<Output>>;
+  /**
+   * Delivers an event to a pending or running workflow (kept until the workflow takes it).
+   * Rejects with `WorkflowNotFoundError`, or `WorkflowClosedError` if it has ended.
+   */
+  sendEvent(workflowId: string, eventName: string, payload?: unknown): Promise<void>;
+  /** The workflow's state, history and variables. Rejects with `WorkflowNotFoundError`. */
+  inspect(workflowId: string): Promise<WorkflowState>;
+  /**
+   * Resolves with the workflow's result once it completes; rejects with `WorkflowFailedError`
+   * if it failed, `WorkflowNotFoundError`, or `TimeoutError` after `timeoutMs`.
+   */
+  result<Output = unknown>(workflowId: string, options?: ResultOptions): Promise<Output>;
+  /** Releases the connection. */
+  close(): Promise<void>;
+}
+
+/** A handle on `workflowId` whose `result()` asks `client`. */
+export function handleFor<Output>(client: Pick<Client, 'result'>, workflowId: string): WorkflowHandle<Output> {
+  return { workflowId, result: (options) => client.result<Output>(workflowId, options) };
+}
+
+class ClientImpl implements Client {
+  readonly #store: WorkflowStore;
+
+  constructor(store: WorkflowStore) {
+    this.#store = store;
+  }
+
+  async startWorkflow<Output>(
+    workflowName: string,
+    input?: unknown,
+    options?: StartWorkflowOptions,
+  ): Promise<WorkflowHandle<Output>> {
+    const row = this.#store.prepareStart(checkName(workflowName, 'workflow name'), input, options);
+    if (!(await this.#store.insertStart(row))) throw new WorkflowAlreadyExistsError(row.id);
+    return handleFor<Output>(this, row.id);
+  }
+
+  async sendEvent(workflowId: string, eventName: string, payload?: unknown): Promise<void> {
+    await this.#store.storeEvent(workflowId, eventName, payload);
+    await this.#store.notifyEvent();
+  }
+
+  async inspect(workflowId: string): Promise<WorkflowState> {
+    return this.#store.inspect(workflowId);
+  }
+
+  async result<Output>(workflowId: string, options?: ResultOptions): Promise<Output> {
+    return this.#store.result<Output>(workflowId, options);
+  }
+
+  async close(): Promise<void> {
+    await this.#store.close();
+  }
+}
+
+/**
+ * A client for a process that runs no workflows (a web server, a CLI): same database options as
+ * the engine, none of its workers.
+ */
+export async function createClient(options: ClientOptions = {}): Promise<Client> {
+  const store = await WorkflowStore.open(resolveConnection(options));
+  return new ClientImpl(store);
+}

@@ -1,0 +1,72 @@
+import type { Codec } from '../actors/actor-host.js';
+import { InvalidArgumentError, PayloadTooLargeError } from './errors.js';
+import { checkRetryPolicy } from './retry-policy.js';
+
+function rejectNonJson(this: unknown, key: string, value: unknown): unknown {
+  switch (typeof value) {
+    case 'function':
+    case 'symbol':
+    case 'bigint':
+      throw new TypeError(`${typeof value} at ${key === '' ? 'the top level' : `key ${JSON.stringify(key)}`}`);
+    default:
+      return value;
+  }
+}
+
+/**
+ * JSON data conversion with strict checks: functions, symbols, BigInts and cycles are refused
+ * rather than silently dropped or crashing later, and payloads over `maxBytes` are refused. As in
+ * JSON, `undefined` object properties are left out and a top-level `undefined` means "no value".
+ */
+export class JsonCodec implements Codec {
+  readonly #maxBytes: number;
+
+  constructor(maxBytes: number) {
+    this.#maxBytes = maxBytes;
+  }
+
+  encode(value: unknown, what: string): string | undefined {
+    if (value === undefined) return undefined;
+    let text: string | undefined;
+    try {
+      text = JSON.stringify(value, rejectNonJson);
+    } catch (error) {
+      const reason = error instanceof Error ? error.message : String(error);
+      throw new InvalidArgumentError(`${what} is not JSON-serialisable: ${reason}`, { cause: error });
+    }
+    // A UTF-16 unit is at most 3 UTF-8 bytes: measure exactly only when it could matter.
+    if (text.length * 3 > this.#maxBytes) {
+      const bytes = Buffer.byteLength(text, 'utf8');
+      if (bytes > this.#maxBytes) throw new PayloadTooLargeError(what, bytes, this.#maxBytes);
+    }
+    return text;
+  }
+
+  activityOptions(options: unknown): string {
+    if (typeof options !== 'object' || options === null) {
+      throw new InvalidArgumentError('activity options must be an object');
+    }
+    const { retry, startToCloseTimeoutMs } = options as Record<string, unknown>;
+    const checked: Record<string, unknown> = {};
+    try {
+      const policy = checkRetryPolicy(retry, 'activity options.retry');
+      // JSON has no Infinity: "unlimited" is stored as the largest safe integer.
+      if (retry !== undefined) {
+        checked.retry = policy.maxAttempts === Infinity ? { ...policy, maxAttempts: Number.MAX_SAFE_INTEGER } : policy;
+      }
+    } catch (error) {
+      throw new InvalidArgumentError((error as Error).message, { cause: error });
+    }
+    if (startToCloseTimeoutMs !== undefined) {
+      if (typeof startToCloseTimeoutMs !== 'number' || !(startToCloseTimeoutMs > 0) || !Number.isFinite(startToCloseTimeoutMs)) {
+        throw new InvalidArgumentError('activity options.startToCloseTimeoutMs must be a positive number of milliseconds');
+      }
+      checked.startToCloseTimeoutMs = startToCloseTimeoutMs;
+    }
+    return JSON.stringify(checked);
+  }
+
+  decode(text: string | null | undefined): unknown {
+    return text === null || text === undefined ? undefined : JSON.parse(text);
+  }
+}

@@ -1,0 +1,473 @@
+import type { ActorHost, ActorObserver, Effects, WorkflowErrors } from '../actors/actor-host.js';
+import { ActorSystem } from '../actors/actor-system.js';
+import type { ActorMessage } from '../actors/messages.js';
+import type { WorkflowFunction } from '../actors/workflow-context.js';
+import type { Logger } from '../storage/logger.js';
+import type { NewWorkflowRow, TaskRow, WorkflowRow } from '../storage/rows.js';
+import { inboxFor } from '../storage/sql/inbox.js';
+import { pendingTasks } from '../storage/sql/tasks.js';
+import { timersFor } from '../storage/sql/timers.js';
+import { dueStarts } from '../storage/sql/workflows.js';
+import type { Sql, Tables } from '../storage/sql.js';
+import { Wal, type WalObserver } from '../storage/wal.js';
+import { activityIdOf } from './activity-context.js';
+import { ActivityPool } from './activity-pool.js';
+import { type Client, handleFor } from './client.js';
+import type { JsonCodec } from './codec.js';
+import {
+  ActivityFailure,
+  EngineClosedError,
+  NonDeterminismError,
+  TimeoutError,
+  UnknownWorkflowError,
+  WorkflowAlreadyExistsError,
+} from './errors.js';
+import { fromFailure, toFailure } from './failure.js';
+import { type EngineOptions, type ResolvedEngineOptions, resolveEngineOptions } from './options.js';
+import { nextAttemptAt, parseActivityOptions, resolveRetryPolicy } from './retry-policy.js';
+import { type ArmedTimer, TimerService } from './timer-service.js';
+import { checkName } from './validate.js';
+import type { WorkflowState } from './workflow-state.js';
+import {
+  Notice,
+  type ResultOptions,
+  type StartWorkflowOptions,
+  type WorkflowHandle,
+  WorkflowStore,
+} from './workflow-store.js';
+
+/** The input type of a workflow function. */
+export type WorkflowInput<F> = F extends (ctx: never, input: infer I) => unknown ? I : never;
+/** The result type of a workflow function. */
+export type WorkflowOutput<F> = F extends (...args: never[]) => Promise<infer O> ? O : never;
+
+/** A running engine: everything a `Client` does, plus running the registered workflows. */
+export interface Engine extends Omit<Client, 'startWorkflow'> {
+  /** Starts a registered workflow, typed from its function. */
+  startWorkflow<F extends WorkflowFunction<never, unknown>>(
+    workflow: F,
+    input: WorkflowInput<F>,
+    options?: StartWorkflowOptions,
+  ): Promise<WorkflowHandle<WorkflowOutput<F>>>;
+  /**
+   * Starts a registered workflow by name. Resolves once the start is durably stored; rejects with
+   * `UnknownWorkflowError` if this engine does not register the name, `WorkflowAlreadyExistsError`
+   * if the id is taken.
+   */
+  startWorkflow<Output = unknown>(
+    workflowName: string,
+    input?: unknown,
+    options?: StartWorkflowOptions,
+  ): Promise<WorkflowHandle<Output>>;
+  /**
+   * Stops taking work, lets running steps commit, aborts running activities (they run again on
+   * the next start: at-least-once) and closes the database.
+   */
+  close(): Promise<void>;
+}
+
+type TimerPayload =
+  | { kind: 'timer'; workflowId: string; commandId: number }
+  | { kind: 'retry'; task: TaskRow }
+  | { kind: 'start'; workflowId: string };
+
+/** Rows read per recovery query. */
+const RECOVERY_BATCH = 10_000;
+
+const timerKey = (workflowId: string, commandId: number): string => `t\0${workflowId}\0${commandId}`;
+const retryKey = (workflowId: string, commandId: number): string => `r\0${workflowId}\0${commandId}`;
+const startKey = (workflowId: string): string => `s\0${workflowId}`;
+const taskKey = (workflowId: string, commandId: number): string => `${workflowId}\0${commandId}`;
+
+function seedRow(row: NewWorkflowRow): WorkflowRow {
+  return {
+    id: row.id,
+    name: row.name,
+    version: row.version,
+    status: 'pending',
+    input: row.input ?? null,
+    result: null,
+    error: null,
+    vars: '{}',
+    next_seq: 0,
+    start_at: new Date(row.startAt),
+    created_at: new Date(row.createdAt),
+    started_at: null,
+    completed_at: null,
+  };
+}
+
+const noObserver: ActorObserver & WalObserver = {
+  parked() {},
+  rehydrated() {},
+  stepped() {},
+  flushed() {},
+  flushFailed() {},
+};
+
+/**
+ * The engine: wires the store, the WAL, the actors, the activity pool and the timers, and
+ * releases each step's side effects after its commit.
+ *
+ * Modes:
+ * - running: actors step, effects are released after each commit, the poll and NOTIFY pick up
+ *   starts and events from other processes.
+ * - closing: nothing new is accepted; running steps finish and commit; activity outcomes that
+ *   arrive are dropped (their tasks stay in the database and run again next time).
+ * - closed: the database is released.
+ */
+class EngineImpl implements Engine, ActorHost {
+  readonly #options: ResolvedEngineOptions;
+  readonly #store: WorkflowStore;
+  readonly #pool: ActivityPool;
+  readonly wal: Wal;
+  readonly #system: ActorSystem;
+  readonly #timers: TimerService<TimerPayload>;
+  readonly #namesByFunction = new Map<WorkflowFunction<never, unknown>, string>();
+  readonly #registeredNames: string[];
+  /** Activity attempts handed to the pool and not yet reported back. */
+  readonly #inFlightTasks = new Set<string>();
+  readonly #poll: NodeJS.Timeout;
+  #pollRunning: Promise<void> | undefined;
+  #pollAgain = false;
+  #closing: Promise<void> | undefined;
+  readonly errors: WorkflowErrors = {
+    activityFailure: (name, attempts, failure) => new ActivityFailure(name, attempts, fromFailure(failure)),
+    timeout: (message) => new TimeoutError(message),
+    nonDeterminism: (workflowId, activation, commandId, expected, got) =>
+      new NonDeterminismError(workflowId, activation, commandId, expected, got),
+    toFailure,
+  };
+  readonly observer: ActorObserver = noObserver;
+
+  constructor(options: ResolvedEngineOptions, store: WorkflowStore, pool: ActivityPool) {
+    this.#options = options;
+    this.#store = store;
+    this.#pool = pool;
+    for (const [name, fn] of options.workflows) this.#namesByFunction.set(fn, name);
+    this.#registeredNames = [...options.workflows.keys()];
+    this.wal = new Wal({
+      sql: store.sql,
+      tables: store.tables,
+      highWaterEvents: options.walHighWaterEvents,
+      onFlushFailed: (ids, error) => this.#onFlushFailed(ids, error),
+      observer: noObserver,
+    });
+    this.#system = new ActorSystem(this, options.maxCachedWorkflows);
+    this.#timers = new TimerService((timer) => this.#onTimer(timer));
+    this.#poll = setInterval(() => this.#requestPoll(), options.pollIntervalMs);
+    store.onNotice((payload) => {
+      if (payload !== Notice.Done) this.#requestPoll();
+    });
+  }
+
+  // --- ActorHost ---
+
+  get sql(): Sql {
+    return this.#store.sql;
+  }
+
+  get tables(): Tables {
+    return this.#store.tables;
+  }
+
+  get codec(): JsonCodec {
+    return this.#store.codec;
+  }
+
+  get logger(): Logger {
+    return this.#options.logger;
+  }
+
+  workflow(name: string): WorkflowFunction | undefined {
+    return this.#options.workflows.get(name) as WorkflowFunction | undefined;
+  }
+
+  release(workflowId: string, effects: Effects): void {
+    if (this.#closing) return;
+    for (const task of effects.dispatch) this.#dispatch(task);
+    for (const task of effects.retries) {
+      this.#timers.arm(retryKey(workflowId, task.commandId), task.visibleAt, { kind: 'retry', task });
+    }
+    for (const timer of effects.armTimers) {
+      this.#timers.arm(timerKey(workflowId, timer.commandId), timer.dueAt, {
+        kind: 'timer',
+        workflowId,
+        commandId: timer.commandId,
+      });
+    }
+    for (const commandId of effects.disarmTimers) this.#timers.disarm(timerKey(workflowId, commandId));
+    if (effects.finished) {
+      this.#store.waiters.settle(workflowId, effects.finished);
+      this.#system.release(workflowId);
+    }
+  }
+
+  recover(workflowIds: ReadonlySet<string>): void {
+    void this.#recoverWithRetry([...workflowIds]);
+  }
+
+  // --- public API ---
+
+  async startWorkflow<Output>(
+    workflow: string | WorkflowFunction<never, unknown>,
+    input?: unknown,
+    options?: StartWorkflowOptions,
+  ): Promise<WorkflowHandle<Output>> {
+    this.#checkOpen();
+    const name = typeof workflow === 'function' ? this.#namesByFunction.get(workflow) : checkName(workflow, 'workflow name');
+    if (name === undefined || !this.#options.workflows.has(name)) {
+      throw new UnknownWorkflowError(typeof workflow === 'function' ? workflow.name || '<anonymous>' : workflow);
+    }
+    const row = this.#store.prepareStart(name, input, options);
+    if (!(await this.wal.enqueueStart(row))) throw new WorkflowAlreadyExistsError(row.id);
+    if (row.startAt <= Date.now()) {
+      this.#system.deliver(row.id, { type: 'start' }, seedRow(row));
+    } else {
+      this.#timers.arm(startKey(row.id), row.startAt, { kind: 'start', workflowId: row.id });
+    }
+    return handleFor<Output>(this, row.id);
+  }
+
+  async sendEvent(workflowId: string, eventName: string, payload?: unknown): Promise<void> {
+    this.#checkOpen();
+    const stored = await this.#store.storeEvent(workflowId, eventName, payload);
+    if (this.#options.workflows.has(stored.workflowName)) {
+      this.#system.deliver(workflowId, {
+        type: 'event',
+        inboxId: stored.inboxId,
+        name: eventName,
+        payload: stored.payload,
+      });
+    } else {
+      await this.#store.notifyEvent();
+    }
+  }
+
+  async inspect(workflowId: string): Promise<WorkflowState> {
+    this.#checkOpen();
+    return this.#store.inspect(workflowId, () => this.#system.get(workflowId)?.snapshot());
+  }
+
+  async result<Output>(workflowId: string, options?: ResultOptions): Promise<Output> {
+    this.#checkOpen();
+    return this.#store.result<Output>(workflowId, options);
+  }
+
+  close(): Promise<void> {
+    this.#closing ??= this.#shutdown();
+    return this.#closing;
+  }
+
+  // --- internals ---
+
+  /** Re-delivers everything the database says is unfinished for this engine's workflows. */
+  async recoverAll(): Promise<void> {
+    await this.#recover(undefined);
+  }
+
+  async #shutdown(): Promise<void> {
+    clearInterval(this.#poll);
+    this.#timers.close();
+    const errors: unknown[] = [];
+    const step = async (work: () => Promise<void> | void): Promise<void> => {
+      try {
+        await work();
+      } catch (error) {
+        errors.push(error);
+      }
+    };
+    await step(() => this.#pool.close());
+    await step(() => this.#system.drain());
+    await step(() => this.wal.close());
+    await step(() => this.#pollRunning);
+    this.#system.close();
+    await step(() => this.#store.close());
+    if (errors.length > 0) throw new AggregateError(errors, 'closing the engine failed');
+  }
+
+  #checkOpen(): void {
+    if (this.#closing) throw new EngineClosedError();
+  }
+
+  #deliver(workflowId: string, message: ActorMessage, seed?: WorkflowRow): void {
+    if (!this.#closing) this.#system.deliver(workflowId, message, seed);
+  }
+
+  #dispatch(task: TaskRow): void {
+    const key = taskKey(task.workflowId, task.commandId);
+    if (this.#inFlightTasks.has(key)) return;
+    this.#inFlightTasks.add(key);
+    const options = parseActivityOptions(task.options);
+    this.#pool
+      .run({
+        name: task.name,
+        input: task.input,
+        workflowId: task.workflowId,
+        activityId: activityIdOf(task.workflowId, task.commandId),
+        attempt: task.attempt,
+        timeoutMs: options.startToCloseTimeoutMs,
+      })
+      .then((outcome) => {
+        this.#inFlightTasks.delete(key);
+        if (this.#closing) return;
+        const { workflowId, commandId, attempt } = task;
+        if (outcome.ok) {
+          this.#deliver(workflowId, { type: 'activityCompleted', commandId, result: outcome.result, attempts: attempt });
+          return;
+        }
+        const policy = resolveRetryPolicy(this.#options.retry, options.retry);
+        const next = nextAttemptAt(policy, attempt, outcome.failure, Date.now(), outcome.retryAt);
+        if (next === undefined) {
+          this.#deliver(workflowId, { type: 'activityFailed', commandId, failure: outcome.failure, attempts: attempt });
+          return;
+        }
+        const retry: TaskRow = { ...task, attempt: attempt + 1, visibleAt: next, lastFailure: JSON.stringify(outcome.failure) };
+        this.#deliver(workflowId, { type: 'activityRetry', commandId, task: retry });
+      })
+      .catch((error: unknown) => {
+        this.#inFlightTasks.delete(key);
+        this.logger.error({ err: error, workflowId: task.workflowId }, 'activity dispatch failed');
+      });
+  }
+
+  #onTimer(timer: ArmedTimer<TimerPayload>): void {
+    const p = timer.payload;
+    switch (p.kind) {
+      case 'timer':
+        this.#deliver(p.workflowId, { type: 'timerFired', commandId: p.commandId });
+        break;
+      case 'retry':
+        this.#dispatch(p.task);
+        break;
+      case 'start':
+        this.#deliver(p.workflowId, { type: 'start' });
+        break;
+    }
+  }
+
+  #onFlushFailed(workflowIds: ReadonlySet<string>, error: unknown): void {
+    this.logger.error({ err: error, workflows: workflowIds.size }, 'WAL flush failed; rebuilding the workflows in it');
+    this.#system.drop(workflowIds);
+    this.recover(workflowIds);
+  }
+
+  async #recoverWithRetry(workflowIds: string[]): Promise<void> {
+    for (let attempt = 1; !this.#closing; attempt++) {
+      try {
+        await this.#recover(workflowIds);
+        return;
+      } catch (error) {
+        this.logger.warn({ err: error, attempt }, 'recovery failed; retrying');
+        await new Promise((resolve) => setTimeout(resolve, Math.min(100 * 2 ** attempt, 5_000)));
+      }
+    }
+  }
+
+  async #recover(workflowIds: string[] | undefined): Promise<void> {
+    const { sql, tables } = this;
+    const names = this.#registeredNames;
+    const now = Date.now();
+    const [starts, timers, tasks] = await Promise.all([
+      dueStarts(sql, tables, names, now + this.#options.pollIntervalMs * 2, RECOVERY_BATCH, workflowIds),
+      timersFor(sql, tables, names, workflowIds),
+      pendingTasks(sql, tables, names, workflowIds),
+    ]);
+    if (this.#closing) return;
+    this.#handleStarts(starts, now);
+    for (const t of timers) {
+      this.#timers.arm(timerKey(t.workflowId, t.commandId), t.dueAt, {
+        kind: 'timer',
+        workflowId: t.workflowId,
+        commandId: t.commandId,
+      });
+    }
+    for (const task of tasks) {
+      if (task.visibleAt <= now) this.#dispatch(task);
+      else this.#timers.arm(retryKey(task.workflowId, task.commandId), task.visibleAt, { kind: 'retry', task });
+    }
+    await this.#pollInbox(workflowIds);
+  }
+
+  #handleStarts(rows: WorkflowRow[], now: number): void {
+    for (const row of rows) {
+      const dueAt = row.start_at.getTime();
+      if (dueAt <= now) this.#deliver(row.id, { type: 'start' }, row);
+      else this.#timers.arm(startKey(row.id), dueAt, { kind: 'start', workflowId: row.id });
+    }
+  }
+
+  async #pollInbox(workflowIds?: string[]): Promise<void> {
+    const events = await inboxFor(this.sql, this.tables, this.#registeredNames, workflowIds);
+    for (const e of events) {
+      this.#deliver(e.workflowId, { type: 'event', inboxId: e.id, name: e.name, payload: e.payload });
+    }
+  }
+
+  /** Coalesces poll requests (timer, NOTIFY) so at most one poll runs and one waits. */
+  #requestPoll(): void {
+    if (this.#closing) return;
+    if (this.#pollRunning) {
+      this.#pollAgain = true;
+      return;
+    }
+    this.#pollRunning = this.#pollOnce().finally(() => {
+      this.#pollRunning = undefined;
+      if (this.#pollAgain) {
+        this.#pollAgain = false;
+        this.#requestPoll();
+      }
+    });
+  }
+
+  async #pollOnce(): Promise<void> {
+    try {
+      const now = Date.now();
+      const starts = await dueStarts(
+        this.sql,
+        this.tables,
+        this.#registeredNames,
+        now + this.#options.pollIntervalMs * 2,
+        RECOVERY_BATCH,
+      );
+      if (this.#closing) return;
+      this.#handleStarts(starts, now);
+      await this.#pollInbox();
+    } catch (error) {
+      this.logger.warn({ err: error }, 'polling for starts and events failed');
+    }
+  }
+}
+
+/**
+ * Starts an engine: connects (or opens the embedded database), applies the schema, loads the
+ * activities module in its threads, and recovers every unfinished workflow it registers.
+ * Rejects with TypeError/RangeError for bad options and `ConfigurationError` for an unusable
+ * activities module.
+ */
+export async function createEngine(options: EngineOptions): Promise<Engine> {
+  const resolved = resolveEngineOptions(options);
+  const store = await WorkflowStore.open(resolved);
+  let pool: ActivityPool | undefined;
+  try {
+    pool = await ActivityPool.create({
+      moduleUrl: resolved.activities,
+      threads: resolved.activityThreads,
+      concurrencyPerThread: resolved.activityConcurrency,
+      inline: resolved.inlineActivities,
+      maxHeapMb: resolved.activityMaxHeapMb,
+    });
+    const engine = new EngineImpl(resolved, store, pool);
+    try {
+      await engine.recoverAll();
+    } catch (error) {
+      await engine.close().catch(() => undefined);
+      throw error;
+    }
+    return engine;
+  } catch (error) {
+    await pool?.close().catch(() => undefined);
+    await store.close().catch(() => undefined);
+    throw error;
+  }
+}

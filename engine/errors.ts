@@ -1,0 +1,212 @@
+/**
+ * Every error duraflow throws on purpose. Each has a stable `code`: check the code, not the
+ * class, once an error may have crossed a thread (structured clone drops subclass identity).
+ */
+
+/** Codes of duraflow's errors. */
+export const ErrorCode = {
+  NonRetryable: 'DURAFLOW_NON_RETRYABLE',
+  ActivityFailure: 'DURAFLOW_ACTIVITY_FAILURE',
+  WorkflowFailed: 'DURAFLOW_WORKFLOW_FAILED',
+  NonDeterminism: 'DURAFLOW_NON_DETERMINISM',
+  WorkflowNotFound: 'DURAFLOW_WORKFLOW_NOT_FOUND',
+  WorkflowAlreadyExists: 'DURAFLOW_WORKFLOW_ALREADY_EXISTS',
+  WorkflowClosed: 'DURAFLOW_WORKFLOW_CLOSED',
+  UnknownWorkflow: 'DURAFLOW_UNKNOWN_WORKFLOW',
+  Timeout: 'DURAFLOW_TIMEOUT',
+  InvalidArgument: 'DURAFLOW_INVALID_ARGUMENT',
+  PayloadTooLarge: 'DURAFLOW_PAYLOAD_TOO_LARGE',
+  Configuration: 'DURAFLOW_CONFIGURATION',
+  EngineClosed: 'DURAFLOW_ENGINE_CLOSED',
+  IllegalState: 'DURAFLOW_ILLEGAL_STATE',
+} as const;
+
+/** Base class of duraflow's errors. */
+export class EngineError extends Error {
+  readonly code: string;
+
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+  }
+}
+EngineError.prototype.name = 'EngineError';
+
+/**
+ * Thrown by an activity to fail at once, without retries; the workflow receives an
+ * `ActivityFailure` whose cause is this error.
+ */
+export class NonRetryableError extends EngineError {
+  /** Marks the error for the retry logic, also after a thread hop. */
+  readonly nonRetryable = true;
+  /** Extra JSON kept with the failure. */
+  readonly details: unknown;
+
+  constructor(message: string, options?: { cause?: unknown; details?: unknown }) {
+    super(ErrorCode.NonRetryable, message, options);
+    this.details = options?.details;
+  }
+}
+NonRetryableError.prototype.name = 'NonRetryableError';
+
+/**
+ * Thrown inside a workflow when an activity failed for good: not retryable, or out of attempts.
+ * `cause` is the last attempt's error (its name, message and stack).
+ */
+export class ActivityFailure extends EngineError {
+  readonly activityName: string;
+  /** Attempts made, the failed last one included. */
+  readonly attempts: number;
+
+  constructor(activityName: string, attempts: number, cause: Error) {
+    super(
+      ErrorCode.ActivityFailure,
+      `activity "${activityName}" failed after ${attempts} attempt${attempts === 1 ? '' : 's'}: ${cause.message}`,
+      { cause },
+    );
+    this.activityName = activityName;
+    this.attempts = attempts;
+  }
+}
+ActivityFailure.prototype.name = 'ActivityFailure';
+
+/** Thrown by `result()` when the workflow's code threw; `cause` is that error. */
+export class WorkflowFailedError extends EngineError {
+  readonly workflowId: string;
+
+  constructor(workflowId: string, cause: Error) {
+    super(ErrorCode.WorkflowFailed, `workflow "${workflowId}" failed: ${cause.message}`, { cause });
+    this.workflowId = workflowId;
+  }
+}
+WorkflowFailedError.prototype.name = 'WorkflowFailedError';
+
+/**
+ * The workflow's code no longer issues the commands its history recorded (it was changed under a
+ * running execution). The workflow is parked, shown with this error by `inspect`, until code that
+ * matches its history is deployed.
+ */
+export class NonDeterminismError extends EngineError {
+  readonly workflowId: string;
+  /** The recorded step at which replay diverged. */
+  readonly activation: number;
+  readonly commandId: number | null;
+  readonly expected: string;
+  readonly got: string;
+
+  constructor(workflowId: string, activation: number, commandId: number | null, expected: string, got: string) {
+    super(
+      ErrorCode.NonDeterminism,
+      `workflow "${workflowId}" diverged from its history at activation ${activation}` +
+        `${commandId === null ? '' : `, command #${commandId}`}: expected ${expected}, got ${got}`,
+    );
+    this.workflowId = workflowId;
+    this.activation = activation;
+    this.commandId = commandId;
+    this.expected = expected;
+    this.got = got;
+  }
+}
+NonDeterminismError.prototype.name = 'NonDeterminismError';
+
+/** No workflow has this id. */
+export class WorkflowNotFoundError extends EngineError {
+  readonly workflowId: string;
+
+  constructor(workflowId: string) {
+    super(ErrorCode.WorkflowNotFound, `no workflow with id ${JSON.stringify(workflowId)}`);
+    this.workflowId = workflowId;
+  }
+}
+WorkflowNotFoundError.prototype.name = 'WorkflowNotFoundError';
+
+/** `startWorkflow` was given an id that is taken; the existing workflow is untouched. */
+export class WorkflowAlreadyExistsError extends EngineError {
+  readonly workflowId: string;
+
+  constructor(workflowId: string) {
+    super(ErrorCode.WorkflowAlreadyExists, `a workflow with id ${JSON.stringify(workflowId)} already exists`);
+    this.workflowId = workflowId;
+  }
+}
+WorkflowAlreadyExistsError.prototype.name = 'WorkflowAlreadyExistsError';
+
+/** `sendEvent` to a workflow that has already completed or failed. */
+export class WorkflowClosedError extends EngineError {
+  readonly workflowId: string;
+  readonly status: 'completed' | 'failed';
+
+  constructor(workflowId: string, status: 'completed' | 'failed') {
+    super(ErrorCode.WorkflowClosed, `workflow ${JSON.stringify(workflowId)} has already ${status}`);
+    this.workflowId = workflowId;
+    this.status = status;
+  }
+}
+WorkflowClosedError.prototype.name = 'WorkflowClosedError';
+
+/** The engine has no workflow registered under this name. */
+export class UnknownWorkflowError extends EngineError {
+  readonly workflowName: string;
+
+  constructor(workflowName: string) {
+    super(ErrorCode.UnknownWorkflow, `no workflow is registered as ${JSON.stringify(workflowName)}`);
+    this.workflowName = workflowName;
+  }
+}
+UnknownWorkflowError.prototype.name = 'UnknownWorkflowError';
+
+/**
+ * A wait ran out of time: `waitForEvent` with `timeoutMs`, `result()` with `timeoutMs`, or an
+ * activity attempt past its `startToCloseTimeoutMs`.
+ */
+export class TimeoutError extends EngineError {
+  constructor(message: string) {
+    super(ErrorCode.Timeout, message);
+  }
+}
+TimeoutError.prototype.name = 'TimeoutError';
+
+/** An argument was rejected before anything was stored; the message names it. */
+export class InvalidArgumentError extends EngineError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(ErrorCode.InvalidArgument, message, options);
+  }
+}
+InvalidArgumentError.prototype.name = 'InvalidArgumentError';
+
+/** A payload (input, result, event, variable) encodes to more bytes than `maxPayloadBytes`. */
+export class PayloadTooLargeError extends EngineError {
+  readonly bytes: number;
+  readonly limit: number;
+
+  constructor(what: string, bytes: number, limit: number) {
+    super(ErrorCode.PayloadTooLarge, `${what} is ${bytes} bytes as JSON, over the limit of ${limit}`);
+    this.bytes = bytes;
+    this.limit = limit;
+  }
+}
+PayloadTooLargeError.prototype.name = 'PayloadTooLargeError';
+
+/** The engine's setup is unusable, e.g. an activities module that is missing or exports nothing. */
+export class ConfigurationError extends EngineError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(ErrorCode.Configuration, message, options);
+  }
+}
+ConfigurationError.prototype.name = 'ConfigurationError';
+
+/** The engine or client was closed before the call could finish. */
+export class EngineClosedError extends EngineError {
+  constructor() {
+    super(ErrorCode.EngineClosed, 'the engine is closed');
+  }
+}
+EngineClosedError.prototype.name = 'EngineClosedError';
+
+/** A broken internal invariant: a bug in duraflow, never retried. */
+export class IllegalStateError extends EngineError {
+  constructor(message: string) {
+    super(ErrorCode.IllegalState, message);
+  }
+}
+IllegalStateError.prototype.name = 'IllegalStateError';

@@ -1,0 +1,39 @@
+/** duraflow's public API: everything importable from 'duraflow'. */
+export { createEngine } from './engine.js';
+export type { Engine, WorkflowInput, WorkflowOutput } from './engine.js';
+export { createClient } from './client.js';
+export type { Client } from './client.js';
+export type { ClientOptions, ConnectionOptions, EngineOptions, Logger } from './options.js';
+export type { ResultOptions, StartWorkflowOptions, WorkflowHandle } from './workflow-store.js';
+export type { WaitingActivity, WaitingOn, WorkflowState } from './workflow-state.js';
+export type { HistoryEvent, SerializedFailure } from '../actors/history.js';
+export { EventType } from '../actors/history.js';
+export type {
+  ActivityStubs,
+  WaitForEventOptions,
+  WorkflowContext,
+  WorkflowFunction,
+  WorkflowInfo,
+} from '../actors/workflow-context.js';
+export type { ActivityContext } from './activity-context.js';
+export type { ActivityFunction } from './activity-runner.js';
+export type { ActivityOptions, RetryPolicy } from './retry-policy.js';
+export { DEFAULT_RETRY_POLICY } from './retry-policy.js';
+export {
+  ActivityFailure,
+  ConfigurationError,
+  EngineClosedError,
+  EngineError,
+  ErrorCode,
+  IllegalStateError,
+  InvalidArgumentError,
+  NonDeterminismError,
+  NonRetryableError,
+  PayloadTooLargeError,
+  TimeoutError,
+  UnknownWorkflowError,
+  WorkflowAlreadyExistsError,
+  WorkflowClosedError,
+  WorkflowFailedError,
+  WorkflowNotFoundError,
+} from './errors.js';

@@ -1,0 +1,186 @@
+import os from 'node:os';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+
+import type { PGlite } from '@electric-sql/pglite';
+
+import type { WorkflowFunction } from '../actors/workflow-context.js';
+import type { Logger } from '../storage/logger.js';
+import { isValidSchemaName } from '../storage/sql.js';
+import type { ActivityFunction } from './activity-runner.js';
+import { checkRetryPolicy, DEFAULT_RETRY_POLICY, type ResolvedRetryPolicy, resolveRetryPolicy, type RetryPolicy } from './retry-policy.js';
+
+export type { Logger };
+
+/** Where the data lives; shared by the engine and the client. */
+export interface ConnectionOptions {
+  /**
+   * A `postgres://` URL, or a PGlite instance you created (it is not closed by `close()`). When
+   * absent, an embedded PGlite database in `dataDir` is used.
+   */
+  database?: string | PGlite;
+  /**
+   * Folder of the embedded database, created if missing; `memory://` keeps it in memory only.
+   * Ignored when `database` is set. @default './.duraflow'
+   */
+  dataDir?: string;
+  /**
+   * Postgres schema holding duraflow's tables: lower-case letters, digits and `_`, starting with
+   * a letter or `_`, at most 48 characters. @default 'duraflow'
+   */
+  schema?: string;
+  /** Connections in the `pg` pool (ignored for PGlite). @default 10 */
+  maxConnections?: number;
+  /** Receives debug/info/warn/error logs (pino-compatible). @default warnings and errors on stderr */
+  logger?: Logger;
+  /** Largest JSON payload (input, result, event, variable), in bytes. @default 1048576 (1 MiB) */
+  maxPayloadBytes?: number;
+}
+
+/** Options of `createEngine`. */
+export interface EngineOptions extends ConnectionOptions {
+  /** Workflows this engine runs, by name. */
+  workflows: Record<string, WorkflowFunction<never, unknown>>;
+  /**
+   * Module whose exported functions are the activities, run in worker threads. A URL or a file
+   * path. @default none (only `inlineActivities`)
+   */
+  activities?: URL | string;
+  /** Activities run on the engine thread instead (cheap, non-blocking functions). @default {} */
+  inlineActivities?: Record<string, ActivityFunction>;
+  /** Worker threads for activities. @default os.availableParallelism() */
+  activityThreads?: number;
+  /** Attempts one activity thread runs at once. @default 16 */
+  activityConcurrency?: number;
+  /** Heap limit of each activity thread in MiB; a thread past it is replaced. @default Node's */
+  activityMaxHeapMb?: number;
+  /** Default retry policy of activities; each field can be overridden per `ctx.activities()`. */
+  retry?: RetryPolicy;
+  /** Workflow actors kept in memory; the least recently used idle ones beyond are evicted. @default 10000 */
+  maxCachedWorkflows?: number;
+  /** Safety-net poll for starts and events from other processes, in ms (NOTIFY is the fast path). @default 2000 */
+  pollIntervalMs?: number;
+  /** History rows waiting for a flush beyond which actors pause. @default 50000 */
+  walHighWaterEvents?: number;
+}
+
+/** Options of `createClient`. */
+export type ClientOptions = ConnectionOptions;
+
+/** Connection options with defaults applied. */
+export interface ResolvedConnection {
+  database: string | PGlite | undefined;
+  dataDir: string;
+  schema: string;
+  maxConnections: number;
+  logger: Logger;
+  maxPayloadBytes: number;
+}
+
+/** Engine options with defaults applied. */
+export interface ResolvedEngineOptions extends ResolvedConnection {
+  workflows: ReadonlyMap<string, WorkflowFunction<never, unknown>>;
+  activities: URL | undefined;
+  inlineActivities: Readonly<Record<string, ActivityFunction>>;
+  activityThreads: number;
+  activityConcurrency: number;
+  activityMaxHeapMb: number | undefined;
+  retry: ResolvedRetryPolicy;
+  maxCachedWorkflows: number;
+  pollIntervalMs: number;
+  walHighWaterEvents: number;
+}
+
+/** Logs warnings and errors to stderr; ignores the rest. */
+export const stderrLogger: Logger = {
+  debug() {},
+  info() {},
+  warn(obj, msg) {
+    console.warn(`[duraflow] ${msg ?? ''}`, obj);
+  },
+  error(obj, msg) {
+    console.error(`[duraflow] ${msg ?? ''}`, obj);
+  },
+};
+
+function positiveInt(value: unknown, name: string, fallback: number, allowInfinity = false): number {
+  if (value === undefined) return fallback;
+  if (allowInfinity && value === Infinity) return value;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) {
+    throw new RangeError(`options.${name} must be a positive integer, got ${String(value)}`);
+  }
+  return value;
+}
+
+/** Checks and completes the connection options; throws TypeError/RangeError naming the field. */
+export function resolveConnection(options: ConnectionOptions): ResolvedConnection {
+  if (typeof options !== 'object' || options === null) throw new TypeError('options must be an object');
+  const { database, dataDir = './.duraflow', schema = 'duraflow' } = options;
+  if (database !== undefined && typeof database !== 'string' && typeof database !== 'object') {
+    throw new TypeError('options.database must be a postgres:// URL or a PGlite instance');
+  }
+  if (typeof database === 'string' && !/^postgres(ql)?:\/\//.test(database)) {
+    throw new TypeError('options.database must be a postgres:// or postgresql:// URL');
+  }
+  if (typeof dataDir !== 'string' || dataDir.length === 0) throw new TypeError('options.dataDir must be a non-empty string');
+  if (typeof schema !== 'string' || !isValidSchemaName(schema)) {
+    throw new RangeError(
+      `options.schema must be a lower-case identifier ([a-z_][a-z0-9_]*, at most 48 chars), got ${JSON.stringify(schema)}`,
+    );
+  }
+  const logger = options.logger ?? stderrLogger;
+  for (const level of ['debug', 'info', 'warn', 'error'] as const) {
+    if (typeof logger[level] !== 'function') throw new TypeError(`options.logger.${level} must be a function`);
+  }
+  return {
+    database,
+    dataDir,
+    schema,
+    maxConnections: positiveInt(options.maxConnections, 'maxConnections', 10),
+    logger,
+    maxPayloadBytes: positiveInt(options.maxPayloadBytes, 'maxPayloadBytes', 1024 * 1024),
+  };
+}
+
+function toModuleUrl(activities: URL | string): URL {
+  if (activities instanceof URL) return activities;
+  if (typeof activities !== 'string' || activities.length === 0) {
+    throw new TypeError('options.activities must be a URL or a file path');
+  }
+  if (/^(file|data):/.test(activities)) return new URL(activities);
+  return pathToFileURL(path.resolve(activities));
+}
+
+/** Checks and completes the engine options; throws TypeError/RangeError naming the field. */
+export function resolveEngineOptions(options: EngineOptions): ResolvedEngineOptions {
+  const connection = resolveConnection(options);
+  const { workflows, inlineActivities = {} } = options;
+  if (typeof workflows !== 'object' || workflows === null) {
+    throw new TypeError('options.workflows must be an object of workflow functions by name');
+  }
+  const byName = new Map<string, WorkflowFunction<never, unknown>>();
+  for (const [name, fn] of Object.entries(workflows)) {
+    if (typeof fn !== 'function') throw new TypeError(`options.workflows.${name} must be a function`);
+    byName.set(name, fn);
+  }
+  if (typeof inlineActivities !== 'object' || inlineActivities === null) {
+    throw new TypeError('options.inlineActivities must be an object of functions by name');
+  }
+  for (const [name, fn] of Object.entries(inlineActivities)) {
+    if (typeof fn !== 'function') throw new TypeError(`options.inlineActivities.${name} must be a function`);
+  }
+  return {
+    ...connection,
+    workflows: byName,
+    activities: options.activities === undefined ? undefined : toModuleUrl(options.activities),
+    inlineActivities,
+    activityThreads: positiveInt(options.activityThreads, 'activityThreads', os.availableParallelism()),
+    activityConcurrency: positiveInt(options.activityConcurrency, 'activityConcurrency', 16),
+    activityMaxHeapMb:
+      options.activityMaxHeapMb === undefined ? undefined : positiveInt(options.activityMaxHeapMb, 'activityMaxHeapMb', 0),
+    retry: resolveRetryPolicy(DEFAULT_RETRY_POLICY, checkRetryPolicy(options.retry, 'options.retry')),
+    maxCachedWorkflows: positiveInt(options.maxCachedWorkflows, 'maxCachedWorkflows', 10_000, true),
+    pollIntervalMs: positiveInt(options.pollIntervalMs, 'pollIntervalMs', 2_000),
+    walHighWaterEvents: positiveInt(options.walHighWaterEvents, 'walHighWaterEvents', 50_000),
+  };
+}

@@ -1,0 +1,80 @@
+import type { ActivityOptions, RetryPolicy } from '../actors/commands.js';
+import type { SerializedFailure } from '../actors/history.js';
+
+export type { ActivityOptions, RetryPolicy };
+
+/** A policy with every field set. */
+export type ResolvedRetryPolicy = Required<RetryPolicy>;
+
+/** Retry until success, 1 s doubling to at most 60 s between attempts: the seed's behaviour. */
+export const DEFAULT_RETRY_POLICY: ResolvedRetryPolicy = Object.freeze({
+  maxAttempts: Infinity,
+  initialIntervalMs: 1_000,
+  backoffCoefficient: 2,
+  maxIntervalMs: 60_000,
+  nonRetryable: [],
+});
+
+/** Throws a RangeError or TypeError naming the first bad field of `policy`. */
+export function checkRetryPolicy(policy: unknown, where: string): RetryPolicy {
+  if (policy === undefined) return {};
+  if (typeof policy !== 'object' || policy === null) throw new TypeError(`${where} must be an object`);
+  const p = policy as Record<string, unknown>;
+  const positive = (key: string, min: number): void => {
+    const v = p[key];
+    if (v === undefined || (key === 'maxAttempts' && v === Infinity)) return;
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < min) {
+      throw new RangeError(`${where}.${key} must be a finite number >= ${min}, got ${String(v)}`);
+    }
+  };
+  positive('maxAttempts', 1);
+  positive('initialIntervalMs', 0);
+  positive('backoffCoefficient', 1);
+  positive('maxIntervalMs', 0);
+  if (p.nonRetryable !== undefined) {
+    if (!Array.isArray(p.nonRetryable) || !p.nonRetryable.every((n) => typeof n === 'string')) {
+      throw new TypeError(`${where}.nonRetryable must be an array of error names`);
+    }
+  }
+  return p as RetryPolicy;
+}
+
+/** `override` field by field over `base`. */
+export function resolveRetryPolicy(base: ResolvedRetryPolicy, override: RetryPolicy | undefined): ResolvedRetryPolicy {
+  if (!override) return base;
+  return {
+    maxAttempts: override.maxAttempts ?? base.maxAttempts,
+    initialIntervalMs: override.initialIntervalMs ?? base.initialIntervalMs,
+    backoffCoefficient: override.backoffCoefficient ?? base.backoffCoefficient,
+    maxIntervalMs: override.maxIntervalMs ?? base.maxIntervalMs,
+    nonRetryable: override.nonRetryable ?? base.nonRetryable,
+  };
+}
+
+/** Delay after the `attempt`-th failure: initial × coefficient^(attempt−1), capped. */
+export function backoffMs(policy: ResolvedRetryPolicy, attempt: number): number {
+  const delay = policy.initialIntervalMs * policy.backoffCoefficient ** (attempt - 1);
+  return Math.min(delay, policy.maxIntervalMs);
+}
+
+/**
+ * When the next attempt runs (epoch ms) after attempt number `attempt` failed with `failure`, or
+ * undefined if the activity has failed for good. `requestedAt` is the activity's own
+ * `ctx.retryAfter`/`retryAt` override, which wins over the backoff (but not over maxAttempts).
+ */
+export function nextAttemptAt(
+  policy: ResolvedRetryPolicy,
+  attempt: number,
+  failure: SerializedFailure,
+  now: number,
+  requestedAt?: number,
+): number | undefined {
+  if (failure.nonRetryable || policy.nonRetryable.includes(failure.name)) return undefined;
+  if (attempt >= policy.maxAttempts) return undefined;
+  return requestedAt ?? now + backoffMs(policy, attempt);
+}
+
+/** Parses the options stored with a task. */
+export function parseActivityOptions(json: string): ActivityOptions {
+  return JSON.parse(json) as ActivityOptions;
+}

@@ -1,0 +1,130 @@
+/** setTimeout's longest delay; later timers are re-checked at this interval. */
+const MAX_DELAY_MS = 2 ** 31 - 1;
+
+/** One armed timer. `key` identifies it for replacement and disarming. */
+export interface ArmedTimer<Payload> {
+  key: string;
+  dueAt: number;
+  payload: Payload;
+}
+
+/**
+ * All of the engine's in-memory timers (workflow sleeps, event-wait timeouts, activity retries,
+ * delayed starts) in one binary min-heap under a single `setTimeout` for the earliest. The timers
+ * themselves are durable rows; this only decides when to act on the committed ones.
+ *
+ * Disarming is lazy: the entry stays in the heap and is skipped when it surfaces, because its key
+ * no longer maps to it.
+ */
+export class TimerService<Payload> {
+  readonly #heap: ArmedTimer<Payload>[] = [];
+  readonly #byKey = new Map<string, ArmedTimer<Payload>>();
+  readonly #onFire: (timer: ArmedTimer<Payload>) => void;
+  #handle: NodeJS.Timeout | undefined;
+  #handleDueAt = Infinity;
+  #isClosed = false;
+
+  constructor(onFire: (timer: ArmedTimer<Payload>) => void) {
+    this.#onFire = onFire;
+  }
+
+  /** Timers armed and not yet fired. */
+  get size(): number {
+    return this.#byKey.size;
+  }
+
+  /** Timers whose time has come but that have not fired yet (the callback is behind). */
+  overdue(now: number): number {
+    let count = 0;
+    for (const timer of this.#byKey.values()) if (timer.dueAt <= now) count++;
+    return count;
+  }
+
+  has(key: string): boolean {
+    return this.#byKey.has(key);
+  }
+
+  /** Arms (or re-arms with a new time) the timer `key`. */
+  arm(key: string, dueAt: number, payload: Payload): void {
+    if (this.#isClosed) return;
+    const timer = { key, dueAt, payload };
+    this.#byKey.set(key, timer);
+    this.#push(timer);
+    if (dueAt < this.#handleDueAt) this.#reschedule();
+  }
+
+  disarm(key: string): void {
+    if (!this.#byKey.delete(key)) return;
+    // Disarmed entries wait in the heap until they surface; rebuild when they dominate it.
+    if (this.#heap.length > 1024 && this.#heap.length > 2 * this.#byKey.size) {
+      this.#heap.length = 0;
+      for (const timer of this.#byKey.values()) this.#push(timer);
+      this.#reschedule();
+    }
+  }
+
+  close(): void {
+    this.#isClosed = true;
+    if (this.#handle) clearTimeout(this.#handle);
+    this.#heap.length = 0;
+    this.#byKey.clear();
+  }
+
+  #reschedule(): void {
+    if (this.#handle) clearTimeout(this.#handle);
+    this.#handle = undefined;
+    this.#handleDueAt = Infinity;
+    const next = this.#heap[0];
+    if (!next || this.#isClosed) return;
+    this.#handleDueAt = next.dueAt;
+    const delay = Math.min(Math.max(0, next.dueAt - Date.now()), MAX_DELAY_MS);
+    this.#handle = setTimeout(() => this.#fireDue(), delay);
+    // Pending timers alone must not keep a process alive; the engine's own handles decide that.
+    this.#handle.unref();
+  }
+
+  #fireDue(): void {
+    this.#handle = undefined;
+    this.#handleDueAt = Infinity;
+    const now = Date.now();
+    for (;;) {
+      const top = this.#heap[0];
+      if (!top || top.dueAt > now) break;
+      this.#pop();
+      if (this.#byKey.get(top.key) !== top) continue; // disarmed or re-armed
+      this.#byKey.delete(top.key);
+      this.#onFire(top);
+    }
+    this.#reschedule();
+  }
+
+  #push(timer: ArmedTimer<Payload>): void {
+    const heap = this.#heap;
+    heap.push(timer);
+    let i = heap.length - 1;
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if (heap[parent]!.dueAt <= timer.dueAt) break;
+      heap[i] = heap[parent]!;
+      i = parent;
+    }
+    heap[i] = timer;
+  }
+
+  #pop(): void {
+    const heap = this.#heap;
+    const last = heap.pop()!;
+    if (heap.length === 0) return;
+    let i = 0;
+    for (;;) {
+      const left = 2 * i + 1;
+      if (left >= heap.length) break;
+      const right = left + 1;
+      const child = right < heap.length && heap[right]!.dueAt < heap[left]!.dueAt ? right : left;
+      if (heap[child]!.dueAt >= last.dueAt) break;
+      heap[i] = heap[child]!;
+      i = child;
+    }
+    heap[i] = last;
+  }
+}

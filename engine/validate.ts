@@ -1,0 +1,22 @@
+import { InvalidArgumentError } from './errors.js';
+
+/** Longest workflow id, workflow name or event name, in UTF-16 units. */
+export const MAX_NAME_LENGTH = 256;
+
+/**
+ * Checks an identifier a caller passes (workflow id, workflow name, event name): a non-empty
+ * string of at most MAX_NAME_LENGTH units that Postgres can store as is (no NUL, no lone
+ * surrogate, which would otherwise be silently replaced on the way in).
+ */
+export function checkName(value: unknown, what: string): string {
+  if (typeof value !== 'string') {
+    throw new InvalidArgumentError(`${what} must be a string, got ${value === null ? 'null' : typeof value}`);
+  }
+  if (value.length === 0) throw new InvalidArgumentError(`${what} must not be empty`);
+  if (value.length > MAX_NAME_LENGTH) {
+    throw new InvalidArgumentError(`${what} is ${value.length} characters long; the limit is ${MAX_NAME_LENGTH}`);
+  }
+  if (value.includes('\0')) throw new InvalidArgumentError(`${what} must not contain NUL characters`);
+  if (!value.isWellFormed()) throw new InvalidArgumentError(`${what} contains an unpaired UTF-16 surrogate`);
+  return value;
+}

@@ -1,0 +1,160 @@
+import type { ActorSnapshot } from '../actors/workflow-actor.js';
+import { type HistoryEvent, type SerializedFailure, toHistoryEvent } from '../actors/history.js';
+import type { StoredHistoryRow, TaskRow, TimerRow, WorkflowRow } from '../storage/rows.js';
+
+export type { HistoryEvent };
+
+/** An activity the workflow awaits. */
+export interface WaitingActivity {
+  commandId: number;
+  activityName: string;
+  /** The attempt running or due next. */
+  attempt?: number;
+  /** When that attempt may start. */
+  nextAttemptAt?: Date;
+  /** The previous attempt's error. */
+  lastFailure?: SerializedFailure;
+}
+
+/** What a running workflow is blocked on. */
+export interface WaitingOn {
+  activities: WaitingActivity[];
+  /** Durable timers: sleeps and event-wait timeouts. */
+  timers: { commandId: number; dueAt: Date }[];
+  events: { commandId: number; eventName: string; timeoutAt?: Date }[];
+}
+
+/** Everything known about one workflow, as `inspect` returns it. */
+export interface WorkflowState {
+  workflowId: string;
+  workflowName: string;
+  version: string;
+  /**
+   * `pending`: not started yet (a future `startAt`, or no running engine registers its name);
+   * `running`; `completed`; `failed` (its code threw).
+   */
+  status: 'pending' | 'running' | 'completed' | 'failed';
+  input: unknown;
+  result?: unknown;
+  /**
+   * The error a failed workflow threw; on a running workflow, the `NonDeterminismError` that
+   * parked it.
+   */
+  error?: SerializedFailure;
+  /** Variables set with `ctx.setVar`: live values when the workflow is in this engine's memory. */
+  vars: Record<string, unknown>;
+  createdAt: Date;
+  /** When a pending workflow is due to start. */
+  startAt: Date;
+  startedAt?: Date;
+  completedAt?: Date;
+  /** Why a pending workflow has not started. */
+  pendingReason?: string;
+  history: HistoryEvent[];
+  waitingOn: WaitingOn;
+  /** Events delivered to the workflow but not yet consumed by it. */
+  queuedEvents: { eventName: string; payload?: unknown }[];
+}
+
+/** Rows read for one `inspect`. */
+export interface StoredState {
+  row: WorkflowRow;
+  history: StoredHistoryRow[];
+  tasks: TaskRow[];
+  timers: TimerRow[];
+  inbox: { name: string; payload: string | undefined }[];
+}
+
+function decode(text: string | null | undefined): unknown {
+  return text === null || text === undefined ? undefined : JSON.parse(text);
+}
+
+/** What a workflow awaits, derived from its committed history. */
+function waitingFromHistory(history: HistoryEvent[], timers: TimerRow[]): WaitingOn {
+  const activities = new Map<number, WaitingActivity>();
+  const events = new Map<number, { commandId: number; eventName: string; timeoutAt?: Date }>();
+  for (const event of history) {
+    switch (event.type) {
+      case 'ActivityScheduled':
+        activities.set(event.commandId, { commandId: event.commandId, activityName: event.activityName });
+        break;
+      case 'ActivityCompleted':
+      case 'ActivityFailed':
+        activities.delete(event.commandId);
+        break;
+      case 'EventWaitStarted':
+        events.set(event.commandId, {
+          commandId: event.commandId,
+          eventName: event.eventName,
+          ...(event.timeoutAt ? { timeoutAt: event.timeoutAt } : {}),
+        });
+        break;
+      case 'EventReceived':
+        if (event.resolves !== undefined) events.delete(event.resolves);
+        break;
+      case 'TimerFired':
+        events.delete(event.commandId);
+        break;
+      case 'WorkflowCompleted':
+      case 'WorkflowFailed':
+        return { activities: [], timers: [], events: [] };
+    }
+  }
+  return {
+    activities: [...activities.values()],
+    timers: timers.map((t) => ({ commandId: t.commandId, dueAt: new Date(t.dueAt) })),
+    events: [...events.values()],
+  };
+}
+
+/** Builds the public state from stored rows and, when the workflow is hot, its live actor. */
+export function buildWorkflowState(stored: StoredState, live: ActorSnapshot | undefined, now: number): WorkflowState {
+  const { row } = stored;
+  const history = stored.history.map(toHistoryEvent);
+  let waitingOn: WaitingOn;
+  if (live) {
+    const o = live.outstanding;
+    waitingOn = {
+      activities: o.activities.map((a) => ({ commandId: a.commandId, activityName: a.name })),
+      timers: o.timers.map((t) => ({ commandId: t.commandId, dueAt: new Date(t.dueAt) })),
+      events: o.events.map((e) => ({
+        commandId: e.commandId,
+        eventName: e.name,
+        ...(e.timeoutAt === undefined ? {} : { timeoutAt: new Date(e.timeoutAt) }),
+      })),
+    };
+  } else {
+    waitingOn = waitingFromHistory(history, stored.timers);
+  }
+  for (const activity of waitingOn.activities) {
+    const task = stored.tasks.find((t) => t.commandId === activity.commandId);
+    if (!task) continue;
+    activity.attempt = task.attempt;
+    activity.nextAttemptAt = new Date(task.visibleAt);
+    if (task.lastFailure) activity.lastFailure = JSON.parse(task.lastFailure) as SerializedFailure;
+  }
+  const state: WorkflowState = {
+    workflowId: row.id,
+    workflowName: row.name,
+    version: row.version,
+    status: row.status,
+    input: decode(row.input),
+    vars: live ? live.vars : (JSON.parse(row.vars) as Record<string, unknown>),
+    createdAt: row.created_at,
+    startAt: row.start_at,
+    history,
+    waitingOn,
+    queuedEvents: stored.inbox.map((e) => ({ eventName: e.name, ...(e.payload === undefined ? {} : { payload: decode(e.payload) }) })),
+  };
+  if (row.status === 'completed') state.result = decode(row.result);
+  if (row.error !== null) state.error = JSON.parse(row.error) as SerializedFailure;
+  if (row.started_at) state.startedAt = row.started_at;
+  if (row.completed_at) state.completedAt = row.completed_at;
+  if (row.status === 'pending') {
+    state.pendingReason =
+      row.start_at.getTime() > now
+        ? `scheduled to start at ${row.start_at.toISOString()}`
+        : `waiting for an engine that registers workflow ${JSON.stringify(row.name)}`;
+  }
+  return state;
+}

@@ -1,0 +1,245 @@
+import { randomUUID } from 'node:crypto';
+
+import type { ActorSnapshot } from '../actors/workflow-actor.js';
+import type { Logger } from '../storage/logger.js';
+import { migrate } from '../storage/migrate.js';
+import { PgDriver } from '../storage/pg-driver.js';
+import { PgliteDriver } from '../storage/pglite-driver.js';
+import type { NewWorkflowRow } from '../storage/rows.js';
+import { inboxOf, insertEvent } from '../storage/sql/inbox.js';
+import { insertWorkflows } from '../storage/sql/insert-workflows.js';
+import { tasksOf } from '../storage/sql/tasks.js';
+import { finishedAmong, loadHistory, loadWorkflow, notify, timersOf } from '../storage/sql/workflows.js';
+import { type Sql, type Tables, tablesFor } from '../storage/sql.js';
+import { JsonCodec } from './codec.js';
+import {
+  EngineClosedError,
+  InvalidArgumentError,
+  WorkflowClosedError,
+  WorkflowFailedError,
+  WorkflowNotFoundError,
+} from './errors.js';
+import { fromFailure } from './failure.js';
+import type { ResolvedConnection } from './options.js';
+import { type Outcome, ResultWaiters } from './result-waiters.js';
+import { checkName } from './validate.js';
+import { buildWorkflowState, type WorkflowState } from './workflow-state.js';
+
+/** Options of `startWorkflow`. */
+export interface StartWorkflowOptions {
+  /** The workflow's id, unique in the database. @default a random UUID */
+  workflowId?: string;
+  /** Version label stored with the workflow (shown by inspect). @default '1' */
+  version?: string;
+  /** Start no earlier than this; until then the workflow is `pending`. @default now */
+  startAt?: Date | number;
+}
+
+/** Options of `result()`. */
+export interface ResultOptions {
+  /** Give up after this many milliseconds with a `TimeoutError`. @default wait forever */
+  timeoutMs?: number;
+}
+
+/** A started workflow. */
+export interface WorkflowHandle<Output = unknown> {
+  readonly workflowId: string;
+  /** Resolves with the workflow's result; rejects with `WorkflowFailedError` if its code threw. */
+  result(options?: ResultOptions): Promise<Output>;
+}
+
+/** NOTIFY payloads on the schema's channel. */
+export const Notice = { Start: 'start', Event: 'event', Done: 'done' } as const;
+
+async function openSql(connection: ResolvedConnection): Promise<Sql> {
+  const { database, logger } = connection;
+  if (typeof database === 'string') {
+    return new PgDriver({
+      connectionString: database,
+      maxConnections: connection.maxConnections,
+      onError: (error) => logger.warn({ err: error }, 'database connection error'),
+    });
+  }
+  if (database) return PgliteDriver.wrap(database);
+  return PgliteDriver.open(connection.dataDir);
+}
+
+/**
+ * What the engine and the client share: the database, the data conversion, reading state, and
+ * waiting for results. Starting a workflow or sending an event here writes straight to the
+ * database and notifies; the engine overrides both with its in-process paths.
+ */
+export class WorkflowStore {
+  readonly sql: Sql;
+  readonly tables: Tables;
+  readonly codec: JsonCodec;
+  readonly logger: Logger;
+  readonly waiters = new ResultWaiters();
+  #unlisten: (() => Promise<void>) | undefined;
+  #onNotice: ((payload: string) => void) | undefined;
+  #isClosed = false;
+
+  private constructor(sql: Sql, tables: Tables, connection: ResolvedConnection) {
+    this.sql = sql;
+    this.tables = tables;
+    this.codec = new JsonCodec(connection.maxPayloadBytes);
+    this.logger = connection.logger;
+  }
+
+  /** Connects, applies migrations and subscribes to the schema's notifications. */
+  static async open(connection: ResolvedConnection): Promise<WorkflowStore> {
+    const tables = tablesFor(connection.schema);
+    const sql = await openSql(connection);
+    try {
+      await migrate(sql, tables);
+      const store = new WorkflowStore(sql, tables, connection);
+      store.#unlisten = await sql.listen(tables.channel, (payload) => store.#notice(payload));
+      return store;
+    } catch (error) {
+      await sql.close().catch(() => undefined);
+      throw error;
+    }
+  }
+
+  get isClosed(): boolean {
+    return this.#isClosed;
+  }
+
+  /** Also hand notifications to `handler` (the engine's start and event pickup). */
+  onNotice(handler: (payload: string) => void): void {
+    this.#onNotice = handler;
+  }
+
+  /** Checks the arguments of a start and builds the row; throws InvalidArgumentError. */
+  prepareStart(workflowName: string, input: unknown, options: StartWorkflowOptions = {}): NewWorkflowRow {
+    if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('start options must be an object');
+    const id = options.workflowId === undefined ? randomUUID() : checkName(options.workflowId, 'workflowId');
+    const version = options.version === undefined ? '1' : checkName(options.version, 'version');
+    const now = Date.now();
+    let startAt = now;
+    if (options.startAt !== undefined) {
+      const at = options.startAt instanceof Date ? options.startAt.getTime() : options.startAt;
+      if (typeof at !== 'number' || !Number.isFinite(at)) {
+        throw new InvalidArgumentError('startAt must be a valid Date or epoch milliseconds');
+      }
+      startAt = Math.max(at, now);
+    }
+    return {
+      id,
+      name: workflowName,
+      version,
+      input: this.codec.encode(input, 'workflow input'),
+      startAt,
+      createdAt: now,
+    };
+  }
+
+  /** Inserts a start directly (a client's path); false if the id existed. */
+  async insertStart(row: NewWorkflowRow): Promise<boolean> {
+    this.#checkOpen();
+    const inserted = await insertWorkflows(this.sql, this.tables, [row]);
+    if (inserted.size === 0) return false;
+    await notify(this.sql, this.tables, Notice.Start);
+    return true;
+  }
+
+  /**
+   * Stores an event for a running or pending workflow. Returns the inbox row and the workflow's
+   * name; throws WorkflowNotFoundError or WorkflowClosedError.
+   */
+  async storeEvent(
+    workflowId: string,
+    eventName: string,
+    payload: unknown,
+  ): Promise<{ inboxId: number; workflowName: string; payload: string | undefined }> {
+    this.#checkOpen();
+    checkName(workflowId, 'workflowId');
+    checkName(eventName, 'event name');
+    const encoded = this.codec.encode(payload, `payload of event "${eventName}"`);
+    const stored = await insertEvent(this.sql, this.tables, workflowId, eventName, encoded);
+    if ('id' in stored) return { inboxId: stored.id, workflowName: stored.workflowName, payload: encoded };
+    if (stored.status === 'missing') throw new WorkflowNotFoundError(workflowId);
+    throw new WorkflowClosedError(workflowId, stored.status);
+  }
+
+  async notifyEvent(): Promise<void> {
+    await notify(this.sql, this.tables, Notice.Event);
+  }
+
+  /** The workflow's state from the database, with live values from `live` when given. */
+  async inspect(workflowId: string, live?: () => ActorSnapshot | undefined): Promise<WorkflowState> {
+    this.#checkOpen();
+    checkName(workflowId, 'workflowId');
+    const row = await loadWorkflow(this.sql, this.tables, workflowId);
+    if (!row) throw new WorkflowNotFoundError(workflowId);
+    const [history, tasks, timers, inbox] = await Promise.all([
+      loadHistory(this.sql, this.tables, workflowId),
+      tasksOf(this.sql, this.tables, workflowId),
+      timersOf(this.sql, this.tables, workflowId),
+      inboxOf(this.sql, this.tables, workflowId),
+    ]);
+    return buildWorkflowState({ row, history, tasks, timers, inbox }, live?.(), Date.now());
+  }
+
+  /** Waits for the workflow to end; resolves with its result or throws WorkflowFailedError. */
+  async result<Output>(workflowId: string, options: ResultOptions = {}): Promise<Output> {
+    this.#checkOpen();
+    checkName(workflowId, 'workflowId');
+    const { timeoutMs } = options;
+    if (timeoutMs !== undefined && (typeof timeoutMs !== 'number' || !(timeoutMs >= 0))) {
+      throw new InvalidArgumentError('timeoutMs must be a number of milliseconds >= 0');
+    }
+    const waiting = this.waiters.wait(workflowId, timeoutMs);
+    let outcome: Outcome;
+    try {
+      const row = await loadWorkflow(this.sql, this.tables, workflowId);
+      if (!row) throw new WorkflowNotFoundError(workflowId);
+      if (row.status === 'completed' || row.status === 'failed') {
+        waiting.cancel();
+        outcome = { status: row.status, result: row.result, error: row.error };
+      } else {
+        outcome = await waiting.promise;
+      }
+    } catch (error) {
+      waiting.cancel();
+      throw error;
+    }
+    return this.#toResult<Output>(workflowId, outcome);
+  }
+
+  /** Re-reads the workflows someone waits on and settles those that ended. */
+  async checkWaiters(): Promise<void> {
+    const ids = this.waiters.ids();
+    if (ids.length === 0) return;
+    for (const row of await finishedAmong(this.sql, this.tables, ids)) {
+      this.waiters.settle(row.id, { status: row.status as Outcome['status'], result: row.result, error: row.error });
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.#isClosed) return;
+    this.#isClosed = true;
+    this.waiters.rejectAll(new EngineClosedError());
+    await this.#unlisten?.().catch(() => undefined);
+    await this.sql.close();
+  }
+
+  #toResult<Output>(workflowId: string, outcome: Outcome): Output {
+    if (outcome.status === 'failed') {
+      const failure = outcome.error ? JSON.parse(outcome.error) : { name: 'Error', message: 'unknown failure' };
+      throw new WorkflowFailedError(workflowId, fromFailure(failure));
+    }
+    return this.codec.decode(outcome.result) as Output;
+  }
+
+  #notice(payload: string): void {
+    if (payload === Notice.Done || payload === 'reconnected') {
+      this.checkWaiters().catch((error: unknown) => this.logger.warn({ err: error }, 'checking results failed'));
+    }
+    this.#onNotice?.(payload);
+  }
+
+  #checkOpen(): void {
+    if (this.#isClosed) throw new EngineClosedError();
+  }
+}

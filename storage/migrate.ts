@@ -1,0 +1,50 @@
+import { readdir, readFile } from 'node:fs/promises';
+
+import type { Sql, Tables } from './sql.js';
+
+const MIGRATIONS_DIR = new URL('./migrations/', import.meta.url);
+
+interface Migration {
+  version: number;
+  name: string;
+  sql: string;
+}
+
+async function loadMigrations(): Promise<Migration[]> {
+  const files = (await readdir(MIGRATIONS_DIR)).filter((f) => /^\d{4}_.+\.sql$/.test(f)).sort();
+  return Promise.all(
+    files.map(async (name) => ({
+      version: Number(name.slice(0, 4)),
+      name,
+      sql: await readFile(new URL(name, MIGRATIONS_DIR), 'utf8'),
+    })),
+  );
+}
+
+/**
+ * Brings `tables.schema` up to the newest migration. Forward-only and idempotent; an advisory
+ * lock keyed by the schema name serialises engines that start together.
+ */
+export async function migrate(sql: Sql, tables: Tables): Promise<void> {
+  const migrations = await loadMigrations();
+  await sql.transaction(async (tx) => {
+    await tx.query(`SELECT pg_advisory_xact_lock(hashtext($1))`, [`duraflow:${tables.schema}`]);
+    await tx.query(`CREATE SCHEMA IF NOT EXISTS "${tables.schema}"`);
+    await tx.query(
+      `CREATE TABLE IF NOT EXISTS ${tables.migrations} (
+         version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`,
+    );
+    const { rows } = await tx.query<{ version: number }>(`SELECT version FROM ${tables.migrations}`);
+    const applied = new Set(rows.map((r) => r.version));
+    // Scoped to this transaction, so a caller's own session settings are untouched.
+    await tx.query(`SELECT set_config('search_path', $1, true)`, [`"${tables.schema}"`]);
+    for (const migration of migrations) {
+      if (applied.has(migration.version)) continue;
+      await tx.exec(migration.sql);
+      await tx.query(`INSERT INTO ${tables.migrations} (version, name) VALUES ($1, $2)`, [
+        migration.version,
+        migration.name,
+      ]);
+    }
+  });
+}

@@ -1,0 +1,153 @@
+import pg from 'pg';
+
+import type { Queryable, QueryResult, Sql } from './sql.js';
+
+/** Options of the `pg` driver. */
+export interface PgDriverOptions {
+  connectionString: string;
+  /** Connections in the pool. */
+  maxConnections: number;
+  /** Called for connection errors that no statement is waiting on (idle clients, LISTEN). */
+  onError: (error: Error) => void;
+}
+
+/**
+ * Driver over a `pg.Pool`. LISTEN runs on a dedicated client outside the pool, re-established
+ * with backoff if it drops, so notifications never steal a pooled connection.
+ */
+export class PgDriver implements Sql {
+  readonly kind = 'pg' as const;
+  readonly #pool: pg.Pool;
+  readonly #options: PgDriverOptions;
+  readonly #listeners = new Map<string, Set<(payload: string) => void>>();
+  #listenClient: pg.Client | undefined;
+  #listenConnecting: Promise<pg.Client> | undefined;
+  #closed = false;
+
+  constructor(options: PgDriverOptions) {
+    this.#options = options;
+    this.#pool = new pg.Pool({
+      connectionString: options.connectionString,
+      max: options.maxConnections,
+      idleTimeoutMillis: 30_000,
+    });
+    // An idle client that loses its connection emits 'error' on the pool; unhandled it would
+    // crash the process (pg-pool README, 'error' event).
+    this.#pool.on('error', (error) => options.onError(error));
+    this.#pool.on('connect', (client) => client.on('error', (error) => options.onError(error)));
+  }
+
+  async query<Row>(text: string, params?: unknown[]): Promise<QueryResult<Row>> {
+    const result = await this.#pool.query(text, params);
+    return { rows: result.rows as Row[], rowCount: result.rowCount ?? 0 };
+  }
+
+  async exec(script: string): Promise<void> {
+    await this.#pool.query(script);
+  }
+
+  async transaction<T>(work: (tx: Queryable) => Promise<T>): Promise<T> {
+    const client = await this.#pool.connect();
+    let broken: Error | undefined;
+    try {
+      await client.query('BEGIN');
+      const tx: Queryable = {
+        async query<Row>(text: string, params?: unknown[]) {
+          const result = await client.query(text, params);
+          return { rows: result.rows as Row[], rowCount: result.rowCount ?? 0 };
+        },
+        async exec(script: string) {
+          await client.query(script);
+        },
+      };
+      const value = await work(tx);
+      await client.query('COMMIT');
+      return value;
+    } catch (error) {
+      try {
+        await client.query('ROLLBACK');
+      } catch (rollbackError) {
+        // The connection is gone; destroy it rather than hand it to the next caller.
+        broken = rollbackError as Error;
+      }
+      throw error;
+    } finally {
+      client.release(broken);
+    }
+  }
+
+  async listen(channel: string, onPayload: (payload: string) => void): Promise<() => Promise<void>> {
+    let handlers = this.#listeners.get(channel);
+    const isNew = !handlers;
+    if (!handlers) {
+      handlers = new Set();
+      this.#listeners.set(channel, handlers);
+    }
+    handlers.add(onPayload);
+    const client = await this.#listenConnection();
+    if (isNew) await client.query(`LISTEN "${channel}"`);
+    return async () => {
+      handlers.delete(onPayload);
+      if (handlers.size === 0) {
+        this.#listeners.delete(channel);
+        await this.#listenClient?.query(`UNLISTEN "${channel}"`).catch(() => undefined);
+      }
+    };
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    const listenClient = this.#listenClient;
+    this.#listenClient = undefined;
+    await listenClient?.end().catch(() => undefined);
+    await this.#pool.end();
+  }
+
+  #listenConnection(): Promise<pg.Client> {
+    if (this.#listenClient) return Promise.resolve(this.#listenClient);
+    this.#listenConnecting ??= this.#connectListener().finally(() => {
+      this.#listenConnecting = undefined;
+    });
+    return this.#listenConnecting;
+  }
+
+  async #connectListener(): Promise<pg.Client> {
+    const client = new pg.Client({ connectionString: this.#options.connectionString });
+    client.on('notification', (message) => {
+      const handlers = this.#listeners.get(message.channel);
+      if (!handlers) return;
+      for (const handler of handlers) handler(message.payload ?? '');
+    });
+    client.on('error', (error) => {
+      this.#options.onError(error);
+      this.#reconnectListener(client);
+    });
+    client.on('end', () => this.#reconnectListener(client));
+    await client.connect();
+    for (const channel of this.#listeners.keys()) await client.query(`LISTEN "${channel}"`);
+    this.#listenClient = client;
+    return client;
+  }
+
+  #reconnectListener(dead: pg.Client): void {
+    if (this.#listenClient !== dead || this.#closed) return;
+    this.#listenClient = undefined;
+    void dead.end().catch(() => undefined);
+    let delay = 100;
+    const attempt = (): void => {
+      if (this.#closed || this.#listeners.size === 0) return;
+      this.#listenConnection().then(
+        // A notification sent while we were disconnected is lost; listeners are told so they
+        // can re-read what they were waiting for.
+        () => {
+          for (const handlers of this.#listeners.values()) for (const h of handlers) h('reconnected');
+        },
+        () => {
+          delay = Math.min(delay * 2, 5_000);
+          setTimeout(attempt, delay).unref();
+        },
+      );
+    };
+    setTimeout(attempt, delay).unref();
+  }
+}

@@ -1,0 +1,55 @@
+/**
+ * The only place that reads Postgres error codes. Everything above storage asks these questions
+ * instead of matching codes or messages itself.
+ */
+
+/** SQLSTATE codes after which the same statement may succeed if simply tried again. */
+export const RETRYABLE_PG_CODES: ReadonlySet<string> = new Set([
+  '40001', // serialization_failure
+  '40P01', // deadlock_detected
+  '55P03', // lock_not_available
+  '57P01', // admin_shutdown
+  '57P02', // crash_shutdown
+  '57P03', // cannot_connect_now
+  '53300', // too_many_connections
+  '08000', // connection_exception
+  '08003', // connection_does_not_exist
+  '08006', // connection_failure
+  '08001', // sqlclient_unable_to_establish_sqlconnection
+  '08004', // sqlserver_rejected_establishment_of_sqlconnection
+]);
+
+/** Node socket errors that mean the connection, not the statement, failed. */
+const RETRYABLE_NODE_CODES: ReadonlySet<string> = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+]);
+
+function codeOf(error: unknown): string | undefined {
+  if (typeof error !== 'object' || error === null) return undefined;
+  const code = (error as { code?: unknown }).code;
+  return typeof code === 'string' ? code : undefined;
+}
+
+/** Whether `error` is transient: the database or the network, not the statement, is at fault. */
+export function isRetryable(error: unknown): boolean {
+  const code = codeOf(error);
+  if (code !== undefined && (RETRYABLE_PG_CODES.has(code) || RETRYABLE_NODE_CODES.has(code))) {
+    return true;
+  }
+  // pg reports a dropped socket with a plain Error and no code.
+  const message = error instanceof Error ? error.message : '';
+  return /Connection terminated|connection timeout|Client has encountered a connection error/i.test(
+    message,
+  );
+}
+
+/** Whether `error` is a unique-key violation (SQLSTATE 23505). */
+export function isUniqueViolation(error: unknown): boolean {
+  return codeOf(error) === '23505';
+}

@@ -1,0 +1,67 @@
+import { PGlite } from '@electric-sql/pglite';
+
+import type { Queryable, QueryResult, Sql } from './sql.js';
+
+interface PGliteResult {
+  rows: unknown[];
+  affectedRows?: number;
+}
+
+function toResult<Row>(result: PGliteResult): QueryResult<Row> {
+  return { rows: result.rows as Row[], rowCount: result.rows.length || (result.affectedRows ?? 0) };
+}
+
+/**
+ * Driver over an embedded PGlite instance: Postgres compiled to WebAssembly, in this process, on
+ * one connection (PGlite queues statements and transactions itself).
+ */
+export class PgliteDriver implements Sql {
+  readonly kind = 'pglite' as const;
+  readonly #db: PGlite;
+  readonly #owned: boolean;
+
+  private constructor(db: PGlite, owned: boolean) {
+    this.#db = db;
+    this.#owned = owned;
+  }
+
+  /** Opens (creating if needed) the database in `dataDir`; `memory://` keeps it in memory. */
+  static async open(dataDir: string): Promise<PgliteDriver> {
+    const db = await PGlite.create(dataDir);
+    return new PgliteDriver(db, true);
+  }
+
+  /** Wraps an instance the caller owns; `close()` leaves it open. */
+  static wrap(db: PGlite): PgliteDriver {
+    return new PgliteDriver(db, false);
+  }
+
+  async query<Row>(text: string, params?: unknown[]): Promise<QueryResult<Row>> {
+    return toResult<Row>(await this.#db.query(text, params));
+  }
+
+  async exec(script: string): Promise<void> {
+    await this.#db.exec(script);
+  }
+
+  transaction<T>(work: (tx: Queryable) => Promise<T>): Promise<T> {
+    return this.#db.transaction(async (tx) =>
+      work({
+        async query<Row>(text: string, params?: unknown[]) {
+          return toResult<Row>(await tx.query(text, params));
+        },
+        async exec(script: string) {
+          await tx.exec(script);
+        },
+      }),
+    );
+  }
+
+  async listen(channel: string, onPayload: (payload: string) => void): Promise<() => Promise<void>> {
+    return this.#db.listen(channel, onPayload);
+  }
+
+  async close(): Promise<void> {
+    if (this.#owned && !this.#db.closed) await this.#db.close();
+  }
+}

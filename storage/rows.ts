@@ -1,0 +1,112 @@
+/**
+ * Row shapes the WAL writes and the loaders read. Payload columns hold JSON text produced above
+ * storage; times travel as epoch milliseconds and become timestamptz in SQL.
+ */
+
+/** One history row. */
+export interface HistoryRow {
+  seq: number;
+  activation: number;
+  type: string;
+  commandId: number | null;
+  payload: string | null;
+  at: number;
+}
+
+/** A pending durable timer (a sleep, or an event wait's timeout). */
+export interface TimerRow {
+  workflowId: string;
+  commandId: number;
+  dueAt: number;
+}
+
+/** An activity scheduled and not yet finished. */
+export interface TaskRow {
+  workflowId: string;
+  commandId: number;
+  name: string;
+  input: string | undefined;
+  /** JSON of the activity options the workflow passed (retry policy, timeout). */
+  options: string;
+  attempt: number;
+  visibleAt: number;
+  scheduledAt: number;
+  lastFailure: string | null;
+}
+
+/** A workflow row created by a start. */
+export interface NewWorkflowRow {
+  id: string;
+  name: string;
+  version: string;
+  input: string | undefined;
+  startAt: number;
+  createdAt: number;
+}
+
+/** Everything one step of one workflow writes, committed atomically with other workflows'. */
+export interface WorkflowWrite {
+  workflowId: string;
+  /** `next_seq` the row must have for the write to apply (compare-and-set). */
+  expectedSeq: number;
+  /** `next_seq` after the write: expectedSeq + history.length. */
+  nextSeq: number;
+  history: HistoryRow[];
+  status?: 'running' | 'completed' | 'failed';
+  vars?: string;
+  result?: string | null;
+  /** A failure or parking error as JSON; null clears a previous one. */
+  error?: string | null;
+  startedAt?: number;
+  completedAt?: number;
+  timersInsert: TimerRow[];
+  timersDelete: number[];
+  tasksUpsert: TaskRow[];
+  tasksDelete: number[];
+  inboxDelete: number[];
+  /** Whether this write ends the workflow (the flush then notifies waiting clients). */
+  isTerminal: boolean;
+}
+
+/** A write with nothing in it yet. */
+export function emptyWrite(workflowId: string, seq: number): WorkflowWrite {
+  return {
+    workflowId,
+    expectedSeq: seq,
+    nextSeq: seq,
+    history: [],
+    timersInsert: [],
+    timersDelete: [],
+    tasksUpsert: [],
+    tasksDelete: [],
+    inboxDelete: [],
+    isTerminal: false,
+  };
+}
+
+/** A `workflows` row as stored. */
+export interface WorkflowRow {
+  id: string;
+  name: string;
+  version: string;
+  status: 'pending' | 'running' | 'completed' | 'failed';
+  input: string | null;
+  result: string | null;
+  error: string | null;
+  vars: string;
+  next_seq: number;
+  start_at: Date;
+  created_at: Date;
+  started_at: Date | null;
+  completed_at: Date | null;
+}
+
+/** A `history` row as stored. */
+export interface StoredHistoryRow {
+  seq: number;
+  activation: number;
+  type: string;
+  command_id: number | null;
+  payload: string | null;
+  at: Date;
+}

@@ -1,0 +1,71 @@
+/**
+ * The one interface every storage driver implements. Both drivers run the same SQL text;
+ * anything driver-specific (pools, reconnects, LISTEN plumbing) stays behind it.
+ */
+
+/** Rows of a statement plus the number of rows it touched. */
+export interface QueryResult<Row> {
+  rows: Row[];
+  rowCount: number;
+}
+
+/** Anything that runs a parameterised statement: the driver itself or an open transaction. */
+export interface Queryable {
+  query<Row = Record<string, unknown>>(text: string, params?: unknown[]): Promise<QueryResult<Row>>;
+  /** Runs a script of several statements without parameters (migrations). */
+  exec(script: string): Promise<void>;
+}
+
+/** A database handle: statements, transactions, notifications. */
+export interface Sql extends Queryable {
+  /** `pg` for a server reached over the network, `pglite` for the embedded database. */
+  readonly kind: 'pg' | 'pglite';
+  /** Runs `work` inside BEGIN … COMMIT on one connection; rolls back if it throws. */
+  transaction<T>(work: (tx: Queryable) => Promise<T>): Promise<T>;
+  /**
+   * Subscribes to a NOTIFY channel. The channel name must already be validated: LISTEN takes no
+   * parameters. Resolves once the subscription is live; the returned function unsubscribes.
+   */
+  listen(channel: string, onPayload: (payload: string) => void): Promise<() => Promise<void>>;
+  /** Releases connections (or the embedded instance, when the driver created it). */
+  close(): Promise<void>;
+}
+
+/** Qualified table names of one schema, computed once from a validated identifier. */
+export interface Tables {
+  readonly schema: string;
+  readonly workflows: string;
+  readonly history: string;
+  readonly timers: string;
+  readonly activityTasks: string;
+  readonly inbox: string;
+  readonly migrations: string;
+  /** NOTIFY channel shared by every process on this schema. */
+  readonly channel: string;
+}
+
+const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,47}$/;
+
+/** Whether `schema` can name the engine's schema (lower-case identifier, at most 48 chars). */
+export function isValidSchemaName(schema: string): boolean {
+  return SCHEMA_NAME.test(schema);
+}
+
+/**
+ * Table names for `schema`. The name is checked against a strict identifier pattern first, so the
+ * quoted result is the only non-parameter text that ever reaches SQL.
+ */
+export function tablesFor(schema: string): Tables {
+  if (!isValidSchemaName(schema)) throw new RangeError(`invalid schema name: ${JSON.stringify(schema)}`);
+  const q = `"${schema}"`;
+  return {
+    schema,
+    workflows: `${q}.workflows`,
+    history: `${q}.history`,
+    timers: `${q}.timers`,
+    activityTasks: `${q}.activity_tasks`,
+    inbox: `${q}.inbox`,
+    migrations: `${q}.migrations`,
+    channel: `duraflow_${schema}`,
+  };
+}

@@ -1,0 +1,82 @@
+import type { Queryable, Tables } from '../sql.js';
+
+/** An external event waiting in the inbox. */
+export interface InboxRow {
+  id: number;
+  workflowId: string;
+  name: string;
+  payload: string | undefined;
+}
+
+/**
+ * Stores an event for a workflow that exists and has not finished. Returns the new row id with the
+ * workflow's name and status, or, when nothing was stored, why (`missing`: no such workflow).
+ */
+export async function insertEvent(
+  db: Queryable,
+  t: Tables,
+  workflowId: string,
+  name: string,
+  payload: string | undefined,
+): Promise<
+  | { id: number; workflowName: string; status: 'pending' | 'running' }
+  | { status: 'missing' | 'completed' | 'failed' }
+> {
+  const { rows } = await db.query<{ id: string; name: string; status: 'pending' | 'running' }>(
+    `WITH w AS (
+       SELECT id, name, status FROM ${t.workflows} WHERE id = $1 AND status IN ('pending', 'running')
+     ), ins AS (
+       INSERT INTO ${t.inbox} (workflow_id, name, payload) SELECT id, $2, $3 FROM w RETURNING id
+     )
+     SELECT ins.id, w.name, w.status FROM ins, w`,
+    [workflowId, name, payload ?? null],
+  );
+  const row = rows[0];
+  if (row) return { id: Number(row.id), workflowName: row.name, status: row.status };
+  const { rows: found } = await db.query<{ status: 'completed' | 'failed' }>(
+    `SELECT status FROM ${t.workflows} WHERE id = $1`,
+    [workflowId],
+  );
+  return { status: found[0]?.status ?? 'missing' };
+}
+
+/** Deletes consumed inbox rows. */
+export async function deleteInbox(db: Queryable, t: Tables, ids: readonly number[]): Promise<void> {
+  await db.query(`DELETE FROM ${t.inbox} WHERE id = ANY($1::bigint[])`, [ids]);
+}
+
+/**
+ * Inbox rows of unfinished workflows whose name is in `workflowNames` (and, optionally, whose id is
+ * in `workflowIds`), oldest first.
+ */
+export async function inboxFor(
+  db: Queryable,
+  t: Tables,
+  workflowNames: readonly string[],
+  workflowIds?: readonly string[],
+  limit = 10_000,
+): Promise<InboxRow[]> {
+  const { rows } = await db.query<{ id: string; workflow_id: string; name: string; payload: string | null }>(
+    `SELECT i.id, i.workflow_id, i.name, i.payload FROM ${t.inbox} i
+     JOIN ${t.workflows} w ON w.id = i.workflow_id
+     WHERE w.name = ANY($1::text[]) AND w.status IN ('pending', 'running')
+       AND ($2::text[] IS NULL OR i.workflow_id = ANY($2::text[]))
+     ORDER BY i.id LIMIT $3`,
+    [workflowNames, workflowIds ?? null, limit],
+  );
+  return rows.map((r) => ({
+    id: Number(r.id),
+    workflowId: r.workflow_id,
+    name: r.name,
+    payload: r.payload ?? undefined,
+  }));
+}
+
+/** Events of one workflow not yet consumed (for inspect). */
+export async function inboxOf(db: Queryable, t: Tables, workflowId: string): Promise<InboxRow[]> {
+  const { rows } = await db.query<{ id: string; name: string; payload: string | null }>(
+    `SELECT id, name, payload FROM ${t.inbox} WHERE workflow_id = $1 ORDER BY id`,
+    [workflowId],
+  );
+  return rows.map((r) => ({ id: Number(r.id), workflowId, name: r.name, payload: r.payload ?? undefined }));
+}

@@ -1,0 +1,308 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+
+import { isRetryable } from './pg-errors.js';
+import type { NewWorkflowRow, WorkflowWrite } from './rows.js';
+import { appendHistory } from './sql/append-history.js';
+import { deleteInbox } from './sql/inbox.js';
+import { insertWorkflows } from './sql/insert-workflows.js';
+import { deleteTasks, upsertTasks } from './sql/tasks.js';
+import { deleteTimers, insertTimers } from './sql/timers.js';
+import { updateWorkflows } from './sql/update-workflows.js';
+import { notify } from './sql/workflows.js';
+import type { Sql, Tables } from './sql.js';
+
+/** What the WAL reports to whoever watches it (metrics, logs). */
+export interface WalObserver {
+  flushed(stats: { events: number; writes: number; starts: number; seconds: number }): void;
+  flushFailed(error: unknown, willRetry: boolean): void;
+}
+
+/** Options of the write-ahead batch. */
+export interface WalOptions {
+  sql: Sql;
+  tables: Tables;
+  /**
+   * Called when a flush failed for good (not retryable, or the WAL was closed): the writes of
+   * these workflows, in the failed batch and in the one filling behind it, are discarded and
+   * their durable callbacks will never run. Their owners must be dropped and rebuilt.
+   */
+  onFlushFailed: (workflowIds: ReadonlySet<string>, error: unknown) => void;
+  /** Pending events above which `isCongested` turns true. */
+  highWaterEvents: number;
+  observer?: WalObserver;
+}
+
+/** Thrown by `enqueue*` after `close()`. */
+export class WalClosedError extends Error {
+  readonly code = 'DURAFLOW_WAL_CLOSED';
+  constructor() {
+    super('the write-ahead batch is closed');
+    this.name = 'WalClosedError';
+  }
+}
+
+interface PendingStart {
+  row: NewWorkflowRow;
+  resolve: (inserted: boolean) => void;
+  reject: (error: unknown) => void;
+}
+
+/** Writes gathered since the last flush; merged per workflow so each table gets one row each. */
+class Batch {
+  readonly writes = new Map<string, WorkflowWrite>();
+  readonly onDurable: { workflowId: string; callback: () => void }[] = [];
+  readonly starts: PendingStart[] = [];
+  events = 0;
+
+  get isEmpty(): boolean {
+    return this.writes.size === 0 && this.starts.length === 0;
+  }
+
+  add(write: WorkflowWrite, callback: (() => void) | undefined): void {
+    const existing = this.writes.get(write.workflowId);
+    if (existing) mergeWrite(existing, write);
+    else this.writes.set(write.workflowId, cloneWrite(write));
+    this.events += write.history.length;
+    if (callback) this.onDurable.push({ workflowId: write.workflowId, callback });
+  }
+
+  /** Removes the writes of `ids`; returns how many events went with them. */
+  discard(ids: ReadonlySet<string>): void {
+    for (const id of ids) {
+      const write = this.writes.get(id);
+      if (!write) continue;
+      this.events -= write.history.length;
+      this.writes.delete(id);
+    }
+    for (let i = this.onDurable.length - 1; i >= 0; i--) {
+      if (ids.has(this.onDurable[i]!.workflowId)) this.onDurable.splice(i, 1);
+    }
+  }
+}
+
+function cloneWrite(w: WorkflowWrite): WorkflowWrite {
+  return {
+    ...w,
+    history: [...w.history],
+    timersInsert: [...w.timersInsert],
+    timersDelete: [...w.timersDelete],
+    tasksUpsert: [...w.tasksUpsert],
+    tasksDelete: [...w.tasksDelete],
+    inboxDelete: [...w.inboxDelete],
+  };
+}
+
+/** Folds `next` (a later write of the same workflow) into `into`. */
+export function mergeWrite(into: WorkflowWrite, next: WorkflowWrite): void {
+  into.nextSeq = next.nextSeq;
+  into.history.push(...next.history);
+  if (next.status !== undefined) into.status = next.status;
+  if (next.vars !== undefined) into.vars = next.vars;
+  if (next.result !== undefined) into.result = next.result;
+  if (next.error !== undefined) into.error = next.error;
+  if (next.startedAt !== undefined) into.startedAt = next.startedAt;
+  if (next.completedAt !== undefined) into.completedAt = next.completedAt;
+  into.timersInsert.push(...next.timersInsert);
+  into.timersDelete.push(...next.timersDelete);
+  // One INSERT … ON CONFLICT may not touch a row twice: keep only the newest state of a task.
+  for (const task of next.tasksUpsert) {
+    const i = into.tasksUpsert.findIndex((t) => t.commandId === task.commandId);
+    if (i >= 0) into.tasksUpsert[i] = task;
+    else into.tasksUpsert.push(task);
+  }
+  into.tasksDelete.push(...next.tasksDelete);
+  into.inboxDelete.push(...next.inboxDelete);
+  into.isTerminal ||= next.isTerminal;
+}
+
+/**
+ * The write-ahead batch: every actor appends here, one flusher commits everything appended since
+ * the previous flush in a single transaction (group commit), then runs the durable callbacks in
+ * append order.
+ *
+ * Modes:
+ * - idle: nothing pending, no flush in flight. An append schedules a flush for the end of the
+ *   current turn of the event loop, so a lone workflow is not held back by a batching timer.
+ * - flushing: one batch is being committed; appends fill the next batch (pipelining). When the
+ *   commit ends, the next batch starts at once if it has anything.
+ * - retrying: the flush failed with a transient error (connection lost, database restarting);
+ *   the same batch is committed again after a backoff. Nothing in it was released.
+ * - closed: appends are refused; `close()` resolved after the last batch committed or failed.
+ *
+ * A batch that fails for good (a compare-and-set mismatch, a constraint violation) is discarded
+ * together with the later writes of the same workflows, and `onFlushFailed` names them.
+ */
+export class Wal {
+  readonly #options: WalOptions;
+  #pending = new Batch();
+  #inFlight: Batch | undefined;
+  #isScheduled = false;
+  #isClosed = false;
+  #idleWaiters: (() => void)[] = [];
+  #uncongestedWaiters: (() => void)[] = [];
+
+  constructor(options: WalOptions) {
+    this.#options = options;
+  }
+
+  /** History rows waiting for a flush, in flight included. */
+  get pendingEvents(): number {
+    return this.#pending.events + (this.#inFlight?.events ?? 0);
+  }
+
+  /** Whether a flush is being committed now. */
+  get isFlushing(): boolean {
+    return this.#inFlight !== undefined;
+  }
+
+  /** Whether appenders should wait (`whenUncongested`) before producing more. */
+  get isCongested(): boolean {
+    return this.pendingEvents > this.#options.highWaterEvents;
+  }
+
+  /** Resolves once the pending events fall below the high-water mark. */
+  whenUncongested(): Promise<void> {
+    if (!this.isCongested) return Promise.resolve();
+    return new Promise((resolve) => this.#uncongestedWaiters.push(resolve));
+  }
+
+  /**
+   * Buffers a workflow's write; `onDurable` runs after the transaction holding it commits, and
+   * never if it fails.
+   */
+  enqueue(write: WorkflowWrite, onDurable?: () => void): void {
+    if (this.#isClosed) throw new WalClosedError();
+    this.#pending.add(write, onDurable);
+    this.#schedule();
+  }
+
+  /** Buffers the creation of a workflow; resolves after commit with false if the id existed. */
+  enqueueStart(row: NewWorkflowRow): Promise<boolean> {
+    if (this.#isClosed) return Promise.reject(new WalClosedError());
+    return new Promise((resolve, reject) => {
+      this.#pending.starts.push({ row, resolve, reject });
+      this.#schedule();
+    });
+  }
+
+  /** Resolves when everything appended so far has been committed (or has failed). */
+  drain(): Promise<void> {
+    if (this.#pending.isEmpty && !this.#inFlight) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  /** Commits what is pending, then refuses further appends. */
+  async close(): Promise<void> {
+    await this.drain();
+    this.#isClosed = true;
+  }
+
+  #schedule(): void {
+    if (this.#inFlight || this.#isScheduled) return;
+    this.#isScheduled = true;
+    // End of this turn: every actor that ran in this tick has appended by then.
+    setImmediate(() => {
+      this.#isScheduled = false;
+      void this.#flushLoop();
+    });
+  }
+
+  async #flushLoop(): Promise<void> {
+    if (this.#inFlight) return;
+    while (!this.#pending.isEmpty) {
+      const batch = this.#pending;
+      this.#pending = new Batch();
+      this.#inFlight = batch;
+      await this.#commitWithRetry(batch);
+      this.#inFlight = undefined;
+      this.#wakeUncongested();
+    }
+    const waiters = this.#idleWaiters;
+    this.#idleWaiters = [];
+    for (const resolve of waiters) resolve();
+  }
+
+  async #commitWithRetry(batch: Batch): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      const started = performance.now();
+      try {
+        const inserted = await this.#commit(batch);
+        this.#options.observer?.flushed({
+          events: batch.events,
+          writes: batch.writes.size,
+          starts: batch.starts.length,
+          seconds: (performance.now() - started) / 1000,
+        });
+        for (const start of batch.starts) start.resolve(inserted.has(start.row.id));
+        for (const { callback } of batch.onDurable) callback();
+        return;
+      } catch (error) {
+        const willRetry = isRetryable(error) && !this.#isClosed;
+        this.#options.observer?.flushFailed(error, willRetry);
+        if (willRetry) {
+          await sleep(Math.min(50 * 2 ** Math.min(attempt, 7), 5_000) * (0.5 + Math.random() / 2));
+          continue;
+        }
+        this.#fail(batch, error);
+        return;
+      }
+    }
+  }
+
+  #fail(batch: Batch, error: unknown): void {
+    for (const start of batch.starts) start.reject(error);
+    const ids = new Set(batch.writes.keys());
+    // Later writes of these workflows were built on the state that just failed to commit.
+    this.#pending.discard(ids);
+    if (ids.size > 0) this.#options.onFlushFailed(ids, error);
+  }
+
+  async #commit(batch: Batch): Promise<Set<string>> {
+    const t = this.#options.tables;
+    const writes = [...batch.writes.values()];
+    return this.#options.sql.transaction(async (tx) => {
+      const inserted =
+        batch.starts.length > 0
+          ? await insertWorkflows(tx, t, batch.starts.map((s) => s.row))
+          : new Set<string>();
+      if (writes.length === 0) return inserted;
+      await appendHistory(tx, t, writes.map((w) => ({ workflowId: w.workflowId, rows: w.history })));
+      const matched = await updateWorkflows(tx, t, writes);
+      if (matched !== writes.length) {
+        throw new WalConflictError(writes.length - matched);
+      }
+      const timersInsert = writes.flatMap((w) => w.timersInsert);
+      if (timersInsert.length > 0) await insertTimers(tx, t, timersInsert);
+      const timersDelete = writes.flatMap((w) =>
+        w.timersDelete.map((commandId) => ({ workflowId: w.workflowId, commandId })),
+      );
+      if (timersDelete.length > 0) await deleteTimers(tx, t, timersDelete);
+      const tasksUpsert = writes.flatMap((w) => w.tasksUpsert);
+      if (tasksUpsert.length > 0) await upsertTasks(tx, t, tasksUpsert);
+      const tasksDelete = writes.flatMap((w) =>
+        w.tasksDelete.map((commandId) => ({ workflowId: w.workflowId, commandId })),
+      );
+      if (tasksDelete.length > 0) await deleteTasks(tx, t, tasksDelete);
+      const inboxDelete = writes.flatMap((w) => w.inboxDelete);
+      if (inboxDelete.length > 0) await deleteInbox(tx, t, inboxDelete);
+      if (writes.some((w) => w.isTerminal)) await notify(tx, t, 'done');
+      return inserted;
+    });
+  }
+
+  #wakeUncongested(): void {
+    if (this.isCongested || this.#uncongestedWaiters.length === 0) return;
+    const waiters = this.#uncongestedWaiters;
+    this.#uncongestedWaiters = [];
+    for (const resolve of waiters) resolve();
+  }
+}
+
+/** A write found its workflow's `next_seq` moved: another writer appended first. */
+export class WalConflictError extends Error {
+  readonly code = 'DURAFLOW_WAL_CONFLICT';
+  constructor(conflicts: number) {
+    super(`${conflicts} workflow row(s) changed under the write-ahead batch (compare-and-set failed)`);
+    this.name = 'WalConflictError';
+  }
+}
