@@ -215,7 +215,6 @@ export class WorkflowActor {
           effects.isStarted = true;
           this.#state = 'live';
           rs = this.#begin(now);
-          rs.now = now;
           break;
         case 'timerFired':
           if (!rs?.isPending(m.commandId, 'timer') && !rs?.isPending(m.commandId, 'event')) break;
@@ -376,6 +375,8 @@ export class WorkflowActor {
   #begin(startedAt: number): ReplayState {
     const host = this.#host;
     const rs = new ReplayState(this.workflowId, host.codec, host.errors);
+    rs.now = startedAt;
+    rs.isReplaying = this.#state === 'new';
     this.#replay = rs;
     const fn = host.workflow(this.#name);
     const ctx = new WorkflowContextImpl(rs, {
@@ -533,10 +534,7 @@ export class WorkflowActor {
     at: number,
   ): ReplayState {
     if (row.type === EventType.WorkflowStarted) {
-      const started = this.#begin(at);
-      started.isReplaying = true;
-      started.now = at;
-      return started;
+      return this.#begin(at);
     }
     if (!rs) throw new UnknownCommandError(row.command_id ?? 0, row.type);
     const commandId = row.command_id ?? 0;

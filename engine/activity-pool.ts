@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import { BroadcastChannel } from 'node:worker_threads';
 
 import { Piscina } from 'piscina';
@@ -48,6 +49,8 @@ export class ActivityPool {
     this.#inline = inline;
     this.#closeChannel = closeChannel;
     this.#threadNames = threadNames;
+    // Every attempt in flight listens on the closing signal.
+    setMaxListeners(0, this.#closing.signal);
   }
 
   /** Starts the threads and checks that the module loads and exports functions. */

@@ -1,0 +1,30 @@
+/**
+ * The client side of the example, with the original's three modes:
+ *   node client.js schedule <workflowId> [totalAmount] [cycles] [cycleDurationMs]
+ *   node client.js debug <workflowId>     prints the workflow's variables
+ *   node client.js await <workflowId>     waits for and prints its result
+ */
+import { createClient } from 'duraflow';
+
+const [mode, workflowId, total = '1000', cycles = '5', cycleMs = '2000'] = process.argv.slice(2);
+if (!mode || !workflowId || !['schedule', 'debug', 'await'].includes(mode)) {
+  console.error('usage: client.js schedule|debug|await <workflowId> [totalAmount] [cycles] [cycleDurationMs]');
+  process.exit(2);
+}
+const client = await createClient({ database: process.env.DATABASE_URL });
+try {
+  if (mode === 'schedule') {
+    await client.startWorkflow(
+      'subscription',
+      { totalAmount: Number(total), cycles: Number(cycles), cycleDurationMs: Number(cycleMs) },
+      { workflowId, version: '1' },
+    );
+    console.log(`scheduled ${workflowId}`);
+  } else if (mode === 'debug') {
+    console.log(JSON.stringify((await client.inspect(workflowId)).vars, null, 2));
+  } else {
+    console.log(JSON.stringify(await client.result(workflowId), null, 2));
+  }
+} finally {
+  await client.close();
+}

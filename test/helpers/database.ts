@@ -1,0 +1,80 @@
+import { randomBytes } from 'node:crypto';
+
+import { PGlite } from '@electric-sql/pglite';
+import pg from 'pg';
+
+/** A database a test runs on: the embedded one, or real Postgres when DATABASE_URL is set. */
+export interface Backend {
+  name: 'pglite' | 'postgres';
+  /** A fresh schema on this backend; `drop()` removes it. */
+  schema(): Promise<TestSchema>;
+}
+
+export interface TestSchema {
+  /** What to pass as `database` to createEngine/createClient. */
+  database: string | PGlite;
+  schema: string;
+  /** Runs SQL on the test's database (outside the engine). */
+  query<Row = Record<string, unknown>>(text: string, params?: unknown[]): Promise<Row[]>;
+  drop(): Promise<void>;
+}
+
+let sharedPglite: Promise<PGlite> | undefined;
+
+/** The worker's embedded database, created once (PGlite takes seconds to start). */
+export function pglite(): Promise<PGlite> {
+  sharedPglite ??= PGlite.create('memory://');
+  return sharedPglite;
+}
+
+function schemaName(): string {
+  return `t_${randomBytes(6).toString('hex')}`;
+}
+
+const pgliteBackend: Backend = {
+  name: 'pglite',
+  async schema() {
+    const db = await pglite();
+    const schema = schemaName();
+    return {
+      database: db,
+      schema,
+      async query<Row>(text: string, params?: unknown[]) {
+        return (await db.query<Row>(text, params)).rows;
+      },
+      async drop() {
+        await db.exec(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+      },
+    };
+  },
+};
+
+function postgresBackend(url: string): Backend {
+  return {
+    name: 'postgres',
+    async schema() {
+      const schema = schemaName();
+      const pool = new pg.Pool({ connectionString: url, max: 2 });
+      return {
+        database: url,
+        schema,
+        async query<Row>(text: string, params?: unknown[]) {
+          return (await pool.query(text, params)).rows as Row[];
+        },
+        async drop() {
+          await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+          await pool.end();
+        },
+      };
+    },
+  };
+}
+
+/** PGlite always; real Postgres too when DATABASE_URL is set. */
+export const backends: Backend[] = [
+  pgliteBackend,
+  ...(process.env.DATABASE_URL ? [postgresBackend(process.env.DATABASE_URL)] : []),
+];
+
+/** Only the real-Postgres backend (for tests that need several processes on one database). */
+export const serverBackends: Backend[] = backends.filter((b) => b.name === 'postgres');

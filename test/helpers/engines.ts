@@ -1,0 +1,36 @@
+import { type Client, createClient, createEngine, type Engine, type EngineOptions } from 'duraflow';
+
+import type { TestSchema } from './database.js';
+
+/** Engines and clients opened by the running test and not yet closed. */
+export const trackedEngines = new Set<{ close(): Promise<void> }>();
+
+function track<T extends { close(): Promise<void> }>(item: T): T {
+  trackedEngines.add(item);
+  const close = item.close.bind(item);
+  item.close = async () => {
+    trackedEngines.delete(item);
+    await close();
+  };
+  return item;
+}
+
+/** Compiled test activities (tests run against the built package). */
+export const fixtureActivities = new URL('../../dist/test/fixtures/activities.js', import.meta.url);
+
+/** An engine on the test's schema; closed by the test or, failing that, by the leak check. */
+export async function startEngine(db: TestSchema, options: Omit<EngineOptions, 'database' | 'schema'>): Promise<Engine> {
+  return track(
+    await createEngine({
+      activityThreads: 2,
+      pollIntervalMs: 500,
+      ...options,
+      database: db.database,
+      schema: db.schema,
+    }),
+  );
+}
+
+export async function openClient(db: TestSchema): Promise<Client> {
+  return track(await createClient({ database: db.database, schema: db.schema }));
+}
