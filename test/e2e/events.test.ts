@@ -1,0 +1,130 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+
+import { TimeoutError, type WorkflowContext } from 'duraflow';
+
+import { backends, type TestSchema } from '../helpers/database.js';
+import { startEngine } from '../helpers/engines.js';
+import { waitFor } from '../helpers/wait-for.js';
+
+async function approval(ctx: WorkflowContext, input: { sleepFirstMs: number }): Promise<unknown> {
+  if (input.sleepFirstMs > 0) await ctx.sleep(input.sleepFirstMs);
+  ctx.setVar('stage', 'waiting');
+  const ev = await ctx.waitForEvent<{ by: string }>('approve');
+  ctx.setVar('stage', 'approved');
+  return ev;
+}
+
+async function approvalWithTimeout(ctx: WorkflowContext, input: { timeoutMs: number }): Promise<string> {
+  try {
+    const ev = await ctx.waitForEvent<{ by: string }>('approve', { timeoutMs: input.timeoutMs });
+    return `approved by ${ev.by}`;
+  } catch (error) {
+    if (error instanceof TimeoutError) return 'timed out';
+    throw error;
+  }
+}
+
+async function collector(ctx: WorkflowContext): Promise<string[]> {
+  const notes: string[] = [];
+  ctx.onEvent<string>('note', (note) => {
+    notes.push(note);
+    ctx.setVar('notes', notes.length);
+  });
+  await ctx.waitForEvent('done');
+  return notes;
+}
+
+async function delayed(ctx: WorkflowContext, input: { n: number }): Promise<{ n: number; startedAt: number }> {
+  return { n: input.n, startedAt: ctx.info.startedAt.getTime() };
+}
+
+describe.each(backends)('events and delayed starts on $name', (backend) => {
+  let db: TestSchema;
+  beforeEach(async () => {
+    db = await backend.schema();
+  });
+  afterEach(async () => {
+    await db.drop();
+  });
+
+  it('keeps an event sent before the wait and hands it over', async () => {
+    const engine = await startEngine(db, { workflows: { approval } });
+    try {
+      const handle = await engine.startWorkflow(approval, { sleepFirstMs: 200 });
+      await engine.sendEvent(handle.workflowId, 'approve', { by: 'early' });
+      // The event arrived while the workflow slept: it waits in the workflow, consumed.
+      const sleeping = await engine.inspect(handle.workflowId);
+      expect(sleeping.vars.stage).toBeUndefined();
+      expect(await handle.result()).toEqual({ by: 'early' });
+      const types = (await engine.inspect(handle.workflowId)).history.map((e) => e.type);
+      expect(types.indexOf('EventReceived')).toBeLessThan(types.indexOf('TimerFired'));
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it('delivers an event sent after the wait began', async () => {
+    const engine = await startEngine(db, { workflows: { approval } });
+    try {
+      const handle = await engine.startWorkflow(approval, { sleepFirstMs: 0 });
+      const waiting = await waitFor(async () => {
+        const s = await engine.inspect(handle.workflowId);
+        return s.waitingOn.events.length > 0 && s;
+      }, 'the workflow to wait for its event');
+      expect(waiting.waitingOn.events[0]).toMatchObject({ eventName: 'approve' });
+      expect(waiting.vars.stage).toBe('waiting');
+      await engine.sendEvent(handle.workflowId, 'approve', { by: 'ops' });
+      expect(await handle.result()).toEqual({ by: 'ops' });
+      const received = (await engine.inspect(handle.workflowId)).history.find((e) => e.type === 'EventReceived');
+      expect(received).toMatchObject({ eventName: 'approve', payload: { by: 'ops' } });
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it('times a wait out with TimeoutError, and a timely event cancels the timeout', async () => {
+    const engine = await startEngine(db, { workflows: { approvalWithTimeout } });
+    try {
+      const late = await engine.startWorkflow(approvalWithTimeout, { timeoutMs: 50 });
+      expect(await late.result()).toBe('timed out');
+      const onTime = await engine.startWorkflow(approvalWithTimeout, { timeoutMs: 60_000 });
+      await waitFor(async () => (await engine.inspect(onTime.workflowId)).waitingOn.events.length > 0, 'the wait');
+      await engine.sendEvent(onTime.workflowId, 'approve', { by: 'ops' });
+      expect(await onTime.result()).toBe('approved by ops');
+      const rows = await db.query(`SELECT * FROM "${db.schema}".timers WHERE workflow_id = $1`, [onTime.workflowId]);
+      expect(rows).toHaveLength(0);
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it('calls onEvent for every event of its name', async () => {
+    const engine = await startEngine(db, { workflows: { collector } });
+    try {
+      const handle = await engine.startWorkflow(collector, undefined);
+      for (const note of ['a', 'b', 'c']) await engine.sendEvent(handle.workflowId, 'note', note);
+      await waitFor(async () => (await engine.inspect(handle.workflowId)).vars.notes === 3, 'three notes');
+      await engine.sendEvent(handle.workflowId, 'done');
+      expect(await handle.result()).toEqual(['a', 'b', 'c']);
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it('keeps a delayed start pending until its time', async () => {
+    const engine = await startEngine(db, { workflows: { delayed } });
+    try {
+      const startAt = new Date(Date.now() + 400);
+      const handle = await engine.startWorkflow(delayed, { n: 1 }, { startAt });
+      const pending = await engine.inspect(handle.workflowId);
+      expect(pending.status).toBe('pending');
+      expect(pending.pendingReason).toMatch(/scheduled to start/);
+      expect(pending.history).toEqual([]);
+      const out = await handle.result();
+      expect(out.n).toBe(1);
+      expect(out.startedAt).toBeGreaterThanOrEqual(startAt.getTime());
+    } finally {
+      await engine.close();
+    }
+  });
+});

@@ -1,0 +1,91 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+
+import { ActivityFailure, type WorkflowContext } from 'duraflow';
+
+import { backends, type TestSchema } from '../helpers/database.js';
+import { fixtureActivities, startEngine } from '../helpers/engines.js';
+
+type Fixtures = typeof import('../fixtures/activities.js');
+
+async function flakyTwice(ctx: WorkflowContext): Promise<number> {
+  const { flaky } = ctx.activities<Fixtures>({ retry: { initialIntervalMs: 10, maxAttempts: 5 } });
+  return flaky({ succeedOn: 3 });
+}
+
+async function retryLaterOnce(ctx: WorkflowContext, input: { delayMs: number }): Promise<{ attempt: number; at: number }> {
+  const { retryLater } = ctx.activities<Fixtures>({ retry: { initialIntervalMs: 1 } });
+  return retryLater(input);
+}
+
+/** Returns what the caught ActivityFailure said, so the test can check it. */
+async function catches(ctx: WorkflowContext, input: { which: 'decline' | 'exhaust' | 'byName' }): Promise<unknown> {
+  const stubs = ctx.activities<Fixtures>({
+    retry: { initialIntervalMs: 5, maxAttempts: 3, ...(input.which === 'byName' ? { nonRetryable: ['BoomError'] } : {}) },
+  });
+  try {
+    if (input.which === 'decline') await stubs.decline({ reason: 'card declined' });
+    else await stubs.alwaysFails();
+    return 'no error';
+  } catch (error) {
+    if (!(error instanceof ActivityFailure)) return `unexpected ${String(error)}`;
+    const cause = error.cause as Error;
+    return { activityName: error.activityName, attempts: error.attempts, cause: { name: cause.name, message: cause.message, hasStack: typeof cause.stack === 'string' } };
+  }
+}
+
+describe.each(backends)('activity retries on $name', (backend) => {
+  let db: TestSchema;
+  beforeEach(async () => {
+    db = await backend.schema();
+  });
+  afterEach(async () => {
+    await db.drop();
+  });
+
+  it('retries an activity that fails twice; the third attempt succeeds', async () => {
+    const engine = await startEngine(db, { workflows: { flakyTwice }, activities: fixtureActivities });
+    try {
+      const handle = await engine.startWorkflow(flakyTwice, undefined);
+      expect(await handle.result()).toBe(3);
+      const completed = (await engine.inspect(handle.workflowId)).history.find((e) => e.type === 'ActivityCompleted');
+      expect(completed).toMatchObject({ attempts: 3, result: 3 });
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it("honours the activity's own retryAfter over the backoff", async () => {
+    const engine = await startEngine(db, { workflows: { retryLaterOnce }, activities: fixtureActivities });
+    try {
+      const handle = await engine.startWorkflow(retryLaterOnce, { delayMs: 300 });
+      const out = await handle.result();
+      expect(out.attempt).toBe(2);
+      const scheduled = (await engine.inspect(handle.workflowId)).history.find((e) => e.type === 'ActivityScheduled')!;
+      expect(out.at - scheduled.at.getTime()).toBeGreaterThanOrEqual(300);
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it('fails at once on NonRetryableError', async () => {
+    const engine = await startEngine(db, { workflows: { catches }, activities: fixtureActivities });
+    try {
+      const out = await (await engine.startWorkflow(catches, { which: 'decline' })).result();
+      expect(out).toEqual({ activityName: 'decline', attempts: 1, cause: { name: 'NonRetryableError', message: 'card declined', hasStack: true } });
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it('gives up after maxAttempts with ActivityFailure carrying the last error', async () => {
+    const engine = await startEngine(db, { workflows: { catches }, activities: fixtureActivities });
+    try {
+      const out = await (await engine.startWorkflow(catches, { which: 'exhaust' })).result();
+      expect(out).toEqual({ activityName: 'alwaysFails', attempts: 3, cause: { name: 'BoomError', message: 'boom', hasStack: true } });
+      const byName = await (await engine.startWorkflow(catches, { which: 'byName' })).result();
+      expect(byName).toMatchObject({ attempts: 1, cause: { name: 'BoomError' } });
+    } finally {
+      await engine.close();
+    }
+  });
+});
