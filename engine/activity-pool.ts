@@ -121,14 +121,15 @@ export class ActivityPool {
         },
       };
     }
-    const signal =
-      task.timeoutMs === undefined ? this.#closing.signal : AbortSignal.any([
-        this.#closing.signal,
-        AbortSignal.timeout(task.timeoutMs + HARD_TIMEOUT_GRACE_MS),
-      ]);
+    // Piscina runs an abortable task alone on its thread (aborting terminates the thread), so
+    // only attempts with a timeout get a signal: one that blocks its thread can then be killed.
+    const options =
+      task.timeoutMs === undefined
+        ? {}
+        : { signal: AbortSignal.any([this.#closing.signal, AbortSignal.timeout(task.timeoutMs + HARD_TIMEOUT_GRACE_MS)]) };
     this.#inThreads++;
     try {
-      return (await this.#piscina.run(task, { signal })) as ActivityOutcome;
+      return (await this.#piscina.run(task, options)) as ActivityOutcome;
     } catch (error) {
       // The thread died (exit, out of memory) or was terminated for ignoring its timeout.
       return { ok: false, failure: { ...toFailure(error), name: 'ActivityThreadError' } };

@@ -1,0 +1,99 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+
+import type { WorkflowContext } from 'duraflow';
+
+import { backends, type TestSchema } from '../helpers/database.js';
+import { fixtureActivities, startEngine } from '../helpers/engines.js';
+import { waitFor } from '../helpers/wait-for.js';
+
+type Fixtures = typeof import('../fixtures/activities.js');
+
+/** Activities, timers, an event and two races, every one with a result fixed by the input. */
+async function everything(ctx: WorkflowContext, input: { n: number }): Promise<unknown> {
+  const { double, wait } = ctx.activities<Fixtures>();
+  const doubled = await double(input.n);
+  ctx.setVar('doubled', doubled);
+  await ctx.sleep(5);
+  const event = await ctx.waitForEvent<{ k: number }>('go');
+  // A fast activity against a long timer, then a slow activity against a short timer.
+  const first = await Promise.race([double(event.k), ctx.sleep(60_000).then(() => 'timer')]);
+  const second = await Promise.race([wait(400), ctx.sleep(1).then(() => 'timer')]);
+  ctx.setVar('done', true);
+  return { doubled, first, second, random: Math.floor(ctx.random() * 1000) };
+}
+
+async function runAll(db: TestSchema, maxCachedWorkflows: number): Promise<unknown[]> {
+  const engine = await startEngine(db, { workflows: { everything }, activities: fixtureActivities, maxCachedWorkflows });
+  try {
+    const handles = await Promise.all(
+      Array.from({ length: 50 }, (_, n) => engine.startWorkflow(everything, { n }, { workflowId: `r-${n}` })),
+    );
+    // Some events arrive before the wait and are kept, some after: both paths replay.
+    await Promise.all(handles.map((h) => engine.sendEvent(h.workflowId, 'go', { k: 7 })));
+    return await Promise.all(handles.map((h) => h.result()));
+  } finally {
+    await engine.close();
+  }
+}
+
+describe.each(backends)('replay on $name', (backend) => {
+  let db: TestSchema;
+  let uncachedDb: TestSchema;
+  beforeEach(async () => {
+    db = await backend.schema();
+    uncachedDb = await backend.schema();
+  });
+  afterEach(async () => {
+    await db.drop();
+    await uncachedDb.drop();
+  });
+
+  it('gives the same results with one cached actor (constant rehydration) as with all cached', async () => {
+    const cached = await runAll(uncachedDb, 10_000);
+    const evicting = await runAll(db, 1);
+    expect(evicting).toEqual(cached);
+    expect(cached[3]).toMatchObject({ doubled: 6, first: 14, second: 'timer' });
+  });
+
+  it('parks a workflow whose code changed under it with NonDeterminismError; others go on', async () => {
+    async function changing(ctx: WorkflowContext): Promise<string> {
+      const { echo } = ctx.activities<Fixtures>();
+      await echo('v1');
+      await ctx.waitForEvent('go');
+      return 'v1 done';
+    }
+    const v1 = await startEngine(db, { workflows: { changing }, activities: fixtureActivities });
+    try {
+      await v1.startWorkflow(changing, undefined, { workflowId: 'old' });
+      await waitFor(async () => (await v1.inspect('old')).waitingOn.events.length > 0, 'the wait');
+    } finally {
+      await v1.close();
+    }
+
+    // Same name, different code: the first activity is now another one.
+    async function changed(ctx: WorkflowContext): Promise<string> {
+      const { double } = ctx.activities<Fixtures>();
+      await double(1);
+      await ctx.waitForEvent('go');
+      return 'v2 done';
+    }
+    const v2 = await startEngine(db, { workflows: { changing: changed }, activities: fixtureActivities });
+    try {
+      await v2.sendEvent('old', 'go');
+      const parked = await waitFor(async () => {
+        const s = await v2.inspect('old');
+        return s.error && s;
+      }, 'the workflow to be parked');
+      expect(parked.status).toBe('running');
+      expect(parked.error).toMatchObject({ name: 'NonDeterminismError', code: 'DURAFLOW_NON_DETERMINISM' });
+      expect(parked.error!.message).toMatch(/activation 1, command #1: expected scheduleActivity #1 echo, got scheduleActivity #1 double/);
+      const fresh = await v2.startWorkflow(changed, undefined, { workflowId: 'new' });
+      await waitFor(async () => (await v2.inspect('new')).waitingOn.events.length > 0, 'the new wait');
+      await v2.sendEvent('new', 'go');
+      expect(await fresh.result()).toBe('v2 done');
+      expect((await v2.inspect('old')).status).toBe('running');
+    } finally {
+      await v2.close();
+    }
+  });
+});
