@@ -1,0 +1,54 @@
+#!/usr/bin/env node
+/**
+ * duraflow's command line: reads a workflow's state from the database, without its code.
+ *
+ *   duraflow inspect <workflowId> [--database URL | --data-dir DIR] [--schema NAME]
+ *
+ * Without --database or --data-dir it uses DATABASE_URL, else the embedded database in
+ * ./.duraflow (which must not be open in another process at the same time).
+ */
+import { parseArgs } from 'node:util';
+
+import { createClient, EngineError } from '../engine/index.js';
+
+const USAGE = 'usage: duraflow inspect <workflowId> [--database URL | --data-dir DIR] [--schema NAME]';
+
+async function main(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      database: { type: 'string' },
+      'data-dir': { type: 'string' },
+      schema: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  const [command, workflowId] = positionals;
+  if (values.help || command !== 'inspect' || !workflowId || positionals.length > 2) {
+    console.error(USAGE);
+    return values.help ? 0 : 2;
+  }
+  const database = values.database ?? (values['data-dir'] ? undefined : process.env.DATABASE_URL);
+  const client = await createClient({
+    ...(database ? { database } : {}),
+    ...(values['data-dir'] ? { dataDir: values['data-dir'] } : {}),
+    ...(values.schema ? { schema: values.schema } : {}),
+  });
+  try {
+    const state = await client.inspect(workflowId);
+    process.stdout.write(`${JSON.stringify(state, null, 2)}\n`);
+    return 0;
+  } finally {
+    await client.close();
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    const message = error instanceof Error ? error.message : String(error);
+    console.error(`duraflow: ${message}`);
+    process.exit(error instanceof EngineError && error.code === 'DURAFLOW_WORKFLOW_NOT_FOUND' ? 3 : 1);
+  },
+);

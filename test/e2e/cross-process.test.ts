@@ -1,0 +1,104 @@
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+
+import { createEngine } from 'duraflow';
+
+import { expectedMixed, mixed, waitsForGo } from '../fixtures/workflows.js';
+import { spawnFixture } from '../helpers/child-engine.js';
+import { serverBackends, type TestSchema } from '../helpers/database.js';
+import { fixtureActivities, openClient, startEngine } from '../helpers/engines.js';
+import { waitFor } from '../helpers/wait-for.js';
+
+const run = promisify(execFile);
+const cli = new URL('../../dist/bin/duraflow.js', import.meta.url).pathname;
+
+// Several processes on one database need a server; the embedded database belongs to one process.
+describe.each(serverBackends)('other processes on $name', (backend) => {
+  let db: TestSchema;
+  beforeEach(async () => {
+    db = await backend.schema();
+  });
+  afterEach(async () => {
+    await db.drop();
+  });
+
+  const env = (): Record<string, string> => ({ DURAFLOW_SCHEMA: db.schema, DATABASE_URL: process.env.DATABASE_URL! });
+
+  it('shows the vars of a running workflow to a client in another process, and to the CLI', async () => {
+    const engine = await startEngine(db, { workflows: { waitsForGo } });
+    try {
+      const handle = await engine.startWorkflow(waitsForGo, { label: 'from-engine' }, { workflowId: 'x-1' });
+      await waitFor(async () => (await engine.inspect('x-1')).vars.stage === 'waiting', 'the wait');
+      const child = spawnFixture('client-process.js', env(), ['inspect', 'x-1']);
+      expect(JSON.parse(await child.line(/^\{/))).toEqual({ label: 'from-engine', stage: 'waiting' });
+      const { stdout } = await run(process.execPath, [cli, 'inspect', 'x-1', '--database', process.env.DATABASE_URL!, '--schema', db.schema]);
+      const state = JSON.parse(stdout);
+      expect(state).toMatchObject({ workflowId: 'x-1', status: 'running', vars: { stage: 'waiting' } });
+      expect(state.waitingOn.events).toEqual([expect.objectContaining({ eventName: 'go' })]);
+      await engine.sendEvent('x-1', 'go', 1);
+      await handle.result();
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it('picks up starts and events from another process at once and answers its result()', async () => {
+    const engine = await startEngine(db, { workflows: { waitsForGo }, pollIntervalMs: 60_000 });
+    try {
+      // With a one-minute poll, only NOTIFY can make these prompt.
+      await spawnFixture('client-process.js', env(), ['start', 'waitsForGo', 'x-2', '{"label":"remote"}']).line(/^started/);
+      await waitFor(async () => (await engine.inspect('x-2')).vars.stage === 'waiting', 'the remote start', 5_000);
+      const waiter = spawnFixture('client-process.js', env(), ['result', 'x-2']);
+      await waiter.line(/^ready/);
+      await spawnFixture('client-process.js', env(), ['event', 'x-2', 'go', '{"ok":true}']).line(/^sent/);
+      const result = JSON.parse(await waiter.line(/^\{/, 5_000));
+      expect(result).toEqual({ label: 'remote', ev: { ok: true } });
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it('keeps a workflow no engine registers pending, then starts it when one comes up', async () => {
+    const client = await openClient(db);
+    try {
+      await client.startWorkflow('mixed', { n: 3 }, { workflowId: 'x-3' });
+      const pending = await client.inspect('x-3');
+      expect(pending.status).toBe('pending');
+      expect(pending.pendingReason).toMatch(/waiting for an engine that registers workflow "mixed"/);
+      const engine = await startEngine(db, { workflows: { mixed }, activities: fixtureActivities });
+      try {
+        expect(await client.result('x-3', { timeoutMs: 20_000 })).toBe(expectedMixed(3));
+      } finally {
+        await engine.close();
+      }
+    } finally {
+      await client.close();
+    }
+  });
+});
+
+describe('the CLI on the embedded database', () => {
+  it('prints the state of a workflow from a data directory', async () => {
+    const dataDir = await mkdtemp(path.join(tmpdir(), 'duraflow-cli-'));
+    try {
+      const engine = await createEngine({ dataDir, workflows: { waitsForGo } });
+      try {
+        await engine.startWorkflow(waitsForGo, { label: 'on-disk' }, { workflowId: 'cli-1' });
+        await waitFor(async () => (await engine.inspect('cli-1')).vars.stage === 'waiting', 'the wait');
+      } finally {
+        await engine.close();
+      }
+      const { stdout } = await run(process.execPath, [cli, 'inspect', 'cli-1', '--data-dir', dataDir]);
+      expect(JSON.parse(stdout)).toMatchObject({ workflowId: 'cli-1', status: 'running', vars: { label: 'on-disk', stage: 'waiting' } });
+      const missing = await run(process.execPath, [cli, 'inspect', 'nope', '--data-dir', dataDir]).catch((e: { code: number; stderr: string }) => e);
+      expect(missing).toMatchObject({ code: 3, stderr: expect.stringMatching(/no workflow with id "nope"/) });
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+});
