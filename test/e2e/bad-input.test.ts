@@ -1,0 +1,117 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+
+import {
+  ConfigurationError,
+  InvalidArgumentError,
+  UnknownWorkflowError,
+  WorkflowAlreadyExistsError,
+  type WorkflowContext,
+  WorkflowNotFoundError,
+} from 'duraflow';
+
+import { backends, type TestSchema } from '../helpers/database.js';
+import { openClient, startEngine } from '../helpers/engines.js';
+import { waitFor } from '../helpers/wait-for.js';
+
+async function idle(ctx: WorkflowContext): Promise<unknown> {
+  return ctx.waitForEvent('never');
+}
+
+async function returnsBigInt(): Promise<unknown> {
+  return { big: 10n };
+}
+
+const TABLES = ['workflows', 'history', 'timers', 'activity_tasks', 'inbox'];
+
+describe.each(backends)('bad input on $name', (backend) => {
+  let db: TestSchema;
+  beforeEach(async () => {
+    db = await backend.schema();
+  });
+  afterEach(async () => {
+    await db.drop();
+  });
+
+  /** Every row of every table, to show a rejected call changed nothing. */
+  async function snapshot(): Promise<string> {
+    const parts: unknown[] = [];
+    for (const table of TABLES) {
+      parts.push(await db.query(`SELECT * FROM "${db.schema}".${table} ORDER BY 1, 2`));
+    }
+    return JSON.stringify(parts);
+  }
+
+  it('rejects each bad call with its typed error and stores nothing', async () => {
+    const engine = await startEngine(db, { workflows: { idle } });
+    const client = await openClient(db);
+    try {
+      await engine.startWorkflow(idle, undefined, { workflowId: 'taken' });
+      await engine.sendEvent('taken', 'kept', { n: 1 });
+      await waitFor(async () => (await engine.inspect('taken')).history.some((e) => e.type === 'EventReceived'), 'the event');
+      const before = await snapshot();
+      const cyclic: Record<string, unknown> = {};
+      cyclic.self = cyclic;
+      const cases: [string, () => Promise<unknown>, new (...args: never[]) => Error][] = [
+        ['duplicate id', () => engine.startWorkflow(idle, undefined, { workflowId: 'taken' }), WorkflowAlreadyExistsError],
+        ['duplicate id from a client', () => client.startWorkflow('idle', undefined, { workflowId: 'taken' }), WorkflowAlreadyExistsError],
+        ['unregistered name', () => engine.startWorkflow('nobody', {}), UnknownWorkflowError],
+        ['unregistered function', () => engine.startWorkflow(returnsBigInt, undefined), UnknownWorkflowError],
+        ['result of an unknown id', () => engine.result('missing'), WorkflowNotFoundError],
+        ['event to an unknown id', () => engine.sendEvent('missing', 'x'), WorkflowNotFoundError],
+        ['inspect of an unknown id', () => client.inspect('missing'), WorkflowNotFoundError],
+        ['BigInt input', () => engine.startWorkflow(idle, { n: 1n } as never), InvalidArgumentError],
+        ['function input', () => engine.startWorkflow(idle, { f: () => 1 } as never), InvalidArgumentError],
+        ['cyclic input', () => engine.startWorkflow(idle, cyclic as never), InvalidArgumentError],
+        ['symbol event payload', () => engine.sendEvent('taken', 'x', { s: Symbol('s') }), InvalidArgumentError],
+        ['empty id', () => engine.startWorkflow(idle, undefined, { workflowId: '' }), InvalidArgumentError],
+        ['over-long id', () => engine.startWorkflow(idle, undefined, { workflowId: 'x'.repeat(300) }), InvalidArgumentError],
+        ['id with NUL', () => engine.startWorkflow(idle, undefined, { workflowId: 'a\0b' }), InvalidArgumentError],
+        ['id with a lone surrogate', () => engine.startWorkflow(idle, undefined, { workflowId: 'a\ud800' }), InvalidArgumentError],
+        ['empty event name', () => engine.sendEvent('taken', ''), InvalidArgumentError],
+        ['over-long event name', () => client.sendEvent('taken', 'e'.repeat(1000)), InvalidArgumentError],
+        ['non-string id', () => engine.inspect(42 as never), InvalidArgumentError],
+      ];
+      for (const [what, call, type] of cases) {
+        const error = await call().then(
+          () => new Error(`${what}: accepted`),
+          (e: unknown) => e,
+        );
+        expect(error, what).toBeInstanceOf(type);
+        expect((error as { code?: string }).code, what).toMatch(/^DURAFLOW_/);
+      }
+      expect(await snapshot()).toBe(before);
+    } finally {
+      await client.close();
+      await engine.close();
+    }
+  });
+
+  it('fails a workflow whose result is not JSON-serialisable, naming the problem', async () => {
+    const engine = await startEngine(db, { workflows: { returnsBigInt } });
+    try {
+      const handle = await engine.startWorkflow(returnsBigInt, undefined);
+      const error = await handle.result().catch((e: unknown) => e);
+      expect((error as Error).cause).toMatchObject({ name: 'InvalidArgumentError', message: expect.stringMatching(/workflow result .*bigint/) });
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it('refuses an activities module that is missing or exports nothing', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'duraflow-mod-'));
+    try {
+      const empty = path.join(dir, 'empty.mjs');
+      await writeFile(empty, 'export const notAFunction = 1;\n');
+      await expect(startEngine(db, { workflows: { idle }, activities: path.join(dir, 'missing.mjs') })).rejects.toBeInstanceOf(ConfigurationError);
+      await expect(startEngine(db, { workflows: { idle }, activities: empty })).rejects.toThrow(/exports no functions/);
+      await expect(startEngine(db, { workflows: { idle: 'nope' as never } })).rejects.toBeInstanceOf(TypeError);
+      await expect(startEngine(db, { workflows: { idle }, maxCachedWorkflows: 0 })).rejects.toBeInstanceOf(RangeError);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
