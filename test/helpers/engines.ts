@@ -15,6 +15,18 @@ function track<T extends { close(): Promise<void> }>(item: T): T {
   return item;
 }
 
+/** Keeps expected engine errors (parked workflows, say) out of the test output; DURAFLOW_LOG=1 shows them. */
+export const quietLogger = {
+  debug() {},
+  info() {},
+  warn(obj: object, msg?: string) {
+    if (process.env.DURAFLOW_LOG) console.warn(msg, obj);
+  },
+  error(obj: object, msg?: string) {
+    if (process.env.DURAFLOW_LOG) console.error(msg, obj);
+  },
+};
+
 /** Compiled test activities (tests run against the built package). */
 export const fixtureActivities = new URL('../../dist/test/fixtures/activities.js', import.meta.url);
 
@@ -24,6 +36,7 @@ export async function startEngine(db: TestSchema, options: Omit<EngineOptions, '
     await createEngine({
       activityThreads: 2,
       pollIntervalMs: 500,
+      logger: quietLogger,
       ...options,
       database: db.database,
       schema: db.schema,
@@ -32,5 +45,5 @@ export async function startEngine(db: TestSchema, options: Omit<EngineOptions, '
 }
 
 export async function openClient(db: TestSchema): Promise<Client> {
-  return track(await createClient({ database: db.database, schema: db.schema }));
+  return track(await createClient({ database: db.database, schema: db.schema, logger: quietLogger }));
 }
