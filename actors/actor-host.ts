@@ -47,20 +47,36 @@ export interface Effects {
   consumedInbox: number[];
   /** Set when the step started the workflow. */
   isStarted: boolean;
-  /** Set when the step ended the workflow. */
-  finished?: { status: 'completed' | 'failed'; result: string | null; error: string | null };
+  /** Set when the step ended the workflow; `startedAt` is its first step's time (epoch ms). */
+  finished?: { status: 'completed' | 'failed'; result: string | null; error: string | null; startedAt: number };
+  /** The workflow's name (a metrics label). */
+  workflowName: string;
+  /**
+   * For a step (an activation), when its first message reached the mailbox (performance.now());
+   * undefined for writes that are not steps.
+   */
+  receivedAt: number | undefined;
 }
 
 /** An empty set of effects. */
-export function noEffects(): Effects {
-  return { dispatch: [], retries: [], armTimers: [], disarmTimers: [], consumedInbox: [], isStarted: false };
+export function noEffects(workflowName: string): Effects {
+  return {
+    dispatch: [],
+    retries: [],
+    armTimers: [],
+    disarmTimers: [],
+    consumedInbox: [],
+    isStarted: false,
+    workflowName,
+    receivedAt: undefined,
+  };
 }
 
 /** Observations the actor layer reports (metrics, logs). */
 export interface ActorObserver {
   parked(workflowId: string, error: Error): void;
   rehydrated(workflowId: string, events: number, seconds: number): void;
-  stepped(workflowName: string, seconds: number): void;
+  evicted(workflowId: string): void;
 }
 
 /** The engine, as the actors see it. */

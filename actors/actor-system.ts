@@ -107,6 +107,7 @@ export class ActorSystem {
       if (!actor.isEvictable) continue;
       this.#actors.delete(id);
       this.#evictions++;
+      this.#host.observer.evicted(id);
     }
   }
 }

@@ -17,27 +17,34 @@ export class Mailbox<Message> {
   #isScheduled = false;
   #isRunning = false;
   #isKilled = false;
+  /** Size of the batch being handled. */
+  #inProgress = 0;
+  /** performance.now() when the first message of the next batch arrived. */
+  #firstPushAt = 0;
 
-  constructor(handle: (batch: Message[]) => Promise<void>, onError: (error: unknown) => void) {
+  /** `handle` gets each batch with the time its first message arrived (performance.now()). */
+  constructor(handle: (batch: Message[], receivedAt: number) => Promise<void>, onError: (error: unknown) => void) {
     this.#queue = fastq.promise<unknown, void, void>(async () => {
       this.#isScheduled = false;
       const batch = this.#messages;
       this.#messages = [];
       if (this.#isKilled || batch.length === 0) return;
       this.#isRunning = true;
+      this.#inProgress = batch.length;
       try {
-        await handle(batch);
+        await handle(batch, this.#firstPushAt);
       } catch (error) {
         onError(error);
       } finally {
         this.#isRunning = false;
+        this.#inProgress = 0;
       }
     }, 1);
   }
 
-  /** Messages waiting, not counting a batch being handled. */
+  /** Messages not yet handled: those waiting plus the batch being handled now. */
   get depth(): number {
-    return this.#messages.length;
+    return this.#messages.length + this.#inProgress;
   }
 
   /** Whether nothing is queued and nothing is being handled. */
@@ -47,6 +54,7 @@ export class Mailbox<Message> {
 
   push(message: Message): void {
     if (this.#isKilled) return;
+    if (this.#messages.length === 0) this.#firstPushAt = performance.now();
     this.#messages.push(message);
     if (this.#isScheduled) return;
     this.#isScheduled = true;

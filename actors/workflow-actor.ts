@@ -97,6 +97,8 @@ export class WorkflowActor {
   #replay: ReplayState | undefined;
   #seq = 0;
   #activation = 0;
+  /** Time of the WorkflowStarted event (epoch ms). */
+  #startedAt = 0;
   #unflushed = 0;
   #deferred: ActorMessage[] = [];
   readonly #consumedInbox = new Set<number>();
@@ -112,7 +114,7 @@ export class WorkflowActor {
     this.#onDropped = onDropped;
     this.#seed = seed;
     this.#mailbox = new Mailbox<ActorMessage>(
-      (batch) => this.#handle(batch),
+      (batch, receivedAt) => this.#handle(batch, receivedAt),
       (error) => this.#crash(error),
     );
   }
@@ -152,7 +154,7 @@ export class WorkflowActor {
     return this.#mailbox.drained();
   }
 
-  async #handle(batch: ActorMessage[]): Promise<void> {
+  async #handle(batch: ActorMessage[], receivedAt: number): Promise<void> {
     if (this.#state === 'new' && !(await this.#load())) return;
     if (this.#host.wal.isCongested) await this.#host.wal.whenUncongested();
     if (this.#state === 'dropped') return;
@@ -172,11 +174,11 @@ export class WorkflowActor {
         }
         // The start comes first, whatever order the messages arrived in.
         const start = messages[startAt]!;
-        await this.#activate([start, ...messages.filter((_, i) => i !== startAt)]);
+        await this.#activate([start, ...messages.filter((_, i) => i !== startAt)], receivedAt);
         return;
       }
       case 'live':
-        await this.#activate(messages);
+        await this.#activate(messages, receivedAt);
         return;
       case 'done':
         this.#consumeStrayEvents(messages);
@@ -186,13 +188,12 @@ export class WorkflowActor {
     }
   }
 
-  async #activate(messages: ActorMessage[]): Promise<void> {
-    const started = performance.now();
+  async #activate(messages: ActorMessage[], receivedAt: number): Promise<void> {
     const host = this.#host;
     const now = Date.now();
     const activation = this.#activation + 1;
     const write = emptyWrite(this.workflowId, this.#seq);
-    const effects = noEffects();
+    const effects = noEffects(this.#name);
     const record = (type: string, commandId: number | null, payload: string | null): HistoryRow => {
       const row = { seq: ++this.#seq, activation, type, commandId, payload, at: now };
       write.history.push(row);
@@ -212,6 +213,7 @@ export class WorkflowActor {
           );
           write.status = 'running';
           write.startedAt = now;
+          this.#startedAt = now;
           effects.isStarted = true;
           this.#state = 'live';
           rs = this.#begin(now);
@@ -283,8 +285,8 @@ export class WorkflowActor {
       if (vars !== undefined) write.vars = vars;
     }
     write.nextSeq = this.#seq;
+    if (write.history.length > 0) effects.receivedAt = receivedAt;
     this.#enqueue(write, effects);
-    if (write.history.length > 0) host.observer.stepped(this.#name, (performance.now() - started) / 1000);
   }
 
   #recordCommands(
@@ -368,7 +370,7 @@ export class WorkflowActor {
     for (const activity of outstanding.activities) write.tasksDelete.push(activity.commandId);
     effects.dispatch = [];
     effects.armTimers = [];
-    effects.finished = { status, result, error };
+    effects.finished = { status, result, error, startedAt: this.#startedAt };
   }
 
   /** Creates the replay state and calls the workflow function (its first synchronous part runs now). */
@@ -418,7 +420,7 @@ export class WorkflowActor {
   /** Events for a finished workflow are consumed without effect, so they are not re-delivered. */
   #consumeStrayEvents(messages: ActorMessage[]): void {
     const write = emptyWrite(this.workflowId, this.#seq);
-    const effects = noEffects();
+    const effects = noEffects(this.#name);
     for (const m of messages) {
       if (m.type === 'event' && !this.#consumedInbox.has(m.inboxId)) {
         this.#consumedInbox.add(m.inboxId);
@@ -523,7 +525,7 @@ export class WorkflowActor {
     if (this.#parkedError !== null) {
       // The code now matches its history again: the workflow leaves the parked state.
       this.#parkedError = null;
-      this.#enqueue({ ...emptyWrite(this.workflowId, this.#seq), error: null }, noEffects());
+      this.#enqueue({ ...emptyWrite(this.workflowId, this.#seq), error: null }, noEffects(this.#name));
     }
   }
 
@@ -534,6 +536,7 @@ export class WorkflowActor {
     at: number,
   ): ReplayState {
     if (row.type === EventType.WorkflowStarted) {
+      this.#startedAt = at;
       return this.#begin(at);
     }
     if (!rs) throw new UnknownCommandError(row.command_id ?? 0, row.type);
@@ -566,7 +569,7 @@ export class WorkflowActor {
     host.logger.error({ workflowId: this.workflowId, err: error }, 'workflow parked');
     if (this.#parkedError !== failure) {
       this.#parkedError = failure;
-      this.#enqueue({ ...emptyWrite(this.workflowId, this.#seq), error: failure }, noEffects());
+      this.#enqueue({ ...emptyWrite(this.workflowId, this.#seq), error: failure }, noEffects(this.#name));
     }
   }
 

@@ -28,10 +28,18 @@ export interface ActivityTask {
   timeoutMs: number | undefined;
 }
 
+/** When an attempt ran: its start (epoch ms) and how long it took. */
+export interface AttemptTiming {
+  startedAt: number;
+  durationMs: number;
+}
+
 /** What an attempt produced. Never an exception: failures are data across the thread boundary. */
-export type ActivityOutcome =
-  | { ok: true; result: string | undefined }
-  | { ok: false; failure: import('../actors/history.js').SerializedFailure; retryAt?: number };
+export type ActivityOutcome = AttemptTiming &
+  (
+    | { ok: true; result: string | undefined }
+    | { ok: false; failure: import('../actors/history.js').SerializedFailure; retryAt?: number }
+  );
 
 /** The id of the activity scheduled by command `commandId` of `workflowId`. */
 export function activityIdOf(workflowId: string, commandId: number): string {

@@ -119,6 +119,8 @@ export class ActivityPool {
           message: `no activity is registered as ${JSON.stringify(task.name)}`,
           nonRetryable: true,
         },
+        startedAt: Date.now(),
+        durationMs: 0,
       };
     }
     // Piscina runs an abortable task alone on its thread (aborting terminates the thread), so
@@ -128,11 +130,17 @@ export class ActivityPool {
         ? {}
         : { signal: AbortSignal.any([this.#closing.signal, AbortSignal.timeout(task.timeoutMs + HARD_TIMEOUT_GRACE_MS)]) };
     this.#inThreads++;
+    const startedAt = Date.now();
     try {
       return (await this.#piscina.run(task, options)) as ActivityOutcome;
     } catch (error) {
       // The thread died (exit, out of memory) or was terminated for ignoring its timeout.
-      return { ok: false, failure: { ...toFailure(error), name: 'ActivityThreadError' } };
+      return {
+        ok: false,
+        failure: { ...toFailure(error), name: 'ActivityThreadError' },
+        startedAt,
+        durationMs: Date.now() - startedAt,
+      };
     } finally {
       this.#inThreads--;
     }

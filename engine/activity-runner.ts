@@ -25,6 +25,9 @@ export async function runAttempt(
   else closing.addEventListener('abort', onClose, { once: true });
   let requestedAt: number | undefined;
   let timer: NodeJS.Timeout | undefined;
+  const startedAt = Date.now();
+  const began = performance.now();
+  const timing = (): { startedAt: number; durationMs: number } => ({ startedAt, durationMs: performance.now() - began });
   const ctx: ActivityContext = {
     workflowId: task.workflowId,
     activityId: task.activityId,
@@ -60,12 +63,14 @@ export async function runAttempt(
     try {
       result = encodeResult(value);
     } catch (error) {
-      return { ok: false, failure: { ...toFailure(error), name: 'InvalidResultError', nonRetryable: true } };
+      return { ok: false, failure: { ...toFailure(error), name: 'InvalidResultError', nonRetryable: true }, ...timing() };
     }
-    return { ok: true, result };
+    return { ok: true, result, ...timing() };
   } catch (error) {
     const failure = toFailure(error);
-    return requestedAt === undefined ? { ok: false, failure } : { ok: false, failure, retryAt: requestedAt };
+    return requestedAt === undefined
+      ? { ok: false, failure, ...timing() }
+      : { ok: false, failure, retryAt: requestedAt, ...timing() };
   } finally {
     if (timer) clearTimeout(timer);
     closing.removeEventListener('abort', onClose);

@@ -38,7 +38,7 @@ export default async function runActivity(task: ActivityTask): Promise<ActivityO
   try {
     mod = await loaded;
   } catch (error) {
-    return { ok: false, failure: toFailure(error) };
+    return { ok: false, failure: toFailure(error), startedAt: Date.now(), durationMs: 0 };
   }
   const fn = mod[task.name];
   if (typeof fn !== 'function') {
@@ -49,6 +49,8 @@ export default async function runActivity(task: ActivityTask): Promise<ActivityO
         message: `the activities module exports no function named ${JSON.stringify(task.name)}`,
         nonRetryable: true,
       },
+      startedAt: Date.now(),
+      durationMs: 0,
     };
   }
   return runAttempt(fn as ActivityFunction, task, closing.signal);

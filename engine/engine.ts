@@ -1,7 +1,12 @@
+import { Registry } from 'prom-client';
+
 import type { ActorHost, ActorObserver, Effects, WorkflowErrors } from '../actors/actor-host.js';
 import { ActorSystem } from '../actors/actor-system.js';
 import type { ActorMessage } from '../actors/messages.js';
 import type { WorkflowFunction } from '../actors/workflow-context.js';
+import { registerQueueGauges } from '../metrics/collectors.js';
+import { EngineMetrics } from '../metrics/engine-metrics.js';
+import { type MetricsServer, startMetricsServer } from '../metrics/metrics-server.js';
 import type { Logger } from '../storage/logger.js';
 import type { NewWorkflowRow, TaskRow, WorkflowRow } from '../storage/rows.js';
 import { inboxFor } from '../storage/sql/inbox.js';
@@ -64,6 +69,10 @@ export interface Engine extends Omit<Client, 'startWorkflow'> {
    * the next start: at-least-once) and closes the database.
    */
   close(): Promise<void>;
+  /** This engine's own prom-client registry (never the global one): serve it on your own route. */
+  readonly metrics: Registry;
+  /** Where the engine serves its metrics, when `options.metrics` asked it to. */
+  readonly metricsUrl: string | undefined;
 }
 
 type TimerPayload =
@@ -96,14 +105,6 @@ function seedRow(row: NewWorkflowRow): WorkflowRow {
     completed_at: null,
   };
 }
-
-const noObserver: ActorObserver & WalObserver = {
-  parked() {},
-  rehydrated() {},
-  stepped() {},
-  flushed() {},
-  flushFailed() {},
-};
 
 /**
  * The engine: wires the store, the WAL, the actors, the activity pool and the timers, and
@@ -138,12 +139,35 @@ class EngineImpl implements Engine, ActorHost {
       new NonDeterminismError(workflowId, activation, commandId, expected, got),
     toFailure,
   };
-  readonly observer: ActorObserver = noObserver;
+  readonly metrics = new Registry();
+  metricsUrl: string | undefined;
+  #metricsServer: MetricsServer | undefined;
+  readonly #m: EngineMetrics;
+  readonly observer: ActorObserver;
 
   constructor(options: ResolvedEngineOptions, store: WorkflowStore, pool: ActivityPool) {
     this.#options = options;
     this.#store = store;
     this.#pool = pool;
+    const m = new EngineMetrics(this.metrics);
+    this.#m = m;
+    this.observer = {
+      parked: () => m.nonDeterminismErrors.inc(),
+      rehydrated: (_id, _events, seconds) => {
+        m.rehydrations.inc();
+        m.rehydrationDuration.observe(seconds);
+      },
+      evicted: () => m.evictions.inc(),
+    };
+    const walObserver: WalObserver = {
+      flushed({ events, seconds }) {
+        m.walFlushes.inc();
+        m.eventsWritten.inc(events);
+        m.walBatchEvents.observe(events);
+        m.walFlushDuration.observe(seconds);
+      },
+      flushFailed: () => m.walFlushErrors.inc(),
+    };
     for (const [name, fn] of options.workflows) this.#namesByFunction.set(fn, name);
     this.#registeredNames = [...options.workflows.keys()];
     this.wal = new Wal({
@@ -151,10 +175,22 @@ class EngineImpl implements Engine, ActorHost {
       tables: store.tables,
       highWaterEvents: options.walHighWaterEvents,
       onFlushFailed: (ids, error) => this.#onFlushFailed(ids, error),
-      observer: noObserver,
+      observer: walObserver,
     });
     this.#system = new ActorSystem(this, options.maxCachedWorkflows);
     this.#timers = new TimerService((timer) => this.#onTimer(timer));
+    registerQueueGauges(this.metrics, {
+      walPendingEvents: () => this.wal.pendingEvents,
+      walFlushesInFlight: () => (this.wal.isFlushing ? 1 : 0),
+      mailboxMessages: () => this.#system.queuedMessages,
+      actorsInMemory: () => this.#system.size,
+      activityTasksQueued: () => this.#pool.queued,
+      activityTasksRunning: () => this.#pool.running,
+      timersArmed: () => this.#timers.size,
+      timersOverdue: () => this.#timers.overdue(Date.now()),
+      workflowsPending: () => this.#timers.count((p) => p.kind === 'start'),
+      resultWaiters: () => this.#store.waiters.size,
+    });
     this.#poll = setInterval(() => this.#requestPoll(), options.pollIntervalMs);
     store.onNotice((payload) => {
       if (payload !== Notice.Done) this.#requestPoll();
@@ -185,6 +221,11 @@ class EngineImpl implements Engine, ActorHost {
 
   release(workflowId: string, effects: Effects): void {
     if (this.#closing) return;
+    const m = this.#m;
+    if (effects.receivedAt !== undefined) {
+      m.stepCommitted(effects.workflowName, (performance.now() - effects.receivedAt) / 1000);
+    }
+    if (effects.isStarted) m.workflowStarted(effects.workflowName);
     for (const task of effects.dispatch) this.#dispatch(task);
     for (const task of effects.retries) {
       this.#timers.arm(retryKey(workflowId, task.commandId), task.visibleAt, { kind: 'retry', task });
@@ -198,6 +239,8 @@ class EngineImpl implements Engine, ActorHost {
     }
     for (const commandId of effects.disarmTimers) this.#timers.disarm(timerKey(workflowId, commandId));
     if (effects.finished) {
+      const { status, startedAt } = effects.finished;
+      m.workflowFinished(effects.workflowName, status, Math.max(0, Date.now() - startedAt) / 1000);
       this.#store.waiters.settle(workflowId, effects.finished);
       this.#system.release(workflowId);
     }
@@ -266,6 +309,14 @@ class EngineImpl implements Engine, ActorHost {
     await this.#recover(undefined);
   }
 
+  /** Starts the `/metrics` server if the options asked for one. */
+  async serveMetrics(): Promise<void> {
+    const config = this.#options.metrics;
+    if (!config) return;
+    this.#metricsServer = await startMetricsServer(this.metrics, config.port, config.host);
+    this.metricsUrl = this.#metricsServer.url;
+  }
+
   async #shutdown(): Promise<void> {
     clearInterval(this.#poll);
     this.#timers.close();
@@ -282,6 +333,7 @@ class EngineImpl implements Engine, ActorHost {
     await step(() => this.wal.close());
     await step(() => this.#pollRunning);
     this.#system.close();
+    await step(() => this.#metricsServer?.close());
     await step(() => this.#store.close());
     if (errors.length > 0) throw new AggregateError(errors, 'closing the engine failed');
   }
@@ -312,16 +364,26 @@ class EngineImpl implements Engine, ActorHost {
         this.#inFlightTasks.delete(key);
         if (this.#closing) return;
         const { workflowId, commandId, attempt } = task;
+        const observe = (result: 'completed' | 'retried' | 'failed'): void =>
+          this.#m.activityAttempted(
+            task.name,
+            result,
+            Math.max(0, outcome.startedAt - task.visibleAt) / 1000,
+            outcome.durationMs / 1000,
+          );
         if (outcome.ok) {
+          observe('completed');
           this.#deliver(workflowId, { type: 'activityCompleted', commandId, result: outcome.result, attempts: attempt });
           return;
         }
         const policy = resolveRetryPolicy(this.#options.retry, options.retry);
         const next = nextAttemptAt(policy, attempt, outcome.failure, Date.now(), outcome.retryAt);
         if (next === undefined) {
+          observe('failed');
           this.#deliver(workflowId, { type: 'activityFailed', commandId, failure: outcome.failure, attempts: attempt });
           return;
         }
+        observe('retried');
         const retry: TaskRow = { ...task, attempt: attempt + 1, visibleAt: next, lastFailure: JSON.stringify(outcome.failure) };
         this.#deliver(workflowId, { type: 'activityRetry', commandId, task: retry });
       })
@@ -333,6 +395,7 @@ class EngineImpl implements Engine, ActorHost {
 
   #onTimer(timer: ArmedTimer<TimerPayload>): void {
     const p = timer.payload;
+    this.#m.timerLateness.observe(Math.max(0, Date.now() - timer.dueAt) / 1000);
     switch (p.kind) {
       case 'timer':
         this.#deliver(p.workflowId, { type: 'timerFired', commandId: p.commandId });
@@ -459,6 +522,7 @@ export async function createEngine(options: EngineOptions): Promise<Engine> {
     });
     const engine = new EngineImpl(resolved, store, pool);
     try {
+      await engine.serveMetrics();
       await engine.recoverAll();
     } catch (error) {
       await engine.close().catch(() => undefined);

@@ -19,6 +19,7 @@ export type { ActivityContext } from './activity-context.js';
 export type { ActivityFunction } from './activity-runner.js';
 export type { ActivityOptions, RetryPolicy } from './retry-policy.js';
 export { DEFAULT_RETRY_POLICY } from './retry-policy.js';
+export { Label as MetricLabel, MetricName } from '../metrics/metric-names.js';
 export {
   ActivityFailure,
   ConfigurationError,

@@ -62,6 +62,11 @@ export interface EngineOptions extends ConnectionOptions {
   pollIntervalMs?: number;
   /** History rows waiting for a flush beyond which actors pause. @default 50000 */
   walHighWaterEvents?: number;
+  /**
+   * Serve the metrics registry on `http://host:port/metrics`. `port: 0` picks a free port
+   * (`engine.metricsUrl` tells which). @default not served (still readable via `engine.metrics`)
+   */
+  metrics?: { port?: number; host?: string };
 }
 
 /** Options of `createClient`. */
@@ -89,6 +94,7 @@ export interface ResolvedEngineOptions extends ResolvedConnection {
   maxCachedWorkflows: number;
   pollIntervalMs: number;
   walHighWaterEvents: number;
+  metrics: { port: number; host: string } | undefined;
 }
 
 /** Logs warnings and errors to stderr; ignores the rest. */
@@ -151,6 +157,17 @@ function toModuleUrl(activities: URL | string): URL {
   return pathToFileURL(path.resolve(activities));
 }
 
+function resolveMetrics(metrics: EngineOptions['metrics']): ResolvedEngineOptions['metrics'] {
+  if (metrics === undefined) return undefined;
+  if (typeof metrics !== 'object' || metrics === null) throw new TypeError('options.metrics must be { port, host }');
+  const { port = 9464, host = '127.0.0.1' } = metrics;
+  if (typeof port !== 'number' || !Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new RangeError(`options.metrics.port must be an integer 0..65535, got ${String(port)}`);
+  }
+  if (typeof host !== 'string' || host.length === 0) throw new TypeError('options.metrics.host must be a host name or address');
+  return { port, host };
+}
+
 /** Checks and completes the engine options; throws TypeError/RangeError naming the field. */
 export function resolveEngineOptions(options: EngineOptions): ResolvedEngineOptions {
   const connection = resolveConnection(options);
@@ -182,5 +199,6 @@ export function resolveEngineOptions(options: EngineOptions): ResolvedEngineOpti
     maxCachedWorkflows: positiveInt(options.maxCachedWorkflows, 'maxCachedWorkflows', 10_000, true),
     pollIntervalMs: positiveInt(options.pollIntervalMs, 'pollIntervalMs', 2_000),
     walHighWaterEvents: positiveInt(options.walHighWaterEvents, 'walHighWaterEvents', 50_000),
+    metrics: resolveMetrics(options.metrics),
   };
 }

@@ -40,6 +40,13 @@ export class TimerService<Payload> {
     return count;
   }
 
+  /** Armed timers whose payload satisfies `predicate`. */
+  count(predicate: (payload: Payload) => boolean): number {
+    let count = 0;
+    for (const timer of this.#byKey.values()) if (predicate(timer.payload)) count++;
+    return count;
+  }
+
   has(key: string): boolean {
     return this.#byKey.has(key);
   }
