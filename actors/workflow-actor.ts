@@ -1,5 +1,6 @@
 import { emptyWrite } from '../storage/rows.js';
 import type { HistoryRow, StoredHistoryRow, TaskRow, WorkflowRow, WorkflowWrite } from '../storage/rows.js';
+import { changesRow } from '../storage/sql/flush-batch.js';
 import { loadHistory, loadWorkflow } from '../storage/sql/workflows.js';
 import { type ActorHost, type Effects, noEffects } from './actor-host.js';
 import { type CommandIdentity, describeIdentity, identityOf } from './commands.js';
@@ -133,6 +134,15 @@ export class WorkflowActor {
     return this.#state === 'done' || this.#state === 'dropped';
   }
 
+  /**
+   * Whether this actor will run the workflow to its end (so its end will be announced here): it is
+   * new, waiting for its start, or live. Not when finished, dropped or parked.
+   */
+  get isRunning(): boolean {
+    if (this.#state === 'new') return this.#seed?.status === 'pending';
+    return this.#state === 'unstarted' || this.#state === 'live';
+  }
+
   push(message: ActorMessage): void {
     this.#mailbox.push(message);
   }
@@ -192,7 +202,7 @@ export class WorkflowActor {
     const host = this.#host;
     const now = Date.now();
     const activation = this.#activation + 1;
-    const write = emptyWrite(this.workflowId, this.#seq);
+    const write = emptyWrite(this.workflowId);
     const effects = noEffects(this.#name);
     const record = (type: string, commandId: number | null, payload: string | null): HistoryRow => {
       const row = { seq: ++this.#seq, activation, type, commandId, payload, at: now };
@@ -231,7 +241,8 @@ export class WorkflowActor {
             m.commandId,
             jsonObject({ activityName: str(rs.nameOf(m.commandId)), attempts: String(m.attempts), result: m.result }),
           );
-          write.tasksDelete.push(m.commandId);
+          // Only an activity that was retried has a task row (its retry state).
+          if (m.attempts > 1) write.tasksDelete.push(m.commandId);
           rs.resolveActivity(m.commandId, host.codec.decode(m.result));
           break;
         case 'activityFailed':
@@ -245,7 +256,7 @@ export class WorkflowActor {
               failure: JSON.stringify(m.failure),
             }),
           );
-          write.tasksDelete.push(m.commandId);
+          if (m.attempts > 1) write.tasksDelete.push(m.commandId);
           rs.rejectActivity(m.commandId, m.attempts, m.failure);
           break;
         case 'activityRetry':
@@ -284,7 +295,6 @@ export class WorkflowActor {
       const vars = rs.takeChangedVars();
       if (vars !== undefined) write.vars = vars;
     }
-    write.nextSeq = this.#seq;
     if (write.history.length > 0) effects.receivedAt = receivedAt;
     this.#enqueue(write, effects);
   }
@@ -299,7 +309,12 @@ export class WorkflowActor {
     for (const c of rs.takeCommands()) {
       switch (c.kind) {
         case 'scheduleActivity': {
-          record(EventType.ActivityScheduled, c.commandId, jsonObject({ activityName: str(c.name), input: c.input }));
+          record(
+            EventType.ActivityScheduled,
+            c.commandId,
+            jsonObject({ activityName: str(c.name), input: c.input, options: c.options }),
+          );
+          // The event is the durable record of a first attempt: no task row until a retry.
           const task: TaskRow = {
             workflowId: this.workflowId,
             commandId: c.commandId,
@@ -311,7 +326,6 @@ export class WorkflowActor {
             scheduledAt: now,
             lastFailure: null,
           };
-          write.tasksUpsert.push(task);
           effects.dispatch.push(task);
           break;
         }
@@ -405,10 +419,11 @@ export class WorkflowActor {
   #enqueue(write: WorkflowWrite, effects: Effects): void {
     const isEmpty =
       write.history.length === 0 &&
+      !changesRow(write) &&
       write.tasksUpsert.length === 0 &&
+      write.tasksDelete.length === 0 &&
       write.timersDelete.length === 0 &&
-      write.inboxDelete.length === 0 &&
-      write.error === undefined;
+      write.inboxDelete.length === 0;
     if (isEmpty) return;
     this.#unflushed++;
     this.#host.wal.enqueue(write, () => {
@@ -419,7 +434,7 @@ export class WorkflowActor {
 
   /** Events for a finished workflow are consumed without effect, so they are not re-delivered. */
   #consumeStrayEvents(messages: ActorMessage[]): void {
-    const write = emptyWrite(this.workflowId, this.#seq);
+    const write = emptyWrite(this.workflowId);
     const effects = noEffects(this.#name);
     for (const m of messages) {
       if (m.type === 'event' && !this.#consumedInbox.has(m.inboxId)) {
@@ -445,7 +460,6 @@ export class WorkflowActor {
       this.#version = row.version;
       this.#input = row.input;
       this.#parkedError = row.error;
-      this.#seq = row.next_seq;
       if (row.status === 'pending') {
         this.#state = 'unstarted';
         return true;
@@ -456,7 +470,7 @@ export class WorkflowActor {
       }
       const history = await loadHistory(host.sql, host.tables, this.workflowId);
       if (this.#state !== 'new') return false; // killed while loading
-      await this.#replayHistory(history, row.next_seq);
+      await this.#replayHistory(history);
       host.observer.rehydrated(this.workflowId, history.length, (performance.now() - started) / 1000);
       const state = this.#state as ActorState;
       return state === 'live' || state === 'done';
@@ -468,7 +482,8 @@ export class WorkflowActor {
     }
   }
 
-  async #replayHistory(rows: StoredHistoryRow[], nextSeq: number): Promise<void> {
+  async #replayHistory(rows: StoredHistoryRow[]): Promise<void> {
+    this.#seq = rows.at(-1)?.seq ?? 0;
     let rs: ReplayState | undefined;
     let i = 0;
     while (i < rows.length) {
@@ -514,7 +529,6 @@ export class WorkflowActor {
       }
       this.#activation = activation;
     }
-    this.#seq = nextSeq;
     if (!rs) {
       this.#park(0, null, EventType.WorkflowStarted, 'an empty history');
       return;
@@ -525,7 +539,7 @@ export class WorkflowActor {
     if (this.#parkedError !== null) {
       // The code now matches its history again: the workflow leaves the parked state.
       this.#parkedError = null;
-      this.#enqueue({ ...emptyWrite(this.workflowId, this.#seq), error: null }, noEffects(this.#name));
+      this.#enqueue({ ...emptyWrite(this.workflowId), error: null }, noEffects(this.#name));
     }
   }
 
@@ -569,7 +583,7 @@ export class WorkflowActor {
     host.logger.error({ workflowId: this.workflowId, err: error }, 'workflow parked');
     if (this.#parkedError !== failure) {
       this.#parkedError = failure;
-      this.#enqueue({ ...emptyWrite(this.workflowId, this.#seq), error: failure }, noEffects(this.#name));
+      this.#enqueue({ ...emptyWrite(this.workflowId), error: failure }, noEffects(this.#name));
     }
   }
 

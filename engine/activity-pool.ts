@@ -5,12 +5,16 @@ import { BroadcastChannel } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 
 import type { ActivityOutcome, ActivityTask } from './activity-context.js';
-import { type ActivityFunction, runAttempt } from './activity-runner.js';
+import { type ActivityFunction, decodeInput, runAttempt } from './activity-runner.js';
+import type { BatchedOutcome } from './activity-thread.js';
 import { ConfigurationError, EngineClosedError } from './errors.js';
 import { toFailure } from './failure.js';
 
 /** Extra time a stuck thread gets past an attempt's timeout before it is terminated. */
 const HARD_TIMEOUT_GRACE_MS = 1_000;
+
+/** Most attempts sent to a thread in one Piscina task. */
+const MAX_BATCH = 256;
 
 /** Options of the activity pool. */
 export interface ActivityPoolOptions {
@@ -24,76 +28,118 @@ export interface ActivityPoolOptions {
   maxHeapMb: number | undefined;
 }
 
+interface Pending {
+  id: number;
+  task: ActivityTask;
+  resolve: (outcome: ActivityOutcome) => void;
+}
+
+function threadFailure(error: unknown, startedAt: number): ActivityOutcome {
+  return {
+    ok: false,
+    failure: { ...toFailure(error), name: 'ActivityThreadError' },
+    startedAt,
+    durationMs: Date.now() - startedAt,
+  };
+}
+
 /**
  * Runs activity attempts: in Piscina worker threads for the activities module, on the engine
- * thread for inline activities. `run` always resolves with an outcome; a thread that crashes or
- * hangs past its timeout becomes a failed (retryable) attempt and Piscina replaces the thread.
+ * thread for inline activities. `run` always resolves with an outcome.
+ *
+ * Attempts wait in a queue here and go to the threads in batches, as many as there are free
+ * slots (threads × concurrency), one Piscina task per batch: a Piscina dispatch costs tens of
+ * microseconds, so one per attempt would dominate trivial activities. Outcomes come back one by
+ * one (grouped per thread tick) on a BroadcastChannel. A thread that dies fails the attempts of
+ * its batch that had not reported (retryable); Piscina replaces the thread.
+ *
+ * An attempt with a timeout runs alone as an abortable Piscina task instead: if it blocks its
+ * thread past the timeout, Piscina terminates the thread.
  */
 export class ActivityPool {
   readonly #piscina: Piscina | undefined;
   readonly #inline: Readonly<Record<string, ActivityFunction>>;
   readonly #closing = new AbortController();
   readonly #closeChannel: BroadcastChannel;
+  readonly #results: BroadcastChannel;
   readonly #threadNames: ReadonlySet<string>;
+  readonly #capacity: number;
+  readonly #waiting: Pending[] = [];
+  readonly #running = new Map<number, Pending>();
+  #nextId = 1;
+  #isPumpScheduled = false;
   #inlineRunning = 0;
-  /** Attempts handed to Piscina and not finished: queued there or running. */
-  #inThreads = 0;
+  #abortableRunning = 0;
 
   private constructor(
     piscina: Piscina | undefined,
-    inline: Readonly<Record<string, ActivityFunction>>,
+    options: ActivityPoolOptions,
     closeChannel: BroadcastChannel,
+    results: BroadcastChannel,
     threadNames: ReadonlySet<string>,
   ) {
     this.#piscina = piscina;
-    this.#inline = inline;
+    this.#inline = options.inline;
     this.#closeChannel = closeChannel;
+    this.#results = results;
     this.#threadNames = threadNames;
-    // Every attempt in flight listens on the closing signal.
+    this.#capacity = options.threads * options.concurrencyPerThread;
+    // Every inline attempt in flight listens on the closing signal.
     setMaxListeners(0, this.#closing.signal);
+    results.onmessage = (event) => this.#onOutcomes((event as { data: BatchedOutcome[] }).data);
   }
 
   /** Starts the threads and checks that the module loads and exports functions. */
   static async create(options: ActivityPoolOptions): Promise<ActivityPool> {
-    const channelName = `duraflow-close-${randomUUID()}`;
-    const closeChannel = new BroadcastChannel(channelName);
-    if (!options.moduleUrl) return new ActivityPool(undefined, options.inline, closeChannel, new Set());
+    const id = randomUUID();
+    const closeChannel = new BroadcastChannel(`duraflow-close-${id}`);
+    const results = new BroadcastChannel(`duraflow-results-${id}`);
+    if (!options.moduleUrl) return new ActivityPool(undefined, options, closeChannel, results, new Set());
     const piscina = new Piscina({
       filename: new URL('./activity-thread.js', import.meta.url).href,
-      workerData: { moduleUrl: options.moduleUrl.href, closeChannel: channelName },
+      workerData: {
+        moduleUrl: options.moduleUrl.href,
+        closeChannel: `duraflow-close-${id}`,
+        resultsChannel: `duraflow-results-${id}`,
+      },
       minThreads: options.threads,
       maxThreads: options.threads,
+      // The pool bounds attempts itself; Piscina only has to accept the batches.
       concurrentTasksPerWorker: options.concurrencyPerThread,
       idleTimeout: 60_000,
       ...(options.maxHeapMb ? { resourceLimits: { maxOldGenerationSizeMb: options.maxHeapMb } } : {}),
     });
+    const fail = async (error: ConfigurationError): Promise<never> => {
+      closeChannel.close();
+      results.close();
+      await piscina.destroy();
+      throw error;
+    };
     let names: string[];
     try {
       names = (await piscina.run(undefined, { name: 'describe' })) as string[];
     } catch (error) {
-      closeChannel.close();
-      await piscina.destroy();
-      throw new ConfigurationError(
-        `activities module ${options.moduleUrl.href} could not be loaded: ${(error as Error).message}`,
-        { cause: error },
+      return fail(
+        new ConfigurationError(
+          `activities module ${options.moduleUrl.href} could not be loaded: ${(error as Error).message}`,
+          { cause: error },
+        ),
       );
     }
     if (names.length === 0) {
-      closeChannel.close();
-      await piscina.destroy();
-      throw new ConfigurationError(`activities module ${options.moduleUrl.href} exports no functions`);
+      return fail(new ConfigurationError(`activities module ${options.moduleUrl.href} exports no functions`));
     }
-    return new ActivityPool(piscina, options.inline, closeChannel, new Set(names));
+    return new ActivityPool(piscina, options, closeChannel, results, new Set(names));
   }
 
-  /** Attempts waiting for a free thread. */
+  /** Attempts waiting for a free slot. */
   get queued(): number {
-    return this.#piscina?.queueSize ?? 0;
+    return this.#waiting.length + (this.#piscina?.queueSize ?? 0);
   }
 
   /** Attempts running now, in threads and inline. */
   get running(): number {
-    return this.#inThreads - this.queued + this.#inlineRunning;
+    return this.#running.size + this.#abortableRunning + this.#inlineRunning;
   }
 
   /** Whether `name` is an activity this pool can run. */
@@ -101,18 +147,11 @@ export class ActivityPool {
     return Object.hasOwn(this.#inline, name) || this.#threadNames.has(name);
   }
 
-  async run(task: ActivityTask): Promise<ActivityOutcome> {
+  run(task: ActivityTask): Promise<ActivityOutcome> {
     const inline = Object.hasOwn(this.#inline, task.name) ? this.#inline[task.name] : undefined;
-    if (inline) {
-      this.#inlineRunning++;
-      try {
-        return await runAttempt(inline, task, this.#closing.signal);
-      } finally {
-        this.#inlineRunning--;
-      }
-    }
+    if (inline) return this.#runInline(inline, task);
     if (!this.#piscina || !this.#threadNames.has(task.name)) {
-      return {
+      return Promise.resolve({
         ok: false,
         failure: {
           name: 'UnknownActivityError',
@@ -121,29 +160,13 @@ export class ActivityPool {
         },
         startedAt: Date.now(),
         durationMs: 0,
-      };
+      });
     }
-    // Piscina runs an abortable task alone on its thread (aborting terminates the thread), so
-    // only attempts with a timeout get a signal: one that blocks its thread can then be killed.
-    const options =
-      task.timeoutMs === undefined
-        ? {}
-        : { signal: AbortSignal.any([this.#closing.signal, AbortSignal.timeout(task.timeoutMs + HARD_TIMEOUT_GRACE_MS)]) };
-    this.#inThreads++;
-    const startedAt = Date.now();
-    try {
-      return (await this.#piscina.run(task, options)) as ActivityOutcome;
-    } catch (error) {
-      // The thread died (exit, out of memory) or was terminated for ignoring its timeout.
-      return {
-        ok: false,
-        failure: { ...toFailure(error), name: 'ActivityThreadError' },
-        startedAt,
-        durationMs: Date.now() - startedAt,
-      };
-    } finally {
-      this.#inThreads--;
-    }
+    if (task.timeoutMs !== undefined) return this.#runAbortable(this.#piscina, task, task.timeoutMs);
+    return new Promise((resolve) => {
+      this.#waiting.push({ id: this.#nextId++, task, resolve });
+      this.#schedulePump();
+    });
   }
 
   /** Aborts every running attempt (their signals fire) and stops the threads. */
@@ -151,6 +174,92 @@ export class ActivityPool {
     this.#closing.abort(new EngineClosedError());
     this.#closeChannel.postMessage('close');
     this.#closeChannel.close();
+    this.#results.close();
     await this.#piscina?.destroy();
+  }
+
+  async #runInline(fn: ActivityFunction, task: ActivityTask): Promise<ActivityOutcome> {
+    this.#inlineRunning++;
+    try {
+      return await runAttempt(fn, task, decodeInput(task), this.#closing.signal);
+    } finally {
+      this.#inlineRunning--;
+    }
+  }
+
+  async #runAbortable(piscina: Piscina, task: ActivityTask, timeoutMs: number): Promise<ActivityOutcome> {
+    const signal = AbortSignal.any([this.#closing.signal, AbortSignal.timeout(timeoutMs + HARD_TIMEOUT_GRACE_MS)]);
+    this.#abortableRunning++;
+    const startedAt = Date.now();
+    try {
+      return (await piscina.run(task, { signal })) as ActivityOutcome;
+    } catch (error) {
+      // The thread died (exit, out of memory) or was terminated for ignoring its timeout.
+      return threadFailure(error, startedAt);
+    } finally {
+      this.#abortableRunning--;
+    }
+  }
+
+  #schedulePump(): void {
+    if (this.#isPumpScheduled) return;
+    this.#isPumpScheduled = true;
+    // End of this turn: every attempt released by this turn's commits joins the batches.
+    setImmediate(() => {
+      this.#isPumpScheduled = false;
+      this.#pump();
+    });
+  }
+
+  #pump(): void {
+    const piscina = this.#piscina;
+    if (!piscina || this.#closing.signal.aborted) return;
+    const free = Math.min(this.#capacity - this.#running.size, this.#waiting.length);
+    if (free <= 0) return;
+    const taken = this.#waiting.splice(0, free);
+    const threads = piscina.threads.length || 1;
+    const size = Math.min(MAX_BATCH, Math.ceil(taken.length / threads));
+    for (let i = 0; i < taken.length; i += size) {
+      const batch = taken.slice(i, i + size);
+      for (const p of batch) this.#running.set(p.id, p);
+      const startedAt = Date.now();
+      // One string per batch: cloning it into the thread is a copy, where an array of task
+      // objects would be cloned field by field. Inputs are JSON already and are spliced in.
+      let text = '[';
+      for (const { id, task } of batch) {
+        text += `${text === '[' ? '' : ','}[${id},${JSON.stringify(task.name)},${JSON.stringify(task.workflowId)},${JSON.stringify(task.activityId)},${task.attempt}${task.input === undefined ? '' : `,${task.input}`}]`;
+      }
+      piscina.run(`${text}]`, { name: 'runBatch' }).catch(
+        (error: unknown) => {
+          // Outcomes posted just before the thread died may still be on their way.
+          setImmediate(() => {
+            for (const p of batch) {
+              if (!this.#running.delete(p.id)) continue;
+              p.resolve(threadFailure(error, startedAt));
+            }
+            this.#schedulePump();
+          });
+        },
+      );
+    }
+  }
+
+  #onOutcomes(outcomes: BatchedOutcome[]): void {
+    for (const [id, isOk, startedAt, durationMs, payload, retryAt] of outcomes) {
+      const pending = this.#running.get(id);
+      if (!pending) continue;
+      this.#running.delete(id);
+      if (isOk) {
+        pending.resolve({ ok: true, result: payload as string | undefined, startedAt, durationMs });
+      } else {
+        const failure = payload as Extract<ActivityOutcome, { ok: false }>['failure'];
+        pending.resolve(
+          retryAt === undefined
+            ? { ok: false, failure, startedAt, durationMs }
+            : { ok: false, failure, retryAt, startedAt, durationMs },
+        );
+      }
+    }
+    if (this.#waiting.length > 0) this.#schedulePump();
   }
 }

@@ -9,14 +9,20 @@ function encodeResult(value: unknown): string | undefined {
   return value === undefined ? undefined : JSON.stringify(value);
 }
 
+/** The decoded input of `task` (each attempt gets its own copy). */
+export function decodeInput(task: ActivityTask): unknown {
+  return task.input === undefined ? undefined : JSON.parse(task.input);
+}
+
 /**
- * Runs one attempt of `fn` and turns whatever happens into an outcome: the JSON of its result,
- * or its error as plain data with any retry time the activity asked for. Shared by the activity
- * threads and inline activities so both behave the same.
+ * Runs one attempt of `fn` on `input` and turns whatever happens into an outcome: the JSON of its
+ * result, or its error as plain data with any retry time the activity asked for. Shared by the
+ * activity threads and inline activities so both behave the same.
  */
 export async function runAttempt(
   fn: ActivityFunction,
-  task: ActivityTask,
+  task: Omit<ActivityTask, 'input'>,
+  input: unknown,
   closing: AbortSignal,
 ): Promise<ActivityOutcome> {
   const controller = new AbortController();
@@ -42,7 +48,6 @@ export async function runAttempt(
     },
   };
   try {
-    const input = task.input === undefined ? undefined : JSON.parse(task.input);
     const run = Promise.resolve().then(() => fn(input as never, ctx));
     const value =
       task.timeoutMs === undefined

@@ -1,19 +1,42 @@
 /**
  * The module Piscina loads in every activity thread. It imports the user's activities module
- * once per thread and runs attempts with `runAttempt`; it never throws across the thread except
- * from `describe`, which reports an unusable module at engine start.
+ * once per thread and runs attempts with `runAttempt`. Attempts arrive in batches (one Piscina
+ * task each) and their outcomes go back on a BroadcastChannel as soon as each is ready, grouped
+ * per turn of this thread's event loop: no attempt waits for a slower one of its batch, and the
+ * main thread pays for one message per group, not per attempt. Nothing throws across the thread
+ * except `describe`, which reports an unusable module at engine start.
  */
 import { BroadcastChannel, workerData } from 'node:worker_threads';
 
 import type { ActivityOutcome, ActivityTask } from './activity-context.js';
-import { type ActivityFunction, runAttempt } from './activity-runner.js';
+import { type ActivityFunction, decodeInput, runAttempt } from './activity-runner.js';
 import { EngineClosedError } from './errors.js';
 import { toFailure } from './failure.js';
 
 interface ThreadData {
   moduleUrl: string;
   closeChannel: string;
+  resultsChannel: string;
 }
+
+/**
+ * An attempt as batched by the pool (one JSON array of these per batch); `id` matches its
+ * outcome to the caller, and the input, when there is one, is already decoded.
+ */
+type BatchedTask = [id: number, name: string, workflowId: string, activityId: string, attempt: number, input?: unknown];
+
+/**
+ * An outcome as posted on the results channel: flat, so cloning it is cheap. `payload` is the
+ * result's JSON (ok) or the failure (not ok).
+ */
+export type BatchedOutcome = [
+  id: number,
+  isOk: boolean,
+  startedAt: number,
+  durationMs: number,
+  payload: unknown,
+  retryAt?: number,
+];
 
 const data = workerData as ThreadData;
 const loaded: Promise<Record<string, unknown>> = import(data.moduleUrl);
@@ -21,10 +44,36 @@ const loaded: Promise<Record<string, unknown>> = import(data.moduleUrl);
 loaded.catch(() => undefined);
 
 const closing = new AbortController();
-const channel = new BroadcastChannel(data.closeChannel);
-channel.onmessage = () => closing.abort(new EngineClosedError());
-// The channel must not keep an idle thread alive.
-(channel as unknown as { unref(): void }).unref();
+const closeChannel = new BroadcastChannel(data.closeChannel);
+closeChannel.onmessage = () => closing.abort(new EngineClosedError());
+const results = new BroadcastChannel(data.resultsChannel);
+// The channels must not keep an idle thread alive.
+(closeChannel as unknown as { unref(): void }).unref();
+(results as unknown as { unref(): void }).unref();
+
+let ready: BatchedOutcome[] = [];
+let isPostScheduled = false;
+
+function post(): void {
+  isPostScheduled = false;
+  if (ready.length === 0) return;
+  const outcomes = ready;
+  ready = [];
+  results.postMessage(outcomes);
+}
+
+function report(id: number, outcome: ActivityOutcome): void {
+  ready.push(
+    outcome.ok
+      ? [id, true, outcome.startedAt, outcome.durationMs, outcome.result]
+      : outcome.retryAt === undefined
+        ? [id, false, outcome.startedAt, outcome.durationMs, outcome.failure]
+        : [id, false, outcome.startedAt, outcome.durationMs, outcome.failure, outcome.retryAt],
+  );
+  if (isPostScheduled) return;
+  isPostScheduled = true;
+  setImmediate(post);
+}
 
 /** Names of the functions the activities module exports. */
 export async function describe(): Promise<string[]> {
@@ -32,8 +81,12 @@ export async function describe(): Promise<string[]> {
   return Object.keys(mod).filter((name) => typeof mod[name] === 'function');
 }
 
-/** Runs one attempt. */
+/** Runs one attempt and returns its outcome (used for attempts that must be abortable). */
 export default async function runActivity(task: ActivityTask): Promise<ActivityOutcome> {
+  return runDecoded(task, decodeInput(task));
+}
+
+async function runDecoded(task: Omit<ActivityTask, 'input'>, input: unknown): Promise<ActivityOutcome> {
   let mod: Record<string, unknown>;
   try {
     mod = await loaded;
@@ -53,5 +106,17 @@ export default async function runActivity(task: ActivityTask): Promise<ActivityO
       durationMs: 0,
     };
   }
-  return runAttempt(fn as ActivityFunction, task, closing.signal);
+  return runAttempt(fn as ActivityFunction, task, input, closing.signal);
+}
+
+/** Runs a batch of attempts concurrently, reporting each outcome on the results channel. */
+export async function runBatch(text: string): Promise<number> {
+  const batch = JSON.parse(text) as BatchedTask[];
+  await Promise.all(
+    batch.map(async ([id, name, workflowId, activityId, attempt, input]) =>
+      report(id, await runDecoded({ name, workflowId, activityId, attempt, timeoutMs: undefined }, input)),
+    ),
+  );
+  post();
+  return batch.length;
 }

@@ -98,7 +98,6 @@ function seedRow(row: NewWorkflowRow): WorkflowRow {
     result: null,
     error: null,
     vars: '{}',
-    next_seq: 0,
     start_at: new Date(row.startAt),
     created_at: new Date(row.createdAt),
     started_at: null,
@@ -152,21 +151,13 @@ class EngineImpl implements Engine, ActorHost {
     const m = new EngineMetrics(this.metrics);
     this.#m = m;
     this.observer = {
-      parked: () => m.nonDeterminismErrors.inc(),
-      rehydrated: (_id, _events, seconds) => {
-        m.rehydrations.inc();
-        m.rehydrationDuration.observe(seconds);
-      },
-      evicted: () => m.evictions.inc(),
+      parked: () => m.parked(),
+      rehydrated: (_id, _events, seconds) => m.rehydrated(seconds),
+      evicted: () => m.evicted(),
     };
     const walObserver: WalObserver = {
-      flushed({ events, seconds }) {
-        m.walFlushes.inc();
-        m.eventsWritten.inc(events);
-        m.walBatchEvents.observe(events);
-        m.walFlushDuration.observe(seconds);
-      },
-      flushFailed: () => m.walFlushErrors.inc(),
+      flushed: ({ events, seconds }) => m.flushed(events, seconds),
+      flushFailed: () => m.flushFailed(),
     };
     for (const [name, fn] of options.workflows) this.#namesByFunction.set(fn, name);
     this.#registeredNames = [...options.workflows.keys()];
@@ -294,7 +285,10 @@ class EngineImpl implements Engine, ActorHost {
 
   async result<Output>(workflowId: string, options?: ResultOptions): Promise<Output> {
     this.#checkOpen();
-    return this.#store.result<Output>(workflowId, options);
+    // A workflow running in this engine's memory settles its waiters when its end commits:
+    // no need to ask the database first.
+    const isRunningHere = this.#system.get(workflowId)?.isRunning ?? false;
+    return this.#store.result<Output>(workflowId, options, isRunningHere);
   }
 
   close(): Promise<void> {
@@ -395,7 +389,7 @@ class EngineImpl implements Engine, ActorHost {
 
   #onTimer(timer: ArmedTimer<TimerPayload>): void {
     const p = timer.payload;
-    this.#m.timerLateness.observe(Math.max(0, Date.now() - timer.dueAt) / 1000);
+    this.#m.timerFired(Math.max(0, Date.now() - timer.dueAt) / 1000);
     switch (p.kind) {
       case 'timer':
         this.#deliver(p.workflowId, { type: 'timerFired', commandId: p.commandId });

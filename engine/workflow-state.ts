@@ -2,6 +2,8 @@ import type { ActorSnapshot } from '../actors/workflow-actor.js';
 import { type HistoryEvent, type SerializedFailure, toHistoryEvent } from '../actors/history.js';
 import type { StoredHistoryRow, TaskRow, TimerRow, WorkflowRow } from '../storage/rows.js';
 
+type RetryState = Pick<TaskRow, 'commandId' | 'attempt' | 'visibleAt' | 'lastFailure'>;
+
 export type { HistoryEvent };
 
 /** An activity the workflow awaits. */
@@ -60,7 +62,8 @@ export interface WorkflowState {
 export interface StoredState {
   row: WorkflowRow;
   history: StoredHistoryRow[];
-  tasks: TaskRow[];
+  /** Retry state of activities whose first attempt failed. */
+  tasks: RetryState[];
   timers: TimerRow[];
   inbox: { name: string; payload: string | undefined }[];
 }
@@ -128,8 +131,8 @@ export function buildWorkflowState(stored: StoredState, live: ActorSnapshot | un
   }
   for (const activity of waitingOn.activities) {
     const task = stored.tasks.find((t) => t.commandId === activity.commandId);
+    activity.attempt = task?.attempt ?? 1;
     if (!task) continue;
-    activity.attempt = task.attempt;
     activity.nextAttemptAt = new Date(task.visibleAt);
     if (task.lastFailure) activity.lastFailure = JSON.parse(task.lastFailure) as SerializedFailure;
   }

@@ -7,7 +7,7 @@ import { PgDriver } from '../storage/pg-driver.js';
 import { PgliteDriver } from '../storage/pglite-driver.js';
 import type { NewWorkflowRow } from '../storage/rows.js';
 import { inboxOf, insertEvent } from '../storage/sql/inbox.js';
-import { insertWorkflows } from '../storage/sql/insert-workflows.js';
+import { flushBatch } from '../storage/sql/flush-batch.js';
 import { tasksOf } from '../storage/sql/tasks.js';
 import { finishedAmong, loadHistory, loadWorkflow, notify, timersOf } from '../storage/sql/workflows.js';
 import { type Sql, type Tables, tablesFor } from '../storage/sql.js';
@@ -137,7 +137,7 @@ export class WorkflowStore {
   /** Inserts a start directly (a client's path); false if the id existed. */
   async insertStart(row: NewWorkflowRow): Promise<boolean> {
     this.#checkOpen();
-    const inserted = await insertWorkflows(this.sql, this.tables, [row]);
+    const { inserted } = await flushBatch(this.sql, this.tables, [row], []);
     if (inserted.size === 0) return false;
     await notify(this.sql, this.tables, Notice.Start);
     return true;
@@ -181,8 +181,11 @@ export class WorkflowStore {
     return buildWorkflowState({ row, history, tasks, timers, inbox }, live?.(), Date.now());
   }
 
-  /** Waits for the workflow to end; resolves with its result or throws WorkflowFailedError. */
-  async result<Output>(workflowId: string, options: ResultOptions = {}): Promise<Output> {
+  /**
+   * Waits for the workflow to end; resolves with its result or throws WorkflowFailedError.
+   * `isRunningHere` skips the database check for a workflow whose end this process will settle.
+   */
+  async result<Output>(workflowId: string, options: ResultOptions = {}, isRunningHere = false): Promise<Output> {
     this.#checkOpen();
     checkName(workflowId, 'workflowId');
     const { timeoutMs } = options;
@@ -190,6 +193,7 @@ export class WorkflowStore {
       throw new InvalidArgumentError('timeoutMs must be a number of milliseconds >= 0');
     }
     const waiting = this.waiters.wait(workflowId, timeoutMs);
+    if (isRunningHere) return this.#toResult<Output>(workflowId, await waiting.promise);
     let outcome: Outcome;
     try {
       const row = await loadWorkflow(this.sql, this.tables, workflowId);

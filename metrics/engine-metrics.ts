@@ -1,5 +1,6 @@
-import { Counter, Histogram, type Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
 
+import { type CounterChild, FastCounter, FastHistogram, type HistogramChild } from './fast-metrics.js';
 import { Label, MetricName } from './metric-names.js';
 
 /** 100 µs to 60 s, roughly ×2.5 per bucket: resolves both a fast flush and a slow activity. */
@@ -10,101 +11,147 @@ export const LATENCY_BUCKETS = [
 /** Events per flush. */
 export const BATCH_BUCKETS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000];
 
+interface WorkflowChildren {
+  step: HistogramChild;
+  started: CounterChild;
+  completed: CounterChild;
+  failed: CounterChild;
+  completedDuration: HistogramChild;
+  failedDuration: HistogramChild;
+}
+
+interface ActivityChildren {
+  attempts: CounterChild;
+  failures: CounterChild;
+  retries: CounterChild;
+  scheduleToStart: HistogramChild;
+  run: Record<'completed' | 'retried' | 'failed', HistogramChild>;
+}
+
 /**
- * The counters and histograms the engine updates as it works. Children of labelled metrics are
- * cached per label value, so the hot path does not rebuild label keys.
+ * The counters and histograms the engine updates as it works. Label children are resolved once
+ * per workflow or activity name, so an update is a few additions.
  */
 export class EngineMetrics {
-  readonly walFlushDuration: Histogram;
-  readonly walBatchEvents: Histogram;
-  readonly walFlushes: Counter;
-  readonly walFlushErrors: Counter;
-  readonly eventsWritten: Counter;
-  readonly timerLateness: Histogram;
-  readonly rehydrationDuration: Histogram;
-  readonly rehydrations: Counter;
-  readonly evictions: Counter;
-  readonly nonDeterminismErrors: Counter;
-  readonly #stepDuration: Histogram<string>;
-  readonly #workflowDuration: Histogram<string>;
-  readonly #started: Counter<string>;
-  readonly #completed: Counter<string>;
-  readonly #failed: Counter<string>;
-  readonly #scheduleToStart: Histogram<string>;
-  readonly #runDuration: Histogram<string>;
-  readonly #attempts: Counter<string>;
-  readonly #failures: Counter<string>;
-  readonly #retries: Counter<string>;
-  readonly #children = new Map<string, { observe?(v: number): void; inc?(v?: number): void }>();
+  readonly #flushDuration: HistogramChild;
+  readonly #batchEvents: HistogramChild;
+  readonly #flushes: CounterChild;
+  readonly #flushErrors: CounterChild;
+  readonly #events: CounterChild;
+  readonly #timerLateness: HistogramChild;
+  readonly #rehydrationDuration: HistogramChild;
+  readonly #rehydrations: CounterChild;
+  readonly #evictions: CounterChild;
+  readonly #nonDeterminism: CounterChild;
+  readonly #counters: Record<string, FastCounter>;
+  readonly #histograms: Record<string, FastHistogram>;
+  readonly #byWorkflow = new Map<string, WorkflowChildren>();
+  readonly #byActivity = new Map<string, ActivityChildren>();
 
   constructor(registry: Registry) {
-    const registers = [registry];
-    const latency = (name: string, help: string, labelNames: string[] = []): Histogram<string> =>
-      new Histogram({ name, help, labelNames, buckets: LATENCY_BUCKETS, registers });
-    const counter = (name: string, help: string, labelNames: string[] = []): Counter<string> =>
-      new Counter({ name, help, labelNames, registers });
+    const latency = (name: string, help: string, labels: string[] = []): FastHistogram =>
+      new FastHistogram(registry, name, help, labels, LATENCY_BUCKETS);
+    const counter = (name: string, help: string, labels: string[] = []): FastCounter =>
+      new FastCounter(registry, name, help, labels);
+    const h = {
+      flush: latency(MetricName.WalFlushDuration, 'Time to commit one WAL batch (one statement, one round trip).'),
+      batch: new FastHistogram(
+        registry,
+        MetricName.WalBatchEvents,
+        'History events committed per WAL flush (group-commit batch size).',
+        [],
+        BATCH_BUCKETS,
+      ),
+      lateness: latency(MetricName.TimerLateness, 'How late durable timers fire: fired minus due time.'),
+      rehydration: latency(MetricName.RehydrationDuration, 'Time to rebuild an actor: load its history and replay it.'),
+      step: latency(
+        MetricName.WorkflowStepDuration,
+        'One workflow step: first message in the mailbox to its commands committed.',
+        [Label.Workflow],
+      ),
+      workflow: latency(MetricName.WorkflowDuration, 'Workflow end to end: start to completion or failure.', [
+        Label.Workflow,
+        Label.Outcome,
+      ]),
+      scheduleToStart: latency(
+        MetricName.ActivityScheduleToStart,
+        'Activity attempt due (scheduled, or retry time) to running in a thread.',
+        [Label.Activity],
+      ),
+      run: latency(MetricName.ActivityRunDuration, 'Activity attempt run time.', [Label.Activity, Label.Outcome]),
+    };
+    const c = {
+      flushes: counter(MetricName.WalFlushes, 'WAL batches committed.'),
+      flushErrors: counter(MetricName.WalFlushErrors, 'WAL flushes that failed (retried or discarded).'),
+      events: counter(MetricName.EventsWritten, 'History events committed.'),
+      rehydrations: counter(MetricName.ActorRehydrations, 'Actors rebuilt from history.'),
+      evictions: counter(MetricName.ActorEvictions, 'Idle actors evicted from memory.'),
+      nonDeterminism: counter(
+        MetricName.NonDeterminismErrors,
+        'Workflows parked because their code no longer matches their history.',
+      ),
+      started: counter(MetricName.WorkflowsStarted, 'Workflows whose first step committed.', [Label.Workflow]),
+      completed: counter(MetricName.WorkflowsCompleted, 'Workflows that returned.', [Label.Workflow]),
+      failed: counter(MetricName.WorkflowsFailed, 'Workflows whose code threw.', [Label.Workflow]),
+      attempts: counter(MetricName.ActivityAttempts, 'Activity attempts finished.', [Label.Activity]),
+      failures: counter(MetricName.ActivityFailures, 'Activities that failed for good.', [Label.Activity]),
+      retries: counter(MetricName.ActivityRetries, 'Failed activity attempts that will be retried.', [Label.Activity]),
+    };
+    this.#counters = c;
+    this.#histograms = h;
+    this.#flushDuration = h.flush.child();
+    this.#batchEvents = h.batch.child();
+    this.#timerLateness = h.lateness.child();
+    this.#rehydrationDuration = h.rehydration.child();
+    this.#flushes = c.flushes.child();
+    this.#flushErrors = c.flushErrors.child();
+    this.#events = c.events.child();
+    this.#rehydrations = c.rehydrations.child();
+    this.#evictions = c.evictions.child();
+    this.#nonDeterminism = c.nonDeterminism.child();
+  }
 
-    this.walFlushDuration = latency(MetricName.WalFlushDuration, 'Time to commit one WAL batch (one transaction).');
-    this.walBatchEvents = new Histogram({
-      name: MetricName.WalBatchEvents,
-      help: 'History events committed per WAL flush (group-commit batch size).',
-      buckets: BATCH_BUCKETS,
-      registers,
-    });
-    this.walFlushes = counter(MetricName.WalFlushes, 'WAL batches committed.');
-    this.walFlushErrors = counter(MetricName.WalFlushErrors, 'WAL flushes that failed (retried or discarded).');
-    this.eventsWritten = counter(MetricName.EventsWritten, 'History events committed.');
-    this.timerLateness = latency(MetricName.TimerLateness, 'How late durable timers fire: fired minus due time.');
-    this.rehydrationDuration = latency(
-      MetricName.RehydrationDuration,
-      'Time to rebuild an actor: load its history and replay it.',
-    );
-    this.rehydrations = counter(MetricName.ActorRehydrations, 'Actors rebuilt from history.');
-    this.evictions = counter(MetricName.ActorEvictions, 'Idle actors evicted from memory.');
-    this.nonDeterminismErrors = counter(
-      MetricName.NonDeterminismErrors,
-      'Workflows parked because their code no longer matches their history.',
-    );
-    this.#stepDuration = latency(
-      MetricName.WorkflowStepDuration,
-      'One workflow step: first message in the mailbox to its commands committed.',
-      [Label.Workflow],
-    );
-    this.#workflowDuration = latency(
-      MetricName.WorkflowDuration,
-      'Workflow end to end: start to completion or failure.',
-      [Label.Workflow, Label.Outcome],
-    );
-    this.#started = counter(MetricName.WorkflowsStarted, 'Workflows whose first step committed.', [Label.Workflow]);
-    this.#completed = counter(MetricName.WorkflowsCompleted, 'Workflows that returned.', [Label.Workflow]);
-    this.#failed = counter(MetricName.WorkflowsFailed, 'Workflows whose code threw.', [Label.Workflow]);
-    this.#scheduleToStart = latency(
-      MetricName.ActivityScheduleToStart,
-      'Activity attempt due (scheduled, or retry time) to running in a thread.',
-      [Label.Activity],
-    );
-    this.#runDuration = latency(MetricName.ActivityRunDuration, 'Activity attempt run time.', [
-      Label.Activity,
-      Label.Outcome,
-    ]);
-    this.#attempts = counter(MetricName.ActivityAttempts, 'Activity attempts finished.', [Label.Activity]);
-    this.#failures = counter(MetricName.ActivityFailures, 'Activities that failed for good.', [Label.Activity]);
-    this.#retries = counter(MetricName.ActivityRetries, 'Failed activity attempts that will be retried.', [
-      Label.Activity,
-    ]);
+  flushed(events: number, seconds: number): void {
+    this.#flushes.value++;
+    this.#events.value += events;
+    this.#histograms.batch!.observe(this.#batchEvents, events);
+    this.#histograms.flush!.observe(this.#flushDuration, seconds);
+  }
+
+  flushFailed(): void {
+    this.#flushErrors.value++;
+  }
+
+  timerFired(latenessSeconds: number): void {
+    this.#histograms.lateness!.observe(this.#timerLateness, latenessSeconds);
+  }
+
+  rehydrated(seconds: number): void {
+    this.#rehydrations.value++;
+    this.#histograms.rehydration!.observe(this.#rehydrationDuration, seconds);
+  }
+
+  evicted(): void {
+    this.#evictions.value++;
+  }
+
+  parked(): void {
+    this.#nonDeterminism.value++;
   }
 
   stepCommitted(workflow: string, seconds: number): void {
-    this.#child(this.#stepDuration, 'step', workflow).observe!(seconds);
+    this.#histograms.step!.observe(this.#workflow(workflow).step, seconds);
   }
 
   workflowStarted(workflow: string): void {
-    this.#child(this.#started, 'started', workflow).inc!();
+    this.#workflow(workflow).started.value++;
   }
 
   workflowFinished(workflow: string, outcome: 'completed' | 'failed', seconds: number): void {
-    this.#child(outcome === 'completed' ? this.#completed : this.#failed, outcome, workflow).inc!();
-    this.#child(this.#workflowDuration, `duration:${outcome}`, workflow, outcome).observe!(seconds);
+    const children = this.#workflow(workflow);
+    const completed = outcome === 'completed';
+    (completed ? children.completed : children.failed).value++;
+    this.#histograms.workflow!.observe(completed ? children.completedDuration : children.failedDuration, seconds);
   }
 
   activityAttempted(
@@ -113,24 +160,50 @@ export class EngineMetrics {
     scheduleToStartSeconds: number,
     runSeconds: number,
   ): void {
-    this.#child(this.#attempts, 'attempts', activity).inc!();
-    this.#child(this.#scheduleToStart, 'sts', activity).observe!(scheduleToStartSeconds);
-    this.#child(this.#runDuration, `run:${outcome}`, activity, outcome).observe!(runSeconds);
-    if (outcome === 'retried') this.#child(this.#retries, 'retries', activity).inc!();
-    if (outcome === 'failed') this.#child(this.#failures, 'failures', activity).inc!();
+    const children = this.#activity(activity);
+    children.attempts.value++;
+    this.#histograms.scheduleToStart!.observe(children.scheduleToStart, scheduleToStartSeconds);
+    this.#histograms.run!.observe(children.run[outcome], runSeconds);
+    if (outcome === 'retried') children.retries.value++;
+    else if (outcome === 'failed') children.failures.value++;
   }
 
-  #child(
-    metric: Histogram<string> | Counter<string>,
-    kind: string,
-    ...labels: string[]
-  ): { observe?(v: number): void; inc?(v?: number): void } {
-    const key = `${kind}\0${labels.join('\0')}`;
-    let child = this.#children.get(key);
-    if (!child) {
-      child = metric.labels(...labels) as { observe?(v: number): void; inc?(v?: number): void };
-      this.#children.set(key, child);
+  #workflow(name: string): WorkflowChildren {
+    let children = this.#byWorkflow.get(name);
+    if (!children) {
+      const { step, workflow } = this.#histograms;
+      const { started, completed, failed } = this.#counters;
+      children = {
+        step: step!.child(name),
+        started: started!.child(name),
+        completed: completed!.child(name),
+        failed: failed!.child(name),
+        completedDuration: workflow!.child(name, 'completed'),
+        failedDuration: workflow!.child(name, 'failed'),
+      };
+      this.#byWorkflow.set(name, children);
     }
-    return child;
+    return children;
+  }
+
+  #activity(name: string): ActivityChildren {
+    let children = this.#byActivity.get(name);
+    if (!children) {
+      const { scheduleToStart, run } = this.#histograms;
+      const { attempts, failures, retries } = this.#counters;
+      children = {
+        attempts: attempts!.child(name),
+        failures: failures!.child(name),
+        retries: retries!.child(name),
+        scheduleToStart: scheduleToStart!.child(name),
+        run: {
+          completed: run!.child(name, 'completed'),
+          retried: run!.child(name, 'retried'),
+          failed: run!.child(name, 'failed'),
+        },
+      };
+      this.#byActivity.set(name, children);
+    }
+    return children;
   }
 }

@@ -37,8 +37,8 @@ export class PgDriver implements Sql {
     this.#pool.on('connect', (client) => client.on('error', (error) => options.onError(error)));
   }
 
-  async query<Row>(text: string, params?: unknown[]): Promise<QueryResult<Row>> {
-    const result = await this.#pool.query(text, params);
+  async query<Row>(text: string, params?: unknown[], name?: string): Promise<QueryResult<Row>> {
+    const result = await this.#pool.query(name ? { name, text, values: params } : { text, values: params });
     return { rows: result.rows as Row[], rowCount: result.rowCount ?? 0 };
   }
 
@@ -52,8 +52,8 @@ export class PgDriver implements Sql {
     try {
       await client.query('BEGIN');
       const tx: Queryable = {
-        async query<Row>(text: string, params?: unknown[]) {
-          const result = await client.query(text, params);
+        async query<Row>(text: string, params?: unknown[], name?: string) {
+          const result = await client.query(name ? { name, text, values: params } : { text, values: params });
           return { rows: result.rows as Row[], rowCount: result.rowCount ?? 0 };
         },
         async exec(script: string) {

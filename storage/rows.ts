@@ -20,7 +20,10 @@ export interface TimerRow {
   dueAt: number;
 }
 
-/** An activity scheduled and not yet finished. */
+/**
+ * An activity scheduled and not yet finished. Stored as a row only once an attempt has failed
+ * (the retry state); a first attempt is known from its ActivityScheduled event.
+ */
 export interface TaskRow {
   workflowId: string;
   commandId: number;
@@ -47,10 +50,7 @@ export interface NewWorkflowRow {
 /** Everything one step of one workflow writes, committed atomically with other workflows'. */
 export interface WorkflowWrite {
   workflowId: string;
-  /** `next_seq` the row must have for the write to apply (compare-and-set). */
-  expectedSeq: number;
-  /** `next_seq` after the write: expectedSeq + history.length. */
-  nextSeq: number;
+  /** Rows continuing the workflow's history; their seqs are contiguous with what is stored. */
   history: HistoryRow[];
   status?: 'running' | 'completed' | 'failed';
   vars?: string;
@@ -61,6 +61,7 @@ export interface WorkflowWrite {
   completedAt?: number;
   timersInsert: TimerRow[];
   timersDelete: number[];
+  /** Retry state of activities past their first attempt (first attempts live in history). */
   tasksUpsert: TaskRow[];
   tasksDelete: number[];
   inboxDelete: number[];
@@ -69,11 +70,9 @@ export interface WorkflowWrite {
 }
 
 /** A write with nothing in it yet. */
-export function emptyWrite(workflowId: string, seq: number): WorkflowWrite {
+export function emptyWrite(workflowId: string): WorkflowWrite {
   return {
     workflowId,
-    expectedSeq: seq,
-    nextSeq: seq,
     history: [],
     timersInsert: [],
     timersDelete: [],
@@ -94,7 +93,6 @@ export interface WorkflowRow {
   result: string | null;
   error: string | null;
   vars: string;
-  next_seq: number;
   start_at: Date;
   created_at: Date;
   started_at: Date | null;

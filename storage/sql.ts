@@ -11,7 +11,11 @@ export interface QueryResult<Row> {
 
 /** Anything that runs a parameterised statement: the driver itself or an open transaction. */
 export interface Queryable {
-  query<Row = Record<string, unknown>>(text: string, params?: unknown[]): Promise<QueryResult<Row>>;
+  /**
+   * Runs one statement. `name` makes it a prepared statement on drivers that support them (the
+   * text must then never change for that name).
+   */
+  query<Row = Record<string, unknown>>(text: string, params?: unknown[], name?: string): Promise<QueryResult<Row>>;
   /** Runs a script of several statements without parameters (migrations). */
   exec(script: string): Promise<void>;
 }

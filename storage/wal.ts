@@ -2,13 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 import { isRetryable } from './pg-errors.js';
 import type { NewWorkflowRow, WorkflowWrite } from './rows.js';
-import { appendHistory } from './sql/append-history.js';
-import { deleteInbox } from './sql/inbox.js';
-import { insertWorkflows } from './sql/insert-workflows.js';
-import { deleteTasks, upsertTasks } from './sql/tasks.js';
-import { deleteTimers, insertTimers } from './sql/timers.js';
-import { updateWorkflows } from './sql/update-workflows.js';
-import { notify } from './sql/workflows.js';
+import { flushBatch } from './sql/flush-batch.js';
 import type { Sql, Tables } from './sql.js';
 
 /** What the WAL reports to whoever watches it (metrics, logs). */
@@ -92,9 +86,12 @@ function cloneWrite(w: WorkflowWrite): WorkflowWrite {
   };
 }
 
-/** Folds `next` (a later write of the same workflow) into `into`. */
+/**
+ * Folds `next` (a later write of the same workflow) into `into`. A timer or task inserted by
+ * `into` and deleted by `next` never reaches the database: the flush is one statement whose parts
+ * cannot see each other's rows.
+ */
 export function mergeWrite(into: WorkflowWrite, next: WorkflowWrite): void {
-  into.nextSeq = next.nextSeq;
   into.history.push(...next.history);
   if (next.status !== undefined) into.status = next.status;
   if (next.vars !== undefined) into.vars = next.vars;
@@ -103,14 +100,23 @@ export function mergeWrite(into: WorkflowWrite, next: WorkflowWrite): void {
   if (next.startedAt !== undefined) into.startedAt = next.startedAt;
   if (next.completedAt !== undefined) into.completedAt = next.completedAt;
   into.timersInsert.push(...next.timersInsert);
-  into.timersDelete.push(...next.timersDelete);
+  for (const commandId of next.timersDelete) {
+    const i = into.timersInsert.findIndex((t) => t.commandId === commandId);
+    if (i >= 0) into.timersInsert.splice(i, 1);
+    else into.timersDelete.push(commandId);
+  }
   // One INSERT … ON CONFLICT may not touch a row twice: keep only the newest state of a task.
   for (const task of next.tasksUpsert) {
     const i = into.tasksUpsert.findIndex((t) => t.commandId === task.commandId);
     if (i >= 0) into.tasksUpsert[i] = task;
     else into.tasksUpsert.push(task);
   }
-  into.tasksDelete.push(...next.tasksDelete);
+  for (const commandId of next.tasksDelete) {
+    const i = into.tasksUpsert.findIndex((t) => t.commandId === commandId);
+    // The upsert may update a row stored by an earlier flush: drop it, but still delete.
+    if (i >= 0) into.tasksUpsert.splice(i, 1);
+    into.tasksDelete.push(commandId);
+  }
   into.inboxDelete.push(...next.inboxDelete);
   into.isTerminal ||= next.isTerminal;
 }
@@ -129,8 +135,9 @@ export function mergeWrite(into: WorkflowWrite, next: WorkflowWrite): void {
  *   the same batch is committed again after a backoff. Nothing in it was released.
  * - closed: appends are refused; `close()` resolved after the last batch committed or failed.
  *
- * A batch that fails for good (a compare-and-set mismatch, a constraint violation) is discarded
- * together with the later writes of the same workflows, and `onFlushFailed` names them.
+ * A batch that fails for good (a history row that exists already, i.e. a writer with a stale view;
+ * any other constraint violation) is discarded together with the later writes of the same
+ * workflows, and `onFlushFailed` names them.
  */
 export class Wal {
   readonly #options: WalOptions;
@@ -258,36 +265,13 @@ export class Wal {
   }
 
   async #commit(batch: Batch): Promise<Set<string>> {
-    const t = this.#options.tables;
-    const writes = [...batch.writes.values()];
-    return this.#options.sql.transaction(async (tx) => {
-      const inserted =
-        batch.starts.length > 0
-          ? await insertWorkflows(tx, t, batch.starts.map((s) => s.row))
-          : new Set<string>();
-      if (writes.length === 0) return inserted;
-      await appendHistory(tx, t, writes.map((w) => ({ workflowId: w.workflowId, rows: w.history })));
-      const matched = await updateWorkflows(tx, t, writes);
-      if (matched !== writes.length) {
-        throw new WalConflictError(writes.length - matched);
-      }
-      const timersInsert = writes.flatMap((w) => w.timersInsert);
-      if (timersInsert.length > 0) await insertTimers(tx, t, timersInsert);
-      const timersDelete = writes.flatMap((w) =>
-        w.timersDelete.map((commandId) => ({ workflowId: w.workflowId, commandId })),
-      );
-      if (timersDelete.length > 0) await deleteTimers(tx, t, timersDelete);
-      const tasksUpsert = writes.flatMap((w) => w.tasksUpsert);
-      if (tasksUpsert.length > 0) await upsertTasks(tx, t, tasksUpsert);
-      const tasksDelete = writes.flatMap((w) =>
-        w.tasksDelete.map((commandId) => ({ workflowId: w.workflowId, commandId })),
-      );
-      if (tasksDelete.length > 0) await deleteTasks(tx, t, tasksDelete);
-      const inboxDelete = writes.flatMap((w) => w.inboxDelete);
-      if (inboxDelete.length > 0) await deleteInbox(tx, t, inboxDelete);
-      if (writes.some((w) => w.isTerminal)) await notify(tx, t, 'done');
-      return inserted;
-    });
+    const { inserted } = await flushBatch(
+      this.#options.sql,
+      this.#options.tables,
+      batch.starts.map((s) => s.row),
+      [...batch.writes.values()],
+    );
+    return inserted;
   }
 
   #wakeUncongested(): void {
@@ -295,14 +279,5 @@ export class Wal {
     const waiters = this.#uncongestedWaiters;
     this.#uncongestedWaiters = [];
     for (const resolve of waiters) resolve();
-  }
-}
-
-/** A write found its workflow's `next_seq` moved: another writer appended first. */
-export class WalConflictError extends Error {
-  readonly code = 'DURAFLOW_WAL_CONFLICT';
-  constructor(conflicts: number) {
-    super(`${conflicts} workflow row(s) changed under the write-ahead batch (compare-and-set failed)`);
-    this.name = 'WalConflictError';
   }
 }

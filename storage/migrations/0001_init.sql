@@ -9,7 +9,6 @@ CREATE TABLE workflows (
   result        text,
   error         text,                      -- SerializedFailure as JSON; also set while parked
   vars          text NOT NULL DEFAULT '{}',
-  next_seq      integer NOT NULL DEFAULT 0, -- seq of the last history row; compare-and-set by the WAL
   start_at      timestamptz NOT NULL,
   created_at    timestamptz NOT NULL DEFAULT now(),
   started_at    timestamptz,
@@ -17,7 +16,8 @@ CREATE TABLE workflows (
 );
 CREATE INDEX workflows_pending_idx ON workflows (start_at) WHERE status = 'pending';
 
--- Append-only. seq is contiguous per workflow; activation groups the rows one step wrote.
+-- Append-only. seq is contiguous per workflow; activation groups the rows one step wrote. The
+-- primary key is what fences a writer with a stale view of a workflow.
 CREATE TABLE history (
   workflow_id  text NOT NULL,
   seq          integer NOT NULL,
@@ -38,7 +38,8 @@ CREATE TABLE timers (
 );
 CREATE INDEX timers_due_idx ON timers (due_at);
 
--- Activities scheduled and not yet finished; visible_at is the durable retry timer.
+-- Retry state of activities whose first attempt failed; visible_at is the durable retry timer.
+-- (An activity's first attempt is known from its ActivityScheduled event.)
 CREATE TABLE activity_tasks (
   workflow_id   text NOT NULL,
   command_id    integer NOT NULL,

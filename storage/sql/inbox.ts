@@ -40,11 +40,6 @@ export async function insertEvent(
   return { status: found[0]?.status ?? 'missing' };
 }
 
-/** Deletes consumed inbox rows. */
-export async function deleteInbox(db: Queryable, t: Tables, ids: readonly number[]): Promise<void> {
-  await db.query(`DELETE FROM ${t.inbox} WHERE id = ANY($1::bigint[])`, [ids]);
-}
-
 /**
  * Inbox rows of unfinished workflows whose name is in `workflowNames` (and, optionally, whose id is
  * in `workflowIds`), oldest first.

@@ -1,0 +1,227 @@
+/**
+ * The load harness: `npm run bench -- [options]`. Prints a table on stdout, a progress bar on
+ * stderr, and with --json every figure plus versions, machine and options.
+ */
+import { execFile } from 'node:child_process';
+import { readFile, writeFile } from 'node:fs/promises';
+import { parseArgs, promisify } from 'node:util';
+
+import pg from 'pg';
+
+import { measureInsertLimit } from './baselines/pg-limit.js';
+import {
+  type BenchOptions,
+  type RunResult,
+  runFanout,
+  runLatency,
+  runMemory,
+  runSteps,
+  runTimers,
+} from './scenarios.js';
+import { median, round } from './stats.js';
+import { machine } from './system.js';
+
+const USAGE = `usage: npm run bench -- [options]
+  --scenario steps|fanout|timers|latency|memory   (default steps)
+  --database URL        Postgres to run on (default: the embedded database, in memory)
+  --workflows N         workflows per run (default 2000; memory: 100000; latency: 200)
+  --steps S             sequential activities per workflow (default 10)
+  --fanout F            parallel activities per workflow (default 20)
+  --timers T            timers per workflow (default 5)
+  --rate R              latency: arrivals per second, 0 = one at a time (default 0)
+  --activity-threads N  activity worker threads (default 2)
+  --max-cached N        memory: the bounded actor cache size (default 1000)
+  --metrics             serve /metrics during the run and scrape it every second
+  --compare             also run the bare-insert limit and DBOS (steps/latency, Postgres only)
+  --repeat N            runs per side, alternating; medians are reported (default 1; 3 with --compare)
+  --json FILE           write every figure to FILE`;
+
+const run = promisify(execFile);
+
+function parse(): { options: BenchOptions; scenario: string; compare: boolean; repeat: number; json?: string } {
+  const { values } = parseArgs({
+    options: {
+      scenario: { type: 'string', default: 'steps' },
+      database: { type: 'string' },
+      workflows: { type: 'string' },
+      steps: { type: 'string', default: '10' },
+      fanout: { type: 'string', default: '20' },
+      timers: { type: 'string', default: '5' },
+      rate: { type: 'string', default: '0' },
+      'activity-threads': { type: 'string', default: '2' },
+      'max-cached': { type: 'string' },
+      metrics: { type: 'boolean', default: false },
+      compare: { type: 'boolean', default: false },
+      repeat: { type: 'string' },
+      json: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    console.log(USAGE);
+    process.exit(0);
+  }
+  const scenario = values.scenario!;
+  if (!['steps', 'fanout', 'timers', 'latency', 'memory'].includes(scenario)) {
+    console.error(USAGE);
+    process.exit(2);
+  }
+  const defaultWorkflows = scenario === 'memory' ? 100_000 : scenario === 'latency' ? 200 : 2000;
+  const int = (v: string | undefined, fallback: number): number => {
+    const n = v === undefined ? fallback : Number(v);
+    if (!Number.isFinite(n) || n < 0) {
+      console.error(`bad number: ${v}\n${USAGE}`);
+      process.exit(2);
+    }
+    return n;
+  };
+  return {
+    scenario,
+    compare: values.compare!,
+    repeat: int(values.repeat, values.compare ? 3 : 1),
+    ...(values.json ? { json: values.json } : {}),
+    options: {
+      database: values.database,
+      workflows: int(values.workflows, defaultWorkflows),
+      steps: int(values.steps, 10),
+      fanout: int(values.fanout, 20),
+      timers: int(values.timers, 5),
+      rate: int(values.rate, 0),
+      activityThreads: int(values['activity-threads'], 2),
+      metrics: values.metrics!,
+      maxCachedWorkflows: values['max-cached'] === undefined ? undefined : int(values['max-cached'], 1000),
+      quiet: false,
+    },
+  };
+}
+
+async function runScenario(scenario: string, options: BenchOptions): Promise<RunResult[]> {
+  switch (scenario) {
+    case 'steps':
+      return [await runSteps(options)];
+    case 'fanout':
+      return [await runFanout(options)];
+    case 'timers':
+      return [await runTimers(options)];
+    case 'latency':
+      return [await runLatency(options)];
+    default:
+      return runMemory(options);
+  }
+}
+
+async function runDbos(options: BenchOptions, mode: 'throughput' | 'latency'): Promise<RunResult> {
+  const script = new URL('./baselines/dbos-steps.js', import.meta.url).pathname;
+  const args = [script, '--database', options.database!, '--steps', String(options.steps), '--mode', mode];
+  if (mode === 'throughput') args.push('--workflows', String(options.workflows));
+  else args.push('--runs', String(options.workflows));
+  const { stdout } = await run(process.execPath, args, { maxBuffer: 1 << 20, timeout: 600_000 });
+  const line = stdout.trim().split('\n').at(-1)!;
+  const result = JSON.parse(line) as Record<string, number | string>;
+  return mode === 'throughput'
+    ? { ...result, system: 'dbos', scenario: 'steps', activityStepsPerSec: result.stepsPerSec }
+    : { ...result, system: 'dbos', scenario: 'latency@1-at-a-time', workflowP50Ms: result.p50Ms, workflowP95Ms: result.p95Ms, workflowP99Ms: result.p99Ms };
+}
+
+async function versions(database: string | undefined): Promise<Record<string, string>> {
+  const pkg = JSON.parse(await readFile(new URL('../../package.json', import.meta.url), 'utf8')) as {
+    version: string;
+    dependencies: Record<string, string>;
+  };
+  const out: Record<string, string> = {
+    duraflow: pkg.version,
+    node: process.version,
+    pglite: pkg.dependencies['@electric-sql/pglite'] ?? '',
+  };
+  if (database) {
+    const pool = new pg.Pool({ connectionString: database, max: 1 });
+    const { rows } = await pool.query<{ server_version: string }>('SHOW server_version');
+    const { rows: fsync } = await pool.query<{ fsync: string }>('SHOW fsync');
+    out.postgres = rows[0]!.server_version;
+    out.postgresFsync = fsync[0]!.fsync;
+    await pool.end();
+  }
+  return out;
+}
+
+function medianOf(results: RunResult[]): RunResult {
+  const first = results[0]!;
+  const out: RunResult = {};
+  for (const key of Object.keys(first)) {
+    const values = results.map((r) => r[key]);
+    out[key] = typeof first[key] === 'number' ? median(values.filter((v): v is number => typeof v === 'number')) : first[key];
+  }
+  return out;
+}
+
+function printTable(rows: RunResult[]): void {
+  const keys = [...new Set(rows.flatMap((r) => Object.keys(r)))].filter((k) => k !== 'system' && k !== 'scenario');
+  const header = ['figure', ...rows.map((r) => `${r.system} ${r.scenario}`)];
+  const lines = keys.map((k) => [k, ...rows.map((r) => (typeof r[k] === 'number' ? String(round(r[k] as number)) : String(r[k] ?? '')))]);
+  const widths = header.map((_, i) => Math.max(...[header, ...lines].map((l) => l[i]!.length)));
+  const fmt = (l: string[]): string => l.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
+  console.log(fmt(header));
+  console.log(widths.map((w) => '-'.repeat(w)).join('  '));
+  for (const l of lines) console.log(fmt(l));
+}
+
+async function main(): Promise<void> {
+  const { options, scenario, compare, repeat, json } = parse();
+  const withBaselines = compare && (scenario === 'steps' || scenario === 'latency');
+  if (compare && !options.database) {
+    console.error('--compare needs --database: the baselines run on a Postgres server');
+    process.exit(2);
+  }
+  const runs: { duraflow: RunResult[]; limit: RunResult[]; dbos: RunResult[] } = { duraflow: [], limit: [], dbos: [] };
+  for (let i = 0; i < repeat; i++) {
+    // Alternate the sides so drift on a noisy machine hits all of them alike.
+    const ours = await runScenario(scenario, options);
+    runs.duraflow.push(...ours);
+    if (!withBaselines) continue;
+    const main = ours[0]!;
+    if (scenario === 'steps') {
+      const events = Number(main.eventsPerSec) * Number(main.seconds);
+      const limit = await measureInsertLimit({
+        databaseUrl: options.database!,
+        rows: Math.round(events),
+        batchSize: Number(main.eventsPerFlush),
+        connections: 1,
+      });
+      runs.limit.push({ system: 'bare-pg-insert', scenario: 'steps', ...limit });
+    }
+    runs.dbos.push(await runDbos(options, scenario === 'steps' ? 'throughput' : 'latency'));
+  }
+  const medians: RunResult[] = [];
+  if (scenario === 'memory') medians.push(...runs.duraflow);
+  else medians.push(medianOf(runs.duraflow));
+  if (runs.limit.length > 0) medians.push(medianOf(runs.limit));
+  if (runs.dbos.length > 0) medians.push(medianOf(runs.dbos));
+  const ratios: Record<string, number> = {};
+  const ours = medians[0]!;
+  if (runs.limit.length > 0) ratios.eventsPerSecOverLimit = Number(ours.eventsPerSec) / Number(medianOf(runs.limit).rowsPerSec);
+  if (runs.dbos.length > 0) {
+    const dbos = medianOf(runs.dbos);
+    if (scenario === 'steps') ratios.throughputOverDbos = Number(ours.activityStepsPerSec) / Number(dbos.activityStepsPerSec);
+    else ratios.latencyP50DbosOverDuraflow = Number(dbos.workflowP50Ms) / Number(ours.workflowP50Ms);
+  }
+  printTable(medians);
+  for (const [k, v] of Object.entries(ratios)) console.log(`${k}: ${round(v, 3)}`);
+  if (json) {
+    const report = {
+      scenario,
+      options: { ...options, compare, repeat },
+      machine: machine(),
+      versions: await versions(options.database),
+      medians,
+      ratios,
+      runs,
+      at: new Date().toISOString(),
+    };
+    await writeFile(json, `${JSON.stringify(report, null, 2)}\n`);
+  }
+}
+
+main().catch((error: unknown) => {
+  console.error(error);
+  process.exit(1);
+});

@@ -1,0 +1,294 @@
+import { randomBytes } from 'node:crypto';
+
+import pg from 'pg';
+
+import { createEngine, type Engine, MetricName } from 'duraflow';
+
+import { Progress } from './progress.js';
+import { histogramQuantile, percentiles } from './stats.js';
+import { cpuMeter } from './system.js';
+import { fanout, parked, steps, timers } from './workflows.js';
+
+/** Options shared by every scenario. */
+export interface BenchOptions {
+  database: string | undefined;
+  workflows: number;
+  steps: number;
+  fanout: number;
+  timers: number;
+  activityThreads: number;
+  metrics: boolean;
+  /** Open-loop arrivals per second for `latency`; 0 = one workflow at a time. */
+  rate: number;
+  maxCachedWorkflows: number | undefined;
+  quiet: boolean;
+}
+
+/** Every figure one run produced. */
+export type RunResult = Record<string, number | string | undefined>;
+
+interface Counters {
+  events: number;
+  flushes: number;
+  stepBuckets: { le: number; count: number }[];
+}
+
+async function readCounters(engine: Engine): Promise<Counters> {
+  const metrics = await engine.metrics.getMetricsAsJSON();
+  const sum = (name: string): number =>
+    (metrics.find((m) => m.name === name)?.values ?? []).reduce((s, v) => s + Number(v.value), 0);
+  const step = metrics.find((m) => m.name === MetricName.WorkflowStepDuration);
+  const buckets = new Map<number, number>();
+  for (const v of step?.values ?? []) {
+    const le = (v.labels as { le?: string | number }).le;
+    if (le === undefined || !String((v as { metricName?: string }).metricName ?? '').endsWith('_bucket')) continue;
+    const bound = le === '+Inf' ? Infinity : Number(le);
+    buckets.set(bound, (buckets.get(bound) ?? 0) + Number(v.value));
+  }
+  return {
+    events: sum(MetricName.EventsWritten),
+    flushes: sum(MetricName.WalFlushes),
+    stepBuckets: [...buckets].sort((a, b) => a[0] - b[0]).map(([le, count]) => ({ le, count })),
+  };
+}
+
+function stepLatency(before: Counters, after: Counters): { p50: number; p95: number; p99: number } {
+  const delta = after.stepBuckets.map((b, i) => ({ le: b.le, count: b.count - (before.stepBuckets[i]?.count ?? 0) }));
+  return {
+    p50: histogramQuantile(delta, 0.5) * 1000,
+    p95: histogramQuantile(delta, 0.95) * 1000,
+    p99: histogramQuantile(delta, 0.99) * 1000,
+  };
+}
+
+/** An engine on a fresh schema (Postgres) or a fresh in-memory embedded database. */
+async function openEngine(options: BenchOptions, extra: { maxCachedWorkflows?: number } = {}): Promise<{
+  engine: Engine;
+  dispose(): Promise<void>;
+}> {
+  const schema = `bench_${randomBytes(4).toString('hex')}`;
+  const engine = await createEngine({
+    ...(options.database ? { database: options.database } : { dataDir: 'memory://' }),
+    schema,
+    workflows: { steps, fanout, timers, parked },
+    activities: new URL('./activities.js', import.meta.url),
+    activityThreads: options.activityThreads,
+    maxConnections: 4,
+    ...(options.metrics ? { metrics: { port: 0 } } : {}),
+    ...(extra.maxCachedWorkflows ? { maxCachedWorkflows: extra.maxCachedWorkflows } : {}),
+  });
+  return {
+    engine,
+    async dispose() {
+      await engine.close();
+      if (!options.database) return;
+      const pool = new pg.Pool({ connectionString: options.database, max: 1 });
+      await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+      await pool.end();
+    },
+  };
+}
+
+/** A scrape loop like Prometheus's (every second), so serving metrics has its real cost. */
+function scraper(engine: Engine): () => void {
+  if (!engine.metricsUrl) return () => undefined;
+  const timer = setInterval(() => {
+    void fetch(engine.metricsUrl!).then((r) => r.text()).catch(() => undefined);
+  }, 1000);
+  return () => clearInterval(timer);
+}
+
+/**
+ * Starts `count` workflows at once and waits for all of them. Returns the wall time and each
+ * workflow's end-to-end latency (startWorkflow call to result), in ms.
+ */
+async function runBatch(
+  count: number,
+  start: (i: number) => ReturnType<Engine['startWorkflow']>,
+  progress?: Progress,
+): Promise<{ seconds: number; latencies: number[] }> {
+  const latencies: number[] = new Array(count);
+  const began = performance.now();
+  await Promise.all(
+    Array.from({ length: count }, async (_, i) => {
+      const t0 = performance.now();
+      const handle = await start(i);
+      await handle.result();
+      latencies[i] = performance.now() - t0;
+      progress?.tick();
+    }),
+  );
+  return { seconds: (performance.now() - began) / 1000, latencies };
+}
+
+/** Closed-loop throughput of a workload: W workflows started together. */
+async function throughput(
+  options: BenchOptions,
+  label: string,
+  start: (engine: Engine, i: number) => ReturnType<Engine['startWorkflow']>,
+  activitiesPerWorkflow: number,
+): Promise<RunResult> {
+  const { engine, dispose } = await openEngine(options);
+  const stopScraping = scraper(engine);
+  try {
+    await runBatch(Math.min(100, options.workflows), (i) => start(engine, i)); // warm-up
+    const before = await readCounters(engine);
+    const cpu = await cpuMeter();
+    const progress = options.quiet ? undefined : new Progress(label, options.workflows);
+    const { seconds, latencies } = await runBatch(options.workflows, (i) => start(engine, i), progress);
+    progress?.stop();
+    const usage = await cpu.stop();
+    const after = await readCounters(engine);
+    const events = after.events - before.events;
+    const flushes = after.flushes - before.flushes;
+    const wf = percentiles(latencies);
+    const step = stepLatency(before, after);
+    return {
+      system: 'duraflow',
+      scenario: label,
+      workflows: options.workflows,
+      seconds,
+      workflowsPerSec: options.workflows / seconds,
+      activityStepsPerSec: (options.workflows * activitiesPerWorkflow) / seconds,
+      eventsPerSec: events / seconds,
+      flushesPerSec: flushes / seconds,
+      eventsPerFlush: events / Math.max(1, flushes),
+      workflowP50Ms: wf.p50,
+      workflowP95Ms: wf.p95,
+      workflowP99Ms: wf.p99,
+      stepP50Ms: step.p50,
+      stepP95Ms: step.p95,
+      stepP99Ms: step.p99,
+      engineCpuPct: usage.engineCpuPct,
+      databaseCpuPct: usage.databaseCpuPct,
+    };
+  } finally {
+    stopScraping();
+    await dispose();
+  }
+}
+
+export function runSteps(options: BenchOptions): Promise<RunResult> {
+  return throughput(options, 'steps', (e, i) => e.startWorkflow(steps, { steps: options.steps }, { workflowId: `s-${i}-${randomBytes(3).toString('hex')}` }), options.steps);
+}
+
+export function runFanout(options: BenchOptions): Promise<RunResult> {
+  return throughput(options, 'fanout', (e) => e.startWorkflow(fanout, { fanout: options.fanout }), options.fanout);
+}
+
+export function runTimers(options: BenchOptions): Promise<RunResult> {
+  return throughput(options, 'timers', (e) => e.startWorkflow(timers, { timers: options.timers, ms: 10 }), 0);
+}
+
+/**
+ * End-to-end latency of S-step workflows: one at a time (rate 0), or arriving open-loop at
+ * `rate` per second regardless of how fast earlier ones finish.
+ */
+export async function runLatency(options: BenchOptions): Promise<RunResult> {
+  const { engine, dispose } = await openEngine(options);
+  const stopScraping = scraper(engine);
+  try {
+    const one = async (): Promise<number> => {
+      const t0 = performance.now();
+      await (await engine.startWorkflow(steps, { steps: options.steps })).result();
+      return performance.now() - t0;
+    };
+    for (let i = 0; i < 20; i++) await one(); // warm-up
+    const before = await readCounters(engine);
+    const progress = options.quiet ? undefined : new Progress('latency', options.workflows);
+    const latencies: number[] = [];
+    const began = performance.now();
+    if (options.rate <= 0) {
+      for (let i = 0; i < options.workflows; i++) {
+        latencies.push(await one());
+        progress?.tick();
+      }
+    } else {
+      const interval = 1000 / options.rate;
+      const runs: Promise<void>[] = [];
+      for (let i = 0; i < options.workflows; i++) {
+        const due = began + i * interval;
+        const wait = due - performance.now();
+        if (wait > 1) await new Promise((resolve) => setTimeout(resolve, wait));
+        runs.push(
+          one().then((ms) => {
+            latencies.push(ms);
+            progress?.tick();
+          }),
+        );
+      }
+      await Promise.all(runs);
+    }
+    progress?.stop();
+    const seconds = (performance.now() - began) / 1000;
+    const after = await readCounters(engine);
+    const wf = percentiles(latencies);
+    const step = stepLatency(before, after);
+    return {
+      system: 'duraflow',
+      scenario: options.rate > 0 ? `latency@${options.rate}/s` : 'latency@1-at-a-time',
+      workflows: options.workflows,
+      seconds,
+      workflowsPerSec: options.workflows / seconds,
+      workflowP50Ms: wf.p50,
+      workflowP95Ms: wf.p95,
+      workflowP99Ms: wf.p99,
+      stepP50Ms: step.p50,
+      stepP95Ms: step.p95,
+      stepP99Ms: step.p99,
+    };
+  } finally {
+    stopScraping();
+    await dispose();
+  }
+}
+
+function gc(): void {
+  (globalThis as { gc?: () => void }).gc?.();
+}
+
+/** RSS and heap per parked workflow, with the actor cache unbounded or bounded. */
+export async function runMemory(options: BenchOptions): Promise<RunResult[]> {
+  const results: RunResult[] = [];
+  for (const bound of [undefined, options.maxCachedWorkflows ?? 1000]) {
+    const { engine, dispose } = await openEngine(options, bound === undefined ? { maxCachedWorkflows: Number.MAX_SAFE_INTEGER } : { maxCachedWorkflows: bound });
+    try {
+      gc();
+      const rss0 = process.memoryUsage().rss;
+      const heap0 = process.memoryUsage().heapUsed;
+      const progress = options.quiet ? undefined : new Progress(`memory (cache ${bound ?? 'unbounded'})`, options.workflows);
+      const began = performance.now();
+      const chunk = 2000;
+      for (let i = 0; i < options.workflows; i += chunk) {
+        const n = Math.min(chunk, options.workflows - i);
+        const handles = await Promise.all(Array.from({ length: n }, () => engine.startWorkflow(parked, undefined)));
+        progress?.tick(handles.length);
+      }
+      // Wait until every workflow has committed its timer and is parked on it.
+      for (;;) {
+        const m = await engine.metrics.getSingleMetric(MetricName.WalPendingEvents)?.get();
+        const mailbox = await engine.metrics.getSingleMetric(MetricName.MailboxMessages)?.get();
+        if ((m?.values[0]?.value ?? 0) === 0 && (mailbox?.values[0]?.value ?? 0) === 0) break;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      progress?.stop();
+      const seconds = (performance.now() - began) / 1000;
+      gc();
+      const { rss, heapUsed } = process.memoryUsage();
+      const actors = (await engine.metrics.getSingleMetric(MetricName.ActorsInMemory)?.get())?.values[0]?.value;
+      results.push({
+        system: 'duraflow',
+        scenario: `memory (cache ${bound ?? 'unbounded'})`,
+        workflows: options.workflows,
+        seconds,
+        actorsInMemory: actors,
+        rssMiB: rss / 2 ** 20,
+        rssBytesPerWorkflow: (rss - rss0) / options.workflows,
+        heapBytesPerWorkflow: (heapUsed - heap0) / options.workflows,
+      });
+    } finally {
+      await dispose();
+    }
+  }
+  return results;
+}

@@ -1,0 +1,69 @@
+import { readdir, readFile } from 'node:fs/promises';
+import os from 'node:os';
+
+/** The machine, for the JSON report. */
+export function machine(): { cores: number; cpuModel: string; memoryGiB: number; platform: string; node: string } {
+  const cpus = os.cpus();
+  return {
+    cores: os.availableParallelism(),
+    cpuModel: cpus[0]?.model ?? 'unknown',
+    memoryGiB: Math.round((os.totalmem() / 2 ** 30) * 10) / 10,
+    platform: `${os.type()} ${os.release()} ${os.arch()}`,
+    node: process.version,
+  };
+}
+
+const TICKS_PER_SECOND = 100; // USER_HZ on Linux
+
+/**
+ * CPU seconds used so far by every local process whose command is `postgres` (server, backends,
+ * background workers), from /proc. Undefined where /proc is not readable (not Linux, or a remote
+ * server: its CPU cannot be measured from here).
+ */
+export async function postgresCpuSeconds(): Promise<number | undefined> {
+  let entries: string[];
+  try {
+    entries = await readdir('/proc');
+  } catch {
+    return undefined;
+  }
+  let ticks = 0;
+  let found = false;
+  await Promise.all(
+    entries
+      .filter((e) => /^\d+$/.test(e))
+      .map(async (pid) => {
+        try {
+          const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+          const close = stat.lastIndexOf(')');
+          const comm = stat.slice(stat.indexOf('(') + 1, close);
+          if (comm !== 'postgres') return;
+          const fields = stat.slice(close + 2).split(' ');
+          // Fields 14 and 15 of stat (utime, stime), counted after the ") " that ends comm.
+          ticks += Number(fields[11]) + Number(fields[12]);
+          found = true;
+        } catch {
+          // The process ended while we read.
+        }
+      }),
+  );
+  return found ? ticks / TICKS_PER_SECOND : undefined;
+}
+
+/** Measures this process's and Postgres's CPU over a span; call `stop()` at its end. */
+export async function cpuMeter(): Promise<{ stop(): Promise<{ engineCpuPct: number; databaseCpuPct: number | undefined }> }> {
+  const start = performance.now();
+  const usage = process.cpuUsage();
+  const pgStart = await postgresCpuSeconds();
+  return {
+    async stop() {
+      const wall = (performance.now() - start) / 1000;
+      const used = process.cpuUsage(usage);
+      const pgEnd = await postgresCpuSeconds();
+      return {
+        engineCpuPct: ((used.user + used.system) / 1e6 / wall) * 100,
+        databaseCpuPct: pgStart === undefined || pgEnd === undefined ? undefined : ((pgEnd - pgStart) / wall) * 100,
+      };
+    },
+  };
+}

@@ -1,0 +1,192 @@
+import type { NewWorkflowRow, WorkflowWrite } from '../rows.js';
+import type { Queryable, Tables } from '../sql.js';
+
+/** What one flush changed. */
+export interface FlushResult {
+  /** Ids of the workflows the batch created (a taken id is absent). */
+  inserted: Set<string>;
+  /** Workflow rows updated; must equal the number of writes that change their row. */
+  updated: number;
+}
+
+const statements = new Map<string, string>();
+
+/**
+ * The whole batch as ONE statement of data-modifying CTEs: one round trip, atomic on its own
+ * (no BEGIN/COMMIT), one multi-row `unnest` per table, and a fixed text per schema so it can be a
+ * prepared statement. Empty arrays make a part a no-op. The CTEs share one snapshot, so no two
+ * parts may touch the same row; the WAL's merge guarantees that (an insert and a delete of one
+ * timer or task in the same batch cancel out before they get here).
+ *
+ * History rows have the primary key (workflow_id, seq): a writer whose idea of a workflow's
+ * history is stale collides with the rows already there, and the statement fails as a whole.
+ */
+function flushStatement(t: Tables): string {
+  let text = statements.get(t.schema);
+  if (text) return text;
+  text = `WITH
+  ins_wf AS (
+    INSERT INTO ${t.workflows} (id, name, version, status, input, start_at, created_at)
+    SELECT id, name, version, 'pending', input, to_timestamp(start_at / 1000.0), to_timestamp(created_at / 1000.0)
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[], $6::float8[])
+      AS u(id, name, version, input, start_at, created_at)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id),
+  ins_h AS (
+    INSERT INTO ${t.history} (workflow_id, seq, activation, type, command_id, payload, at)
+    SELECT w, s, a, ty, c, p, to_timestamp(at / 1000.0)
+    FROM unnest($7::text[], $8::int[], $9::int[], $10::text[], $11::int[], $12::text[], $13::float8[])
+      AS u(w, s, a, ty, c, p, at)),
+  upd AS (
+    UPDATE ${t.workflows} w SET
+      status = coalesce(u.status, w.status),
+      vars = coalesce(u.vars, w.vars),
+      result = CASE WHEN u.set_result THEN u.result ELSE w.result END,
+      error = CASE WHEN u.set_error THEN u.error ELSE w.error END,
+      started_at = coalesce(to_timestamp(u.started_at / 1000.0), w.started_at),
+      completed_at = coalesce(to_timestamp(u.completed_at / 1000.0), w.completed_at)
+    FROM unnest($14::text[], $15::text[], $16::text[], $17::bool[], $18::text[], $19::bool[], $20::text[],
+                $21::float8[], $22::float8[])
+      AS u(id, status, vars, set_result, result, set_error, error, started_at, completed_at)
+    WHERE w.id = u.id
+    RETURNING 1),
+  ins_t AS (
+    INSERT INTO ${t.timers} (workflow_id, command_id, due_at)
+    SELECT w, c, to_timestamp(d / 1000.0) FROM unnest($23::text[], $24::int[], $25::float8[]) AS u(w, c, d)
+    ON CONFLICT DO NOTHING),
+  del_t AS (
+    DELETE FROM ${t.timers} x USING unnest($26::text[], $27::int[]) AS u(w, c)
+    WHERE x.workflow_id = u.w AND x.command_id = u.c),
+  up_a AS (
+    INSERT INTO ${t.activityTasks} (workflow_id, command_id, name, input, options, attempt, visible_at, scheduled_at, last_failure)
+    SELECT w, c, n, i, o, a, to_timestamp(v / 1000.0), to_timestamp(s / 1000.0), f
+    FROM unnest($28::text[], $29::int[], $30::text[], $31::text[], $32::text[], $33::int[], $34::float8[],
+                $35::float8[], $36::text[]) AS u(w, c, n, i, o, a, v, s, f)
+    ON CONFLICT (workflow_id, command_id) DO UPDATE SET
+      attempt = excluded.attempt, visible_at = excluded.visible_at, last_failure = excluded.last_failure),
+  del_a AS (
+    DELETE FROM ${t.activityTasks} x USING unnest($37::text[], $38::int[]) AS u(w, c)
+    WHERE x.workflow_id = u.w AND x.command_id = u.c),
+  del_i AS (
+    DELETE FROM ${t.inbox} WHERE id = ANY($39::bigint[])),
+  note AS (
+    SELECT pg_notify($40, 'done') WHERE $41::bool)
+SELECT (SELECT coalesce(array_agg(id), '{}') FROM ins_wf) AS inserted,
+       (SELECT count(*) FROM upd)::int AS updated,
+       (SELECT count(*) FROM note)::int AS notified`;
+  statements.set(t.schema, text);
+  return text;
+}
+
+/** Whether a write changes its workflow's row (and so takes part in the UPDATE). */
+export function changesRow(w: WorkflowWrite): boolean {
+  return (
+    w.status !== undefined ||
+    w.vars !== undefined ||
+    w.result !== undefined ||
+    w.error !== undefined ||
+    w.startedAt !== undefined ||
+    w.completedAt !== undefined
+  );
+}
+
+/** Commits a batch of starts and workflow writes in one statement. */
+export async function flushBatch(
+  db: Queryable,
+  t: Tables,
+  starts: readonly NewWorkflowRow[],
+  writes: readonly WorkflowWrite[],
+): Promise<FlushResult> {
+  const hw: string[] = [];
+  const hs: number[] = [];
+  const ha: number[] = [];
+  const hty: string[] = [];
+  const hc: (number | null)[] = [];
+  const hp: (string | null)[] = [];
+  const hat: number[] = [];
+  const updates: WorkflowWrite[] = [];
+  const timerInserts: { w: string; c: number; d: number }[] = [];
+  const timerDeletes: { w: string; c: number }[] = [];
+  const taskDeletes: { w: string; c: number }[] = [];
+  const tasks = writes.flatMap((w) => w.tasksUpsert);
+  const inbox: number[] = [];
+  let notify = false;
+  for (const w of writes) {
+    for (const row of w.history) {
+      hw.push(w.workflowId);
+      hs.push(row.seq);
+      ha.push(row.activation);
+      hty.push(row.type);
+      hc.push(row.commandId);
+      hp.push(row.payload);
+      hat.push(row.at);
+    }
+    if (changesRow(w)) updates.push(w);
+    for (const x of w.timersInsert) timerInserts.push({ w: w.workflowId, c: x.commandId, d: x.dueAt });
+    for (const c of w.timersDelete) timerDeletes.push({ w: w.workflowId, c });
+    for (const c of w.tasksDelete) taskDeletes.push({ w: w.workflowId, c });
+    inbox.push(...w.inboxDelete);
+    notify ||= w.isTerminal;
+  }
+  const { rows } = await db.query<{ inserted: string[]; updated: number }>(
+    flushStatement(t),
+    [
+      starts.map((r) => r.id),
+      starts.map((r) => r.name),
+      starts.map((r) => r.version),
+      starts.map((r) => r.input ?? null),
+      starts.map((r) => r.startAt),
+      starts.map((r) => r.createdAt),
+      hw,
+      hs,
+      ha,
+      hty,
+      hc,
+      hp,
+      hat,
+      updates.map((w) => w.workflowId),
+      updates.map((w) => w.status ?? null),
+      updates.map((w) => w.vars ?? null),
+      updates.map((w) => w.result !== undefined),
+      updates.map((w) => w.result ?? null),
+      updates.map((w) => w.error !== undefined),
+      updates.map((w) => w.error ?? null),
+      updates.map((w) => w.startedAt ?? null),
+      updates.map((w) => w.completedAt ?? null),
+      timerInserts.map((x) => x.w),
+      timerInserts.map((x) => x.c),
+      timerInserts.map((x) => x.d),
+      timerDeletes.map((x) => x.w),
+      timerDeletes.map((x) => x.c),
+      tasks.map((x) => x.workflowId),
+      tasks.map((x) => x.commandId),
+      tasks.map((x) => x.name),
+      tasks.map((x) => x.input ?? null),
+      tasks.map((x) => x.options),
+      tasks.map((x) => x.attempt),
+      tasks.map((x) => x.visibleAt),
+      tasks.map((x) => x.scheduledAt),
+      tasks.map((x) => x.lastFailure),
+      taskDeletes.map((x) => x.w),
+      taskDeletes.map((x) => x.c),
+      inbox,
+      t.channel,
+      notify,
+    ],
+    `duraflow_flush_${t.schema}`,
+  );
+  const row = rows[0]!;
+  if (row.updated !== updates.length) {
+    throw new MissingWorkflowRowError(updates.length - row.updated);
+  }
+  return { inserted: new Set(row.inserted), updated: row.updated };
+}
+
+/** A write named a workflow whose row does not exist (an internal error; the batch is refused). */
+export class MissingWorkflowRowError extends Error {
+  readonly code = 'DURAFLOW_MISSING_WORKFLOW_ROW';
+  constructor(missing: number) {
+    super(`${missing} workflow row(s) to update do not exist`);
+    this.name = 'MissingWorkflowRowError';
+  }
+}
