@@ -58,14 +58,18 @@ export class Mailbox<Message> {
     this.#messages.push(message);
     if (this.#isScheduled) return;
     this.#isScheduled = true;
+    // fastq runs an idle worker synchronously; deferring to a microtask lets every message pushed
+    // by the caller's synchronous run join the batch, and keeps the handler off the caller's stack.
     // The worker never rejects (errors go to onError), so the promise needs no handler of its own.
-    void this.#queue.push();
+    queueMicrotask(() => void this.#queue.push());
   }
 
-  /** Resolves when every queued run has finished. */
+  /** Resolves when every message pushed so far has been handled. */
   async drained(): Promise<void> {
-    if (this.#queue.idle()) return;
-    await this.#queue.drained();
+    while (!this.isIdle) {
+      if (this.#queue.idle()) await Promise.resolve(); // a run is about to be queued
+      else await this.#queue.drained();
+    }
   }
 
   /** Drops whatever is queued and refuses further messages. */

@@ -29,11 +29,13 @@ export class JsonCodec implements Codec {
     if (value === undefined) return undefined;
     let text: string | undefined;
     try {
-      text = JSON.stringify(value, rejectNonJson);
+      text = JSON.stringify(value, rejectNonJson) as string | undefined;
     } catch (error) {
       const reason = error instanceof Error ? error.message : String(error);
       throw new InvalidArgumentError(`${what} is not JSON-serialisable: ${reason}`, { cause: error });
     }
+    // A value whose toJSON() returns undefined has no JSON form: like undefined, it means "no value".
+    if (text === undefined) return undefined;
     // A UTF-16 unit is at most 3 UTF-8 bytes: measure exactly only when it could matter.
     if (text.length * 3 > this.#maxBytes) {
       const bytes = Buffer.byteLength(text, 'utf8');
@@ -50,9 +52,17 @@ export class JsonCodec implements Codec {
     const checked: Record<string, unknown> = {};
     try {
       const policy = checkRetryPolicy(retry, 'activity options.retry');
-      // JSON has no Infinity: "unlimited" is stored as the largest safe integer.
       if (retry !== undefined) {
-        checked.retry = policy.maxAttempts === Infinity ? { ...policy, maxAttempts: Number.MAX_SAFE_INTEGER } : policy;
+        // Only the known fields are stored; JSON has no Infinity, so "unlimited" is stored as the
+        // largest safe integer.
+        const { maxAttempts, initialIntervalMs, backoffCoefficient, maxIntervalMs, nonRetryable } = policy;
+        checked.retry = {
+          maxAttempts: maxAttempts === Infinity ? Number.MAX_SAFE_INTEGER : maxAttempts,
+          initialIntervalMs,
+          backoffCoefficient,
+          maxIntervalMs,
+          nonRetryable: nonRetryable && [...nonRetryable],
+        };
       }
     } catch (error) {
       throw new InvalidArgumentError((error as Error).message, { cause: error });

@@ -158,6 +158,7 @@ class EngineImpl implements Engine, ActorHost {
     const walObserver: WalObserver = {
       flushed: ({ events, seconds }) => m.flushed(events, seconds),
       flushFailed: () => m.flushFailed(),
+      callbackFailed: (error) => this.logger.error({ err: error }, 'releasing a committed step failed'),
     };
     for (const [name, fn] of options.workflows) this.#namesByFunction.set(fn, name);
     this.#registeredNames = [...options.workflows.keys()];
@@ -169,7 +170,10 @@ class EngineImpl implements Engine, ActorHost {
       observer: walObserver,
     });
     this.#system = new ActorSystem(this, options.maxCachedWorkflows);
-    this.#timers = new TimerService((timer) => this.#onTimer(timer));
+    this.#timers = new TimerService(
+      (timer) => this.#onTimer(timer),
+      (error) => this.logger.error({ err: error }, 'firing a timer failed'),
+    );
     registerQueueGauges(this.metrics, {
       walPendingEvents: () => this.wal.pendingEvents,
       walFlushesInFlight: () => (this.wal.isFlushing ? 1 : 0),

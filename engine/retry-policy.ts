@@ -18,7 +18,9 @@ export const DEFAULT_RETRY_POLICY: ResolvedRetryPolicy = Object.freeze({
 /** Throws a RangeError or TypeError naming the first bad field of `policy`. */
 export function checkRetryPolicy(policy: unknown, where: string): RetryPolicy {
   if (policy === undefined) return {};
-  if (typeof policy !== 'object' || policy === null) throw new TypeError(`${where} must be an object`);
+  if (typeof policy !== 'object' || policy === null || Array.isArray(policy)) {
+    throw new TypeError(`${where} must be an object`);
+  }
   const p = policy as Record<string, unknown>;
   const positive = (key: string, min: number): void => {
     const v = p[key];

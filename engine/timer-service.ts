@@ -20,12 +20,15 @@ export class TimerService<Payload> {
   readonly #heap: ArmedTimer<Payload>[] = [];
   readonly #byKey = new Map<string, ArmedTimer<Payload>>();
   readonly #onFire: (timer: ArmedTimer<Payload>) => void;
+  readonly #onError: (error: unknown) => void;
   #handle: NodeJS.Timeout | undefined;
   #handleDueAt = Infinity;
   #isClosed = false;
 
-  constructor(onFire: (timer: ArmedTimer<Payload>) => void) {
+  /** `onError` hears of a callback that threw; the other due timers fire regardless. */
+  constructor(onFire: (timer: ArmedTimer<Payload>) => void, onError: (error: unknown) => void = () => undefined) {
     this.#onFire = onFire;
+    this.#onError = onError;
   }
 
   /** Timers armed and not yet fired. */
@@ -100,7 +103,11 @@ export class TimerService<Payload> {
       this.#pop();
       if (this.#byKey.get(top.key) !== top) continue; // disarmed or re-armed
       this.#byKey.delete(top.key);
-      this.#onFire(top);
+      try {
+        this.#onFire(top);
+      } catch (error) {
+        this.#onError(error);
+      }
     }
     this.#reschedule();
   }

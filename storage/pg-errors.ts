@@ -49,6 +49,14 @@ export function isRetryable(error: unknown): boolean {
   );
 }
 
+/**
+ * Whether `error` is the failure a statement provokes on purpose to abort itself: a text cast to
+ * int (SQLSTATE 22P02) of a message starting with `marker`.
+ */
+export function isRaisedBy(error: unknown, marker: string): boolean {
+  return codeOf(error) === '22P02' && error instanceof Error && error.message.includes(marker);
+}
+
 /** Whether `error` is a unique-key violation (SQLSTATE 23505). */
 export function isUniqueViolation(error: unknown): boolean {
   return codeOf(error) === '23505';

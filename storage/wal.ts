@@ -9,6 +9,8 @@ import type { Sql, Tables } from './sql.js';
 export interface WalObserver {
   flushed(stats: { events: number; writes: number; starts: number; seconds: number }): void;
   flushFailed(error: unknown, willRetry: boolean): void;
+  /** A durable callback threw (a bug in its owner; the batch is committed regardless). */
+  callbackFailed(error: unknown): void;
 }
 
 /** Options of the write-ahead batch. */
@@ -25,6 +27,9 @@ export interface WalOptions {
   highWaterEvents: number;
   observer?: WalObserver;
 }
+
+/** Retries of a transient flush failure once `close()` has been called. */
+const CLOSING_RETRIES = 3;
 
 /** Thrown by `enqueue*` after `close()`. */
 export class WalClosedError extends Error {
@@ -183,7 +188,10 @@ export class Wal {
     this.#schedule();
   }
 
-  /** Buffers the creation of a workflow; resolves after commit with false if the id existed. */
+  /**
+   * Buffers the creation of a workflow; resolves after commit with false if the id existed (or was
+   * taken by an earlier start of the same batch).
+   */
   enqueueStart(row: NewWorkflowRow): Promise<boolean> {
     if (this.#isClosed) return Promise.reject(new WalClosedError());
     return new Promise((resolve, reject) => {
@@ -198,10 +206,10 @@ export class Wal {
     return new Promise((resolve) => this.#idleWaiters.push(resolve));
   }
 
-  /** Commits what is pending, then refuses further appends. */
+  /** Refuses further appends, then commits what is pending. */
   async close(): Promise<void> {
-    await this.drain();
     this.#isClosed = true;
+    await this.drain();
   }
 
   #schedule(): void {
@@ -230,21 +238,21 @@ export class Wal {
   }
 
   async #commitWithRetry(batch: Batch): Promise<void> {
+    let inserted: Set<string>;
     for (let attempt = 1; ; attempt++) {
       const started = performance.now();
       try {
-        const inserted = await this.#commit(batch);
+        inserted = await this.#commit(batch);
         this.#options.observer?.flushed({
           events: batch.events,
           writes: batch.writes.size,
           starts: batch.starts.length,
           seconds: (performance.now() - started) / 1000,
         });
-        for (const start of batch.starts) start.resolve(inserted.has(start.row.id));
-        for (const { callback } of batch.onDurable) callback();
-        return;
+        break;
       } catch (error) {
-        const willRetry = isRetryable(error) && !this.#isClosed;
+        // Closing gives a lost connection a few more tries, not an outage's worth of them.
+        const willRetry = isRetryable(error) && (!this.#isClosed || attempt < CLOSING_RETRIES);
         this.#options.observer?.flushFailed(error, willRetry);
         if (willRetry) {
           await sleep(Math.min(50 * 2 ** Math.min(attempt, 7), 5_000) * (0.5 + Math.random() / 2));
@@ -252,6 +260,20 @@ export class Wal {
         }
         this.#fail(batch, error);
         return;
+      }
+    }
+    // Committed: whatever a callback does, the batch stays committed and the others still run.
+    const claimed = new Set<string>();
+    for (const start of batch.starts) {
+      const isNew = inserted.has(start.row.id) && !claimed.has(start.row.id);
+      claimed.add(start.row.id);
+      start.resolve(isNew);
+    }
+    for (const { callback } of batch.onDurable) {
+      try {
+        callback();
+      } catch (error) {
+        this.#options.observer?.callbackFailed(error);
       }
     }
   }
@@ -265,12 +287,10 @@ export class Wal {
   }
 
   async #commit(batch: Batch): Promise<Set<string>> {
-    const { inserted } = await flushBatch(
-      this.#options.sql,
-      this.#options.tables,
-      batch.starts.map((s) => s.row),
-      [...batch.writes.values()],
-    );
+    const starts = new Map(batch.starts.map((s) => [s.row.id, s.row]));
+    const { inserted } = await flushBatch(this.#options.sql, this.#options.tables, [...starts.values()], [
+      ...batch.writes.values(),
+    ]);
     return inserted;
   }
 

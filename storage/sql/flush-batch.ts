@@ -1,4 +1,5 @@
 import type { NewWorkflowRow, WorkflowWrite } from '../rows.js';
+import { isRaisedBy } from '../pg-errors.js';
 import type { Queryable, Tables } from '../sql.js';
 
 /** What one flush changed. */
@@ -10,6 +11,9 @@ export interface FlushResult {
 }
 
 const statements = new Map<string, string>();
+
+/** Marks the error the statement raises on purpose when a row to update is missing. */
+const MISSING_ROW_MARKER = 'duraflow-missing-workflow-row';
 
 /**
  * The whole batch as ONE statement of data-modifying CTEs: one round trip, atomic on its own
@@ -70,9 +74,16 @@ function flushStatement(t: Tables): string {
   del_i AS (
     DELETE FROM ${t.inbox} WHERE id = ANY($39::bigint[])),
   note AS (
-    SELECT pg_notify($40, 'done') WHERE $41::bool)
+    SELECT pg_notify($40, 'done') WHERE $41::bool),
+  checked AS (
+    -- A row to update that does not exist aborts the whole statement: the cast fails at run time,
+    -- only on that branch, with a message naming the problem.
+    SELECT CASE WHEN n <> $42::int
+      THEN ('${MISSING_ROW_MARKER}: ' || ($42::int - n) || ' workflow row(s) to update do not exist')::int
+      ELSE n END AS updated
+    FROM (SELECT count(*)::int AS n FROM upd) c)
 SELECT (SELECT coalesce(array_agg(id), '{}') FROM ins_wf) AS inserted,
-       (SELECT count(*) FROM upd)::int AS updated,
+       (SELECT updated FROM checked) AS updated,
        (SELECT count(*) FROM note)::int AS notified`;
   statements.set(t.schema, text);
   return text;
@@ -172,21 +183,22 @@ export async function flushBatch(
       inbox,
       t.channel,
       notify,
+      updates.length,
     ],
     `duraflow_flush_${t.schema}`,
-  );
+  ).catch((error: unknown) => {
+    if (isRaisedBy(error, MISSING_ROW_MARKER)) throw new MissingWorkflowRowError(String((error as Error).message), { cause: error });
+    throw error;
+  });
   const row = rows[0]!;
-  if (row.updated !== updates.length) {
-    throw new MissingWorkflowRowError(updates.length - row.updated);
-  }
   return { inserted: new Set(row.inserted), updated: row.updated };
 }
 
 /** A write named a workflow whose row does not exist (an internal error; the batch is refused). */
 export class MissingWorkflowRowError extends Error {
   readonly code = 'DURAFLOW_MISSING_WORKFLOW_ROW';
-  constructor(missing: number) {
-    super(`${missing} workflow row(s) to update do not exist`);
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
     this.name = 'MissingWorkflowRowError';
   }
 }

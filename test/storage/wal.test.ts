@@ -1,0 +1,398 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+
+import { migrate } from '../../storage/migrate.js';
+import { PgDriver } from '../../storage/pg-driver.js';
+import { PgliteDriver } from '../../storage/pglite-driver.js';
+import { emptyWrite, type NewWorkflowRow, type TaskRow, type WorkflowWrite } from '../../storage/rows.js';
+import { insertEvent } from '../../storage/sql/inbox.js';
+import { type Queryable, type Sql, type Tables, tablesFor } from '../../storage/sql.js';
+import { Wal, WalClosedError, type WalOptions } from '../../storage/wal.js';
+import { backends, type TestSchema } from '../helpers/database.js';
+
+function startRow(id: string): NewWorkflowRow {
+  const now = Date.now();
+  return { id, name: 'wf', version: '1', input: '{"n":1}', startAt: now, createdAt: now };
+}
+
+/** A write appending history rows `from + 1` … `from + count`, as an actor's step would. */
+function write(workflowId: string, from: number, count: number, extra: Partial<WorkflowWrite> = {}): WorkflowWrite {
+  const w = emptyWrite(workflowId);
+  for (let i = 1; i <= count; i++) {
+    w.history.push({ seq: from + i, activation: 1, type: 'TimerFired', commandId: from + i, payload: null, at: 1_000 });
+  }
+  return { ...w, ...extra };
+}
+
+function task(workflowId: string, commandId: number, attempt: number): TaskRow {
+  return {
+    workflowId,
+    commandId,
+    name: 'charge',
+    input: '1',
+    options: '{}',
+    attempt,
+    visibleAt: 2_000,
+    scheduledAt: 1_000,
+    lastFailure: null,
+  };
+}
+
+/** One turn of the event loop: the WAL starts a flush at the end of the turn it was appended in. */
+const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+/**
+ * The driver with every statement and transaction held back while `hold()` is in force, so a test
+ * can append while a batch is provably in flight, and with every commit logged.
+ */
+function controlled(inner: Sql) {
+  const log: string[] = [];
+  let gate: Promise<void> | undefined;
+  const sql: Sql = {
+    kind: inner.kind,
+    async query<Row>(...args: Parameters<Sql['query']>) {
+      if (gate) await gate;
+      const result = await inner.query<Row>(...args);
+      log.push('commit');
+      return result;
+    },
+    exec: (script: string) => inner.exec(script),
+    async transaction<T>(work: (tx: Queryable) => Promise<T>): Promise<T> {
+      if (gate) await gate;
+      const value = await inner.transaction(work);
+      log.push('commit');
+      return value;
+    },
+    listen: (channel, onPayload) => inner.listen(channel, onPayload),
+    close: () => inner.close(),
+  };
+  return {
+    sql,
+    log,
+    /** Holds every statement until the returned function is called. */
+    hold(): () => void {
+      let release!: () => void;
+      gate = new Promise((resolve) => (release = resolve));
+      return () => {
+        gate = undefined;
+        release();
+      };
+    },
+  };
+}
+
+describe.each(backends)('Wal on $name', (backend) => {
+  let db: TestSchema;
+  let sql: Sql;
+  let tables: Tables;
+
+  beforeEach(async () => {
+    db = await backend.schema();
+    sql =
+      typeof db.database === 'string'
+        ? new PgDriver({ connectionString: db.database, maxConnections: 4, onError() {} })
+        : PgliteDriver.wrap(db.database);
+    tables = tablesFor(db.schema);
+    await migrate(sql, tables);
+  });
+  afterEach(async () => {
+    await sql.close();
+    await db.drop();
+  });
+
+  function open(options: Partial<WalOptions> = {}) {
+    const failures: { ids: string[]; error: unknown }[] = [];
+    const flushes: { events: number; writes: number; starts: number }[] = [];
+    const wal = new Wal({
+      sql,
+      tables,
+      highWaterEvents: 10_000,
+      onFlushFailed: (ids, error) => failures.push({ ids: [...ids].sort(), error }),
+      observer: {
+        flushed: ({ events, writes, starts }) => flushes.push({ events, writes, starts }),
+        flushFailed: () => undefined,
+        callbackFailed: () => undefined,
+      },
+      ...options,
+    });
+    return { wal, failures, flushes };
+  }
+
+  async function start(wal: Wal, ...ids: string[]): Promise<void> {
+    expect(await Promise.all(ids.map((id) => wal.enqueueStart(startRow(id))))).toEqual(ids.map(() => true));
+  }
+
+  async function historyOf(workflowId: string): Promise<number[]> {
+    const rows = await db.query<{ seq: number }>(
+      `SELECT seq FROM "${db.schema}".history WHERE workflow_id = $1 ORDER BY seq`,
+      [workflowId],
+    );
+    return rows.map((r) => r.seq);
+  }
+
+  it('creates workflows and reports a taken id as not inserted', async () => {
+    const { wal } = open();
+    expect(await wal.enqueueStart(startRow('w1'))).toBe(true);
+    expect(await wal.enqueueStart(startRow('w1'))).toBe(false);
+    const rows = await db.query(`SELECT id, status, input FROM "${db.schema}".workflows`);
+    expect(rows).toEqual([{ id: 'w1', status: 'pending', input: '{"n":1}' }]);
+  });
+
+  it('group-commits everything appended in one turn in one transaction', async () => {
+    const { wal, flushes } = open();
+    const ids = Array.from({ length: 20 }, (_, i) => `w${i}`);
+    await start(wal, ...ids);
+    expect(flushes).toEqual([{ events: 0, writes: 0, starts: 20 }]);
+
+    const durable: string[] = [];
+    for (const id of ids) wal.enqueue(write(id, 0, 3, { status: 'running' }), () => durable.push(id));
+    expect(wal.pendingEvents).toBe(60);
+    await wal.drain();
+
+    expect(durable).toEqual(ids);
+    expect(flushes[1]).toEqual({ events: 60, writes: 20, starts: 0 });
+    const [counted] = await db.query<{ transactions: number; rows: number }>(
+      `SELECT count(DISTINCT xmin::text)::int AS transactions, count(*)::int AS rows FROM "${db.schema}".history`,
+    );
+    expect(counted).toEqual({ transactions: 1, rows: 60 });
+    expect(await db.query(`SELECT DISTINCT status FROM "${db.schema}".workflows`)).toEqual([{ status: 'running' }]);
+    expect(wal.pendingEvents).toBe(0);
+  });
+
+  it('merges two writes of one workflow into one flush', async () => {
+    const { wal, flushes } = open();
+    await start(wal, 'a');
+    const { id: inboxId } = (await insertEvent(sql, tables, 'a', 'go', '1')) as { id: number };
+    wal.enqueue(
+      write('a', 0, 2, {
+        status: 'running',
+        startedAt: 1_000,
+        tasksUpsert: [task('a', 1, 1)],
+        timersInsert: [
+          { workflowId: 'a', commandId: 2, dueAt: 9_000 },
+          { workflowId: 'a', commandId: 3, dueAt: 9_000 },
+        ],
+      }),
+    );
+    wal.enqueue(
+      write('a', 2, 3, {
+        vars: '{"v":2}',
+        tasksUpsert: [task('a', 1, 2)],
+        timersDelete: [2],
+        inboxDelete: [inboxId],
+      }),
+    );
+    await wal.drain();
+
+    expect(flushes.at(-1)).toEqual({ events: 5, writes: 1, starts: 0 });
+    expect(await historyOf('a')).toEqual([1, 2, 3, 4, 5]);
+    const [row] = await db.query(`SELECT status, vars FROM "${db.schema}".workflows WHERE id = 'a'`);
+    expect(row).toEqual({ status: 'running', vars: '{"v":2}' });
+    // Both upserts of command 1 became one row at its newest attempt (one INSERT may not touch a row twice).
+    expect(await db.query(`SELECT command_id, attempt FROM "${db.schema}".activity_tasks`)).toEqual([
+      { command_id: 1, attempt: 2 },
+    ]);
+    expect(await db.query(`SELECT command_id FROM "${db.schema}".timers`)).toEqual([{ command_id: 3 }]);
+    expect(await db.query(`SELECT * FROM "${db.schema}".inbox`)).toEqual([]);
+  });
+
+  it('runs durable callbacks in append order, only after the commit', async () => {
+    const ctl = controlled(sql);
+    const { wal } = open({ sql: ctl.sql });
+    await start(wal, 'a', 'b');
+    const log = ctl.log;
+    log.length = 0;
+
+    const release = ctl.hold();
+    wal.enqueue(write('a', 0, 1), () => log.push('a1'));
+    wal.enqueue(write('b', 0, 1), () => log.push('b1'));
+    wal.enqueue(write('a', 1, 1), () => log.push('a2'));
+    wal.enqueue(write('b', 1, 1));
+    await nextTurn();
+    expect(wal.isFlushing).toBe(true);
+    wal.enqueue(write('a', 2, 1), () => log.push('a3'));
+    expect(log).toEqual([]);
+    release();
+    await wal.drain();
+    expect(log).toEqual(['commit', 'a1', 'b1', 'a2', 'commit', 'a3']);
+    expect(await historyOf('a')).toEqual([1, 2, 3]);
+  });
+
+  it('discards a failed batch and the later writes of its workflows, and names them', async () => {
+    const ctl = controlled(sql);
+    const { wal, failures } = open({ sql: ctl.sql });
+    await start(wal, 'a', 'b', 'c');
+    wal.enqueue(write('a', 0, 1));
+    await wal.drain();
+    const durable: string[] = [];
+    const release = ctl.hold();
+
+    // A writer with a stale view of a: seq 1 is stored already.
+    wal.enqueue(write('a', 0, 1), () => durable.push('a-stale'));
+    wal.enqueue(write('b', 0, 1), () => durable.push('b1'));
+    const lateStart = wal.enqueueStart(startRow('d')).then(
+      () => 'committed',
+      (error: unknown) => error,
+    );
+    await nextTurn();
+    expect(wal.isFlushing).toBe(true);
+    wal.enqueue(write('a', 1, 1), () => durable.push('a2'));
+    wal.enqueue(write('b', 1, 1), () => durable.push('b2'));
+    wal.enqueue(write('c', 0, 2), () => durable.push('c1'));
+    expect(wal.pendingEvents).toBe(6);
+    release();
+
+    expect(await lateStart).toMatchObject({ code: '23505' });
+    await wal.drain();
+
+    expect(failures).toHaveLength(1);
+    expect(failures[0]!.ids).toEqual(['a', 'b']);
+    expect(failures[0]!.error).toMatchObject({ code: '23505' });
+    expect(durable).toEqual(['c1']);
+    expect(await historyOf('a')).toEqual([1]);
+    expect(await historyOf('b')).toEqual([]);
+    expect(await historyOf('c')).toEqual([1, 2]);
+    expect(await db.query(`SELECT id FROM "${db.schema}".workflows WHERE id = 'd'`)).toEqual([]);
+    expect(wal.pendingEvents).toBe(0);
+  });
+
+  it('refuses a batch that updates a workflow row that does not exist, writing nothing of it', async () => {
+    const { wal, failures } = open();
+    await start(wal, 'a');
+    const durable: string[] = [];
+    wal.enqueue(write('ghost', 0, 1, { status: 'running' }), () => durable.push('ghost'));
+    wal.enqueue(write('a', 0, 1), () => durable.push('a'));
+    await wal.drain();
+    expect(durable).toEqual([]);
+    expect(failures).toHaveLength(1);
+    expect(failures[0]!.ids.sort()).toEqual(['a', 'ghost']);
+    expect(failures[0]!.error).toMatchObject({ code: 'DURAFLOW_MISSING_WORKFLOW_ROW' });
+    expect(await historyOf('a')).toEqual([]);
+    expect(await historyOf('ghost')).toEqual([]);
+  });
+
+  it('reports the second of two starts of one id in one batch as taken', async () => {
+    const { wal } = open();
+    const first = wal.enqueueStart(startRow('twice'));
+    const second = wal.enqueueStart(startRow('twice'));
+    expect(await Promise.all([first, second])).toEqual([true, false]);
+  });
+
+  it('keeps a batch committed, and runs the other callbacks, when one callback throws', async () => {
+    const callbackErrors: unknown[] = [];
+    const { wal, failures } = open({
+      observer: {
+        flushed: () => undefined,
+        flushFailed: () => undefined,
+        callbackFailed: (error) => callbackErrors.push(error),
+      },
+    });
+    await start(wal, 'a', 'b');
+    const durable: string[] = [];
+    wal.enqueue(write('a', 0, 1), () => {
+      throw new Error('release failed');
+    });
+    wal.enqueue(write('b', 0, 1), () => durable.push('b'));
+    await wal.drain();
+    expect(durable).toEqual(['b']);
+    expect(callbackErrors).toHaveLength(1);
+    expect(failures).toEqual([]);
+    wal.enqueue(write('a', 1, 1), () => durable.push('a2'));
+    await wal.drain();
+    expect(durable).toEqual(['b', 'a2']);
+    expect(await historyOf('a')).toEqual([1, 2]);
+  });
+
+  it('refuses appends as soon as close() is called, and still commits what came before', async () => {
+    const { wal } = open();
+    await start(wal, 'a');
+    const durable: string[] = [];
+    wal.enqueue(write('a', 0, 1), () => durable.push('before'));
+    const closing = wal.close();
+    expect(() => wal.enqueue(write('a', 1, 1))).toThrow(WalClosedError);
+    await closing;
+    expect(durable).toEqual(['before']);
+    expect(wal.pendingEvents).toBe(0);
+    expect(await historyOf('a')).toEqual([1]);
+  });
+
+  it('drain() resolves at once when idle and otherwise after everything appended committed', async () => {
+    const ctl = controlled(sql);
+    const { wal } = open({ sql: ctl.sql });
+    await wal.drain();
+    await start(wal, 'a');
+    const durable: number[] = [];
+    const release = ctl.hold();
+    wal.enqueue(write('a', 0, 1), () => durable.push(1));
+    await nextTurn();
+    wal.enqueue(write('a', 1, 1), () => durable.push(2));
+    const drained = wal.drain();
+    expect(wal.isFlushing).toBe(true);
+    release();
+    await drained;
+    expect(durable).toEqual([1, 2]);
+    expect(wal.isFlushing).toBe(false);
+  });
+
+  it('close() commits what is pending, then refuses appends with WalClosedError', async () => {
+    const { wal } = open();
+    await start(wal, 'a');
+    const durable: string[] = [];
+    wal.enqueue(write('a', 0, 2), () => durable.push('a1'));
+    await wal.close();
+    expect(durable).toEqual(['a1']);
+    expect(await historyOf('a')).toEqual([1, 2]);
+
+    let thrown: unknown;
+    try {
+      wal.enqueue(write('a', 2, 1));
+    } catch (error) {
+      thrown = error;
+    }
+    expect(thrown).toBeInstanceOf(WalClosedError);
+    expect((thrown as WalClosedError).code).toBe('DURAFLOW_WAL_CLOSED');
+    await expect(wal.enqueueStart(startRow('z'))).rejects.toBeInstanceOf(WalClosedError);
+    expect(await historyOf('a')).toEqual([1, 2]);
+  });
+
+  it('reports congestion above the high-water mark until a flush brings it down', async () => {
+    const ctl = controlled(sql);
+    const { wal } = open({ sql: ctl.sql, highWaterEvents: 2 });
+    await start(wal, 'a', 'b');
+    await wal.whenUncongested();
+    const release = ctl.hold();
+    wal.enqueue(write('a', 0, 2));
+    expect(wal.isCongested).toBe(false);
+    wal.enqueue(write('b', 0, 1));
+    expect(wal.pendingEvents).toBe(3);
+    expect(wal.isCongested).toBe(true);
+    let uncongested = false;
+    const waiting = wal.whenUncongested().then(() => (uncongested = true));
+    await nextTurn();
+    // In flight still counts: the rows are not durable yet.
+    expect(wal.isFlushing).toBe(true);
+    expect(wal.isCongested).toBe(true);
+    expect(uncongested).toBe(false);
+    release();
+    await waiting;
+    expect(wal.isCongested).toBe(false);
+    expect(wal.pendingEvents).toBe(0);
+    expect(await historyOf('b')).toEqual([1]);
+  });
+
+  it('notifies waiting clients when a write ends a workflow', async () => {
+    const { wal } = open();
+    await start(wal, 'a');
+    let notified!: (payload: string) => void;
+    const notice = new Promise<string>((resolve) => (notified = resolve));
+    const unlisten = await sql.listen(tables.channel, (payload) => notified(payload));
+    try {
+      wal.enqueue(write('a', 0, 1, { status: 'completed', result: '42', completedAt: 2_000, isTerminal: true }));
+      await wal.drain();
+      expect(await notice).toBe('done');
+      const [row] = await db.query(`SELECT status, result FROM "${db.schema}".workflows WHERE id = 'a'`);
+      expect(row).toEqual({ status: 'completed', result: '42' });
+    } finally {
+      await unlisten();
+    }
+  });
+});

@@ -1,0 +1,37 @@
+import { describe, expect, it } from 'vitest';
+
+import { InvalidArgumentError } from '../../../engine/errors.js';
+import { checkName, MAX_NAME_LENGTH } from '../../../engine/validate.js';
+
+function thrown(fn: () => unknown): Error {
+  try {
+    fn();
+  } catch (error) {
+    return error as Error;
+  }
+  throw new Error('expected a throw');
+}
+
+describe('checkName', () => {
+  it('returns a valid name unchanged', () => {
+    expect(checkName('order-42', 'workflowId')).toBe('order-42');
+    expect(checkName('é😀', 'workflowId')).toBe('é😀');
+    expect(checkName('x'.repeat(MAX_NAME_LENGTH), 'workflowId')).toHaveLength(256);
+  });
+
+  it.each([
+    ['a number', 42],
+    ['null', null],
+    ['undefined', undefined],
+    ['an object', { id: 'x' }],
+    ['empty', ''],
+    ['over-long', 'x'.repeat(MAX_NAME_LENGTH + 1)],
+    ['NUL-containing', 'a\0b'],
+    ['a lone high surrogate', 'a\uD800'],
+    ['a lone low surrogate', '\uDC00b'],
+  ])('refuses %s with InvalidArgumentError naming the argument', (_label, value) => {
+    const error = thrown(() => checkName(value, 'event name'));
+    expect(error).toBeInstanceOf(InvalidArgumentError);
+    expect(error.message).toContain('event name');
+  });
+});

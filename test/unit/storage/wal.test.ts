@@ -1,0 +1,137 @@
+import { describe, expect, it } from 'vitest';
+
+import { emptyWrite, type NewWorkflowRow, type TaskRow, type WorkflowWrite } from '../../../storage/rows.js';
+import { type Queryable, type QueryResult, type Sql, tablesFor } from '../../../storage/sql.js';
+import { mergeWrite, Wal } from '../../../storage/wal.js';
+
+/** A write appending history rows `from + 1` … `from + count`, as an actor's step would. */
+function write(workflowId: string, from: number, count: number, extra: Partial<WorkflowWrite> = {}): WorkflowWrite {
+  const w = emptyWrite(workflowId);
+  for (let i = 1; i <= count; i++) {
+    w.history.push({ seq: from + i, activation: 1, type: 'TimerFired', commandId: from + i, payload: null, at: 1_000 });
+  }
+  return { ...w, ...extra };
+}
+
+function task(workflowId: string, commandId: number, attempt: number): TaskRow {
+  return {
+    workflowId,
+    commandId,
+    name: 'charge',
+    input: '1',
+    options: '{}',
+    attempt,
+    visibleAt: 2_000,
+    scheduledAt: 1_000,
+    lastFailure: null,
+  };
+}
+
+function startRow(id: string): NewWorkflowRow {
+  return { id, name: 'wf', version: '1', input: undefined, startAt: 0, createdAt: 0 };
+}
+
+/**
+ * A driver that answers each flush from a script: the n-th flush throws `script[n]` if that is an
+ * error, and otherwise succeeds having inserted no workflow and updated no row.
+ */
+class ScriptedSql implements Sql {
+  readonly kind = 'pglite' as const;
+  flushes = 0;
+  readonly #script: (Error | 'ok')[];
+
+  constructor(script: (Error | 'ok')[]) {
+    this.#script = script;
+  }
+
+  async query<Row>(): Promise<QueryResult<Row>> {
+    const step = this.#script[this.flushes++] ?? 'ok';
+    if (step !== 'ok') throw step;
+    return { rows: [{ inserted: [], updated: 0 } as Row], rowCount: 1 };
+  }
+
+  async exec(): Promise<void> {}
+
+  transaction<T>(work: (tx: Queryable) => Promise<T>): Promise<T> {
+    return work(this);
+  }
+
+  async listen(): Promise<() => Promise<void>> {
+    return async () => undefined;
+  }
+
+  async close(): Promise<void> {}
+}
+
+function walOver(sql: Sql) {
+  const failures: string[][] = [];
+  const observed: { error: unknown; willRetry: boolean }[] = [];
+  const wal = new Wal({
+    sql,
+    tables: tablesFor('unit'),
+    highWaterEvents: 100,
+    onFlushFailed: (ids) => failures.push([...ids]),
+    observer: { flushed: () => undefined, flushFailed: (error, willRetry) => observed.push({ error, willRetry }), callbackFailed: () => undefined },
+  });
+  return { wal, failures, observed };
+}
+
+describe('mergeWrite', () => {
+  it('appends history and keeps the newest row state and task of each command', () => {
+    const into = write('a', 0, 2, { tasksUpsert: [task('a', 1, 1)], vars: '{"x":1}', status: 'running' });
+    mergeWrite(into, write('a', 2, 1, { tasksUpsert: [task('a', 1, 2), task('a', 3, 1)], timersDelete: [2] }));
+    mergeWrite(into, write('a', 3, 1, { isTerminal: true, result: '7', completedAt: 5, error: null, startedAt: 4 }));
+    expect(into.history.map((r) => r.seq)).toEqual([1, 2, 3, 4]);
+    expect(into.tasksUpsert.map((t) => [t.commandId, t.attempt])).toEqual([
+      [1, 2],
+      [3, 1],
+    ]);
+    expect(into).toMatchObject({
+      vars: '{"x":1}',
+      status: 'running',
+      result: '7',
+      error: null,
+      startedAt: 4,
+      completedAt: 5,
+      timersDelete: [2],
+      isTerminal: true,
+    });
+  });
+
+  it('cancels a timer inserted and deleted within the batch, and drops the upsert of a deleted task', () => {
+    const into = write('a', 0, 1, {
+      timersInsert: [{ workflowId: 'a', commandId: 1, dueAt: 10 }],
+      tasksUpsert: [task('a', 2, 3)],
+    });
+    mergeWrite(into, write('a', 1, 1, { timersDelete: [1, 9], tasksDelete: [2, 8] }));
+    expect(into.timersInsert).toEqual([]);
+    expect(into.timersDelete).toEqual([9]);
+    expect(into.tasksUpsert).toEqual([]);
+    // The task row may exist from an earlier flush, so its delete must still reach the database.
+    expect(into.tasksDelete).toEqual([2, 8]);
+  });
+});
+
+describe('Wal over a scripted driver', () => {
+  it('commits a batch again after a transient failure, releasing it once', async () => {
+    const lost = Object.assign(new Error('terminating connection'), { code: '57P01' });
+    const sql = new ScriptedSql([lost, 'ok']);
+    const { wal, failures, observed } = walOver(sql);
+    const durable: string[] = [];
+    wal.enqueue(write('a', 0, 2), () => durable.push('a'));
+    await wal.drain();
+    expect(sql.flushes).toBe(2);
+    expect(observed).toEqual([{ error: lost, willRetry: true }]);
+    expect(durable).toEqual(['a']);
+    expect(failures).toEqual([]);
+    expect(wal.pendingEvents).toBe(0);
+  });
+
+  it('rejects the starts of a failed batch, with no workflow to report', async () => {
+    const refused = Object.assign(new Error('check constraint'), { code: '23514' });
+    const { wal, failures, observed } = walOver(new ScriptedSql([refused]));
+    await expect(wal.enqueueStart(startRow('a'))).rejects.toBe(refused);
+    expect(observed).toEqual([{ error: refused, willRetry: false }]);
+    expect(failures).toEqual([]);
+  });
+});
