@@ -6,15 +6,24 @@ import { WorkflowActor } from './workflow-actor.js';
 /** Actors examined per eviction pass, so a run of busy actors cannot make delivery O(n). */
 const EVICTION_SCAN = 32;
 
+interface Entry {
+  actor: WorkflowActor;
+  prev: Entry | undefined;
+  next: Entry | undefined;
+}
+
 /**
  * Routes messages to workflow actors by workflow id, creating (and thereby rehydrating) an actor
  * when none is in memory, and evicting the least recently used idle ones beyond `maxCached`.
- * A Map keeps the LRU order: delivery moves an actor to the end.
+ * Recency is an intrusive doubly linked list (head = least recent): touching an actor relinks two
+ * nodes, where re-inserting into a Map would churn its hash table on every message.
  */
 export class ActorSystem {
   readonly #host: ActorHost;
   readonly #maxCached: number;
-  readonly #actors = new Map<string, WorkflowActor>();
+  readonly #entries = new Map<string, Entry>();
+  #head: Entry | undefined;
+  #tail: Entry | undefined;
   #evictions = 0;
   #isClosed = false;
 
@@ -25,7 +34,7 @@ export class ActorSystem {
 
   /** Actors in memory. */
   get size(): number {
-    return this.#actors.size;
+    return this.#entries.size;
   }
 
   /** Actors evicted so far. */
@@ -36,7 +45,7 @@ export class ActorSystem {
   /** Messages waiting in all mailboxes. */
   get queuedMessages(): number {
     let total = 0;
-    for (const actor of this.#actors.values()) total += actor.queued;
+    for (const { actor } of this.#entries.values()) total += actor.queued;
     return total;
   }
 
@@ -46,41 +55,58 @@ export class ActorSystem {
    */
   deliver(workflowId: string, message: ActorMessage, seed?: WorkflowRow): void {
     if (this.#isClosed) return;
-    let actor = this.#actors.get(workflowId);
-    if (actor) {
-      this.#actors.delete(workflowId);
+    let entry = this.#entries.get(workflowId);
+    if (entry) {
+      this.#unlink(entry);
     } else {
-      actor = new WorkflowActor(workflowId, this.#host, (dropped) => this.#forget(dropped), seed);
+      const actor = new WorkflowActor(workflowId, this.#host, (dropped) => this.#forget(dropped), seed);
+      entry = { actor, prev: undefined, next: undefined };
+      this.#entries.set(workflowId, entry);
     }
-    this.#actors.set(workflowId, actor);
-    actor.push(message);
-    if (this.#actors.size > this.#maxCached) this.#evict();
+    this.#append(entry);
+    entry.actor.push(message);
+    if (this.#entries.size > this.#maxCached) this.trim();
   }
 
   get(workflowId: string): WorkflowActor | undefined {
-    return this.#actors.get(workflowId);
+    return this.#entries.get(workflowId)?.actor;
   }
 
   /** Removes a finished actor at once if it has nothing left to do. */
   release(workflowId: string): void {
-    const actor = this.#actors.get(workflowId);
-    if (actor?.isFinished && actor.isEvictable) this.#actors.delete(workflowId);
+    const entry = this.#entries.get(workflowId);
+    if (entry?.actor.isFinished && entry.actor.isEvictable) this.#remove(entry);
+  }
+
+  /** Evicts least recently used idle actors while there are more than `maxCached`. */
+  trim(): void {
+    let scanned = 0;
+    let entry = this.#head;
+    while (entry && this.#entries.size > this.#maxCached && scanned++ < EVICTION_SCAN) {
+      const next = entry.next;
+      if (entry.actor.isEvictable) {
+        this.#remove(entry);
+        this.#evictions++;
+        this.#host.observer.evicted(entry.actor.workflowId);
+      }
+      entry = next;
+    }
   }
 
   /** Kills the actors of `workflowIds` (their unflushed state is lost; they rebuild on demand). */
   drop(workflowIds: Iterable<string>): void {
     for (const id of workflowIds) {
-      const actor = this.#actors.get(id);
-      if (!actor) continue;
-      actor.kill();
-      this.#actors.delete(id);
+      const entry = this.#entries.get(id);
+      if (!entry) continue;
+      entry.actor.kill();
+      this.#remove(entry);
     }
   }
 
   /** Waits until every mailbox is empty (more messages may still arrive afterwards). */
   async drain(): Promise<void> {
     for (;;) {
-      const busy = [...this.#actors.values()].filter((a) => !a.isEvictable);
+      const busy = [...this.#entries.values()].map((e) => e.actor).filter((a) => !a.isEvictable);
       if (busy.length === 0) return;
       await Promise.all(busy.map((a) => a.drained()));
       // Durable callbacks decrement the unflushed counts; give the WAL a turn to run them.
@@ -92,22 +118,36 @@ export class ActorSystem {
   /** Stops delivery and kills every actor. */
   close(): void {
     this.#isClosed = true;
-    for (const actor of this.#actors.values()) actor.kill();
-    this.#actors.clear();
+    for (const { actor } of this.#entries.values()) actor.kill();
+    this.#entries.clear();
+    this.#head = undefined;
+    this.#tail = undefined;
   }
 
   #forget(actor: WorkflowActor): void {
-    if (this.#actors.get(actor.workflowId) === actor) this.#actors.delete(actor.workflowId);
+    const entry = this.#entries.get(actor.workflowId);
+    if (entry?.actor === actor) this.#remove(entry);
   }
 
-  #evict(): void {
-    let scanned = 0;
-    for (const [id, actor] of this.#actors) {
-      if (this.#actors.size <= this.#maxCached || scanned++ >= EVICTION_SCAN) return;
-      if (!actor.isEvictable) continue;
-      this.#actors.delete(id);
-      this.#evictions++;
-      this.#host.observer.evicted(id);
-    }
+  #remove(entry: Entry): void {
+    this.#unlink(entry);
+    this.#entries.delete(entry.actor.workflowId);
+  }
+
+  #append(entry: Entry): void {
+    entry.prev = this.#tail;
+    entry.next = undefined;
+    if (this.#tail) this.#tail.next = entry;
+    else this.#head = entry;
+    this.#tail = entry;
+  }
+
+  #unlink(entry: Entry): void {
+    if (entry.prev) entry.prev.next = entry.next;
+    else if (this.#head === entry) this.#head = entry.next;
+    if (entry.next) entry.next.prev = entry.prev;
+    else if (this.#tail === entry) this.#tail = entry.prev;
+    entry.prev = undefined;
+    entry.next = undefined;
   }
 }

@@ -160,6 +160,12 @@ async function throughput(
       stepP95Ms: step.p95,
       stepP99Ms: step.p99,
       engineCpuPct: usage.engineCpuPct,
+      mainThreadBusyPct: usage.mainThreadBusyPct,
+      // Main-thread time per activity step: the engine's cost, less sensitive to a noisy machine.
+      mainThreadUsPerStep:
+        activitiesPerWorkflow > 0
+          ? (usage.mainThreadBusyPct / 100) * seconds * 1e6 / (options.workflows * activitiesPerWorkflow)
+          : undefined,
       databaseCpuPct: usage.databaseCpuPct,
     };
   } finally {

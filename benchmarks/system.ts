@@ -50,18 +50,29 @@ export async function postgresCpuSeconds(): Promise<number | undefined> {
   return found ? ticks / TICKS_PER_SECOND : undefined;
 }
 
+/** CPU over a span: the whole process (all threads), its main thread's busy share, Postgres. */
+export interface CpuUse {
+  engineCpuPct: number;
+  /** Event-loop utilisation of the main thread, in %: the engine's own thread. */
+  mainThreadBusyPct: number;
+  databaseCpuPct: number | undefined;
+}
+
 /** Measures this process's and Postgres's CPU over a span; call `stop()` at its end. */
-export async function cpuMeter(): Promise<{ stop(): Promise<{ engineCpuPct: number; databaseCpuPct: number | undefined }> }> {
+export async function cpuMeter(): Promise<{ stop(): Promise<CpuUse> }> {
   const start = performance.now();
   const usage = process.cpuUsage();
+  const loop = performance.eventLoopUtilization();
   const pgStart = await postgresCpuSeconds();
   return {
     async stop() {
       const wall = (performance.now() - start) / 1000;
       const used = process.cpuUsage(usage);
+      const busy = performance.eventLoopUtilization(loop).utilization;
       const pgEnd = await postgresCpuSeconds();
       return {
         engineCpuPct: ((used.user + used.system) / 1e6 / wall) * 100,
+        mainThreadBusyPct: busy * 100,
         databaseCpuPct: pgStart === undefined || pgEnd === undefined ? undefined : ((pgEnd - pgStart) / wall) * 100,
       };
     },

@@ -29,7 +29,7 @@ import {
 } from './errors.js';
 import { fromFailure, toFailure } from './failure.js';
 import { type EngineOptions, type ResolvedEngineOptions, resolveEngineOptions } from './options.js';
-import { nextAttemptAt, parseActivityOptions, resolveRetryPolicy } from './retry-policy.js';
+import { type ActivityOptions, nextAttemptAt, parseActivityOptions, resolveRetryPolicy } from './retry-policy.js';
 import { type ArmedTimer, TimerService } from './timer-service.js';
 import { checkName } from './validate.js';
 import type { WorkflowState } from './workflow-state.js';
@@ -125,6 +125,7 @@ class EngineImpl implements Engine, ActorHost {
   readonly #timers: TimerService<TimerPayload>;
   readonly #namesByFunction = new Map<WorkflowFunction<never, unknown>, string>();
   readonly #registeredNames: string[];
+  readonly #parsedOptions = new Map<string, ActivityOptions>();
   /** Activity attempts handed to the pool and not yet reported back. */
   readonly #inFlightTasks = new Set<string>();
   readonly #poll: NodeJS.Timeout;
@@ -176,7 +177,7 @@ class EngineImpl implements Engine, ActorHost {
     );
     registerQueueGauges(this.metrics, {
       walPendingEvents: () => this.wal.pendingEvents,
-      walFlushesInFlight: () => (this.wal.isFlushing ? 1 : 0),
+      walFlushesInFlight: () => this.wal.flushesInFlight,
       mailboxMessages: () => this.#system.queuedMessages,
       actorsInMemory: () => this.#system.size,
       activityTasksQueued: () => this.#pool.queued,
@@ -233,6 +234,8 @@ class EngineImpl implements Engine, ActorHost {
       });
     }
     for (const commandId of effects.disarmTimers) this.#timers.disarm(timerKey(workflowId, commandId));
+    // Actors become evictable once their writes commit: trim the cache here, not only on delivery.
+    if (this.#system.size > this.#options.maxCachedWorkflows) this.#system.trim();
     if (effects.finished) {
       const { status, startedAt } = effects.finished;
       m.workflowFinished(effects.workflowName, status, Math.max(0, Date.now() - startedAt) / 1000);
@@ -348,7 +351,7 @@ class EngineImpl implements Engine, ActorHost {
     const key = taskKey(task.workflowId, task.commandId);
     if (this.#inFlightTasks.has(key)) return;
     this.#inFlightTasks.add(key);
-    const options = parseActivityOptions(task.options);
+    const options = this.#activityOptions(task.options);
     this.#pool
       .run({
         name: task.name,
@@ -389,6 +392,16 @@ class EngineImpl implements Engine, ActorHost {
         this.#inFlightTasks.delete(key);
         this.logger.error({ err: error, workflowId: task.workflowId }, 'activity dispatch failed');
       });
+  }
+
+  /** Parsed activity options; workflows reuse a handful of option sets, so parse each once. */
+  #activityOptions(json: string): ActivityOptions {
+    let options = this.#parsedOptions.get(json);
+    if (!options) {
+      options = parseActivityOptions(json);
+      if (this.#parsedOptions.size < 1000) this.#parsedOptions.set(json, options);
+    }
+    return options;
   }
 
   #onTimer(timer: ArmedTimer<TimerPayload>): void {

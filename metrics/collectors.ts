@@ -29,7 +29,7 @@ export function registerQueueGauges(registry: Registry, depths: QueueDepths): vo
     });
   };
   gauge(MetricName.WalPendingEvents, 'History events appended and not yet committed.', depths.walPendingEvents);
-  gauge(MetricName.WalFlushesInFlight, 'WAL flushes being committed now (0 or 1).', depths.walFlushesInFlight);
+  gauge(MetricName.WalFlushesInFlight, 'WAL flushes being committed now.', depths.walFlushesInFlight);
   gauge(MetricName.MailboxMessages, 'Messages waiting in actor mailboxes, all actors together.', depths.mailboxMessages);
   gauge(MetricName.ActorsInMemory, 'Workflow actors in memory.', depths.actorsInMemory);
   gauge(MetricName.ActivityTasksQueued, 'Activity attempts waiting for a free thread.', depths.activityTasksQueued);

@@ -25,6 +25,12 @@ export interface WalOptions {
   onFlushFailed: (workflowIds: ReadonlySet<string>, error: unknown) => void;
   /** Pending events above which `isCongested` turns true. */
   highWaterEvents: number;
+  /**
+   * Flushes committed at once, on separate connections, over disjoint sets of workflows: a
+   * workflow's later writes wait until its earlier ones committed, so each history stays in order.
+   * @default 2
+   */
+  maxFlushesInFlight?: number;
   observer?: WalObserver;
 }
 
@@ -60,12 +66,34 @@ class Batch {
   add(write: WorkflowWrite, callback: (() => void) | undefined): void {
     const existing = this.writes.get(write.workflowId);
     if (existing) mergeWrite(existing, write);
-    else this.writes.set(write.workflowId, cloneWrite(write));
+    else this.writes.set(write.workflowId, write);
     this.events += write.history.length;
     if (callback) this.onDurable.push({ workflowId: write.workflowId, callback });
   }
 
-  /** Removes the writes of `ids`; returns how many events went with them. */
+  /**
+   * Moves into a new batch every start and every write of a workflow not in `busy`; writes of busy
+   * workflows (and their callbacks) stay here for a later flush.
+   */
+  split(busy: ReadonlySet<string>): Batch {
+    const taken = new Batch();
+    taken.starts.push(...this.starts);
+    this.starts.length = 0;
+    for (const [id, write] of this.writes) {
+      if (busy.has(id)) continue;
+      taken.writes.set(id, write);
+      taken.events += write.history.length;
+      this.events -= write.history.length;
+      this.writes.delete(id);
+    }
+    const kept: Batch['onDurable'] = [];
+    for (const entry of this.onDurable) (taken.writes.has(entry.workflowId) ? taken.onDurable : kept).push(entry);
+    this.onDurable.length = 0;
+    this.onDurable.push(...kept);
+    return taken;
+  }
+
+  /** Removes the writes of `ids` and their callbacks. */
   discard(ids: ReadonlySet<string>): void {
     for (const id of ids) {
       const write = this.writes.get(id);
@@ -77,18 +105,6 @@ class Batch {
       if (ids.has(this.onDurable[i]!.workflowId)) this.onDurable.splice(i, 1);
     }
   }
-}
-
-function cloneWrite(w: WorkflowWrite): WorkflowWrite {
-  return {
-    ...w,
-    history: [...w.history],
-    timersInsert: [...w.timersInsert],
-    timersDelete: [...w.timersDelete],
-    tasksUpsert: [...w.tasksUpsert],
-    tasksDelete: [...w.tasksDelete],
-    inboxDelete: [...w.inboxDelete],
-  };
 }
 
 /**
@@ -134,8 +150,10 @@ export function mergeWrite(into: WorkflowWrite, next: WorkflowWrite): void {
  * Modes:
  * - idle: nothing pending, no flush in flight. An append schedules a flush for the end of the
  *   current turn of the event loop, so a lone workflow is not held back by a batching timer.
- * - flushing: one batch is being committed; appends fill the next batch (pipelining). When the
- *   commit ends, the next batch starts at once if it has anything.
+ * - flushing: up to `maxFlushesInFlight` batches are being committed, each on its own connection
+ *   and over workflows no other in-flight batch has; appends fill the next batch (pipelining).
+ *   When a commit ends, the next batch starts at once if it has anything. Writes of a workflow
+ *   whose earlier writes are still in flight wait for them.
  * - retrying: the flush failed with a transient error (connection lost, database restarting);
  *   the same batch is committed again after a backoff. Nothing in it was released.
  * - closed: appends are refused; `close()` resolved after the last batch committed or failed.
@@ -147,7 +165,10 @@ export function mergeWrite(into: WorkflowWrite, next: WorkflowWrite): void {
 export class Wal {
   readonly #options: WalOptions;
   #pending = new Batch();
-  #inFlight: Batch | undefined;
+  readonly #inFlight = new Set<Batch>();
+  /** Workflows with writes in an in-flight batch. */
+  readonly #busy = new Set<string>();
+  readonly #maxInFlight: number;
   #isScheduled = false;
   #isClosed = false;
   #idleWaiters: (() => void)[] = [];
@@ -155,16 +176,24 @@ export class Wal {
 
   constructor(options: WalOptions) {
     this.#options = options;
+    this.#maxInFlight = Math.max(1, options.maxFlushesInFlight ?? 2);
   }
 
   /** History rows waiting for a flush, in flight included. */
   get pendingEvents(): number {
-    return this.#pending.events + (this.#inFlight?.events ?? 0);
+    let events = this.#pending.events;
+    for (const batch of this.#inFlight) events += batch.events;
+    return events;
   }
 
   /** Whether a flush is being committed now. */
   get isFlushing(): boolean {
-    return this.#inFlight !== undefined;
+    return this.#inFlight.size > 0;
+  }
+
+  /** Flushes being committed now. */
+  get flushesInFlight(): number {
+    return this.#inFlight.size;
   }
 
   /** Whether appenders should wait (`whenUncongested`) before producing more. */
@@ -179,8 +208,9 @@ export class Wal {
   }
 
   /**
-   * Buffers a workflow's write; `onDurable` runs after the transaction holding it commits, and
-   * never if it fails.
+   * Buffers a workflow's write; `onDurable` runs after the statement holding it commits, and
+   * never if it fails. The WAL takes ownership of `write` (later writes of the same workflow are
+   * merged into it): the caller must not touch it again.
    */
   enqueue(write: WorkflowWrite, onDurable?: () => void): void {
     if (this.#isClosed) throw new WalClosedError();
@@ -202,7 +232,7 @@ export class Wal {
 
   /** Resolves when everything appended so far has been committed (or has failed). */
   drain(): Promise<void> {
-    if (this.#pending.isEmpty && !this.#inFlight) return Promise.resolve();
+    if (this.#pending.isEmpty && this.#inFlight.size === 0) return Promise.resolve();
     return new Promise((resolve) => this.#idleWaiters.push(resolve));
   }
 
@@ -213,28 +243,42 @@ export class Wal {
   }
 
   #schedule(): void {
-    if (this.#inFlight || this.#isScheduled) return;
+    if (this.#isScheduled || this.#inFlight.size >= this.#maxInFlight) return;
     this.#isScheduled = true;
     // End of this turn: every actor that ran in this tick has appended by then.
     setImmediate(() => {
       this.#isScheduled = false;
-      void this.#flushLoop();
+      this.#startFlushes();
     });
   }
 
-  async #flushLoop(): Promise<void> {
-    if (this.#inFlight) return;
-    while (!this.#pending.isEmpty) {
-      const batch = this.#pending;
-      this.#pending = new Batch();
-      this.#inFlight = batch;
-      await this.#commitWithRetry(batch);
-      this.#inFlight = undefined;
-      this.#wakeUncongested();
+  #startFlushes(): void {
+    while (this.#inFlight.size < this.#maxInFlight && !this.#pending.isEmpty) {
+      let batch: Batch;
+      if (this.#busy.size === 0) {
+        batch = this.#pending;
+        this.#pending = new Batch();
+      } else {
+        batch = this.#pending.split(this.#busy);
+        if (batch.isEmpty) break; // everything pending waits for a flush in flight
+      }
+      void this.#flush(batch);
     }
-    const waiters = this.#idleWaiters;
-    this.#idleWaiters = [];
-    for (const resolve of waiters) resolve();
+  }
+
+  async #flush(batch: Batch): Promise<void> {
+    this.#inFlight.add(batch);
+    for (const id of batch.writes.keys()) this.#busy.add(id);
+    await this.#commitWithRetry(batch);
+    this.#inFlight.delete(batch);
+    for (const id of batch.writes.keys()) this.#busy.delete(id);
+    this.#wakeUncongested();
+    this.#startFlushes();
+    if (this.#inFlight.size === 0 && this.#pending.isEmpty) {
+      const waiters = this.#idleWaiters;
+      this.#idleWaiters = [];
+      for (const resolve of waiters) resolve();
+    }
   }
 
   async #commitWithRetry(batch: Batch): Promise<void> {

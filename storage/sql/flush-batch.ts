@@ -37,10 +37,12 @@ function flushStatement(t: Tables): string {
     ON CONFLICT (id) DO NOTHING
     RETURNING id),
   ins_h AS (
+    -- One JSON document for all history rows: serialising it is one native JSON.stringify per
+    -- workflow, where text[] parameters are escaped element by element in JavaScript.
     INSERT INTO ${t.history} (workflow_id, seq, activation, type, command_id, payload, at)
-    SELECT w, s, a, ty, c, p, to_timestamp(at / 1000.0)
-    FROM unnest($7::text[], $8::int[], $9::int[], $10::text[], $11::int[], $12::text[], $13::float8[])
-      AS u(w, s, a, ty, c, p, at)),
+    SELECT x.w, r.seq, r.activation, r.type, r."commandId", r.payload, to_timestamp(r.at / 1000.0)
+    FROM json_to_recordset($7::json) AS x(w text, rows json),
+         json_to_recordset(x.rows) AS r(seq int, activation int, type text, "commandId" int, payload text, at float8)),
   upd AS (
     UPDATE ${t.workflows} w SET
       status = coalesce(u.status, w.status),
@@ -49,37 +51,37 @@ function flushStatement(t: Tables): string {
       error = CASE WHEN u.set_error THEN u.error ELSE w.error END,
       started_at = coalesce(to_timestamp(u.started_at / 1000.0), w.started_at),
       completed_at = coalesce(to_timestamp(u.completed_at / 1000.0), w.completed_at)
-    FROM unnest($14::text[], $15::text[], $16::text[], $17::bool[], $18::text[], $19::bool[], $20::text[],
-                $21::float8[], $22::float8[])
+    FROM unnest($8::text[], $9::text[], $10::text[], $11::bool[], $12::text[], $13::bool[], $14::text[],
+                $15::float8[], $16::float8[])
       AS u(id, status, vars, set_result, result, set_error, error, started_at, completed_at)
     WHERE w.id = u.id
     RETURNING 1),
   ins_t AS (
     INSERT INTO ${t.timers} (workflow_id, command_id, due_at)
-    SELECT w, c, to_timestamp(d / 1000.0) FROM unnest($23::text[], $24::int[], $25::float8[]) AS u(w, c, d)
+    SELECT w, c, to_timestamp(d / 1000.0) FROM unnest($17::text[], $18::int[], $19::float8[]) AS u(w, c, d)
     ON CONFLICT DO NOTHING),
   del_t AS (
-    DELETE FROM ${t.timers} x USING unnest($26::text[], $27::int[]) AS u(w, c)
+    DELETE FROM ${t.timers} x USING unnest($20::text[], $21::int[]) AS u(w, c)
     WHERE x.workflow_id = u.w AND x.command_id = u.c),
   up_a AS (
     INSERT INTO ${t.activityTasks} (workflow_id, command_id, name, input, options, attempt, visible_at, scheduled_at, last_failure)
     SELECT w, c, n, i, o, a, to_timestamp(v / 1000.0), to_timestamp(s / 1000.0), f
-    FROM unnest($28::text[], $29::int[], $30::text[], $31::text[], $32::text[], $33::int[], $34::float8[],
-                $35::float8[], $36::text[]) AS u(w, c, n, i, o, a, v, s, f)
+    FROM unnest($22::text[], $23::int[], $24::text[], $25::text[], $26::text[], $27::int[], $28::float8[],
+                $29::float8[], $30::text[]) AS u(w, c, n, i, o, a, v, s, f)
     ON CONFLICT (workflow_id, command_id) DO UPDATE SET
       attempt = excluded.attempt, visible_at = excluded.visible_at, last_failure = excluded.last_failure),
   del_a AS (
-    DELETE FROM ${t.activityTasks} x USING unnest($37::text[], $38::int[]) AS u(w, c)
+    DELETE FROM ${t.activityTasks} x USING unnest($31::text[], $32::int[]) AS u(w, c)
     WHERE x.workflow_id = u.w AND x.command_id = u.c),
   del_i AS (
-    DELETE FROM ${t.inbox} WHERE id = ANY($39::bigint[])),
+    DELETE FROM ${t.inbox} WHERE id = ANY($33::bigint[])),
   note AS (
-    SELECT pg_notify($40, 'done') WHERE $41::bool),
+    SELECT pg_notify($34, 'done') WHERE $35::bool),
   checked AS (
     -- A row to update that does not exist aborts the whole statement: the cast fails at run time,
     -- only on that branch, with a message naming the problem.
-    SELECT CASE WHEN n <> $42::int
-      THEN ('${MISSING_ROW_MARKER}: ' || ($42::int - n) || ' workflow row(s) to update do not exist')::int
+    SELECT CASE WHEN n <> $36::int
+      THEN ('${MISSING_ROW_MARKER}: ' || ($36::int - n) || ' workflow row(s) to update do not exist')::int
       ELSE n END AS updated
     FROM (SELECT count(*)::int AS n FROM upd) c)
 SELECT (SELECT coalesce(array_agg(id), '{}') FROM ins_wf) AS inserted,
@@ -108,13 +110,7 @@ export async function flushBatch(
   starts: readonly NewWorkflowRow[],
   writes: readonly WorkflowWrite[],
 ): Promise<FlushResult> {
-  const hw: string[] = [];
-  const hs: number[] = [];
-  const ha: number[] = [];
-  const hty: string[] = [];
-  const hc: (number | null)[] = [];
-  const hp: (string | null)[] = [];
-  const hat: number[] = [];
+  let history = '';
   const updates: WorkflowWrite[] = [];
   const timerInserts: { w: string; c: number; d: number }[] = [];
   const timerDeletes: { w: string; c: number }[] = [];
@@ -123,14 +119,8 @@ export async function flushBatch(
   const inbox: number[] = [];
   let notify = false;
   for (const w of writes) {
-    for (const row of w.history) {
-      hw.push(w.workflowId);
-      hs.push(row.seq);
-      ha.push(row.activation);
-      hty.push(row.type);
-      hc.push(row.commandId);
-      hp.push(row.payload);
-      hat.push(row.at);
+    if (w.history.length > 0) {
+      history += `${history ? ',' : '['}{"w":${JSON.stringify(w.workflowId)},"rows":${JSON.stringify(w.history)}}`;
     }
     if (changesRow(w)) updates.push(w);
     for (const x of w.timersInsert) timerInserts.push({ w: w.workflowId, c: x.commandId, d: x.dueAt });
@@ -148,13 +138,7 @@ export async function flushBatch(
       starts.map((r) => r.input ?? null),
       starts.map((r) => r.startAt),
       starts.map((r) => r.createdAt),
-      hw,
-      hs,
-      ha,
-      hty,
-      hc,
-      hp,
-      hat,
+      history ? `${history}]` : '[]',
       updates.map((w) => w.workflowId),
       updates.map((w) => w.status ?? null),
       updates.map((w) => w.vars ?? null),
