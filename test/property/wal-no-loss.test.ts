@@ -67,9 +67,13 @@ class FakeSql implements Sql {
 
   #statement<Row>(text: string, params: unknown[], staged: string[]): QueryResult<Row> {
     if (!text.includes(tables.history)) throw new Error(`unexpected statement: ${text.slice(0, 60)}`);
+    // History travels as one JSON document: [{ w, rows: [{ seq, payload, … }] }].
     for (const param of params) {
-      if (Array.isArray(param) && param.some((p) => typeof p === 'string' && p.startsWith(TAG))) {
-        staged.push(...(param as string[]));
+      if (typeof param !== 'string' || !param.startsWith('[')) continue;
+      for (const { rows } of JSON.parse(param) as { rows?: { payload?: unknown }[] }[]) {
+        for (const row of rows ?? []) {
+          if (typeof row.payload === 'string' && row.payload.startsWith(TAG)) staged.push(row.payload);
+        }
       }
     }
     // No start and no change to a workflow row: nothing inserted, nothing updated.
