@@ -1,18 +1,26 @@
 import fastq from 'fastq';
 
+const noop = (): void => undefined;
+
 /**
  * An actor's mailbox: a fastq queue of concurrency 1, so the handler never runs concurrently with
  * itself. Messages that arrive while the handler runs are handed over together on its next run,
  * which is what lets one activation take everything queued for the actor at once.
  *
  * Modes:
- * - idle: nothing queued; a push schedules one run.
+ * - idle: nothing queued; a push schedules one run (in a microtask, so everything the caller
+ *   pushes in the same synchronous run joins it, and the handler never runs on the caller's stack).
  * - scheduled: a run is queued in fastq and will take every message pushed until it starts.
  * - running: the handler has a batch; pushes collect for the next run.
  * - killed: pushes are ignored; the queue is emptied.
+ *
+ * fastq is used in its callback form, created on first use: no promise per run, and no queue at
+ * all for an actor that never receives a message.
  */
 export class Mailbox<Message> {
-  readonly #queue: fastq.queueAsPromised<void, void>;
+  readonly #handle: (batch: Message[], receivedAt: number) => Promise<void>;
+  readonly #onError: (error: unknown) => void;
+  #queue: fastq.queue<void, void> | undefined;
   #messages: Message[] = [];
   #isScheduled = false;
   #isRunning = false;
@@ -21,25 +29,12 @@ export class Mailbox<Message> {
   #inProgress = 0;
   /** performance.now() when the first message of the next batch arrived. */
   #firstPushAt = 0;
+  #idleWaiters: (() => void)[] = [];
 
   /** `handle` gets each batch with the time its first message arrived (performance.now()). */
   constructor(handle: (batch: Message[], receivedAt: number) => Promise<void>, onError: (error: unknown) => void) {
-    this.#queue = fastq.promise<unknown, void, void>(async () => {
-      this.#isScheduled = false;
-      const batch = this.#messages;
-      this.#messages = [];
-      if (this.#isKilled || batch.length === 0) return;
-      this.#isRunning = true;
-      this.#inProgress = batch.length;
-      try {
-        await handle(batch, this.#firstPushAt);
-      } catch (error) {
-        onError(error);
-      } finally {
-        this.#isRunning = false;
-        this.#inProgress = 0;
-      }
-    }, 1);
+    this.#handle = handle;
+    this.#onError = onError;
   }
 
   /** Messages not yet handled: those waiting plus the batch being handled now. */
@@ -58,23 +53,56 @@ export class Mailbox<Message> {
     this.#messages.push(message);
     if (this.#isScheduled) return;
     this.#isScheduled = true;
-    // fastq runs an idle worker synchronously; deferring to a microtask lets every message pushed
-    // by the caller's synchronous run join the batch, and keeps the handler off the caller's stack.
-    // The worker never rejects (errors go to onError), so the promise needs no handler of its own.
-    queueMicrotask(() => void this.#queue.push());
+    queueMicrotask(this.#kick);
   }
 
   /** Resolves when every message pushed so far has been handled. */
-  async drained(): Promise<void> {
-    while (!this.isIdle) {
-      if (this.#queue.idle()) await Promise.resolve(); // a run is about to be queued
-      else await this.#queue.drained();
-    }
+  drained(): Promise<void> {
+    if (this.isIdle) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
   }
 
   /** Drops whatever is queued and refuses further messages. */
   kill(): void {
     this.#isKilled = true;
     this.#messages = [];
+  }
+
+  readonly #kick = (): void => {
+    this.#queue ??= fastq<void, void>(this.#run, 1);
+    this.#queue.push(undefined, noop);
+  };
+
+  readonly #run = (_arg: void, done: (error: Error | null) => void): void => {
+    this.#isScheduled = false;
+    const batch = this.#messages;
+    this.#messages = [];
+    if (this.#isKilled || batch.length === 0) {
+      this.#settle(done);
+      return;
+    }
+    this.#isRunning = true;
+    this.#inProgress = batch.length;
+    this.#handle(batch, this.#firstPushAt).then(
+      () => this.#settle(done),
+      (error: unknown) => {
+        try {
+          this.#onError(error);
+        } catch {
+          // onError is the last place to report to; the mailbox must keep serving regardless.
+        }
+        this.#settle(done);
+      },
+    );
+  };
+
+  #settle(done: (error: Error | null) => void): void {
+    this.#isRunning = false;
+    this.#inProgress = 0;
+    done(null);
+    if (!this.isIdle || this.#idleWaiters.length === 0) return;
+    const waiters = this.#idleWaiters;
+    this.#idleWaiters = [];
+    for (const resolve of waiters) resolve();
   }
 }

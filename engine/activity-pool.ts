@@ -4,7 +4,7 @@ import { BroadcastChannel } from 'node:worker_threads';
 
 import { Piscina } from 'piscina';
 
-import type { ActivityOutcome, ActivityTask } from './activity-context.js';
+import { type ActivityOutcome, type ActivityTask, activityIdOf } from './activity-context.js';
 import { type ActivityFunction, decodeInput, runAttempt } from './activity-runner.js';
 import type { BatchedOutcome } from './activity-thread.js';
 import { ConfigurationError, EngineClosedError } from './errors.js';
@@ -28,10 +28,30 @@ export interface ActivityPoolOptions {
   maxHeapMb: number | undefined;
 }
 
-interface Pending {
+/** One attempt to run, as the engine submits it (a task row and its timeout). */
+export interface PoolTask {
+  name: string;
+  /** JSON of the input; undefined for none. */
+  input: string | undefined;
+  workflowId: string;
+  commandId: number;
+  attempt: number;
+}
+
+interface Pending<T extends PoolTask> {
   id: number;
-  task: ActivityTask;
-  resolve: (outcome: ActivityOutcome) => void;
+  task: T;
+}
+
+function toActivityTask(task: PoolTask, timeoutMs: number | undefined): ActivityTask {
+  return {
+    name: task.name,
+    input: task.input,
+    workflowId: task.workflowId,
+    activityId: activityIdOf(task.workflowId, task.commandId),
+    attempt: task.attempt,
+    timeoutMs,
+  };
 }
 
 function threadFailure(error: unknown, startedAt: number): ActivityOutcome {
@@ -45,7 +65,8 @@ function threadFailure(error: unknown, startedAt: number): ActivityOutcome {
 
 /**
  * Runs activity attempts: in Piscina worker threads for the activities module, on the engine
- * thread for inline activities. `run` always resolves with an outcome.
+ * thread for inline activities. Every submitted attempt ends in exactly one call of `onOutcome`
+ * with the task it was submitted with (no promise per attempt on the hot path).
  *
  * Attempts wait in a queue here and go to the threads in batches, as many as there are free
  * slots (threads × concurrency), one Piscina task per batch: a Piscina dispatch costs tens of
@@ -56,16 +77,17 @@ function threadFailure(error: unknown, startedAt: number): ActivityOutcome {
  * An attempt with a timeout runs alone as an abortable Piscina task instead: if it blocks its
  * thread past the timeout, Piscina terminates the thread.
  */
-export class ActivityPool {
+export class ActivityPool<T extends PoolTask = PoolTask> {
   readonly #piscina: Piscina | undefined;
+  readonly #onOutcome: (task: T, outcome: ActivityOutcome) => void;
   readonly #inline: Readonly<Record<string, ActivityFunction>>;
   readonly #closing = new AbortController();
   readonly #closeChannel: BroadcastChannel;
   readonly #results: BroadcastChannel;
   readonly #threadNames: ReadonlySet<string>;
   readonly #capacity: number;
-  readonly #waiting: Pending[] = [];
-  readonly #running = new Map<number, Pending>();
+  readonly #waiting: Pending<T>[] = [];
+  readonly #running = new Map<number, Pending<T>>();
   #nextId = 1;
   #isPumpScheduled = false;
   #inlineRunning = 0;
@@ -77,8 +99,10 @@ export class ActivityPool {
     closeChannel: BroadcastChannel,
     results: BroadcastChannel,
     threadNames: ReadonlySet<string>,
+    onOutcome: (task: T, outcome: ActivityOutcome) => void,
   ) {
     this.#piscina = piscina;
+    this.#onOutcome = onOutcome;
     this.#inline = options.inline;
     this.#closeChannel = closeChannel;
     this.#results = results;
@@ -90,11 +114,14 @@ export class ActivityPool {
   }
 
   /** Starts the threads and checks that the module loads and exports functions. */
-  static async create(options: ActivityPoolOptions): Promise<ActivityPool> {
+  static async create<T extends PoolTask>(
+    options: ActivityPoolOptions,
+    onOutcome: (task: T, outcome: ActivityOutcome) => void,
+  ): Promise<ActivityPool<T>> {
     const id = randomUUID();
     const closeChannel = new BroadcastChannel(`duraflow-close-${id}`);
     const results = new BroadcastChannel(`duraflow-results-${id}`);
-    if (!options.moduleUrl) return new ActivityPool(undefined, options, closeChannel, results, new Set());
+    if (!options.moduleUrl) return new ActivityPool(undefined, options, closeChannel, results, new Set(), onOutcome);
     const piscina = new Piscina({
       filename: new URL('./activity-thread.js', import.meta.url).href,
       workerData: {
@@ -129,7 +156,7 @@ export class ActivityPool {
     if (names.length === 0) {
       return fail(new ConfigurationError(`activities module ${options.moduleUrl.href} exports no functions`));
     }
-    return new ActivityPool(piscina, options, closeChannel, results, new Set(names));
+    return new ActivityPool(piscina, options, closeChannel, results, new Set(names), onOutcome);
   }
 
   /** Attempts waiting for a free slot. */
@@ -147,26 +174,28 @@ export class ActivityPool {
     return Object.hasOwn(this.#inline, name) || this.#threadNames.has(name);
   }
 
-  run(task: ActivityTask): Promise<ActivityOutcome> {
+  /** Runs one attempt of `task`; `timeoutMs` is its startToCloseTimeoutMs, if any. */
+  submit(task: T, timeoutMs: number | undefined): void {
     const inline = Object.hasOwn(this.#inline, task.name) ? this.#inline[task.name] : undefined;
-    if (inline) return this.#runInline(inline, task);
-    if (!this.#piscina || !this.#threadNames.has(task.name)) {
-      return Promise.resolve({
-        ok: false,
-        failure: {
-          name: 'UnknownActivityError',
-          message: `no activity is registered as ${JSON.stringify(task.name)}`,
-          nonRetryable: true,
-        },
-        startedAt: Date.now(),
-        durationMs: 0,
-      });
+    if (inline) {
+      void this.#runInline(inline, task, timeoutMs);
+      return;
     }
-    if (task.timeoutMs !== undefined) return this.#runAbortable(this.#piscina, task, task.timeoutMs);
-    return new Promise((resolve) => {
-      this.#waiting.push({ id: this.#nextId++, task, resolve });
-      this.#schedulePump();
-    });
+    if (!this.#piscina || !this.#threadNames.has(task.name)) {
+      const failure = {
+        name: 'UnknownActivityError',
+        message: `no activity is registered as ${JSON.stringify(task.name)}`,
+        nonRetryable: true,
+      };
+      queueMicrotask(() => this.#onOutcome(task, { ok: false, failure, startedAt: Date.now(), durationMs: 0 }));
+      return;
+    }
+    if (timeoutMs !== undefined) {
+      void this.#runAbortable(this.#piscina, task, timeoutMs);
+      return;
+    }
+    this.#waiting.push({ id: this.#nextId++, task });
+    this.#schedulePump();
   }
 
   /** Aborts every running attempt (their signals fire) and stops the threads. */
@@ -178,27 +207,34 @@ export class ActivityPool {
     await this.#piscina?.destroy();
   }
 
-  async #runInline(fn: ActivityFunction, task: ActivityTask): Promise<ActivityOutcome> {
+  async #runInline(fn: ActivityFunction, task: T, timeoutMs: number | undefined): Promise<void> {
     this.#inlineRunning++;
+    const attempt = toActivityTask(task, timeoutMs);
+    let outcome: ActivityOutcome;
     try {
-      return await runAttempt(fn, task, decodeInput(task), this.#closing.signal);
+      outcome = await runAttempt(fn, attempt, decodeInput(attempt), this.#closing.signal);
+    } catch (error) {
+      outcome = { ok: false, failure: toFailure(error), startedAt: Date.now(), durationMs: 0 };
     } finally {
       this.#inlineRunning--;
     }
+    this.#onOutcome(task, outcome);
   }
 
-  async #runAbortable(piscina: Piscina, task: ActivityTask, timeoutMs: number): Promise<ActivityOutcome> {
+  async #runAbortable(piscina: Piscina, task: T, timeoutMs: number): Promise<void> {
     const signal = AbortSignal.any([this.#closing.signal, AbortSignal.timeout(timeoutMs + HARD_TIMEOUT_GRACE_MS)]);
     this.#abortableRunning++;
     const startedAt = Date.now();
+    let outcome: ActivityOutcome;
     try {
-      return (await piscina.run(task, { signal })) as ActivityOutcome;
+      outcome = (await piscina.run(toActivityTask(task, timeoutMs), { signal })) as ActivityOutcome;
     } catch (error) {
       // The thread died (exit, out of memory) or was terminated for ignoring its timeout.
-      return threadFailure(error, startedAt);
+      outcome = threadFailure(error, startedAt);
     } finally {
       this.#abortableRunning--;
     }
+    this.#onOutcome(task, outcome);
   }
 
   #schedulePump(): void {
@@ -227,7 +263,8 @@ export class ActivityPool {
       // objects would be cloned field by field. Inputs are JSON already and are spliced in.
       let text = '[';
       for (const { id, task } of batch) {
-        text += `${text === '[' ? '' : ','}[${id},${JSON.stringify(task.name)},${JSON.stringify(task.workflowId)},${JSON.stringify(task.activityId)},${task.attempt}${task.input === undefined ? '' : `,${task.input}`}]`;
+        const activityId = JSON.stringify(activityIdOf(task.workflowId, task.commandId));
+        text += `${text === '[' ? '' : ','}[${id},${JSON.stringify(task.name)},${JSON.stringify(task.workflowId)},${activityId},${task.attempt}${task.input === undefined ? '' : `,${task.input}`}]`;
       }
       piscina.run(`${text}]`, { name: 'runBatch' }).catch(
         (error: unknown) => {
@@ -235,7 +272,7 @@ export class ActivityPool {
           setImmediate(() => {
             for (const p of batch) {
               if (!this.#running.delete(p.id)) continue;
-              p.resolve(threadFailure(error, startedAt));
+              this.#onOutcome(p.task, threadFailure(error, startedAt));
             }
             this.#schedulePump();
           });
@@ -250,10 +287,11 @@ export class ActivityPool {
       if (!pending) continue;
       this.#running.delete(id);
       if (isOk) {
-        pending.resolve({ ok: true, result: payload as string | undefined, startedAt, durationMs });
+        this.#onOutcome(pending.task, { ok: true, result: payload as string | undefined, startedAt, durationMs });
       } else {
         const failure = payload as Extract<ActivityOutcome, { ok: false }>['failure'];
-        pending.resolve(
+        this.#onOutcome(
+          pending.task,
           retryAt === undefined
             ? { ok: false, failure, startedAt, durationMs }
             : { ok: false, failure, retryAt, startedAt, durationMs },

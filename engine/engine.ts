@@ -15,7 +15,7 @@ import { timersFor } from '../storage/sql/timers.js';
 import { dueStarts } from '../storage/sql/workflows.js';
 import type { Sql, Tables } from '../storage/sql.js';
 import { Wal, type WalObserver } from '../storage/wal.js';
-import { activityIdOf } from './activity-context.js';
+import type { ActivityOutcome } from './activity-context.js';
 import { ActivityPool } from './activity-pool.js';
 import { type Client, handleFor } from './client.js';
 import type { JsonCodec } from './codec.js';
@@ -119,7 +119,7 @@ function seedRow(row: NewWorkflowRow): WorkflowRow {
 class EngineImpl implements Engine, ActorHost {
   readonly #options: ResolvedEngineOptions;
   readonly #store: WorkflowStore;
-  readonly #pool: ActivityPool;
+  readonly #pool: ActivityPool<TaskRow>;
   readonly wal: Wal;
   readonly #system: ActorSystem;
   readonly #timers: TimerService<TimerPayload>;
@@ -145,10 +145,14 @@ class EngineImpl implements Engine, ActorHost {
   readonly #m: EngineMetrics;
   readonly observer: ActorObserver;
 
-  constructor(options: ResolvedEngineOptions, store: WorkflowStore, pool: ActivityPool) {
+  constructor(
+    options: ResolvedEngineOptions,
+    store: WorkflowStore,
+    createPool: (onOutcome: (task: TaskRow, outcome: ActivityOutcome) => void) => ActivityPool<TaskRow>,
+  ) {
     this.#options = options;
     this.#store = store;
-    this.#pool = pool;
+    this.#pool = createPool((task, outcome) => this.#onOutcome(task, outcome));
     const m = new EngineMetrics(this.metrics);
     this.#m = m;
     this.observer = {
@@ -351,47 +355,32 @@ class EngineImpl implements Engine, ActorHost {
     const key = taskKey(task.workflowId, task.commandId);
     if (this.#inFlightTasks.has(key)) return;
     this.#inFlightTasks.add(key);
+    this.#pool.submit(task, this.#activityOptions(task.options).startToCloseTimeoutMs);
+  }
+
+  /** What the pool reports for each attempt: complete it, retry it, or fail it for good. */
+  #onOutcome(task: TaskRow, outcome: ActivityOutcome): void {
+    this.#inFlightTasks.delete(taskKey(task.workflowId, task.commandId));
+    if (this.#closing) return;
+    const { workflowId, commandId, attempt } = task;
+    const scheduleToStart = Math.max(0, outcome.startedAt - task.visibleAt) / 1000;
+    const run = outcome.durationMs / 1000;
+    if (outcome.ok) {
+      this.#m.activityAttempted(task.name, 'completed', scheduleToStart, run);
+      this.#deliver(workflowId, { type: 'activityCompleted', commandId, result: outcome.result, attempts: attempt });
+      return;
+    }
     const options = this.#activityOptions(task.options);
-    this.#pool
-      .run({
-        name: task.name,
-        input: task.input,
-        workflowId: task.workflowId,
-        activityId: activityIdOf(task.workflowId, task.commandId),
-        attempt: task.attempt,
-        timeoutMs: options.startToCloseTimeoutMs,
-      })
-      .then((outcome) => {
-        this.#inFlightTasks.delete(key);
-        if (this.#closing) return;
-        const { workflowId, commandId, attempt } = task;
-        const observe = (result: 'completed' | 'retried' | 'failed'): void =>
-          this.#m.activityAttempted(
-            task.name,
-            result,
-            Math.max(0, outcome.startedAt - task.visibleAt) / 1000,
-            outcome.durationMs / 1000,
-          );
-        if (outcome.ok) {
-          observe('completed');
-          this.#deliver(workflowId, { type: 'activityCompleted', commandId, result: outcome.result, attempts: attempt });
-          return;
-        }
-        const policy = resolveRetryPolicy(this.#options.retry, options.retry);
-        const next = nextAttemptAt(policy, attempt, outcome.failure, Date.now(), outcome.retryAt);
-        if (next === undefined) {
-          observe('failed');
-          this.#deliver(workflowId, { type: 'activityFailed', commandId, failure: outcome.failure, attempts: attempt });
-          return;
-        }
-        observe('retried');
-        const retry: TaskRow = { ...task, attempt: attempt + 1, visibleAt: next, lastFailure: JSON.stringify(outcome.failure) };
-        this.#deliver(workflowId, { type: 'activityRetry', commandId, task: retry });
-      })
-      .catch((error: unknown) => {
-        this.#inFlightTasks.delete(key);
-        this.logger.error({ err: error, workflowId: task.workflowId }, 'activity dispatch failed');
-      });
+    const policy = resolveRetryPolicy(this.#options.retry, options.retry);
+    const next = nextAttemptAt(policy, attempt, outcome.failure, Date.now(), outcome.retryAt);
+    if (next === undefined) {
+      this.#m.activityAttempted(task.name, 'failed', scheduleToStart, run);
+      this.#deliver(workflowId, { type: 'activityFailed', commandId, failure: outcome.failure, attempts: attempt });
+      return;
+    }
+    this.#m.activityAttempted(task.name, 'retried', scheduleToStart, run);
+    const retry: TaskRow = { ...task, attempt: attempt + 1, visibleAt: next, lastFailure: JSON.stringify(outcome.failure) };
+    this.#deliver(workflowId, { type: 'activityRetry', commandId, task: retry });
   }
 
   /** Parsed activity options; workflows reuse a handful of option sets, so parse each once. */
@@ -522,16 +511,25 @@ class EngineImpl implements Engine, ActorHost {
 export async function createEngine(options: EngineOptions): Promise<Engine> {
   const resolved = resolveEngineOptions(options);
   const store = await WorkflowStore.open(resolved);
-  let pool: ActivityPool | undefined;
+  let pool: ActivityPool<TaskRow> | undefined;
+  // The pool reports outcomes to the engine, which exists only once the pool does.
+  let report: (task: TaskRow, outcome: ActivityOutcome) => void = () => undefined;
   try {
-    pool = await ActivityPool.create({
-      moduleUrl: resolved.activities,
-      threads: resolved.activityThreads,
-      concurrencyPerThread: resolved.activityConcurrency,
-      inline: resolved.inlineActivities,
-      maxHeapMb: resolved.activityMaxHeapMb,
+    pool = await ActivityPool.create<TaskRow>(
+      {
+        moduleUrl: resolved.activities,
+        threads: resolved.activityThreads,
+        concurrencyPerThread: resolved.activityConcurrency,
+        inline: resolved.inlineActivities,
+        maxHeapMb: resolved.activityMaxHeapMb,
+      },
+      (task, outcome) => report(task, outcome),
+    );
+    const created = pool;
+    const engine = new EngineImpl(resolved, store, (onOutcome) => {
+      report = onOutcome;
+      return created;
     });
-    const engine = new EngineImpl(resolved, store, pool);
     try {
       await engine.serveMetrics();
       await engine.recoverAll();
