@@ -240,7 +240,8 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
   #schedulePump(): void {
     if (this.#isPumpScheduled) return;
     this.#isPumpScheduled = true;
-    // End of this turn: every attempt released by this turn's commits joins the batches.
+    // End of this turn: every attempt released by this turn's commits and outcomes joins the
+    // batches (a microtask would send a batch per commit or per group of outcomes).
     setImmediate(() => {
       this.#isPumpScheduled = false;
       this.#pump();

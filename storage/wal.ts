@@ -245,11 +245,15 @@ export class Wal {
   #schedule(): void {
     if (this.#isScheduled || this.#inFlight.size >= this.#maxInFlight) return;
     this.#isScheduled = true;
-    // End of this turn: every actor that ran in this tick has appended by then.
-    setImmediate(() => {
+    const start = (): void => {
       this.#isScheduled = false;
       this.#startFlushes();
-    });
+    };
+    // Idle: flush as soon as the appending code's synchronous run and its microtasks are done, so
+    // a lone workflow waits for nothing. Busy (a flush in flight): wait for the end of this turn
+    // of the event loop, so the free slot takes a full batch rather than the first append.
+    if (this.#inFlight.size === 0) queueMicrotask(start);
+    else setImmediate(start);
   }
 
   #startFlushes(): void {

@@ -1,49 +1,52 @@
-import type { NewWorkflowRow, WorkflowWrite } from '../rows.js';
 import { isRaisedBy } from '../pg-errors.js';
+import type { NewWorkflowRow, WorkflowWrite } from '../rows.js';
 import type { Queryable, Tables } from '../sql.js';
 
 /** What one flush changed. */
 export interface FlushResult {
   /** Ids of the workflows the batch created (a taken id is absent). */
   inserted: Set<string>;
-  /** Workflow rows updated; must equal the number of writes that change their row. */
-  updated: number;
 }
-
-const statements = new Map<string, string>();
 
 /** Marks the error the statement raises on purpose when a row to update is missing. */
 const MISSING_ROW_MARKER = 'duraflow-missing-workflow-row';
 
 /**
- * The whole batch as ONE statement of data-modifying CTEs: one round trip, atomic on its own
- * (no BEGIN/COMMIT), one multi-row `unnest` per table, and a fixed text per schema so it can be a
- * prepared statement. Empty arrays make a part a no-op. The CTEs share one snapshot, so no two
- * parts may touch the same row; the WAL's merge guarantees that (an insert and a delete of one
- * timer or task in the same batch cancel out before they get here).
- *
- * History rows have the primary key (workflow_id, seq): a writer whose idea of a workflow's
- * history is stale collides with the rows already there, and the statement fails as a whole.
+ * One part of the flush statement: a CTE over its own parameters (`$n` in the text is the part's
+ * n-th parameter; the statement renumbers them). A part is left out when the batch has nothing
+ * for it, so a lone workflow's step runs a small statement.
  */
-function flushStatement(t: Tables): string {
-  let text = statements.get(t.schema);
-  if (text) return text;
-  text = `WITH
-  ins_wf AS (
+interface Part {
+  cte: (t: Tables) => string;
+  params: number;
+}
+
+const PARTS = {
+  starts: {
+    params: 6,
+    cte: (t) => `ins_wf AS (
     INSERT INTO ${t.workflows} (id, name, version, status, input, start_at, created_at)
     SELECT id, name, version, 'pending', input, to_timestamp(start_at / 1000.0), to_timestamp(created_at / 1000.0)
     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[], $6::float8[])
       AS u(id, name, version, input, start_at, created_at)
     ON CONFLICT (id) DO NOTHING
-    RETURNING id),
-  ins_h AS (
-    -- One JSON document for all history rows: serialising it is one native JSON.stringify per
-    -- workflow, where text[] parameters are escaped element by element in JavaScript.
+    RETURNING id)`,
+  },
+  // One JSON document for all history rows: serialising it is one native JSON.stringify per
+  // workflow, where text[] parameters are escaped element by element in JavaScript.
+  history: {
+    params: 1,
+    cte: (t) => `ins_h AS (
     INSERT INTO ${t.history} (workflow_id, seq, activation, type, command_id, payload, at)
     SELECT x.w, r.seq, r.activation, r.type, r."commandId", r.payload, to_timestamp(r.at / 1000.0)
-    FROM json_to_recordset($7::json) AS x(w text, rows json),
-         json_to_recordset(x.rows) AS r(seq int, activation int, type text, "commandId" int, payload text, at float8)),
-  upd AS (
+    FROM json_to_recordset($1::json) AS x(w text, rows json),
+         json_to_recordset(x.rows) AS r(seq int, activation int, type text, "commandId" int, payload text, at float8))`,
+  },
+  // A row to update that does not exist aborts the whole statement: the cast in `checked` fails at
+  // run time, only on that branch, with a message naming the problem.
+  updates: {
+    params: 10,
+    cte: (t) => `upd AS (
     UPDATE ${t.workflows} w SET
       status = coalesce(u.status, w.status),
       vars = coalesce(u.vars, w.vars),
@@ -51,43 +54,88 @@ function flushStatement(t: Tables): string {
       error = CASE WHEN u.set_error THEN u.error ELSE w.error END,
       started_at = coalesce(to_timestamp(u.started_at / 1000.0), w.started_at),
       completed_at = coalesce(to_timestamp(u.completed_at / 1000.0), w.completed_at)
-    FROM unnest($8::text[], $9::text[], $10::text[], $11::bool[], $12::text[], $13::bool[], $14::text[],
-                $15::float8[], $16::float8[])
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[], $5::text[], $6::bool[], $7::text[],
+                $8::float8[], $9::float8[])
       AS u(id, status, vars, set_result, result, set_error, error, started_at, completed_at)
     WHERE w.id = u.id
     RETURNING 1),
-  ins_t AS (
+  checked AS (
+    SELECT CASE WHEN n <> $10::int
+      THEN ('${MISSING_ROW_MARKER}: ' || ($10::int - n) || ' workflow row(s) to update do not exist')::int
+      ELSE n END AS updated
+    FROM (SELECT count(*)::int AS n FROM upd) c)`,
+  },
+  timerInserts: {
+    params: 3,
+    cte: (t) => `ins_t AS (
     INSERT INTO ${t.timers} (workflow_id, command_id, due_at)
-    SELECT w, c, to_timestamp(d / 1000.0) FROM unnest($17::text[], $18::int[], $19::float8[]) AS u(w, c, d)
-    ON CONFLICT DO NOTHING),
-  del_t AS (
-    DELETE FROM ${t.timers} x USING unnest($20::text[], $21::int[]) AS u(w, c)
-    WHERE x.workflow_id = u.w AND x.command_id = u.c),
-  up_a AS (
+    SELECT w, c, to_timestamp(d / 1000.0) FROM unnest($1::text[], $2::int[], $3::float8[]) AS u(w, c, d)
+    ON CONFLICT DO NOTHING)`,
+  },
+  timerDeletes: {
+    params: 2,
+    cte: (t) => `del_t AS (
+    DELETE FROM ${t.timers} x USING unnest($1::text[], $2::int[]) AS u(w, c)
+    WHERE x.workflow_id = u.w AND x.command_id = u.c)`,
+  },
+  taskUpserts: {
+    params: 9,
+    cte: (t) => `up_a AS (
     INSERT INTO ${t.activityTasks} (workflow_id, command_id, name, input, options, attempt, visible_at, scheduled_at, last_failure)
     SELECT w, c, n, i, o, a, to_timestamp(v / 1000.0), to_timestamp(s / 1000.0), f
-    FROM unnest($22::text[], $23::int[], $24::text[], $25::text[], $26::text[], $27::int[], $28::float8[],
-                $29::float8[], $30::text[]) AS u(w, c, n, i, o, a, v, s, f)
+    FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], $6::int[], $7::float8[],
+                $8::float8[], $9::text[]) AS u(w, c, n, i, o, a, v, s, f)
     ON CONFLICT (workflow_id, command_id) DO UPDATE SET
-      attempt = excluded.attempt, visible_at = excluded.visible_at, last_failure = excluded.last_failure),
-  del_a AS (
-    DELETE FROM ${t.activityTasks} x USING unnest($31::text[], $32::int[]) AS u(w, c)
-    WHERE x.workflow_id = u.w AND x.command_id = u.c),
-  del_i AS (
-    DELETE FROM ${t.inbox} WHERE id = ANY($33::bigint[])),
-  note AS (
-    SELECT pg_notify($34, 'done') WHERE $35::bool),
-  checked AS (
-    -- A row to update that does not exist aborts the whole statement: the cast fails at run time,
-    -- only on that branch, with a message naming the problem.
-    SELECT CASE WHEN n <> $36::int
-      THEN ('${MISSING_ROW_MARKER}: ' || ($36::int - n) || ' workflow row(s) to update do not exist')::int
-      ELSE n END AS updated
-    FROM (SELECT count(*)::int AS n FROM upd) c)
-SELECT (SELECT coalesce(array_agg(id), '{}') FROM ins_wf) AS inserted,
-       (SELECT updated FROM checked) AS updated,
-       (SELECT count(*) FROM note)::int AS notified`;
-  statements.set(t.schema, text);
+      attempt = excluded.attempt, visible_at = excluded.visible_at, last_failure = excluded.last_failure)`,
+  },
+  taskDeletes: {
+    params: 2,
+    cte: (t) => `del_a AS (
+    DELETE FROM ${t.activityTasks} x USING unnest($1::text[], $2::int[]) AS u(w, c)
+    WHERE x.workflow_id = u.w AND x.command_id = u.c)`,
+  },
+  inboxDeletes: {
+    params: 1,
+    cte: (t) => `del_i AS (DELETE FROM ${t.inbox} WHERE id = ANY($1::bigint[]))`,
+  },
+  notify: {
+    params: 1,
+    cte: () => `note AS (SELECT pg_notify($1, 'done'))`,
+  },
+} satisfies Record<string, Part>;
+
+type PartName = keyof typeof PARTS;
+const PART_NAMES = Object.keys(PARTS) as PartName[];
+
+const statements = new Map<string, string>();
+
+/**
+ * The whole batch as ONE statement of data-modifying CTEs: one round trip, atomic on its own
+ * (no BEGIN/COMMIT), one multi-row `unnest` or JSON document per table. Its text depends only on
+ * the schema and on which parts are present, so each combination is a prepared statement. The
+ * CTEs share one snapshot, so no two parts may touch the same row; the WAL's merge guarantees that
+ * (an insert and a delete of one timer or task in the same batch cancel out before they get here).
+ *
+ * History rows have the primary key (workflow_id, seq): a writer whose idea of a workflow's
+ * history is stale collides with the rows already there, and the statement fails as a whole.
+ */
+function flushStatement(t: Tables, present: readonly PartName[], key: string): string {
+  const cacheKey = `${t.schema}\0${key}`;
+  let text = statements.get(cacheKey);
+  if (text) return text;
+  let offset = 0;
+  const ctes = present.map((name) => {
+    const part: Part = PARTS[name];
+    const base = offset;
+    offset += part.params;
+    return part.cte(t).replace(/\$(\d+)/g, (_, n: string) => `$${Number(n) + base}`);
+  });
+  const has = (name: PartName): boolean => present.includes(name);
+  text = `WITH ${ctes.join(',\n  ')}
+SELECT ${has('starts') ? `(SELECT coalesce(array_agg(id), '{}') FROM ins_wf)` : `'{}'::text[]`} AS inserted,
+       ${has('updates') ? '(SELECT updated FROM checked)' : '0'} AS updated,
+       ${has('notify') ? '(SELECT count(*) FROM note)::int' : '0'} AS notified`;
+  statements.set(cacheKey, text);
   return text;
 }
 
@@ -103,13 +151,8 @@ export function changesRow(w: WorkflowWrite): boolean {
   );
 }
 
-/** Commits a batch of starts and workflow writes in one statement. */
-export async function flushBatch(
-  db: Queryable,
-  t: Tables,
-  starts: readonly NewWorkflowRow[],
-  writes: readonly WorkflowWrite[],
-): Promise<FlushResult> {
+/** The parameters of each part that has something to write. */
+function collectParams(t: Tables, starts: readonly NewWorkflowRow[], writes: readonly WorkflowWrite[]): Map<PartName, unknown[]> {
   let history = '';
   const updates: WorkflowWrite[] = [];
   const timerInserts: { w: string; c: number; d: number }[] = [];
@@ -129,16 +172,20 @@ export async function flushBatch(
     inbox.push(...w.inboxDelete);
     notify ||= w.isTerminal;
   }
-  const { rows } = await db.query<{ inserted: string[]; updated: number }>(
-    flushStatement(t),
-    [
+  const params = new Map<PartName, unknown[]>();
+  if (starts.length > 0) {
+    params.set('starts', [
       starts.map((r) => r.id),
       starts.map((r) => r.name),
       starts.map((r) => r.version),
       starts.map((r) => r.input ?? null),
       starts.map((r) => r.startAt),
       starts.map((r) => r.createdAt),
-      history ? `${history}]` : '[]',
+    ]);
+  }
+  if (history) params.set('history', [`${history}]`]);
+  if (updates.length > 0) {
+    params.set('updates', [
       updates.map((w) => w.workflowId),
       updates.map((w) => w.status ?? null),
       updates.map((w) => w.vars ?? null),
@@ -148,11 +195,15 @@ export async function flushBatch(
       updates.map((w) => w.error ?? null),
       updates.map((w) => w.startedAt ?? null),
       updates.map((w) => w.completedAt ?? null),
-      timerInserts.map((x) => x.w),
-      timerInserts.map((x) => x.c),
-      timerInserts.map((x) => x.d),
-      timerDeletes.map((x) => x.w),
-      timerDeletes.map((x) => x.c),
+      updates.length,
+    ]);
+  }
+  if (timerInserts.length > 0) {
+    params.set('timerInserts', [timerInserts.map((x) => x.w), timerInserts.map((x) => x.c), timerInserts.map((x) => x.d)]);
+  }
+  if (timerDeletes.length > 0) params.set('timerDeletes', [timerDeletes.map((x) => x.w), timerDeletes.map((x) => x.c)]);
+  if (tasks.length > 0) {
+    params.set('taskUpserts', [
       tasks.map((x) => x.workflowId),
       tasks.map((x) => x.commandId),
       tasks.map((x) => x.name),
@@ -162,20 +213,36 @@ export async function flushBatch(
       tasks.map((x) => x.visibleAt),
       tasks.map((x) => x.scheduledAt),
       tasks.map((x) => x.lastFailure),
-      taskDeletes.map((x) => x.w),
-      taskDeletes.map((x) => x.c),
-      inbox,
-      t.channel,
-      notify,
-      updates.length,
-    ],
-    `duraflow_flush_${t.schema}`,
-  ).catch((error: unknown) => {
-    if (isRaisedBy(error, MISSING_ROW_MARKER)) throw new MissingWorkflowRowError(String((error as Error).message), { cause: error });
-    throw error;
-  });
-  const row = rows[0]!;
-  return { inserted: new Set(row.inserted), updated: row.updated };
+    ]);
+  }
+  if (taskDeletes.length > 0) params.set('taskDeletes', [taskDeletes.map((x) => x.w), taskDeletes.map((x) => x.c)]);
+  if (inbox.length > 0) params.set('inboxDeletes', [inbox]);
+  if (notify) params.set('notify', [t.channel]);
+  return params;
+}
+
+/** Commits a batch of starts and workflow writes in one statement. */
+export async function flushBatch(
+  db: Queryable,
+  t: Tables,
+  starts: readonly NewWorkflowRow[],
+  writes: readonly WorkflowWrite[],
+): Promise<FlushResult> {
+  const byPart = collectParams(t, starts, writes);
+  if (byPart.size === 0) return { inserted: new Set() };
+  const present = PART_NAMES.filter((name) => byPart.has(name));
+  const key = present.reduce((mask, name) => mask | (1 << PART_NAMES.indexOf(name)), 0).toString(36);
+  const params = present.flatMap((name) => byPart.get(name)!);
+  // Prepared-statement names are limited to 63 bytes: "df_" + mask + "_" + a schema of <= 48.
+  const { rows } = await db
+    .query<{ inserted: string[] }>(flushStatement(t, present, key), params, `df_${key}_${t.schema}`)
+    .catch((error: unknown) => {
+      if (isRaisedBy(error, MISSING_ROW_MARKER)) {
+        throw new MissingWorkflowRowError(String((error as Error).message), { cause: error });
+      }
+      throw error;
+    });
+  return { inserted: new Set(rows[0]!.inserted) };
 }
 
 /** A write named a workflow whose row does not exist (an internal error; the batch is refused). */
