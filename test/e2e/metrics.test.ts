@@ -99,7 +99,12 @@ describe.each(backends)('metrics on $name', (backend) => {
         for (const gauge of GAUGES) peaks.set(gauge, Math.max(peaks.get(gauge) ?? 0, total(samples, gauge)));
       }
       await done;
-      for (const gauge of GAUGES) expect(peaks.get(gauge), `${gauge} while loaded`).toBeGreaterThan(0);
+      for (const gauge of GAUGES) {
+        // The embedded database commits within the turn of the event loop that started the flush,
+        // so no scrape (a turn of its own) can find events waiting in the WAL there.
+        if (gauge === MetricName.WalPendingEvents && backend.name === 'pglite') continue;
+        expect(peaks.get(gauge), `${gauge} while loaded`).toBeGreaterThan(0);
+      }
 
       const after = await scrape(engine.metricsUrl!);
       for (const gauge of [...GAUGES, MetricName.WalFlushesInFlight, MetricName.TimersOverdue]) {
