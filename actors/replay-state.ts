@@ -4,7 +4,7 @@ import type { SerializedFailure } from './history.js';
 
 type Completion =
   | { kind: 'activity'; name: string; resolve: (value: unknown) => void; reject: (error: Error) => void }
-  | { kind: 'timer'; resolve: () => void }
+  | { kind: 'timer'; dueAt: number; resolve: () => void }
   | {
       kind: 'event';
       name: string;
@@ -51,11 +51,11 @@ export class ReplayState {
   #nextCommandId = 1;
   #commands: Command[] = [];
   readonly #pending = new Map<number, Completion>();
-  readonly #pendingTimers = new Map<number, number>();
-  readonly #waiters = new Map<string, number[]>();
-  readonly #buffered = new Map<string, unknown[]>();
-  readonly #handlers = new Map<string, ((payload: unknown) => void)[]>();
-  readonly #vars = new Map<string, string>();
+  // Created on first use: a sleeping workflow's state should be small (many are kept in memory).
+  #waiters: Map<string, number[]> | undefined;
+  #buffered: Map<string, unknown[]> | undefined;
+  #handlers: Map<string, ((payload: unknown) => void)[]> | undefined;
+  #vars: Map<string, string> | undefined;
   #isVarsChanged = false;
   #isTerminal = false;
   /** Time of the current activation (epoch ms): `ctx.now()`. */
@@ -96,42 +96,43 @@ export class ReplayState {
   startTimer(dueAt: number): Promise<void> {
     const commandId = this.#nextCommandId++;
     this.#emit({ kind: 'startTimer', commandId, dueAt });
-    this.#pendingTimers.set(commandId, dueAt);
     return new Promise((resolve) => {
-      this.#pending.set(commandId, { kind: 'timer', resolve });
+      this.#pending.set(commandId, { kind: 'timer', dueAt, resolve });
     });
   }
 
   waitForEvent(name: string, timeoutAt: number | undefined): Promise<unknown> {
-    const kept = this.#buffered.get(name);
+    const kept = this.#buffered?.get(name);
     if (kept && kept.length > 0) {
       return Promise.resolve(kept.shift());
     }
     const commandId = this.#nextCommandId++;
     this.#emit({ kind: 'waitEvent', commandId, name, timeoutAt });
+    this.#waiters ??= new Map();
     const waiters = this.#waiters.get(name);
     if (waiters) waiters.push(commandId);
     else this.#waiters.set(name, [commandId]);
-    if (timeoutAt !== undefined) this.#pendingTimers.set(commandId, timeoutAt);
     return new Promise((resolve, reject) => {
       this.#pending.set(commandId, { kind: 'event', name, timeoutAt, resolve, reject });
     });
   }
 
   onEvent(name: string, handler: (payload: unknown) => void): void {
+    this.#handlers ??= new Map();
     const handlers = this.#handlers.get(name);
     if (handlers) handlers.push(handler);
     else this.#handlers.set(name, [handler]);
     // Events kept because nobody listened belong to the first listener that shows up.
-    const kept = this.#buffered.get(name);
+    const kept = this.#buffered?.get(name);
     if (kept && kept.length > 0) {
-      this.#buffered.delete(name);
+      this.#buffered!.delete(name);
       for (const payload of kept) this.#callHandler(handler, payload);
     }
   }
 
   setVar(name: string, value: unknown): void {
     const encoded = this.#codec.encode(value, `variable "${name}"`) ?? 'null';
+    this.#vars ??= new Map();
     if (this.#vars.get(name) === encoded) return;
     this.#vars.set(name, encoded);
     this.#isVarsChanged = true;
@@ -184,7 +185,7 @@ export class ReplayState {
       return;
     }
     const wait = this.#take(commandId, 'event');
-    const waiters = this.#waiters.get(wait.name);
+    const waiters = this.#waiters?.get(wait.name);
     if (waiters) waiters.splice(waiters.indexOf(commandId), 1);
     wait.reject(this.#errors.timeout(`timed out waiting for event "${wait.name}"`));
   }
@@ -195,11 +196,12 @@ export class ReplayState {
    * must now be cancelled.
    */
   deliverEvent(name: string, payload: unknown): { waiter: number | undefined; hadTimeout: boolean } {
-    const handlers = this.#handlers.get(name);
+    const handlers = this.#handlers?.get(name);
     if (handlers) for (const handler of handlers) this.#callHandler(handler, payload);
-    const waiter = this.#waiters.get(name)?.shift();
+    const waiter = this.#waiters?.get(name)?.shift();
     if (waiter === undefined) {
       if (!handlers) {
+        this.#buffered ??= new Map();
         const kept = this.#buffered.get(name);
         if (kept) kept.push(payload);
         else this.#buffered.set(name, [payload]);
@@ -227,14 +229,14 @@ export class ReplayState {
 
   varsJson(): string {
     let out = '';
-    for (const [name, value] of this.#vars) out += `${out ? ',' : '{'}${JSON.stringify(name)}:${value}`;
+    for (const [name, value] of this.#vars ?? []) out += `${out ? ',' : '{'}${JSON.stringify(name)}:${value}`;
     return out ? `${out}}` : '{}';
   }
 
   /** Decoded variables, for a live `inspect`. */
   vars(): Record<string, unknown> {
     const vars: Record<string, unknown> = {};
-    for (const [name, value] of this.#vars) vars[name] = JSON.parse(value);
+    for (const [name, value] of this.#vars ?? []) vars[name] = JSON.parse(value);
     return vars;
   }
 
@@ -245,7 +247,10 @@ export class ReplayState {
       if (c.kind === 'activity') out.activities.push({ commandId, name: c.name });
       else if (c.kind === 'event') out.events.push({ commandId, name: c.name, timeoutAt: c.timeoutAt });
     }
-    for (const [commandId, dueAt] of this.#pendingTimers) out.timers.push({ commandId, dueAt });
+    for (const [commandId, c] of this.#pending) {
+      if (c.kind === 'timer') out.timers.push({ commandId, dueAt: c.dueAt });
+      else if (c.kind === 'event' && c.timeoutAt !== undefined) out.timers.push({ commandId, dueAt: c.timeoutAt });
+    }
     return out;
   }
 
@@ -270,7 +275,6 @@ export class ReplayState {
       throw new UnknownCommandError(commandId, kind);
     }
     this.#pending.delete(commandId);
-    this.#pendingTimers.delete(commandId);
     return completion as Extract<Completion, { kind: K }>;
   }
 }

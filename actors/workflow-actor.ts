@@ -102,7 +102,8 @@ export class WorkflowActor {
   #startedAt = 0;
   #unflushed = 0;
   #deferred: ActorMessage[] = [];
-  readonly #consumedInbox = new Set<number>();
+  /** Inbox rows this workflow consumed (created on first event). */
+  #consumedInbox: Set<number> | undefined;
 
   constructor(
     workflowId: string,
@@ -265,8 +266,8 @@ export class WorkflowActor {
           effects.retries.push(m.task);
           break;
         case 'event': {
-          if (!rs || this.#consumedInbox.has(m.inboxId)) break;
-          this.#consumedInbox.add(m.inboxId);
+          if (!rs || this.#consumedInbox?.has(m.inboxId)) break;
+          (this.#consumedInbox ??= new Set()).add(m.inboxId);
           const row = record(EventType.EventReceived, null, null);
           write.inboxDelete.push(m.inboxId);
           effects.consumedInbox.push(m.inboxId);
@@ -395,12 +396,7 @@ export class WorkflowActor {
     rs.isReplaying = this.#state === 'new';
     this.#replay = rs;
     const fn = host.workflow(this.#name);
-    const ctx = new WorkflowContextImpl(rs, {
-      workflowId: this.workflowId,
-      workflowName: this.#name,
-      version: this.#version,
-      startedAt: new Date(startedAt),
-    });
+    const ctx = new WorkflowContextImpl(rs, this.workflowId, this.#name, this.#version, startedAt);
     let input: unknown;
     try {
       input = host.codec.decode(this.#input);
@@ -437,8 +433,8 @@ export class WorkflowActor {
     const write = emptyWrite(this.workflowId);
     const effects = noEffects(this.#name);
     for (const m of messages) {
-      if (m.type === 'event' && !this.#consumedInbox.has(m.inboxId)) {
-        this.#consumedInbox.add(m.inboxId);
+      if (m.type === 'event' && !this.#consumedInbox?.has(m.inboxId)) {
+        (this.#consumedInbox ??= new Set()).add(m.inboxId);
         write.inboxDelete.push(m.inboxId);
         effects.consumedInbox.push(m.inboxId);
       }
@@ -566,7 +562,7 @@ export class WorkflowActor {
         rs.fireTimer(commandId);
         break;
       case EventType.EventReceived:
-        this.#consumedInbox.add(payload.inboxId as number);
+        (this.#consumedInbox ??= new Set()).add(payload.inboxId as number);
         rs.deliverEvent(payload.eventName as string, payload.payload);
         break;
     }

@@ -90,15 +90,28 @@ function checkDuration(ms: unknown, what: string): number {
 /** The WorkflowContext of one run, over its ReplayState. */
 export class WorkflowContextImpl implements WorkflowContext {
   readonly #state: ReplayState;
-  readonly #info: Omit<WorkflowInfo, 'isReplaying'>;
+  readonly #workflowId: string;
+  readonly #workflowName: string;
+  readonly #version: string;
+  readonly #startedAt: number;
 
-  constructor(state: ReplayState, info: Omit<WorkflowInfo, 'isReplaying'>) {
+  /** `startedAt` is epoch ms: the Date is made when asked for, not kept per workflow. */
+  constructor(state: ReplayState, workflowId: string, workflowName: string, version: string, startedAt: number) {
     this.#state = state;
-    this.#info = info;
+    this.#workflowId = workflowId;
+    this.#workflowName = workflowName;
+    this.#version = version;
+    this.#startedAt = startedAt;
   }
 
   get info(): WorkflowInfo {
-    return { ...this.#info, isReplaying: this.#state.isReplaying };
+    return {
+      workflowId: this.#workflowId,
+      workflowName: this.#workflowName,
+      version: this.#version,
+      startedAt: new Date(this.#startedAt),
+      isReplaying: this.#state.isReplaying,
+    };
   }
 
   activities<Module>(options: ActivityOptions = {}): ActivityStubs<Module> {

@@ -142,8 +142,7 @@ interface Activation {
 function begin(workflowId: string, steps: Step[]): ReplayState {
   const rs = new ReplayState(workflowId, codec, errors);
   rs.now = T0;
-  const info = { workflowId, workflowName: 'generated', version: '1', startedAt: new Date(T0) };
-  const ctx = new WorkflowContextImpl(rs, info);
+  const ctx = new WorkflowContextImpl(rs, workflowId, 'generated', '1', T0);
   const fn = workflowOf(steps);
   new Promise<unknown>((resolve) => resolve(fn(ctx))).then(
     (result) => rs.complete(result),
