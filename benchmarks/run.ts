@@ -14,7 +14,7 @@ import {
   type RunResult,
   runFanout,
   runLatency,
-  runMemory,
+  runMemoryOnce,
   runSteps,
   runTimers,
 } from './scenarios.js';
@@ -105,8 +105,24 @@ async function runScenario(scenario: string, options: BenchOptions): Promise<Run
       return [await runTimers(options)];
     case 'latency':
       return [await runLatency(options)];
-    default:
-      return runMemory(options);
+    default: {
+      // One fresh process per cache size: a process's first run would be the next one's baseline.
+      const results: RunResult[] = [];
+      for (const bound of ['unbounded', String(options.maxCachedWorkflows ?? 1000)]) {
+        const args = [
+          '--expose-gc',
+          process.argv[1]!,
+          '--memory-child',
+          bound,
+          '--workflows',
+          String(options.workflows),
+          ...(options.database ? ['--database', options.database] : []),
+        ];
+        const { stdout } = await run(process.execPath, args, { maxBuffer: 1 << 20, timeout: 900_000 });
+        results.push(JSON.parse(stdout.trim().split('\n').at(-1)!) as RunResult);
+      }
+      return results;
+    }
   }
 }
 
@@ -165,7 +181,33 @@ function printTable(rows: RunResult[]): void {
   for (const l of lines) console.log(fmt(l));
 }
 
+/** The memory scenario's child: one cache size, one JSON line on stdout. */
+async function memoryChild(): Promise<void> {
+  const { values } = parseArgs({
+    strict: false,
+    options: { 'memory-child': { type: 'string' }, workflows: { type: 'string' }, database: { type: 'string' } },
+  });
+  const bound = values['memory-child'] === 'unbounded' ? undefined : Number(values['memory-child']);
+  const result = await runMemoryOnce(
+    {
+      database: typeof values.database === 'string' ? values.database : undefined,
+      workflows: Number(values.workflows ?? 100_000),
+      steps: 0,
+      fanout: 0,
+      timers: 0,
+      rate: 0,
+      activityThreads: 1,
+      metrics: false,
+      maxCachedWorkflows: bound,
+      quiet: true,
+    },
+    bound,
+  );
+  process.stdout.write(`${JSON.stringify(result)}\n`);
+}
+
 async function main(): Promise<void> {
+  if (process.argv.includes('--memory-child')) return memoryChild();
   const { options, scenario, compare, repeat, json } = parse();
   const withBaselines = compare && (scenario === 'steps' || scenario === 'latency');
   if (compare && !options.database) {

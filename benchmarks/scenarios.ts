@@ -253,48 +253,50 @@ function gc(): void {
   (globalThis as { gc?: () => void }).gc?.();
 }
 
-/** RSS and heap per parked workflow, with the actor cache unbounded or bounded. */
-export async function runMemory(options: BenchOptions): Promise<RunResult[]> {
-  const results: RunResult[] = [];
-  for (const bound of [undefined, options.maxCachedWorkflows ?? 1000]) {
-    const { engine, dispose } = await openEngine(options, bound === undefined ? { maxCachedWorkflows: Number.MAX_SAFE_INTEGER } : { maxCachedWorkflows: bound });
-    try {
-      gc();
-      const rss0 = process.memoryUsage().rss;
-      const heap0 = process.memoryUsage().heapUsed;
-      const progress = options.quiet ? undefined : new Progress(`memory (cache ${bound ?? 'unbounded'})`, options.workflows);
-      const began = performance.now();
-      const chunk = 2000;
-      for (let i = 0; i < options.workflows; i += chunk) {
-        const n = Math.min(chunk, options.workflows - i);
-        const handles = await Promise.all(Array.from({ length: n }, () => engine.startWorkflow(parked, undefined)));
-        progress?.tick(handles.length);
-      }
-      // Wait until every workflow has committed its timer and is parked on it.
-      for (;;) {
-        const m = await engine.metrics.getSingleMetric(MetricName.WalPendingEvents)?.get();
-        const mailbox = await engine.metrics.getSingleMetric(MetricName.MailboxMessages)?.get();
-        if ((m?.values[0]?.value ?? 0) === 0 && (mailbox?.values[0]?.value ?? 0) === 0) break;
-        await new Promise((resolve) => setTimeout(resolve, 100));
-      }
-      progress?.stop();
-      const seconds = (performance.now() - began) / 1000;
-      gc();
-      const { rss, heapUsed } = process.memoryUsage();
-      const actors = (await engine.metrics.getSingleMetric(MetricName.ActorsInMemory)?.get())?.values[0]?.value;
-      results.push({
-        system: 'duraflow',
-        scenario: `memory (cache ${bound ?? 'unbounded'})`,
-        workflows: options.workflows,
-        seconds,
-        actorsInMemory: actors,
-        rssMiB: rss / 2 ** 20,
-        rssBytesPerWorkflow: (rss - rss0) / options.workflows,
-        heapBytesPerWorkflow: (heapUsed - heap0) / options.workflows,
-      });
-    } finally {
-      await dispose();
+/**
+ * RSS and heap per parked workflow for one actor-cache size (undefined = unbounded). Run it in a
+ * fresh process per size (the harness does), so one measurement's memory is not the next's
+ * baseline.
+ */
+export async function runMemoryOnce(options: BenchOptions, bound: number | undefined): Promise<RunResult> {
+  gc();
+  const rss0 = process.memoryUsage().rss;
+  const { engine, dispose } = await openEngine(options, { maxCachedWorkflows: bound ?? Number.MAX_SAFE_INTEGER });
+  try {
+    gc();
+    const rssEngine = process.memoryUsage().rss;
+    const heap0 = process.memoryUsage().heapUsed;
+    const progress = options.quiet ? undefined : new Progress(`memory (cache ${bound ?? 'unbounded'})`, options.workflows);
+    const began = performance.now();
+    const chunk = 2000;
+    for (let i = 0; i < options.workflows; i += chunk) {
+      const n = Math.min(chunk, options.workflows - i);
+      await Promise.all(Array.from({ length: n }, () => engine.startWorkflow(parked, undefined)));
+      progress?.tick(n);
     }
+    // Wait until every workflow has committed its timer and is parked on it.
+    const depth = async (name: string): Promise<number> =>
+      Number((await engine.metrics.getSingleMetric(name)?.get())?.values[0]?.value ?? 0);
+    while ((await depth(MetricName.WalPendingEvents)) > 0 || (await depth(MetricName.MailboxMessages)) > 0) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    progress?.stop();
+    const seconds = (performance.now() - began) / 1000;
+    gc();
+    const { rss, heapUsed } = process.memoryUsage();
+    return {
+      system: 'duraflow',
+      scenario: `memory (cache ${bound ?? 'unbounded'})`,
+      workflows: options.workflows,
+      seconds,
+      actorsInMemory: await depth(MetricName.ActorsInMemory),
+      timersArmed: await depth(MetricName.TimersArmed),
+      rssMiB: rss / 2 ** 20,
+      rssMiBBeforeEngine: rss0 / 2 ** 20,
+      rssBytesPerWorkflow: (rss - rssEngine) / options.workflows,
+      heapBytesPerWorkflow: (heapUsed - heap0) / options.workflows,
+    };
+  } finally {
+    await dispose();
   }
-  return results;
 }
