@@ -227,7 +227,8 @@ async function main(): Promise<void> {
         databaseUrl: options.database!,
         rows: Math.round(events),
         batchSize: Number(main.eventsPerFlush),
-        connections: 1,
+        // The WAL commits up to two batches at once (over disjoint workflows).
+        connections: 2,
       });
       runs.limit.push({ system: 'bare-pg-insert', scenario: 'steps', ...limit });
     }
