@@ -19,19 +19,12 @@ import type { ActivityOutcome } from './activity-context.js';
 import { ActivityPool } from './activity-pool.js';
 import { type Client, handleFor } from './client.js';
 import type { JsonCodec } from './codec.js';
-import {
-  ActivityFailure,
-  EngineClosedError,
-  NonDeterminismError,
-  TimeoutError,
-  UnknownWorkflowError,
-  WorkflowAlreadyExistsError,
-} from './errors.js';
-import { fromFailure, toFailure } from './failure.js';
+import { EngineClosedError, UnknownWorkflowError, WorkflowAlreadyExistsError } from './errors.js';
 import { type EngineOptions, type ResolvedEngineOptions, resolveEngineOptions } from './options.js';
 import { type ActivityOptions, nextAttemptAt, parseActivityOptions, resolveRetryPolicy } from './retry-policy.js';
 import { type ArmedTimer, TimerService } from './timer-service.js';
 import { checkName } from './validate.js';
+import { workflowErrors } from './workflow-errors.js';
 import type { WorkflowState } from './workflow-state.js';
 import {
   Notice,
@@ -132,13 +125,7 @@ class EngineImpl implements Engine, ActorHost {
   #pollRunning: Promise<void> | undefined;
   #pollAgain = false;
   #closing: Promise<void> | undefined;
-  readonly errors: WorkflowErrors = {
-    activityFailure: (name, attempts, failure) => new ActivityFailure(name, attempts, fromFailure(failure)),
-    timeout: (message) => new TimeoutError(message),
-    nonDeterminism: (workflowId, activation, commandId, expected, got) =>
-      new NonDeterminismError(workflowId, activation, commandId, expected, got),
-    toFailure,
-  };
+  readonly errors: WorkflowErrors = workflowErrors;
   readonly metrics = new Registry();
   metricsUrl: string | undefined;
   #metricsServer: MetricsServer | undefined;

@@ -1,22 +1,13 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 
-import type { WorkflowErrors } from '../../actors/actor-host.js';
 import type { Command } from '../../actors/commands.js';
 import { ReplayState } from '../../actors/replay-state.js';
 import { type WorkflowContext, WorkflowContextImpl } from '../../actors/workflow-context.js';
 import { JsonCodec } from '../../engine/codec.js';
-import { ActivityFailure, NonDeterminismError, TimeoutError } from '../../engine/errors.js';
-import { fromFailure, toFailure } from '../../engine/failure.js';
+import { workflowErrors } from '../../engine/workflow-errors.js';
 
-// The engine's own wiring (EngineImpl.errors).
-const errors: WorkflowErrors = {
-  activityFailure: (name, attempts, failure) => new ActivityFailure(name, attempts, fromFailure(failure)),
-  timeout: (message) => new TimeoutError(message),
-  nonDeterminism: (workflowId, activation, commandId, expected, got) =>
-    new NonDeterminismError(workflowId, activation, commandId, expected, got),
-  toFailure,
-};
+const errors = workflowErrors;
 const codec = new JsonCodec(1024 * 1024);
 const T0 = 1_700_000_000_000;
 const EVENTS = ['x', 'y'] as const;

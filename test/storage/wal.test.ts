@@ -3,39 +3,11 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { migrate } from '../../storage/migrate.js';
 import { PgDriver } from '../../storage/pg-driver.js';
 import { PgliteDriver } from '../../storage/pglite-driver.js';
-import { emptyWrite, type NewWorkflowRow, type TaskRow, type WorkflowWrite } from '../../storage/rows.js';
 import { insertEvent } from '../../storage/sql/inbox.js';
 import { type Queryable, type Sql, type Tables, tablesFor } from '../../storage/sql.js';
 import { Wal, WalClosedError, type WalOptions } from '../../storage/wal.js';
 import { backends, type TestSchema } from '../helpers/database.js';
-
-function startRow(id: string): NewWorkflowRow {
-  const now = Date.now();
-  return { id, name: 'wf', version: '1', input: '{"n":1}', startAt: now, createdAt: now };
-}
-
-/** A write appending history rows `from + 1` … `from + count`, as an actor's step would. */
-function write(workflowId: string, from: number, count: number, extra: Partial<WorkflowWrite> = {}): WorkflowWrite {
-  const w = emptyWrite(workflowId);
-  for (let i = 1; i <= count; i++) {
-    w.history.push({ seq: from + i, activation: 1, type: 'TimerFired', commandId: from + i, payload: null, at: 1_000 });
-  }
-  return { ...w, ...extra };
-}
-
-function task(workflowId: string, commandId: number, attempt: number): TaskRow {
-  return {
-    workflowId,
-    commandId,
-    name: 'charge',
-    input: '1',
-    options: '{}',
-    attempt,
-    visibleAt: 2_000,
-    scheduledAt: 1_000,
-    lastFailure: null,
-  };
-}
+import { makeStartRow, makeTask, makeWrite } from '../helpers/builders.js';
 
 /** One turn of the event loop: the WAL starts a flush at the end of the turn it was appended in. */
 const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
@@ -118,7 +90,7 @@ describe.each(backends)('Wal on $name', (backend) => {
   }
 
   async function start(wal: Wal, ...ids: string[]): Promise<void> {
-    expect(await Promise.all(ids.map((id) => wal.enqueueStart(startRow(id))))).toEqual(ids.map(() => true));
+    expect(await Promise.all(ids.map((id) => wal.enqueueStart(makeStartRow(id))))).toEqual(ids.map(() => true));
   }
 
   async function historyOf(workflowId: string): Promise<number[]> {
@@ -131,8 +103,8 @@ describe.each(backends)('Wal on $name', (backend) => {
 
   it('creates workflows and reports a taken id as not inserted', async () => {
     const { wal } = open();
-    expect(await wal.enqueueStart(startRow('w1'))).toBe(true);
-    expect(await wal.enqueueStart(startRow('w1'))).toBe(false);
+    expect(await wal.enqueueStart(makeStartRow('w1'))).toBe(true);
+    expect(await wal.enqueueStart(makeStartRow('w1'))).toBe(false);
     const rows = await db.query(`SELECT id, status, input FROM "${db.schema}".workflows`);
     expect(rows).toEqual([{ id: 'w1', status: 'pending', input: '{"n":1}' }]);
   });
@@ -144,7 +116,7 @@ describe.each(backends)('Wal on $name', (backend) => {
     expect(flushes).toEqual([{ events: 0, writes: 0, starts: 20 }]);
 
     const durable: string[] = [];
-    for (const id of ids) wal.enqueue(write(id, 0, 3, { status: 'running' }), () => durable.push(id));
+    for (const id of ids) wal.enqueue(makeWrite(id, 0, 3, { status: 'running' }), () => durable.push(id));
     expect(wal.pendingEvents).toBe(60);
     await wal.drain();
 
@@ -163,10 +135,10 @@ describe.each(backends)('Wal on $name', (backend) => {
     await start(wal, 'a');
     const { id: inboxId } = (await insertEvent(sql, tables, 'a', 'go', '1')) as { id: number };
     wal.enqueue(
-      write('a', 0, 2, {
+      makeWrite('a', 0, 2, {
         status: 'running',
         startedAt: 1_000,
-        tasksUpsert: [task('a', 1, 1)],
+        tasksUpsert: [makeTask('a', 1, 1)],
         timersInsert: [
           { workflowId: 'a', commandId: 2, dueAt: 9_000 },
           { workflowId: 'a', commandId: 3, dueAt: 9_000 },
@@ -174,9 +146,9 @@ describe.each(backends)('Wal on $name', (backend) => {
       }),
     );
     wal.enqueue(
-      write('a', 2, 3, {
+      makeWrite('a', 2, 3, {
         vars: '{"v":2}',
-        tasksUpsert: [task('a', 1, 2)],
+        tasksUpsert: [makeTask('a', 1, 2)],
         timersDelete: [2],
         inboxDelete: [inboxId],
       }),
@@ -203,13 +175,13 @@ describe.each(backends)('Wal on $name', (backend) => {
     log.length = 0;
 
     const release = ctl.hold();
-    wal.enqueue(write('a', 0, 1), () => log.push('a1'));
-    wal.enqueue(write('b', 0, 1), () => log.push('b1'));
-    wal.enqueue(write('a', 1, 1), () => log.push('a2'));
-    wal.enqueue(write('b', 1, 1));
+    wal.enqueue(makeWrite('a', 0, 1), () => log.push('a1'));
+    wal.enqueue(makeWrite('b', 0, 1), () => log.push('b1'));
+    wal.enqueue(makeWrite('a', 1, 1), () => log.push('a2'));
+    wal.enqueue(makeWrite('b', 1, 1));
     await nextTurn();
     expect(wal.isFlushing).toBe(true);
-    wal.enqueue(write('a', 2, 1), () => log.push('a3'));
+    wal.enqueue(makeWrite('a', 2, 1), () => log.push('a3'));
     expect(log).toEqual([]);
     release();
     await wal.drain();
@@ -221,23 +193,23 @@ describe.each(backends)('Wal on $name', (backend) => {
     const ctl = controlled(sql);
     const { wal, failures } = open({ sql: ctl.sql });
     await start(wal, 'a', 'b', 'c');
-    wal.enqueue(write('a', 0, 1));
+    wal.enqueue(makeWrite('a', 0, 1));
     await wal.drain();
     const durable: string[] = [];
     const release = ctl.hold();
 
     // A writer with a stale view of a: seq 1 is stored already.
-    wal.enqueue(write('a', 0, 1), () => durable.push('a-stale'));
-    wal.enqueue(write('b', 0, 1), () => durable.push('b1'));
-    const lateStart = wal.enqueueStart(startRow('d')).then(
+    wal.enqueue(makeWrite('a', 0, 1), () => durable.push('a-stale'));
+    wal.enqueue(makeWrite('b', 0, 1), () => durable.push('b1'));
+    const lateStart = wal.enqueueStart(makeStartRow('d')).then(
       () => 'committed',
       (error: unknown) => error,
     );
     await nextTurn();
     expect(wal.isFlushing).toBe(true);
-    wal.enqueue(write('a', 1, 1), () => durable.push('a2'));
-    wal.enqueue(write('b', 1, 1), () => durable.push('b2'));
-    wal.enqueue(write('c', 0, 2), () => durable.push('c1'));
+    wal.enqueue(makeWrite('a', 1, 1), () => durable.push('a2'));
+    wal.enqueue(makeWrite('b', 1, 1), () => durable.push('b2'));
+    wal.enqueue(makeWrite('c', 0, 2), () => durable.push('c1'));
     expect(wal.pendingEvents).toBe(6);
     release();
 
@@ -259,8 +231,8 @@ describe.each(backends)('Wal on $name', (backend) => {
     const { wal, failures } = open();
     await start(wal, 'a');
     const durable: string[] = [];
-    wal.enqueue(write('ghost', 0, 1, { status: 'running' }), () => durable.push('ghost'));
-    wal.enqueue(write('a', 0, 1), () => durable.push('a'));
+    wal.enqueue(makeWrite('ghost', 0, 1, { status: 'running' }), () => durable.push('ghost'));
+    wal.enqueue(makeWrite('a', 0, 1), () => durable.push('a'));
     await wal.drain();
     expect(durable).toEqual([]);
     expect(failures).toHaveLength(1);
@@ -272,8 +244,8 @@ describe.each(backends)('Wal on $name', (backend) => {
 
   it('reports the second of two starts of one id in one batch as taken', async () => {
     const { wal } = open();
-    const first = wal.enqueueStart(startRow('twice'));
-    const second = wal.enqueueStart(startRow('twice'));
+    const first = wal.enqueueStart(makeStartRow('twice'));
+    const second = wal.enqueueStart(makeStartRow('twice'));
     expect(await Promise.all([first, second])).toEqual([true, false]);
   });
 
@@ -288,15 +260,15 @@ describe.each(backends)('Wal on $name', (backend) => {
     });
     await start(wal, 'a', 'b');
     const durable: string[] = [];
-    wal.enqueue(write('a', 0, 1), () => {
+    wal.enqueue(makeWrite('a', 0, 1), () => {
       throw new Error('release failed');
     });
-    wal.enqueue(write('b', 0, 1), () => durable.push('b'));
+    wal.enqueue(makeWrite('b', 0, 1), () => durable.push('b'));
     await wal.drain();
     expect(durable).toEqual(['b']);
     expect(callbackErrors).toHaveLength(1);
     expect(failures).toEqual([]);
-    wal.enqueue(write('a', 1, 1), () => durable.push('a2'));
+    wal.enqueue(makeWrite('a', 1, 1), () => durable.push('a2'));
     await wal.drain();
     expect(durable).toEqual(['b', 'a2']);
     expect(await historyOf('a')).toEqual([1, 2]);
@@ -306,9 +278,9 @@ describe.each(backends)('Wal on $name', (backend) => {
     const { wal } = open();
     await start(wal, 'a');
     const durable: string[] = [];
-    wal.enqueue(write('a', 0, 1), () => durable.push('before'));
+    wal.enqueue(makeWrite('a', 0, 1), () => durable.push('before'));
     const closing = wal.close();
-    expect(() => wal.enqueue(write('a', 1, 1))).toThrow(WalClosedError);
+    expect(() => wal.enqueue(makeWrite('a', 1, 1))).toThrow(WalClosedError);
     await closing;
     expect(durable).toEqual(['before']);
     expect(wal.pendingEvents).toBe(0);
@@ -322,9 +294,9 @@ describe.each(backends)('Wal on $name', (backend) => {
     await start(wal, 'a');
     const durable: number[] = [];
     const release = ctl.hold();
-    wal.enqueue(write('a', 0, 1), () => durable.push(1));
+    wal.enqueue(makeWrite('a', 0, 1), () => durable.push(1));
     await nextTurn();
-    wal.enqueue(write('a', 1, 1), () => durable.push(2));
+    wal.enqueue(makeWrite('a', 1, 1), () => durable.push(2));
     const drained = wal.drain();
     expect(wal.isFlushing).toBe(true);
     release();
@@ -337,20 +309,20 @@ describe.each(backends)('Wal on $name', (backend) => {
     const { wal } = open();
     await start(wal, 'a');
     const durable: string[] = [];
-    wal.enqueue(write('a', 0, 2), () => durable.push('a1'));
+    wal.enqueue(makeWrite('a', 0, 2), () => durable.push('a1'));
     await wal.close();
     expect(durable).toEqual(['a1']);
     expect(await historyOf('a')).toEqual([1, 2]);
 
     let thrown: unknown;
     try {
-      wal.enqueue(write('a', 2, 1));
+      wal.enqueue(makeWrite('a', 2, 1));
     } catch (error) {
       thrown = error;
     }
     expect(thrown).toBeInstanceOf(WalClosedError);
     expect((thrown as WalClosedError).code).toBe('DURAFLOW_WAL_CLOSED');
-    await expect(wal.enqueueStart(startRow('z'))).rejects.toBeInstanceOf(WalClosedError);
+    await expect(wal.enqueueStart(makeStartRow('z'))).rejects.toBeInstanceOf(WalClosedError);
     expect(await historyOf('a')).toEqual([1, 2]);
   });
 
@@ -360,9 +332,9 @@ describe.each(backends)('Wal on $name', (backend) => {
     await start(wal, 'a', 'b');
     await wal.whenUncongested();
     const release = ctl.hold();
-    wal.enqueue(write('a', 0, 2));
+    wal.enqueue(makeWrite('a', 0, 2));
     expect(wal.isCongested).toBe(false);
-    wal.enqueue(write('b', 0, 1));
+    wal.enqueue(makeWrite('b', 0, 1));
     expect(wal.pendingEvents).toBe(3);
     expect(wal.isCongested).toBe(true);
     let uncongested = false;
@@ -386,7 +358,7 @@ describe.each(backends)('Wal on $name', (backend) => {
     const notice = new Promise<string>((resolve) => (notified = resolve));
     const unlisten = await sql.listen(tables.channel, (payload) => notified(payload));
     try {
-      wal.enqueue(write('a', 0, 1, { status: 'completed', result: '42', completedAt: 2_000, isTerminal: true }));
+      wal.enqueue(makeWrite('a', 0, 1, { status: 'completed', result: '42', completedAt: 2_000, isTerminal: true }));
       await wal.drain();
       expect(await notice).toBe('done');
       const [row] = await db.query(`SELECT status, result FROM "${db.schema}".workflows WHERE id = 'a'`);

@@ -1,6 +1,5 @@
 import { describe, expect, it } from 'vitest';
 
-import type { WorkflowErrors } from '../../../actors/actor-host.js';
 import type { Command } from '../../../actors/commands.js';
 import { ReplayState, UnknownCommandError } from '../../../actors/replay-state.js';
 import { JsonCodec } from '../../../engine/codec.js';
@@ -8,19 +7,11 @@ import {
   ActivityFailure,
   ErrorCode,
   InvalidArgumentError,
-  NonDeterminismError,
   TimeoutError,
 } from '../../../engine/errors.js';
-import { fromFailure, toFailure } from '../../../engine/failure.js';
+import { workflowErrors } from '../../../engine/workflow-errors.js';
 
-// The engine's own wiring (EngineImpl.errors), so workflow code sees the public error classes.
-const errors: WorkflowErrors = {
-  activityFailure: (name, attempts, failure) => new ActivityFailure(name, attempts, fromFailure(failure)),
-  timeout: (message) => new TimeoutError(message),
-  nonDeterminism: (workflowId, activation, commandId, expected, got) =>
-    new NonDeterminismError(workflowId, activation, commandId, expected, got),
-  toFailure,
-};
+const errors = workflowErrors;
 
 function newState(workflowId = 'wf-1'): ReplayState {
   return new ReplayState(workflowId, new JsonCodec(1024 * 1024), errors);

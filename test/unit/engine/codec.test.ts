@@ -2,15 +2,7 @@ import { describe, expect, it } from 'vitest';
 
 import { JsonCodec } from '../../../engine/codec.js';
 import { ErrorCode, InvalidArgumentError, PayloadTooLargeError } from '../../../engine/errors.js';
-
-function thrown(fn: () => unknown): Error {
-  try {
-    fn();
-  } catch (error) {
-    return error as Error;
-  }
-  throw new Error('expected a throw');
-}
+import { thrown } from '../../helpers/builders.js';
 
 describe('JsonCodec.encode', () => {
   const codec = new JsonCodec(1024 * 1024);

@@ -10,21 +10,13 @@ import {
   type ResolvedRetryPolicy,
   resolveRetryPolicy,
 } from '../../../engine/retry-policy.js';
+import { thrown } from '../../helpers/builders.js';
 
 const failure: SerializedFailure = { name: 'Error', message: 'flaky' };
 const NOW = 1_000_000;
 
 function policy(overrides: Partial<ResolvedRetryPolicy> = {}): ResolvedRetryPolicy {
   return { ...DEFAULT_RETRY_POLICY, ...overrides };
-}
-
-function thrown(fn: () => unknown): Error {
-  try {
-    fn();
-  } catch (error) {
-    return error as Error;
-  }
-  throw new Error('expected a throw');
 }
 
 describe('checkRetryPolicy', () => {

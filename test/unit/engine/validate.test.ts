@@ -2,15 +2,7 @@ import { describe, expect, it } from 'vitest';
 
 import { InvalidArgumentError } from '../../../engine/errors.js';
 import { checkName, MAX_NAME_LENGTH } from '../../../engine/validate.js';
-
-function thrown(fn: () => unknown): Error {
-  try {
-    fn();
-  } catch (error) {
-    return error as Error;
-  }
-  throw new Error('expected a throw');
-}
+import { thrown } from '../../helpers/builders.js';
 
 describe('checkName', () => {
   it('returns a valid name unchanged', () => {

@@ -1,35 +1,8 @@
 import { describe, expect, it } from 'vitest';
 
-import { emptyWrite, type NewWorkflowRow, type TaskRow, type WorkflowWrite } from '../../../storage/rows.js';
 import { type Queryable, type QueryResult, type Sql, tablesFor } from '../../../storage/sql.js';
 import { mergeWrite, Wal } from '../../../storage/wal.js';
-
-/** A write appending history rows `from + 1` … `from + count`, as an actor's step would. */
-function write(workflowId: string, from: number, count: number, extra: Partial<WorkflowWrite> = {}): WorkflowWrite {
-  const w = emptyWrite(workflowId);
-  for (let i = 1; i <= count; i++) {
-    w.history.push({ seq: from + i, activation: 1, type: 'TimerFired', commandId: from + i, payload: null, at: 1_000 });
-  }
-  return { ...w, ...extra };
-}
-
-function task(workflowId: string, commandId: number, attempt: number): TaskRow {
-  return {
-    workflowId,
-    commandId,
-    name: 'charge',
-    input: '1',
-    options: '{}',
-    attempt,
-    visibleAt: 2_000,
-    scheduledAt: 1_000,
-    lastFailure: null,
-  };
-}
-
-function startRow(id: string): NewWorkflowRow {
-  return { id, name: 'wf', version: '1', input: undefined, startAt: 0, createdAt: 0 };
-}
+import { makeStartRow, makeTask, makeWrite } from '../../helpers/builders.js';
 
 /**
  * A driver that answers each flush from a script: the n-th flush throws `script[n]` if that is an
@@ -78,9 +51,9 @@ function walOver(sql: Sql) {
 
 describe('mergeWrite', () => {
   it('appends history and keeps the newest row state and task of each command', () => {
-    const into = write('a', 0, 2, { tasksUpsert: [task('a', 1, 1)], vars: '{"x":1}', status: 'running' });
-    mergeWrite(into, write('a', 2, 1, { tasksUpsert: [task('a', 1, 2), task('a', 3, 1)], timersDelete: [2] }));
-    mergeWrite(into, write('a', 3, 1, { isTerminal: true, result: '7', completedAt: 5, error: null, startedAt: 4 }));
+    const into = makeWrite('a', 0, 2, { tasksUpsert: [makeTask('a', 1, 1)], vars: '{"x":1}', status: 'running' });
+    mergeWrite(into, makeWrite('a', 2, 1, { tasksUpsert: [makeTask('a', 1, 2), makeTask('a', 3, 1)], timersDelete: [2] }));
+    mergeWrite(into, makeWrite('a', 3, 1, { isTerminal: true, result: '7', completedAt: 5, error: null, startedAt: 4 }));
     expect(into.history.map((r) => r.seq)).toEqual([1, 2, 3, 4]);
     expect(into.tasksUpsert.map((t) => [t.commandId, t.attempt])).toEqual([
       [1, 2],
@@ -99,11 +72,11 @@ describe('mergeWrite', () => {
   });
 
   it('cancels a timer inserted and deleted within the batch, and drops the upsert of a deleted task', () => {
-    const into = write('a', 0, 1, {
+    const into = makeWrite('a', 0, 1, {
       timersInsert: [{ workflowId: 'a', commandId: 1, dueAt: 10 }],
-      tasksUpsert: [task('a', 2, 3)],
+      tasksUpsert: [makeTask('a', 2, 3)],
     });
-    mergeWrite(into, write('a', 1, 1, { timersDelete: [1, 9], tasksDelete: [2, 8] }));
+    mergeWrite(into, makeWrite('a', 1, 1, { timersDelete: [1, 9], tasksDelete: [2, 8] }));
     expect(into.timersInsert).toEqual([]);
     expect(into.timersDelete).toEqual([9]);
     expect(into.tasksUpsert).toEqual([]);
@@ -118,7 +91,7 @@ describe('Wal over a scripted driver', () => {
     const sql = new ScriptedSql([lost, 'ok']);
     const { wal, failures, observed } = walOver(sql);
     const durable: string[] = [];
-    wal.enqueue(write('a', 0, 2), () => durable.push('a'));
+    wal.enqueue(makeWrite('a', 0, 2), () => durable.push('a'));
     await wal.drain();
     expect(sql.flushes).toBe(2);
     expect(observed).toEqual([{ error: lost, willRetry: true }]);
@@ -130,7 +103,7 @@ describe('Wal over a scripted driver', () => {
   it('rejects the starts of a failed batch, with no workflow to report', async () => {
     const refused = Object.assign(new Error('check constraint'), { code: '23514' });
     const { wal, failures, observed } = walOver(new ScriptedSql([refused]));
-    await expect(wal.enqueueStart(startRow('a'))).rejects.toBe(refused);
+    await expect(wal.enqueueStart(makeStartRow('a'))).rejects.toBe(refused);
     expect(observed).toEqual([{ error: refused, willRetry: false }]);
     expect(failures).toEqual([]);
   });

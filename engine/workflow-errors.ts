@@ -1,0 +1,12 @@
+import type { WorkflowErrors } from '../actors/actor-host.js';
+import { ActivityFailure, NonDeterminismError, TimeoutError } from './errors.js';
+import { fromFailure, toFailure } from './failure.js';
+
+/** The errors workflow code sees, built from the public classes (the actors cannot import them). */
+export const workflowErrors: WorkflowErrors = {
+  activityFailure: (name, attempts, failure) => new ActivityFailure(name, attempts, fromFailure(failure)),
+  timeout: (message) => new TimeoutError(message),
+  nonDeterminism: (workflowId, activation, commandId, expected, got) =>
+    new NonDeterminismError(workflowId, activation, commandId, expected, got),
+  toFailure,
+};
