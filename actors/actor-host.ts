@@ -17,6 +17,8 @@ export interface Codec {
   decode(text: string | null | undefined): unknown;
   /** Checks activity options and returns the JSON stored with each task. */
   activityOptions(options: unknown): string;
+  /** Checks a name workflow code passes (event, variable, activity); throws a typed error. */
+  name(value: unknown, what: string): string;
 }
 
 /** The errors workflow code sees, built by the engine so their classes are the public ones. */

@@ -85,6 +85,7 @@ export class ReplayState {
   }
 
   scheduleActivity(name: string, input: unknown, options: string): Promise<unknown> {
+    this.#codec.name(name, 'activity name');
     const encoded = this.#codec.encode(input, `input of activity "${name}"`);
     const commandId = this.#nextCommandId++;
     this.#emit({ kind: 'scheduleActivity', commandId, name, input: encoded, options });
@@ -102,6 +103,7 @@ export class ReplayState {
   }
 
   waitForEvent(name: string, timeoutAt: number | undefined): Promise<unknown> {
+    this.#codec.name(name, 'event name');
     const kept = this.#buffered?.get(name);
     if (kept && kept.length > 0) {
       return Promise.resolve(kept.shift());
@@ -118,6 +120,7 @@ export class ReplayState {
   }
 
   onEvent(name: string, handler: (payload: unknown) => void): void {
+    this.#codec.name(name, 'event name');
     this.#handlers ??= new Map();
     const handlers = this.#handlers.get(name);
     if (handlers) handlers.push(handler);
@@ -131,6 +134,7 @@ export class ReplayState {
   }
 
   setVar(name: string, value: unknown): void {
+    this.#codec.name(name, 'variable name');
     const encoded = this.#codec.encode(value, `variable "${name}"`) ?? 'null';
     this.#vars ??= new Map();
     if (this.#vars.get(name) === encoded) return;
@@ -235,9 +239,8 @@ export class ReplayState {
 
   /** Decoded variables, for a live `inspect`. */
   vars(): Record<string, unknown> {
-    const vars: Record<string, unknown> = {};
-    for (const [name, value] of this.#vars ?? []) vars[name] = JSON.parse(value);
-    return vars;
+    // fromEntries defines own properties: a variable named "__proto__" stays a variable.
+    return Object.fromEntries([...(this.#vars ?? [])].map(([name, value]) => [name, JSON.parse(value)]));
   }
 
   /** Commands still awaited, with their timers (including event-wait timeouts). */

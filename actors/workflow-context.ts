@@ -135,9 +135,6 @@ export class WorkflowContextImpl implements WorkflowContext {
   }
 
   setVar(name: string, value: unknown): void {
-    if (typeof name !== 'string' || name.length === 0) {
-      throw new TypeError('variable name must be a non-empty string');
-    }
     this.#state.setVar(name, value);
   }
 

@@ -7,7 +7,8 @@ import { Piscina } from 'piscina';
 import { type ActivityOutcome, type ActivityTask, activityIdOf } from './activity-context.js';
 import { type ActivityFunction, decodeInput, runAttempt } from './activity-runner.js';
 import type { BatchedOutcome } from './activity-thread.js';
-import { ConfigurationError, EngineClosedError } from './errors.js';
+import { JsonCodec } from './codec.js';
+import { ConfigurationError, EngineClosedError, TimeoutError } from './errors.js';
 import { toFailure } from './failure.js';
 
 /** Extra time a stuck thread gets past an attempt's timeout before it is terminated. */
@@ -26,6 +27,8 @@ export interface ActivityPoolOptions {
   inline: Readonly<Record<string, ActivityFunction>>;
   /** Heap limit of each thread, in MiB; a thread that exceeds it is replaced. */
   maxHeapMb: number | undefined;
+  /** Largest JSON result an activity may return. */
+  maxPayloadBytes: number;
 }
 
 /** One attempt to run, as the engine submits it (a task row and its timeout). */
@@ -86,6 +89,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
   readonly #results: BroadcastChannel;
   readonly #threadNames: ReadonlySet<string>;
   readonly #capacity: number;
+  readonly #codec: JsonCodec;
   readonly #waiting: Pending<T>[] = [];
   readonly #running = new Map<number, Pending<T>>();
   #nextId = 1;
@@ -108,6 +112,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
     this.#results = results;
     this.#threadNames = threadNames;
     this.#capacity = options.threads * options.concurrencyPerThread;
+    this.#codec = new JsonCodec(options.maxPayloadBytes);
     // Every inline attempt in flight listens on the closing signal.
     setMaxListeners(0, this.#closing.signal);
     results.onmessage = (event) => this.#onOutcomes((event as { data: BatchedOutcome[] }).data);
@@ -128,6 +133,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
         moduleUrl: options.moduleUrl.href,
         closeChannel: `duraflow-close-${id}`,
         resultsChannel: `duraflow-results-${id}`,
+        maxPayloadBytes: options.maxPayloadBytes,
       },
       minThreads: options.threads,
       maxThreads: options.threads,
@@ -174,8 +180,11 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
     return Object.hasOwn(this.#inline, name) || this.#threadNames.has(name);
   }
 
-  /** Runs one attempt of `task`; `timeoutMs` is its startToCloseTimeoutMs, if any. */
-  submit(task: T, timeoutMs: number | undefined): void {
+  /**
+   * Runs one attempt of `task`; `timeoutMs` is its startToCloseTimeoutMs, if any. `isolate` runs
+   * it alone on a thread (for an activity that has crashed its thread before).
+   */
+  submit(task: T, timeoutMs: number | undefined, isolate = false): void {
     const inline = Object.hasOwn(this.#inline, task.name) ? this.#inline[task.name] : undefined;
     if (inline) {
       void this.#runInline(inline, task, timeoutMs);
@@ -190,7 +199,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
       queueMicrotask(() => this.#onOutcome(task, { ok: false, failure, startedAt: Date.now(), durationMs: 0 }));
       return;
     }
-    if (timeoutMs !== undefined) {
+    if (timeoutMs !== undefined || isolate) {
       void this.#runAbortable(this.#piscina, task, timeoutMs);
       return;
     }
@@ -212,7 +221,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
     const attempt = toActivityTask(task, timeoutMs);
     let outcome: ActivityOutcome;
     try {
-      outcome = await runAttempt(fn, attempt, decodeInput(attempt), this.#closing.signal);
+      outcome = await runAttempt(fn, attempt, decodeInput(attempt), this.#closing.signal, this.#codec);
     } catch (error) {
       outcome = { ok: false, failure: toFailure(error), startedAt: Date.now(), durationMs: 0 };
     } finally {
@@ -221,16 +230,34 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
     this.#onOutcome(task, outcome);
   }
 
-  async #runAbortable(piscina: Piscina, task: T, timeoutMs: number): Promise<void> {
-    const signal = AbortSignal.any([this.#closing.signal, AbortSignal.timeout(timeoutMs + HARD_TIMEOUT_GRACE_MS)]);
+  /**
+   * Runs an attempt alone on a thread (Piscina gives an abortable task an idle thread of its
+   * own): for an attempt with a timeout, so a thread it blocks can be terminated; and for the
+   * survivors of a crashed batch, so the next crash names its culprit.
+   */
+  async #runAbortable(piscina: Piscina, task: T, timeoutMs: number | undefined): Promise<void> {
+    const deadline = timeoutMs === undefined ? undefined : AbortSignal.timeout(timeoutMs + HARD_TIMEOUT_GRACE_MS);
+    const signal = deadline ? AbortSignal.any([this.#closing.signal, deadline]) : this.#closing.signal;
     this.#abortableRunning++;
     const startedAt = Date.now();
     let outcome: ActivityOutcome;
     try {
       outcome = (await piscina.run(toActivityTask(task, timeoutMs), { signal })) as ActivityOutcome;
     } catch (error) {
-      // The thread died (exit, out of memory) or was terminated for ignoring its timeout.
-      outcome = threadFailure(error, startedAt);
+      outcome = deadline?.aborted
+        ? // It kept its thread busy past the timeout: Piscina terminated the thread.
+          {
+            ok: false,
+            failure: toFailure(
+              new TimeoutError(
+                `activity "${task.name}" attempt ${task.attempt} exceeded startToCloseTimeoutMs (${timeoutMs} ms); its thread was terminated`,
+              ),
+            ),
+            startedAt,
+            durationMs: Date.now() - startedAt,
+          }
+        : // The thread died under it (exit, out of memory).
+          threadFailure(error, startedAt);
     } finally {
       this.#abortableRunning--;
     }
@@ -259,7 +286,6 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
     for (let i = 0; i < taken.length; i += size) {
       const batch = taken.slice(i, i + size);
       for (const p of batch) this.#running.set(p.id, p);
-      const startedAt = Date.now();
       // One string per batch: cloning it into the thread is a copy, where an array of task
       // objects would be cloned field by field. Inputs are JSON already and are spliced in.
       let text = '[';
@@ -267,18 +293,17 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
         const activityId = JSON.stringify(activityIdOf(task.workflowId, task.commandId));
         text += `${text === '[' ? '' : ','}[${id},${JSON.stringify(task.name)},${JSON.stringify(task.workflowId)},${activityId},${task.attempt}${task.input === undefined ? '' : `,${task.input}`}]`;
       }
-      piscina.run(`${text}]`, { name: 'runBatch' }).catch(
-        (error: unknown) => {
-          // Outcomes posted just before the thread died may still be on their way.
-          setImmediate(() => {
-            for (const p of batch) {
-              if (!this.#running.delete(p.id)) continue;
-              this.#onOutcome(p.task, threadFailure(error, startedAt));
-            }
-            this.#schedulePump();
-          });
-        },
-      );
+      piscina.run(`${text}]`, { name: 'runBatch' }).catch(() => {
+        // The thread died. Outcomes posted just before may still be on their way; the attempts
+        // without one shared the thread with whatever killed it and cannot be blamed for it: each
+        // runs again, alone, so a crash there is its own.
+        setImmediate(() => {
+          for (const p of batch) {
+            if (this.#running.delete(p.id)) void this.#runAbortable(piscina, p.task, undefined);
+          }
+          this.#schedulePump();
+        });
+      });
     }
   }
 

@@ -1,13 +1,10 @@
 import type { ActivityContext, ActivityOutcome, ActivityTask } from './activity-context.js';
+import type { JsonCodec } from './codec.js';
 import { TimeoutError } from './errors.js';
 import { toFailure } from './failure.js';
 
 /** An activity function as users write it. */
 export type ActivityFunction = (input: never, ctx: ActivityContext) => unknown;
-
-function encodeResult(value: unknown): string | undefined {
-  return value === undefined ? undefined : JSON.stringify(value);
-}
 
 /** The decoded input of `task` (each attempt gets its own copy). */
 export function decodeInput(task: ActivityTask): unknown {
@@ -16,19 +13,26 @@ export function decodeInput(task: ActivityTask): unknown {
 
 /**
  * Runs one attempt of `fn` on `input` and turns whatever happens into an outcome: the JSON of its
- * result, or its error as plain data with any retry time the activity asked for. Shared by the
- * activity threads and inline activities so both behave the same.
+ * result (checked like every other payload: JSON only, within the size limit; a result that is
+ * not is a non-retryable failure), or its error as plain data with any retry time the activity
+ * asked for. Never throws. Shared by the activity threads and inline activities so both behave
+ * the same.
  */
 export async function runAttempt(
   fn: ActivityFunction,
   task: Omit<ActivityTask, 'input'>,
   input: unknown,
   closing: AbortSignal,
+  codec: JsonCodec,
 ): Promise<ActivityOutcome> {
-  const controller = new AbortController();
-  const onClose = (): void => controller.abort(closing.reason);
-  if (closing.aborted) onClose();
-  else closing.addEventListener('abort', onClose, { once: true });
+  // Without a timeout the attempt is aborted only when the engine closes: share that signal
+  // rather than make a controller per attempt.
+  const controller = task.timeoutMs === undefined ? undefined : new AbortController();
+  const onClose = (): void => controller?.abort(closing.reason);
+  if (controller) {
+    if (closing.aborted) onClose();
+    else closing.addEventListener('abort', onClose, { once: true });
+  }
   let requestedAt: number | undefined;
   let timer: NodeJS.Timeout | undefined;
   const startedAt = Date.now();
@@ -39,7 +43,7 @@ export async function runAttempt(
     activityId: task.activityId,
     activityName: task.name,
     attempt: task.attempt,
-    signal: controller.signal,
+    signal: controller?.signal ?? closing,
     retryAfter(ms: number) {
       requestedAt = Date.now() + ms;
     },
@@ -59,16 +63,16 @@ export async function runAttempt(
                 const error = new TimeoutError(
                   `activity "${task.name}" attempt ${task.attempt} exceeded startToCloseTimeoutMs (${task.timeoutMs} ms)`,
                 );
-                controller.abort(error);
+                controller!.abort(error);
                 reject(error);
               }, task.timeoutMs);
             }),
           ]);
     let result: string | undefined;
     try {
-      result = encodeResult(value);
+      result = codec.encode(value, `result of activity "${task.name}"`);
     } catch (error) {
-      return { ok: false, failure: { ...toFailure(error), name: 'InvalidResultError', nonRetryable: true }, ...timing() };
+      return { ok: false, failure: { ...toFailure(error), nonRetryable: true }, ...timing() };
     }
     return { ok: true, result, ...timing() };
   } catch (error) {
@@ -78,6 +82,6 @@ export async function runAttempt(
       : { ok: false, failure, retryAt: requestedAt, ...timing() };
   } finally {
     if (timer) clearTimeout(timer);
-    closing.removeEventListener('abort', onClose);
+    if (controller) closing.removeEventListener('abort', onClose);
   }
 }

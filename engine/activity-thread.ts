@@ -10,6 +10,7 @@ import { BroadcastChannel, workerData } from 'node:worker_threads';
 
 import type { ActivityOutcome, ActivityTask } from './activity-context.js';
 import { type ActivityFunction, decodeInput, runAttempt } from './activity-runner.js';
+import { JsonCodec } from './codec.js';
 import { EngineClosedError } from './errors.js';
 import { toFailure } from './failure.js';
 
@@ -17,6 +18,7 @@ interface ThreadData {
   moduleUrl: string;
   closeChannel: string;
   resultsChannel: string;
+  maxPayloadBytes: number;
 }
 
 /**
@@ -39,6 +41,7 @@ export type BatchedOutcome = [
 ];
 
 const data = workerData as ThreadData;
+const codec = new JsonCodec(data.maxPayloadBytes);
 const loaded: Promise<Record<string, unknown>> = import(data.moduleUrl);
 // Keep a failed import from surfacing as an unhandled rejection before anyone awaits it.
 loaded.catch(() => undefined);
@@ -106,7 +109,7 @@ async function runDecoded(task: Omit<ActivityTask, 'input'>, input: unknown): Pr
       durationMs: 0,
     };
   }
-  return runAttempt(fn as ActivityFunction, task, input, closing.signal);
+  return runAttempt(fn as ActivityFunction, task, input, closing.signal, codec);
 }
 
 /** Runs a batch of attempts concurrently, reporting each outcome on the results channel. */

@@ -1,6 +1,7 @@
 import type { Codec } from '../actors/actor-host.js';
 import { InvalidArgumentError, PayloadTooLargeError } from './errors.js';
 import { checkRetryPolicy } from './retry-policy.js';
+import { checkName } from './validate.js';
 
 function rejectNonJson(this: unknown, key: string, value: unknown): unknown {
   switch (typeof value) {
@@ -74,6 +75,10 @@ export class JsonCodec implements Codec {
       checked.startToCloseTimeoutMs = startToCloseTimeoutMs;
     }
     return JSON.stringify(checked);
+  }
+
+  name(value: unknown, what: string): string {
+    return checkName(value, what);
   }
 
   decode(text: string | null | undefined): unknown {

@@ -342,7 +342,9 @@ class EngineImpl implements Engine, ActorHost {
     const key = taskKey(task.workflowId, task.commandId);
     if (this.#inFlightTasks.has(key)) return;
     this.#inFlightTasks.add(key);
-    this.#pool.submit(task, this.#activityOptions(task.options).startToCloseTimeoutMs);
+    // An activity whose last attempt took its thread down runs alone from then on.
+    const hasCrashedThread = task.lastFailure?.includes('"name":"ActivityThreadError"') ?? false;
+    this.#pool.submit(task, this.#activityOptions(task.options).startToCloseTimeoutMs, hasCrashedThread);
   }
 
   /** What the pool reports for each attempt: complete it, retry it, or fail it for good. */
@@ -509,6 +511,7 @@ export async function createEngine(options: EngineOptions): Promise<Engine> {
         concurrencyPerThread: resolved.activityConcurrency,
         inline: resolved.inlineActivities,
         maxHeapMb: resolved.activityMaxHeapMb,
+        maxPayloadBytes: resolved.maxPayloadBytes,
       },
       (task, outcome) => report(task, outcome),
     );

@@ -4,23 +4,39 @@ export type { SerializedFailure };
 
 const MAX_CAUSE_DEPTH = 8;
 
+/**
+ * Reads `key` of a thrown value without letting a hostile getter, proxy or toString escape: a
+ * workflow or activity may throw anything, and describing it must never throw in turn.
+ */
+function read(value: object, key: string): unknown {
+  try {
+    return (value as Record<string, unknown>)[key];
+  } catch {
+    return undefined;
+  }
+}
+
+function safeString(value: unknown, fallback: string): string {
+  try {
+    return typeof value === 'string' ? value : String(value);
+  } catch {
+    return fallback;
+  }
+}
+
 /** Wraps anything thrown into an Error (a thrown string or object becomes its message). */
 export function coerceError(thrown: unknown): Error {
   if (thrown instanceof Error) return thrown;
-  if (typeof thrown === 'object' && thrown !== null && 'message' in thrown) {
-    const e = new Error(String((thrown as { message: unknown }).message));
-    if ('name' in thrown) e.name = String((thrown as { name: unknown }).name);
+  if (typeof thrown === 'object' && thrown !== null) {
+    const message = read(thrown, 'message');
+    const e = new Error(
+      message === undefined ? `non-error thrown: ${safeString(thrown, 'object')}` : safeString(message, 'unreadable message'),
+    );
+    const name = read(thrown, 'name');
+    if (name !== undefined) e.name = safeString(name, 'Error');
     return e;
   }
-  return new Error(typeof thrown === 'string' ? thrown : `non-error thrown: ${safeString(thrown)}`);
-}
-
-function safeString(value: unknown): string {
-  try {
-    return String(value);
-  } catch {
-    return typeof value;
-  }
+  return new Error(typeof thrown === 'string' ? thrown : `non-error thrown: ${safeString(thrown, typeof thrown)}`);
 }
 
 function isJsonSafe(value: unknown): boolean {
@@ -34,16 +50,23 @@ function isJsonSafe(value: unknown): boolean {
 /**
  * The plain-JSON form of a thrown value, keeping name, message, stack, code, the non-retryable
  * mark, JSON details and the cause chain (go-workflows `FromError`, temporal `nonRetryable`).
+ * Never throws, whatever was thrown.
  */
 export function toFailure(thrown: unknown, depth = 0): SerializedFailure {
   const error = coerceError(thrown);
-  const failure: SerializedFailure = { name: error.name || 'Error', message: error.message };
-  if (error.stack) failure.stack = error.stack;
-  const extra = error as { code?: unknown; nonRetryable?: unknown; details?: unknown };
-  if (typeof extra.code === 'string') failure.code = extra.code;
-  if (extra.nonRetryable === true) failure.nonRetryable = true;
-  if (extra.details !== undefined && isJsonSafe(extra.details)) failure.details = extra.details;
-  if (error.cause !== undefined && depth < MAX_CAUSE_DEPTH) failure.cause = toFailure(error.cause, depth + 1);
+  const failure: SerializedFailure = {
+    name: safeString(read(error, 'name'), 'Error') || 'Error',
+    message: safeString(read(error, 'message'), 'unreadable message'),
+  };
+  const stack = read(error, 'stack');
+  if (typeof stack === 'string' && stack) failure.stack = stack;
+  const code = read(error, 'code');
+  if (typeof code === 'string') failure.code = code;
+  if (read(error, 'nonRetryable') === true) failure.nonRetryable = true;
+  const details = read(error, 'details');
+  if (details !== undefined && isJsonSafe(details)) failure.details = details;
+  const cause = read(error, 'cause');
+  if (cause !== undefined && depth < MAX_CAUSE_DEPTH) failure.cause = toFailure(cause, depth + 1);
   return failure;
 }
 

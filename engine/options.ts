@@ -8,6 +8,7 @@ import type { WorkflowFunction } from '../actors/workflow-context.js';
 import type { Logger } from '../storage/logger.js';
 import { isValidSchemaName } from '../storage/sql.js';
 import type { ActivityFunction } from './activity-runner.js';
+import { checkName } from './validate.js';
 import { checkRetryPolicy, DEFAULT_RETRY_POLICY, type ResolvedRetryPolicy, resolveRetryPolicy, type RetryPolicy } from './retry-policy.js';
 
 export type { Logger };
@@ -130,9 +131,8 @@ export function resolveConnection(options: ConnectionOptions): ResolvedConnectio
   }
   if (typeof dataDir !== 'string' || dataDir.length === 0) throw new TypeError('options.dataDir must be a non-empty string');
   if (typeof schema !== 'string' || !isValidSchemaName(schema)) {
-    throw new RangeError(
-      `options.schema must be a lower-case identifier ([a-z_][a-z0-9_]*, at most 48 chars), got ${JSON.stringify(schema)}`,
-    );
+    const shown = typeof schema === 'string' ? JSON.stringify(schema.slice(0, 60)) + (schema.length > 60 ? '…' : '') : typeof schema;
+    throw new RangeError(`options.schema must be a lower-case identifier ([a-z_][a-z0-9_]*, at most 48 chars), got ${shown}`);
   }
   const logger = options.logger ?? stderrLogger;
   for (const level of ['debug', 'info', 'warn', 'error'] as const) {
@@ -177,6 +177,11 @@ export function resolveEngineOptions(options: EngineOptions): ResolvedEngineOpti
   }
   const byName = new Map<string, WorkflowFunction<never, unknown>>();
   for (const [name, fn] of Object.entries(workflows)) {
+    try {
+      checkName(name, `workflow name ${JSON.stringify(name.slice(0, 60))}`);
+    } catch (error) {
+      throw new RangeError(`options.workflows: ${(error as Error).message}`);
+    }
     if (typeof fn !== 'function') throw new TypeError(`options.workflows.${name} must be a function`);
     byName.set(name, fn);
   }

@@ -18,5 +18,8 @@ export function checkName(value: unknown, what: string): string {
   }
   if (value.includes('\0')) throw new InvalidArgumentError(`${what} must not contain NUL characters`);
   if (!value.isWellFormed()) throw new InvalidArgumentError(`${what} contains an unpaired UTF-16 surrogate`);
+  // The embedded database drops a leading byte-order mark from text it returns: such a name
+  // would not come back as it went in.
+  if (value.charCodeAt(0) === 0xfeff) throw new InvalidArgumentError(`${what} must not start with U+FEFF`);
   return value;
 }
