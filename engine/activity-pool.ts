@@ -122,6 +122,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
   static async create<T extends PoolTask>(
     options: ActivityPoolOptions,
     onOutcome: (task: T, outcome: ActivityOutcome) => void,
+    onThreadError: (error: unknown) => void,
   ): Promise<ActivityPool<T>> {
     const id = randomUUID();
     const closeChannel = new BroadcastChannel(`duraflow-close-${id}`);
@@ -142,6 +143,9 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
       idleTimeout: 60_000,
       ...(options.maxHeapMb ? { resourceLimits: { maxOldGenerationSizeMb: options.maxHeapMb } } : {}),
     });
+    // A thread that fails to start (or dies between tasks) emits 'error' on the pool; unheard, it
+    // would take the process down. Piscina replaces the thread; attempts on it report themselves.
+    piscina.on('error', (error: unknown) => onThreadError(error));
     const fail = async (error: ConfigurationError): Promise<never> => {
       closeChannel.close();
       results.close();

@@ -25,14 +25,12 @@ export async function runAttempt(
   closing: AbortSignal,
   codec: JsonCodec,
 ): Promise<ActivityOutcome> {
-  // Without a timeout the attempt is aborted only when the engine closes: share that signal
-  // rather than make a controller per attempt.
-  const controller = task.timeoutMs === undefined ? undefined : new AbortController();
-  const onClose = (): void => controller?.abort(closing.reason);
-  if (controller) {
-    if (closing.aborted) onClose();
-    else closing.addEventListener('abort', onClose, { once: true });
-  }
+  // A signal of its own per attempt, even without a timeout: listeners an activity adds to it go
+  // away with the attempt instead of piling up on a signal that lives as long as the thread.
+  const controller = new AbortController();
+  const onClose = (): void => controller.abort(closing.reason);
+  if (closing.aborted) onClose();
+  else closing.addEventListener('abort', onClose, { once: true });
   let requestedAt: number | undefined;
   let timer: NodeJS.Timeout | undefined;
   const startedAt = Date.now();
@@ -43,7 +41,7 @@ export async function runAttempt(
     activityId: task.activityId,
     activityName: task.name,
     attempt: task.attempt,
-    signal: controller?.signal ?? closing,
+    signal: controller.signal,
     retryAfter(ms: number) {
       requestedAt = Date.now() + ms;
     },
@@ -63,7 +61,7 @@ export async function runAttempt(
                 const error = new TimeoutError(
                   `activity "${task.name}" attempt ${task.attempt} exceeded startToCloseTimeoutMs (${task.timeoutMs} ms)`,
                 );
-                controller!.abort(error);
+                controller.abort(error);
                 reject(error);
               }, task.timeoutMs);
             }),
@@ -82,6 +80,6 @@ export async function runAttempt(
       : { ok: false, failure, retryAt: requestedAt, ...timing() };
   } finally {
     if (timer) clearTimeout(timer);
-    if (controller) closing.removeEventListener('abort', onClose);
+    closing.removeEventListener('abort', onClose);
   }
 }

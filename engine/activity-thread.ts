@@ -6,6 +6,7 @@
  * main thread pays for one message per group, not per attempt. Nothing throws across the thread
  * except `describe`, which reports an unusable module at engine start.
  */
+import { setMaxListeners } from 'node:events';
 import { BroadcastChannel, workerData } from 'node:worker_threads';
 
 import type { ActivityOutcome, ActivityTask } from './activity-context.js';
@@ -47,6 +48,8 @@ const loaded: Promise<Record<string, unknown>> = import(data.moduleUrl);
 loaded.catch(() => undefined);
 
 const closing = new AbortController();
+// Every attempt in flight listens for the close.
+setMaxListeners(0, closing.signal);
 const closeChannel = new BroadcastChannel(data.closeChannel);
 closeChannel.onmessage = () => closing.abort(new EngineClosedError());
 const results = new BroadcastChannel(data.resultsChannel);

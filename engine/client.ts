@@ -1,5 +1,5 @@
 import { type ClientOptions, resolveConnection } from './options.js';
-import type { ResultOptions, StartWorkflowOptions, WorkflowHandle } from './workflow-store.js';
+import type { ResultOptions, SendEventOptions, StartWorkflowOptions, WorkflowHandle } from './workflow-store.js';
 import { WorkflowStore } from './workflow-store.js';
 import { WorkflowAlreadyExistsError } from './errors.js';
 import { checkName } from './validate.js';
@@ -24,7 +24,7 @@ export interface Client {
    * Delivers an event to a pending or running workflow (kept until the workflow takes it).
    * Rejects with `WorkflowNotFoundError`, or `WorkflowClosedError` if it has ended.
    */
-  sendEvent(workflowId: string, eventName: string, payload?: unknown): Promise<void>;
+  sendEvent(workflowId: string, eventName: string, payload?: unknown, options?: SendEventOptions): Promise<void>;
   /** The workflow's state, history and variables. Rejects with `WorkflowNotFoundError`. */
   inspect(workflowId: string): Promise<WorkflowState>;
   /**
@@ -58,8 +58,8 @@ class ClientImpl implements Client {
     return handleFor<Output>(this, row.id);
   }
 
-  async sendEvent(workflowId: string, eventName: string, payload?: unknown): Promise<void> {
-    await this.#store.storeEvent(workflowId, eventName, payload);
+  async sendEvent(workflowId: string, eventName: string, payload?: unknown, options?: SendEventOptions): Promise<void> {
+    await this.#store.storeEvent(workflowId, eventName, payload, options);
     await this.#store.notifyEvent();
   }
 

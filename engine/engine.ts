@@ -29,6 +29,7 @@ import type { WorkflowState } from './workflow-state.js';
 import {
   Notice,
   type ResultOptions,
+  type SendEventOptions,
   type StartWorkflowOptions,
   type WorkflowHandle,
   WorkflowStore,
@@ -261,9 +262,11 @@ class EngineImpl implements Engine, ActorHost {
     return handleFor<Output>(this, row.id);
   }
 
-  async sendEvent(workflowId: string, eventName: string, payload?: unknown): Promise<void> {
+  async sendEvent(workflowId: string, eventName: string, payload?: unknown, options?: SendEventOptions): Promise<void> {
     this.#checkOpen();
-    const stored = await this.#store.storeEvent(workflowId, eventName, payload);
+    const stored = await this.#store.storeEvent(workflowId, eventName, payload, options);
+    // A duplicate was delivered (or will be, by the poll) when it was first stored.
+    if (stored.isDuplicate) return;
     if (this.#options.workflows.has(stored.workflowName)) {
       this.#system.deliver(workflowId, {
         type: 'event',
@@ -514,6 +517,7 @@ export async function createEngine(options: EngineOptions): Promise<Engine> {
         maxPayloadBytes: resolved.maxPayloadBytes,
       },
       (task, outcome) => report(task, outcome),
+      (error) => resolved.logger.error({ err: error }, 'an activity thread failed'),
     );
     const created = pool;
     const engine = new EngineImpl(resolved, store, (onOutcome) => {

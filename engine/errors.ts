@@ -17,6 +17,7 @@ export const ErrorCode = {
   InvalidArgument: 'DURAFLOW_INVALID_ARGUMENT',
   PayloadTooLarge: 'DURAFLOW_PAYLOAD_TOO_LARGE',
   Configuration: 'DURAFLOW_CONFIGURATION',
+  DatabaseUnavailable: 'DURAFLOW_DATABASE_UNAVAILABLE',
   EngineClosed: 'DURAFLOW_ENGINE_CLOSED',
   IllegalState: 'DURAFLOW_ILLEGAL_STATE',
 } as const;
@@ -194,6 +195,20 @@ export class ConfigurationError extends EngineError {
   }
 }
 ConfigurationError.prototype.name = 'ConfigurationError';
+
+/**
+ * The database could not be reached for `databaseRetryMs` (connections refused, cut or hanging).
+ * Safe to retry: a start or an event that may have been stored is recognised as the same one when
+ * retried with the same `workflowId` or `eventId`.
+ */
+export class DatabaseUnavailableError extends EngineError {
+  constructor(what: string, cause: unknown) {
+    super(ErrorCode.DatabaseUnavailable, `${what}: the database is unavailable (${(cause as Error)?.message ?? String(cause)})`, {
+      cause,
+    });
+  }
+}
+DatabaseUnavailableError.prototype.name = 'DatabaseUnavailableError';
 
 /** The engine or client was closed before the call could finish. */
 export class EngineClosedError extends EngineError {

@@ -36,6 +36,11 @@ export interface ConnectionOptions {
   logger?: Logger;
   /** Largest JSON payload (input, result, event, variable), in bytes. @default 1048576 (1 MiB) */
   maxPayloadBytes?: number;
+  /**
+   * How long a client call (start, event, inspect, result) keeps retrying while the database is
+   * unreachable before failing with DatabaseUnavailableError, in ms. @default 10000
+   */
+  databaseRetryMs?: number;
 }
 
 /** Options of `createEngine`. */
@@ -81,6 +86,7 @@ export interface ResolvedConnection {
   maxConnections: number;
   logger: Logger;
   maxPayloadBytes: number;
+  databaseRetryMs: number;
 }
 
 /** Engine options with defaults applied. */
@@ -145,6 +151,7 @@ export function resolveConnection(options: ConnectionOptions): ResolvedConnectio
     maxConnections: positiveInt(options.maxConnections, 'maxConnections', 10),
     logger,
     maxPayloadBytes: positiveInt(options.maxPayloadBytes, 'maxPayloadBytes', 1024 * 1024),
+    databaseRetryMs: positiveInt(options.databaseRetryMs, 'databaseRetryMs', 10_000),
   };
 }
 

@@ -38,6 +38,9 @@ export class ResultWaiters {
     const promise = new Promise<Outcome>((resolve, reject) => {
       waiter = { resolve, reject, timer: undefined };
     });
+    // The caller may still be reading the database when a close or timeout rejects this; it awaits
+    // the promise afterwards, so the rejection is not unhandled (fastq's fork idiom).
+    promise.catch(() => undefined);
     let set = this.#waiters.get(workflowId);
     if (!set) {
       set = new Set();

@@ -12,7 +12,9 @@ import { tasksOf } from '../storage/sql/tasks.js';
 import { finishedAmong, loadHistory, loadWorkflow, notify, timersOf } from '../storage/sql/workflows.js';
 import { type Sql, type Tables, tablesFor } from '../storage/sql.js';
 import { JsonCodec } from './codec.js';
+import { isRetryable } from '../storage/pg-errors.js';
 import {
+  DatabaseUnavailableError,
   EngineClosedError,
   InvalidArgumentError,
   WorkflowClosedError,
@@ -33,6 +35,15 @@ export interface StartWorkflowOptions {
   version?: string;
   /** Start no earlier than this; until then the workflow is `pending`. @default now */
   startAt?: Date | number;
+}
+
+/** Options of `sendEvent`. */
+export interface SendEventOptions {
+  /**
+   * Identifies the event: sending the same id again (a retry after an error) stores it once, as
+   * long as the first one has not been consumed yet. @default a random UUID per call
+   */
+  eventId?: string;
 }
 
 /** Options of `result()`. */
@@ -78,12 +89,14 @@ export class WorkflowStore {
   #unlisten: (() => Promise<void>) | undefined;
   #onNotice: ((payload: string) => void) | undefined;
   #isClosed = false;
+  readonly #retryMs: number;
 
   private constructor(sql: Sql, tables: Tables, connection: ResolvedConnection) {
     this.sql = sql;
     this.tables = tables;
     this.codec = new JsonCodec(connection.maxPayloadBytes);
     this.logger = connection.logger;
+    this.#retryMs = connection.databaseRetryMs;
   }
 
   /** Connects, applies migrations and subscribes to the schema's notifications. */
@@ -126,6 +139,7 @@ export class WorkflowStore {
     }
     return {
       id,
+      startToken: randomUUID(),
       name: workflowName,
       version,
       input: this.codec.encode(input, 'workflow input'),
@@ -137,9 +151,10 @@ export class WorkflowStore {
   /** Inserts a start directly (a client's path); false if the id existed. */
   async insertStart(row: NewWorkflowRow): Promise<boolean> {
     this.#checkOpen();
-    const { inserted } = await flushBatch(this.sql, this.tables, [row], []);
+    // Retrying is safe: the row's start token makes a retried insert find its own row.
+    const { inserted } = await this.#withRetries('starting a workflow', () => flushBatch(this.sql, this.tables, [row], []));
     if (inserted.size === 0) return false;
-    await notify(this.sql, this.tables, Notice.Start);
+    await this.#withRetries('notifying engines', () => notify(this.sql, this.tables, Notice.Start));
     return true;
   }
 
@@ -151,34 +166,45 @@ export class WorkflowStore {
     workflowId: string,
     eventName: string,
     payload: unknown,
-  ): Promise<{ inboxId: number; workflowName: string; payload: string | undefined }> {
+    options: SendEventOptions = {},
+  ): Promise<{ inboxId: number; workflowName: string; payload: string | undefined; isDuplicate: boolean }> {
     this.#checkOpen();
     checkName(workflowId, 'workflowId');
     checkName(eventName, 'event name');
+    if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('event options must be an object');
+    const eventId = options.eventId === undefined ? randomUUID() : checkName(options.eventId, 'eventId');
     const encoded = this.codec.encode(payload, `payload of event "${eventName}"`);
-    const stored = await insertEvent(this.sql, this.tables, workflowId, eventName, encoded);
-    if ('id' in stored) return { inboxId: stored.id, workflowName: stored.workflowName, payload: encoded };
+    // Retrying is safe: the event id makes a retried insert find the row it stored.
+    const stored = await this.#withRetries('sending an event', () =>
+      insertEvent(this.sql, this.tables, workflowId, eventName, encoded, eventId),
+    );
+    if ('id' in stored) {
+      return { inboxId: stored.id, workflowName: stored.workflowName, payload: encoded, isDuplicate: stored.isDuplicate };
+    }
     if (stored.status === 'missing') throw new WorkflowNotFoundError(workflowId);
     throw new WorkflowClosedError(workflowId, stored.status);
   }
 
   async notifyEvent(): Promise<void> {
-    await notify(this.sql, this.tables, Notice.Event);
+    await this.#withRetries('notifying engines', () => notify(this.sql, this.tables, Notice.Event));
   }
 
   /** The workflow's state from the database, with live values from `live` when given. */
   async inspect(workflowId: string, live?: () => ActorSnapshot | undefined): Promise<WorkflowState> {
     this.#checkOpen();
     checkName(workflowId, 'workflowId');
-    const row = await loadWorkflow(this.sql, this.tables, workflowId);
-    if (!row) throw new WorkflowNotFoundError(workflowId);
-    const [history, tasks, timers, inbox] = await Promise.all([
-      loadHistory(this.sql, this.tables, workflowId),
-      tasksOf(this.sql, this.tables, workflowId),
-      timersOf(this.sql, this.tables, workflowId),
-      inboxOf(this.sql, this.tables, workflowId),
-    ]);
-    return buildWorkflowState({ row, history, tasks, timers, inbox }, live?.(), Date.now());
+    const stored = await this.#withRetries('inspecting a workflow', async () => {
+      const row = await loadWorkflow(this.sql, this.tables, workflowId);
+      if (!row) throw new WorkflowNotFoundError(workflowId);
+      const [history, tasks, timers, inbox] = await Promise.all([
+        loadHistory(this.sql, this.tables, workflowId),
+        tasksOf(this.sql, this.tables, workflowId),
+        timersOf(this.sql, this.tables, workflowId),
+        inboxOf(this.sql, this.tables, workflowId),
+      ]);
+      return { row, history, tasks, timers, inbox };
+    });
+    return buildWorkflowState(stored, live?.(), Date.now());
   }
 
   /**
@@ -196,7 +222,7 @@ export class WorkflowStore {
     if (isRunningHere) return this.#toResult<Output>(workflowId, await waiting.promise);
     let outcome: Outcome;
     try {
-      const row = await loadWorkflow(this.sql, this.tables, workflowId);
+      const row = await this.#withRetries('reading a result', () => loadWorkflow(this.sql, this.tables, workflowId));
       if (!row) throw new WorkflowNotFoundError(workflowId);
       if (row.status === 'completed' || row.status === 'failed') {
         waiting.cancel();
@@ -245,5 +271,24 @@ export class WorkflowStore {
 
   #checkOpen(): void {
     if (this.#isClosed) throw new EngineClosedError();
+  }
+
+  /**
+   * Runs `operation`, trying again with backoff while the database is unreachable, for up to
+   * `databaseRetryMs`; then fails with DatabaseUnavailableError. Only for idempotent operations.
+   */
+  async #withRetries<T>(what: string, operation: () => Promise<T>): Promise<T> {
+    const deadline = Date.now() + this.#retryMs;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await operation();
+      } catch (error) {
+        if (!isRetryable(error)) throw error;
+        if (this.#isClosed) throw new EngineClosedError();
+        const delay = Math.min(50 * 2 ** attempt, 1_000) * (0.5 + Math.random() / 2);
+        if (Date.now() + delay > deadline) throw new DatabaseUnavailableError(what, error);
+        await new Promise((resolve) => setTimeout(resolve, delay));
+      }
+    }
   }
 }

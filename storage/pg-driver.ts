@@ -30,6 +30,11 @@ export class PgDriver implements Sql {
       connectionString: options.connectionString,
       max: options.maxConnections,
       idleTimeoutMillis: 30_000,
+      // A connection that cannot be made, or a statement that gets no answer, fails (and is
+      // retried) instead of hanging the engine forever.
+      connectionTimeoutMillis: 10_000,
+      query_timeout: 30_000,
+      keepAlive: true,
     });
     // An idle client that loses its connection emits 'error' on the pool; unhandled it would
     // crash the process (pg-pool README, 'error' event).
@@ -112,7 +117,11 @@ export class PgDriver implements Sql {
   }
 
   async #connectListener(): Promise<pg.Client> {
-    const client = new pg.Client({ connectionString: this.#options.connectionString });
+    const client = new pg.Client({
+      connectionString: this.#options.connectionString,
+      connectionTimeoutMillis: 10_000,
+      keepAlive: true,
+    });
     client.on('notification', (message) => {
       const handlers = this.#listeners.get(message.channel);
       if (!handlers) return;

@@ -44,7 +44,7 @@ export function isRetryable(error: unknown): boolean {
   }
   // pg reports a dropped socket with a plain Error and no code.
   const message = error instanceof Error ? error.message : '';
-  return /Connection terminated|connection timeout|Client has encountered a connection error/i.test(
+  return /Connection terminated|connection timeout|timeout exceeded when trying to connect|Query read timeout|Client has encountered a connection error/i.test(
     message,
   );
 }

@@ -40,6 +40,8 @@ export interface TaskRow {
 /** A workflow row created by a start. */
 export interface NewWorkflowRow {
   id: string;
+  /** Random per start call: a retried insert recognises its own row by it. */
+  startToken: string;
   name: string;
   version: string;
   input: string | undefined;

@@ -43,6 +43,7 @@ export interface Tables {
   readonly timers: string;
   readonly activityTasks: string;
   readonly inbox: string;
+  readonly walCommits: string;
   readonly migrations: string;
   /** NOTIFY channel shared by every process on this schema. */
   readonly channel: string;
@@ -69,6 +70,7 @@ export function tablesFor(schema: string): Tables {
     timers: `${q}.timers`,
     activityTasks: `${q}.activity_tasks`,
     inbox: `${q}.inbox`,
+    walCommits: `${q}.wal_commits`,
     migrations: `${q}.migrations`,
     channel: `duraflow_${schema}`,
   };

@@ -1,8 +1,9 @@
+import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { isRetryable } from './pg-errors.js';
 import type { NewWorkflowRow, WorkflowWrite } from './rows.js';
-import { flushBatch } from './sql/flush-batch.js';
+import { committedFlush, flushBatch } from './sql/flush-batch.js';
 import type { Sql, Tables } from './sql.js';
 
 /** What the WAL reports to whoever watches it (metrics, logs). */
@@ -33,6 +34,9 @@ export interface WalOptions {
   maxFlushesInFlight?: number;
   observer?: WalObserver;
 }
+
+/** How often flushes also delete commit tokens older than an hour. */
+const CLEANUP_INTERVAL_MS = 60_000;
 
 /** Retries of a transient flush failure once `close()` has been called. */
 const CLOSING_RETRIES = 3;
@@ -171,6 +175,7 @@ export class Wal {
   readonly #maxInFlight: number;
   #isScheduled = false;
   #isClosed = false;
+  #lastCleanup = 0;
   #idleWaiters: (() => void)[] = [];
   #uncongestedWaiters: (() => void)[] = [];
 
@@ -286,11 +291,15 @@ export class Wal {
   }
 
   async #commitWithRetry(batch: Batch): Promise<void> {
-    let inserted: Set<string>;
+    const token = randomUUID();
+    let inserted: Set<string> | undefined;
+    // Set once a try failed in a way that leaves its outcome unknown (the connection dropped
+    // around the commit): every later failure first asks whether that try committed after all.
+    let isAmbiguous = false;
     for (let attempt = 1; ; attempt++) {
       const started = performance.now();
       try {
-        inserted = await this.#commit(batch);
+        inserted = await this.#commit(batch, token);
         this.#options.observer?.flushed({
           events: batch.events,
           writes: batch.writes.size,
@@ -299,8 +308,14 @@ export class Wal {
         });
         break;
       } catch (error) {
+        const isTransient = isRetryable(error);
+        isAmbiguous ||= isTransient;
+        if (isAmbiguous) {
+          inserted = await this.#committedEarlier(token);
+          if (inserted) break;
+        }
         // Closing gives a lost connection a few more tries, not an outage's worth of them.
-        const willRetry = isRetryable(error) && (!this.#isClosed || attempt < CLOSING_RETRIES);
+        const willRetry = isTransient && (!this.#isClosed || attempt < CLOSING_RETRIES);
         this.#options.observer?.flushFailed(error, willRetry);
         if (willRetry) {
           await sleep(Math.min(50 * 2 ** Math.min(attempt, 7), 5_000) * (0.5 + Math.random() / 2));
@@ -334,12 +349,29 @@ export class Wal {
     if (ids.size > 0) this.#options.onFlushFailed(ids, error);
   }
 
-  async #commit(batch: Batch): Promise<Set<string>> {
+  async #commit(batch: Batch, token: string): Promise<Set<string>> {
     const starts = new Map(batch.starts.map((s) => [s.row.id, s.row]));
-    const { inserted } = await flushBatch(this.#options.sql, this.#options.tables, [...starts.values()], [
-      ...batch.writes.values(),
-    ]);
+    const now = Date.now();
+    const isCleanup = now - this.#lastCleanup > CLEANUP_INTERVAL_MS;
+    if (isCleanup) this.#lastCleanup = now;
+    const { inserted } = await flushBatch(
+      this.#options.sql,
+      this.#options.tables,
+      [...starts.values()],
+      [...batch.writes.values()],
+      { token, isCleanup },
+    );
     return inserted;
+  }
+
+  /** Whether the flush with `token` committed (and what it created); undefined when unknown or not. */
+  async #committedEarlier(token: string): Promise<Set<string> | undefined> {
+    try {
+      return await committedFlush(this.#options.sql, this.#options.tables, token);
+    } catch {
+      // Still unreachable: the next try will ask again.
+      return undefined;
+    }
   }
 
   #wakeUncongested(): void {

@@ -22,14 +22,16 @@ interface Part {
 }
 
 const PARTS = {
+  // A row with the same id and the same start token is this start's own, committed by an
+  // earlier try whose answer was lost: it counts as inserted (the no-op update returns it).
   starts: {
-    params: 6,
+    params: 7,
     cte: (t) => `ins_wf AS (
-    INSERT INTO ${t.workflows} (id, name, version, status, input, start_at, created_at)
-    SELECT id, name, version, 'pending', input, to_timestamp(start_at / 1000.0), to_timestamp(created_at / 1000.0)
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[], $6::float8[])
-      AS u(id, name, version, input, start_at, created_at)
-    ON CONFLICT (id) DO NOTHING
+    INSERT INTO ${t.workflows} AS w (id, name, version, status, input, start_at, created_at, start_token)
+    SELECT id, name, version, 'pending', input, to_timestamp(start_at / 1000.0), to_timestamp(created_at / 1000.0), token
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[], $6::float8[], $7::text[])
+      AS u(id, name, version, input, start_at, created_at, token)
+    ON CONFLICT (id) DO UPDATE SET start_token = w.start_token WHERE w.start_token = excluded.start_token
     RETURNING id)`,
   },
   // One JSON document for all history rows: serialising it is one native JSON.stringify per
@@ -94,13 +96,30 @@ const PARTS = {
     DELETE FROM ${t.activityTasks} x USING unnest($1::text[], $2::int[]) AS u(w, c)
     WHERE x.workflow_id = u.w AND x.command_id = u.c)`,
   },
-  inboxDeletes: {
+  // Consumed events stay (marked) for an hour: a sender's retry must find them.
+  inboxConsumed: {
     params: 1,
-    cte: (t) => `del_i AS (DELETE FROM ${t.inbox} WHERE id = ANY($1::bigint[]))`,
+    cte: (t) => `con_i AS (UPDATE ${t.inbox} SET consumed_at = now() WHERE id = ANY($1::bigint[]))`,
   },
   notify: {
     params: 1,
     cte: () => `note AS (SELECT pg_notify($1, 'done'))`,
+  },
+  // The flush's token, so a flush whose answer was lost can be told committed or not.
+  commit: {
+    params: 1,
+    cte: (t) => `ins_c AS (
+    INSERT INTO ${t.walCommits} (token, inserted) VALUES ($1, ARRAY[]::text[]))`,
+  },
+  commitWithStarts: {
+    params: 1,
+    cte: (t) => `ins_c AS (
+    INSERT INTO ${t.walCommits} (token, inserted) SELECT $1, coalesce(array_agg(id), '{}') FROM ins_wf)`,
+  },
+  cleanup: {
+    params: 0,
+    cte: (t) => `del_c AS (DELETE FROM ${t.walCommits} WHERE at < now() - interval '1 hour'),
+  del_i AS (DELETE FROM ${t.inbox} WHERE consumed_at < now() - interval '1 hour')`,
   },
 } satisfies Record<string, Part>;
 
@@ -151,8 +170,21 @@ export function changesRow(w: WorkflowWrite): boolean {
   );
 }
 
+/** How a flush identifies itself; see `commitToken`. */
+export interface FlushOptions {
+  /** Recorded with the flush in the same statement (WAL flushes; a client's start has none). */
+  token?: string;
+  /** Also delete the tokens of flushes, and the consumed events, older than an hour. */
+  isCleanup?: boolean;
+}
+
 /** The parameters of each part that has something to write. */
-function collectParams(t: Tables, starts: readonly NewWorkflowRow[], writes: readonly WorkflowWrite[]): Map<PartName, unknown[]> {
+function collectParams(
+  t: Tables,
+  starts: readonly NewWorkflowRow[],
+  writes: readonly WorkflowWrite[],
+  options: FlushOptions,
+): Map<PartName, unknown[]> {
   let history = '';
   const updates: WorkflowWrite[] = [];
   const timerInserts: { w: string; c: number; d: number }[] = [];
@@ -181,6 +213,7 @@ function collectParams(t: Tables, starts: readonly NewWorkflowRow[], writes: rea
       starts.map((r) => r.input ?? null),
       starts.map((r) => r.startAt),
       starts.map((r) => r.createdAt),
+      starts.map((r) => r.startToken),
     ]);
   }
   if (history) params.set('history', [`${history}]`]);
@@ -216,9 +249,22 @@ function collectParams(t: Tables, starts: readonly NewWorkflowRow[], writes: rea
     ]);
   }
   if (taskDeletes.length > 0) params.set('taskDeletes', [taskDeletes.map((x) => x.w), taskDeletes.map((x) => x.c)]);
-  if (inbox.length > 0) params.set('inboxDeletes', [inbox]);
+  if (inbox.length > 0) params.set('inboxConsumed', [inbox]);
   if (notify) params.set('notify', [t.channel]);
+  if (options.token !== undefined) params.set(starts.length > 0 ? 'commitWithStarts' : 'commit', [options.token]);
+  if (options.isCleanup) params.set('cleanup', []);
   return params;
+}
+
+/**
+ * The workflows a flush created, if the flush with this token committed; undefined if it did not.
+ * Asked after a flush's answer was lost.
+ */
+export async function committedFlush(db: Queryable, t: Tables, token: string): Promise<Set<string> | undefined> {
+  const { rows } = await db.query<{ inserted: string[] }>(`SELECT inserted FROM ${t.walCommits} WHERE token = $1`, [
+    token,
+  ]);
+  return rows[0] ? new Set(rows[0].inserted) : undefined;
 }
 
 /** Commits a batch of starts and workflow writes in one statement. */
@@ -227,8 +273,9 @@ export async function flushBatch(
   t: Tables,
   starts: readonly NewWorkflowRow[],
   writes: readonly WorkflowWrite[],
+  options: FlushOptions = {},
 ): Promise<FlushResult> {
-  const byPart = collectParams(t, starts, writes);
+  const byPart = collectParams(t, starts, writes, options);
   if (byPart.size === 0) return { inserted: new Set() };
   const present = PART_NAMES.filter((name) => byPart.has(name));
   const key = present.reduce((mask, name) => mask | (1 << PART_NAMES.indexOf(name)), 0).toString(36);

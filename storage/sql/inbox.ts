@@ -9,8 +9,10 @@ export interface InboxRow {
 }
 
 /**
- * Stores an event for a workflow that exists and has not finished. Returns the new row id with the
- * workflow's name and status, or, when nothing was stored, why (`missing`: no such workflow).
+ * Stores an event for a workflow that exists and has not finished, once per `eventId`. Returns
+ * the row id with the workflow's name and status (`isDuplicate` when an event with this id was
+ * stored before, consumed or not), or, when nothing was stored, why (`missing`: no such
+ * workflow).
  */
 export async function insertEvent(
   db: Queryable,
@@ -18,21 +20,33 @@ export async function insertEvent(
   workflowId: string,
   name: string,
   payload: string | undefined,
+  eventId: string,
 ): Promise<
-  | { id: number; workflowName: string; status: 'pending' | 'running' }
+  | { id: number; workflowName: string; status: 'pending' | 'running'; isDuplicate: boolean }
   | { status: 'missing' | 'completed' | 'failed' }
 > {
-  const { rows } = await db.query<{ id: string; name: string; status: 'pending' | 'running' }>(
+  const { rows } = await db.query<{ id: string | null; name: string; status: 'pending' | 'running'; existing: string | null }>(
     `WITH w AS (
        SELECT id, name, status FROM ${t.workflows} WHERE id = $1 AND status IN ('pending', 'running')
      ), ins AS (
-       INSERT INTO ${t.inbox} (workflow_id, name, payload) SELECT id, $2, $3 FROM w RETURNING id
+       INSERT INTO ${t.inbox} (workflow_id, name, payload, event_id) SELECT id, $2, $3, $4 FROM w
+       ON CONFLICT (event_id) DO NOTHING
+       RETURNING id
      )
-     SELECT ins.id, w.name, w.status FROM ins, w`,
-    [workflowId, name, payload ?? null],
+     SELECT (SELECT id FROM ins) AS id, w.name, w.status,
+            (SELECT id FROM ${t.inbox} WHERE event_id = $4) AS existing
+     FROM w`,
+    [workflowId, name, payload ?? null, eventId],
   );
   const row = rows[0];
-  if (row) return { id: Number(row.id), workflowName: row.name, status: row.status };
+  if (row && (row.id !== null || row.existing !== null)) {
+    return {
+      id: Number(row.id ?? row.existing),
+      workflowName: row.name,
+      status: row.status,
+      isDuplicate: row.id === null,
+    };
+  }
   const { rows: found } = await db.query<{ status: 'completed' | 'failed' }>(
     `SELECT status FROM ${t.workflows} WHERE id = $1`,
     [workflowId],
@@ -54,7 +68,7 @@ export async function inboxFor(
   const { rows } = await db.query<{ id: string; workflow_id: string; name: string; payload: string | null }>(
     `SELECT i.id, i.workflow_id, i.name, i.payload FROM ${t.inbox} i
      JOIN ${t.workflows} w ON w.id = i.workflow_id
-     WHERE w.name = ANY($1::text[]) AND w.status IN ('pending', 'running')
+     WHERE i.consumed_at IS NULL AND w.name = ANY($1::text[]) AND w.status IN ('pending', 'running')
        AND ($2::text[] IS NULL OR i.workflow_id = ANY($2::text[]))
      ORDER BY i.id LIMIT $3`,
     [workflowNames, workflowIds ?? null, limit],
@@ -70,7 +84,7 @@ export async function inboxFor(
 /** Events of one workflow not yet consumed (for inspect). */
 export async function inboxOf(db: Queryable, t: Tables, workflowId: string): Promise<InboxRow[]> {
   const { rows } = await db.query<{ id: string; name: string; payload: string | null }>(
-    `SELECT id, name, payload FROM ${t.inbox} WHERE workflow_id = $1 ORDER BY id`,
+    `SELECT id, name, payload FROM ${t.inbox} WHERE workflow_id = $1 AND consumed_at IS NULL ORDER BY id`,
     [workflowId],
   );
   return rows.map((r) => ({ id: Number(r.id), workflowId, name: r.name, payload: r.payload ?? undefined }));

@@ -3,7 +3,7 @@ import { emptyWrite, type NewWorkflowRow, type TaskRow, type WorkflowWrite } fro
 
 export function makeStartRow(id: string): NewWorkflowRow {
   const now = Date.now();
-  return { id, name: 'wf', version: '1', input: '{"n":1}', startAt: now, createdAt: now };
+  return { id, startToken: `token-${id}-${Math.random()}`, name: 'wf', version: '1', input: '{"n":1}', startAt: now, createdAt: now };
 }
 
 /** A write appending history rows `from + 1` … `from + count`, as an actor's step would. */

@@ -6,20 +6,30 @@ import { makeStartRow, makeTask, makeWrite } from '../../helpers/builders.js';
 
 /**
  * A driver that answers each flush from a script: the n-th flush throws `script[n]` if that is an
- * error, and otherwise succeeds having inserted no workflow and updated no row.
+ * error, succeeds if 'ok', and with 'lostAnswer' commits but throws a dropped connection. Asked
+ * whether a flush committed, it answers from what it committed.
  */
 class ScriptedSql implements Sql {
   readonly kind = 'pglite' as const;
   flushes = 0;
-  readonly #script: (Error | 'ok')[];
+  readonly committedTokens = new Set<string>();
+  readonly #script: (Error | 'ok' | 'lostAnswer')[];
 
-  constructor(script: (Error | 'ok')[]) {
+  constructor(script: (Error | 'ok' | 'lostAnswer')[]) {
     this.#script = script;
   }
 
-  async query<Row>(): Promise<QueryResult<Row>> {
+  async query<Row>(text: string, params: unknown[] = []): Promise<QueryResult<Row>> {
+    if (text.includes('wal_commits WHERE token')) {
+      const isCommitted = this.committedTokens.has(params[0] as string);
+      return { rows: isCommitted ? [{ inserted: [] } as Row] : [], rowCount: isCommitted ? 1 : 0 };
+    }
     const step = this.#script[this.flushes++] ?? 'ok';
-    if (step !== 'ok') throw step;
+    if (step instanceof Error) throw step;
+    // The flush's token is its last parameter but one when it also cleans up, else the last.
+    const token = params.findLast((p) => typeof p === 'string' && /^[0-9a-f-]{36}$/.test(p)) as string;
+    this.committedTokens.add(token);
+    if (step === 'lostAnswer') throw Object.assign(new Error('Connection terminated unexpectedly'), { code: 'ECONNRESET' });
     return { rows: [{ inserted: [], updated: 0 } as Row], rowCount: 1 };
   }
 
@@ -98,6 +108,18 @@ describe('Wal over a scripted driver', () => {
     expect(durable).toEqual(['a']);
     expect(failures).toEqual([]);
     expect(wal.pendingEvents).toBe(0);
+  });
+
+  it('does not commit a batch twice when the answer to its commit was lost', async () => {
+    const sql = new ScriptedSql(['lostAnswer']);
+    const { wal, failures } = walOver(sql);
+    const durable: string[] = [];
+    wal.enqueue(makeWrite('a', 0, 2), () => durable.push('a'));
+    await wal.drain();
+    // One flush, then one question: did it commit? Yes: released once, never sent again.
+    expect(sql.flushes).toBe(1);
+    expect(durable).toEqual(['a']);
+    expect(failures).toEqual([]);
   });
 
   it('rejects the starts of a failed batch, with no workflow to report', async () => {

@@ -1,0 +1,164 @@
+/**
+ * The database out of reach for a few seconds under load, through a fault-injecting TCP proxy
+ * between the engine (in this process) and Postgres: connections refused, connections blackholed
+ * (accepted, never answered), connections hanging (no byte moves, nothing closes). Meanwhile the
+ * engine is called (the load's starts and events, plus inspect and result): each call must wait or
+ * reject with one of duraflow's errors. Once the database is back, everything acknowledged must
+ * finish exactly once with the right result.
+ */
+import { describe, expect, it } from 'vitest';
+
+import { connectEcho, startEchoServer } from '../helpers/chaos-echo.js';
+import { ChaosRig, printRun } from '../helpers/chaos-rig.js';
+import { serverBackends } from '../helpers/database.js';
+import { FaultProxy } from '../helpers/fault-proxy.js';
+import { waitFor } from '../helpers/wait-for.js';
+
+/** How long each outage lasts (the fault itself, not a wait for anything). */
+const OUTAGE_MS = 3000;
+
+const outage = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, OUTAGE_MS));
+
+/** inspect() and result() on a few acknowledged workflows, made while the database is away. */
+function probeDuringOutage(rig: ChaosRig, acked: Iterable<string>): Promise<void> {
+  return Promise.all([...acked].slice(0, 3).map((id) => rig.probe(id))).then(() => undefined);
+}
+
+describe('the fault proxy: unreachable and hanging', () => {
+  it('refuses new connections between refuse() and accept(), on the same port', async () => {
+    const echo = await startEchoServer();
+    const proxy = await FaultProxy.start({ port: echo.port });
+    try {
+      const open = await connectEcho(proxy.port);
+      await proxy.refuse();
+      await expect(connectEcho(proxy.port)).rejects.toMatchObject({ code: 'ECONNREFUSED' });
+      // Connections already open are left alone.
+      open.socket.write('still;');
+      await open.whenReceived('still;');
+      await proxy.accept();
+      const again = await connectEcho(proxy.port);
+      again.socket.write('back;');
+      await again.whenReceived('back;');
+      open.socket.destroy();
+      again.socket.destroy();
+    } finally {
+      await proxy.close();
+      await echo.close();
+    }
+  });
+
+  it('accepts but never answers new connections while blackholed, then connects them through', async () => {
+    const echo = await startEchoServer();
+    const proxy = await FaultProxy.start({ port: echo.port });
+    try {
+      proxy.blackhole();
+      const client = await connectEcho(proxy.port);
+      client.socket.write('anyone?;');
+      await waitFor(() => proxy.heldBytes > 0, 'the bytes held by the proxy', 5_000);
+      expect(echo.accepted).toBe(0);
+      proxy.resume();
+      await client.whenReceived('anyone?;');
+      expect(echo.accepted).toBe(1);
+      client.socket.destroy();
+    } finally {
+      await proxy.close();
+      await echo.close();
+    }
+  });
+
+  it('moves no byte either way while hung, closes nothing, and delivers everything in order on resume()', async () => {
+    const echo = await startEchoServer();
+    const proxy = await FaultProxy.start({ port: echo.port });
+    try {
+      const client = await connectEcho(proxy.port);
+      client.socket.write('a;');
+      await client.whenReceived('a;');
+      proxy.hang();
+      client.socket.write('b;');
+      client.socket.write('c;');
+      await waitFor(() => proxy.heldBytes >= 4, 'the bytes held by the proxy', 5_000);
+      expect(echo.received).toBe('a;');
+      expect(proxy.openConnections).toBe(1);
+      proxy.resume();
+      await client.whenReceived('a;b;c;');
+      expect(echo.received).toBe('a;b;c;');
+      client.socket.destroy();
+    } finally {
+      await proxy.close();
+      await echo.close();
+    }
+  });
+});
+
+describe.each(serverBackends)('database outages on $name', (backend) => {
+  it('keeps taking calls while connections are refused for a few seconds, then finishes everything', async () => {
+    const rig = await ChaosRig.open(backend, { proxy: true });
+    try {
+      const load = rig.load({ prefix: 'down-', count: 80, spreadMs: 5000 });
+      void load.run();
+      void (await rig.clientLoad({ prefix: 'down-client-', count: 30, spreadMs: 5000 })).run();
+      await rig.historyGrowth(40);
+      await rig.proxy!.refuse();
+      rig.proxy!.cutAll();
+      const probes = probeDuringOutage(rig, load.acked.keys());
+      await outage();
+      await rig.proxy!.accept();
+      await probes;
+      const result = await rig.finish();
+      printRun('unreachable (refused)', rig, result, `${OUTAGE_MS} ms`);
+      expect.soft(result.violations, 'violations').toEqual([]);
+      expect.soft(result.untyped, 'calls rejected with an error that is not one of duraflow\'s').toEqual([]);
+      expect.soft(result.report.lost, 'lost workflows').toEqual([]);
+      expect.soft(result.report.doubled, 'doubled workflows').toEqual([]);
+    } finally {
+      await rig.dispose();
+    }
+  });
+
+  it('keeps taking calls while new connections are blackholed and open ones cut, then finishes everything', async () => {
+    const rig = await ChaosRig.open(backend, { proxy: true });
+    try {
+      const load = rig.load({ prefix: 'hole-', count: 80, spreadMs: 5000 });
+      void load.run();
+      void (await rig.clientLoad({ prefix: 'hole-client-', count: 30, spreadMs: 5000 })).run();
+      await rig.historyGrowth(40);
+      rig.proxy!.blackhole();
+      rig.proxy!.cutAll();
+      const probes = probeDuringOutage(rig, load.acked.keys());
+      await outage();
+      rig.proxy!.resume();
+      await probes;
+      const result = await rig.finish();
+      printRun('unreachable (blackholed)', rig, result, `${OUTAGE_MS} ms`);
+      expect.soft(result.violations, 'violations').toEqual([]);
+      expect.soft(result.untyped, 'calls rejected with an error that is not one of duraflow\'s').toEqual([]);
+      expect.soft(result.report.lost, 'lost workflows').toEqual([]);
+      expect.soft(result.report.doubled, 'doubled workflows').toEqual([]);
+    } finally {
+      await rig.dispose();
+    }
+  });
+
+  it('keeps taking calls while every connection hangs without an answer, then finishes everything', async () => {
+    const rig = await ChaosRig.open(backend, { proxy: true });
+    try {
+      const load = rig.load({ prefix: 'hang-', count: 80, spreadMs: 5000 });
+      void load.run();
+      void (await rig.clientLoad({ prefix: 'hang-client-', count: 30, spreadMs: 5000 })).run();
+      await rig.historyGrowth(40);
+      rig.proxy!.hang();
+      const probes = probeDuringOutage(rig, load.acked.keys());
+      await outage();
+      rig.proxy!.resume();
+      await probes;
+      const result = await rig.finish();
+      printRun('connections hanging', rig, result, `${OUTAGE_MS} ms`);
+      expect.soft(result.violations, 'violations').toEqual([]);
+      expect.soft(result.untyped, 'calls rejected with an error that is not one of duraflow\'s').toEqual([]);
+      expect.soft(result.report.lost, 'lost workflows').toEqual([]);
+      expect.soft(result.report.doubled, 'doubled workflows').toEqual([]);
+    } finally {
+      await rig.dispose();
+    }
+  });
+});
