@@ -32,6 +32,7 @@ const USAGE = `usage: npm run bench -- [options]
   --activity-threads N  activity worker threads (default 2)
   --max-cached N        memory: the bounded actor cache size (default 1000)
   --metrics             serve /metrics during the run and scrape it every second
+  --inline              run the activities on the engine thread (no worker-thread hop)
   --compare             also run the bare-insert limit and DBOS (steps/latency, Postgres only)
   --repeat N            runs per side, alternating; medians are reported (default 1; 3 with --compare)
   --json FILE           write every figure to FILE`;
@@ -51,6 +52,7 @@ function parse(): { options: BenchOptions; scenario: string; compare: boolean; r
       'activity-threads': { type: 'string', default: '2' },
       'max-cached': { type: 'string' },
       metrics: { type: 'boolean', default: false },
+      inline: { type: 'boolean', default: false },
       compare: { type: 'boolean', default: false },
       repeat: { type: 'string' },
       json: { type: 'string' },
@@ -89,6 +91,7 @@ function parse(): { options: BenchOptions; scenario: string; compare: boolean; r
       rate: int(values.rate, 0),
       activityThreads: int(values['activity-threads'], 2),
       metrics: values.metrics!,
+      inline: values.inline!,
       maxCachedWorkflows: values['max-cached'] === undefined ? undefined : int(values['max-cached'], 1000),
       quiet: false,
     },
@@ -198,6 +201,7 @@ async function memoryChild(): Promise<void> {
       rate: 0,
       activityThreads: 1,
       metrics: false,
+      inline: false,
       maxCachedWorkflows: bound,
       quiet: true,
     },

@@ -7,6 +7,7 @@ import { createEngine, type Engine, MetricName } from 'duraflow';
 import { Progress } from './progress.js';
 import { histogramQuantile, percentiles } from './stats.js';
 import { cpuMeter } from './system.js';
+import { step } from './activities.js';
 import { fanout, parked, steps, timers } from './workflows.js';
 
 /** Options shared by every scenario. */
@@ -21,6 +22,8 @@ export interface BenchOptions {
   /** Open-loop arrivals per second for `latency`; 0 = one workflow at a time. */
   rate: number;
   maxCachedWorkflows: number | undefined;
+  /** Run the activities on the engine thread instead of worker threads. */
+  inline: boolean;
   quiet: boolean;
 }
 
@@ -71,7 +74,7 @@ async function openEngine(options: BenchOptions, extra: { maxCachedWorkflows?: n
     ...(options.database ? { database: options.database } : { dataDir: 'memory://' }),
     schema,
     workflows: { steps, fanout, timers, parked },
-    activities: new URL('./activities.js', import.meta.url),
+    ...(options.inline ? { inlineActivities: { step } } : { activities: new URL('./activities.js', import.meta.url) }),
     activityThreads: options.activityThreads,
     maxConnections: 4,
     ...(options.metrics ? { metrics: { port: 0 } } : {}),
