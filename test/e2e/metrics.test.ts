@@ -99,10 +99,12 @@ describe.each(backends)('metrics on $name', (backend) => {
         for (const gauge of GAUGES) peaks.set(gauge, Math.max(peaks.get(gauge) ?? 0, total(samples, gauge)));
       }
       await done;
+      // The embedded database answers within the turn of the event loop that asked (it runs in
+      // this thread): a flush, and the steps waiting behind it, are over before any scrape (a turn
+      // of its own) can see them. Against a server both wait on the network and show.
+      const unseenInProcess: string[] = [MetricName.WalPendingEvents, MetricName.MailboxMessages];
       for (const gauge of GAUGES) {
-        // The embedded database commits within the turn of the event loop that started the flush,
-        // so no scrape (a turn of its own) can find events waiting in the WAL there.
-        if (gauge === MetricName.WalPendingEvents && backend.name === 'pglite') continue;
+        if (backend.name === 'pglite' && unseenInProcess.includes(gauge)) continue;
         expect(peaks.get(gauge), `${gauge} while loaded`).toBeGreaterThan(0);
       }
 
