@@ -104,6 +104,31 @@ export function jsonObject(fields: Record<string, string | undefined>): string {
 /** JSON of a string (for the fixed-key payloads). */
 export const str = (s: string): string => JSON.stringify(s);
 
+const quotedNames = new Map<string, string>();
+
+/**
+ * JSON of an activity name, remembered: every step writes its activity's name twice, and a
+ * program has few of them. Past a bound the names are quoted afresh each time.
+ */
+export function quotedName(name: string): string {
+  let quoted = quotedNames.get(name);
+  if (quoted === undefined) {
+    quoted = JSON.stringify(name);
+    if (quotedNames.size < 10_000) quotedNames.set(name, quoted);
+  }
+  return quoted;
+}
+
+/** Payload of ActivityScheduled (the hot path builds it without an intermediate object). */
+export function scheduledPayload(activityName: string, input: string | undefined, options: string): string {
+  return `{"activityName":${quotedName(activityName)}${input === undefined ? '' : `,"input":${input}`},"options":${options}}`;
+}
+
+/** Payload of ActivityCompleted. */
+export function completedPayload(activityName: string, attempts: number, result: string | undefined): string {
+  return `{"activityName":${quotedName(activityName)},"attempts":${attempts}${result === undefined ? '' : `,"result":${result}`}}`;
+}
+
 /** Decodes a stored row into its public form. */
 export function toHistoryEvent(row: StoredHistoryRow): HistoryEvent {
   const p = (row.payload ? JSON.parse(row.payload) : {}) as Record<string, unknown>;

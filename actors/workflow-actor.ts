@@ -4,7 +4,14 @@ import { changesRow } from '../storage/sql/flush-batch.js';
 import { loadHistory, loadWorkflow } from '../storage/sql/workflows.js';
 import { type ActorHost, type Effects, noEffects } from './actor-host.js';
 import { type CommandIdentity, describeIdentity, identityOf } from './commands.js';
-import { EventType, jsonObject, type SerializedFailure, str } from './history.js';
+import {
+  completedPayload,
+  EventType,
+  jsonObject,
+  scheduledPayload,
+  type SerializedFailure,
+  str,
+} from './history.js';
 import { Mailbox } from './mailbox.js';
 import type { ActorMessage } from './messages.js';
 import { type Outstanding, ReplayState, UnknownCommandError } from './replay-state.js';
@@ -213,11 +220,6 @@ export class WorkflowActor {
     const activation = this.#activation + 1;
     const write = emptyWrite(this.workflowId);
     const effects = noEffects(this.#name);
-    const record = (type: string, commandId: number | null, payload: string | null): HistoryRow => {
-      const row = { seq: ++this.#seq, activation, type, commandId, payload, at: now };
-      write.history.push(row);
-      return row;
-    };
     let rs = this.#replay;
     if (rs) rs.now = now;
 
@@ -225,7 +227,10 @@ export class WorkflowActor {
       switch (m.type) {
         case 'start':
           if (this.#state !== 'unstarted') break;
-          record(
+          this.#record(
+            write,
+            activation,
+            now,
             EventType.WorkflowStarted,
             null,
             jsonObject({ workflowName: str(this.#name), version: str(this.#version), input: this.#input ?? undefined }),
@@ -239,16 +244,19 @@ export class WorkflowActor {
           break;
         case 'timerFired':
           if (!rs?.isPending(m.commandId, 'timer') && !rs?.isPending(m.commandId, 'event')) break;
-          record(EventType.TimerFired, m.commandId, null);
+          this.#record(write, activation, now, EventType.TimerFired, m.commandId, null);
           write.timersDelete.push(m.commandId);
           rs.fireTimer(m.commandId);
           break;
         case 'activityCompleted':
           if (!rs?.isPending(m.commandId, 'activity')) break;
-          record(
+          this.#record(
+            write,
+            activation,
+            now,
             EventType.ActivityCompleted,
             m.commandId,
-            jsonObject({ activityName: str(rs.nameOf(m.commandId)), attempts: String(m.attempts), result: m.result }),
+            completedPayload(rs.nameOf(m.commandId), m.attempts, m.result),
           );
           // Only an activity that was retried has a task row (its retry state).
           if (m.attempts > 1) write.tasksDelete.push(m.commandId);
@@ -256,7 +264,10 @@ export class WorkflowActor {
           break;
         case 'activityFailed':
           if (!rs?.isPending(m.commandId, 'activity')) break;
-          record(
+          this.#record(
+            write,
+            activation,
+            now,
             EventType.ActivityFailed,
             m.commandId,
             jsonObject({
@@ -276,7 +287,7 @@ export class WorkflowActor {
         case 'event': {
           if (!rs || this.#consumedInbox?.has(m.inboxId)) break;
           (this.#consumedInbox ??= new Set()).add(m.inboxId);
-          const row = record(EventType.EventReceived, null, null);
+          const row = this.#record(write, activation, now, EventType.EventReceived, null, null);
           write.inboxDelete.push(m.inboxId);
           effects.consumedInbox.push(m.inboxId);
           const { waiter, hadTimeout } = rs.deliverEvent(m.name, host.codec.decode(m.payload));
@@ -300,7 +311,7 @@ export class WorkflowActor {
       await drainWorkflowCode();
       if (this.#state !== 'live') return; // killed while the code ran
       this.#activation = activation;
-      this.#recordCommands(rs, write, effects, record, now);
+      this.#recordCommands(rs, write, effects, activation, now);
       const vars = rs.takeChangedVars();
       if (vars !== undefined) write.vars = vars;
     }
@@ -312,16 +323,19 @@ export class WorkflowActor {
     rs: ReplayState,
     write: WorkflowWrite,
     effects: Effects,
-    record: (type: string, commandId: number | null, payload: string | null) => HistoryRow,
+    activation: number,
     now: number,
   ): void {
     for (const c of rs.takeCommands()) {
       switch (c.kind) {
         case 'scheduleActivity': {
-          record(
+          this.#record(
+            write,
+            activation,
+            now,
             EventType.ActivityScheduled,
             c.commandId,
-            jsonObject({ activityName: str(c.name), input: c.input, options: c.options }),
+            scheduledPayload(c.name, c.input, c.options),
           );
           // The event is the durable record of a first attempt: no task row until a retry.
           const task: TaskRow = {
@@ -339,7 +353,7 @@ export class WorkflowActor {
           break;
         }
         case 'startTimer': {
-          record(EventType.TimerStarted, c.commandId, jsonObject({ dueAt: String(c.dueAt) }));
+          this.#record(write, activation, now, EventType.TimerStarted, c.commandId, jsonObject({ dueAt: String(c.dueAt) }));
           const timer = { workflowId: this.workflowId, commandId: c.commandId, dueAt: c.dueAt };
           write.timersInsert.push(timer);
           effects.armTimers.push(timer);
@@ -347,7 +361,7 @@ export class WorkflowActor {
         }
         case 'waitEvent': {
           const timeoutAt = c.timeoutAt === undefined ? undefined : String(c.timeoutAt);
-          record(EventType.EventWaitStarted, c.commandId, jsonObject({ eventName: str(c.name), timeoutAt }));
+          this.#record(write, activation, now, EventType.EventWaitStarted, c.commandId, jsonObject({ eventName: str(c.name), timeoutAt }));
           if (c.timeoutAt !== undefined) {
             const timer = { workflowId: this.workflowId, commandId: c.commandId, dueAt: c.timeoutAt };
             write.timersInsert.push(timer);
@@ -356,17 +370,31 @@ export class WorkflowActor {
           break;
         }
         case 'completeWorkflow':
-          record(EventType.WorkflowCompleted, null, jsonObject({ result: c.result }));
+          this.#record(write, activation, now, EventType.WorkflowCompleted, null, jsonObject({ result: c.result }));
           this.#finish(rs, write, effects, 'completed', c.result ?? null, null, now);
           break;
         case 'failWorkflow': {
           const failure = JSON.stringify(c.failure);
-          record(EventType.WorkflowFailed, null, jsonObject({ failure }));
+          this.#record(write, activation, now, EventType.WorkflowFailed, null, jsonObject({ failure }));
           this.#finish(rs, write, effects, 'failed', null, failure, now);
           break;
         }
       }
     }
+  }
+
+  /** Appends a history row to the step's write, with the next seq. */
+  #record(
+    write: WorkflowWrite,
+    activation: number,
+    at: number,
+    type: string,
+    commandId: number | null,
+    payload: string | null,
+  ): HistoryRow {
+    const row = { seq: ++this.#seq, activation, type, commandId, payload, at };
+    write.history.push(row);
+    return row;
   }
 
   #finish(
