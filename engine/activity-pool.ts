@@ -7,6 +7,7 @@ import { Piscina } from 'piscina';
 import { type ActivityOutcome, type ActivityTask, activityIdOf } from './activity-context.js';
 import { type ActivityFunction, decodeInput, runAttempt } from './activity-runner.js';
 import type { BatchedOutcome } from './activity-thread.js';
+import { quotedName } from '../actors/history.js';
 import { JsonCodec } from './codec.js';
 import { ConfigurationError, EngineClosedError, TimeoutError } from './errors.js';
 import { toFailure } from './failure.js';
@@ -294,8 +295,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
       // objects would be cloned field by field. Inputs are JSON already and are spliced in.
       let text = '[';
       for (const { id, task } of batch) {
-        const activityId = JSON.stringify(activityIdOf(task.workflowId, task.commandId));
-        text += `${text === '[' ? '' : ','}[${id},${JSON.stringify(task.name)},${JSON.stringify(task.workflowId)},${activityId},${task.attempt}${task.input === undefined ? '' : `,${task.input}`}]`;
+        text += `${text === '[' ? '' : ','}[${id},${quotedName(task.name)},${JSON.stringify(task.workflowId)},${task.commandId},${task.attempt}${task.input === undefined ? '' : `,${task.input}`}]`;
       }
       piscina.run(`${text}]`, { name: 'runBatch' }).catch(() => {
         // The thread died. Outcomes posted just before may still be on their way; the attempts

@@ -9,7 +9,7 @@
 import { setMaxListeners } from 'node:events';
 import { BroadcastChannel, workerData } from 'node:worker_threads';
 
-import type { ActivityOutcome, ActivityTask } from './activity-context.js';
+import { type ActivityOutcome, type ActivityTask, activityIdOf } from './activity-context.js';
 import { type ActivityFunction, decodeInput, runAttempt } from './activity-runner.js';
 import { JsonCodec } from './codec.js';
 import { EngineClosedError } from './errors.js';
@@ -26,7 +26,7 @@ interface ThreadData {
  * An attempt as batched by the pool (one JSON array of these per batch); `id` matches its
  * outcome to the caller, and the input, when there is one, is already decoded.
  */
-type BatchedTask = [id: number, name: string, workflowId: string, activityId: string, attempt: number, input?: unknown];
+type BatchedTask = [id: number, name: string, workflowId: string, commandId: number, attempt: number, input?: unknown];
 
 /**
  * An outcome as posted on the results channel: flat, so cloning it is cheap. `payload` is the
@@ -119,8 +119,14 @@ async function runDecoded(task: Omit<ActivityTask, 'input'>, input: unknown): Pr
 export async function runBatch(text: string): Promise<number> {
   const batch = JSON.parse(text) as BatchedTask[];
   await Promise.all(
-    batch.map(async ([id, name, workflowId, activityId, attempt, input]) =>
-      report(id, await runDecoded({ name, workflowId, activityId, attempt, timeoutMs: undefined }, input)),
+    batch.map(async ([id, name, workflowId, commandId, attempt, input]) =>
+      report(
+        id,
+        await runDecoded(
+          { name, workflowId, activityId: activityIdOf(workflowId, commandId), attempt, timeoutMs: undefined },
+          input,
+        ),
+      ),
     ),
   );
   post();
