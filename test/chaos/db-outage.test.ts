@@ -9,7 +9,7 @@
 import { describe, expect, it } from 'vitest';
 
 import { connectEcho, startEchoServer } from '../helpers/chaos-echo.js';
-import { ChaosRig, printRun } from '../helpers/chaos-rig.js';
+import { ChaosRig, expectNothingLostOrDoubled, printRun } from '../helpers/chaos-rig.js';
 import { serverBackends } from '../helpers/database.js';
 import { FaultProxy } from '../helpers/fault-proxy.js';
 import { waitFor } from '../helpers/wait-for.js';
@@ -90,73 +90,63 @@ describe('the fault proxy: unreachable and hanging', () => {
   });
 });
 
-describe.each(serverBackends)('database outages on $name', (backend) => {
-  it('keeps taking calls while connections are refused for a few seconds, then finishes everything', async () => {
-    const rig = await ChaosRig.open(backend, { proxy: true });
-    try {
-      const load = rig.load({ prefix: 'down-', count: 80, spreadMs: 5000 });
-      void load.run();
-      void (await rig.clientLoad({ prefix: 'down-client-', count: 30, spreadMs: 5000 })).run();
-      await rig.historyGrowth(40);
+/** An outage: how it starts (new connections refused or blackholed, open ones cut; or all hung) and ends. */
+interface Outage {
+  name: string;
+  prefix: string;
+  start(rig: ChaosRig): Promise<void>;
+  end(rig: ChaosRig): Promise<void>;
+}
+
+const OUTAGES: Outage[] = [
+  {
+    name: 'connections are refused',
+    prefix: 'down-',
+    async start(rig) {
       await rig.proxy!.refuse();
       rig.proxy!.cutAll();
-      const probes = probeDuringOutage(rig, load.acked.keys());
-      await outage();
-      await rig.proxy!.accept();
-      await probes;
-      const result = await rig.finish();
-      printRun('unreachable (refused)', rig, result, `${OUTAGE_MS} ms`);
-      expect.soft(result.violations, 'violations').toEqual([]);
-      expect.soft(result.untyped, 'calls rejected with an error that is not one of duraflow\'s').toEqual([]);
-      expect.soft(result.report.lost, 'lost workflows').toEqual([]);
-      expect.soft(result.report.doubled, 'doubled workflows').toEqual([]);
-    } finally {
-      await rig.dispose();
-    }
-  });
-
-  it('keeps taking calls while new connections are blackholed and open ones cut, then finishes everything', async () => {
-    const rig = await ChaosRig.open(backend, { proxy: true });
-    try {
-      const load = rig.load({ prefix: 'hole-', count: 80, spreadMs: 5000 });
-      void load.run();
-      void (await rig.clientLoad({ prefix: 'hole-client-', count: 30, spreadMs: 5000 })).run();
-      await rig.historyGrowth(40);
+    },
+    end: (rig) => rig.proxy!.accept(),
+  },
+  {
+    name: 'new connections are blackholed and open ones cut',
+    prefix: 'hole-',
+    async start(rig) {
       rig.proxy!.blackhole();
       rig.proxy!.cutAll();
-      const probes = probeDuringOutage(rig, load.acked.keys());
-      await outage();
+    },
+    async end(rig) {
       rig.proxy!.resume();
-      await probes;
-      const result = await rig.finish();
-      printRun('unreachable (blackholed)', rig, result, `${OUTAGE_MS} ms`);
-      expect.soft(result.violations, 'violations').toEqual([]);
-      expect.soft(result.untyped, 'calls rejected with an error that is not one of duraflow\'s').toEqual([]);
-      expect.soft(result.report.lost, 'lost workflows').toEqual([]);
-      expect.soft(result.report.doubled, 'doubled workflows').toEqual([]);
-    } finally {
-      await rig.dispose();
-    }
-  });
+    },
+  },
+  {
+    name: 'every connection hangs without an answer',
+    prefix: 'hang-',
+    async start(rig) {
+      rig.proxy!.hang();
+    },
+    async end(rig) {
+      rig.proxy!.resume();
+    },
+  },
+];
 
-  it('keeps taking calls while every connection hangs without an answer, then finishes everything', async () => {
+describe.each(serverBackends)('database outages on $name', (backend) => {
+  it.each(OUTAGES)('keeps taking calls while $name for a few seconds, then finishes everything', async (outageKind) => {
     const rig = await ChaosRig.open(backend, { proxy: true });
     try {
-      const load = rig.load({ prefix: 'hang-', count: 80, spreadMs: 5000 });
+      const load = rig.load({ prefix: outageKind.prefix, count: 80, spreadMs: 5000 });
       void load.run();
-      void (await rig.clientLoad({ prefix: 'hang-client-', count: 30, spreadMs: 5000 })).run();
+      void (await rig.clientLoad({ prefix: `${outageKind.prefix}client-`, count: 30, spreadMs: 5000 })).run();
       await rig.historyGrowth(40);
-      rig.proxy!.hang();
+      await outageKind.start(rig);
       const probes = probeDuringOutage(rig, load.acked.keys());
       await outage();
-      rig.proxy!.resume();
+      await outageKind.end(rig);
       await probes;
       const result = await rig.finish();
-      printRun('connections hanging', rig, result, `${OUTAGE_MS} ms`);
-      expect.soft(result.violations, 'violations').toEqual([]);
-      expect.soft(result.untyped, 'calls rejected with an error that is not one of duraflow\'s').toEqual([]);
-      expect.soft(result.report.lost, 'lost workflows').toEqual([]);
-      expect.soft(result.report.doubled, 'doubled workflows').toEqual([]);
+      printRun(outageKind.name, rig, result, `${OUTAGE_MS} ms`);
+      expectNothingLostOrDoubled(result);
     } finally {
       await rig.dispose();
     }

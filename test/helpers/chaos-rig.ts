@@ -8,6 +8,7 @@
  * resolved has its row committed, a `result()` that resolved matches the committed row. Every
  * call's outcome (resolved, or the error's name and code) is tallied in `calls`.
  */
+import { expect } from 'vitest';
 import { type Client, createClient, createEngine, type Engine } from 'duraflow';
 
 import { effectsTableSql } from '../fixtures/chaos-activities.js';
@@ -333,6 +334,14 @@ export class ChaosRig {
 }
 
 /** Prints a scenario's summary, its calls and, when it failed, its violations and the engine's logs. */
+/** The invariants every chaos scenario ends on (soft, so one run reports all that broke). */
+export function expectNothingLostOrDoubled(result: RigResult): void {
+  expect.soft(result.violations, 'violations').toEqual([]);
+  expect.soft(result.untyped, "calls rejected with an error that is not one of duraflow's").toEqual([]);
+  expect.soft(result.report.lost, 'lost workflows').toEqual([]);
+  expect.soft(result.report.doubled, 'doubled workflows').toEqual([]);
+}
+
 export function printRun(scenario: string, rig: ChaosRig, result: RigResult, extra = ''): void {
   const created = result.report.failedStartsCreated;
   const lines = [
