@@ -55,6 +55,20 @@ async function readCounters(engine: Engine): Promise<Counters> {
   };
 }
 
+/** p50/p95/p99 of the workflows' end-to-end latencies (ms) and of the steps between two readings. */
+function latencyFigures(latencies: number[], before: Counters, after: Counters): RunResult {
+  const wf = percentiles(latencies);
+  const step = stepLatency(before, after);
+  return {
+    workflowP50Ms: wf.p50,
+    workflowP95Ms: wf.p95,
+    workflowP99Ms: wf.p99,
+    stepP50Ms: step.p50,
+    stepP95Ms: step.p95,
+    stepP99Ms: step.p99,
+  };
+}
+
 function stepLatency(before: Counters, after: Counters): { p50: number; p95: number; p99: number } {
   const delta = after.stepBuckets.map((b, i) => ({ le: b.le, count: b.count - (before.stepBuckets[i]?.count ?? 0) }));
   return {
@@ -144,8 +158,6 @@ async function throughput(
     const after = await readCounters(engine);
     const events = after.events - before.events;
     const flushes = after.flushes - before.flushes;
-    const wf = percentiles(latencies);
-    const step = stepLatency(before, after);
     return {
       system: 'duraflow',
       scenario: label,
@@ -156,12 +168,7 @@ async function throughput(
       eventsPerSec: events / seconds,
       flushesPerSec: flushes / seconds,
       eventsPerFlush: events / Math.max(1, flushes),
-      workflowP50Ms: wf.p50,
-      workflowP95Ms: wf.p95,
-      workflowP99Ms: wf.p99,
-      stepP50Ms: step.p50,
-      stepP95Ms: step.p95,
-      stepP99Ms: step.p99,
+      ...latencyFigures(latencies, before, after),
       engineCpuPct: usage.engineCpuPct,
       mainThreadBusyPct: usage.mainThreadBusyPct,
       // Main-thread time per activity step: the engine's cost, less sensitive to a noisy machine.
@@ -231,20 +238,13 @@ export async function runLatency(options: BenchOptions): Promise<RunResult> {
     progress?.stop();
     const seconds = (performance.now() - began) / 1000;
     const after = await readCounters(engine);
-    const wf = percentiles(latencies);
-    const step = stepLatency(before, after);
     return {
       system: 'duraflow',
       scenario: options.rate > 0 ? `latency@${options.rate}/s` : 'latency@1-at-a-time',
       workflows: options.workflows,
       seconds,
       workflowsPerSec: options.workflows / seconds,
-      workflowP50Ms: wf.p50,
-      workflowP95Ms: wf.p95,
-      workflowP99Ms: wf.p99,
-      stepP50Ms: step.p50,
-      stepP95Ms: step.p95,
-      stepP99Ms: step.p99,
+      ...latencyFigures(latencies, before, after),
     };
   } finally {
     stopScraping();
