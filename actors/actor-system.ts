@@ -24,7 +24,6 @@ export class ActorSystem {
   readonly #entries = new Map<string, Entry>();
   #head: Entry | undefined;
   #tail: Entry | undefined;
-  #evictions = 0;
   #isClosed = false;
 
   constructor(host: ActorHost, maxCached: number) {
@@ -35,11 +34,6 @@ export class ActorSystem {
   /** Actors in memory. */
   get size(): number {
     return this.#entries.size;
-  }
-
-  /** Actors evicted so far. */
-  get evictions(): number {
-    return this.#evictions;
   }
 
   /** Messages waiting in all mailboxes. */
@@ -86,7 +80,6 @@ export class ActorSystem {
       const next = entry.next;
       if (entry.actor.isEvictable) {
         this.#remove(entry);
-        this.#evictions++;
         this.#host.observer.evicted(entry.actor.workflowId);
       }
       entry = next;

@@ -180,11 +180,6 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
     return this.#running.size + this.#abortableRunning + this.#inlineRunning;
   }
 
-  /** Whether `name` is an activity this pool can run. */
-  has(name: string): boolean {
-    return Object.hasOwn(this.#inline, name) || this.#threadNames.has(name);
-  }
-
   /**
    * Runs one attempt of `task`; `timeoutMs` is its startToCloseTimeoutMs, if any. `isolate` runs
    * it alone on a thread (for an activity that has crashed its thread before).

@@ -19,7 +19,6 @@ export const ErrorCode = {
   Configuration: 'DURAFLOW_CONFIGURATION',
   DatabaseUnavailable: 'DURAFLOW_DATABASE_UNAVAILABLE',
   EngineClosed: 'DURAFLOW_ENGINE_CLOSED',
-  IllegalState: 'DURAFLOW_ILLEGAL_STATE',
 } as const;
 
 /** Base class of duraflow's errors. */
@@ -217,11 +216,3 @@ export class EngineClosedError extends EngineError {
   }
 }
 EngineClosedError.prototype.name = 'EngineClosedError';
-
-/** A broken internal invariant: a bug in duraflow, never retried. */
-export class IllegalStateError extends EngineError {
-  constructor(message: string) {
-    super(ErrorCode.IllegalState, message);
-  }
-}
-IllegalStateError.prototype.name = 'IllegalStateError';

@@ -27,7 +27,6 @@ export {
   EngineClosedError,
   EngineError,
   ErrorCode,
-  IllegalStateError,
   InvalidArgumentError,
   NonDeterminismError,
   NonRetryableError,

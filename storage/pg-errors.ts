@@ -56,8 +56,3 @@ export function isRetryable(error: unknown): boolean {
 export function isRaisedBy(error: unknown, marker: string): boolean {
   return codeOf(error) === '22P02' && error instanceof Error && error.message.includes(marker);
 }
-
-/** Whether `error` is a unique-key violation (SQLSTATE 23505). */
-export function isUniqueViolation(error: unknown): boolean {
-  return codeOf(error) === '23505';
-}
