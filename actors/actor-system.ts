@@ -1,7 +1,7 @@
 import type { WorkflowRow } from '../storage/rows.js';
 import type { ActorHost } from './actor-host.js';
 import type { ActorMessage } from './messages.js';
-import { WorkflowActor } from './workflow-actor.js';
+import { type Creation, WorkflowActor } from './workflow-actor.js';
 
 /** Actors examined per eviction pass, so a run of busy actors cannot make delivery O(n). */
 const EVICTION_SCAN = 32;
@@ -47,13 +47,13 @@ export class ActorSystem {
    * Hands `message` to the workflow's actor. `seed` is the workflow's row when the caller just
    * read or wrote it, which spares a new actor its load.
    */
-  deliver(workflowId: string, message: ActorMessage, seed?: WorkflowRow): void {
+  deliver(workflowId: string, message: ActorMessage, seed?: WorkflowRow, creation?: Creation): void {
     if (this.#isClosed) return;
     let entry = this.#entries.get(workflowId);
     if (entry) {
       this.#unlink(entry);
     } else {
-      const actor = new WorkflowActor(workflowId, this.#host, (dropped) => this.#forget(dropped), seed);
+      const actor = new WorkflowActor(workflowId, this.#host, (dropped) => this.#forget(dropped), seed, creation);
       entry = { actor, prev: undefined, next: undefined };
       this.#entries.set(workflowId, entry);
     }

@@ -1,5 +1,12 @@
 import { emptyWrite } from '../storage/rows.js';
-import type { HistoryRow, StoredHistoryRow, TaskRow, WorkflowRow, WorkflowWrite } from '../storage/rows.js';
+import type {
+  HistoryRow,
+  NewWorkflowRow,
+  StoredHistoryRow,
+  TaskRow,
+  WorkflowRow,
+  WorkflowWrite,
+} from '../storage/rows.js';
 import { changesRow } from '../storage/sql/flush-batch.js';
 import { loadHistory, loadWorkflow } from '../storage/sql/workflows.js';
 import { type ActorHost, type Effects, noEffects } from './actor-host.js';
@@ -83,6 +90,20 @@ type ActorState =
   /** Discarded (failed load or flush); the system forgets it. */
   | 'dropped';
 
+/**
+ * A workflow this engine creates together with its first step (see `WorkflowWrite.creates`):
+ * the row to insert, and whom to tell how the insert went.
+ */
+export interface Creation {
+  row: NewWorkflowRow;
+  /** The row and the first step committed. */
+  onCreated(): void;
+  /** The id was taken: nothing was stored, and this actor is gone. */
+  onRefused(): void;
+  /** The actor failed before its first step committed. */
+  onFailed(error: unknown): void;
+}
+
 /** What `inspect` can read from a hot actor. */
 export interface ActorSnapshot {
   vars: Record<string, unknown>;
@@ -105,6 +126,7 @@ export class WorkflowActor {
   readonly #mailbox: Mailbox<ActorMessage>;
   readonly #onDropped: (actor: WorkflowActor) => void;
   #seed: WorkflowRow | undefined;
+  #creation: Creation | undefined;
   #state: ActorState = 'new';
   #name = '';
   #version = '';
@@ -125,11 +147,13 @@ export class WorkflowActor {
     host: ActorHost,
     onDropped: (actor: WorkflowActor) => void,
     seed?: WorkflowRow,
+    creation?: Creation,
   ) {
     this.workflowId = workflowId;
     this.#host = host;
     this.#onDropped = onDropped;
     this.#seed = seed;
+    this.#creation = creation;
     this.#mailbox = new Mailbox<ActorMessage>(
       (batch, receivedAt) => this.#handle(batch, receivedAt),
       (error) => this.#crash(error),
@@ -237,6 +261,7 @@ export class WorkflowActor {
           );
           write.status = 'running';
           write.startedAt = now;
+          if (this.#creation) write.creates = this.#creation.row;
           this.#startedAt = now;
           effects.isStarted = true;
           this.#state = 'live';
@@ -458,9 +483,18 @@ export class WorkflowActor {
       write.inboxDelete.length === 0;
     if (isEmpty) return;
     this.#unflushed++;
-    this.#host.wal.enqueue(write, () => {
+    const creation = write.creates ? this.#creation : undefined;
+    this.#host.wal.enqueue(write, (isRefused) => {
       this.#unflushed--;
+      if (creation) this.#creation = undefined;
+      if (isRefused) {
+        // Someone else's workflow has this id: what this actor ran was never stored.
+        this.#drop();
+        creation?.onRefused();
+        return;
+      }
       this.#host.release(this.workflowId, effects);
+      creation?.onCreated();
     });
   }
 
@@ -621,8 +655,11 @@ export class WorkflowActor {
 
   #crash(error: unknown): void {
     this.#host.logger.error({ err: error, workflowId: this.workflowId }, 'actor failed; rebuilding it');
+    const creation = this.#creation;
+    this.#creation = undefined;
     this.#drop();
-    this.#host.recover(new Set([this.workflowId]));
+    if (creation) creation.onFailed(error);
+    else this.#host.recover(new Set([this.workflowId]));
   }
 
   #drop(): void {

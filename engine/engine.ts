@@ -120,6 +120,8 @@ class EngineImpl implements Engine, ActorHost {
   readonly #namesByFunction = new Map<WorkflowFunction<never, unknown>, string>();
   readonly #registeredNames: string[];
   readonly #parsedOptions = new Map<string, ActivityOptions>();
+  /** Starts made together with their first step, not yet committed: how to settle each. */
+  readonly #creations = new Map<string, (error?: Error) => void>();
   /** Activity attempts handed to the pool and not yet reported back. */
   readonly #inFlightTasks = new Set<string>();
   readonly #poll: NodeJS.Timeout;
@@ -253,8 +255,13 @@ class EngineImpl implements Engine, ActorHost {
       throw new UnknownWorkflowError(typeof workflow === 'function' ? workflow.name || '<anonymous>' : workflow);
     }
     const row = this.#store.prepareStart(name, input, options);
+    const isImmediate = row.startAt <= Date.now();
+    if (isImmediate && !this.#system.get(row.id)) {
+      await this.#createWithFirstStep(row);
+      return handleFor<Output>(this, row.id);
+    }
     if (!(await this.wal.enqueueStart(row))) throw new WorkflowAlreadyExistsError(row.id);
-    if (row.startAt <= Date.now()) {
+    if (isImmediate) {
       this.#system.deliver(row.id, { type: 'start' }, seedRow(row));
     } else {
       this.#timers.arm(startKey(row.id), row.startAt, { kind: 'start', workflowId: row.id });
@@ -314,6 +321,7 @@ class EngineImpl implements Engine, ActorHost {
 
   async #shutdown(): Promise<void> {
     clearInterval(this.#poll);
+    const closed = new EngineClosedError();
     this.#timers.close();
     const errors: unknown[] = [];
     const step = async (work: () => Promise<void> | void): Promise<void> => {
@@ -328,6 +336,8 @@ class EngineImpl implements Engine, ActorHost {
     await step(() => this.wal.close());
     await step(() => this.#pollRunning);
     this.#system.close();
+    // Creations whose first step never reached the database (it was refused, closing).
+    for (const settle of [...this.#creations.values()]) settle(closed);
     await step(() => this.#metricsServer?.close());
     await step(() => this.#store.close());
     if (errors.length > 0) throw new AggregateError(errors, 'closing the engine failed');
@@ -335,6 +345,28 @@ class EngineImpl implements Engine, ActorHost {
 
   #checkOpen(): void {
     if (this.#closing) throw new EngineClosedError();
+  }
+
+  /**
+   * Starts a workflow by running its first step at once and committing the new row together
+   * with that step (one commit instead of two); resolves once both are durable. If the id turns
+   * out to be taken, nothing is stored and the call rejects.
+   */
+  #createWithFirstStep(row: NewWorkflowRow): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const settle = (error?: Error): void => {
+        this.#creations.delete(row.id);
+        if (error) reject(error);
+        else resolve();
+      };
+      this.#creations.set(row.id, settle);
+      this.#system.deliver(row.id, { type: 'start' }, seedRow(row), {
+        row,
+        onCreated: () => settle(),
+        onRefused: () => settle(new WorkflowAlreadyExistsError(row.id)),
+        onFailed: (error) => settle(error instanceof Error ? error : new Error(String(error))),
+      });
+    });
   }
 
   #deliver(workflowId: string, message: ActorMessage, seed?: WorkflowRow): void {
@@ -404,6 +436,8 @@ class EngineImpl implements Engine, ActorHost {
   #onFlushFailed(workflowIds: ReadonlySet<string>, error: unknown): void {
     this.logger.error({ err: error, workflows: workflowIds.size }, 'WAL flush failed; rebuilding the workflows in it');
     this.#system.drop(workflowIds);
+    // A workflow whose creation failed with the flush does not exist: its start call fails.
+    for (const id of workflowIds) this.#creations.get(id)?.(error instanceof Error ? error : new Error(String(error)));
     this.recover(workflowIds);
   }
 

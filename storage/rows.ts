@@ -69,6 +69,12 @@ export interface WorkflowWrite {
   inboxDelete: number[];
   /** Whether this write ends the workflow (the flush then notifies waiting clients). */
   isTerminal: boolean;
+  /**
+   * Set on a workflow's first step when the engine that starts it runs that step before the
+   * workflow's row exists: the flush inserts the row (with this write's status, vars and times)
+   * and the step's rows only if the id was free, in one commit instead of two.
+   */
+  creates?: NewWorkflowRow;
 }
 
 /** A write with nothing in it yet. */

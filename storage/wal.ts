@@ -59,7 +59,7 @@ interface PendingStart {
 /** Writes gathered since the last flush; merged per workflow so each table gets one row each. */
 class Batch {
   readonly writes = new Map<string, WorkflowWrite>();
-  readonly onDurable: { workflowId: string; callback: () => void }[] = [];
+  readonly onDurable: { workflowId: string; callback: (isRefused: boolean) => void }[] = [];
   readonly starts: PendingStart[] = [];
   events = 0;
 
@@ -67,7 +67,7 @@ class Batch {
     return this.writes.size === 0 && this.starts.length === 0;
   }
 
-  add(write: WorkflowWrite, callback: (() => void) | undefined): void {
+  add(write: WorkflowWrite, callback: ((isRefused: boolean) => void) | undefined): void {
     const existing = this.writes.get(write.workflowId);
     if (existing) mergeWrite(existing, write);
     else this.writes.set(write.workflowId, write);
@@ -144,6 +144,7 @@ export function mergeWrite(into: WorkflowWrite, next: WorkflowWrite): void {
   }
   into.inboxDelete.push(...next.inboxDelete);
   into.isTerminal ||= next.isTerminal;
+  into.creates ??= next.creates;
 }
 
 /**
@@ -214,10 +215,11 @@ export class Wal {
 
   /**
    * Buffers a workflow's write; `onDurable` runs after the statement holding it commits, and
-   * never if it fails. The WAL takes ownership of `write` (later writes of the same workflow are
-   * merged into it): the caller must not touch it again.
+   * never if it fails. For a write that creates its workflow (`creates`), `isRefused` tells that
+   * the id was taken and nothing of the write was stored. The WAL takes ownership of `write`
+   * (later writes of the same workflow are merged into it): the caller must not touch it again.
    */
-  enqueue(write: WorkflowWrite, onDurable?: () => void): void {
+  enqueue(write: WorkflowWrite, onDurable?: (isRefused: boolean) => void): void {
     if (this.#isClosed) throw new WalClosedError();
     this.#pending.add(write, onDurable);
     this.#schedule();
@@ -332,9 +334,10 @@ export class Wal {
       claimed.add(start.row.id);
       start.resolve(isNew);
     }
-    for (const { callback } of batch.onDurable) {
+    for (const { workflowId, callback } of batch.onDurable) {
+      const isRefused = batch.writes.get(workflowId)?.creates !== undefined && !inserted.has(workflowId);
       try {
-        callback();
+        callback(isRefused);
       } catch (error) {
         this.#options.observer?.callbackFailed(error);
       }

@@ -24,13 +24,17 @@ interface Part {
 const PARTS = {
   // A row with the same id and the same start token is this start's own, committed by an
   // earlier try whose answer was lost: it counts as inserted (the no-op update returns it).
+  // A start made together with its first step comes in with that step's status, vars and times.
   starts: {
-    params: 7,
+    params: 13,
     cte: (t) => `ins_wf AS (
-    INSERT INTO ${t.workflows} AS w (id, name, version, status, input, start_at, created_at, start_token)
-    SELECT id, name, version, 'pending', input, to_timestamp(start_at / 1000.0), to_timestamp(created_at / 1000.0), token
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[], $6::float8[], $7::text[])
-      AS u(id, name, version, input, start_at, created_at, token)
+    INSERT INTO ${t.workflows} AS w
+      (id, name, version, status, input, start_at, created_at, start_token, vars, result, error, started_at, completed_at)
+    SELECT id, name, version, status, input, to_timestamp(start_at / 1000.0), to_timestamp(created_at / 1000.0), token,
+           coalesce(vars, '{}'), result, error, to_timestamp(started_at / 1000.0), to_timestamp(completed_at / 1000.0)
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[], $6::float8[], $7::text[], $8::text[],
+                $9::text[], $10::text[], $11::text[], $12::float8[], $13::float8[])
+      AS u(id, name, version, input, start_at, created_at, token, status, vars, result, error, started_at, completed_at)
     ON CONFLICT (id) DO UPDATE SET start_token = w.start_token WHERE w.start_token = excluded.start_token
     RETURNING id)`,
   },
@@ -43,6 +47,16 @@ const PARTS = {
     SELECT x.w, r.seq, r.activation, r.type, r."commandId", r.payload, to_timestamp(r.at / 1000.0)
     FROM json_to_recordset($1::json) AS x(w text, rows json),
          json_to_recordset(x.rows) AS r(seq int, activation int, type text, "commandId" int, payload text, at float8))`,
+  },
+  // The same, when some steps create their workflow: their rows exist only if it was created.
+  historyWithCreates: {
+    params: 1,
+    cte: (t) => `ins_h AS (
+    INSERT INTO ${t.history} (workflow_id, seq, activation, type, command_id, payload, at)
+    SELECT x.w, r.seq, r.activation, r.type, r."commandId", r.payload, to_timestamp(r.at / 1000.0)
+    FROM json_to_recordset($1::json) AS x(w text, creates bool, rows json),
+         json_to_recordset(x.rows) AS r(seq int, activation int, type text, "commandId" int, payload text, at float8)
+    WHERE x.creates IS NOT TRUE OR x.w IN (SELECT id FROM ins_wf))`,
   },
   // A row to update that does not exist aborts the whole statement: the cast in `checked` fails at
   // run time, only on that branch, with a message naming the problem.
@@ -72,6 +86,15 @@ const PARTS = {
     cte: (t) => `ins_t AS (
     INSERT INTO ${t.timers} (workflow_id, command_id, due_at)
     SELECT w, c, to_timestamp(d / 1000.0) FROM unnest($1::text[], $2::int[], $3::float8[]) AS u(w, c, d)
+    ON CONFLICT DO NOTHING)`,
+  },
+  // The timers of a step that creates its workflow exist only if the workflow was created.
+  creatingTimerInserts: {
+    params: 3,
+    cte: (t) => `ins_ct AS (
+    INSERT INTO ${t.timers} (workflow_id, command_id, due_at)
+    SELECT w, c, to_timestamp(d / 1000.0) FROM unnest($1::text[], $2::int[], $3::float8[]) AS u(w, c, d)
+    WHERE w IN (SELECT id FROM ins_wf)
     ON CONFLICT DO NOTHING)`,
   },
   timerDeletes: {
@@ -188,35 +211,51 @@ function collectParams(
   let history = '';
   const updates: WorkflowWrite[] = [];
   const timerInserts: { w: string; c: number; d: number }[] = [];
+  const creatingTimerInserts: { w: string; c: number; d: number }[] = [];
   const timerDeletes: { w: string; c: number }[] = [];
   const taskDeletes: { w: string; c: number }[] = [];
   const tasks = writes.flatMap((w) => w.tasksUpsert);
   const inbox: number[] = [];
+  // Plain starts (pending rows) and steps that create their workflow, inserted together.
+  const created: { row: NewWorkflowRow; step: WorkflowWrite | undefined }[] = starts.map((row) => ({ row, step: undefined }));
   let notify = false;
   for (const w of writes) {
+    if (w.creates) created.push({ row: w.creates, step: w });
     if (w.history.length > 0) {
-      history += `${history ? ',' : '['}{"w":${JSON.stringify(w.workflowId)},"rows":${JSON.stringify(w.history)}}`;
+      const creates = w.creates ? ',"creates":true' : '';
+      history += `${history ? ',' : '['}{"w":${JSON.stringify(w.workflowId)}${creates},"rows":${JSON.stringify(w.history)}}`;
     }
-    if (changesRow(w)) updates.push(w);
-    for (const x of w.timersInsert) timerInserts.push({ w: w.workflowId, c: x.commandId, d: x.dueAt });
+    if (!w.creates && changesRow(w)) updates.push(w);
+    for (const x of w.timersInsert) {
+      (w.creates ? creatingTimerInserts : timerInserts).push({ w: w.workflowId, c: x.commandId, d: x.dueAt });
+    }
     for (const c of w.timersDelete) timerDeletes.push({ w: w.workflowId, c });
     for (const c of w.tasksDelete) taskDeletes.push({ w: w.workflowId, c });
     inbox.push(...w.inboxDelete);
     notify ||= w.isTerminal;
   }
   const params = new Map<PartName, unknown[]>();
-  if (starts.length > 0) {
+  if (created.length > 0) {
     params.set('starts', [
-      starts.map((r) => r.id),
-      starts.map((r) => r.name),
-      starts.map((r) => r.version),
-      starts.map((r) => r.input ?? null),
-      starts.map((r) => r.startAt),
-      starts.map((r) => r.createdAt),
-      starts.map((r) => r.startToken),
+      created.map((c) => c.row.id),
+      created.map((c) => c.row.name),
+      created.map((c) => c.row.version),
+      created.map((c) => c.row.input ?? null),
+      created.map((c) => c.row.startAt),
+      created.map((c) => c.row.createdAt),
+      created.map((c) => c.row.startToken),
+      created.map((c) => c.step?.status ?? 'pending'),
+      created.map((c) => c.step?.vars ?? null),
+      created.map((c) => c.step?.result ?? null),
+      created.map((c) => c.step?.error ?? null),
+      created.map((c) => c.step?.startedAt ?? null),
+      created.map((c) => c.step?.completedAt ?? null),
     ]);
   }
-  if (history) params.set('history', [`${history}]`]);
+  if (history) {
+    const isCreating = created.some((c) => c.step !== undefined);
+    params.set(isCreating ? 'historyWithCreates' : 'history', [`${history}]`]);
+  }
   if (updates.length > 0) {
     params.set('updates', [
       updates.map((w) => w.workflowId),
@@ -233,6 +272,13 @@ function collectParams(
   }
   if (timerInserts.length > 0) {
     params.set('timerInserts', [timerInserts.map((x) => x.w), timerInserts.map((x) => x.c), timerInserts.map((x) => x.d)]);
+  }
+  if (creatingTimerInserts.length > 0) {
+    params.set('creatingTimerInserts', [
+      creatingTimerInserts.map((x) => x.w),
+      creatingTimerInserts.map((x) => x.c),
+      creatingTimerInserts.map((x) => x.d),
+    ]);
   }
   if (timerDeletes.length > 0) params.set('timerDeletes', [timerDeletes.map((x) => x.w), timerDeletes.map((x) => x.c)]);
   if (tasks.length > 0) {
@@ -251,7 +297,7 @@ function collectParams(
   if (taskDeletes.length > 0) params.set('taskDeletes', [taskDeletes.map((x) => x.w), taskDeletes.map((x) => x.c)]);
   if (inbox.length > 0) params.set('inboxConsumed', [inbox]);
   if (notify) params.set('notify', [t.channel]);
-  if (options.token !== undefined) params.set(starts.length > 0 ? 'commitWithStarts' : 'commit', [options.token]);
+  if (options.token !== undefined) params.set(created.length > 0 ? 'commitWithStarts' : 'commit', [options.token]);
   if (options.isCleanup) params.set('cleanup', []);
   return params;
 }

@@ -90,6 +90,37 @@ describe.each(backends)('bad input on $name', (backend) => {
     }
   });
 
+  it('refuses an id taken before this engine started: its first step runs but nothing of it is stored', async () => {
+    async function quick(ctx: WorkflowContext, input: { n: number }): Promise<number> {
+      ctx.setVar('n', input.n);
+      await ctx.sleep(1);
+      return input.n;
+    }
+    const first = await startEngine(db, { workflows: { quick } });
+    try {
+      expect(await (await first.startWorkflow(quick, { n: 1 }, { workflowId: 'kept' })).result()).toBe(1);
+    } finally {
+      await first.close();
+    }
+    const before = await snapshot();
+    // A new engine has no actor for 'kept': it runs the first step and offers the row with it.
+    const second = await startEngine(db, { workflows: { quick } });
+    try {
+      await expect(second.startWorkflow(quick, { n: 2 }, { workflowId: 'kept' })).rejects.toBeInstanceOf(
+        WorkflowAlreadyExistsError,
+      );
+      expect(await snapshot()).toBe(before);
+      expect((await second.inspect('kept')).vars).toEqual({ n: 1 });
+      // The engine goes on: the same id is still taken, a new one works.
+      await expect(second.startWorkflow(quick, { n: 3 }, { workflowId: 'kept' })).rejects.toBeInstanceOf(
+        WorkflowAlreadyExistsError,
+      );
+      expect(await (await second.startWorkflow(quick, { n: 4 })).result()).toBe(4);
+    } finally {
+      await second.close();
+    }
+  });
+
   it('fails a workflow whose result is not JSON-serialisable, naming the problem', async () => {
     const engine = await startEngine(db, { workflows: { returnsBigInt } });
     try {
