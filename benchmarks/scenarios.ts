@@ -148,7 +148,8 @@ async function throughput(
   const { engine, dispose } = await openEngine(options);
   const stopScraping = scraper(engine);
   try {
-    await runBatch(Math.min(100, options.workflows), (i) => start(engine, i)); // warm-up
+    // Warm-up: the JIT needs a few thousand steps before the engine runs at its steady pace.
+    await runBatch(Math.min(500, options.workflows), (i) => start(engine, i));
     const before = await readCounters(engine);
     const cpu = await cpuMeter();
     const progress = options.quiet ? undefined : new Progress(label, options.workflows);
@@ -209,7 +210,7 @@ export async function runLatency(options: BenchOptions): Promise<RunResult> {
       await (await engine.startWorkflow(steps, { steps: options.steps })).result();
       return performance.now() - t0;
     };
-    for (let i = 0; i < 20; i++) await one(); // warm-up
+    for (let i = 0; i < 50; i++) await one(); // warm-up
     const before = await readCounters(engine);
     const progress = options.quiet ? undefined : new Progress('latency', options.workflows);
     const latencies: number[] = [];
