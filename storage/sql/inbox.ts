@@ -10,8 +10,9 @@ export interface InboxRow {
 
 /**
  * Stores an event for a workflow that exists and has not finished, once per `eventId`. Returns
- * the row id with the workflow's name and status (`isDuplicate` when an event with this id was
- * stored before, consumed or not), or, when nothing was stored, why (`missing`: no such
+ * the row id with the workflow's name (`isDuplicate` when an event with this id was stored
+ * before, consumed or not, even if its workflow has finished since: a retried send whose first
+ * try was delivered and ended the workflow), or, when nothing was stored, why (`missing`: no such
  * workflow).
  */
 export async function insertEvent(
@@ -21,37 +22,28 @@ export async function insertEvent(
   name: string,
   payload: string | undefined,
   eventId: string,
-): Promise<
-  | { id: number; workflowName: string; status: 'pending' | 'running'; isDuplicate: boolean }
-  | { status: 'missing' | 'completed' | 'failed' }
-> {
-  const { rows } = await db.query<{ id: string | null; name: string; status: 'pending' | 'running'; existing: string | null }>(
+): Promise<{ id: number; workflowName: string; isDuplicate: boolean } | { status: 'missing' | 'completed' | 'failed' }> {
+  // Every subquery sees the snapshot from before the insert: `existing` is an earlier send's row.
+  const { rows } = await db.query<{ id: string | null; existing: string | null; name: string | null; status: string | null }>(
     `WITH w AS (
-       SELECT id, name, status FROM ${t.workflows} WHERE id = $1 AND status IN ('pending', 'running')
+       SELECT id, name, status FROM ${t.workflows} WHERE id = $1
      ), ins AS (
-       INSERT INTO ${t.inbox} (workflow_id, name, payload, event_id) SELECT id, $2, $3, $4 FROM w
+       INSERT INTO ${t.inbox} (workflow_id, name, payload, event_id)
+       SELECT id, $2, $3, $4 FROM w WHERE status IN ('pending', 'running')
        ON CONFLICT (event_id) DO NOTHING
        RETURNING id
      )
-     SELECT (SELECT id FROM ins) AS id, w.name, w.status,
-            (SELECT id FROM ${t.inbox} WHERE event_id = $4) AS existing
-     FROM w`,
+     SELECT (SELECT id FROM ins) AS id,
+            (SELECT id FROM ${t.inbox} WHERE event_id = $4) AS existing,
+            (SELECT name FROM w) AS name,
+            (SELECT status FROM w) AS status`,
     [workflowId, name, payload ?? null, eventId],
   );
-  const row = rows[0];
-  if (row && (row.id !== null || row.existing !== null)) {
-    return {
-      id: Number(row.id ?? row.existing),
-      workflowName: row.name,
-      status: row.status,
-      isDuplicate: row.id === null,
-    };
+  const row = rows[0]!;
+  if (row.name !== null && (row.id !== null || row.existing !== null)) {
+    return { id: Number(row.id ?? row.existing), workflowName: row.name, isDuplicate: row.id === null };
   }
-  const { rows: found } = await db.query<{ status: 'completed' | 'failed' }>(
-    `SELECT status FROM ${t.workflows} WHERE id = $1`,
-    [workflowId],
-  );
-  return { status: found[0]?.status ?? 'missing' };
+  return { status: (row.status as 'completed' | 'failed' | null) ?? 'missing' };
 }
 
 /**

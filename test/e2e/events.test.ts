@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
-import { TimeoutError, type WorkflowContext } from 'duraflow';
+import { TimeoutError, type WorkflowContext, WorkflowClosedError } from 'duraflow';
 
 import { backends, type TestSchema } from '../helpers/database.js';
 import { startEngine } from '../helpers/engines.js';
@@ -77,6 +77,25 @@ describe.each(backends)('events and delayed starts on $name', (backend) => {
       expect(await handle.result()).toEqual({ by: 'ops' });
       const received = (await engine.inspect(handle.workflowId)).history.find((e) => e.type === 'EventReceived');
       expect(received).toMatchObject({ eventName: 'approve', payload: { by: 'ops' } });
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it('takes a repeated send of a delivered event as done, even after the event ended the workflow', async () => {
+    const engine = await startEngine(db, { workflows: { approval } });
+    try {
+      const handle = await engine.startWorkflow(approval, { sleepFirstMs: 0 });
+      await engine.sendEvent(handle.workflowId, 'approve', { by: 'ops' }, { eventId: 'approval-1' });
+      expect(await handle.result()).toEqual({ by: 'ops' });
+      // A retry of the same send (its first answer lost): delivered already, so nothing to refuse.
+      await engine.sendEvent(handle.workflowId, 'approve', { by: 'ops' }, { eventId: 'approval-1' });
+      // A new event for the finished workflow is refused.
+      await expect(engine.sendEvent(handle.workflowId, 'approve', { by: 'late' }, { eventId: 'approval-2' })).rejects.toBeInstanceOf(
+        WorkflowClosedError,
+      );
+      const received = (await engine.inspect(handle.workflowId)).history.filter((e) => e.type === 'EventReceived');
+      expect(received).toHaveLength(1);
     } finally {
       await engine.close();
     }
