@@ -8,6 +8,7 @@ import { parseArgs, promisify } from 'node:util';
 
 import pg from 'pg';
 
+import { measureLatencyFloor } from './baselines/latency-floor.js';
 import { measureInsertLimit } from './baselines/pg-limit.js';
 import {
   type BenchOptions,
@@ -33,7 +34,8 @@ const USAGE = `usage: npm run bench -- [options]
   --max-cached N        memory: the bounded actor cache size (default 1000)
   --metrics             serve /metrics during the run and scrape it every second
   --inline              run the activities on the engine thread (no worker-thread hop)
-  --compare             also run the bare-insert limit and DBOS (steps/latency, Postgres only)
+  --compare             also run the baselines and DBOS (steps, and latency one at a time; Postgres only):
+                        steps: the bare-insert limit; latency: the bare floor of commits and thread hops
   --repeat N            runs per side, alternating; medians are reported (default 1; 3 with --compare)
   --json FILE           write every figure to FILE`;
 
@@ -213,7 +215,8 @@ async function memoryChild(): Promise<void> {
 async function main(): Promise<void> {
   if (process.argv.includes('--memory-child')) return memoryChild();
   const { options, scenario, compare, repeat, json } = parse();
-  const withBaselines = compare && (scenario === 'steps' || scenario === 'latency');
+  // The peers' latency is measured one workflow at a time; an open-loop rate has no counterpart.
+  const withBaselines = compare && (scenario === 'steps' || (scenario === 'latency' && options.rate <= 0));
   if (compare && !options.database) {
     console.error('--compare needs --database: the baselines run on a Postgres server');
     process.exit(2);
@@ -235,6 +238,9 @@ async function main(): Promise<void> {
         connections: 2,
       });
       runs.limit.push({ system: 'bare-pg-insert', scenario: 'steps', ...limit });
+    } else {
+      const floor = await measureLatencyFloor({ databaseUrl: options.database!, steps: options.steps, workflows: options.workflows });
+      runs.limit.push({ system: 'bare-pg-and-thread-floor', scenario: 'latency@1-at-a-time', ...floor });
     }
     runs.dbos.push(await runDbos(options, scenario === 'steps' ? 'throughput' : 'latency'));
   }
@@ -245,7 +251,11 @@ async function main(): Promise<void> {
   if (runs.dbos.length > 0) medians.push(medianOf(runs.dbos));
   const ratios: Record<string, number> = {};
   const ours = medians[0]!;
-  if (runs.limit.length > 0) ratios.eventsPerSecOverLimit = Number(ours.eventsPerSec) / Number(medianOf(runs.limit).rowsPerSec);
+  if (runs.limit.length > 0) {
+    const limit = medianOf(runs.limit);
+    if (scenario === 'steps') ratios.eventsPerSecOverLimit = Number(ours.eventsPerSec) / Number(limit.rowsPerSec);
+    else ratios.latencyP50FloorOverDuraflow = Number(limit.workflowP50Ms) / Number(ours.workflowP50Ms);
+  }
   if (runs.dbos.length > 0) {
     const dbos = medianOf(runs.dbos);
     if (scenario === 'steps') ratios.throughputOverDbos = Number(ours.activityStepsPerSec) / Number(dbos.activityStepsPerSec);

@@ -226,7 +226,9 @@ export async function runLatency(options: BenchOptions): Promise<RunResult> {
       await (await engine.startWorkflow(steps, { steps: options.steps })).result();
       return performance.now() - t0;
     };
-    for (let i = 0; i < 50; i++) await one(); // warm-up
+    // Warm-up as in the throughput scenarios (the JIT needs thousands of steps), then a few alone.
+    await runBatch(500, () => engine.startWorkflow(steps, { steps: options.steps }));
+    for (let i = 0; i < 20; i++) await one();
     const before = await readCounters(engine);
     const progress = options.quiet ? undefined : new Progress('latency', options.workflows);
     const latencies: number[] = [];

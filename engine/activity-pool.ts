@@ -18,6 +18,16 @@ const HARD_TIMEOUT_GRACE_MS = 1_000;
 /** Most attempts sent to a thread in one Piscina task. */
 const MAX_BATCH = 256;
 
+/**
+ * Attempts that take less than this on average cost less than the wake-up of a thread (a Piscina
+ * dispatch plus the reply: hundreds of microseconds on a busy machine), so spreading a few of them
+ * over every thread costs more than it saves.
+ */
+const CHEAP_ATTEMPT_MS = 1;
+
+/** Fewest cheap attempts worth waking a further thread for. */
+const MIN_CHEAP_BATCH = 32;
+
 /** Options of the activity pool. */
 export interface ActivityPoolOptions {
   /** Module whose exported functions run in the threads; none means inline activities only. */
@@ -74,7 +84,9 @@ function threadFailure(error: unknown, startedAt: number): ActivityOutcome {
  *
  * Attempts wait in a queue here and go to the threads in batches, as many as there are free
  * slots (threads × concurrency), one Piscina task per batch: a Piscina dispatch costs tens of
- * microseconds, so one per attempt would dominate trivial activities. Outcomes come back one by
+ * microseconds, so one per attempt would dominate trivial activities. A batch is split over the
+ * threads, except that attempts which are on average cheaper than a wake-up go to as few threads
+ * as it takes to give each at least MIN_CHEAP_BATCH of them. Outcomes come back one by
  * one (grouped per thread tick) on a BroadcastChannel. A thread that dies fails the attempts of
  * its batch that had not reported (retryable); Piscina replaces the thread.
  *
@@ -94,6 +106,9 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
   readonly #waiting: Pending<T>[] = [];
   readonly #running = new Map<number, Pending<T>>();
   #nextId = 1;
+  /** Moving average of attempt durations; starts high, so nothing is batched before it is known. */
+  #meanAttemptMs = CHEAP_ATTEMPT_MS * 10;
+  #batchesSent = 0;
   #isPumpScheduled = false;
   #inlineRunning = 0;
   #abortableRunning = 0;
@@ -173,6 +188,11 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
   /** Attempts waiting for a free slot. */
   get queued(): number {
     return this.#waiting.length + (this.#piscina?.queueSize ?? 0);
+  }
+
+  /** Batches sent to the threads so far (each a thread wake-up). */
+  get batchesSent(): number {
+    return this.#batchesSent;
   }
 
   /** Attempts running now, in threads and inline. */
@@ -282,7 +302,8 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
     if (free <= 0) return;
     const taken = this.#waiting.splice(0, free);
     const threads = piscina.threads.length || 1;
-    const size = Math.min(MAX_BATCH, Math.ceil(taken.length / threads));
+    const fewest = this.#meanAttemptMs < CHEAP_ATTEMPT_MS ? MIN_CHEAP_BATCH : 1;
+    const size = Math.min(MAX_BATCH, Math.max(fewest, Math.ceil(taken.length / threads)));
     for (let i = 0; i < taken.length; i += size) {
       const batch = taken.slice(i, i + size);
       for (const p of batch) this.#running.set(p.id, p);
@@ -292,6 +313,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
       for (const { id, task } of batch) {
         text += `${text === '[' ? '' : ','}[${id},${quotedName(task.name)},${JSON.stringify(task.workflowId)},${task.commandId},${task.attempt}${task.input === undefined ? '' : `,${task.input}`}]`;
       }
+      this.#batchesSent++;
       piscina.run(`${text}]`, { name: 'runBatch' }).catch(() => {
         // The thread died. Outcomes posted just before may still be on their way; the attempts
         // without one shared the thread with whatever killed it and cannot be blamed for it: each
@@ -311,6 +333,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
       const pending = this.#running.get(id);
       if (!pending) continue;
       this.#running.delete(id);
+      this.#meanAttemptMs += (durationMs - this.#meanAttemptMs) / 16;
       if (isOk) {
         this.#onOutcome(pending.task, { ok: true, result: payload as string | undefined, startedAt, durationMs });
       } else {

@@ -1,0 +1,59 @@
+import { afterEach, describe, expect, it } from 'vitest';
+
+// The compiled pool: its threads load compiled JavaScript.
+import type { ActivityOutcome } from '../../../dist/engine/activity-context.js';
+import { ActivityPool, type PoolTask } from '../../../dist/engine/activity-pool.js';
+import { fixtureActivities } from '../../helpers/engines.js';
+
+type Settle = (outcome: ActivityOutcome) => void;
+
+async function openPool(): Promise<{ pool: ActivityPool; run(name: string, input?: unknown): Promise<unknown> }> {
+  const waiting = new Map<number, Settle>();
+  let next = 0;
+  const pool = await ActivityPool.create<PoolTask>(
+    { moduleUrl: fixtureActivities, threads: 2, concurrencyPerThread: 16, inline: {}, maxHeapMb: undefined, maxPayloadBytes: 1 << 20 },
+    (task, outcome) => waiting.get(task.commandId)?.(outcome),
+    (error) => {
+      throw error;
+    },
+  );
+  const run = (name: string, input?: unknown): Promise<unknown> =>
+    new Promise((resolve, reject) => {
+      const commandId = next++;
+      waiting.set(commandId, (outcome) =>
+        outcome.ok ? resolve(outcome.result === undefined ? undefined : JSON.parse(outcome.result)) : reject(new Error(outcome.failure.message)),
+      );
+      pool.submit({ name, input: input === undefined ? undefined : JSON.stringify(input), workflowId: 'w', commandId, attempt: 1 }, undefined);
+    });
+  return { pool, run };
+}
+
+describe('ActivityPool batching', () => {
+  let close: (() => Promise<void>) | undefined;
+  afterEach(async () => {
+    await close?.();
+    close = undefined;
+  });
+
+  it('sends a few cheap attempts to one thread rather than waking every thread', async () => {
+    const { pool, run } = await openPool();
+    close = () => pool.close();
+    // Teach the pool that these attempts are cheap.
+    for (let i = 0; i < 40; i++) await run('threadOf');
+    const before = pool.batchesSent;
+    const threads = await Promise.all(Array.from({ length: 10 }, () => run('threadOf')));
+    expect(pool.batchesSent - before).toBe(1);
+    expect(new Set(threads).size).toBe(1);
+  });
+
+  it('sends expensive attempts in separate batches, so each can have a thread of its own', async () => {
+    const { pool, run } = await openPool();
+    close = () => pool.close();
+    // Teach the pool that these attempts are expensive.
+    for (let i = 0; i < 20; i++) await run('spin', 5);
+    const before = pool.batchesSent;
+    await Promise.all([run('spin', 20), run('spin', 20)]);
+    // One batch per attempt, so each can have a thread to itself (which thread is Piscina's choice).
+    expect(pool.batchesSent - before).toBe(2);
+  });
+});
