@@ -230,6 +230,7 @@ export async function runLatency(options: BenchOptions): Promise<RunResult> {
     await runBatch(500, () => engine.startWorkflow(steps, { steps: options.steps }));
     for (let i = 0; i < 20; i++) await one();
     const before = await readCounters(engine);
+    const cpu = await cpuMeter();
     const progress = options.quiet ? undefined : new Progress('latency', options.workflows);
     const latencies: number[] = [];
     const began = performance.now();
@@ -256,7 +257,10 @@ export async function runLatency(options: BenchOptions): Promise<RunResult> {
     }
     progress?.stop();
     const seconds = (performance.now() - began) / 1000;
+    const usage = await cpu.stop();
     const after = await readCounters(engine);
+    const stepCount = options.workflows * options.steps;
+    const flushes = after.flushes - before.flushes;
     return {
       system: 'duraflow',
       scenario: options.rate > 0 ? `latency@${options.rate}/s` : 'latency@1-at-a-time',
@@ -264,6 +268,14 @@ export async function runLatency(options: BenchOptions): Promise<RunResult> {
       seconds,
       workflowsPerSec: options.workflows / seconds,
       ...latencyFigures(latencies, before, after),
+      flushesPerSec: flushes / seconds,
+      eventsPerFlush: (after.events - before.events) / Math.max(1, flushes),
+      engineCpuPct: usage.engineCpuPct,
+      mainThreadBusyPct: usage.mainThreadBusyPct,
+      // CPU per step, all of the engine's threads and the database's: what a step costs the machine.
+      engineCpuUsPerStep: (usage.engineCpuPct / 100) * seconds * 1e6 / stepCount,
+      databaseCpuUsPerStep: usage.databaseCpuPct === undefined ? undefined : (usage.databaseCpuPct / 100) * seconds * 1e6 / stepCount,
+      databaseCpuPct: usage.databaseCpuPct,
     };
   } finally {
     stopScraping();
