@@ -273,7 +273,7 @@ class EngineImpl implements Engine, ActorHost {
     this.#checkOpen();
     const stored = await this.#store.storeEvent(workflowId, eventName, payload, options);
     // A duplicate was delivered (or will be, by the poll) when it was first stored.
-    if (stored.isDuplicate) return;
+    if ('isDuplicate' in stored) return;
     if (this.#options.workflows.has(stored.workflowName)) {
       this.#system.deliver(workflowId, {
         type: 'event',

@@ -160,14 +160,14 @@ export class WorkflowStore {
 
   /**
    * Stores an event for a running or pending workflow. Returns the inbox row and the workflow's
-   * name; throws WorkflowNotFoundError or WorkflowClosedError.
+   * name, or that the event was stored before; throws WorkflowNotFoundError or WorkflowClosedError.
    */
   async storeEvent(
     workflowId: string,
     eventName: string,
     payload: unknown,
     options: SendEventOptions = {},
-  ): Promise<{ inboxId: number; workflowName: string; payload: string | undefined; isDuplicate: boolean }> {
+  ): Promise<{ inboxId: number; workflowName: string; payload: string | undefined } | { isDuplicate: true }> {
     this.#checkOpen();
     checkName(workflowId, 'workflowId');
     checkName(eventName, 'event name');
@@ -178,11 +178,15 @@ export class WorkflowStore {
     const stored = await this.#withRetries('sending an event', () =>
       insertEvent(this.sql, this.tables, workflowId, eventName, encoded, eventId),
     );
-    if ('id' in stored) {
-      return { inboxId: stored.id, workflowName: stored.workflowName, payload: encoded, isDuplicate: stored.isDuplicate };
+    switch (stored.outcome) {
+      case 'stored':
+        return { inboxId: stored.id, workflowName: stored.workflowName, payload: encoded };
+      case 'duplicate':
+        return { isDuplicate: true };
+      case 'refused':
+        if (stored.status === 'missing') throw new WorkflowNotFoundError(workflowId);
+        throw new WorkflowClosedError(workflowId, stored.status);
     }
-    if (stored.status === 'missing') throw new WorkflowNotFoundError(workflowId);
-    throw new WorkflowClosedError(workflowId, stored.status);
   }
 
   async notifyEvent(): Promise<void> {

@@ -8,12 +8,16 @@ export interface InboxRow {
   payload: string | undefined;
 }
 
+/** What `insertEvent` did. */
+export type InsertEventResult =
+  | { outcome: 'stored'; id: number; workflowName: string }
+  /** An event with this id was stored before (consumed or not, its workflow finished or not). */
+  | { outcome: 'duplicate' }
+  | { outcome: 'refused'; status: 'missing' | 'completed' | 'failed' };
+
 /**
- * Stores an event for a workflow that exists and has not finished, once per `eventId`. Returns
- * the row id with the workflow's name (`isDuplicate` when an event with this id was stored
- * before, consumed or not, even if its workflow has finished since: a retried send whose first
- * try was delivered and ended the workflow), or, when nothing was stored, why (`missing`: no such
- * workflow).
+ * Stores an event for a workflow that exists and has not finished, once per `eventId`. A retried
+ * send is a duplicate even if its first try was delivered and ended the workflow meanwhile.
  */
 export async function insertEvent(
   db: Queryable,
@@ -22,7 +26,7 @@ export async function insertEvent(
   name: string,
   payload: string | undefined,
   eventId: string,
-): Promise<{ id: number; workflowName: string; isDuplicate: boolean } | { status: 'missing' | 'completed' | 'failed' }> {
+): Promise<InsertEventResult> {
   // Every subquery sees the snapshot from before the insert: `existing` is an earlier send's row.
   const { rows } = await db.query<{ id: string | null; existing: string | null; name: string | null; status: string | null }>(
     `WITH w AS (
@@ -40,10 +44,12 @@ export async function insertEvent(
     [workflowId, name, payload ?? null, eventId],
   );
   const row = rows[0]!;
-  if (row.name !== null && (row.id !== null || row.existing !== null)) {
-    return { id: Number(row.id ?? row.existing), workflowName: row.name, isDuplicate: row.id === null };
-  }
-  return { status: (row.status as 'completed' | 'failed' | null) ?? 'missing' };
+  if (row.name === null) return { outcome: 'refused', status: 'missing' };
+  if (row.id !== null) return { outcome: 'stored', id: Number(row.id), workflowName: row.name };
+  // Nothing inserted for an open workflow means the id was taken, by a send this snapshot may not
+  // even see (a concurrent one that committed while this insert waited for it).
+  if (row.existing !== null || row.status === 'pending' || row.status === 'running') return { outcome: 'duplicate' };
+  return { outcome: 'refused', status: row.status as 'completed' | 'failed' };
 }
 
 /**

@@ -133,7 +133,9 @@ describe.each(backends)('Wal on $name', (backend) => {
   it('merges two writes of one workflow into one flush', async () => {
     const { wal, flushes } = open();
     await start(wal, 'a');
-    const { id: inboxId } = (await insertEvent(sql, tables, 'a', 'go', '1', 'event-1')) as { id: number };
+    const stored = await insertEvent(sql, tables, 'a', 'go', '1', 'event-1');
+    if (stored.outcome !== 'stored') throw new Error(`event not stored: ${stored.outcome}`);
+    const inboxId = stored.id;
     wal.enqueue(
       makeWrite('a', 0, 2, {
         status: 'running',

@@ -1,0 +1,94 @@
+import pg from 'pg';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+
+import { migrate } from '../../storage/migrate.js';
+import { PgDriver } from '../../storage/pg-driver.js';
+import { PgliteDriver } from '../../storage/pglite-driver.js';
+import { flushBatch } from '../../storage/sql/flush-batch.js';
+import { insertEvent } from '../../storage/sql/inbox.js';
+import { type Sql, type Tables, tablesFor } from '../../storage/sql.js';
+import { makeStartRow } from '../helpers/builders.js';
+import { backends, serverBackends, type TestSchema } from '../helpers/database.js';
+import { waitFor } from '../helpers/wait-for.js';
+
+async function openStore(backend: (typeof backends)[number]): Promise<{ db: TestSchema; sql: Sql; tables: Tables }> {
+  const db = await backend.schema();
+  const sql =
+    typeof db.database === 'string'
+      ? new PgDriver({ connectionString: db.database, maxConnections: 4, onError() {} })
+      : PgliteDriver.wrap(db.database);
+  const tables = tablesFor(db.schema);
+  await migrate(sql, tables);
+  return { db, sql, tables };
+}
+
+describe.each(backends)('insertEvent on $name', (backend) => {
+  let db: TestSchema;
+  let sql: Sql;
+  let tables: Tables;
+  beforeEach(async () => {
+    ({ db, sql, tables } = await openStore(backend));
+    await flushBatch(sql, tables, [makeStartRow('open'), makeStartRow('done')], []);
+    await db.query(`UPDATE "${db.schema}".workflows SET status = 'completed' WHERE id = 'done'`);
+  });
+  afterEach(async () => {
+    await sql.close();
+    await db.drop();
+  });
+
+  it('stores an event once per id, and refuses missing and finished workflows', async () => {
+    const first = await insertEvent(sql, tables, 'open', 'go', '1', 'e1');
+    expect(first).toMatchObject({ outcome: 'stored', workflowName: 'wf' });
+    expect(await insertEvent(sql, tables, 'open', 'go', '1', 'e1')).toEqual({ outcome: 'duplicate' });
+    expect(await insertEvent(sql, tables, 'nobody', 'go', '1', 'e2')).toEqual({ outcome: 'refused', status: 'missing' });
+    expect(await insertEvent(sql, tables, 'done', 'go', '1', 'e3')).toEqual({ outcome: 'refused', status: 'completed' });
+    const rows = await db.query(`SELECT workflow_id, event_id FROM "${db.schema}".inbox ORDER BY id`);
+    expect(rows).toEqual([{ workflow_id: 'open', event_id: 'e1' }]);
+  });
+
+  it('takes a resend as a duplicate after its event ended the workflow', async () => {
+    expect(await insertEvent(sql, tables, 'open', 'go', '1', 'e1')).toMatchObject({ outcome: 'stored' });
+    await db.query(`UPDATE "${db.schema}".inbox SET consumed_at = now()`);
+    await db.query(`UPDATE "${db.schema}".workflows SET status = 'completed' WHERE id = 'open'`);
+    expect(await insertEvent(sql, tables, 'open', 'go', '1', 'e1')).toEqual({ outcome: 'duplicate' });
+  });
+});
+
+describe.each(serverBackends)('insertEvent racing a concurrent send on $name', (backend) => {
+  let db: TestSchema;
+  let sql: Sql;
+  let tables: Tables;
+  beforeEach(async () => {
+    ({ db, sql, tables } = await openStore(backend));
+    await flushBatch(sql, tables, [makeStartRow('open')], []);
+  });
+  afterEach(async () => {
+    await sql.close();
+    await db.drop();
+  });
+
+  it('takes a send whose id another, uncommitted send holds as a duplicate once that one commits', async () => {
+    const other = new pg.Client({ connectionString: db.database as string });
+    await other.connect();
+    try {
+      await other.query('BEGIN');
+      await other.query(
+        `INSERT INTO "${db.schema}".inbox (workflow_id, name, payload, event_id) VALUES ('open', 'go', '1', 'e1')`,
+      );
+      const racing = insertEvent(sql, tables, 'open', 'go', '1', 'e1');
+      // The racing insert waits on the unique index for the other transaction to end.
+      await waitFor(async () => {
+        const waiting = await db.query(
+          `SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%' || $1 || '%'`,
+          [db.schema],
+        );
+        return waiting.length > 0;
+      }, 'the racing send to wait for the uncommitted one');
+      await other.query('COMMIT');
+      expect(await racing).toEqual({ outcome: 'duplicate' });
+      expect(await db.query(`SELECT count(*)::int AS n FROM "${db.schema}".inbox`)).toEqual([{ n: 1 }]);
+    } finally {
+      await other.end();
+    }
+  });
+});
