@@ -86,9 +86,10 @@ function threadFailure(error: unknown, startedAt: number): ActivityOutcome {
  * slots (threads × concurrency), one Piscina task per batch: a Piscina dispatch costs tens of
  * microseconds, so one per attempt would dominate trivial activities. A batch is split over the
  * threads, except that attempts which are on average cheaper than a wake-up go to as few threads
- * as it takes to give each at least MIN_CHEAP_BATCH of them. Outcomes come back one by
- * one (grouped per thread tick) on a BroadcastChannel. A thread that dies fails the attempts of
- * its batch that had not reported (retryable); Piscina replaces the thread.
+ * as it takes to give each at least MIN_CHEAP_BATCH of them. Outcomes come back grouped per
+ * thread tick on a BroadcastChannel, and those ready when a batch ends with Piscina's reply to
+ * it. A thread that dies fails the attempts of its batch that had not reported (retryable);
+ * Piscina replaces the thread.
  *
  * An attempt with a timeout runs alone as an abortable Piscina task instead: if it blocks its
  * thread past the timeout, Piscina terminates the thread.
@@ -314,7 +315,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
         text += `${text === '[' ? '' : ','}[${id},${quotedName(task.name)},${JSON.stringify(task.workflowId)},${task.commandId},${task.attempt}${task.input === undefined ? '' : `,${task.input}`}]`;
       }
       this.#batchesSent++;
-      piscina.run(`${text}]`, { name: 'runBatch' }).catch(() => {
+      piscina.run(`${text}]`, { name: 'runBatch' }).then((outcomes: BatchedOutcome[]) => this.#onOutcomes(outcomes), () => {
         // The thread died. Outcomes posted just before may still be on their way; the attempts
         // without one shared the thread with whatever killed it and cannot be blamed for it: each
         // runs again, alone, so a crash there is its own.

@@ -3,8 +3,10 @@
  * once per thread and runs attempts with `runAttempt`. Attempts arrive in batches (one Piscina
  * task each) and their outcomes go back on a BroadcastChannel as soon as each is ready, grouped
  * per turn of this thread's event loop: no attempt waits for a slower one of its batch, and the
- * main thread pays for one message per group, not per attempt. Nothing throws across the thread
- * except `describe`, which reports an unusable module at engine start.
+ * main thread pays for one message per group, not per attempt. The outcomes ready when a batch
+ * ends go back with Piscina's reply to it instead, which the main thread receives anyway: a batch
+ * of quick attempts costs one message, not two. Nothing throws across the thread except
+ * `describe`, which reports an unusable module at engine start.
  */
 import { setMaxListeners } from 'node:events';
 import { BroadcastChannel, workerData } from 'node:worker_threads';
@@ -115,8 +117,11 @@ async function runDecoded(task: Omit<ActivityTask, 'input'>, input: unknown): Pr
   return runAttempt(fn as ActivityFunction, task, input, closing.signal, codec);
 }
 
-/** Runs a batch of attempts concurrently, reporting each outcome on the results channel. */
-export async function runBatch(text: string): Promise<number> {
+/**
+ * Runs a batch of attempts concurrently. Outcomes ready before the batch ends are posted on the
+ * results channel; the rest (of this batch or another on this thread) are returned.
+ */
+export async function runBatch(text: string): Promise<BatchedOutcome[]> {
   const batch = JSON.parse(text) as BatchedTask[];
   await Promise.all(
     batch.map(async ([id, name, workflowId, commandId, attempt, input]) =>
@@ -129,6 +134,8 @@ export async function runBatch(text: string): Promise<number> {
       ),
     ),
   );
-  post();
-  return batch.length;
+  // What is still unposted rides on Piscina's reply, which the main thread receives anyway.
+  const unposted = ready;
+  ready = [];
+  return unposted;
 }
