@@ -107,8 +107,8 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
   readonly #waiting: Pending<T>[] = [];
   readonly #running = new Map<number, Pending<T>>();
   #nextId = 1;
-  /** Moving average of attempt durations; starts high, so nothing is batched before it is known. */
-  #meanAttemptMs = CHEAP_ATTEMPT_MS * 10;
+  /** Moving average of attempt durations; none yet means nothing is known to be cheap. */
+  #meanAttemptMs: number | undefined;
   #batchesSent = 0;
   #isPumpScheduled = false;
   #inlineRunning = 0;
@@ -303,7 +303,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
     if (free <= 0) return;
     const taken = this.#waiting.splice(0, free);
     const threads = piscina.threads.length || 1;
-    const fewest = this.#meanAttemptMs < CHEAP_ATTEMPT_MS ? MIN_CHEAP_BATCH : 1;
+    const fewest = this.#meanAttemptMs !== undefined && this.#meanAttemptMs < CHEAP_ATTEMPT_MS ? MIN_CHEAP_BATCH : 1;
     const size = Math.min(MAX_BATCH, Math.max(fewest, Math.ceil(taken.length / threads)));
     for (let i = 0; i < taken.length; i += size) {
       const batch = taken.slice(i, i + size);
@@ -334,7 +334,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
       const pending = this.#running.get(id);
       if (!pending) continue;
       this.#running.delete(id);
-      this.#meanAttemptMs += (durationMs - this.#meanAttemptMs) / 16;
+      this.#meanAttemptMs = this.#meanAttemptMs === undefined ? durationMs : this.#meanAttemptMs + (durationMs - this.#meanAttemptMs) / 16;
       if (isOk) {
         this.#onOutcome(pending.task, { ok: true, result: payload as string | undefined, startedAt, durationMs });
       } else {
