@@ -1,39 +1,23 @@
 import pg from 'pg';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 
-import { migrate } from '../../storage/migrate.js';
-import { PgDriver } from '../../storage/pg-driver.js';
-import { PgliteDriver } from '../../storage/pglite-driver.js';
 import { flushBatch } from '../../storage/sql/flush-batch.js';
 import { insertEvent } from '../../storage/sql/inbox.js';
-import { type Sql, type Tables, tablesFor } from '../../storage/sql.js';
+import type { Sql, Tables } from '../../storage/sql.js';
 import { makeStartRow } from '../helpers/builders.js';
 import { backends, serverBackends, type TestSchema } from '../helpers/database.js';
+import { useStore } from '../helpers/storage.js';
 import { waitFor } from '../helpers/wait-for.js';
-
-async function openStore(backend: (typeof backends)[number]): Promise<{ db: TestSchema; sql: Sql; tables: Tables }> {
-  const db = await backend.schema();
-  const sql =
-    typeof db.database === 'string'
-      ? new PgDriver({ connectionString: db.database, maxConnections: 4, onError() {} })
-      : PgliteDriver.wrap(db.database);
-  const tables = tablesFor(db.schema);
-  await migrate(sql, tables);
-  return { db, sql, tables };
-}
 
 describe.each(backends)('insertEvent on $name', (backend) => {
   let db: TestSchema;
   let sql: Sql;
   let tables: Tables;
+  const store = useStore(backend);
   beforeEach(async () => {
-    ({ db, sql, tables } = await openStore(backend));
+    ({ db, sql, tables } = store());
     await flushBatch(sql, tables, [makeStartRow('open'), makeStartRow('done')], []);
     await db.query(`UPDATE "${db.schema}".workflows SET status = 'completed' WHERE id = 'done'`);
-  });
-  afterEach(async () => {
-    await sql.close();
-    await db.drop();
   });
 
   it('stores an event once per id, and refuses missing and finished workflows', async () => {
@@ -58,13 +42,10 @@ describe.each(serverBackends)('insertEvent racing a concurrent send on $name', (
   let db: TestSchema;
   let sql: Sql;
   let tables: Tables;
+  const store = useStore(backend);
   beforeEach(async () => {
-    ({ db, sql, tables } = await openStore(backend));
+    ({ db, sql, tables } = store());
     await flushBatch(sql, tables, [makeStartRow('open')], []);
-  });
-  afterEach(async () => {
-    await sql.close();
-    await db.drop();
   });
 
   it('takes a send whose id another, uncommitted send holds as a duplicate once that one commits', async () => {

@@ -1,13 +1,11 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 
-import { migrate } from '../../storage/migrate.js';
-import { PgDriver } from '../../storage/pg-driver.js';
-import { PgliteDriver } from '../../storage/pglite-driver.js';
 import { insertEvent } from '../../storage/sql/inbox.js';
-import { type Queryable, type Sql, type Tables, tablesFor } from '../../storage/sql.js';
+import type { Queryable, Sql, Tables } from '../../storage/sql.js';
 import { Wal, WalClosedError, type WalOptions } from '../../storage/wal.js';
 import { backends, type TestSchema } from '../helpers/database.js';
 import { makeStartRow, makeTask, makeWrite } from '../helpers/builders.js';
+import { useStore } from '../helpers/storage.js';
 
 /** One turn of the event loop: the WAL starts a flush at the end of the turn it was appended in. */
 const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
@@ -57,18 +55,9 @@ describe.each(backends)('Wal on $name', (backend) => {
   let sql: Sql;
   let tables: Tables;
 
-  beforeEach(async () => {
-    db = await backend.schema();
-    sql =
-      typeof db.database === 'string'
-        ? new PgDriver({ connectionString: db.database, maxConnections: 4, onError() {} })
-        : PgliteDriver.wrap(db.database);
-    tables = tablesFor(db.schema);
-    await migrate(sql, tables);
-  });
-  afterEach(async () => {
-    await sql.close();
-    await db.drop();
+  const store = useStore(backend);
+  beforeEach(() => {
+    ({ db, sql, tables } = store());
   });
 
   function open(options: Partial<WalOptions> = {}) {
