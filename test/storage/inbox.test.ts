@@ -5,19 +5,28 @@ import { flushBatch } from '../../storage/sql/flush-batch.js';
 import { insertEvent } from '../../storage/sql/inbox.js';
 import type { Sql, Tables } from '../../storage/sql.js';
 import { makeStartRow } from '../helpers/builders.js';
-import { backends, serverBackends, type TestSchema } from '../helpers/database.js';
-import { useStore } from '../helpers/storage.js';
+import { type Backend, backends, serverBackends, type TestSchema } from '../helpers/database.js';
+import { type TestStore, useStore } from '../helpers/storage.js';
 import { waitFor } from '../helpers/wait-for.js';
+
+/** A store holding two workflows: 'open' (pending) and 'done' (completed). */
+function useInbox(backend: Backend): () => TestStore {
+  const store = useStore(backend);
+  beforeEach(async () => {
+    const { db, sql, tables } = store();
+    await flushBatch(sql, tables, [makeStartRow('open'), makeStartRow('done')], []);
+    await db.query(`UPDATE "${db.schema}".workflows SET status = 'completed' WHERE id = 'done'`);
+  });
+  return store;
+}
 
 describe.each(backends)('insertEvent on $name', (backend) => {
   let db: TestSchema;
   let sql: Sql;
   let tables: Tables;
-  const store = useStore(backend);
-  beforeEach(async () => {
+  const store = useInbox(backend);
+  beforeEach(() => {
     ({ db, sql, tables } = store());
-    await flushBatch(sql, tables, [makeStartRow('open'), makeStartRow('done')], []);
-    await db.query(`UPDATE "${db.schema}".workflows SET status = 'completed' WHERE id = 'done'`);
   });
 
   it('stores an event once per id, and refuses missing and finished workflows', async () => {
@@ -39,16 +48,10 @@ describe.each(backends)('insertEvent on $name', (backend) => {
 });
 
 describe.each(serverBackends)('insertEvent racing a concurrent send on $name', (backend) => {
-  let db: TestSchema;
-  let sql: Sql;
-  let tables: Tables;
-  const store = useStore(backend);
-  beforeEach(async () => {
-    ({ db, sql, tables } = store());
-    await flushBatch(sql, tables, [makeStartRow('open')], []);
-  });
+  const store = useInbox(backend);
 
   it('takes a send whose id another, uncommitted send holds as a duplicate once that one commits', async () => {
+    const { db, sql, tables } = store();
     const other = new pg.Client({ connectionString: db.database as string });
     await other.connect();
     try {
