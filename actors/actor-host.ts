@@ -45,8 +45,8 @@ export interface Effects {
   armTimers: TimerRow[];
   /** Timers (by command id) no longer awaited. */
   disarmTimers: number[];
-  /** Inbox rows now consumed. */
-  consumedInbox: number[];
+  /** Activities (by command id) no longer awaited, whose retry may be armed. */
+  disarmRetries: number[];
   /** Set when the step started the workflow. */
   isStarted: boolean;
   /** Set when the step ended the workflow; `startedAt` is its first step's time (epoch ms). */
@@ -67,7 +67,7 @@ export function noEffects(workflowName: string): Effects {
     retries: [],
     armTimers: [],
     disarmTimers: [],
-    consumedInbox: [],
+    disarmRetries: [],
     isStarted: false,
     workflowName,
     receivedAt: undefined,

@@ -1,4 +1,4 @@
-import { emptyWrite } from '../storage/rows.js';
+import { deleteTask, deleteTimer, emptyWrite } from '../storage/rows.js';
 import type {
   HistoryRow,
   NewWorkflowRow,
@@ -314,7 +314,6 @@ export class WorkflowActor {
           (this.#consumedInbox ??= new Set()).add(m.inboxId);
           const row = this.#record(write, activation, now, EventType.EventReceived, null, null);
           write.inboxDelete.push(m.inboxId);
-          effects.consumedInbox.push(m.inboxId);
           const { waiter, hadTimeout } = rs.deliverEvent(m.name, host.codec.decode(m.payload));
           // Which wait the event resolved is recorded so inspect can tell open waits from history.
           row.payload = jsonObject({
@@ -437,14 +436,19 @@ export class WorkflowActor {
     write.error = error;
     write.completedAt = now;
     write.isTerminal = true;
-    // Whatever the workflow still awaited is abandoned with it.
+    // Whatever the workflow still awaited is abandoned with it, including timers started and
+    // retries scheduled by this very step.
     const outstanding = rs.outstanding();
     for (const timer of outstanding.timers) {
-      write.timersDelete.push(timer.commandId);
+      deleteTimer(write, timer.commandId);
       effects.disarmTimers.push(timer.commandId);
     }
-    for (const activity of outstanding.activities) write.tasksDelete.push(activity.commandId);
+    for (const activity of outstanding.activities) {
+      deleteTask(write, activity.commandId);
+      effects.disarmRetries.push(activity.commandId);
+    }
     effects.dispatch = [];
+    effects.retries = [];
     effects.armTimers = [];
     effects.finished = { status, result, error, startedAt: this.#startedAt };
   }
@@ -501,15 +505,13 @@ export class WorkflowActor {
   /** Events for a finished workflow are consumed without effect, so they are not re-delivered. */
   #consumeStrayEvents(messages: ActorMessage[]): void {
     const write = emptyWrite(this.workflowId);
-    const effects = noEffects(this.#name);
     for (const m of messages) {
       if (m.type === 'event' && !this.#consumedInbox?.has(m.inboxId)) {
         (this.#consumedInbox ??= new Set()).add(m.inboxId);
         write.inboxDelete.push(m.inboxId);
-        effects.consumedInbox.push(m.inboxId);
       }
     }
-    this.#enqueue(write, effects);
+    this.#enqueue(write, noEffects(this.#name));
   }
 
   async #load(): Promise<boolean> {
@@ -518,6 +520,7 @@ export class WorkflowActor {
     try {
       const row = this.#seed ?? (await loadWorkflow(host.sql, host.tables, this.workflowId));
       this.#seed = undefined;
+      if (this.#state !== 'new') return false; // killed while loading
       if (!row || !host.workflow(row.name)) {
         this.#drop();
         return false;

@@ -228,6 +228,7 @@ class EngineImpl implements Engine, ActorHost {
       });
     }
     for (const commandId of effects.disarmTimers) this.#timers.disarm(timerKey(workflowId, commandId));
+    for (const commandId of effects.disarmRetries) this.#timers.disarm(retryKey(workflowId, commandId));
     // Actors become evictable once their writes commit: trim the cache here, not only on delivery.
     if (this.#system.size > this.#options.maxCachedWorkflows) this.#system.trim();
     if (effects.finished) {

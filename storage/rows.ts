@@ -91,6 +91,26 @@ export function emptyWrite(workflowId: string): WorkflowWrite {
   };
 }
 
+/**
+ * Records that the timer is gone. A timer inserted by this same write is dropped instead: the
+ * flush is one statement whose parts cannot see each other's rows, so its delete would miss it.
+ */
+export function deleteTimer(write: WorkflowWrite, commandId: number): void {
+  const i = write.timersInsert.findIndex((t) => t.commandId === commandId);
+  if (i >= 0) write.timersInsert.splice(i, 1);
+  else write.timersDelete.push(commandId);
+}
+
+/**
+ * Records that the task is gone, dropping an upsert of it in this same write. The delete stays
+ * either way: the upsert may be an update of a row an earlier flush stored.
+ */
+export function deleteTask(write: WorkflowWrite, commandId: number): void {
+  const i = write.tasksUpsert.findIndex((t) => t.commandId === commandId);
+  if (i >= 0) write.tasksUpsert.splice(i, 1);
+  write.tasksDelete.push(commandId);
+}
+
 /** A `workflows` row as stored. */
 export interface WorkflowRow {
   id: string;

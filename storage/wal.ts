@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { isRetryable } from './pg-errors.js';
-import type { NewWorkflowRow, WorkflowWrite } from './rows.js';
+import { deleteTask, deleteTimer, type NewWorkflowRow, type WorkflowWrite } from './rows.js';
 import { committedFlush, flushBatch } from './sql/flush-batch.js';
 import type { Sql, Tables } from './sql.js';
 
@@ -125,23 +125,14 @@ export function mergeWrite(into: WorkflowWrite, next: WorkflowWrite): void {
   if (next.startedAt !== undefined) into.startedAt = next.startedAt;
   if (next.completedAt !== undefined) into.completedAt = next.completedAt;
   into.timersInsert.push(...next.timersInsert);
-  for (const commandId of next.timersDelete) {
-    const i = into.timersInsert.findIndex((t) => t.commandId === commandId);
-    if (i >= 0) into.timersInsert.splice(i, 1);
-    else into.timersDelete.push(commandId);
-  }
+  for (const commandId of next.timersDelete) deleteTimer(into, commandId);
   // One INSERT … ON CONFLICT may not touch a row twice: keep only the newest state of a task.
   for (const task of next.tasksUpsert) {
     const i = into.tasksUpsert.findIndex((t) => t.commandId === task.commandId);
     if (i >= 0) into.tasksUpsert[i] = task;
     else into.tasksUpsert.push(task);
   }
-  for (const commandId of next.tasksDelete) {
-    const i = into.tasksUpsert.findIndex((t) => t.commandId === commandId);
-    // The upsert may update a row stored by an earlier flush: drop it, but still delete.
-    if (i >= 0) into.tasksUpsert.splice(i, 1);
-    into.tasksDelete.push(commandId);
-  }
+  for (const commandId of next.tasksDelete) deleteTask(into, commandId);
   into.inboxDelete.push(...next.inboxDelete);
   into.isTerminal ||= next.isTerminal;
   into.creates ??= next.creates;

@@ -92,7 +92,16 @@ describe.each(serverBackends)('graceful close under load on $name', (backend) =>
         result,
         `${inFlightAtClose.length} activities running at close: ${rerun} re-run, ${inFlightAtClose.length - rerun} finished before the close`,
       );
-      expect(effects.map((e) => e.activity_id).sort()).toEqual([...inFlightAtClose].sort());
+      // Each of them completed, once, in its workflow's history after the restart.
+      const completions = await rig.db.query<{ activity_id: string; completions: number }>(
+        `SELECT e.activity_id, count(h.seq)::int AS completions FROM ${s}.effects e
+         LEFT JOIN ${s}.history h ON h.workflow_id = e.workflow_id AND h.type = 'ActivityCompleted'
+           AND h.command_id = reverse(split_part(reverse(e.activity_id), '/', 1))::int
+         WHERE e.activity_id = ANY($1::text[]) GROUP BY e.activity_id`,
+        [inFlightAtClose],
+      );
+      const byId = (a: { activity_id: string }, b: { activity_id: string }): number => (a.activity_id < b.activity_id ? -1 : 1);
+      expect(completions.sort(byId)).toEqual(inFlightAtClose.map((activity_id) => ({ activity_id, completions: 1 })).sort(byId));
       expectNothingLostOrDoubled(result);
     } finally {
       await rig.dispose();

@@ -4,6 +4,7 @@ import { ActivityFailure, type WorkflowContext } from 'duraflow';
 
 import { backends, type TestSchema } from '../helpers/database.js';
 import { fixtureActivities, startEngine } from '../helpers/engines.js';
+import { waitFor } from '../helpers/wait-for.js';
 
 type Fixtures = typeof import('../fixtures/activities.js');
 
@@ -15,6 +16,20 @@ async function flakyTwice(ctx: WorkflowContext): Promise<number> {
 async function retryLaterOnce(ctx: WorkflowContext, input: { delayMs: number }): Promise<{ attempt: number; at: number }> {
   const { retryLater } = ctx.activities<Fixtures>({ retry: { initialIntervalMs: 1 } });
   return retryLater(input);
+}
+
+/** Leaves an activity waiting for its retry behind when the event ends it. */
+async function abandonsRetry(ctx: WorkflowContext): Promise<string> {
+  const { retryLater } = ctx.activities<Fixtures>({ retry: { initialIntervalMs: 1 } });
+  void retryLater({ delayMs: 600_000 });
+  await ctx.waitForEvent('stop');
+  return 'stopped';
+}
+
+/** Starts a timer and ends in the same step. */
+async function abandonsTimer(ctx: WorkflowContext): Promise<string> {
+  void ctx.sleep(600_000);
+  return 'done';
 }
 
 /** Returns what the caught ActivityFailure said, so the test can check it. */
@@ -62,6 +77,29 @@ describe.each(backends)('activity retries on $name', (backend) => {
       expect(out.attempt).toBe(2);
       const scheduled = (await engine.inspect(handle.workflowId)).history.find((e) => e.type === 'ActivityScheduled')!;
       expect(out.at - scheduled.at.getTime()).toBeGreaterThanOrEqual(300);
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it('cancels what a finished workflow left waiting: a retry armed earlier, a timer started in its last step', async () => {
+    const engine = await startEngine(db, { workflows: { abandonsRetry, abandonsTimer }, activities: fixtureActivities });
+    const timersArmed = async (): Promise<number> =>
+      (await engine.metrics.getSingleMetric('duraflow_timers_armed')!.get()).values[0]!.value;
+    try {
+      const retrying = await engine.startWorkflow(abandonsRetry, undefined);
+      await waitFor(
+        async () => (await db.query(`SELECT 1 FROM "${db.schema}".activity_tasks WHERE workflow_id = $1`, [retrying.workflowId])).length > 0,
+        'the retry to be stored',
+      );
+      expect(await timersArmed()).toBe(1);
+      await engine.sendEvent(retrying.workflowId, 'stop');
+      expect(await retrying.result()).toBe('stopped');
+      expect(await (await engine.startWorkflow(abandonsTimer, undefined)).result()).toBe('done');
+      // Nothing is left to fire: no rows a restart would re-arm, nothing armed in memory.
+      expect(await db.query(`SELECT workflow_id FROM "${db.schema}".activity_tasks`)).toEqual([]);
+      expect(await db.query(`SELECT workflow_id FROM "${db.schema}".timers`)).toEqual([]);
+      expect(await timersArmed()).toBe(0);
     } finally {
       await engine.close();
     }
