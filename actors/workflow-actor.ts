@@ -1,4 +1,4 @@
-import { deleteTask, deleteTimer, emptyWrite } from '../storage/rows.js';
+import { changesRow, deleteTask, deleteTimer, emptyWrite } from '../storage/rows.js';
 import type {
   HistoryRow,
   NewWorkflowRow,
@@ -7,7 +7,6 @@ import type {
   WorkflowRow,
   WorkflowWrite,
 } from '../storage/rows.js';
-import { changesRow } from '../storage/sql/flush-batch.js';
 import { loadHistory, loadWorkflow } from '../storage/sql/workflows.js';
 import { type ActorHost, type Effects, noEffects } from './actor-host.js';
 import { type CommandIdentity, describeIdentity, identityOf } from './commands.js';

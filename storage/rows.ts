@@ -91,6 +91,18 @@ export function emptyWrite(workflowId: string): WorkflowWrite {
   };
 }
 
+/** Whether a write changes its workflow's row (and so takes part in the UPDATE). */
+export function changesRow(w: WorkflowWrite): boolean {
+  return (
+    w.status !== undefined ||
+    w.vars !== undefined ||
+    w.result !== undefined ||
+    w.error !== undefined ||
+    w.startedAt !== undefined ||
+    w.completedAt !== undefined
+  );
+}
+
 /**
  * Records that the timer is gone. A timer inserted by this same write is dropped instead: the
  * flush is one statement whose parts cannot see each other's rows, so its delete would miss it.

@@ -289,16 +289,12 @@ export class Wal {
     // Set once a try failed in a way that leaves its outcome unknown (the connection dropped
     // around the commit): every later failure first asks whether that try committed after all.
     let isAmbiguous = false;
+    let seconds: number | undefined;
     for (let attempt = 1; ; attempt++) {
       const started = performance.now();
       try {
         inserted = await this.#commit(batch, token);
-        this.#options.observer?.flushed({
-          events: batch.events,
-          writes: batch.writes.size,
-          starts: batch.starts.length,
-          seconds: (performance.now() - started) / 1000,
-        });
+        seconds = (performance.now() - started) / 1000;
         break;
       } catch (error) {
         const isTransient = isRetryable(error);
@@ -318,13 +314,26 @@ export class Wal {
         return;
       }
     }
-    // Committed: whatever a callback does, the batch stays committed and the others still run.
+    // Committed: whatever an observer or callback does, the batch stays committed and the
+    // others still run.
+    if (seconds !== undefined) {
+      try {
+        this.#options.observer?.flushed({ events: batch.events, writes: batch.writes.size, starts: batch.starts.length, seconds });
+      } catch (error) {
+        this.#options.observer?.callbackFailed(error);
+      }
+    }
+    // As #commit stored them: the first start of an id, unless a step creates that workflow.
     const claimed = new Set<string>();
     for (const start of batch.starts) {
-      const isNew = inserted.has(start.row.id) && !claimed.has(start.row.id);
-      claimed.add(start.row.id);
-      start.resolve(isNew);
+      const id = start.row.id;
+      start.resolve(inserted.has(id) && !claimed.has(id) && batch.writes.get(id)?.creates === undefined);
+      claimed.add(id);
     }
+    // A refused creation's later writes were built on a workflow that is someone else's.
+    const refused = new Set<string>();
+    for (const [id, write] of batch.writes) if (write.creates !== undefined && !inserted.has(id)) refused.add(id);
+    if (refused.size > 0) this.#pending.discard(refused);
     for (const { workflowId, callback } of batch.onDurable) {
       const isRefused = batch.writes.get(workflowId)?.creates !== undefined && !inserted.has(workflowId);
       try {
@@ -344,7 +353,12 @@ export class Wal {
   }
 
   async #commit(batch: Batch, token: string): Promise<Set<string>> {
-    const starts = new Map(batch.starts.map((s) => [s.row.id, s.row]));
+    // One row per id, or the statement fails as a whole: the first start of an id, and none for
+    // an id a step of this batch creates (that workflow's first step has run already).
+    const starts = new Map<string, NewWorkflowRow>();
+    for (const { row } of batch.starts) {
+      if (!starts.has(row.id) && batch.writes.get(row.id)?.creates === undefined) starts.set(row.id, row);
+    }
     const now = Date.now();
     const isCleanup = now - this.#lastCleanup > CLEANUP_INTERVAL_MS;
     if (isCleanup) this.#lastCleanup = now;

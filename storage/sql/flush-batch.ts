@@ -1,5 +1,5 @@
 import { isRaisedBy } from '../pg-errors.js';
-import type { NewWorkflowRow, WorkflowWrite } from '../rows.js';
+import { changesRow, type NewWorkflowRow, type WorkflowWrite } from '../rows.js';
 import type { Queryable, Tables } from '../sql.js';
 
 /** What one flush changed. */
@@ -179,18 +179,6 @@ SELECT ${has('starts') ? `(SELECT coalesce(array_agg(id), '{}') FROM ins_wf)` : 
        ${has('notify') ? '(SELECT count(*) FROM note)::int' : '0'} AS notified`;
   statements.set(cacheKey, text);
   return text;
-}
-
-/** Whether a write changes its workflow's row (and so takes part in the UPDATE). */
-export function changesRow(w: WorkflowWrite): boolean {
-  return (
-    w.status !== undefined ||
-    w.vars !== undefined ||
-    w.result !== undefined ||
-    w.error !== undefined ||
-    w.startedAt !== undefined ||
-    w.completedAt !== undefined
-  );
 }
 
 /** How a flush identifies itself; see `commitToken`. */

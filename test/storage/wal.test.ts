@@ -234,11 +234,48 @@ describe.each(backends)('Wal on $name', (backend) => {
     expect(await historyOf('ghost')).toEqual([]);
   });
 
-  it('reports the second of two starts of one id in one batch as taken', async () => {
+  it('reports the second of two starts of one id in one batch as taken, and stores the first', async () => {
     const { wal } = open();
-    const first = wal.enqueueStart(makeStartRow('twice'));
-    const second = wal.enqueueStart(makeStartRow('twice'));
+    const first = wal.enqueueStart({ ...makeStartRow('twice'), input: '"first"' });
+    const second = wal.enqueueStart({ ...makeStartRow('twice'), input: '"second"' });
     expect(await Promise.all([first, second])).toEqual([true, false]);
+    expect(await db.query(`SELECT input FROM "${db.schema}".workflows`)).toEqual([{ input: '"first"' }]);
+  });
+
+  it('lets a step that creates its workflow win over a start of the same id in its batch', async () => {
+    const { wal, failures } = open();
+    await start(wal, 'other');
+    const refusals: boolean[] = [];
+    wal.enqueue(makeWrite('both', 0, 2, { status: 'running', creates: makeStartRow('both') }), (isRefused) => refusals.push(isRefused));
+    const plainStart = wal.enqueueStart(makeStartRow('both'));
+    wal.enqueue(makeWrite('other', 0, 1), () => refusals.push(false));
+    expect(await plainStart).toBe(false);
+    await wal.drain();
+    expect(failures).toEqual([]);
+    expect(refusals).toEqual([false, false]);
+    expect(await historyOf('both')).toEqual([1, 2]);
+    expect(await historyOf('other')).toEqual([1]);
+  });
+
+  it('discards the later writes of a workflow whose creating step found its id taken', async () => {
+    const ctl = controlled(sql);
+    const { wal, failures } = open({ sql: ctl.sql });
+    await start(wal, 'taken');
+    const outcomes: string[] = [];
+    const release = ctl.hold();
+    wal.enqueue(makeWrite('taken', 0, 1, { status: 'running', creates: makeStartRow('taken') }), (isRefused) =>
+      outcomes.push(isRefused ? 'refused' : 'created'),
+    );
+    await nextTurn();
+    expect(wal.isFlushing).toBe(true);
+    // The impostor's next step, appended while its creation is in flight.
+    wal.enqueue(makeWrite('taken', 1, 1, { status: 'completed', vars: '{"mine":1}' }), () => outcomes.push('second step'));
+    release();
+    await wal.drain();
+    expect(outcomes).toEqual(['refused']);
+    expect(failures).toEqual([]);
+    expect(await historyOf('taken')).toEqual([]);
+    expect(await db.query(`SELECT status, vars FROM "${db.schema}".workflows`)).toEqual([{ status: 'pending', vars: '{}' }]);
   });
 
   it('keeps a batch committed, and runs the other callbacks, when one callback throws', async () => {
