@@ -2,6 +2,7 @@ import type { ActivityContext, ActivityOutcome, ActivityTask } from './activity-
 import type { JsonCodec } from './codec.js';
 import { TimeoutError } from './errors.js';
 import { toFailure } from './failure.js';
+import { checkDurationMs, checkEpochMs } from './validate.js';
 
 /** An activity function as users write it. */
 export type ActivityFunction = (input: never, ctx: ActivityContext) => unknown;
@@ -43,10 +44,10 @@ export async function runAttempt(
     attempt: task.attempt,
     signal: controller.signal,
     retryAfter(ms: number) {
-      requestedAt = Date.now() + ms;
+      requestedAt = Date.now() + checkDurationMs(ms, 'retryAfter delay');
     },
     retryAt(at: Date | number) {
-      requestedAt = at instanceof Date ? at.getTime() : at;
+      requestedAt = checkEpochMs(at, 'retryAt time');
     },
   };
   try {

@@ -23,3 +23,20 @@ export function checkName(value: unknown, what: string): string {
   if (value.charCodeAt(0) === 0xfeff) throw new InvalidArgumentError(`${what} must not start with U+FEFF`);
   return value;
 }
+
+/** Checks a point in time a caller passes as a Date or epoch milliseconds; returns the milliseconds. */
+export function checkEpochMs(at: unknown, what: string): number {
+  const ms = at instanceof Date ? at.getTime() : at;
+  if (typeof ms !== 'number' || !Number.isFinite(ms)) {
+    throw new InvalidArgumentError(`${what} must be a valid Date or finite epoch milliseconds, got ${String(at)}`);
+  }
+  return ms;
+}
+
+/** Checks a duration a caller passes: finite milliseconds, not negative. */
+export function checkDurationMs(ms: unknown, what: string): number {
+  if (typeof ms !== 'number' || !Number.isFinite(ms) || ms < 0) {
+    throw new InvalidArgumentError(`${what} must be a finite number of milliseconds >= 0, got ${String(ms)}`);
+  }
+  return ms;
+}

@@ -24,7 +24,7 @@ import {
 import { fromFailure } from './failure.js';
 import type { ResolvedConnection } from './options.js';
 import { type Outcome, ResultWaiters } from './result-waiters.js';
-import { checkName } from './validate.js';
+import { checkEpochMs, checkName } from './validate.js';
 import { buildWorkflowState, type WorkflowState } from './workflow-state.js';
 
 /** Options of `startWorkflow`. */
@@ -131,11 +131,7 @@ export class WorkflowStore {
     const now = Date.now();
     let startAt = now;
     if (options.startAt !== undefined) {
-      const at = options.startAt instanceof Date ? options.startAt.getTime() : options.startAt;
-      if (typeof at !== 'number' || !Number.isFinite(at)) {
-        throw new InvalidArgumentError('startAt must be a valid Date or epoch milliseconds');
-      }
-      startAt = Math.max(at, now);
+      startAt = Math.max(checkEpochMs(options.startAt, 'startAt'), now);
     }
     return {
       id,

@@ -18,6 +18,11 @@ async function retryLaterOnce(ctx: WorkflowContext, input: { delayMs: number }):
   return retryLater(input);
 }
 
+async function asksRetry(ctx: WorkflowContext, input: { after?: unknown; at?: unknown }): Promise<string> {
+  const { askRetry } = ctx.activities<Fixtures>();
+  return askRetry(input);
+}
+
 /** Leaves an activity waiting for its retry behind when the event ends it. */
 async function abandonsRetry(ctx: WorkflowContext): Promise<string> {
   const { retryLater } = ctx.activities<Fixtures>({ retry: { initialIntervalMs: 1 } });
@@ -77,6 +82,28 @@ describe.each(backends)('activity retries on $name', (backend) => {
       expect(out.attempt).toBe(2);
       const scheduled = (await engine.inspect(handle.workflowId)).history.find((e) => e.type === 'ActivityScheduled')!;
       expect(out.at - scheduled.at.getTime()).toBeGreaterThanOrEqual(300);
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it('refuses a retry time that is not a time, naming it', async () => {
+    const engine = await startEngine(db, { workflows: { asksRetry }, activities: fixtureActivities });
+    try {
+      const answers = await Promise.all(
+        [{ after: null }, { after: -5 }, { after: 'soon' }, { at: null }, { at: new Date(Number.NaN) }, { after: 10 }].map(
+          async (input) => (await engine.startWorkflow(asksRetry, input)).result(),
+        ),
+      );
+      expect(answers).toEqual([
+        'InvalidArgumentError: retryAfter delay must be a finite number of milliseconds >= 0, got null',
+        'InvalidArgumentError: retryAfter delay must be a finite number of milliseconds >= 0, got -5',
+        'InvalidArgumentError: retryAfter delay must be a finite number of milliseconds >= 0, got soon',
+        'InvalidArgumentError: retryAt time must be a valid Date or finite epoch milliseconds, got null',
+        // JSON carries an invalid Date as null.
+        'InvalidArgumentError: retryAt time must be a valid Date or finite epoch milliseconds, got null',
+        'accepted',
+      ]);
     } finally {
       await engine.close();
     }
