@@ -19,10 +19,12 @@ interface Waiter {
  */
 export class ResultWaiters {
   readonly #waiters = new Map<string, Set<Waiter>>();
+  // Waits on workflows not running in this process, by id: only these need the database re-read.
+  readonly #elsewhere = new Map<string, number>();
 
-  /** Ids someone waits on. */
-  ids(): string[] {
-    return [...this.#waiters.keys()];
+  /** Ids someone waits on whose end this process will not settle by itself. */
+  idsElsewhere(): string[] {
+    return [...this.#elsewhere.keys()];
   }
 
   get size(): number {
@@ -31,9 +33,14 @@ export class ResultWaiters {
 
   /**
    * Registers a wait before the caller looks at the database, so an end that commits in between
-   * is not missed. `cancel` withdraws it.
+   * is not missed. `isRunningHere` says this process runs the workflow and will settle it.
+   * `cancel` withdraws the wait.
    */
-  wait(workflowId: string, timeoutMs: number | undefined): { promise: Promise<Outcome>; cancel: () => void } {
+  wait(
+    workflowId: string,
+    timeoutMs: number | undefined,
+    isRunningHere = false,
+  ): { promise: Promise<Outcome>; cancel: () => void } {
     let waiter!: Waiter;
     const promise = new Promise<Outcome>((resolve, reject) => {
       waiter = { resolve, reject, timer: undefined };
@@ -47,10 +54,16 @@ export class ResultWaiters {
       this.#waiters.set(workflowId, set);
     }
     set.add(waiter);
+    if (!isRunningHere) this.#elsewhere.set(workflowId, (this.#elsewhere.get(workflowId) ?? 0) + 1);
     const cancel = (): void => {
       if (waiter.timer) clearTimeout(waiter.timer);
-      set.delete(waiter);
+      if (!set.delete(waiter)) return;
       if (set.size === 0 && this.#waiters.get(workflowId) === set) this.#waiters.delete(workflowId);
+      if (!isRunningHere) {
+        const left = (this.#elsewhere.get(workflowId) ?? 1) - 1;
+        if (left > 0) this.#elsewhere.set(workflowId, left);
+        else this.#elsewhere.delete(workflowId);
+      }
     };
     if (timeoutMs !== undefined) {
       waiter.timer = setTimeout(() => {
@@ -65,20 +78,25 @@ export class ResultWaiters {
     const set = this.#waiters.get(workflowId);
     if (!set) return;
     this.#waiters.delete(workflowId);
+    this.#elsewhere.delete(workflowId);
     for (const waiter of set) {
       if (waiter.timer) clearTimeout(waiter.timer);
       waiter.resolve(outcome);
     }
+    // A late cancel then finds nothing to withdraw, even if new waits on the id came since.
+    set.clear();
   }
 
   rejectAll(error: Error): void {
     const all = [...this.#waiters.values()];
     this.#waiters.clear();
+    this.#elsewhere.clear();
     for (const set of all) {
       for (const waiter of set) {
         if (waiter.timer) clearTimeout(waiter.timer);
         waiter.reject(error);
       }
+      set.clear();
     }
   }
 }

@@ -89,6 +89,8 @@ export class WorkflowStore {
   #unlisten: (() => Promise<void>) | undefined;
   #onNotice: ((payload: string) => void) | undefined;
   #isClosed = false;
+  #runningCheck: Promise<void> | undefined;
+  #nextCheck: Promise<void> | undefined;
   readonly #retryMs: number;
 
   private constructor(sql: Sql, tables: Tables, connection: ResolvedConnection) {
@@ -218,7 +220,7 @@ export class WorkflowStore {
     if (timeoutMs !== undefined && (typeof timeoutMs !== 'number' || !(timeoutMs >= 0))) {
       throw new InvalidArgumentError('timeoutMs must be a number of milliseconds >= 0');
     }
-    const waiting = this.waiters.wait(workflowId, timeoutMs);
+    const waiting = this.waiters.wait(workflowId, timeoutMs, isRunningHere);
     if (isRunningHere) return this.#toResult<Output>(workflowId, await waiting.promise);
     let outcome: Outcome;
     try {
@@ -237,13 +239,29 @@ export class WorkflowStore {
     return this.#toResult<Output>(workflowId, outcome);
   }
 
-  /** Re-reads the workflows someone waits on and settles those that ended. */
-  async checkWaiters(): Promise<void> {
-    const ids = this.waiters.ids();
-    if (ids.length === 0) return;
-    for (const row of await finishedAmong(this.sql, this.tables, ids)) {
-      this.waiters.settle(row.id, { status: row.status as Outcome['status'], result: row.result, error: row.error });
-    }
+  /**
+   * Re-reads the workflows waited on that run elsewhere and settles those that ended. Calls made
+   * while a check runs share one follow-up check, so a burst of notices costs two queries.
+   */
+  checkWaiters(): Promise<void> {
+    if (this.#nextCheck) return this.#nextCheck;
+    const check = async (): Promise<void> => {
+      this.#nextCheck = undefined;
+      this.#runningCheck = next;
+      try {
+        const ids = this.waiters.idsElsewhere();
+        if (ids.length === 0) return;
+        for (const row of await finishedAmong(this.sql, this.tables, ids)) {
+          this.waiters.settle(row.id, { status: row.status as Outcome['status'], result: row.result, error: row.error });
+        }
+      } finally {
+        if (this.#runningCheck === next) this.#runningCheck = undefined;
+      }
+    };
+    // The previous check's failure was reported to its own callers.
+    const next = (this.#runningCheck ?? Promise.resolve()).then(check, check);
+    this.#nextCheck = next;
+    return next;
   }
 
   async close(): Promise<void> {

@@ -1,0 +1,38 @@
+import { describe, expect, it } from 'vitest';
+
+import { resolveConnection } from '../../engine/options.js';
+import { WorkflowStore } from '../../engine/workflow-store.js';
+import { backends } from '../helpers/database.js';
+import { useStore } from '../helpers/storage.js';
+
+describe.each(backends)('WorkflowStore result waits on $name', (backend) => {
+  const store = useStore(backend);
+
+  it('re-reads only workflows running elsewhere, and a burst of notices costs at most two reads', async () => {
+    const { db } = store();
+    const workflows = await WorkflowStore.open(resolveConnection({ database: db.database, schema: db.schema }));
+    try {
+      for (const id of ['remote', 'local']) await workflows.insertStart(workflows.prepareStart('wf', null, { workflowId: id }));
+      const reads: string[][] = [];
+      const query = workflows.sql.query.bind(workflows.sql);
+      workflows.sql.query = (async (text: string, params?: unknown[], name?: string) => {
+        if (text.includes("status IN ('completed', 'failed')")) reads.push(params![0] as string[]);
+        return query(text, params, name);
+      }) as typeof query;
+      const remote = workflows.result<number>('remote');
+      const local = workflows.result<number>('local', {}, true);
+      // result() registers its wait before reading the row; wait until it has read it.
+      await expect.poll(() => workflows.waiters.idsElsewhere()).toEqual(['remote']);
+      await db.query(`UPDATE "${db.schema}".workflows SET status = 'completed', result = '7' WHERE id = 'remote'`);
+      await Promise.all(Array.from({ length: 20 }, () => workflows.checkWaiters()));
+      expect(await remote).toBe(7);
+      expect(reads.length).toBeGreaterThanOrEqual(1);
+      expect(reads.length).toBeLessThanOrEqual(2);
+      expect(reads.flat().every((id) => id === 'remote')).toBe(true);
+      workflows.waiters.settle('local', { status: 'completed', result: '8', error: null });
+      expect(await local).toBe(8);
+    } finally {
+      await workflows.close();
+    }
+  });
+});
