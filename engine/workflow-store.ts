@@ -116,10 +116,6 @@ export class WorkflowStore {
     }
   }
 
-  get isClosed(): boolean {
-    return this.#isClosed;
-  }
-
   /** Also hand notifications to `handler` (the engine's start and event pickup). */
   onNotice(handler: (payload: string) => void): void {
     this.#onNotice = handler;

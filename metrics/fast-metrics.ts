@@ -47,11 +47,13 @@ abstract class FastMetric<Child> {
     return child;
   }
 
+  /** Zeroes every child; the hot path keeps the children it holds, so they must stay registered. */
   reset(): void {
-    this.children.clear();
+    for (const child of this.children.values()) this.zero(child);
   }
 
   protected abstract create(labels: Labels): Child;
+  protected abstract zero(child: Child): void;
 }
 
 /** A counter child. */
@@ -63,11 +65,6 @@ export interface CounterChild {
 export class FastCounter extends FastMetric<CounterChild> {
   readonly type = 'counter';
 
-  /** Adds `n` (default 1) to the child with these label values. */
-  inc(child: CounterChild, n = 1): void {
-    child.value += n;
-  }
-
   async get(): Promise<{ name: string; help: string; type: string; aggregator: string; values: MetricValue[] }> {
     const values = [...this.children.values()].map((c) => ({ labels: c.labels, value: c.value }));
     return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values };
@@ -75,6 +72,10 @@ export class FastCounter extends FastMetric<CounterChild> {
 
   protected create(labels: Labels): CounterChild {
     return { labels, value: 0 };
+  }
+
+  protected zero(child: CounterChild): void {
+    child.value = 0;
   }
 }
 
@@ -121,5 +122,11 @@ export class FastHistogram extends FastMetric<HistogramChild> {
 
   protected create(labels: Labels): HistogramChild {
     return { labels, counts: new Float64Array(this.buckets.length + 1), sum: 0, count: 0 };
+  }
+
+  protected zero(child: HistogramChild): void {
+    child.counts.fill(0);
+    child.sum = 0;
+    child.count = 0;
   }
 }

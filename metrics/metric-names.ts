@@ -3,8 +3,6 @@
  * `duraflow_` prefix, base units as suffix (`_seconds`, `_total`), snake case.
  */
 
-export const PREFIX = 'duraflow_';
-
 /** Label names. Only bounded values: a workflow name, an activity name, an outcome. */
 export const Label = {
   Workflow: 'workflow',

@@ -16,7 +16,6 @@ export interface PgDriverOptions {
  * with backoff if it drops, so notifications never steal a pooled connection.
  */
 export class PgDriver implements Sql {
-  readonly kind = 'pg' as const;
   readonly #pool: pg.Pool;
   readonly #options: PgDriverOptions;
   readonly #listeners = new Map<string, Set<(payload: string) => void>>();

@@ -16,7 +16,6 @@ function toResult<Row>(result: PGliteResult): QueryResult<Row> {
  * one connection (PGlite queues statements and transactions itself).
  */
 export class PgliteDriver implements Sql {
-  readonly kind = 'pglite' as const;
   readonly #db: PGlite;
   readonly #owned: boolean;
 

@@ -22,8 +22,6 @@ export interface Queryable {
 
 /** A database handle: statements, transactions, notifications. */
 export interface Sql extends Queryable {
-  /** `pg` for a server reached over the network, `pglite` for the embedded database. */
-  readonly kind: 'pg' | 'pglite';
   /** Runs `work` inside BEGIN … COMMIT on one connection; rolls back if it throws. */
   transaction<T>(work: (tx: Queryable) => Promise<T>): Promise<T>;
   /**

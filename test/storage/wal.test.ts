@@ -18,7 +18,6 @@ function controlled(inner: Sql) {
   const log: string[] = [];
   let gate: Promise<void> | undefined;
   const sql: Sql = {
-    kind: inner.kind,
     async query<Row>(...args: Parameters<Sql['query']>) {
       if (gate) await gate;
       const result = await inner.query<Row>(...args);
