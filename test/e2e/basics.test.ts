@@ -1,11 +1,12 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
-import type { WorkflowContext } from 'duraflow';
+import type { Engine, WorkflowContext } from 'duraflow';
 
 import { subscription } from '../../examples/subscription/workflow.js';
 import { sum2rn } from '../../examples/sum2rn/workflow.js';
 import { backends, type TestSchema } from '../helpers/database.js';
 import { fixtureActivities, startEngine } from '../helpers/engines.js';
+import { waitFor } from '../helpers/wait-for.js';
 
 type Fixtures = typeof import('../fixtures/activities.js');
 
@@ -116,27 +117,70 @@ describe.each(backends)('basics on $name', (backend) => {
     }
   });
 
-  it('gives workflow code deterministic time, randomness and info', async () => {
+  it('gives workflow code deterministic time, randomness and info, the same on replay and in another database', async () => {
+    /** What each run of the code before the wait saw (a test-only side channel). */
+    const runs: { workflowId: string; isReplaying: boolean; before: number; random: number[] }[] = [];
     async function facts(ctx: WorkflowContext): Promise<unknown> {
       const before = ctx.now().getTime();
+      const random = [ctx.random(), ctx.random()];
+      runs.push({ workflowId: ctx.info.workflowId, isReplaying: ctx.info.isReplaying, before, random });
       await ctx.sleep(10);
-      return { before, after: ctx.now().getTime(), random: [ctx.random(), ctx.random()], info: ctx.info };
+      const after = ctx.now().getTime();
+      await ctx.waitForEvent('go');
+      return { before, after, random: [...random, ctx.random()], info: ctx.info };
     }
-    const engine = await startEngine(db, { workflows: { facts } });
+    type Facts = {
+      before: number;
+      after: number;
+      random: number[];
+      info: { workflowId: string; workflowName: string; version: string; isReplaying: boolean };
+    };
+    const isWaiting = (engine: Engine, id: string) => async () =>
+      (await engine.inspect(id)).history.some((e) => e.type === 'EventWaitStarted');
+    // One actor in memory: starting a second workflow evicts the first, which then replays.
+    const engine = await startEngine(db, { workflows: { facts }, maxCachedWorkflows: 1 });
+    let a: Facts;
+    let other: Facts;
     try {
-      const a = (await (await engine.startWorkflow(facts, undefined, { workflowId: 'same-seed' })).result()) as {
-        before: number;
-        after: number;
-        random: number[];
-        info: { workflowId: string; workflowName: string; version: string; isReplaying: boolean };
-      };
+      const handle = await engine.startWorkflow(facts, undefined, { workflowId: 'same-seed' });
+      await waitFor(isWaiting(engine, 'same-seed'), 'same-seed to wait');
+      const otherHandle = await engine.startWorkflow(facts, undefined, { workflowId: 'other-seed' });
+      await waitFor(isWaiting(engine, 'other-seed'), 'other-seed to wait');
+      await engine.sendEvent('same-seed', 'go');
+      a = (await handle.result()) as Facts;
+      await engine.sendEvent('other-seed', 'go');
+      other = (await otherHandle.result()) as Facts;
       expect(a.after - a.before).toBeGreaterThanOrEqual(10);
-      expect(a.random[0]).not.toBe(a.random[1]);
       expect(a.info).toMatchObject({ workflowId: 'same-seed', workflowName: 'facts', version: '1', isReplaying: false });
       const state = await engine.inspect('same-seed');
       expect(state.history[0]!.at.getTime()).toBe(a.before);
     } finally {
       await engine.close();
+    }
+    expect(new Set(a.random).size).toBe(3);
+    // The replay after the eviction drew the same numbers at the same time as the first run.
+    const sameSeedRuns = runs.filter((r) => r.workflowId === 'same-seed');
+    expect(sameSeedRuns).toEqual([
+      { workflowId: 'same-seed', isReplaying: false, before: a.before, random: a.random.slice(0, 2) },
+      { workflowId: 'same-seed', isReplaying: true, before: a.before, random: a.random.slice(0, 2) },
+    ]);
+    // Seeded by the workflow id: another id draws other numbers...
+    expect(other.random).not.toEqual(a.random);
+    // ...and the same id in another database (another engine, no shared state) the same ones.
+    const elsewhere = await backend.schema();
+    try {
+      const engine2 = await startEngine(elsewhere, { workflows: { facts } });
+      try {
+        const handle = await engine2.startWorkflow(facts, undefined, { workflowId: 'same-seed' });
+        await waitFor(isWaiting(engine2, 'same-seed'), 'same-seed to wait in the other database');
+        await engine2.sendEvent('same-seed', 'go');
+        const b = (await handle.result()) as Facts;
+        expect(b.random).toEqual(a.random);
+      } finally {
+        await engine2.close();
+      }
+    } finally {
+      await elsewhere.drop();
     }
   });
 });

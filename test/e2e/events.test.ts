@@ -1,17 +1,30 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
-import { TimeoutError, type WorkflowContext, WorkflowClosedError } from 'duraflow';
+import { type ActivityFunction, TimeoutError, type WorkflowContext, WorkflowClosedError } from 'duraflow';
 
 import { backends, type TestSchema } from '../helpers/database.js';
 import { startEngine } from '../helpers/engines.js';
 import { waitFor } from '../helpers/wait-for.js';
 
-async function approval(ctx: WorkflowContext, input: { sleepFirstMs: number }): Promise<unknown> {
-  if (input.sleepFirstMs > 0) await ctx.sleep(input.sleepFirstMs);
+/** Waits for approval; with `busyFirst`, runs the activity `busy` first (see `heldActivity`). */
+async function approval(ctx: WorkflowContext, input: { busyFirst: boolean }): Promise<unknown> {
+  if (input.busyFirst) await ctx.activities<{ busy(): string }>().busy();
   ctx.setVar('stage', 'waiting');
   const ev = await ctx.waitForEvent<{ by: string }>('approve');
   ctx.setVar('stage', 'approved');
   return ev;
+}
+
+/** An inline activity that runs until `release()` (or the engine closes). */
+function heldActivity(): { busy: ActivityFunction; release: () => void } {
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  const busy: ActivityFunction = (_input, ctx) =>
+    new Promise<string>((resolve, reject) => {
+      void released.then(() => resolve('done'));
+      ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason as Error), { once: true });
+    });
+  return { busy, release };
 }
 
 async function approvalWithTimeout(ctx: WorkflowContext, input: { timeoutMs: number }): Promise<string> {
@@ -48,17 +61,43 @@ describe.each(backends)('events and delayed starts on $name', (backend) => {
   });
 
   it('keeps an event sent before the wait and hands it over', async () => {
-    const engine = await startEngine(db, { workflows: { approval } });
+    const held = heldActivity();
+    const engine = await startEngine(db, { workflows: { approval }, inlineActivities: { busy: held.busy } });
     try {
-      const handle = await engine.startWorkflow(approval, { sleepFirstMs: 200 });
+      // The start commits the first step, so the workflow is inside `busy` (and stays there).
+      const handle = await engine.startWorkflow(approval, { busyFirst: true });
       await engine.sendEvent(handle.workflowId, 'approve', { by: 'early' });
-      // The event arrived while the workflow slept: it waits in the workflow, consumed.
-      const sleeping = await engine.inspect(handle.workflowId);
-      expect(sleeping.vars.stage).toBeUndefined();
+      // The event arrived before the wait: the workflow consumes it (out of the inbox, into its
+      // history) and keeps it for the wait to come.
+      await waitFor(
+        async () => (await engine.inspect(handle.workflowId)).history.some((e) => e.type === 'EventReceived'),
+        'the workflow to take in the event',
+      );
+      // Read again: one inspect's queries are not one snapshot, this one starts after the commit.
+      const busy = await engine.inspect(handle.workflowId);
+      expect(busy.status).toBe('running');
+      expect(busy.vars.stage).toBeUndefined();
+      expect(busy.waitingOn.activities).toEqual([expect.objectContaining({ activityName: 'busy' })]);
+      expect(busy.waitingOn.events).toEqual([]);
+      expect(busy.queuedEvents).toEqual([]);
+      const early = busy.history.find((e) => e.type === 'EventReceived');
+      expect(early).toMatchObject({ eventName: 'approve', payload: { by: 'early' } });
+      expect(early).not.toHaveProperty('resolves');
+
+      held.release();
       expect(await handle.result()).toEqual({ by: 'early' });
-      const types = (await engine.inspect(handle.workflowId)).history.map((e) => e.type);
-      expect(types.indexOf('EventReceived')).toBeLessThan(types.indexOf('TimerFired'));
+      const done = await engine.inspect(handle.workflowId);
+      expect(done.vars.stage).toBe('approved');
+      // The wait took the kept event at once: it never had to record a wait of its own.
+      expect(done.history.map((e) => e.type)).toEqual([
+        'WorkflowStarted',
+        'ActivityScheduled',
+        'EventReceived',
+        'ActivityCompleted',
+        'WorkflowCompleted',
+      ]);
     } finally {
+      held.release();
       await engine.close();
     }
   });
@@ -66,7 +105,7 @@ describe.each(backends)('events and delayed starts on $name', (backend) => {
   it('delivers an event sent after the wait began', async () => {
     const engine = await startEngine(db, { workflows: { approval } });
     try {
-      const handle = await engine.startWorkflow(approval, { sleepFirstMs: 0 });
+      const handle = await engine.startWorkflow(approval, { busyFirst: false });
       const waiting = await waitFor(async () => {
         const s = await engine.inspect(handle.workflowId);
         return s.waitingOn.events.length > 0 && s;
@@ -85,7 +124,7 @@ describe.each(backends)('events and delayed starts on $name', (backend) => {
   it('takes a repeated send of a delivered event as done, even after the event ended the workflow', async () => {
     const engine = await startEngine(db, { workflows: { approval } });
     try {
-      const handle = await engine.startWorkflow(approval, { sleepFirstMs: 0 });
+      const handle = await engine.startWorkflow(approval, { busyFirst: false });
       await engine.sendEvent(handle.workflowId, 'approve', { by: 'ops' }, { eventId: 'approval-1' });
       expect(await handle.result()).toEqual({ by: 'ops' });
       // A retry of the same send (its first answer lost): delivered already, so nothing to refuse.

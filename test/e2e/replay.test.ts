@@ -10,14 +10,15 @@ type Fixtures = typeof import('../fixtures/activities.js');
 
 /** Activities, timers, an event and two races, every one with a result fixed by the input. */
 async function everything(ctx: WorkflowContext, input: { n: number }): Promise<unknown> {
-  const { double, wait } = ctx.activities<Fixtures>();
+  const { double, hang } = ctx.activities<Fixtures>();
   const doubled = await double(input.n);
   ctx.setVar('doubled', doubled);
   await ctx.sleep(5);
   const event = await ctx.waitForEvent<{ k: number }>('go');
-  // A fast activity against a long timer, then a slow activity against a short timer.
+  // A fast activity against a long timer, then an activity that never ends (until the engine
+  // closes) against a short timer.
   const first = await Promise.race([double(event.k), ctx.sleep(60_000).then(() => 'timer')]);
-  const second = await Promise.race([wait(400), ctx.sleep(1).then(() => 'timer')]);
+  const second = await Promise.race([hang(undefined), ctx.sleep(1).then(() => 'timer')]);
   ctx.setVar('done', true);
   return { doubled, first, second, random: Math.floor(ctx.random() * 1000) };
 }

@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 
 import { Mailbox } from '../../../actors/mailbox.js';
 
@@ -201,28 +201,36 @@ describe('Mailbox', () => {
   });
 
   it('gives each batch the time its first message arrived', async () => {
-    const received: number[] = [];
-    const gate = deferred();
-    const mailbox = new Mailbox<string>(
-      async (_batch, receivedAt) => {
-        received.push(receivedAt);
-        await gate.promise;
-      },
-      () => undefined,
-    );
-    const before = performance.now();
-    mailbox.push('a');
-    await settle();
-    const between = performance.now();
-    mailbox.push('b');
-    mailbox.push('c');
-    gate.resolve();
-    await mailbox.drained();
-    expect(received).toHaveLength(2);
-    expect(received[0]).toBeGreaterThanOrEqual(before);
-    expect(received[0]).toBeLessThanOrEqual(between);
-    // 'b' opened the second batch; 'c' joining it must not move its time.
-    expect(received[1]).toBeGreaterThanOrEqual(between);
+    // A clock the test moves by hand, so each push has a time of its own to be told apart by.
+    let now = 1000;
+    const clock = vi.spyOn(performance, 'now').mockImplementation(() => now);
+    try {
+      const received: number[] = [];
+      const batches: string[][] = [];
+      const gate = deferred();
+      const mailbox = new Mailbox<string>(
+        async (batch, receivedAt) => {
+          batches.push(batch);
+          received.push(receivedAt);
+          await gate.promise;
+        },
+        () => undefined,
+      );
+      mailbox.push('a');
+      await settle();
+      now = 2000;
+      mailbox.push('b');
+      now = 3000;
+      mailbox.push('c');
+      now = 4000;
+      gate.resolve();
+      await mailbox.drained();
+      expect(batches).toEqual([['a'], ['b', 'c']]);
+      // 'b' opened the second batch; 'c' joining it must not move its time.
+      expect(received).toEqual([1000, 2000]);
+    } finally {
+      clock.mockRestore();
+    }
   });
 });
 
