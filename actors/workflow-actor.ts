@@ -175,9 +175,11 @@ export class WorkflowActor {
 
   /**
    * Whether this actor will run the workflow to its end (so its end will be announced here): it is
-   * new, waiting for its start, or live. Not when finished, dropped or parked.
+   * new, waiting for its start, or live. Not when finished, dropped or parked, and not while the
+   * workflow's creation is uncommitted: the id may turn out to be someone else's.
    */
   get isRunning(): boolean {
+    if (this.#creation) return false;
     if (this.#state === 'new') return this.#seed?.status === 'pending';
     return this.#state === 'unstarted' || this.#state === 'live';
   }

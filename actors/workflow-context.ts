@@ -1,3 +1,4 @@
+import { LATEST_TIME_MS } from '../storage/rows.js';
 import type { ActivityOptions } from './commands.js';
 import type { ReplayState } from './replay-state.js';
 
@@ -77,13 +78,16 @@ function toEpochMs(at: Date | number, what: string): number {
   if (typeof ms !== 'number' || !Number.isFinite(ms)) {
     throw new TypeError(`${what} must be a Date or a finite number of epoch milliseconds`);
   }
+  if (Math.abs(ms) > LATEST_TIME_MS) throw new RangeError(`${what} ${ms} is outside the range of a Date`);
   return ms;
 }
 
-function checkDuration(ms: unknown, what: string): number {
+/** A duration from `now`: finite, not negative, and ending within the range of a Date. */
+function checkDuration(ms: unknown, now: number, what: string): number {
   if (typeof ms !== 'number' || !Number.isFinite(ms) || ms < 0) {
     throw new RangeError(`${what} must be a finite number of milliseconds >= 0, got ${String(ms)}`);
   }
+  if (ms > LATEST_TIME_MS - now) throw new RangeError(`${what} ${ms} ends beyond the range of a Date`);
   return ms;
 }
 
@@ -139,18 +143,19 @@ export class WorkflowContextImpl implements WorkflowContext {
   }
 
   sleep(ms: number): Promise<void> {
-    return this.#state.startTimer(this.#state.now + checkDuration(ms, 'sleep duration'));
+    return this.#state.startTimer(this.#state.now + checkDuration(ms, this.#state.now, 'sleep duration'));
   }
 
   sleepUntil(at: Date | number): Promise<void> {
-    return this.#state.startTimer(toEpochMs(at, 'sleepUntil time'));
+    // A time already past fires at once; stored as now, it also stays within what Postgres holds.
+    return this.#state.startTimer(Math.max(toEpochMs(at, 'sleepUntil time'), this.#state.now));
   }
 
   waitForEvent<Payload>(name: string, options: WaitForEventOptions = {}): Promise<Payload> {
     const timeoutAt =
       options.timeoutMs === undefined
         ? undefined
-        : this.#state.now + checkDuration(options.timeoutMs, 'timeoutMs');
+        : this.#state.now + checkDuration(options.timeoutMs, this.#state.now, 'timeoutMs');
     return this.#state.waitForEvent(name, timeoutAt) as Promise<Payload>;
   }
 

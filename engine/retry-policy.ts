@@ -73,7 +73,7 @@ export function nextAttemptAt(
 ): number | undefined {
   if (failure.nonRetryable || policy.nonRetryable.includes(failure.name)) return undefined;
   if (attempt >= policy.maxAttempts) return undefined;
-  return requestedAt ?? now + backoffMs(policy, attempt);
+  return requestedAt === undefined ? now + backoffMs(policy, attempt) : Math.max(requestedAt, now);
 }
 
 /** Parses the options stored with a task. */

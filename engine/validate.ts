@@ -1,3 +1,4 @@
+import { LATEST_TIME_MS } from '../storage/rows.js';
 import { InvalidArgumentError } from './errors.js';
 
 /** Longest workflow id, workflow name or event name, in UTF-16 units. */
@@ -30,13 +31,15 @@ export function checkEpochMs(at: unknown, what: string): number {
   if (typeof ms !== 'number' || !Number.isFinite(ms)) {
     throw new InvalidArgumentError(`${what} must be a valid Date or finite epoch milliseconds, got ${String(at)}`);
   }
+  if (Math.abs(ms) > LATEST_TIME_MS) throw new InvalidArgumentError(`${what} ${ms} is outside the range of a Date`);
   return ms;
 }
 
-/** Checks a duration a caller passes: finite milliseconds, not negative. */
+/** Checks a delay from now a caller passes: finite milliseconds, not negative, ending within the range of a Date. */
 export function checkDurationMs(ms: unknown, what: string): number {
   if (typeof ms !== 'number' || !Number.isFinite(ms) || ms < 0) {
     throw new InvalidArgumentError(`${what} must be a finite number of milliseconds >= 0, got ${String(ms)}`);
   }
+  if (ms > LATEST_TIME_MS - Date.now()) throw new InvalidArgumentError(`${what} ${ms} ends beyond the range of a Date`);
   return ms;
 }

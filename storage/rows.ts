@@ -1,4 +1,11 @@
 /**
+ * The latest time, in epoch milliseconds, anything may be scheduled for: the end of JavaScript's
+ * Date range, which Postgres's timestamptz also holds. Callers' times beyond it are refused
+ * before they reach a flush, where they would fail the whole batch.
+ */
+export const LATEST_TIME_MS = 8.64e15;
+
+/**
  * Row shapes the WAL writes and the loaders read. Payload columns hold JSON text produced above
  * storage; times travel as epoch milliseconds and become timestamptz in SQL.
  */

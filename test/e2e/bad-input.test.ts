@@ -21,6 +21,25 @@ async function idle(ctx: WorkflowContext): Promise<unknown> {
   return ctx.waitForEvent('never');
 }
 
+/** Tries each out-of-range time; returns what each call threw, then sleeps until a time long past. */
+async function farTimes(ctx: WorkflowContext): Promise<string[]> {
+  const thrown: string[] = [];
+  for (const attempt of [
+    () => ctx.sleep(1e300),
+    () => ctx.sleepUntil(9e15),
+    () => ctx.waitForEvent('never', { timeoutMs: 8.64e15 }),
+  ]) {
+    try {
+      void attempt();
+      thrown.push('accepted');
+    } catch (error) {
+      thrown.push(`${(error as Error).name}: ${(error as Error).message}`);
+    }
+  }
+  await ctx.sleepUntil(-1e15);
+  return thrown;
+}
+
 async function returnsBigInt(): Promise<unknown> {
   return { big: 10n };
 }
@@ -111,13 +130,35 @@ describe.each(backends)('bad input on $name', (backend) => {
       );
       expect(await snapshot()).toBe(before);
       expect((await second.inspect('kept')).vars).toEqual({ n: 1 });
-      // The engine goes on: the same id is still taken, a new one works.
-      await expect(second.startWorkflow(quick, { n: 3 }, { workflowId: 'kept' })).rejects.toBeInstanceOf(
-        WorkflowAlreadyExistsError,
-      );
+      // The engine goes on: the same id is still taken, a new one works. A result asked for while
+      // the refused start is in flight is the stored workflow's.
+      const refused = second.startWorkflow(quick, { n: 3 }, { workflowId: 'kept' });
+      const result = second.result('kept', { timeoutMs: 10_000 });
+      await expect(refused).rejects.toBeInstanceOf(WorkflowAlreadyExistsError);
+      expect(await result).toBe(1);
       expect(await (await second.startWorkflow(quick, { n: 4 })).result()).toBe(4);
     } finally {
       await second.close();
+    }
+  });
+
+  it('refuses times beyond the range of a Date before they reach a flush; a time long past fires at once', async () => {
+    const engine = await startEngine(db, { workflows: { farTimes, idle } });
+    try {
+      const bystander = await engine.startWorkflow(idle, undefined);
+      await expect(engine.startWorkflow(idle, undefined, { startAt: 1e300 })).rejects.toThrow(
+        new InvalidArgumentError('startAt 1e+300 is outside the range of a Date'),
+      );
+      expect(await (await engine.startWorkflow(farTimes, undefined)).result()).toEqual([
+        'RangeError: sleep duration 1e+300 ends beyond the range of a Date',
+        'RangeError: sleepUntil time 9000000000000000 is outside the range of a Date',
+        'RangeError: timeoutMs 8640000000000000 ends beyond the range of a Date',
+      ]);
+      // Nothing failed around them: the other workflow is still running and reachable.
+      await engine.sendEvent(bystander.workflowId, 'never', 'here');
+      expect(await bystander.result()).toBe('here');
+    } finally {
+      await engine.close();
     }
   });
 

@@ -87,11 +87,20 @@ describe.each(backends)('activity retries on $name', (backend) => {
     }
   });
 
-  it('refuses a retry time that is not a time, naming it', async () => {
+  it('refuses a retry time that is not a time or beyond a Date, naming it', async () => {
     const engine = await startEngine(db, { workflows: { asksRetry }, activities: fixtureActivities });
     try {
       const answers = await Promise.all(
-        [{ after: null }, { after: -5 }, { after: 'soon' }, { at: null }, { at: new Date(Number.NaN) }, { after: 10 }].map(
+        [
+          { after: null },
+          { after: -5 },
+          { after: 'soon' },
+          { after: 1e300 },
+          { at: null },
+          { at: new Date(Number.NaN) },
+          { at: 9e15 },
+          { after: 10 },
+        ].map(
           async (input) => (await engine.startWorkflow(asksRetry, input)).result(),
         ),
       );
@@ -99,9 +108,11 @@ describe.each(backends)('activity retries on $name', (backend) => {
         'InvalidArgumentError: retryAfter delay must be a finite number of milliseconds >= 0, got null',
         'InvalidArgumentError: retryAfter delay must be a finite number of milliseconds >= 0, got -5',
         'InvalidArgumentError: retryAfter delay must be a finite number of milliseconds >= 0, got soon',
+        'InvalidArgumentError: retryAfter delay 1e+300 ends beyond the range of a Date',
         'InvalidArgumentError: retryAt time must be a valid Date or finite epoch milliseconds, got null',
         // JSON carries an invalid Date as null.
         'InvalidArgumentError: retryAt time must be a valid Date or finite epoch milliseconds, got null',
+        'InvalidArgumentError: retryAt time 9000000000000000 is outside the range of a Date',
         'accepted',
       ]);
     } finally {

@@ -131,9 +131,10 @@ describe('nextAttemptAt', () => {
     expect(nextAttemptAt(p, 1, { name: 'OtherError', message: 'no' }, NOW)).toBe(NOW + 1_000);
   });
 
-  it("uses the activity's requested time over the backoff, but not over maxAttempts", () => {
+  it("uses the activity's requested time over the backoff (a time already past as now), but not over maxAttempts", () => {
     expect(nextAttemptAt(DEFAULT_RETRY_POLICY, 1, failure, NOW, NOW + 5)).toBe(NOW + 5);
-    expect(nextAttemptAt(DEFAULT_RETRY_POLICY, 1, failure, NOW, 0)).toBe(0);
+    expect(nextAttemptAt(DEFAULT_RETRY_POLICY, 1, failure, NOW, 0)).toBe(NOW);
+    expect(nextAttemptAt(DEFAULT_RETRY_POLICY, 1, failure, NOW, -1e15)).toBe(NOW);
     expect(nextAttemptAt(policy({ maxAttempts: 2 }), 2, failure, NOW, NOW + 5)).toBeUndefined();
     expect(nextAttemptAt(DEFAULT_RETRY_POLICY, 1, { ...failure, nonRetryable: true }, NOW, NOW + 5)).toBeUndefined();
   });
