@@ -214,6 +214,16 @@ export class WorkflowActor {
       messages = [...this.#deferred, ...batch];
       this.#deferred = [];
     }
+    if (this.#creation) {
+      // Until the creation commits, the id may turn out to be another workflow's, whose events
+      // these are: they wait, so a refused creation cannot consume them.
+      const events = messages.filter((m) => m.type === 'event');
+      if (events.length > 0) {
+        this.#deferred = events;
+        messages = messages.filter((m) => m.type !== 'event');
+        if (messages.length === 0) return;
+      }
+    }
     switch (this.#state) {
       case 'unstarted': {
         const startAt = messages.findIndex(isStart);
@@ -499,7 +509,12 @@ export class WorkflowActor {
         return;
       }
       this.#host.release(this.workflowId, effects);
-      creation?.onCreated();
+      if (creation) {
+        creation.onCreated();
+        const waiting = this.#deferred;
+        this.#deferred = [];
+        for (const message of waiting) this.push(message);
+      }
     });
   }
 
