@@ -356,7 +356,7 @@ class EngineImpl implements Engine, ActorHost {
   #createWithFirstStep(row: NewWorkflowRow): Promise<void> {
     return new Promise((resolve, reject) => {
       const settle = (error?: Error): void => {
-        this.#creations.delete(row.id);
+        if (this.#creations.get(row.id) === settle) this.#creations.delete(row.id);
         if (error) reject(error);
         else resolve();
       };
@@ -364,7 +364,12 @@ class EngineImpl implements Engine, ActorHost {
       this.#system.deliver(row.id, { type: 'start' }, seedRow(row), {
         row,
         onCreated: () => settle(),
-        onRefused: () => settle(new WorkflowAlreadyExistsError(row.id)),
+        onRefused: () => {
+          settle(new WorkflowAlreadyExistsError(row.id));
+          // The stored workflow of this id (a start that won the race, say) may have been sent
+          // to the refused actor: load it now rather than at the next poll.
+          this.recover(new Set([row.id]));
+        },
         onFailed: (error) => settle(error instanceof Error ? error : new Error(String(error))),
       });
     });

@@ -202,6 +202,19 @@ describe.each(serverBackends)('a refused start on $name', (backend) => {
     await db.drop();
   });
 
+  it('runs the winner of two starts of one id at once, not at the next poll', async () => {
+    const engine = await startEngine(db, { workflows: { waitsForGo }, pollIntervalMs: 600_000 });
+    try {
+      const starts = await Promise.allSettled([0, 1].map(() => engine.startWorkflow(waitsForGo, undefined, { workflowId: 'twice' })));
+      expect(starts.map((s) => s.status).sort()).toEqual(['fulfilled', 'rejected']);
+      expect(starts.find((s) => s.status === 'rejected')).toMatchObject({ reason: expect.any(WorkflowAlreadyExistsError) });
+      await engine.sendEvent('twice', 'go', 'once');
+      expect(await engine.result('twice', { timeoutMs: 10_000 })).toBe('once');
+    } finally {
+      await engine.close();
+    }
+  });
+
   it("leaves the stored workflow's events to it, even when they reach the refused one first", async () => {
     const first = await startEngine(db, { workflows: { waitsForGo } });
     await first.startWorkflow(waitsForGo, undefined, { workflowId: 'x' });
