@@ -247,7 +247,8 @@ export class WorkflowStore {
       try {
         const ids = this.waiters.idsElsewhere();
         if (ids.length === 0) return;
-        for (const row of await finishedAmong(this.sql, this.tables, ids)) {
+        const ended = await this.#withRetries('reading results', () => finishedAmong(this.sql, this.tables, ids));
+        for (const row of ended) {
           this.waiters.settle(row.id, { status: row.status as Outcome['status'], result: row.result, error: row.error });
         }
       } finally {

@@ -289,7 +289,9 @@ export class Wal {
     // Set once a try failed in a way that leaves its outcome unknown (the connection dropped
     // around the commit): every later failure first asks whether that try committed after all.
     let isAmbiguous = false;
-    let seconds: number | undefined;
+    // A try's own time, or since the first try when only a later check found it committed.
+    let seconds = 0;
+    const firstStarted = performance.now();
     for (let attempt = 1; ; attempt++) {
       const started = performance.now();
       try {
@@ -301,7 +303,10 @@ export class Wal {
         isAmbiguous ||= isTransient;
         if (isAmbiguous) {
           inserted = await this.#committedEarlier(token);
-          if (inserted) break;
+          if (inserted) {
+            seconds = (performance.now() - firstStarted) / 1000;
+            break;
+          }
         }
         // Closing gives a lost connection a few more tries, not an outage's worth of them.
         const willRetry = isTransient && (!this.#isClosed || attempt < CLOSING_RETRIES);
@@ -316,12 +321,10 @@ export class Wal {
     }
     // Committed: whatever an observer or callback does, the batch stays committed and the
     // others still run.
-    if (seconds !== undefined) {
-      try {
-        this.#options.observer?.flushed({ events: batch.events, writes: batch.writes.size, starts: batch.starts.length, seconds });
-      } catch (error) {
-        this.#options.observer?.callbackFailed(error);
-      }
+    try {
+      this.#options.observer?.flushed({ events: batch.events, writes: batch.writes.size, starts: batch.starts.length, seconds });
+    } catch (error) {
+      this.#options.observer?.callbackFailed(error);
     }
     // As #commit stored them: the first start of an id, unless a step creates that workflow.
     const claimed = new Set<string>();

@@ -22,7 +22,6 @@ function constraintViolation(): Error {
  * tag naming the append it came from; the fake finds them among the statement's parameters.
  */
 class FakeSql implements Sql {
-  readonly kind = 'pglite' as const;
   readonly committedTags: string[] = [];
   readonly #outcomes: Outcome[];
   #flushes = 0;

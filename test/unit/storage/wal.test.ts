@@ -10,7 +10,6 @@ import { makeStartRow, makeTask, makeWrite } from '../../helpers/builders.js';
  * whether a flush committed, it answers from what it committed.
  */
 class ScriptedSql implements Sql {
-  readonly kind = 'pglite' as const;
   flushes = 0;
   readonly committedTokens = new Set<string>();
   readonly #script: (Error | 'ok' | 'lostAnswer')[];
@@ -49,14 +48,15 @@ class ScriptedSql implements Sql {
 function walOver(sql: Sql) {
   const failures: string[][] = [];
   const observed: { error: unknown; willRetry: boolean }[] = [];
+  const flushed: number[] = [];
   const wal = new Wal({
     sql,
     tables: tablesFor('unit'),
     highWaterEvents: 100,
     onFlushFailed: (ids) => failures.push([...ids]),
-    observer: { flushed: () => undefined, flushFailed: (error, willRetry) => observed.push({ error, willRetry }), callbackFailed: () => undefined },
+    observer: { flushed: ({ events }) => flushed.push(events), flushFailed: (error, willRetry) => observed.push({ error, willRetry }), callbackFailed: () => undefined },
   });
-  return { wal, failures, observed };
+  return { wal, failures, observed, flushed };
 }
 
 describe('mergeWrite', () => {
@@ -112,14 +112,16 @@ describe('Wal over a scripted driver', () => {
 
   it('does not commit a batch twice when the answer to its commit was lost', async () => {
     const sql = new ScriptedSql(['lostAnswer']);
-    const { wal, failures } = walOver(sql);
+    const { wal, failures, flushed } = walOver(sql);
     const durable: string[] = [];
     wal.enqueue(makeWrite('a', 0, 2), () => durable.push('a'));
     await wal.drain();
-    // One flush, then one question: did it commit? Yes: released once, never sent again.
+    // One flush, then one question: did it commit? Yes: released once, never sent again, and
+    // counted as the committed flush it was.
     expect(sql.flushes).toBe(1);
     expect(durable).toEqual(['a']);
     expect(failures).toEqual([]);
+    expect(flushed).toEqual([2]);
   });
 
   it('rejects the starts of a failed batch, with no workflow to report', async () => {
