@@ -11,9 +11,15 @@ export interface ActivityContext {
   readonly attempt: number;
   /** Aborted when the engine closes or the attempt passes its `startToCloseTimeoutMs`. */
   readonly signal: AbortSignal;
-  /** If this attempt throws, run the next one `ms` milliseconds from now (overrides the backoff). */
+  /**
+   * If this attempt throws, run the next one `ms` milliseconds from now (overrides the backoff).
+   * Throws InvalidArgumentError for a negative or non-finite delay, or one past a Date's range.
+   */
   retryAfter(ms: number): void;
-  /** If this attempt throws, run the next one at `at` (overrides the backoff). */
+  /**
+   * If this attempt throws, run the next one at `at` (overrides the backoff; a time past means
+   * now). Throws InvalidArgumentError for an invalid Date or a time outside a Date's range.
+   */
   retryAt(at: Date | number): void;
 }
 
