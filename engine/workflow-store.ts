@@ -191,17 +191,20 @@ export class WorkflowStore {
   async inspect(workflowId: string, live?: () => ActorSnapshot | undefined): Promise<WorkflowState> {
     this.#checkOpen();
     checkName(workflowId, 'workflowId');
-    const stored = await this.#withRetries('inspecting a workflow', async () => {
-      const row = await loadWorkflow(this.sql, this.tables, workflowId);
-      if (!row) throw new WorkflowNotFoundError(workflowId);
-      const [history, tasks, timers, inbox] = await Promise.all([
-        loadHistory(this.sql, this.tables, workflowId),
-        tasksOf(this.sql, this.tables, workflowId),
-        timersOf(this.sql, this.tables, workflowId),
-        inboxOf(this.sql, this.tables, workflowId),
-      ]);
-      return { row, history, tasks, timers, inbox };
-    });
+    // One snapshot: read apart, a step committing in between could show an event both in the
+    // history and still queued.
+    const stored = await this.#withRetries('inspecting a workflow', () =>
+      this.sql.transaction(async (tx) => {
+        await tx.query('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY');
+        const row = await loadWorkflow(tx, this.tables, workflowId);
+        if (!row) throw new WorkflowNotFoundError(workflowId);
+        const history = await loadHistory(tx, this.tables, workflowId);
+        const tasks = await tasksOf(tx, this.tables, workflowId);
+        const timers = await timersOf(tx, this.tables, workflowId);
+        const inbox = await inboxOf(tx, this.tables, workflowId);
+        return { row, history, tasks, timers, inbox };
+      }),
+    );
     return buildWorkflowState(stored, live?.(), Date.now());
   }
 
