@@ -14,7 +14,7 @@ import {
   WorkflowNotFoundError,
 } from 'duraflow';
 
-import { backends, serverBackends, type TestSchema } from '../helpers/database.js';
+import { backends, serverBackends, type TestSchema, useSchema } from '../helpers/database.js';
 import { openClient, startEngine } from '../helpers/engines.js';
 import { waitFor } from '../helpers/wait-for.js';
 
@@ -194,15 +194,10 @@ describe.each(backends)('bad input on $name', (backend) => {
 });
 
 describe.each(serverBackends)('a refused start on $name', (backend) => {
-  let db: TestSchema;
-  beforeEach(async () => {
-    db = await backend.schema();
-  });
-  afterEach(async () => {
-    await db.drop();
-  });
+  const schema = useSchema(backend);
 
   it('runs the winner of two starts of one id at once, not at the next poll', async () => {
+    const db = schema();
     const engine = await startEngine(db, { workflows: { waitsForGo }, pollIntervalMs: 600_000 });
     try {
       const starts = await Promise.allSettled([0, 1].map(() => engine.startWorkflow(waitsForGo, undefined, { workflowId: 'twice' })));
@@ -216,6 +211,7 @@ describe.each(serverBackends)('a refused start on $name', (backend) => {
   });
 
   it("leaves the stored workflow's events to it, even when they reach the refused one first", async () => {
+    const db = schema();
     const first = await startEngine(db, { workflows: { waitsForGo } });
     await first.startWorkflow(waitsForGo, undefined, { workflowId: 'x' });
     await first.close();

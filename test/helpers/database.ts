@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 
 import { PGlite } from '@electric-sql/pglite';
 import pg from 'pg';
+import { afterEach, beforeEach } from 'vitest';
 
 /** A database a test runs on: the embedded one, or real Postgres when DATABASE_URL is set. */
 export interface Backend {
@@ -78,3 +79,22 @@ export const backends: Backend[] = [
 
 /** Only the real-Postgres backend (for tests that need several processes on one database). */
 export const serverBackends: Backend[] = backends.filter((b) => b.name === 'postgres');
+
+/**
+ * Gives every test of the enclosing `describe` a fresh schema on `backend` (dropped afterwards);
+ * read it through the returned getter inside the tests.
+ */
+export function useSchema(backend: Backend): () => TestSchema {
+  let db: TestSchema | undefined;
+  beforeEach(async () => {
+    db = await backend.schema();
+  });
+  afterEach(async () => {
+    await db?.drop();
+    db = undefined;
+  });
+  return () => {
+    if (!db) throw new Error('useSchema: read the schema inside a test');
+    return db;
+  };
+}
