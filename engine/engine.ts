@@ -154,6 +154,7 @@ class EngineImpl implements Engine, ActorHost {
       flushed: ({ events, seconds }) => m.flushed(events, seconds),
       flushFailed: () => m.flushFailed(),
       callbackFailed: (error) => this.logger.error({ err: error }, 'releasing a committed step failed'),
+      cleanupFailed: (error) => this.logger.warn({ err: error }, 'deleting expired flush tokens and events failed; will retry'),
     };
     for (const [name, fn] of options.workflows) this.#namesByFunction.set(fn, name);
     this.#registeredNames = [...options.workflows.keys()];

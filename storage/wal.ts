@@ -3,7 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 import { isRetryable } from './pg-errors.js';
 import { deleteTask, deleteTimer, type NewWorkflowRow, type WorkflowWrite } from './rows.js';
-import { committedFlush, flushBatch } from './sql/flush-batch.js';
+import { committedFlush, deleteExpired, flushBatch } from './sql/flush-batch.js';
 import type { Sql, Tables } from './sql.js';
 
 /** What the WAL reports to whoever watches it (metrics, logs). */
@@ -12,6 +12,8 @@ export interface WalObserver {
   flushFailed(error: unknown, willRetry: boolean): void;
   /** A durable callback threw (a bug in its owner; the batch is committed regardless). */
   callbackFailed(error: unknown): void;
+  /** Deleting expired flush tokens and consumed events failed; it is tried again later. */
+  cleanupFailed(error: unknown): void;
 }
 
 /** Options of the write-ahead batch. */
@@ -167,7 +169,9 @@ export class Wal {
   readonly #maxInFlight: number;
   #isScheduled = false;
   #isClosed = false;
-  #lastCleanup = 0;
+  // The first cleanup comes an interval after opening, not with the first flush.
+  #lastCleanup = Date.now();
+  #cleaning: Promise<void> | undefined;
   #idleWaiters: (() => void)[] = [];
   #uncongestedWaiters: (() => void)[] = [];
 
@@ -238,6 +242,7 @@ export class Wal {
   async close(): Promise<void> {
     this.#isClosed = true;
     await this.drain();
+    await this.#cleaning;
   }
 
   #schedule(): void {
@@ -272,6 +277,7 @@ export class Wal {
     this.#inFlight.add(batch);
     for (const id of batch.writes.keys()) this.#busy.add(id);
     await this.#commitWithRetry(batch);
+    this.#cleanUpNowAndThen();
     this.#inFlight.delete(batch);
     for (const id of batch.writes.keys()) this.#busy.delete(id);
     this.#wakeUncongested();
@@ -355,6 +361,21 @@ export class Wal {
     if (ids.size > 0) this.#options.onFlushFailed(ids, error);
   }
 
+  /**
+   * Deletes what has expired, at most once a minute, in its own statement: a backlog (after a long
+   * stop, say) must not hold up a flush.
+   */
+  #cleanUpNowAndThen(): void {
+    const now = Date.now();
+    if (this.#cleaning || now - this.#lastCleanup < CLEANUP_INTERVAL_MS) return;
+    this.#lastCleanup = now;
+    this.#cleaning = deleteExpired(this.#options.sql, this.#options.tables)
+      .catch((error: unknown) => this.#options.observer?.cleanupFailed(error))
+      .finally(() => {
+        this.#cleaning = undefined;
+      });
+  }
+
   async #commit(batch: Batch, token: string): Promise<Set<string>> {
     // One row per id, or the statement fails as a whole: the first start of an id, and none for
     // an id a step of this batch creates (that workflow's first step has run already).
@@ -362,15 +383,12 @@ export class Wal {
     for (const { row } of batch.starts) {
       if (!starts.has(row.id) && batch.writes.get(row.id)?.creates === undefined) starts.set(row.id, row);
     }
-    const now = Date.now();
-    const isCleanup = now - this.#lastCleanup > CLEANUP_INTERVAL_MS;
-    if (isCleanup) this.#lastCleanup = now;
     const { inserted } = await flushBatch(
       this.#options.sql,
       this.#options.tables,
       [...starts.values()],
       [...batch.writes.values()],
-      { token, isCleanup },
+      { token },
     );
     return inserted;
   }

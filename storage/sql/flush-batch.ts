@@ -139,11 +139,6 @@ const PARTS = {
     cte: (t) => `ins_c AS (
     INSERT INTO ${t.walCommits} (token, inserted) SELECT $1, coalesce(array_agg(id), '{}') FROM ins_wf)`,
   },
-  cleanup: {
-    params: 0,
-    cte: (t) => `del_c AS (DELETE FROM ${t.walCommits} WHERE at < now() - interval '1 hour'),
-  del_i AS (DELETE FROM ${t.inbox} WHERE consumed_at < now() - interval '1 hour')`,
-  },
 } satisfies Record<string, Part>;
 
 type PartName = keyof typeof PARTS;
@@ -185,8 +180,6 @@ SELECT ${has('starts') ? `(SELECT coalesce(array_agg(id), '{}') FROM ins_wf)` : 
 export interface FlushOptions {
   /** Recorded with the flush in the same statement (WAL flushes; a client's start has none). */
   token?: string;
-  /** Also delete the tokens of flushes, and the consumed events, older than an hour. */
-  isCleanup?: boolean;
 }
 
 /** The parameters of each part that has something to write. */
@@ -286,7 +279,6 @@ function collectParams(
   if (inbox.length > 0) params.set('inboxConsumed', [inbox]);
   if (notify) params.set('notify', [t.channel]);
   if (options.token !== undefined) params.set(created.length > 0 ? 'commitWithStarts' : 'commit', [options.token]);
-  if (options.isCleanup) params.set('cleanup', []);
   return params;
 }
 
@@ -299,6 +291,17 @@ export async function committedFlush(db: Queryable, t: Tables, token: string): P
     token,
   ]);
   return rows[0] ? new Set(rows[0].inserted) : undefined;
+}
+
+/**
+ * Deletes the tokens of flushes, and the consumed events, older than an hour: long enough for any
+ * retry of a lost answer or a resent event to have come and gone.
+ */
+export async function deleteExpired(db: Queryable, t: Tables): Promise<void> {
+  await db.query(
+    `WITH del_c AS (DELETE FROM ${t.walCommits} WHERE at < now() - interval '1 hour')
+     DELETE FROM ${t.inbox} WHERE consumed_at < now() - interval '1 hour'`,
+  );
 }
 
 /** Commits a batch of starts and workflow writes in one statement. */

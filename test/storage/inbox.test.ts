@@ -1,7 +1,7 @@
 import pg from 'pg';
 import { beforeEach, describe, expect, it } from 'vitest';
 
-import { flushBatch } from '../../storage/sql/flush-batch.js';
+import { deleteExpired, flushBatch } from '../../storage/sql/flush-batch.js';
 import { insertEvent } from '../../storage/sql/inbox.js';
 import type { Sql, Tables } from '../../storage/sql.js';
 import { makeStartRow } from '../helpers/builders.js';
@@ -27,6 +27,23 @@ describe.each(backends)('insertEvent on $name', (backend) => {
   const store = useInbox(backend);
   beforeEach(() => {
     ({ db, sql, tables } = store());
+  });
+
+  it('keeps consumed events and flush tokens for an hour, then deletes them', async () => {
+    for (const id of ['old', 'recent', 'waiting']) await insertEvent(sql, tables, 'open', 'go', undefined, id);
+    const inbox = `"${db.schema}".inbox`;
+    await db.query(`UPDATE ${inbox} SET consumed_at = now() - interval '61 minutes' WHERE event_id = 'old'`);
+    await db.query(`UPDATE ${inbox} SET consumed_at = now() - interval '59 minutes' WHERE event_id = 'recent'`);
+    await db.query(
+      `INSERT INTO "${db.schema}".wal_commits (token, inserted, at)
+       VALUES ('old', '{}', now() - interval '61 minutes'), ('recent', '{}', now() - interval '59 minutes')`,
+    );
+    await deleteExpired(sql, tables);
+    expect(await db.query(`SELECT event_id FROM ${inbox} ORDER BY id`)).toEqual([{ event_id: 'recent' }, { event_id: 'waiting' }]);
+    expect(await db.query(`SELECT token FROM "${db.schema}".wal_commits`)).toEqual([{ token: 'recent' }]);
+    // Within the hour a resent event is known; after it, it is a new one.
+    expect(await insertEvent(sql, tables, 'open', 'go', undefined, 'recent')).toEqual({ outcome: 'duplicate' });
+    expect(await insertEvent(sql, tables, 'open', 'go', undefined, 'old')).toMatchObject({ outcome: 'stored' });
   });
 
   it('stores an event once per id, and refuses missing and finished workflows', async () => {

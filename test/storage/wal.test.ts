@@ -71,6 +71,7 @@ describe.each(backends)('Wal on $name', (backend) => {
         flushed: ({ events, writes, starts }) => flushes.push({ events, writes, starts }),
         flushFailed: () => undefined,
         callbackFailed: () => undefined,
+        cleanupFailed: () => undefined,
       },
       ...options,
     });
@@ -284,6 +285,7 @@ describe.each(backends)('Wal on $name', (backend) => {
         flushed: () => undefined,
         flushFailed: () => undefined,
         callbackFailed: (error) => callbackErrors.push(error),
+        cleanupFailed: () => undefined,
       },
     });
     await start(wal, 'a', 'b');

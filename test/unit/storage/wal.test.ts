@@ -54,7 +54,7 @@ function walOver(sql: Sql) {
     tables: tablesFor('unit'),
     highWaterEvents: 100,
     onFlushFailed: (ids) => failures.push([...ids]),
-    observer: { flushed: ({ events }) => flushed.push(events), flushFailed: (error, willRetry) => observed.push({ error, willRetry }), callbackFailed: () => undefined },
+    observer: { flushed: ({ events }) => flushed.push(events), flushFailed: (error, willRetry) => observed.push({ error, willRetry }), callbackFailed: () => undefined, cleanupFailed: () => undefined },
   });
   return { wal, failures, observed, flushed };
 }
