@@ -97,10 +97,13 @@ export interface Creation {
   row: NewWorkflowRow;
   /** The row and the first step committed. */
   onCreated(): void;
-  /** The id was taken: nothing was stored, and this actor is gone. */
-  onRefused(): void;
-  /** The actor failed before its first step committed. */
-  onFailed(error: unknown): void;
+  /**
+   * The id was taken: nothing was stored, and this actor is gone. `held` are the messages that
+   * reached it meanwhile; they are the stored workflow's.
+   */
+  onRefused(held: ActorMessage[]): void;
+  /** The actor failed before its first step committed; `held` as for `onRefused`. */
+  onFailed(error: unknown, held: ActorMessage[]): void;
 }
 
 /** What `inspect` can read from a hot actor. */
@@ -138,6 +141,8 @@ export class WorkflowActor {
   #startedAt = 0;
   #unflushed = 0;
   #deferred: ActorMessage[] = [];
+  /** Messages that arrived while the creation was uncommitted, in arrival order. */
+  #held: ActorMessage[] = [];
   /** Inbox rows this workflow consumed (created on first event). */
   #consumedInbox: Set<number> | undefined;
 
@@ -215,14 +220,13 @@ export class WorkflowActor {
       this.#deferred = [];
     }
     if (this.#creation) {
-      // Until the creation commits, the id may turn out to be another workflow's, whose events
-      // these are: they wait, so a refused creation cannot consume them.
-      const events = messages.filter((m) => m.type === 'event');
-      if (events.length > 0) {
-        this.#deferred = events;
-        messages = messages.filter((m) => m.type !== 'event');
-        if (messages.length === 0) return;
-      }
+      // Until the creation commits, the id may turn out to be another workflow's, and whatever
+      // else arrives (its events, activity results, timers, start) is that workflow's: only the
+      // creating start runs now; the rest waits for the outcome.
+      const startAt = this.#state === 'unstarted' ? messages.findIndex(isStart) : -1;
+      for (let i = 0; i < messages.length; i++) if (i !== startAt) this.#held.push(messages[i]!);
+      if (startAt < 0) return;
+      messages = [messages[startAt]!];
     }
     switch (this.#state) {
       case 'unstarted': {
@@ -505,15 +509,13 @@ export class WorkflowActor {
       if (isRefused) {
         // Someone else's workflow has this id: what this actor ran was never stored.
         this.#drop();
-        creation?.onRefused();
+        creation?.onRefused(this.#takeHeld());
         return;
       }
       this.#host.release(this.workflowId, effects);
       if (creation) {
         creation.onCreated();
-        const waiting = this.#deferred;
-        this.#deferred = [];
-        for (const message of waiting) this.push(message);
+        this.#runHeld();
       }
     });
   }
@@ -677,8 +679,26 @@ export class WorkflowActor {
     const creation = this.#creation;
     this.#creation = undefined;
     this.#drop();
-    if (creation) creation.onFailed(error);
+    if (creation) creation.onFailed(error, this.#takeHeld());
     else this.#host.recover(new Set([this.workflowId]));
+  }
+
+  #takeHeld(): ActorMessage[] {
+    const held = this.#held;
+    this.#held = [];
+    return held;
+  }
+
+  /**
+   * Hands the messages held during the creation to the next run, ahead of anything that arrived
+   * since. A run already queued takes them first (#handle puts #deferred first); with none
+   * queued, they are pushed in order.
+   */
+  #runHeld(): void {
+    const held = this.#takeHeld();
+    if (held.length === 0 || this.#host.wal.isClosed) return;
+    if (this.#mailbox.isIdle) for (const message of held) this.push(message);
+    else this.#deferred = [...held, ...this.#deferred];
   }
 
   #drop(): void {

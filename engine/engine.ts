@@ -365,13 +365,16 @@ class EngineImpl implements Engine, ActorHost {
       this.#system.deliver(row.id, { type: 'start' }, seedRow(row), {
         row,
         onCreated: () => settle(),
-        onRefused: () => {
+        onRefused: (held) => {
           settle(new WorkflowAlreadyExistsError(row.id));
-          // The stored workflow of this id (a start that won the race, say) may have been sent
-          // to the refused actor: load it now rather than at the next poll.
-          this.recover(new Set([row.id]));
+          // What reached the refused actor (a start that won the race, an activity result, an
+          // event) belongs to the stored workflow of this id: a fresh actor loads it and takes them.
+          for (const message of held) this.#deliver(row.id, message);
         },
-        onFailed: (error) => settle(error instanceof Error ? error : new Error(String(error))),
+        onFailed: (error, held) => {
+          settle(error instanceof Error ? error : new Error(String(error)));
+          for (const message of held) this.#deliver(row.id, message);
+        },
       });
     });
   }

@@ -169,8 +169,7 @@ export class Wal {
   readonly #maxInFlight: number;
   #isScheduled = false;
   #isClosed = false;
-  // The first cleanup comes an interval after opening, not with the first flush.
-  #lastCleanup = Date.now();
+  #lastCleanup = 0;
   #cleaning: Promise<void> | undefined;
   #idleWaiters: (() => void)[] = [];
   #uncongestedWaiters: (() => void)[] = [];
@@ -190,6 +189,11 @@ export class Wal {
   /** Whether a flush is being committed now. */
   get isFlushing(): boolean {
     return this.#inFlight.size > 0;
+  }
+
+  /** Whether `close()` was called: appends are refused from then on. */
+  get isClosed(): boolean {
+    return this.#isClosed;
   }
 
   /** Flushes being committed now. */
@@ -362,15 +366,21 @@ export class Wal {
   }
 
   /**
-   * Deletes what has expired, at most once a minute, in its own statement: a backlog (after a long
-   * stop, say) must not hold up a flush.
+   * Deletes what has expired, after the first flush and then at most once a minute, in its own
+   * statement: a backlog (after a long stop, say) must not hold up a flush.
    */
   #cleanUpNowAndThen(): void {
     const now = Date.now();
     if (this.#cleaning || now - this.#lastCleanup < CLEANUP_INTERVAL_MS) return;
     this.#lastCleanup = now;
     this.#cleaning = deleteExpired(this.#options.sql, this.#options.tables)
-      .catch((error: unknown) => this.#options.observer?.cleanupFailed(error))
+      .catch((error: unknown) => {
+        try {
+          this.#options.observer?.cleanupFailed(error);
+        } catch {
+          // Reporting failed too; the next cleanup tries again regardless.
+        }
+      })
       .finally(() => {
         this.#cleaning = undefined;
       });

@@ -2,7 +2,6 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
-import pg from 'pg';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
 import {
@@ -14,7 +13,7 @@ import {
   WorkflowNotFoundError,
 } from 'duraflow';
 
-import { backends, serverBackends, type TestSchema, useSchema } from '../helpers/database.js';
+import { backends, type TestSchema } from '../helpers/database.js';
 import { openClient, startEngine } from '../helpers/engines.js';
 import { waitFor } from '../helpers/wait-for.js';
 
@@ -39,10 +38,6 @@ async function farTimes(ctx: WorkflowContext): Promise<string[]> {
   }
   await ctx.sleepUntil(-1e15);
   return thrown;
-}
-
-async function waitsForGo(ctx: WorkflowContext): Promise<unknown> {
-  return ctx.waitForEvent('go');
 }
 
 async function returnsBigInt(): Promise<unknown> {
@@ -189,58 +184,6 @@ describe.each(backends)('bad input on $name', (backend) => {
       await expect(startEngine(db, { workflows: { idle }, maxCachedWorkflows: 0 })).rejects.toBeInstanceOf(RangeError);
     } finally {
       await rm(dir, { recursive: true, force: true });
-    }
-  });
-});
-
-describe.each(serverBackends)('a refused start on $name', (backend) => {
-  const schema = useSchema(backend);
-
-  it('runs the winner of two starts of one id at once, not at the next poll', async () => {
-    const db = schema();
-    const engine = await startEngine(db, { workflows: { waitsForGo }, pollIntervalMs: 600_000 });
-    try {
-      const starts = await Promise.allSettled([0, 1].map(() => engine.startWorkflow(waitsForGo, undefined, { workflowId: 'twice' })));
-      expect(starts.map((s) => s.status).sort()).toEqual(['fulfilled', 'rejected']);
-      expect(starts.find((s) => s.status === 'rejected')).toMatchObject({ reason: expect.any(WorkflowAlreadyExistsError) });
-      await engine.sendEvent('twice', 'go', 'once');
-      expect(await engine.result('twice', { timeoutMs: 10_000 })).toBe('once');
-    } finally {
-      await engine.close();
-    }
-  });
-
-  it("leaves the stored workflow's events to it, even when they reach the refused one first", async () => {
-    const db = schema();
-    const first = await startEngine(db, { workflows: { waitsForGo } });
-    await first.startWorkflow(waitsForGo, undefined, { workflowId: 'x' });
-    await first.close();
-
-    const engine = await startEngine(db, { workflows: { waitsForGo, idle } });
-    const gauge = async (name: string): Promise<number> => (await engine.metrics.getSingleMetric(name)!.get()).values[0]!.value;
-    // Every flush writes wal_commits: holding that table holds both flushes in flight, so the
-    // duplicate start's write waits in the pending batch, where later writes of its id join it.
-    const holder = new pg.Client({ connectionString: db.database as string });
-    await holder.connect();
-    try {
-      await holder.query('BEGIN');
-      await holder.query(`LOCK TABLE "${db.schema}".wal_commits IN ACCESS EXCLUSIVE MODE`);
-      const others = [engine.startWorkflow(idle, undefined)];
-      await waitFor(async () => (await gauge('duraflow_wal_flushes_in_flight')) === 1, 'a first flush in flight');
-      others.push(engine.startWorkflow(idle, undefined));
-      await waitFor(async () => (await gauge('duraflow_wal_flushes_in_flight')) === 2, 'a second flush in flight');
-      const duplicate = engine.startWorkflow(waitsForGo, undefined, { workflowId: 'x' });
-      duplicate.catch(() => undefined);
-      await waitFor(async () => (await gauge('duraflow_wal_pending_events')) > 0, 'the duplicate start to be pending');
-      await engine.sendEvent('x', 'go', 'for the stored x');
-      await waitFor(async () => (await gauge('duraflow_actor_mailbox_messages')) === 0, 'the event to be handled');
-      await holder.query('COMMIT');
-      await expect(duplicate).rejects.toBeInstanceOf(WorkflowAlreadyExistsError);
-      await Promise.all(others);
-      expect(await engine.result('x', { timeoutMs: 10_000 })).toBe('for the stored x');
-    } finally {
-      await holder.end();
-      await engine.close();
     }
   });
 });

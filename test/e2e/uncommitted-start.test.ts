@@ -1,0 +1,180 @@
+import pg from 'pg';
+import { describe, expect, it } from 'vitest';
+
+import { type ActivityFunction, type Engine, WorkflowAlreadyExistsError, type WorkflowContext } from 'duraflow';
+
+import { serverBackends, type TestSchema, useSchema } from '../helpers/database.js';
+import { startEngine } from '../helpers/engines.js';
+import { FaultProxy } from '../helpers/fault-proxy.js';
+import { waitFor } from '../helpers/wait-for.js';
+
+/*
+ * An in-process start runs the workflow's first step before its row is committed, and the id may
+ * turn out to be taken. Until the commit, whatever reaches that actor waits: if the start is
+ * refused, it belongs to the stored workflow of that id. These tests hold tables or answers to
+ * keep a creation uncommitted on purpose, so they run on a Postgres server.
+ */
+
+async function waitsForGo(ctx: WorkflowContext): Promise<unknown> {
+  return ctx.waitForEvent('go');
+}
+
+async function twoNotes(ctx: WorkflowContext): Promise<unknown> {
+  return [await ctx.waitForEvent('n'), await ctx.waitForEvent('n')];
+}
+
+async function idle(ctx: WorkflowContext): Promise<unknown> {
+  return ctx.waitForEvent('never');
+}
+
+async function sleeper(ctx: WorkflowContext): Promise<unknown> {
+  await ctx.sleep(600_000);
+  return 'slept';
+}
+
+let runs = 0;
+let finishRun: ((value: string) => void)[] = [];
+/** An inline activity the test finishes by hand; counts its runs. */
+const held: ActivityFunction = () =>
+  new Promise<string>((resolve) => {
+    runs++;
+    finishRun.push(resolve);
+  });
+
+async function callsHeld(ctx: WorkflowContext): Promise<unknown> {
+  return ctx.activities<{ held(): Promise<string> }>().held();
+}
+
+async function gauge(engine: Engine, name: string): Promise<number> {
+  let total = 0;
+  for (const value of (await engine.metrics.getSingleMetric(name)!.get()).values) total += value.value;
+  return total;
+}
+
+/** Takes an exclusive lock on one of the schema's tables until `release()`: statements writing it wait. */
+async function lockTable(db: TestSchema, table: string): Promise<{ release(): Promise<void> }> {
+  const holder = new pg.Client({ connectionString: db.database as string });
+  await holder.connect();
+  await holder.query('BEGIN');
+  await holder.query(`LOCK TABLE "${db.schema}".${table} IN ACCESS EXCLUSIVE MODE`);
+  return {
+    async release() {
+      await holder.query('COMMIT').catch(() => undefined);
+      await holder.end().catch(() => undefined);
+    },
+  };
+}
+
+describe.each(serverBackends)('a start not yet committed on $name', (backend) => {
+  const schema = useSchema(backend);
+
+  it('runs the winner of two starts of one id at once, not at the next poll', async () => {
+    const engine = await startEngine(schema(), { workflows: { waitsForGo }, pollIntervalMs: 600_000 });
+    try {
+      const starts = await Promise.allSettled([0, 1].map(() => engine.startWorkflow(waitsForGo, undefined, { workflowId: 'twice' })));
+      expect(starts.map((s) => s.status).sort()).toEqual(['fulfilled', 'rejected']);
+      expect(starts.find((s) => s.status === 'rejected')).toMatchObject({ reason: expect.any(WorkflowAlreadyExistsError) });
+      await engine.sendEvent('twice', 'go', 'once');
+      expect(await engine.result('twice', { timeoutMs: 10_000 })).toBe('once');
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it("leaves the stored workflow's events to it, even when they reach the refused one first", async () => {
+    const db = schema();
+    const first = await startEngine(db, { workflows: { waitsForGo } });
+    await first.startWorkflow(waitsForGo, undefined, { workflowId: 'x' });
+    await first.close();
+
+    const engine = await startEngine(db, { workflows: { waitsForGo, idle } });
+    // Every flush writes wal_commits: holding it holds both flushes in flight, so the duplicate
+    // start's write waits in the pending batch, where later writes of its id would join it.
+    const lock = await lockTable(db, 'wal_commits');
+    try {
+      const others = [engine.startWorkflow(idle, undefined)];
+      await waitFor(async () => (await gauge(engine, 'duraflow_wal_flushes_in_flight')) === 1, 'a first flush in flight');
+      others.push(engine.startWorkflow(idle, undefined));
+      await waitFor(async () => (await gauge(engine, 'duraflow_wal_flushes_in_flight')) === 2, 'a second flush in flight');
+      const duplicate = engine.startWorkflow(waitsForGo, undefined, { workflowId: 'x' });
+      duplicate.catch(() => undefined);
+      await waitFor(async () => (await gauge(engine, 'duraflow_wal_pending_events')) > 0, 'the duplicate start to be pending');
+      await engine.sendEvent('x', 'go', 'for the stored x');
+      await waitFor(async () => (await gauge(engine, 'duraflow_actor_mailbox_messages')) === 0, 'the event to be handled');
+      await lock.release();
+      await expect(duplicate).rejects.toBeInstanceOf(WorkflowAlreadyExistsError);
+      await Promise.all(others);
+      expect(await engine.result('x', { timeoutMs: 10_000 })).toBe('for the stored x');
+    } finally {
+      await lock.release();
+      await engine.close();
+    }
+  });
+
+  it("hands the stored workflow's activity result to it, once, when it reaches the refused one first", async () => {
+    runs = 0;
+    finishRun = [];
+    const db = schema();
+    const engine = await startEngine(db, {
+      workflows: { callsHeld, idle },
+      inlineActivities: { held },
+      maxCachedWorkflows: 1,
+      pollIntervalMs: 600_000,
+    });
+    let lock: { release(): Promise<void> } | undefined;
+    try {
+      await engine.startWorkflow(callsHeld, undefined, { workflowId: 'x' });
+      await waitFor(async () => runs === 1, 'the activity to run');
+      // A second workflow pushes x out of the one-actor cache while its activity runs.
+      await engine.startWorkflow(idle, undefined);
+      await waitFor(async () => (await gauge(engine, 'duraflow_actors_in_memory')) === 1, 'x to be evicted');
+      lock = await lockTable(db, 'wal_commits');
+      const duplicate = engine.startWorkflow(callsHeld, undefined, { workflowId: 'x' });
+      duplicate.catch(() => undefined);
+      await waitFor(async () => (await gauge(engine, 'duraflow_wal_flushes_in_flight')) === 1, 'the duplicate start in flight');
+      finishRun[0]!('run 1');
+      await waitFor(async () => (await gauge(engine, 'duraflow_activity_attempts_total')) === 1, 'the outcome to arrive');
+      await waitFor(async () => (await gauge(engine, 'duraflow_actor_mailbox_messages')) === 0, 'the outcome to be handled');
+      await lock.release();
+      await expect(duplicate).rejects.toBeInstanceOf(WorkflowAlreadyExistsError);
+      expect(await engine.result('x', { timeoutMs: 10_000 })).toBe('run 1');
+      expect(runs).toBe(1);
+    } finally {
+      for (const finish of finishRun) finish('late');
+      await lock?.release();
+      await engine.close();
+    }
+  });
+
+  it('delivers events held during the creation before later ones, once it commits', async () => {
+    const db = schema();
+    const proxy = await FaultProxy.start();
+    const engine = await startEngine(
+      { ...db, database: proxy.url(db.database as string) },
+      { workflows: { twoNotes, sleeper }, walHighWaterEvents: 2, pollIntervalMs: 600_000 },
+    );
+    let lock: { release(): Promise<void> } | undefined;
+    try {
+      // The creating flush commits, but its answer is held: the creation stays uncommitted here.
+      proxy.holdResponsesTo('df_');
+      const created = engine.startWorkflow(twoNotes, undefined, { workflowId: 'notes' });
+      await proxy.whenResponseHeld();
+      await engine.sendEvent('notes', 'n', 'first');
+      await waitFor(async () => (await gauge(engine, 'duraflow_actor_mailbox_messages')) === 0, 'the first event to be held');
+      // Another workflow's flush, stuck on a lock, keeps the WAL congested, so the next event's
+      // run waits (with its batch taken) until the creation's answer frees room.
+      lock = await lockTable(db, 'timers');
+      void engine.startWorkflow(sleeper, undefined).catch(() => undefined);
+      await waitFor(async () => (await gauge(engine, 'duraflow_wal_pending_events')) > 2, 'the WAL to be congested');
+      await engine.sendEvent('notes', 'n', 'second');
+      await waitFor(async () => (await gauge(engine, 'duraflow_actor_mailbox_messages')) === 1, 'the second event to be taken');
+      proxy.resume();
+      await created;
+      expect(await engine.result('notes', { timeoutMs: 10_000 })).toEqual(['first', 'second']);
+    } finally {
+      await lock?.release();
+      await engine.close();
+      await proxy.close();
+    }
+  });
+});
