@@ -373,7 +373,7 @@ export class Wal {
     const now = Date.now();
     if (this.#cleaning || now - this.#lastCleanup < CLEANUP_INTERVAL_MS) return;
     this.#lastCleanup = now;
-    this.#cleaning = deleteExpired(this.#options.sql, this.#options.tables)
+    this.#cleaning = deleteExpired(this.#options.sql, this.#options.tables, () => this.#isClosed)
       .catch((error: unknown) => {
         try {
           this.#options.observer?.cleanupFailed(error);

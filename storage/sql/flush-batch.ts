@@ -293,15 +293,28 @@ export async function committedFlush(db: Queryable, t: Tables, token: string): P
   return rows[0] ? new Set(rows[0].inserted) : undefined;
 }
 
+/** Rows deleted per statement by `deleteExpired`. */
+const EXPIRED_CHUNK = 5_000;
+
 /**
  * Deletes the tokens of flushes, and the consumed events, older than an hour: long enough for any
- * retry of a lost answer or a resent event to have come and gone.
+ * retry of a lost answer or a resent event to have come and gone. A backlog goes in chunks, so no
+ * single statement holds a connection (the embedded database has only one) for long; `isStopped`
+ * ends it between chunks.
  */
-export async function deleteExpired(db: Queryable, t: Tables): Promise<void> {
-  await db.query(
-    `WITH del_c AS (DELETE FROM ${t.walCommits} WHERE at < now() - interval '1 hour')
-     DELETE FROM ${t.inbox} WHERE consumed_at < now() - interval '1 hour'`,
-  );
+export async function deleteExpired(db: Queryable, t: Tables, isStopped: () => boolean = () => false): Promise<void> {
+  for (const [table, column] of [
+    [t.walCommits, 'at'],
+    [t.inbox, 'consumed_at'],
+  ] as const) {
+    for (;;) {
+      const { rowCount } = await db.query(
+        `DELETE FROM ${table} WHERE ctid IN (
+           SELECT ctid FROM ${table} WHERE ${column} < now() - interval '1 hour' LIMIT ${EXPIRED_CHUNK})`,
+      );
+      if (rowCount < EXPIRED_CHUNK || isStopped()) break;
+    }
+  }
 }
 
 /** Commits a batch of starts and workflow writes in one statement. */

@@ -36,7 +36,12 @@ describe.each(backends)('insertEvent on $name', (backend) => {
     await db.query(`UPDATE ${inbox} SET consumed_at = now() - interval '59 minutes' WHERE event_id = 'recent'`);
     await db.query(
       `INSERT INTO "${db.schema}".wal_commits (token, inserted, at)
-       VALUES ('old', '{}', now() - interval '61 minutes'), ('recent', '{}', now() - interval '59 minutes')`,
+       VALUES ('recent', '{}', now() - interval '59 minutes')`,
+    );
+    // More than one chunk's worth of expired tokens.
+    await db.query(
+      `INSERT INTO "${db.schema}".wal_commits (token, inserted, at)
+       SELECT 'old-' || i, '{}', now() - interval '61 minutes' FROM generate_series(1, 12000) AS i`,
     );
     await deleteExpired(sql, tables);
     expect(await db.query(`SELECT event_id FROM ${inbox} ORDER BY id`)).toEqual([{ event_id: 'recent' }, { event_id: 'waiting' }]);
