@@ -84,10 +84,21 @@ export class Mailbox<Message> {
     return new Promise((resolve) => (this.#idleWaiters ??= []).push(resolve));
   }
 
-  /** Drops whatever is queued and refuses further messages. */
-  kill(): void {
+  /** Refuses further messages; returns those queued and not yet handed to the handler. */
+  kill(): Message[] {
     this.#isKilled = true;
+    const dropped = this.#messages;
     this.#messages = [];
+    return dropped;
+  }
+
+  /** Queues `messages` ahead of anything already waiting for the next run. */
+  pushFirst(messages: readonly Message[]): void {
+    if (this.#isKilled || messages.length === 0) return;
+    const waiting = this.#messages;
+    this.#messages = [];
+    for (const message of messages) this.push(message);
+    for (const message of waiting) this.#messages.push(message);
   }
 
   /** Queues the next run (called from the shared microtask). @internal */

@@ -171,7 +171,13 @@ export class WorkflowActor {
 
   /** Whether the actor can leave memory without losing anything. */
   get isEvictable(): boolean {
-    return this.#mailbox.isIdle && this.#unflushed === 0 && this.#deferred.length === 0;
+    return (
+      this.#mailbox.isIdle &&
+      this.#unflushed === 0 &&
+      this.#deferred.length === 0 &&
+      this.#creation === undefined &&
+      this.#held.length === 0
+    );
   }
 
   get isFinished(): boolean {
@@ -195,14 +201,15 @@ export class WorkflowActor {
 
   /** Live variables and outstanding commands, if the actor is running in memory. */
   snapshot(): ActorSnapshot | undefined {
-    if (this.#state !== 'live' || !this.#replay) return undefined;
+    // While a creation is uncommitted the id may be another workflow's: show the stored one.
+    if (this.#state !== 'live' || !this.#replay || this.#creation) return undefined;
     return { vars: this.#replay.vars(), outstanding: this.#replay.outstanding() };
   }
 
   /** Stops the actor for good; nothing it has not flushed will be released. */
   kill(): void {
     this.#state = 'dropped';
-    this.#mailbox.kill();
+    this.#held.push(...this.#mailbox.kill());
   }
 
   /** Resolves when the mailbox has nothing left to run. */
@@ -211,6 +218,12 @@ export class WorkflowActor {
   }
 
   async #handle(batch: ActorMessage[], receivedAt: number): Promise<void> {
+    if (this.#creation && this.#state !== 'new') {
+      // After the creating step, until its commit: holding writes nothing, so it need not wait
+      // for room in the WAL, and no batch is left in hand when a refusal drops the actor.
+      this.#held.push(...batch);
+      return;
+    }
     if (this.#state === 'new' && !(await this.#load())) return;
     if (this.#host.wal.isCongested) await this.#host.wal.whenUncongested();
     if (this.#state === 'dropped') return;
@@ -512,11 +525,15 @@ export class WorkflowActor {
         creation?.onRefused(this.#takeHeld());
         return;
       }
-      this.#host.release(this.workflowId, effects);
+      // Held messages are queued before the release, so a cache trim in it cannot evict this
+      // actor with them; and they still go first if the release throws.
       if (creation) {
+        const held = this.#takeHeld();
+        // Closing: the messages' sources are stored, and the next start delivers them again.
+        if (!this.#host.wal.isClosed) this.#mailbox.pushFirst(held);
         creation.onCreated();
-        this.#runHeld();
       }
+      this.#host.release(this.workflowId, effects);
     });
   }
 
@@ -687,18 +704,6 @@ export class WorkflowActor {
     const held = this.#held;
     this.#held = [];
     return held;
-  }
-
-  /**
-   * Hands the messages held during the creation to the next run, ahead of anything that arrived
-   * since. A run already queued takes them first (#handle puts #deferred first); with none
-   * queued, they are pushed in order.
-   */
-  #runHeld(): void {
-    const held = this.#takeHeld();
-    if (held.length === 0 || this.#host.wal.isClosed) return;
-    if (this.#mailbox.isIdle) for (const message of held) this.push(message);
-    else this.#deferred = [...held, ...this.#deferred];
   }
 
   #drop(): void {

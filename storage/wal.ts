@@ -366,12 +366,12 @@ export class Wal {
   }
 
   /**
-   * Deletes what has expired, after the first flush and then at most once a minute, in its own
-   * statement: a backlog (after a long stop, say) must not hold up a flush.
+   * Deletes what has expired, after the first flush and then at most once a minute, in the
+   * background and in chunks: a backlog (after a long stop, say) must not hold up a flush.
    */
   #cleanUpNowAndThen(): void {
     const now = Date.now();
-    if (this.#cleaning || now - this.#lastCleanup < CLEANUP_INTERVAL_MS) return;
+    if (this.#isClosed || this.#cleaning || now - this.#lastCleanup < CLEANUP_INTERVAL_MS) return;
     this.#lastCleanup = now;
     this.#cleaning = deleteExpired(this.#options.sql, this.#options.tables, () => this.#isClosed)
       .catch((error: unknown) => {

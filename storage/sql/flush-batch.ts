@@ -303,16 +303,17 @@ const EXPIRED_CHUNK = 5_000;
  * ends it between chunks.
  */
 export async function deleteExpired(db: Queryable, t: Tables, isStopped: () => boolean = () => false): Promise<void> {
-  for (const [table, column] of [
-    [t.walCommits, 'at'],
-    [t.inbox, 'consumed_at'],
+  for (const [table, key, column] of [
+    [t.walCommits, 'token', 'at'],
+    [t.inbox, 'id', 'consumed_at'],
   ] as const) {
     for (;;) {
+      if (isStopped()) return;
       const { rowCount } = await db.query(
-        `DELETE FROM ${table} WHERE ctid IN (
-           SELECT ctid FROM ${table} WHERE ${column} < now() - interval '1 hour' LIMIT ${EXPIRED_CHUNK})`,
+        `DELETE FROM ${table} WHERE ${key} IN (
+           SELECT ${key} FROM ${table} WHERE ${column} < now() - interval '1 hour' LIMIT ${EXPIRED_CHUNK})`,
       );
-      if (rowCount < EXPIRED_CHUNK || isStopped()) break;
+      if (rowCount < EXPIRED_CHUNK) break;
     }
   }
 }

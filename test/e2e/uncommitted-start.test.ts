@@ -45,6 +45,17 @@ async function callsHeld(ctx: WorkflowContext): Promise<unknown> {
   return ctx.activities<{ held(): Promise<string> }>().held();
 }
 
+let quickRuns = 0;
+const quick: ActivityFunction = () => {
+  quickRuns++;
+  return 'done';
+};
+
+async function workAndNote(ctx: WorkflowContext): Promise<unknown> {
+  const { quick } = ctx.activities<{ quick(): Promise<string> }>();
+  return Promise.all([quick(), ctx.waitForEvent('n')]);
+}
+
 async function gauge(engine: Engine, name: string): Promise<number> {
   let total = 0;
   for (const value of (await engine.metrics.getSingleMetric(name)!.get()).values) total += value.value;
@@ -63,6 +74,69 @@ async function lockTable(db: TestSchema, table: string): Promise<{ release(): Pr
       await holder.end().catch(() => undefined);
     },
   };
+}
+
+/** An engine whose connections go through a fault proxy, so a test can hold the answers. */
+async function startBehindProxy(
+  db: TestSchema,
+  options: Parameters<typeof startEngine>[1],
+): Promise<{ engine: Engine; proxy: FaultProxy }> {
+  const proxy = await FaultProxy.start();
+  const engine = await startEngine({ ...db, database: proxy.url(db.database as string) }, options);
+  return { engine, proxy };
+}
+
+/**
+ * Starts `workflow` as `workflowId` with the answer to its creating flush held: the row commits,
+ * but the engine does not know it yet. Returns (wrapped, so awaiting this does not await it) the
+ * start once that is so; `proxy.resume()` lets it end.
+ */
+async function startUnanswered(
+  engine: Engine,
+  proxy: FaultProxy,
+  workflow: (ctx: WorkflowContext) => Promise<unknown>,
+  workflowId: string,
+): Promise<{ started: Promise<unknown> }> {
+  proxy.holdResponsesTo('df_');
+  const started = engine.startWorkflow(workflow, undefined, { workflowId });
+  started.catch(() => undefined);
+  await proxy.whenResponseHeld();
+  return { started };
+}
+
+/** Another workflow's flush, stuck on a lock of the timers table until `release()`, keeps the WAL busy. */
+async function stickAFlush(engine: Engine, db: TestSchema): Promise<{ release(): Promise<void> }> {
+  const lock = await lockTable(db, 'timers');
+  void engine.startWorkflow(sleeper, undefined).catch(() => undefined);
+  return lock;
+}
+
+/** Starts workflow 'x', whose activity then runs until the test finishes it, and evicts x. */
+async function startXAndEvictIt(engine: Engine): Promise<void> {
+  runs = 0;
+  finishRun = [];
+  await engine.startWorkflow(callsHeld, undefined, { workflowId: 'x' });
+  await waitFor(async () => runs === 1, 'the activity to run');
+  // A second workflow pushes x out of the one-actor cache while its activity runs.
+  await engine.startWorkflow(idle, undefined);
+  await waitFor(async () => (await gauge(engine, 'duraflow_actors_in_memory')) === 1, 'x to be evicted');
+}
+
+/** Ends the run of x's activity and waits until an actor has taken its result. */
+async function finishXsActivity(engine: Engine): Promise<void> {
+  finishRun[0]!('run 1');
+  await waitFor(async () => (await gauge(engine, 'duraflow_activity_attempts_total')) === 1, 'the outcome to arrive');
+  await mailboxesEmpty(engine, 'the outcome to be taken');
+}
+
+/** x ends with the result of its activity's one run. */
+async function expectXRanOnce(engine: Engine): Promise<void> {
+  expect(await engine.result('x', { timeoutMs: 10_000 })).toBe('run 1');
+  expect(runs).toBe(1);
+}
+
+async function mailboxesEmpty(engine: Engine, what: string): Promise<void> {
+  await waitFor(async () => (await gauge(engine, 'duraflow_actor_mailbox_messages')) === 0, what);
 }
 
 describe.each(serverBackends)('a start not yet committed on $name', (backend) => {
@@ -100,7 +174,7 @@ describe.each(serverBackends)('a start not yet committed on $name', (backend) =>
       duplicate.catch(() => undefined);
       await waitFor(async () => (await gauge(engine, 'duraflow_wal_pending_events')) > 0, 'the duplicate start to be pending');
       await engine.sendEvent('x', 'go', 'for the stored x');
-      await waitFor(async () => (await gauge(engine, 'duraflow_actor_mailbox_messages')) === 0, 'the event to be handled');
+      await mailboxesEmpty(engine, 'the event to be handled');
       await lock.release();
       await expect(duplicate).rejects.toBeInstanceOf(WorkflowAlreadyExistsError);
       await Promise.all(others);
@@ -112,8 +186,6 @@ describe.each(serverBackends)('a start not yet committed on $name', (backend) =>
   });
 
   it("hands the stored workflow's activity result to it, once, when it reaches the refused one first", async () => {
-    runs = 0;
-    finishRun = [];
     const db = schema();
     const engine = await startEngine(db, {
       workflows: { callsHeld, idle },
@@ -123,22 +195,15 @@ describe.each(serverBackends)('a start not yet committed on $name', (backend) =>
     });
     let lock: { release(): Promise<void> } | undefined;
     try {
-      await engine.startWorkflow(callsHeld, undefined, { workflowId: 'x' });
-      await waitFor(async () => runs === 1, 'the activity to run');
-      // A second workflow pushes x out of the one-actor cache while its activity runs.
-      await engine.startWorkflow(idle, undefined);
-      await waitFor(async () => (await gauge(engine, 'duraflow_actors_in_memory')) === 1, 'x to be evicted');
+      await startXAndEvictIt(engine);
       lock = await lockTable(db, 'wal_commits');
       const duplicate = engine.startWorkflow(callsHeld, undefined, { workflowId: 'x' });
       duplicate.catch(() => undefined);
       await waitFor(async () => (await gauge(engine, 'duraflow_wal_flushes_in_flight')) === 1, 'the duplicate start in flight');
-      finishRun[0]!('run 1');
-      await waitFor(async () => (await gauge(engine, 'duraflow_activity_attempts_total')) === 1, 'the outcome to arrive');
-      await waitFor(async () => (await gauge(engine, 'duraflow_actor_mailbox_messages')) === 0, 'the outcome to be handled');
+      await finishXsActivity(engine);
       await lock.release();
       await expect(duplicate).rejects.toBeInstanceOf(WorkflowAlreadyExistsError);
-      expect(await engine.result('x', { timeoutMs: 10_000 })).toBe('run 1');
-      expect(runs).toBe(1);
+      await expectXRanOnce(engine);
     } finally {
       for (const finish of finishRun) finish('late');
       await lock?.release();
@@ -148,29 +213,82 @@ describe.each(serverBackends)('a start not yet committed on $name', (backend) =>
 
   it('delivers events held during the creation before later ones, once it commits', async () => {
     const db = schema();
-    const proxy = await FaultProxy.start();
-    const engine = await startEngine(
-      { ...db, database: proxy.url(db.database as string) },
-      { workflows: { twoNotes, sleeper }, walHighWaterEvents: 2, pollIntervalMs: 600_000 },
-    );
+    const { engine, proxy } = await startBehindProxy(db, { workflows: { twoNotes, sleeper }, walHighWaterEvents: 2, pollIntervalMs: 600_000 });
     let lock: { release(): Promise<void> } | undefined;
     try {
-      // The creating flush commits, but its answer is held: the creation stays uncommitted here.
-      proxy.holdResponsesTo('df_');
-      const created = engine.startWorkflow(twoNotes, undefined, { workflowId: 'notes' });
-      await proxy.whenResponseHeld();
+      const { started: created } = await startUnanswered(engine, proxy, twoNotes, 'notes');
       await engine.sendEvent('notes', 'n', 'first');
-      await waitFor(async () => (await gauge(engine, 'duraflow_actor_mailbox_messages')) === 0, 'the first event to be held');
-      // Another workflow's flush, stuck on a lock, keeps the WAL congested, so the next event's
-      // run waits (with its batch taken) until the creation's answer frees room.
-      lock = await lockTable(db, 'timers');
-      void engine.startWorkflow(sleeper, undefined).catch(() => undefined);
+      await mailboxesEmpty(engine, 'the first event to be held');
+      // A congested WAL: a run that takes the next event waits for room with it.
+      lock = await stickAFlush(engine, db);
       await waitFor(async () => (await gauge(engine, 'duraflow_wal_pending_events')) > 2, 'the WAL to be congested');
       await engine.sendEvent('notes', 'n', 'second');
       await waitFor(async () => (await gauge(engine, 'duraflow_actor_mailbox_messages')) === 1, 'the second event to be taken');
       proxy.resume();
       await created;
       expect(await engine.result('notes', { timeoutMs: 10_000 })).toEqual(['first', 'second']);
+    } finally {
+      await lock?.release();
+      await engine.close();
+      await proxy.close();
+    }
+  });
+
+  it("hands on the stored workflow's activity result even when the WAL is congested at the time", async () => {
+    const db = schema();
+    const { engine, proxy } = await startBehindProxy(db, {
+      workflows: { callsHeld, idle, sleeper },
+      inlineActivities: { held },
+      maxCachedWorkflows: 1,
+      walHighWaterEvents: 2,
+      pollIntervalMs: 600_000,
+    });
+    let lock: { release(): Promise<void> } | undefined;
+    try {
+      await startXAndEvictIt(engine);
+      // The duplicate's flush runs (and is refused), but its answer is held.
+      const { started: duplicate } = await startUnanswered(engine, proxy, callsHeld, 'x');
+      lock = await stickAFlush(engine, db);
+      await waitFor(async () => (await gauge(engine, 'duraflow_wal_pending_events')) > 2, 'the WAL to be congested');
+      // The result reaches the duplicate's actor, which must hold it at once rather than wait
+      // for room in the WAL with it in hand.
+      await finishXsActivity(engine);
+      proxy.resume();
+      await expect(duplicate).rejects.toBeInstanceOf(WorkflowAlreadyExistsError);
+      await lock.release();
+      await expectXRanOnce(engine);
+    } finally {
+      for (const finish of finishRun) finish('late');
+      await lock?.release();
+      await engine.close();
+      await proxy.close();
+    }
+  });
+
+  it('keeps one actor per workflow when a full cache is trimmed at the creation commit', async () => {
+    quickRuns = 0;
+    const db = schema();
+    const { engine, proxy } = await startBehindProxy(db, {
+      workflows: { workAndNote, sleeper },
+      inlineActivities: { quick },
+      maxCachedWorkflows: 1,
+      pollIntervalMs: 600_000,
+    });
+    let lock: { release(): Promise<void> } | undefined;
+    try {
+      const { started: created } = await startUnanswered(engine, proxy, workAndNote, 'w');
+      await engine.sendEvent('w', 'n', 'note');
+      await mailboxesEmpty(engine, 'the event to be held');
+      // A second actor that stays busy fills the one-actor cache.
+      lock = await stickAFlush(engine, db);
+      await waitFor(async () => (await gauge(engine, 'duraflow_wal_flushes_in_flight')) === 2, 'the second flush in flight');
+      proxy.resume();
+      await created;
+      expect(await engine.result('w', { timeoutMs: 10_000 })).toEqual(['done', 'note']);
+      // Two actors of one workflow would have written the same history seq: a failed flush and
+      // the activity run again.
+      expect(await gauge(engine, 'duraflow_wal_flush_errors_total')).toBe(0);
+      expect(quickRuns).toBe(1);
     } finally {
       await lock?.release();
       await engine.close();

@@ -43,6 +43,14 @@ describe.each(backends)('insertEvent on $name', (backend) => {
       `INSERT INTO "${db.schema}".wal_commits (token, inserted, at)
        SELECT 'old-' || i, '{}', now() - interval '61 minutes' FROM generate_series(1, 12000) AS i`,
     );
+    // More than one chunk's worth of expired events too.
+    await db.query(
+      `INSERT INTO ${inbox} (workflow_id, name, event_id, consumed_at)
+       SELECT 'open', 'go', 'bulk-' || i, now() - interval '2 hours' FROM generate_series(1, 6000) AS i`,
+    );
+    // Stopped before it starts, it deletes nothing.
+    await deleteExpired(sql, tables, () => true);
+    expect(await db.query(`SELECT count(*)::int AS n FROM ${inbox}`)).toEqual([{ n: 6003 }]);
     await deleteExpired(sql, tables);
     expect(await db.query(`SELECT event_id FROM ${inbox} ORDER BY id`)).toEqual([{ event_id: 'recent' }, { event_id: 'waiting' }]);
     expect(await db.query(`SELECT token FROM "${db.schema}".wal_commits`)).toEqual([{ token: 'recent' }]);
