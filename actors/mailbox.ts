@@ -36,7 +36,9 @@ const MAX_IDLE_QUEUES = 4096;
  *   caller's stack.
  * - scheduled: a run is queued in fastq and will take every message pushed until it starts.
  * - running: the handler has a batch; pushes collect for the next run.
- * - killed: pushes are ignored; the queue is emptied.
+ * - killed: pushes are ignored; the queue is emptied and what it held handed to the caller.
+ *
+ * `pushFirst` puts messages ahead of those waiting (an actor handing on what it set aside).
  */
 export class Mailbox<Message> {
   readonly #handle: (batch: Message[], receivedAt: number) => Promise<void>;
@@ -92,13 +94,18 @@ export class Mailbox<Message> {
     return dropped;
   }
 
-  /** Queues `messages` ahead of anything already waiting for the next run. */
+  /**
+   * Queues `messages` ahead of anything already waiting for the next run (messages that arrived
+   * earlier and were set aside by the handler).
+   */
   pushFirst(messages: readonly Message[]): void {
     if (this.#isKilled || messages.length === 0) return;
     const waiting = this.#messages;
+    const firstPushAt = this.#firstPushAt;
     this.#messages = [];
     for (const message of messages) this.push(message);
     for (const message of waiting) this.#messages.push(message);
+    if (waiting.length > 0) this.#firstPushAt = Math.min(firstPushAt, this.#firstPushAt);
   }
 
   /** Queues the next run (called from the shared microtask). @internal */

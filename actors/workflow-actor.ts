@@ -209,7 +209,7 @@ export class WorkflowActor {
   /** Stops the actor for good; nothing it has not flushed will be released. */
   kill(): void {
     this.#state = 'dropped';
-    this.#held.push(...this.#mailbox.kill());
+    this.#mailbox.kill();
   }
 
   /** Resolves when the mailbox has nothing left to run. */
@@ -221,7 +221,7 @@ export class WorkflowActor {
     if (this.#creation && this.#state !== 'new') {
       // After the creating step, until its commit: holding writes nothing, so it need not wait
       // for room in the WAL, and no batch is left in hand when a refusal drops the actor.
-      this.#held.push(...batch);
+      for (const message of batch) this.#held.push(message);
       return;
     }
     if (this.#state === 'new' && !(await this.#load())) return;
@@ -521,8 +521,8 @@ export class WorkflowActor {
       if (creation) this.#creation = undefined;
       if (isRefused) {
         // Someone else's workflow has this id: what this actor ran was never stored.
-        this.#drop();
-        creation?.onRefused(this.#takeHeld());
+        const handed = this.#drop();
+        creation?.onRefused(handed);
         return;
       }
       // Held messages are queued before the release, so a cache trim in it cannot evict this
@@ -695,8 +695,8 @@ export class WorkflowActor {
     this.#host.logger.error({ err: error, workflowId: this.workflowId }, 'actor failed; rebuilding it');
     const creation = this.#creation;
     this.#creation = undefined;
-    this.#drop();
-    if (creation) creation.onFailed(error, this.#takeHeld());
+    const handed = this.#drop();
+    if (creation) creation.onFailed(error, handed);
     else this.#host.recover(new Set([this.workflowId]));
   }
 
@@ -706,9 +706,16 @@ export class WorkflowActor {
     return held;
   }
 
-  #drop(): void {
-    this.kill();
+  /**
+   * Stops the actor and forgets it; returns what it held and what was still queued for it, in
+   * arrival order (for a refused creation, the stored workflow's messages).
+   */
+  #drop(): ActorMessage[] {
+    this.#state = 'dropped';
+    const handed = this.#takeHeld();
+    for (const message of this.#mailbox.kill()) handed.push(message);
     this.#onDropped(this);
+    return handed;
   }
 }
 

@@ -172,7 +172,8 @@ describe('Mailbox', () => {
     await settle();
     box.mailbox.push('b');
     box.mailbox.push('c');
-    box.mailbox.kill();
+    // What was queued goes back to the caller (an actor hands it on).
+    expect(box.mailbox.kill()).toEqual(['b', 'c']);
     // Only the batch already handed over is left, and it still finishes.
     expect(box.mailbox.depth).toBe(1);
     box.mailbox.push('d');
@@ -201,38 +202,106 @@ describe('Mailbox', () => {
   });
 
   it('gives each batch the time its first message arrived', async () => {
-    // A clock the test moves by hand, so each push has a time of its own to be told apart by.
-    let now = 1000;
-    const clock = vi.spyOn(performance, 'now').mockImplementation(() => now);
-    try {
-      const received: number[] = [];
-      const batches: string[][] = [];
-      const gate = deferred();
-      const mailbox = new Mailbox<string>(
-        async (batch, receivedAt) => {
-          batches.push(batch);
-          received.push(receivedAt);
-          await gate.promise;
-        },
-        () => undefined,
-      );
-      mailbox.push('a');
+    await onHandMovedClock(async (setNow) => {
+      const box = timedMailbox();
+      box.mailbox.push('a');
       await settle();
-      now = 2000;
-      mailbox.push('b');
-      now = 3000;
-      mailbox.push('c');
-      now = 4000;
-      gate.resolve();
-      await mailbox.drained();
-      expect(batches).toEqual([['a'], ['b', 'c']]);
+      setNow(2000);
+      box.mailbox.push('b');
+      setNow(3000);
+      box.mailbox.push('c');
+      setNow(4000);
+      box.release();
+      await box.mailbox.drained();
+      expect(box.batches).toEqual([['a'], ['b', 'c']]);
       // 'b' opened the second batch; 'c' joining it must not move its time.
-      expect(received).toEqual([1000, 2000]);
-    } finally {
-      clock.mockRestore();
-    }
+      expect(box.received).toEqual([1000, 2000]);
+    });
+  });
+
+  it('pushFirst() schedules one run for what it puts ahead, on an idle mailbox', async () => {
+    const box = gatedMailbox();
+    box.mailbox.pushFirst([]);
+    expect(box.mailbox.isIdle).toBe(true);
+    box.mailbox.pushFirst(['h1', 'h2']);
+    box.mailbox.push('x');
+    await settle();
+    expect(box.batches).toEqual([['h1', 'h2', 'x']]);
+    box.release(0);
+    await box.mailbox.drained();
+    expect(box.batches).toHaveLength(1);
+  });
+
+  it('pushFirst() puts messages ahead of those waiting behind a running batch, in one next run', async () => {
+    const box = gatedMailbox();
+    box.mailbox.push('a');
+    await settle();
+    box.mailbox.push('w1');
+    box.mailbox.pushFirst(['h1']);
+    box.mailbox.push('w2');
+    expect(box.mailbox.depth).toBe(4);
+    box.release(0);
+    await settle();
+    expect(box.batches).toEqual([['a'], ['h1', 'w1', 'w2']]);
+    box.release(1);
+    await box.mailbox.drained();
+    expect(box.batches).toHaveLength(2);
+  });
+
+  it('pushFirst() keeps the arrival time of the messages already waiting', async () => {
+    await onHandMovedClock(async (setNow) => {
+      const box = timedMailbox();
+      box.mailbox.push('a');
+      await settle();
+      setNow(2000);
+      box.mailbox.push('waiting');
+      setNow(3000);
+      box.mailbox.pushFirst(['held']);
+      box.release();
+      await box.mailbox.drained();
+      expect(box.batches).toEqual([['a'], ['held', 'waiting']]);
+      expect(box.received).toEqual([1000, 2000]);
+    });
+  });
+
+  it('pushFirst() on a killed mailbox does nothing', async () => {
+    const box = gatedMailbox();
+    box.mailbox.kill();
+    box.mailbox.pushFirst(['h']);
+    await settle();
+    expect(box.batches).toEqual([]);
+    expect(box.mailbox.isIdle).toBe(true);
   });
 });
+
+/** Runs `test` with performance.now() on a clock starting at 1000 that only `setNow` moves. */
+async function onHandMovedClock(test: (setNow: (ms: number) => void) => Promise<void>): Promise<void> {
+  let now = 1000;
+  const clock = vi.spyOn(performance, 'now').mockImplementation(() => now);
+  try {
+    await test((ms) => {
+      now = ms;
+    });
+  } finally {
+    clock.mockRestore();
+  }
+}
+
+/** A mailbox recording each batch and the time it got; every run waits for `release()`. */
+function timedMailbox() {
+  const batches: string[][] = [];
+  const received: number[] = [];
+  const gate = deferred();
+  const mailbox = new Mailbox<string>(
+    async (batch, receivedAt) => {
+      batches.push(batch);
+      received.push(receivedAt);
+      await gate.promise;
+    },
+    () => undefined,
+  );
+  return { mailbox, batches, received, release: () => gate.resolve() };
+}
 
 /** One turn of the event loop: every promise callback the mailbox chained has run by then. */
 function settle(): Promise<void> {
