@@ -83,7 +83,7 @@ class Batch {
    */
   split(busy: ReadonlySet<string>): Batch {
     const taken = new Batch();
-    taken.starts.push(...this.starts);
+    for (const start of this.starts) taken.starts.push(start);
     this.starts.length = 0;
     for (const [id, write] of this.writes) {
       if (busy.has(id)) continue;
@@ -95,7 +95,7 @@ class Batch {
     const kept: Batch['onDurable'] = [];
     for (const entry of this.onDurable) (taken.writes.has(entry.workflowId) ? taken.onDurable : kept).push(entry);
     this.onDurable.length = 0;
-    this.onDurable.push(...kept);
+    for (const entry of kept) this.onDurable.push(entry);
     return taken;
   }
 
@@ -119,14 +119,15 @@ class Batch {
  * cannot see each other's rows.
  */
 export function mergeWrite(into: WorkflowWrite, next: WorkflowWrite): void {
-  into.history.push(...next.history);
+  // Loops, not spreads: a step of a wide fan-out can carry more rows than an argument list holds.
+  for (const row of next.history) into.history.push(row);
   if (next.status !== undefined) into.status = next.status;
   if (next.vars !== undefined) into.vars = next.vars;
   if (next.result !== undefined) into.result = next.result;
   if (next.error !== undefined) into.error = next.error;
   if (next.startedAt !== undefined) into.startedAt = next.startedAt;
   if (next.completedAt !== undefined) into.completedAt = next.completedAt;
-  into.timersInsert.push(...next.timersInsert);
+  for (const timer of next.timersInsert) into.timersInsert.push(timer);
   for (const commandId of next.timersDelete) deleteTimer(into, commandId);
   // One INSERT … ON CONFLICT may not touch a row twice: keep only the newest state of a task.
   for (const task of next.tasksUpsert) {
@@ -135,7 +136,7 @@ export function mergeWrite(into: WorkflowWrite, next: WorkflowWrite): void {
     else into.tasksUpsert.push(task);
   }
   for (const commandId of next.tasksDelete) deleteTask(into, commandId);
-  into.inboxDelete.push(...next.inboxDelete);
+  for (const id of next.inboxDelete) into.inboxDelete.push(id);
   into.isTerminal ||= next.isTerminal;
   into.creates ??= next.creates;
 }

@@ -212,7 +212,7 @@ function collectParams(
     }
     for (const c of w.timersDelete) timerDeletes.push({ w: w.workflowId, c });
     for (const c of w.tasksDelete) taskDeletes.push({ w: w.workflowId, c });
-    inbox.push(...w.inboxDelete);
+    for (const id of w.inboxDelete) inbox.push(id);
     notify ||= w.isTerminal;
   }
   const params = new Map<PartName, unknown[]>();

@@ -83,6 +83,13 @@ describe('mergeWrite', () => {
     });
   });
 
+  it('merges a write of more rows than an argument list holds', () => {
+    const into = makeWrite('a', 0, 1);
+    mergeWrite(into, makeWrite('a', 1, 200_000));
+    expect(into.history).toHaveLength(200_001);
+    expect(into.history.at(-1)!.seq).toBe(200_001);
+  });
+
   it('cancels a timer inserted and deleted within the batch, and drops the upsert of a deleted task', () => {
     const into = makeWrite('a', 0, 1, {
       timersInsert: [{ workflowId: 'a', commandId: 1, dueAt: 10 }],
