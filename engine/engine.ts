@@ -491,7 +491,10 @@ class EngineImpl implements Engine, ActorHost {
   #handleStarts(rows: WorkflowRow[], now: number): void {
     for (const row of rows) {
       const dueAt = row.start_at.getTime();
-      if (dueAt <= now) this.#deliver(row.id, { type: 'start' }, row);
+      // No seed: a poll's rows may be stale (the workflow started, ran and left memory since the
+      // query began), and a stale 'pending' seed would start it a second time. A fresh actor
+      // reads the row; one in memory ignores a start it is past.
+      if (dueAt <= now) this.#deliver(row.id, { type: 'start' });
       else this.#timers.arm(startKey(row.id), dueAt, { kind: 'start', workflowId: row.id });
     }
   }

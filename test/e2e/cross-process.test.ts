@@ -6,7 +6,7 @@ import { promisify } from 'node:util';
 
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
-import { createEngine } from 'duraflow';
+import { createEngine, type WorkflowContext } from 'duraflow';
 
 import { expectedMixed, mixed, waitsForGo } from '../fixtures/workflows.js';
 import { spawnFixture } from '../helpers/child-engine.js';
@@ -18,6 +18,10 @@ const run = promisify(execFile);
 const cli = new URL('../../dist/bin/duraflow.js', import.meta.url).pathname;
 
 // Several processes on one database need a server; the embedded database belongs to one process.
+async function quick(_ctx: WorkflowContext, n: number): Promise<number> {
+  return n;
+}
+
 describe.each(serverBackends)('other processes on $name', (backend) => {
   let db: TestSchema;
   beforeEach(async () => {
@@ -59,6 +63,35 @@ describe.each(serverBackends)('other processes on $name', (backend) => {
       const result = JSON.parse(await waiter.line(/^\{/, 5_000));
       expect(result).toEqual({ label: 'remote', ev: { ok: true } });
     } finally {
+      await engine.close();
+    }
+  });
+
+  it('starts each workflow a client starts once, while fast polls race the pickup on NOTIFY', async () => {
+    const logged: string[] = [];
+    const record = (obj: object, msg?: string): void => {
+      logged.push(`${msg}: ${(obj as { err?: Error }).err?.message}`);
+    };
+    // A poll that read a row as pending before its start committed must not start it again.
+    const engine = await startEngine(db, {
+      workflows: { quick },
+      pollIntervalMs: 20,
+      logger: { debug() {}, info() {}, warn: record, error: record },
+    });
+    const client = await openClient(db);
+    try {
+      const ids = Array.from({ length: 1500 }, (_, i) => `q${i}`);
+      for (let i = 0; i < ids.length; i += 20) {
+        await Promise.all(ids.slice(i, i + 20).map((id, j) => client.startWorkflow('quick', i + j, { workflowId: id })));
+      }
+      for (const [i, id] of ids.entries()) expect(await client.result(id, { timeoutMs: 20_000 })).toBe(i);
+      const startedTwice = await db.query(
+        `SELECT workflow_id FROM "${db.schema}".history WHERE type = 'WorkflowStarted' GROUP BY workflow_id HAVING count(*) > 1`,
+      );
+      expect(startedTwice).toEqual([]);
+      expect(logged).toEqual([]);
+    } finally {
+      await client.close();
       await engine.close();
     }
   });
