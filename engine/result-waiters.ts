@@ -21,6 +21,9 @@ export class ResultWaiters {
   readonly #waiters = new Map<string, Set<Waiter>>();
   // Waits on workflows not running in this process, by id: only these need the database re-read.
   readonly #elsewhere = new Map<string, number>();
+  // Holds the process open while anyone waits: a caller awaiting only a result would otherwise
+  // see its process exit once a dropped connection leaves nothing else on the event loop.
+  #keepAlive: NodeJS.Timeout | undefined;
 
   /** Ids someone waits on whose end this process will not settle by itself. */
   idsElsewhere(): string[] {
@@ -54,11 +57,13 @@ export class ResultWaiters {
       this.#waiters.set(workflowId, set);
     }
     set.add(waiter);
+    this.#keepAlive ??= setInterval(() => undefined, 2 ** 30);
     if (!isRunningHere) this.#elsewhere.set(workflowId, (this.#elsewhere.get(workflowId) ?? 0) + 1);
     const cancel = (): void => {
       if (waiter.timer) clearTimeout(waiter.timer);
       if (!set.delete(waiter)) return;
       if (set.size === 0 && this.#waiters.get(workflowId) === set) this.#waiters.delete(workflowId);
+      this.#releaseWhenEmpty();
       if (!isRunningHere) {
         const left = (this.#elsewhere.get(workflowId) ?? 1) - 1;
         if (left > 0) this.#elsewhere.set(workflowId, left);
@@ -79,6 +84,7 @@ export class ResultWaiters {
     if (!set) return;
     this.#waiters.delete(workflowId);
     this.#elsewhere.delete(workflowId);
+    this.#releaseWhenEmpty();
     for (const waiter of set) {
       if (waiter.timer) clearTimeout(waiter.timer);
       waiter.resolve(outcome);
@@ -91,6 +97,7 @@ export class ResultWaiters {
     const all = [...this.#waiters.values()];
     this.#waiters.clear();
     this.#elsewhere.clear();
+    this.#releaseWhenEmpty();
     for (const set of all) {
       for (const waiter of set) {
         if (waiter.timer) clearTimeout(waiter.timer);
@@ -98,5 +105,11 @@ export class ResultWaiters {
       }
       set.clear();
     }
+  }
+
+  #releaseWhenEmpty(): void {
+    if (this.#waiters.size > 0 || this.#keepAlive === undefined) return;
+    clearInterval(this.#keepAlive);
+    this.#keepAlive = undefined;
   }
 }

@@ -10,6 +10,7 @@ import { createEngine, type WorkflowContext } from 'duraflow';
 
 import { expectedMixed, mixed, waitsForGo } from '../fixtures/workflows.js';
 import { spawnFixture } from '../helpers/child-engine.js';
+import { FaultProxy } from '../helpers/fault-proxy.js';
 import { serverBackends, type TestSchema } from '../helpers/database.js';
 import { fixtureActivities, openClient, startEngine } from '../helpers/engines.js';
 import { waitFor } from '../helpers/wait-for.js';
@@ -93,6 +94,25 @@ describe.each(serverBackends)('other processes on $name', (backend) => {
     } finally {
       await client.close();
       await engine.close();
+    }
+  });
+
+  it("keeps a client process awaiting result() alive through a dropped connection, and answers it", async () => {
+    const client = await openClient(db);
+    await client.startWorkflow('nobody', 1, { workflowId: 'w' });
+    await client.close();
+    const proxy = await FaultProxy.start();
+    try {
+      const waiter = spawnFixture('client-process.js', { ...env(), DATABASE_URL: proxy.url(process.env.DATABASE_URL!) }, ['result', 'w']);
+      await waiter.line(/^ready/);
+      // Every connection of the waiting process drops at once; the database stays up.
+      proxy.cutAll();
+      await db.query(`UPDATE "${db.schema}".workflows SET status = 'completed', result = '7' WHERE id = 'w'`);
+      await db.query('SELECT pg_notify($1, $2)', [`duraflow_${db.schema}`, 'done']);
+      expect(await waiter.line(/^7$/, 15_000)).toBe('7');
+      expect(await waiter.exited).toBe(0);
+    } finally {
+      await proxy.close();
     }
   });
 
