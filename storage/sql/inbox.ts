@@ -34,11 +34,11 @@ export async function insertEvent(
      ), ins AS (
        INSERT INTO ${t.inbox} (workflow_id, name, payload, event_id)
        SELECT id, $2, $3, $4 FROM w WHERE status IN ('pending', 'running')
-       ON CONFLICT (event_id) DO NOTHING
+       ON CONFLICT (workflow_id, event_id) DO NOTHING
        RETURNING id
      )
      SELECT (SELECT id FROM ins) AS id,
-            (SELECT id FROM ${t.inbox} WHERE event_id = $4) AS existing,
+            (SELECT id FROM ${t.inbox} WHERE workflow_id = $1 AND event_id = $4) AS existing,
             (SELECT name FROM w) AS name,
             (SELECT status FROM w) AS status`,
     [workflowId, name, payload ?? null, eventId],

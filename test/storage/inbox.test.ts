@@ -59,6 +59,15 @@ describe.each(backends)('insertEvent on $name', (backend) => {
     expect(await insertEvent(sql, tables, 'open', 'go', undefined, 'old')).toMatchObject({ outcome: 'stored' });
   });
 
+  it('takes an event id as one send to one workflow: the same id for another workflow is its own event', async () => {
+    await flushBatch(sql, tables, [makeStartRow('other')], []);
+    expect(await insertEvent(sql, tables, 'open', 'shipped', undefined, 'shipped')).toMatchObject({ outcome: 'stored' });
+    expect(await insertEvent(sql, tables, 'other', 'shipped', undefined, 'shipped')).toMatchObject({ outcome: 'stored' });
+    expect(await insertEvent(sql, tables, 'other', 'shipped', undefined, 'shipped')).toEqual({ outcome: 'duplicate' });
+    const rows = await db.query(`SELECT workflow_id FROM "${db.schema}".inbox WHERE event_id = 'shipped' ORDER BY id`);
+    expect(rows).toEqual([{ workflow_id: 'open' }, { workflow_id: 'other' }]);
+  });
+
   it('stores an event once per id, and refuses missing and finished workflows', async () => {
     const first = await insertEvent(sql, tables, 'open', 'go', '1', 'e1');
     expect(first).toMatchObject({ outcome: 'stored', workflowName: 'wf' });
