@@ -439,6 +439,8 @@ class EngineImpl implements Engine, ActorHost {
         break;
       case 'start':
         this.#deliver(p.workflowId, { type: 'start' });
+        // Events sent before the start waited in the inbox, out of the polls' sight until now.
+        this.#pollInbox([p.workflowId]).catch((error: unknown) => this.logger.warn({ err: error }, 'reading the inbox failed'));
         break;
     }
   }

@@ -54,7 +54,8 @@ export async function insertEvent(
 
 /**
  * Inbox rows of unfinished workflows whose name is in `workflowNames` (and, optionally, whose id is
- * in `workflowIds`), oldest first.
+ * in `workflowIds`), oldest first. Events of a workflow whose start is still to come wait for it:
+ * read here, thousands of them would fill every poll's window and starve everyone else's.
  */
 export async function inboxFor(
   db: Queryable,
@@ -66,7 +67,8 @@ export async function inboxFor(
   const { rows } = await db.query<{ id: string; workflow_id: string; name: string; payload: string | null }>(
     `SELECT i.id, i.workflow_id, i.name, i.payload FROM ${t.inbox} i
      JOIN ${t.workflows} w ON w.id = i.workflow_id
-     WHERE i.consumed_at IS NULL AND w.name = ANY($1::text[]) AND w.status IN ('pending', 'running')
+     WHERE i.consumed_at IS NULL AND w.name = ANY($1::text[])
+       AND (w.status = 'running' OR (w.status = 'pending' AND w.start_at <= now()))
        AND ($2::text[] IS NULL OR i.workflow_id = ANY($2::text[]))
      ORDER BY i.id LIMIT $3`,
     [workflowNames, workflowIds ?? null, limit],

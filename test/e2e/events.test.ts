@@ -3,7 +3,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { type ActivityFunction, TimeoutError, type WorkflowContext, WorkflowClosedError } from 'duraflow';
 
 import { backends, type TestSchema } from '../helpers/database.js';
-import { startEngine } from '../helpers/engines.js';
+import { openClient, startEngine } from '../helpers/engines.js';
 import { waitFor } from '../helpers/wait-for.js';
 
 /** Waits for approval; with `busyFirst`, runs the activity `busy` first (see `heldActivity`). */
@@ -45,6 +45,10 @@ async function collector(ctx: WorkflowContext): Promise<string[]> {
   });
   await ctx.waitForEvent('done');
   return notes;
+}
+
+async function delayedWait(ctx: WorkflowContext): Promise<unknown> {
+  return ctx.waitForEvent('go');
 }
 
 async function delayed(ctx: WorkflowContext, input: { n: number }): Promise<{ n: number; startedAt: number }> {
@@ -182,6 +186,21 @@ describe.each(backends)('events and delayed starts on $name', (backend) => {
       expect(out.n).toBe(1);
       expect(out.startedAt).toBeGreaterThanOrEqual(startAt.getTime());
     } finally {
+      await engine.close();
+    }
+  });
+
+  it('gives a delayed workflow, when it starts, the events another process sent it before', async () => {
+    // No poll until long after: only the start itself can bring the waiting event in.
+    const engine = await startEngine(db, { workflows: { delayedWait }, pollIntervalMs: 600_000 });
+    const client = await openClient(db);
+    try {
+      const handle = await engine.startWorkflow(delayedWait, undefined, { startAt: Date.now() + 300 });
+      await client.sendEvent(handle.workflowId, 'go', 'sent early');
+      expect((await engine.inspect(handle.workflowId)).status).toBe('pending');
+      expect(await engine.result(handle.workflowId, { timeoutMs: 10_000 })).toBe('sent early');
+    } finally {
+      await client.close();
       await engine.close();
     }
   });

@@ -2,7 +2,7 @@ import pg from 'pg';
 import { beforeEach, describe, expect, it } from 'vitest';
 
 import { deleteExpired, flushBatch } from '../../storage/sql/flush-batch.js';
-import { insertEvent } from '../../storage/sql/inbox.js';
+import { inboxFor, insertEvent } from '../../storage/sql/inbox.js';
 import type { Sql, Tables } from '../../storage/sql.js';
 import { makeStartRow } from '../helpers/builders.js';
 import { type Backend, backends, serverBackends, type TestSchema } from '../helpers/database.js';
@@ -66,6 +66,15 @@ describe.each(backends)('insertEvent on $name', (backend) => {
     expect(await insertEvent(sql, tables, 'other', 'shipped', undefined, 'shipped')).toEqual({ outcome: 'duplicate' });
     const rows = await db.query(`SELECT workflow_id FROM "${db.schema}".inbox WHERE event_id = 'shipped' ORDER BY id`);
     expect(rows).toEqual([{ workflow_id: 'open' }, { workflow_id: 'other' }]);
+  });
+
+  it('leaves out of the poll the events of a workflow whose start is still to come', async () => {
+    await flushBatch(sql, tables, [{ ...makeStartRow('later'), startAt: Date.now() + 3_600_000 }], []);
+    await insertEvent(sql, tables, 'later', 'go', undefined, 'for-later');
+    await insertEvent(sql, tables, 'open', 'go', undefined, 'for-open');
+    expect((await inboxFor(sql, tables, ['wf'])).map((e) => e.workflowId)).toEqual(['open']);
+    await db.query(`UPDATE "${db.schema}".workflows SET start_at = now() WHERE id = 'later'`);
+    expect((await inboxFor(sql, tables, ['wf'])).map((e) => e.workflowId)).toEqual(['later', 'open']);
   });
 
   it('stores an event once per id, and refuses missing and finished workflows', async () => {
