@@ -4,7 +4,7 @@ import type { ActorSnapshot } from '../actors/workflow-actor.js';
 import type { Logger } from '../storage/logger.js';
 import { migrate } from '../storage/migrate.js';
 import { PgDriver } from '../storage/pg-driver.js';
-import { PgliteDriver } from '../storage/pglite-driver.js';
+import { DataDirectoryInUseError, PgliteDriver } from '../storage/pglite-driver.js';
 import type { NewWorkflowRow } from '../storage/rows.js';
 import { inboxOf, insertEvent } from '../storage/sql/inbox.js';
 import { flushBatch } from '../storage/sql/flush-batch.js';
@@ -14,6 +14,7 @@ import { type Sql, type Tables, tablesFor } from '../storage/sql.js';
 import { JsonCodec } from './codec.js';
 import { isRetryable } from '../storage/pg-errors.js';
 import {
+  ConfigurationError,
   DatabaseUnavailableError,
   EngineClosedError,
   InvalidArgumentError,
@@ -72,7 +73,12 @@ async function openSql(connection: ResolvedConnection): Promise<Sql> {
     });
   }
   if (database) return PgliteDriver.wrap(database);
-  return PgliteDriver.open(connection.dataDir);
+  try {
+    return await PgliteDriver.open(connection.dataDir);
+  } catch (error) {
+    if (error instanceof DataDirectoryInUseError) throw new ConfigurationError(error.message, { cause: error });
+    throw error;
+  }
 }
 
 /**

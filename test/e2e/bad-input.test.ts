@@ -1,3 +1,5 @@
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -6,6 +8,8 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
 import {
   ConfigurationError,
+  createClient,
+  createEngine,
   InvalidArgumentError,
   UnknownWorkflowError,
   WorkflowAlreadyExistsError,
@@ -14,7 +18,7 @@ import {
 } from 'duraflow';
 
 import { backends, type TestSchema } from '../helpers/database.js';
-import { openClient, startEngine } from '../helpers/engines.js';
+import { openClient, quietLogger, startEngine } from '../helpers/engines.js';
 import { waitFor } from '../helpers/wait-for.js';
 
 async function idle(ctx: WorkflowContext): Promise<unknown> {
@@ -182,6 +186,34 @@ describe.each(backends)('bad input on $name', (backend) => {
       await expect(startEngine(db, { workflows: { idle }, activities: empty })).rejects.toThrow(/exports no functions/);
       await expect(startEngine(db, { workflows: { idle: 'nope' as never } })).rejects.toBeInstanceOf(TypeError);
       await expect(startEngine(db, { workflows: { idle }, maxCachedWorkflows: 0 })).rejects.toBeInstanceOf(RangeError);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('the embedded database directory', () => {
+  it('belongs to one process at a time: a second opener is refused, and a dead holder is taken over', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'duraflow-dir-'));
+    const dataDir = path.join(dir, 'db');
+    const lockFile = `${dataDir}.lock`;
+    try {
+      const engine = await createEngine({ workflows: { idle }, dataDir, logger: quietLogger });
+      try {
+        // A second handle would not see the first one's writes, and would overwrite them on close.
+        const second = createClient({ dataDir, logger: quietLogger });
+        await expect(second).rejects.toBeInstanceOf(ConfigurationError);
+        await expect(second).rejects.toThrow(`open in process ${process.pid} (this one)`);
+      } finally {
+        await engine.close();
+      }
+      expect(existsSync(lockFile)).toBe(false);
+      // A holder that died without closing leaves its lock behind.
+      const dead = spawnSync(process.execPath, ['-e', 'console.log(process.pid)'], { encoding: 'utf8' }).stdout.trim();
+      await writeFile(lockFile, dead);
+      const client = await createClient({ dataDir, logger: quietLogger });
+      await client.close();
+      expect(existsSync(lockFile)).toBe(false);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
