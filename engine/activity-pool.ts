@@ -101,6 +101,8 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
   readonly #closing = new AbortController();
   readonly #closeChannel: BroadcastChannel;
   readonly #results: BroadcastChannel;
+  /** Abortable attempts waiting to hear that their thread started them, by start id. */
+  readonly #onStarted = new Map<number, () => void>();
   readonly #threadNames: ReadonlySet<string>;
   readonly #capacity: number;
   readonly #codec: JsonCodec;
@@ -132,7 +134,11 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
     this.#codec = new JsonCodec(options.maxPayloadBytes);
     // Every inline attempt in flight listens on the closing signal.
     setMaxListeners(0, this.#closing.signal);
-    results.onmessage = (event) => this.#onOutcomes((event as { data: BatchedOutcome[] }).data);
+    results.onmessage = (event) => {
+      const data = (event as { data: BatchedOutcome[] | { started: number } }).data;
+      if (Array.isArray(data)) this.#onOutcomes(data);
+      else this.#onStarted.get(data.started)?.();
+    };
   }
 
   /** Starts the threads and checks that the module loads and exports functions. */
@@ -257,15 +263,25 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
    * survivors of a crashed batch, so the next crash names its culprit.
    */
   async #runAbortable(piscina: Piscina, task: T, timeoutMs: number | undefined): Promise<void> {
-    const deadline = timeoutMs === undefined ? undefined : AbortSignal.timeout(timeoutMs + HARD_TIMEOUT_GRACE_MS);
-    const signal = deadline ? AbortSignal.any([this.#closing.signal, deadline]) : this.#closing.signal;
+    // The hard deadline runs from the attempt's start in its thread (which says so), not from
+    // here: waiting for an idle thread is not the attempt's time.
+    const deadline = new AbortController();
+    const startId = this.#nextId++;
+    let timer: NodeJS.Timeout | undefined;
+    if (timeoutMs !== undefined) {
+      this.#onStarted.set(startId, () => {
+        timer = setTimeout(() => deadline.abort(), timeoutMs + HARD_TIMEOUT_GRACE_MS);
+      });
+    }
+    const signal = AbortSignal.any([this.#closing.signal, deadline.signal]);
     this.#abortableRunning++;
     const startedAt = Date.now();
     let outcome: ActivityOutcome;
     try {
-      outcome = (await piscina.run(toActivityTask(task, timeoutMs), { signal })) as ActivityOutcome;
+      const attempt = timeoutMs === undefined ? toActivityTask(task, timeoutMs) : { ...toActivityTask(task, timeoutMs), startId };
+      outcome = (await piscina.run(attempt, { signal })) as ActivityOutcome;
     } catch (error) {
-      outcome = deadline?.aborted
+      outcome = deadline.signal.aborted
         ? // It kept its thread busy past the timeout: Piscina terminated the thread.
           {
             ok: false,
@@ -280,6 +296,8 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
         : // The thread died under it (exit, out of memory).
           threadFailure(error, startedAt);
     } finally {
+      clearTimeout(timer);
+      this.#onStarted.delete(startId);
       this.#abortableRunning--;
     }
     this.#onOutcome(task, outcome);

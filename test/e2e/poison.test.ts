@@ -389,6 +389,20 @@ describe.each(backends)('poison workflows and activities on $name', (backend) =>
     }
   });
 
+  it('counts startToCloseTimeoutMs from the start, not from a wait for a free thread', async () => {
+    const engine = await startEngine(db, { workflows: { poisoned }, activities: poisonActivities, activityThreads: 1 });
+    try {
+      // The only thread is busy for longer than the timeout plus its grace.
+      const busy = await engine.startWorkflow(poisoned, { activity: 'sleepMs', arg: 2_000, maxAttempts: 1 });
+      await waitFor(async () => (await engine.inspect(busy.workflowId)).waitingOn.activities.length === 1, 'the busy activity');
+      const timed = await engine.startWorkflow(poisoned, { activity: 'double', arg: 21, timeoutMs: 200, maxAttempts: 1 });
+      expect(await timed.result()).toEqual({ value: 42 });
+      expect(await busy.result()).toEqual({ value: 2_000 });
+    } finally {
+      await engine.close();
+    }
+  });
+
   it('terminates a thread that blocks past startToCloseTimeoutMs; the pool replaces it and later activities run', async () => {
     const engine = await startEngine(db, { workflows: { poisoned, normal }, activities: poisonActivities });
     try {
