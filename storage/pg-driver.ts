@@ -9,6 +9,11 @@ export interface PgDriverOptions {
   maxConnections: number;
   /** Called for connection errors that no statement is waiting on (idle clients, LISTEN). */
   onError: (error: Error) => void;
+  /**
+   * How often the LISTEN connection is checked, and how long the check may take: a connection
+   * dropped silently (by a NAT or a firewall) would otherwise deliver nothing, for hours. @default 15000
+   */
+  listenCheckMs?: number;
 }
 
 /**
@@ -101,6 +106,8 @@ export class PgDriver implements Sql {
 
   async close(): Promise<void> {
     this.#closed = true;
+    // A reconnect under way sees #closed after its next step and ends its client itself.
+    await this.#listenConnecting?.catch(() => undefined);
     const listenClient = this.#listenClient;
     this.#listenClient = undefined;
     await listenClient?.end().catch(() => undefined);
@@ -116,9 +123,11 @@ export class PgDriver implements Sql {
   }
 
   async #connectListener(): Promise<pg.Client> {
+    const checkMs = this.#options.listenCheckMs ?? 15_000;
     const client = new pg.Client({
       connectionString: this.#options.connectionString,
       connectionTimeoutMillis: 10_000,
+      query_timeout: checkMs,
       keepAlive: true,
     });
     client.on('notification', (message) => {
@@ -131,9 +140,28 @@ export class PgDriver implements Sql {
       this.#reconnectListener(client);
     });
     client.on('end', () => this.#reconnectListener(client));
-    await client.connect();
-    for (const channel of this.#listeners.keys()) await client.query(`LISTEN "${channel}"`);
+    try {
+      await client.connect();
+      for (const channel of this.#listeners.keys()) await client.query(`LISTEN "${channel}"`);
+      if (this.#closed) throw new Error('the driver was closed while LISTEN was being set up');
+    } catch (error) {
+      await client.end().catch(() => undefined);
+      throw error;
+    }
     this.#listenClient = client;
+    const check = setInterval(() => {
+      if (this.#listenClient !== client) {
+        clearInterval(check);
+        return;
+      }
+      // No answer within checkMs (query_timeout) fails the query: the connection is replaced.
+      client.query('SELECT 1').catch((error: unknown) => {
+        clearInterval(check);
+        this.#options.onError(error instanceof Error ? error : new Error(String(error)));
+        this.#reconnectListener(client);
+      });
+    }, checkMs);
+    check.unref();
     return client;
   }
 
