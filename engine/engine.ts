@@ -122,6 +122,7 @@ class EngineImpl implements Engine, ActorHost {
   readonly #parsedOptions = new Map<string, ActivityOptions>();
   /** Starts made together with their first step, not yet committed: how to settle each. */
   readonly #creations = new Map<string, (error?: Error) => void>();
+  readonly #startedSinceRead = new Set<string>();
   /** Activity attempts handed to the pool and not yet reported back. */
   readonly #inFlightTasks = new Set<string>();
   readonly #poll: NodeJS.Timeout;
@@ -439,8 +440,7 @@ class EngineImpl implements Engine, ActorHost {
         break;
       case 'start':
         this.#deliver(p.workflowId, { type: 'start' });
-        // Events sent before the start waited in the inbox, out of the polls' sight until now.
-        this.#pollInbox([p.workflowId]).catch((error: unknown) => this.logger.warn({ err: error }, 'reading the inbox failed'));
+        this.#readInboxOfStarted(p.workflowId);
         break;
     }
   }
@@ -499,6 +499,22 @@ class EngineImpl implements Engine, ActorHost {
       if (dueAt <= now) this.#deliver(row.id, { type: 'start' });
       else this.#timers.arm(startKey(row.id), dueAt, { kind: 'start', workflowId: row.id });
     }
+  }
+
+  /**
+   * Events sent before a delayed start waited in the inbox, out of the polls' sight until now:
+   * the starts that fire in one turn read theirs with one query.
+   */
+  #readInboxOfStarted(workflowId: string): void {
+    const isScheduled = this.#startedSinceRead.size > 0;
+    this.#startedSinceRead.add(workflowId);
+    if (isScheduled) return;
+    setImmediate(() => {
+      const ids = [...this.#startedSinceRead];
+      this.#startedSinceRead.clear();
+      if (this.#closing) return;
+      this.#pollInbox(ids).catch((error: unknown) => this.logger.warn({ err: error }, 'reading the inbox failed'));
+    });
   }
 
   async #pollInbox(workflowIds?: string[]): Promise<void> {

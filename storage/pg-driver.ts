@@ -106,7 +106,7 @@ export class PgDriver implements Sql {
 
   async close(): Promise<void> {
     this.#closed = true;
-    // A reconnect under way sees #closed after its next step and ends its client itself.
+    // A reconnect under way (at most connectionTimeoutMillis) sees #closed and ends its client.
     await this.#listenConnecting?.catch(() => undefined);
     const listenClient = this.#listenClient;
     this.#listenClient = undefined;

@@ -17,7 +17,6 @@ export const RETRYABLE_PG_CODES: ReadonlySet<string> = new Set([
   '08006', // connection_failure
   '08001', // sqlclient_unable_to_establish_sqlconnection
   '08004', // sqlserver_rejected_establishment_of_sqlconnection
-  '57014', // query_canceled (a statement timeout, or a cancel from outside)
 ]);
 
 /** Node socket errors that mean the connection, not the statement, failed. */

@@ -193,27 +193,30 @@ describe.each(backends)('bad input on $name', (backend) => {
 });
 
 describe('the embedded database directory', () => {
-  it('belongs to one process at a time: a second opener is refused, and a dead holder is taken over', async () => {
+  it('belongs to one process at a time: a second opener is refused, a dead holder is taken over', async () => {
     const dir = await mkdtemp(path.join(tmpdir(), 'duraflow-dir-'));
     const dataDir = path.join(dir, 'db');
-    const lockFile = `${dataDir}.lock`;
+    const lockFile = path.join(dataDir, 'duraflow.lock');
+    const openAndClose = async (): Promise<void> => (await createClient({ dataDir, logger: quietLogger })).close();
     try {
       const engine = await createEngine({ workflows: { idle }, dataDir, logger: quietLogger });
       try {
         // A second handle would not see the first one's writes, and would overwrite them on close.
-        const second = createClient({ dataDir, logger: quietLogger });
+        const second = createClient({ dataDir: `${dataDir}/`, logger: quietLogger });
         await expect(second).rejects.toBeInstanceOf(ConfigurationError);
         await expect(second).rejects.toThrow(`open in process ${process.pid} (this one)`);
       } finally {
         await engine.close();
       }
       expect(existsSync(lockFile)).toBe(false);
-      // A holder that died without closing leaves its lock behind.
-      const dead = spawnSync(process.execPath, ['-e', 'console.log(process.pid)'], { encoding: 'utf8' }).stdout.trim();
-      await writeFile(lockFile, dead);
-      const client = await createClient({ dataDir, logger: quietLogger });
-      await client.close();
-      expect(existsSync(lockFile)).toBe(false);
+      // Locks a holder left behind: a process that died, an earlier process with this pid (a
+      // container's pid 1 restarting), a process from before a reboot.
+      const dead = Number(spawnSync(process.execPath, ['-e', 'console.log(process.pid)'], { encoding: 'utf8' }).stdout.trim());
+      for (const left of [{ pid: dead }, { pid: process.pid }, { pid: 1, boot: 'an-earlier-boot' }]) {
+        await writeFile(lockFile, JSON.stringify(left));
+        await openAndClose();
+        expect(existsSync(lockFile)).toBe(false);
+      }
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
