@@ -73,7 +73,7 @@ describe.each(backends)('insertEvent on $name', (backend) => {
     await insertEvent(sql, tables, 'later', 'go', undefined, 'for-later');
     await insertEvent(sql, tables, 'open', 'go', undefined, 'for-open');
     expect((await inboxFor(sql, tables, ['wf'])).map((e) => e.workflowId)).toEqual(['open']);
-    await db.query(`UPDATE "${db.schema}".workflows SET start_at = now() WHERE id = 'later'`);
+    await db.query(`UPDATE "${db.schema}".workflows SET start_at = now() - interval '1 second' WHERE id = 'later'`);
     expect((await inboxFor(sql, tables, ['wf'])).map((e) => e.workflowId)).toEqual(['later', 'open']);
   });
 
