@@ -1,12 +1,14 @@
-import { mkdirSync, readFileSync, realpathSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
+import { linkSync, mkdirSync, readFileSync, realpathSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
 /** Thrown when the embedded database's directory is open in a process already. */
 export class DataDirectoryInUseError extends Error {
-  constructor(dataDir: string, pid: number) {
+  constructor(dataDir: string, pid: number, lockFile: string) {
     super(
       `the embedded database in ${JSON.stringify(dataDir)} is open in process ${pid}${pid === process.pid ? ' (this one)' : ''}; ` +
-        'it belongs to one process at a time: close it there first, or share a Postgres server',
+        'it belongs to one process at a time: close it there first, or share a Postgres server ' +
+        `(if no such process is running, delete ${lockFile})`,
     );
     this.name = 'DataDirectoryInUseError';
   }
@@ -15,62 +17,86 @@ export class DataDirectoryInUseError extends Error {
 const LOCK_FILE = 'duraflow.lock';
 /** A take-over left behind by a process that died in the middle of one. */
 const STALE_TAKEOVER_MS = 10_000;
-/** Lock files this process holds: a lock naming this pid but not in here was left by an earlier process. */
+/** Lock files this module holds, for systems without process start times. */
 const held = new Set<string>();
 
+/** Who holds a lock: enough to tell a live holder from a dead one that left its lock behind. */
 interface Holder {
   pid: number;
-  /** The kernel's boot id: a pid from before a reboot names nobody. */
+  /** The kernel's boot id ('' where unknown): a pid from before a reboot names nobody. */
   boot: string;
+  /** The process's start time in clock ticks since boot ('' where unknown): tells a reused pid. */
+  start: string;
+  /** Written by this holder only: a release never deletes someone else's lock. */
+  token: string;
 }
 
-function bootId(): string {
+function readOrEmpty(file: string): string {
   try {
-    return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+    return readFileSync(file, 'utf8');
   } catch {
     return '';
   }
 }
 
+/** Field 22 of /proc/<pid>/stat, after the parenthesised command name, which may hold spaces. */
+function startTimeOf(pid: number): string {
+  const stat = readOrEmpty(`/proc/${pid}/stat`);
+  return stat === '' ? '' : (stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? '');
+}
+
 /**
  * The directory a PGlite `dataDir` names on disk, or undefined for stores that are not a
- * directory (`memory://`, `idb://`, `opfs-ahp://`).
+ * directory (in memory: '' and `memory://`; in a browser: `idb://`, `opfs-ahp://`).
  */
 export function directoryOf(dataDir: string): string | undefined {
-  if (dataDir.startsWith('file://')) return dataDir.slice('file://'.length);
+  if (dataDir === '') return undefined;
+  if (/^file:\/\//i.test(dataDir)) return dataDir.slice('file://'.length);
   return /^[a-z][a-z0-9+.-]*:\/\//i.test(dataDir) ? undefined : dataDir;
 }
 
 /**
- * Claims `dir` for this process with a lock file inside it, holding the pid and the boot. A second
- * opener would not see the first one's writes and, on close, would write over them. A lock left
- * by a process that died (or before a reboot, or by an earlier process with this pid) is taken
- * over. Returns the release.
+ * Claims `dir` for this process with a lock file inside it. A second opener would not see the
+ * first one's writes and, on close, would write over them. A lock left by a process that died,
+ * by an earlier process with the same pid (a container's pid 1 restarting) or from before a
+ * reboot is taken over. Returns the release, which acts once.
  */
 export function lockDataDir(dir: string, shownAs: string): () => void {
   mkdirSync(dir, { recursive: true });
   const lockFile = path.join(realpathSync(dir), LOCK_FILE);
-  if (held.has(lockFile)) throw new DataDirectoryInUseError(shownAs, process.pid);
-  const me: Holder = { pid: process.pid, boot: bootId() };
+  const me: Holder = {
+    pid: process.pid,
+    boot: readOrEmpty('/proc/sys/kernel/random/boot_id').trim(),
+    start: startTimeOf(process.pid),
+    token: randomUUID(),
+  };
   if (!tryCreate(lockFile, me)) {
     const holder = readHolder(lockFile);
-    if (holder && isLive(holder, me)) throw new DataDirectoryInUseError(shownAs, holder.pid);
-    if (!takeOver(lockFile, me)) throw new DataDirectoryInUseError(shownAs, readHolder(lockFile)?.pid ?? 0);
+    if (holder && isLive(holder, me, lockFile)) throw new DataDirectoryInUseError(shownAs, holder.pid, lockFile);
+    if (!takeOver(lockFile, me)) throw new DataDirectoryInUseError(shownAs, readHolder(lockFile)?.pid ?? 0, lockFile);
   }
   held.add(lockFile);
+  let isReleased = false;
   return () => {
+    if (isReleased) return;
+    isReleased = true;
     held.delete(lockFile);
-    if (readHolder(lockFile)?.pid === me.pid) removeIfPresent(lockFile);
+    if (readHolder(lockFile)?.token === me.token) removeIfPresent(lockFile);
   };
 }
 
+/** Creates the lock with its content in one step (a link of a written file), or finds it taken. */
 function tryCreate(file: string, me: Holder): boolean {
+  const draft = `${file}.${me.token}.tmp`;
+  writeFileSync(draft, JSON.stringify(me));
   try {
-    writeFileSync(file, JSON.stringify(me), { flag: 'wx' });
+    linkSync(draft, file);
     return true;
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false;
     throw error;
+  } finally {
+    removeIfPresent(draft);
   }
 }
 
@@ -88,27 +114,33 @@ function takeOver(lockFile: string, me: Holder): boolean {
   if (!tryCreate(takeover, me)) return false;
   try {
     const holder = readHolder(lockFile);
-    if (holder && isLive(holder, me)) return false;
+    if (holder && isLive(holder, me, lockFile)) return false;
     removeIfPresent(lockFile);
     return tryCreate(lockFile, me);
   } finally {
-    removeIfPresent(takeover);
+    if (readHolder(takeover)?.token === me.token) removeIfPresent(takeover);
   }
 }
 
+/** The holder a lock file names; undefined if it is gone or unreadable (so held by nobody). */
 function readHolder(file: string): Holder | undefined {
   try {
     const parsed = JSON.parse(readFileSync(file, 'utf8')) as Partial<Holder>;
-    return typeof parsed.pid === 'number' ? { pid: parsed.pid, boot: String(parsed.boot ?? '') } : undefined;
+    if (typeof parsed.pid !== 'number') return undefined;
+    return { pid: parsed.pid, boot: String(parsed.boot ?? ''), start: String(parsed.start ?? ''), token: String(parsed.token ?? '') };
   } catch {
     return undefined;
   }
 }
 
-function isLive(holder: Holder, me: Holder): boolean {
-  // This process holds what it holds in `held`; its pid on a lock it does not hold is a past one's.
-  if (holder.pid === me.pid) return false;
+function isLive(holder: Holder, me: Holder, lockFile: string): boolean {
   if (holder.boot !== '' && me.boot !== '' && holder.boot !== me.boot) return false;
+  if (holder.start !== '' && me.start !== '') {
+    // The same pid and start time is a live process: this one (another thread, say) or the holder.
+    return startTimeOf(holder.pid) === holder.start;
+  }
+  // Without start times: this pid on a lock is this process's only if it holds it.
+  if (holder.pid === me.pid) return held.has(lockFile);
   try {
     process.kill(holder.pid, 0);
     return true;

@@ -209,11 +209,23 @@ describe('the embedded database directory', () => {
         await engine.close();
       }
       expect(existsSync(lockFile)).toBe(false);
+      // A late second close releases nothing of the next holder's.
+      const next = await createClient({ dataDir, logger: quietLogger });
+      await engine.close();
+      expect(existsSync(lockFile)).toBe(true);
+      await next.close();
       // Locks a holder left behind: a process that died, an earlier process with this pid (a
       // container's pid 1 restarting), a process from before a reboot.
       const dead = Number(spawnSync(process.execPath, ['-e', 'console.log(process.pid)'], { encoding: 'utf8' }).stdout.trim());
-      for (const left of [{ pid: dead }, { pid: process.pid }, { pid: 1, boot: 'an-earlier-boot' }]) {
-        await writeFile(lockFile, JSON.stringify(left));
+      const leftBehind = [
+        { pid: dead },
+        { pid: process.pid },
+        { pid: process.pid, start: '1' },
+        { pid: 1, boot: 'an-earlier-boot' },
+        'not a lock',
+      ];
+      for (const left of leftBehind) {
+        await writeFile(lockFile, typeof left === 'string' ? left : JSON.stringify(left));
         await openAndClose();
         expect(existsSync(lockFile)).toBe(false);
       }

@@ -1,0 +1,54 @@
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+
+import { DataDirectoryInUseError, directoryOf, lockDataDir } from '../../../storage/data-dir-lock.js';
+
+describe('the data directory lock', () => {
+  let dir: string;
+  let lockFile: string;
+  beforeEach(() => {
+    dir = path.join(mkdtempSync(path.join(tmpdir(), 'duraflow-lock-')), 'db');
+    lockFile = path.join(dir, 'duraflow.lock');
+  });
+  afterEach(() => {
+    rmSync(path.dirname(dir), { recursive: true, force: true });
+  });
+
+  it('refuses a second holder in this process, and a late second release leaves the next holder alone', () => {
+    const release = lockDataDir(dir, 'db');
+    expect(() => lockDataDir(`${dir}/`, 'db')).toThrow(DataDirectoryInUseError);
+    release();
+    const next = lockDataDir(dir, 'db');
+    release();
+    expect(existsSync(lockFile)).toBe(true);
+    expect(() => lockDataDir(dir, 'db')).toThrow(DataDirectoryInUseError);
+    next();
+    expect(existsSync(lockFile)).toBe(false);
+  });
+
+  it('refuses while another live process holds it, naming the process and the file', () => {
+    lockDataDir(dir, 'db')();
+    writeFileSync(lockFile, JSON.stringify({ pid: process.ppid }));
+    expect(() => lockDataDir(dir, 'db')).toThrow(`open in process ${process.ppid}`);
+    expect(() => lockDataDir(dir, 'db')).toThrow(lockFile);
+  });
+
+  it('takes over a lock left by an earlier holder of this pid, another boot, or nothing readable', () => {
+    lockDataDir(dir, 'db')();
+    for (const left of [{ pid: process.pid, start: '1' }, { pid: process.ppid, boot: 'an-earlier-boot' }, 'not a lock']) {
+      writeFileSync(lockFile, typeof left === 'string' ? left : JSON.stringify(left));
+      lockDataDir(dir, 'db')();
+      expect(existsSync(lockFile)).toBe(false);
+    }
+  });
+
+  it('locks only what is a directory on disk', () => {
+    expect(directoryOf('./data')).toBe('./data');
+    expect(directoryOf('file:///var/data')).toBe('/var/data');
+    expect(directoryOf('FILE:///var/data')).toBe('/var/data');
+    for (const inMemory of ['', 'memory://', 'idb://db', 'opfs-ahp://db']) expect(directoryOf(inMemory)).toBeUndefined();
+  });
+});
