@@ -59,3 +59,8 @@ export function isRetryable(error: unknown): boolean {
 export function isRaisedBy(error: unknown, marker: string): boolean {
   return codeOf(error) === '22P02' && error instanceof Error && error.message.includes(marker);
 }
+
+/** Whether `error` is a unique violation of the named constraint (an index's name). */
+export function isDuplicateKeyOf(error: unknown, constraint: string): boolean {
+  return codeOf(error) === '23505' && (error as { constraint?: unknown }).constraint === constraint;
+}

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { isRetryable } from './pg-errors.js';
+import { isDuplicateKeyOf, isRetryable } from './pg-errors.js';
 import { deleteTask, deleteTimer, type NewWorkflowRow, type WorkflowWrite } from './rows.js';
 import { committedFlush, deleteExpired, flushBatch } from './sql/flush-batch.js';
 import type { Sql, Tables } from './sql.js';
@@ -310,7 +310,9 @@ export class Wal {
         seconds = (performance.now() - started) / 1000;
         break;
       } catch (error) {
-        const isTransient = isRetryable(error);
+        // Its own token taken means an earlier try committed after all: only the check is left,
+        // and it is worth retrying until the database answers it.
+        const isTransient: boolean = isRetryable(error) || (isAmbiguous && isDuplicateKeyOf(error, 'wal_commits_pkey'));
         isAmbiguous ||= isTransient;
         if (isAmbiguous) {
           inserted = await this.#committedEarlier(token);

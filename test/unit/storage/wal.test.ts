@@ -7,10 +7,13 @@ import { makeStartRow, makeTask, makeWrite } from '../../helpers/builders.js';
 /**
  * A driver that answers each flush from a script: the n-th flush throws `script[n]` if that is an
  * error, succeeds if 'ok', and with 'lostAnswer' commits but throws a dropped connection. Asked
- * whether a flush committed, it answers from what it committed.
+ * whether a flush committed, it answers from what it committed (or, `unansweredChecks` times
+ * first, throws a dropped connection). A token committed already raises the key violation the
+ * database would.
  */
 class ScriptedSql implements Sql {
   flushes = 0;
+  unansweredChecks = 0;
   readonly committedTokens = new Set<string>();
   readonly #script: (Error | 'ok' | 'lostAnswer')[];
 
@@ -22,6 +25,7 @@ class ScriptedSql implements Sql {
     // The WAL's cleanup of expired rows: nothing has expired here.
     if (text.includes("interval '1 hour'")) return { rows: [], rowCount: 0 };
     if (text.includes('wal_commits WHERE token')) {
+      if (this.unansweredChecks-- > 0) throw Object.assign(new Error('Connection terminated unexpectedly'), { code: 'ECONNRESET' });
       const isCommitted = this.committedTokens.has(params[0] as string);
       return { rows: isCommitted ? [{ inserted: [] } as Row] : [], rowCount: isCommitted ? 1 : 0 };
     }
@@ -29,6 +33,12 @@ class ScriptedSql implements Sql {
     if (step instanceof Error) throw step;
     // The flush's token is its last parameter but one when it also cleans up, else the last.
     const token = params.findLast((p) => typeof p === 'string' && /^[0-9a-f-]{36}$/.test(p)) as string;
+    if (this.committedTokens.has(token)) {
+      throw Object.assign(new Error('duplicate key value violates unique constraint "wal_commits_pkey"'), {
+        code: '23505',
+        constraint: 'wal_commits_pkey',
+      });
+    }
     this.committedTokens.add(token);
     if (step === 'lostAnswer') throw Object.assign(new Error('Connection terminated unexpectedly'), { code: 'ECONNRESET' });
     return { rows: [{ inserted: [], updated: 0 } as Row], rowCount: 1 };
@@ -131,6 +141,19 @@ describe('Wal over a scripted driver', () => {
     expect(durable).toEqual(['a']);
     expect(failures).toEqual([]);
     expect(flushed).toEqual([2]);
+  });
+
+  it('takes its own token found taken on a retry as the earlier try having committed', async () => {
+    const sql = new ScriptedSql(['lostAnswer']);
+    // The checks go unanswered too: after the lost answer, and after the retry met its own token.
+    sql.unansweredChecks = 2;
+    const { wal, failures } = walOver(sql);
+    const durable: string[] = [];
+    wal.enqueue(makeWrite('a', 0, 2), () => durable.push('a'));
+    await wal.drain();
+    expect(durable).toEqual(['a']);
+    expect(failures).toEqual([]);
+    expect(sql.committedTokens.size).toBe(1);
   });
 
   it('rejects the starts of a failed batch, with no workflow to report', async () => {
