@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 
 import { type ActivityFunction, type Engine, WorkflowAlreadyExistsError, type WorkflowContext } from 'duraflow';
 
-import { serverBackends, type TestSchema, useSchema } from '../helpers/database.js';
+import { backends, serverBackends, type TestSchema, useSchema } from '../helpers/database.js';
 import { startEngine } from '../helpers/engines.js';
 import { FaultProxy } from '../helpers/fault-proxy.js';
 import { waitFor } from '../helpers/wait-for.js';
@@ -139,7 +139,7 @@ async function mailboxesEmpty(engine: Engine, what: string): Promise<void> {
   await waitFor(async () => (await gauge(engine, 'duraflow_actor_mailbox_messages')) === 0, what);
 }
 
-describe.each(serverBackends)('a start not yet committed on $name', (backend) => {
+describe.each(backends)('two starts of one id on $name', (backend) => {
   const schema = useSchema(backend);
 
   it('runs the winner of two starts of one id at once, not at the next poll', async () => {
@@ -154,6 +154,10 @@ describe.each(serverBackends)('a start not yet committed on $name', (backend) =>
       await engine.close();
     }
   });
+});
+
+describe.each(serverBackends)('a start not yet committed on $name', (backend) => {
+  const schema = useSchema(backend);
 
   it("leaves the stored workflow's events to it, even when they reach the refused one first", async () => {
     const db = schema();
