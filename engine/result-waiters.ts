@@ -21,8 +21,9 @@ export class ResultWaiters {
   readonly #waiters = new Map<string, Set<Waiter>>();
   // Waits on workflows not running in this process, by id: only these need the database re-read.
   readonly #elsewhere = new Map<string, number>();
-  // Holds the process open while anyone waits: a caller awaiting only a result would otherwise
-  // see its process exit once a dropped connection leaves nothing else on the event loop.
+  // Holds the process open while anyone waits on a workflow running elsewhere: a caller awaiting
+  // only a result would otherwise see its process exit once a dropped connection leaves nothing
+  // else on the event loop. (A workflow running here keeps the engine's own timers going.)
   #keepAlive: NodeJS.Timeout | undefined;
 
   /** Ids someone waits on whose end this process will not settle by itself. */
@@ -57,17 +58,19 @@ export class ResultWaiters {
       this.#waiters.set(workflowId, set);
     }
     set.add(waiter);
-    this.#keepAlive ??= setInterval(() => undefined, 2 ** 30);
-    if (!isRunningHere) this.#elsewhere.set(workflowId, (this.#elsewhere.get(workflowId) ?? 0) + 1);
+    if (!isRunningHere) {
+      this.#elsewhere.set(workflowId, (this.#elsewhere.get(workflowId) ?? 0) + 1);
+      this.#keepAlive ??= setInterval(() => undefined, 2 ** 30);
+    }
     const cancel = (): void => {
       if (waiter.timer) clearTimeout(waiter.timer);
       if (!set.delete(waiter)) return;
       if (set.size === 0 && this.#waiters.get(workflowId) === set) this.#waiters.delete(workflowId);
-      this.#releaseWhenEmpty();
       if (!isRunningHere) {
         const left = (this.#elsewhere.get(workflowId) ?? 1) - 1;
         if (left > 0) this.#elsewhere.set(workflowId, left);
         else this.#elsewhere.delete(workflowId);
+        this.#releaseWhenNoneElsewhere();
       }
     };
     if (timeoutMs !== undefined) {
@@ -83,8 +86,7 @@ export class ResultWaiters {
     const set = this.#waiters.get(workflowId);
     if (!set) return;
     this.#waiters.delete(workflowId);
-    this.#elsewhere.delete(workflowId);
-    this.#releaseWhenEmpty();
+    if (this.#elsewhere.delete(workflowId)) this.#releaseWhenNoneElsewhere();
     for (const waiter of set) {
       if (waiter.timer) clearTimeout(waiter.timer);
       waiter.resolve(outcome);
@@ -97,7 +99,7 @@ export class ResultWaiters {
     const all = [...this.#waiters.values()];
     this.#waiters.clear();
     this.#elsewhere.clear();
-    this.#releaseWhenEmpty();
+    this.#releaseWhenNoneElsewhere();
     for (const set of all) {
       for (const waiter of set) {
         if (waiter.timer) clearTimeout(waiter.timer);
@@ -107,8 +109,8 @@ export class ResultWaiters {
     }
   }
 
-  #releaseWhenEmpty(): void {
-    if (this.#waiters.size > 0 || this.#keepAlive === undefined) return;
+  #releaseWhenNoneElsewhere(): void {
+    if (this.#elsewhere.size > 0 || this.#keepAlive === undefined) return;
     clearInterval(this.#keepAlive);
     this.#keepAlive = undefined;
   }
