@@ -8,6 +8,7 @@ import { registerQueueGauges } from '../metrics/collectors.js';
 import { EngineMetrics } from '../metrics/engine-metrics.js';
 import { type MetricsServer, startMetricsServer } from '../metrics/metrics-server.js';
 import type { Logger } from '../storage/logger.js';
+import { retryDelayMs } from '../storage/pg-errors.js';
 import type { NewWorkflowRow, TaskRow, WorkflowRow } from '../storage/rows.js';
 import { inboxFor } from '../storage/sql/inbox.js';
 import { pendingTasks } from '../storage/sql/tasks.js';
@@ -20,6 +21,7 @@ import { ActivityPool } from './activity-pool.js';
 import { type Client, handleFor } from './client.js';
 import type { JsonCodec } from './codec.js';
 import { EngineClosedError, UnknownWorkflowError, WorkflowAlreadyExistsError } from './errors.js';
+import { coerceError } from './failure.js';
 import { type EngineOptions, type ResolvedEngineOptions, resolveEngineOptions } from './options.js';
 import { type ActivityOptions, nextAttemptAt, parseActivityOptions, resolveRetryPolicy } from './retry-policy.js';
 import { type ArmedTimer, TimerService } from './timer-service.js';
@@ -373,7 +375,7 @@ class EngineImpl implements Engine, ActorHost {
           for (const message of held) this.#deliver(row.id, message);
         },
         onFailed: (error, held) => {
-          settle(error instanceof Error ? error : new Error(String(error)));
+          settle(coerceError(error));
           for (const message of held) this.#deliver(row.id, message);
         },
       });
@@ -449,7 +451,7 @@ class EngineImpl implements Engine, ActorHost {
     this.logger.error({ err: error, workflows: workflowIds.size }, 'WAL flush failed; rebuilding the workflows in it');
     this.#system.drop(workflowIds);
     // A workflow whose creation failed with the flush does not exist: its start call fails.
-    for (const id of workflowIds) this.#creations.get(id)?.(error instanceof Error ? error : new Error(String(error)));
+    for (const id of workflowIds) this.#creations.get(id)?.(coerceError(error));
     this.recover(workflowIds);
   }
 
@@ -460,7 +462,7 @@ class EngineImpl implements Engine, ActorHost {
         return;
       } catch (error) {
         this.logger.warn({ err: error, attempt }, 'recovery failed; retrying');
-        await new Promise((resolve) => setTimeout(resolve, Math.min(100 * 2 ** attempt, 5_000)));
+        await new Promise((resolve) => setTimeout(resolve, retryDelayMs(attempt, 100, 5_000)));
       }
     }
   }

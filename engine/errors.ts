@@ -4,6 +4,8 @@
  */
 
 /** Codes of duraflow's errors. */
+import { coerceError } from './failure.js';
+
 export const ErrorCode = {
   NonRetryable: 'DURAFLOW_NON_RETRYABLE',
   ActivityFailure: 'DURAFLOW_ACTIVITY_FAILURE',
@@ -202,7 +204,7 @@ ConfigurationError.prototype.name = 'ConfigurationError';
  */
 export class DatabaseUnavailableError extends EngineError {
   constructor(what: string, cause: unknown) {
-    super(ErrorCode.DatabaseUnavailable, `${what}: the database is unavailable (${(cause as Error)?.message ?? String(cause)})`, {
+    super(ErrorCode.DatabaseUnavailable, `${what}: the database is unavailable (${coerceError(cause).message})`, {
       cause,
     });
   }

@@ -13,7 +13,7 @@ import { tasksOf } from '../storage/sql/tasks.js';
 import { finishedAmong, loadHistory, loadWorkflow, notify, timersOf } from '../storage/sql/workflows.js';
 import { type Sql, type Tables, tablesFor } from '../storage/sql.js';
 import { JsonCodec } from './codec.js';
-import { isRetryable } from '../storage/pg-errors.js';
+import { isRetryable, retryDelayMs } from '../storage/pg-errors.js';
 import {
   ConfigurationError,
   DatabaseUnavailableError,
@@ -310,7 +310,7 @@ export class WorkflowStore {
       } catch (error) {
         if (!isRetryable(error)) throw error;
         if (this.#isClosed) throw new EngineClosedError();
-        const delay = Math.min(50 * 2 ** attempt, 1_000) * (0.5 + Math.random() / 2);
+        const delay = retryDelayMs(attempt, 50, 1_000);
         if (Date.now() + delay > deadline) throw new DatabaseUnavailableError(what, error);
         await new Promise((resolve) => setTimeout(resolve, delay));
       }

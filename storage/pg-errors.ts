@@ -60,7 +60,18 @@ export function isRaisedBy(error: unknown, marker: string): boolean {
   return codeOf(error) === '22P02' && error instanceof Error && error.message.includes(marker);
 }
 
-/** Whether `error` is a unique violation of the named constraint (an index's name). */
-export function isDuplicateKeyOf(error: unknown, constraint: string): boolean {
-  return codeOf(error) === '23505' && (error as { constraint?: unknown }).constraint === constraint;
+/**
+ * Whether `error` says a flush's token is stored already: the flush it names committed, on an
+ * earlier try whose answer was lost.
+ */
+export function isFlushTokenTaken(error: unknown): boolean {
+  return codeOf(error) === '23505' && (error as { constraint?: unknown }).constraint === 'wal_commits_pkey';
+}
+
+/**
+ * How long to wait before try `attempt` + 1 after a transient failure: doubling from `baseMs` up
+ * to `capMs`, with jitter so that retrying callers do not arrive together.
+ */
+export function retryDelayMs(attempt: number, baseMs: number, capMs: number): number {
+  return Math.min(baseMs * 2 ** Math.min(attempt, 20), capMs) * (0.5 + Math.random() / 2);
 }

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { isDuplicateKeyOf, isRetryable } from './pg-errors.js';
+import { isFlushTokenTaken, isRetryable, retryDelayMs } from './pg-errors.js';
 import { deleteTask, deleteTimer, type NewWorkflowRow, type WorkflowWrite } from './rows.js';
 import { committedFlush, deleteExpired, flushBatch } from './sql/flush-batch.js';
 import type { Sql, Tables } from './sql.js';
@@ -312,7 +312,7 @@ export class Wal {
       } catch (error) {
         // Its own token taken means an earlier try committed after all: only the check is left,
         // and it is worth retrying until the database answers it.
-        const isTransient: boolean = isRetryable(error) || (isAmbiguous && isDuplicateKeyOf(error, 'wal_commits_pkey'));
+        const isTransient: boolean = isRetryable(error) || (isAmbiguous && isFlushTokenTaken(error));
         isAmbiguous ||= isTransient;
         if (isAmbiguous) {
           inserted = await this.#committedEarlier(token);
@@ -325,7 +325,7 @@ export class Wal {
         const willRetry = isTransient && (!this.#isClosed || attempt < CLOSING_RETRIES);
         this.#options.observer?.flushFailed(error, willRetry);
         if (willRetry) {
-          await sleep(Math.min(50 * 2 ** Math.min(attempt, 7), 5_000) * (0.5 + Math.random() / 2));
+          await sleep(retryDelayMs(attempt, 50, 5_000));
           continue;
         }
         this.#fail(batch, error);
