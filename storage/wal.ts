@@ -61,8 +61,8 @@ interface PendingStart {
 /** Writes gathered since the last flush; merged per workflow so each table gets one row each. */
 class Batch {
   readonly writes = new Map<string, WorkflowWrite>();
-  readonly onDurable: { workflowId: string; callback: (isRefused: boolean) => void }[] = [];
-  readonly starts: PendingStart[] = [];
+  onDurable: { workflowId: string; callback: (isRefused: boolean) => void }[] = [];
+  starts: PendingStart[] = [];
   events = 0;
 
   get isEmpty(): boolean {
@@ -83,8 +83,8 @@ class Batch {
    */
   split(busy: ReadonlySet<string>): Batch {
     const taken = new Batch();
-    for (const start of this.starts) taken.starts.push(start);
-    this.starts.length = 0;
+    taken.starts = this.starts;
+    this.starts = [];
     for (const [id, write] of this.writes) {
       if (busy.has(id)) continue;
       taken.writes.set(id, write);
@@ -94,8 +94,7 @@ class Batch {
     }
     const kept: Batch['onDurable'] = [];
     for (const entry of this.onDurable) (taken.writes.has(entry.workflowId) ? taken.onDurable : kept).push(entry);
-    this.onDurable.length = 0;
-    for (const entry of kept) this.onDurable.push(entry);
+    this.onDurable = kept;
     return taken;
   }
 
@@ -139,6 +138,19 @@ export function mergeWrite(into: WorkflowWrite, next: WorkflowWrite): void {
   for (const id of next.inboxDelete) into.inboxDelete.push(id);
   into.isTerminal ||= next.isTerminal;
   into.creates ??= next.creates;
+}
+
+/**
+ * The starts a batch inserts, by id. One row per id, or the statement fails as a whole: the first
+ * start of an id, and none for an id a step of this batch creates (its first step has run already).
+ * A start not in here resolves false: its id was taken.
+ */
+function startsToInsert(batch: Batch): Map<string, NewWorkflowRow> {
+  const starts = new Map<string, NewWorkflowRow>();
+  for (const { row } of batch.starts) {
+    if (!starts.has(row.id) && batch.writes.get(row.id)?.creates === undefined) starts.set(row.id, row);
+  }
+  return starts;
 }
 
 /**
@@ -296,6 +308,7 @@ export class Wal {
 
   async #commitWithRetry(batch: Batch): Promise<void> {
     const token = randomUUID();
+    const starts = startsToInsert(batch);
     let inserted: Set<string> | undefined;
     // Set once a try failed in a way that leaves its outcome unknown (the connection dropped
     // around the commit): every later failure first asks whether that try committed after all.
@@ -306,7 +319,7 @@ export class Wal {
     for (let attempt = 1; ; attempt++) {
       const started = performance.now();
       try {
-        inserted = await this.#commit(batch, token);
+        inserted = await this.#commit(batch, starts, token);
         seconds = (performance.now() - started) / 1000;
         break;
       } catch (error) {
@@ -339,21 +352,14 @@ export class Wal {
     } catch (error) {
       this.#options.observer?.callbackFailed(error);
     }
-    // As #commit stored them: the first start of an id, unless a step creates that workflow.
-    const claimed = new Set<string>();
-    for (const start of batch.starts) {
-      const id = start.row.id;
-      start.resolve(inserted.has(id) && !claimed.has(id) && batch.writes.get(id)?.creates === undefined);
-      claimed.add(id);
-    }
+    for (const start of batch.starts) start.resolve(inserted.has(start.row.id) && starts.get(start.row.id) === start.row);
     // A refused creation's later writes were built on a workflow that is someone else's.
     const refused = new Set<string>();
     for (const [id, write] of batch.writes) if (write.creates !== undefined && !inserted.has(id)) refused.add(id);
     if (refused.size > 0) this.#pending.discard(refused);
     for (const { workflowId, callback } of batch.onDurable) {
-      const isRefused = batch.writes.get(workflowId)?.creates !== undefined && !inserted.has(workflowId);
       try {
-        callback(isRefused);
+        callback(refused.has(workflowId));
       } catch (error) {
         this.#options.observer?.callbackFailed(error);
       }
@@ -389,13 +395,7 @@ export class Wal {
       });
   }
 
-  async #commit(batch: Batch, token: string): Promise<Set<string>> {
-    // One row per id, or the statement fails as a whole: the first start of an id, and none for
-    // an id a step of this batch creates (that workflow's first step has run already).
-    const starts = new Map<string, NewWorkflowRow>();
-    for (const { row } of batch.starts) {
-      if (!starts.has(row.id) && batch.writes.get(row.id)?.creates === undefined) starts.set(row.id, row);
-    }
+  async #commit(batch: Batch, starts: ReadonlyMap<string, NewWorkflowRow>, token: string): Promise<Set<string>> {
     const { inserted } = await flushBatch(
       this.#options.sql,
       this.#options.tables,
