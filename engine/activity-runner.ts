@@ -26,12 +26,18 @@ export async function runAttempt(
   closing: AbortSignal,
   codec: JsonCodec,
 ): Promise<ActivityOutcome> {
-  // A signal of its own per attempt, even without a timeout: listeners an activity adds to it go
-  // away with the attempt instead of piling up on a signal that lives as long as the thread.
-  const controller = new AbortController();
-  const onClose = (): void => controller.abort(closing.reason);
-  if (closing.aborted) onClose();
-  else closing.addEventListener('abort', onClose, { once: true });
+  // A signal of its own per attempt: listeners an activity adds to it go away with the attempt
+  // instead of piling up on a signal that lives as long as the thread. Made on first use, since
+  // most activities never read it.
+  let controller: AbortController | undefined;
+  const onClose = (): void => controller!.abort(closing.reason);
+  const attemptSignal = (): AbortController => {
+    if (controller) return controller;
+    controller = new AbortController();
+    if (closing.aborted) onClose();
+    else closing.addEventListener('abort', onClose, { once: true });
+    return controller;
+  };
   let requestedAt: number | undefined;
   let timer: NodeJS.Timeout | undefined;
   const startedAt = Date.now();
@@ -42,7 +48,9 @@ export async function runAttempt(
     activityId: task.activityId,
     activityName: task.name,
     attempt: task.attempt,
-    signal: controller.signal,
+    get signal() {
+      return attemptSignal().signal;
+    },
     retryAfter(ms: number) {
       requestedAt = Date.now() + checkDurationMs(ms, 'retryAfter delay');
     },
@@ -62,7 +70,7 @@ export async function runAttempt(
                 const error = new TimeoutError(
                   `activity "${task.name}" attempt ${task.attempt} exceeded startToCloseTimeoutMs (${task.timeoutMs} ms)`,
                 );
-                controller.abort(error);
+                attemptSignal().abort(error);
                 reject(error);
               }, task.timeoutMs);
             }),
@@ -81,6 +89,6 @@ export async function runAttempt(
       : { ok: false, failure, retryAt: requestedAt, ...timing() };
   } finally {
     if (timer) clearTimeout(timer);
-    closing.removeEventListener('abort', onClose);
+    if (controller) closing.removeEventListener('abort', onClose);
   }
 }
