@@ -195,7 +195,7 @@ describe.each(backends)('events and delayed starts on $name', (backend) => {
     const engine = await startEngine(db, { workflows: { delayedWait }, pollIntervalMs: 600_000 });
     const client = await openClient(db);
     try {
-      const handle = await engine.startWorkflow(delayedWait, undefined, { startAt: Date.now() + 300 });
+      const handle = await engine.startWorkflow(delayedWait, undefined, { startAt: Date.now() + 1_500 });
       await client.sendEvent(handle.workflowId, 'go', 'sent early');
       expect((await engine.inspect(handle.workflowId)).status).toBe('pending');
       expect(await engine.result(handle.workflowId, { timeoutMs: 10_000 })).toBe('sent early');

@@ -1,9 +1,9 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
-import { ActivityFailure, type WorkflowContext } from 'duraflow';
+import { ActivityFailure, MetricName, type WorkflowContext } from 'duraflow';
 
 import { backends, type TestSchema } from '../helpers/database.js';
-import { fixtureActivities, startEngine } from '../helpers/engines.js';
+import { fixtureActivities, readMetric, startEngine } from '../helpers/engines.js';
 import { waitFor } from '../helpers/wait-for.js';
 
 type Fixtures = typeof import('../fixtures/activities.js');
@@ -122,14 +122,15 @@ describe.each(backends)('activity retries on $name', (backend) => {
 
   it('cancels what a finished workflow left waiting: a retry armed earlier, a timer started in its last step', async () => {
     const engine = await startEngine(db, { workflows: { abandonsRetry, abandonsTimer }, activities: fixtureActivities });
-    const timersArmed = async (): Promise<number> =>
-      (await engine.metrics.getSingleMetric('duraflow_timers_armed')!.get()).values[0]!.value;
+    const timersArmed = (): Promise<number> => readMetric(engine, MetricName.TimersArmed);
     try {
       const retrying = await engine.startWorkflow(abandonsRetry, undefined);
       await waitFor(
         async () => (await db.query(`SELECT 1 FROM "${db.schema}".activity_tasks WHERE workflow_id = $1`, [retrying.workflowId])).length > 0,
         'the retry to be stored',
       );
+      // Armed by the commit's callback, which may run just after the row became visible.
+      await waitFor(async () => (await timersArmed()) === 1, 'the retry to be armed');
       expect(await timersArmed()).toBe(1);
       await engine.sendEvent(retrying.workflowId, 'stop');
       expect(await retrying.result()).toBe('stopped');

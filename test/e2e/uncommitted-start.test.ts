@@ -1,10 +1,10 @@
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 
-import { type ActivityFunction, type Engine, WorkflowAlreadyExistsError, type WorkflowContext } from 'duraflow';
+import { type ActivityFunction, type Engine, MetricName, WorkflowAlreadyExistsError, type WorkflowContext } from 'duraflow';
 
 import { backends, serverBackends, type TestSchema, useSchema } from '../helpers/database.js';
-import { startEngine } from '../helpers/engines.js';
+import { readMetric, startEngine } from '../helpers/engines.js';
 import { FaultProxy } from '../helpers/fault-proxy.js';
 import { waitFor } from '../helpers/wait-for.js';
 
@@ -54,12 +54,6 @@ const quick: ActivityFunction = () => {
 async function workAndNote(ctx: WorkflowContext): Promise<unknown> {
   const { quick } = ctx.activities<{ quick(): Promise<string> }>();
   return Promise.all([quick(), ctx.waitForEvent('n')]);
-}
-
-async function gauge(engine: Engine, name: string): Promise<number> {
-  let total = 0;
-  for (const value of (await engine.metrics.getSingleMetric(name)!.get()).values) total += value.value;
-  return total;
 }
 
 /** Takes an exclusive lock on one of the schema's tables until `release()`: statements writing it wait. */
@@ -119,13 +113,13 @@ async function startXAndEvictIt(engine: Engine): Promise<void> {
   await waitFor(async () => runs === 1, 'the activity to run');
   // A second workflow pushes x out of the one-actor cache while its activity runs.
   await engine.startWorkflow(idle, undefined);
-  await waitFor(async () => (await gauge(engine, 'duraflow_actors_in_memory')) === 1, 'x to be evicted');
+  await waitFor(async () => (await readMetric(engine, MetricName.ActorEvictions)) === 1, 'x to be evicted');
 }
 
 /** Ends the run of x's activity and waits until an actor has taken its result. */
 async function finishXsActivity(engine: Engine): Promise<void> {
   finishRun[0]!('run 1');
-  await waitFor(async () => (await gauge(engine, 'duraflow_activity_attempts_total')) === 1, 'the outcome to arrive');
+  await waitFor(async () => (await readMetric(engine, MetricName.ActivityAttempts)) === 1, 'the outcome to arrive');
   await mailboxesEmpty(engine, 'the outcome to be taken');
 }
 
@@ -136,7 +130,7 @@ async function expectXRanOnce(engine: Engine): Promise<void> {
 }
 
 async function mailboxesEmpty(engine: Engine, what: string): Promise<void> {
-  await waitFor(async () => (await gauge(engine, 'duraflow_actor_mailbox_messages')) === 0, what);
+  await waitFor(async () => (await readMetric(engine, MetricName.MailboxMessages)) === 0, what);
 }
 
 describe.each(backends)('two starts of one id on $name', (backend) => {
@@ -171,12 +165,12 @@ describe.each(serverBackends)('a start not yet committed on $name', (backend) =>
     const lock = await lockTable(db, 'wal_commits');
     try {
       const others = [engine.startWorkflow(idle, undefined)];
-      await waitFor(async () => (await gauge(engine, 'duraflow_wal_flushes_in_flight')) === 1, 'a first flush in flight');
+      await waitFor(async () => (await readMetric(engine, MetricName.WalFlushesInFlight)) === 1, 'a first flush in flight');
       others.push(engine.startWorkflow(idle, undefined));
-      await waitFor(async () => (await gauge(engine, 'duraflow_wal_flushes_in_flight')) === 2, 'a second flush in flight');
+      await waitFor(async () => (await readMetric(engine, MetricName.WalFlushesInFlight)) === 2, 'a second flush in flight');
       const duplicate = engine.startWorkflow(waitsForGo, undefined, { workflowId: 'x' });
       duplicate.catch(() => undefined);
-      await waitFor(async () => (await gauge(engine, 'duraflow_wal_pending_events')) > 0, 'the duplicate start to be pending');
+      await waitFor(async () => (await readMetric(engine, MetricName.WalPendingEvents)) > 0, 'the duplicate start to be pending');
       await engine.sendEvent('x', 'go', 'for the stored x');
       await mailboxesEmpty(engine, 'the event to be handled');
       await lock.release();
@@ -203,7 +197,7 @@ describe.each(serverBackends)('a start not yet committed on $name', (backend) =>
       lock = await lockTable(db, 'wal_commits');
       const duplicate = engine.startWorkflow(callsHeld, undefined, { workflowId: 'x' });
       duplicate.catch(() => undefined);
-      await waitFor(async () => (await gauge(engine, 'duraflow_wal_flushes_in_flight')) === 1, 'the duplicate start in flight');
+      await waitFor(async () => (await readMetric(engine, MetricName.WalFlushesInFlight)) === 1, 'the duplicate start in flight');
       await finishXsActivity(engine);
       await lock.release();
       await expect(duplicate).rejects.toBeInstanceOf(WorkflowAlreadyExistsError);
@@ -225,9 +219,9 @@ describe.each(serverBackends)('a start not yet committed on $name', (backend) =>
       await mailboxesEmpty(engine, 'the first event to be held');
       // A congested WAL: a run that takes the next event waits for room with it.
       lock = await stickAFlush(engine, db);
-      await waitFor(async () => (await gauge(engine, 'duraflow_wal_pending_events')) > 2, 'the WAL to be congested');
+      await waitFor(async () => (await readMetric(engine, MetricName.WalPendingEvents)) > 2, 'the WAL to be congested');
       await engine.sendEvent('notes', 'n', 'second');
-      await waitFor(async () => (await gauge(engine, 'duraflow_actor_mailbox_messages')) === 1, 'the second event to be taken');
+      await waitFor(async () => (await readMetric(engine, MetricName.MailboxMessages)) === 1, 'the second event to be taken');
       proxy.resume();
       await created;
       expect(await engine.result('notes', { timeoutMs: 10_000 })).toEqual(['first', 'second']);
@@ -253,7 +247,7 @@ describe.each(serverBackends)('a start not yet committed on $name', (backend) =>
       // The duplicate's flush runs (and is refused), but its answer is held.
       const { started: duplicate } = await startUnanswered(engine, proxy, callsHeld, 'x');
       lock = await stickAFlush(engine, db);
-      await waitFor(async () => (await gauge(engine, 'duraflow_wal_pending_events')) > 2, 'the WAL to be congested');
+      await waitFor(async () => (await readMetric(engine, MetricName.WalPendingEvents)) > 2, 'the WAL to be congested');
       // The result reaches the duplicate's actor, which must hold it at once rather than wait
       // for room in the WAL with it in hand.
       await finishXsActivity(engine);
@@ -285,13 +279,13 @@ describe.each(serverBackends)('a start not yet committed on $name', (backend) =>
       await mailboxesEmpty(engine, 'the event to be held');
       // A second actor that stays busy fills the one-actor cache.
       lock = await stickAFlush(engine, db);
-      await waitFor(async () => (await gauge(engine, 'duraflow_wal_flushes_in_flight')) === 2, 'the second flush in flight');
+      await waitFor(async () => (await readMetric(engine, MetricName.WalFlushesInFlight)) === 2, 'the second flush in flight');
       proxy.resume();
       await created;
       expect(await engine.result('w', { timeoutMs: 10_000 })).toEqual(['done', 'note']);
       // Two actors of one workflow would have written the same history seq: a failed flush and
       // the activity run again.
-      expect(await gauge(engine, 'duraflow_wal_flush_errors_total')).toBe(0);
+      expect(await readMetric(engine, MetricName.WalFlushErrors)).toBe(0);
       expect(quickRuns).toBe(1);
     } finally {
       await lock?.release();

@@ -47,3 +47,10 @@ export async function startEngine(db: TestSchema, options: Omit<EngineOptions, '
 export async function openClient(db: TestSchema): Promise<Client> {
   return track(await createClient({ database: db.database, schema: db.schema, logger: quietLogger }));
 }
+
+/** The current value of an engine metric, summed over its label values (0 before any). */
+export async function readMetric(engine: Engine, name: string): Promise<number> {
+  let total = 0;
+  for (const value of (await engine.metrics.getSingleMetric(name)!.get()).values) total += value.value;
+  return total;
+}

@@ -79,7 +79,12 @@ export class FaultProxy {
 
   /** Starts a proxy on a free port of 127.0.0.1 in front of `target`. */
   static async start(target: { host?: string; port?: number } = {}): Promise<FaultProxy> {
-    const resolved = { host: target.host ?? '127.0.0.1', port: target.port ?? 5432 };
+    // By default, in front of the test database (DATABASE_URL), wherever it is.
+    const database = process.env.DATABASE_URL ? new URL(process.env.DATABASE_URL) : undefined;
+    const resolved = {
+      host: target.host ?? (database?.hostname || '127.0.0.1'),
+      port: target.port ?? Number(database?.port || 5432),
+    };
     let proxy: FaultProxy | undefined;
     const server = net.createServer((socket) => proxy!.#onConnection(socket));
     const port = await listen(server, 0);

@@ -154,6 +154,8 @@ describe('Wal over a scripted driver', () => {
     expect(durable).toEqual(['a']);
     expect(failures).toEqual([]);
     expect(sql.committedTokens.size).toBe(1);
+    // The lost answer, then two retries that met their own token until a check was answered.
+    expect(sql.flushes).toBe(3);
   });
 
   it('rejects the starts of a failed batch, with no workflow to report', async () => {
