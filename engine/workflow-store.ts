@@ -247,7 +247,8 @@ export class WorkflowStore {
 
   /**
    * Re-reads the workflows waited on that run elsewhere and settles those that ended. Calls made
-   * while a check runs share one follow-up check, so a burst of notices costs two queries.
+   * while a check runs share one follow-up check, so a burst of notices costs two queries. (The
+   * engine's poll coalesces the same way but with a flag: callers here await the read.)
    */
   checkWaiters(): Promise<void> {
     if (this.#nextCheck) return this.#nextCheck;
