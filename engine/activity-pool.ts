@@ -15,16 +15,6 @@ import { toFailure } from './failure.js';
 /** Extra time a stuck thread gets past an attempt's timeout before it is terminated. */
 const HARD_TIMEOUT_GRACE_MS = 1_000;
 
-/**
- * Node 20's require() of an ES module, which Piscina tries before import() when a thread loads
- * its module, can abort the whole process on a native assertion (seen once under a full test run,
- * in a thread started while others were being replaced). With it turned off in the threads,
- * require() refuses and Piscina imports the module instead.
- */
-const THREAD_EXEC_ARGV = process.allowedNodeEnvironmentFlags.has('--no-experimental-require-module')
-  ? [...process.execArgv, '--no-experimental-require-module']
-  : process.execArgv;
-
 /** Most attempts sent to a thread in one Piscina task. */
 const MAX_BATCH = 256;
 
@@ -162,7 +152,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
     const results = new BroadcastChannel(`duraflow-results-${id}`);
     if (!options.moduleUrl) return new ActivityPool(undefined, options, closeChannel, results, new Set(), onOutcome);
     const piscina = new Piscina({
-      filename: new URL('./activity-thread.js', import.meta.url).href,
+      filename: new URL('./activity-thread-entry.cjs', import.meta.url).href,
       workerData: {
         moduleUrl: options.moduleUrl.href,
         closeChannel: `duraflow-close-${id}`,
@@ -174,7 +164,6 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
       // The pool bounds attempts itself; Piscina only has to accept the batches.
       concurrentTasksPerWorker: options.concurrencyPerThread,
       idleTimeout: 60_000,
-      execArgv: THREAD_EXEC_ARGV,
       ...(options.maxHeapMb ? { resourceLimits: { maxOldGenerationSizeMb: options.maxHeapMb } } : {}),
     });
     // A thread that fails to start (or dies between tasks) emits 'error' on the pool; unheard, it
