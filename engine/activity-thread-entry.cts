@@ -10,8 +10,13 @@ const thread: Promise<typeof ThreadModule> = import('./activity-thread.js');
 // A load failure is reported by the first task, which awaits the same promise.
 thread.catch(() => undefined);
 
-export = {
-  default: async (task: Parameters<typeof ThreadModule.default>[0]) => (await thread).default(task),
-  describe: async () => (await thread).describe(),
-  runBatch: async (text: string) => (await thread).runBatch(text),
-};
+// Piscina wraps what require() returns and looks a task's name up on the wrapper, where
+// `default` is the exports themselves: so the exports are the default handler, with the named
+// handlers as its properties.
+export = Object.assign(
+  async (task: Parameters<typeof ThreadModule.default>[0]) => (await thread).default(task),
+  {
+    describe: async () => (await thread).describe(),
+    runBatch: async (text: string) => (await thread).runBatch(text),
+  },
+);
