@@ -16,6 +16,7 @@ export interface HistoryRow {
   activation: number;
   type: string;
   commandId: number | null;
+  /** Valid JSON text: a flush splices it into its document as is. */
   payload: string | null;
   at: number;
 }

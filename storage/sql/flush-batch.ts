@@ -1,5 +1,5 @@
 import { isRaisedBy } from '../pg-errors.js';
-import { changesRow, type NewWorkflowRow, type WorkflowWrite } from '../rows.js';
+import { changesRow, type HistoryRow, type NewWorkflowRow, type WorkflowWrite } from '../rows.js';
 import type { Queryable, Tables } from '../sql.js';
 
 /** What one flush changed. */
@@ -38,24 +38,24 @@ const PARTS = {
     ON CONFLICT (id) DO UPDATE SET start_token = w.start_token WHERE w.start_token = excluded.start_token
     RETURNING id)`,
   },
-  // One JSON document for all history rows: serialising it is one native JSON.stringify per
-  // workflow, where text[] parameters are escaped element by element in JavaScript.
+  // One JSON document for all history rows (see `historyRows`), where text[] parameters would be
+  // escaped element by element in JavaScript.
   history: {
     params: 1,
     cte: (t) => `ins_h AS (
     INSERT INTO ${t.history} (workflow_id, seq, activation, type, command_id, payload, at)
-    SELECT x.w, r.seq, r.activation, r.type, r."commandId", r.payload, to_timestamp(r.at / 1000.0)
+    SELECT x.w, r.seq, r.activation, r.type, r."commandId", coalesce(r.payload::text, r."payloadText"), to_timestamp(r.at / 1000.0)
     FROM json_to_recordset($1::json) AS x(w text, rows json),
-         json_to_recordset(x.rows) AS r(seq int, activation int, type text, "commandId" int, payload text, at float8))`,
+         json_to_recordset(x.rows) AS r(seq int, activation int, type text, "commandId" int, payload json, "payloadText" text, at float8))`,
   },
   // The same, when some steps create their workflow: their rows exist only if it was created.
   historyWithCreates: {
     params: 1,
     cte: (t) => `ins_h AS (
     INSERT INTO ${t.history} (workflow_id, seq, activation, type, command_id, payload, at)
-    SELECT x.w, r.seq, r.activation, r.type, r."commandId", r.payload, to_timestamp(r.at / 1000.0)
+    SELECT x.w, r.seq, r.activation, r.type, r."commandId", coalesce(r.payload::text, r."payloadText"), to_timestamp(r.at / 1000.0)
     FROM json_to_recordset($1::json) AS x(w text, creates bool, rows json),
-         json_to_recordset(x.rows) AS r(seq int, activation int, type text, "commandId" int, payload text, at float8)
+         json_to_recordset(x.rows) AS r(seq int, activation int, type text, "commandId" int, payload json, "payloadText" text, at float8)
     WHERE x.creates IS NOT TRUE OR x.w IN (SELECT id FROM ins_wf))`,
   },
   // A row to update that does not exist aborts the whole statement: the cast in `checked` fails at
@@ -182,6 +182,22 @@ export interface FlushOptions {
   token?: string;
 }
 
+/**
+ * A workflow's history rows as a JSON array. A payload is JSON already and goes in as JSON, whose
+ * text Postgres keeps byte for byte: stringifying it would escape every quote, for Postgres to
+ * unescape again. A payload with a \u escape goes in as an escaped string instead, because
+ * Postgres refuses a lone surrogate or NUL escape inside a json value it takes apart.
+ */
+function historyRows(rows: readonly HistoryRow[]): string {
+  let json = '';
+  for (const r of rows) {
+    const payload =
+      r.payload === null ? 'null' : r.payload.includes('\\u') ? `null,"payloadText":${JSON.stringify(r.payload)}` : r.payload;
+    json += `${json ? ',' : '['}{"seq":${r.seq},"activation":${r.activation},"type":${JSON.stringify(r.type)},"commandId":${r.commandId},"payload":${payload},"at":${r.at}}`;
+  }
+  return `${json}]`;
+}
+
 /** The parameters of each part that has something to write. */
 function collectParams(
   t: Tables,
@@ -204,7 +220,7 @@ function collectParams(
     if (w.creates) created.push({ row: w.creates, step: w });
     if (w.history.length > 0) {
       const creates = w.creates ? ',"creates":true' : '';
-      history += `${history ? ',' : '['}{"w":${JSON.stringify(w.workflowId)}${creates},"rows":${JSON.stringify(w.history)}}`;
+      history += `${history ? ',' : '['}{"w":${JSON.stringify(w.workflowId)}${creates},"rows":${historyRows(w.history)}}`;
     }
     if (!w.creates && changesRow(w)) updates.push(w);
     for (const x of w.timersInsert) {

@@ -120,6 +120,28 @@ describe.each(backends)('Wal on $name', (backend) => {
     expect(wal.pendingEvents).toBe(0);
   });
 
+  it('stores every history payload byte for byte: escapes, lone surrogates and NUL included', async () => {
+    const { wal, failures } = open();
+    await start(wal, 'p');
+    const values: unknown[] = [
+      { quote: '"', backslash: '\\', slashU: '\\u0041', tab: '\t', newline: '\n' },
+      { loneHigh: 'a\ud800b', loneLow: '\udc00', pair: '😀', nul: 'x\u0000y', control: '\u0001\u001f' },
+      { accented: 'é', cjk: '漢字', rtl: '\u202e', bom: '\ufeff' },
+      [1.5e300, -0, null, true, ''],
+      'just a string',
+    ];
+    const payloads = [...values.map((v) => JSON.stringify(v)), null, '{ "spaced" :  1 }'];
+    const write = makeWrite('p', 0, payloads.length);
+    payloads.forEach((payload, i) => (write.history[i]!.payload = payload));
+    wal.enqueue(write);
+    await wal.drain();
+    expect(failures).toEqual([]);
+    const rows = await db.query<{ payload: string | null }>(
+      `SELECT payload FROM "${db.schema}".history WHERE workflow_id = 'p' ORDER BY seq`,
+    );
+    expect(rows.map((r) => r.payload)).toEqual(payloads);
+  });
+
   it('merges two writes of one workflow into one flush', async () => {
     const { wal, flushes } = open();
     await start(wal, 'a');
