@@ -183,16 +183,28 @@ export interface FlushOptions {
 }
 
 /**
+ * Longest payload spliced into a flush's document as JSON. Postgres takes a json value apart
+ * recursively and fails the whole statement past its stack limit (some 10,000 levels on a server,
+ * fewer in the embedded build); this many characters cannot nest more than half as deep.
+ */
+const MAX_SPLICED_PAYLOAD = 4_096;
+
+/**
  * A workflow's history rows as a JSON array. A payload is JSON already and goes in as JSON, whose
  * text Postgres keeps byte for byte: stringifying it would escape every quote, for Postgres to
- * unescape again. A payload with a \u escape goes in as an escaped string instead, because
- * Postgres refuses a lone surrogate or NUL escape inside a json value it takes apart.
+ * unescape again. A long payload, or one with a \u escape (Postgres refuses a lone surrogate or
+ * NUL escape inside a json value it takes apart), goes in as an escaped string instead.
  */
 function historyRows(rows: readonly HistoryRow[]): string {
   let json = '';
   for (const r of rows) {
+    const p = r.payload;
     const payload =
-      r.payload === null ? 'null' : r.payload.includes('\\u') ? `null,"payloadText":${JSON.stringify(r.payload)}` : r.payload;
+      p === null
+        ? 'null'
+        : p.length > MAX_SPLICED_PAYLOAD || p.includes('\\u')
+          ? `null,"payloadText":${JSON.stringify(p)}`
+          : p;
     json += `${json ? ',' : '['}{"seq":${r.seq},"activation":${r.activation},"type":${JSON.stringify(r.type)},"commandId":${r.commandId},"payload":${payload},"at":${r.at}}`;
   }
   return `${json}]`;

@@ -120,7 +120,7 @@ describe.each(backends)('Wal on $name', (backend) => {
     expect(wal.pendingEvents).toBe(0);
   });
 
-  it('stores every history payload byte for byte: escapes, lone surrogates and NUL included', async () => {
+  it('stores every history payload byte for byte: escapes, lone surrogates, NUL and deep nesting included', async () => {
     const { wal, failures } = open();
     await start(wal, 'p');
     const values: unknown[] = [
@@ -130,7 +130,9 @@ describe.each(backends)('Wal on $name', (backend) => {
       [1.5e300, -0, null, true, ''],
       'just a string',
     ];
-    const payloads = [...values.map((v) => JSON.stringify(v)), null, '{ "spaced" :  1 }'];
+    // Nested deeper than Postgres takes a json value apart (and than JSON.stringify here could write).
+    const deep = `${'['.repeat(50_000)}1${']'.repeat(50_000)}`;
+    const payloads = [...values.map((v) => JSON.stringify(v)), null, '{ "spaced" :  1 }', deep];
     const write = makeWrite('p', 0, payloads.length);
     payloads.forEach((payload, i) => (write.history[i]!.payload = payload));
     wal.enqueue(write);
