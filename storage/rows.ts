@@ -16,7 +16,7 @@ export interface HistoryRow {
   activation: number;
   type: string;
   commandId: number | null;
-  /** Valid JSON text: a flush splices it into its document as is. */
+  /** JSON text. A flush may splice it into its JSON document as is, so it must be valid JSON. */
   payload: string | null;
   at: number;
 }

@@ -183,28 +183,42 @@ export interface FlushOptions {
 }
 
 /**
- * Longest payload spliced into a flush's document as JSON. Postgres takes a json value apart
- * recursively and fails the whole statement past its stack limit (some 10,000 levels on a server,
- * fewer in the embedded build); this many characters cannot nest more than half as deep.
+ * Most `[` and `{` in a payload spliced into a flush's document as JSON. Postgres takes a json
+ * value apart recursively and fails the whole statement past its stack limit: some 14,000 levels
+ * at the default `max_stack_depth`, under 700 at its lowest setting, and PGlite can hang instead
+ * of failing. Counting brackets bounds the depth without parsing.
  */
-const MAX_SPLICED_PAYLOAD = 4_096;
+const MAX_SPLICED_BRACKETS = 64;
+
+const OPEN_BRACKET = 0x5b;
+const OPEN_BRACE = 0x7b;
 
 /**
- * A workflow's history rows as a JSON array. A payload is JSON already and goes in as JSON, whose
- * text Postgres keeps byte for byte: stringifying it would escape every quote, for Postgres to
- * unescape again. A long payload, or one with a \u escape (Postgres refuses a lone surrogate or
- * NUL escape inside a json value it takes apart), goes in as an escaped string instead.
+ * Whether `payload` can go into a flush's document as JSON and come out byte for byte: a JSON
+ * object (an object's text is kept exactly, where a top-level string or `null` is not), without a
+ * \u escape (Postgres refuses a lone surrogate or NUL escape inside a json value it takes apart),
+ * and shallow enough for any server.
+ */
+function isSpliceable(payload: string): boolean {
+  if (payload.charCodeAt(0) !== OPEN_BRACE || !payload.endsWith('}') || payload.includes('\\u')) return false;
+  let brackets = 0;
+  for (let i = 0; i < payload.length; i++) {
+    const c = payload.charCodeAt(i);
+    if ((c === OPEN_BRACKET || c === OPEN_BRACE) && ++brackets > MAX_SPLICED_BRACKETS) return false;
+  }
+  return true;
+}
+
+/**
+ * A workflow's history rows as a JSON array. A payload goes in as JSON where it can (see
+ * `isSpliceable`): stringifying it would escape every quote, for Postgres to unescape again. Any
+ * other payload goes in as an escaped string.
  */
 function historyRows(rows: readonly HistoryRow[]): string {
   let json = '';
   for (const r of rows) {
     const p = r.payload;
-    const payload =
-      p === null
-        ? 'null'
-        : p.length > MAX_SPLICED_PAYLOAD || p.includes('\\u')
-          ? `null,"payloadText":${JSON.stringify(p)}`
-          : p;
+    const payload = p === null ? 'null' : isSpliceable(p) ? p : `null,"payloadText":${JSON.stringify(p)}`;
     json += `${json ? ',' : '['}{"seq":${r.seq},"activation":${r.activation},"type":${JSON.stringify(r.type)},"commandId":${r.commandId},"payload":${payload},"at":${r.at}}`;
   }
   return `${json}]`;

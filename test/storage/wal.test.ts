@@ -1,9 +1,10 @@
 import { beforeEach, describe, expect, it } from 'vitest';
 
+import { PgDriver } from '../../storage/pg-driver.js';
 import { insertEvent } from '../../storage/sql/inbox.js';
 import type { Queryable, Sql, Tables } from '../../storage/sql.js';
 import { Wal, WalClosedError, type WalOptions } from '../../storage/wal.js';
-import { backends, type TestSchema } from '../helpers/database.js';
+import { backends, serverBackends, type TestSchema } from '../helpers/database.js';
 import { makeStartRow, makeTask, makeWrite } from '../helpers/builders.js';
 import { useStore } from '../helpers/storage.js';
 
@@ -83,6 +84,19 @@ describe.each(backends)('Wal on $name', (backend) => {
     expect(await Promise.all(ids.map((id) => wal.enqueueStart(makeStartRow(id))))).toEqual(ids.map(() => true));
   }
 
+  /** Appends one history row per payload to a started workflow and reads back what was stored. */
+  async function storedPayloads(wal: Wal, workflowId: string, payloads: (string | null)[]): Promise<(string | null)[]> {
+    const write = makeWrite(workflowId, 0, payloads.length);
+    payloads.forEach((payload, i) => (write.history[i]!.payload = payload));
+    wal.enqueue(write);
+    await wal.drain();
+    const rows = await db.query<{ payload: string | null }>(
+      `SELECT payload FROM "${db.schema}".history WHERE workflow_id = $1 ORDER BY seq`,
+      [workflowId],
+    );
+    return rows.map((r) => r.payload);
+  }
+
   async function historyOf(workflowId: string): Promise<number[]> {
     const rows = await db.query<{ seq: number }>(
       `SELECT seq FROM "${db.schema}".history WHERE workflow_id = $1 ORDER BY seq`,
@@ -120,28 +134,30 @@ describe.each(backends)('Wal on $name', (backend) => {
     expect(wal.pendingEvents).toBe(0);
   });
 
-  it('stores every history payload byte for byte: escapes, lone surrogates, NUL and deep nesting included', async () => {
+  it('stores every history payload byte for byte: escapes, lone surrogates, NUL, bare values and deep nesting included', async () => {
     const { wal, failures } = open();
     await start(wal, 'p');
     const values: unknown[] = [
       { quote: '"', backslash: '\\', slashU: '\\u0041', tab: '\t', newline: '\n' },
       { loneHigh: 'a\ud800b', loneLow: '\udc00', pair: '😀', nul: 'x\u0000y', control: '\u0001\u001f' },
       { accented: 'é', cjk: '漢字', rtl: '\u202e', bom: '\ufeff' },
+      { many: Array.from({ length: 100 }, (_, i) => ({ i })) },
       [1.5e300, -0, null, true, ''],
       'just a string',
     ];
-    // Nested deeper than Postgres takes a json value apart (and than JSON.stringify here could write).
-    const deep = `${'['.repeat(50_000)}1${']'.repeat(50_000)}`;
-    const payloads = [...values.map((v) => JSON.stringify(v)), null, '{ "spaced" :  1 }', deep];
-    const write = makeWrite('p', 0, payloads.length);
-    payloads.forEach((payload, i) => (write.history[i]!.payload = payload));
-    wal.enqueue(write);
-    await wal.drain();
+    const payloads = [
+      ...values.map((v) => JSON.stringify(v)),
+      null,
+      'null',
+      '"a\\/b"',
+      '{ "spaced" :  1 }',
+      ' {"a":1} ',
+      '{"a" : 1}\n',
+      // Nested deeper than Postgres takes a json value apart (and than JSON.stringify here could write).
+      `{"deep":${'['.repeat(50_000)}1${']'.repeat(50_000)}}`,
+    ];
+    expect(await storedPayloads(wal, 'p', payloads)).toEqual(payloads);
     expect(failures).toEqual([]);
-    const rows = await db.query<{ payload: string | null }>(
-      `SELECT payload FROM "${db.schema}".history WHERE workflow_id = 'p' ORDER BY seq`,
-    );
-    expect(rows.map((r) => r.payload)).toEqual(payloads);
   });
 
   it('merges two writes of one workflow into one flush', async () => {
@@ -420,6 +436,34 @@ describe.each(backends)('Wal on $name', (backend) => {
       expect(row).toEqual({ status: 'completed', result: '42' });
     } finally {
       await unlisten();
+    }
+  });
+});
+
+describe.each(serverBackends)('Wal on $name at the lowest max_stack_depth', (backend) => {
+  const store = useStore(backend);
+
+  it('stores a 2 KB payload nested 1,000 levels deep when the server allows the least stack', async () => {
+    const { db, tables } = store();
+    const url = new URL(db.database as string);
+    url.searchParams.set('options', '-c max_stack_depth=100kB');
+    const sql = new PgDriver({ connectionString: url.href, maxConnections: 2, onError() {} });
+    const failures: unknown[] = [];
+    const wal = new Wal({ sql, tables, highWaterEvents: 1_000, onFlushFailed: (_, error) => failures.push(error) });
+    try {
+      expect(await wal.enqueueStart(makeStartRow('nested'))).toBe(true);
+      // 2,047 characters, 1,000 levels: more than Postgres takes apart with a 100 kB stack.
+      const nested = `{"a":${'['.repeat(1_000)}1${']'.repeat(1_000)}}`;
+      const write = makeWrite('nested', 0, 1);
+      write.history[0]!.payload = nested;
+      wal.enqueue(write);
+      await wal.drain();
+      expect(failures).toEqual([]);
+      const rows = await db.query<{ payload: string }>(`SELECT payload FROM "${db.schema}".history WHERE workflow_id = 'nested'`);
+      expect(rows).toEqual([{ payload: nested }]);
+    } finally {
+      await wal.close();
+      await sql.close();
     }
   });
 });
