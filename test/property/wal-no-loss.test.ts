@@ -23,6 +23,8 @@ function constraintViolation(): Error {
  */
 class FakeSql implements Sql {
   readonly committedTags: string[] = [];
+  /** Parse errors of the statements' history documents. */
+  readonly malformed: unknown[] = [];
   readonly #outcomes: Outcome[];
   #flushes = 0;
 
@@ -68,12 +70,22 @@ class FakeSql implements Sql {
 
   #statement<Row>(text: string, params: unknown[], staged: string[]): QueryResult<Row> {
     if (!text.includes(tables.history)) throw new Error(`unexpected statement: ${text.slice(0, 60)}`);
-    // History travels as one JSON document: [{ w, rows: [{ seq, payload, … }] }].
+    // History travels as one JSON document: [{ w, rows: [{ seq, payload | payloadText, … }] }],
+    // a payload spliced in as JSON or, like these tags, carried as a string.
     for (const param of params) {
       if (typeof param !== 'string' || !param.startsWith('[')) continue;
-      for (const { rows } of JSON.parse(param) as { rows?: { payload?: unknown }[] }[]) {
+      let document: { rows?: { payload?: unknown; payloadText?: unknown }[] }[];
+      try {
+        document = JSON.parse(param) as typeof document;
+      } catch (error) {
+        // Not a failure the property allows: the WAL sent a statement Postgres would refuse.
+        this.malformed.push(error);
+        throw error;
+      }
+      for (const { rows } of document) {
         for (const row of rows ?? []) {
-          if (typeof row.payload === 'string' && row.payload.startsWith(TAG)) staged.push(row.payload);
+          const payload = typeof row.payloadText === 'string' ? row.payloadText : JSON.stringify(row.payload ?? null);
+          if (payload.startsWith(TAG)) staged.push(payload);
         }
       }
     }
@@ -149,6 +161,7 @@ describe('Wal (property)', () => {
           }
         }
         await wal.drain();
+        expect(sql.malformed).toEqual([]);
 
         const recorded = new Map<string, number>();
         for (const tag of sql.committedTags) recorded.set(tag, (recorded.get(tag) ?? 0) + 1);
