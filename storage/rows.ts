@@ -16,7 +16,6 @@ export interface HistoryRow {
   activation: number;
   type: string;
   commandId: number | null;
-  /** JSON text. A flush may splice it into its JSON document as is, so it must be valid JSON. */
   payload: string | null;
   at: number;
 }

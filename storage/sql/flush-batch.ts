@@ -1,5 +1,5 @@
 import { isRaisedBy } from '../pg-errors.js';
-import { changesRow, type HistoryRow, type NewWorkflowRow, type WorkflowWrite } from '../rows.js';
+import { changesRow, type NewWorkflowRow, type WorkflowWrite } from '../rows.js';
 import type { Queryable, Tables } from '../sql.js';
 
 /** What one flush changed. */
@@ -38,24 +38,24 @@ const PARTS = {
     ON CONFLICT (id) DO UPDATE SET start_token = w.start_token WHERE w.start_token = excluded.start_token
     RETURNING id)`,
   },
-  // One JSON document for all history rows (see `historyRows`), where text[] parameters would be
-  // escaped element by element in JavaScript.
+  // One JSON document for all history rows: serialising it is one native JSON.stringify per
+  // workflow, where text[] parameters are escaped element by element in JavaScript.
   history: {
     params: 1,
     cte: (t) => `ins_h AS (
     INSERT INTO ${t.history} (workflow_id, seq, activation, type, command_id, payload, at)
-    SELECT x.w, r.seq, r.activation, r.type, r."commandId", coalesce(r.payload::text, r."payloadText"), to_timestamp(r.at / 1000.0)
+    SELECT x.w, r.seq, r.activation, r.type, r."commandId", r.payload, to_timestamp(r.at / 1000.0)
     FROM json_to_recordset($1::json) AS x(w text, rows json),
-         json_to_recordset(x.rows) AS r(seq int, activation int, type text, "commandId" int, payload json, "payloadText" text, at float8))`,
+         json_to_recordset(x.rows) AS r(seq int, activation int, type text, "commandId" int, payload text, at float8))`,
   },
   // The same, when some steps create their workflow: their rows exist only if it was created.
   historyWithCreates: {
     params: 1,
     cte: (t) => `ins_h AS (
     INSERT INTO ${t.history} (workflow_id, seq, activation, type, command_id, payload, at)
-    SELECT x.w, r.seq, r.activation, r.type, r."commandId", coalesce(r.payload::text, r."payloadText"), to_timestamp(r.at / 1000.0)
+    SELECT x.w, r.seq, r.activation, r.type, r."commandId", r.payload, to_timestamp(r.at / 1000.0)
     FROM json_to_recordset($1::json) AS x(w text, creates bool, rows json),
-         json_to_recordset(x.rows) AS r(seq int, activation int, type text, "commandId" int, payload json, "payloadText" text, at float8)
+         json_to_recordset(x.rows) AS r(seq int, activation int, type text, "commandId" int, payload text, at float8)
     WHERE x.creates IS NOT TRUE OR x.w IN (SELECT id FROM ins_wf))`,
   },
   // A row to update that does not exist aborts the whole statement: the cast in `checked` fails at
@@ -182,48 +182,6 @@ export interface FlushOptions {
   token?: string;
 }
 
-/**
- * Most `[` and `{` in a payload spliced into a flush's document as JSON. Postgres takes a json
- * value apart recursively and fails the whole statement past its stack limit: some 14,000 levels
- * at the default `max_stack_depth`, under 700 at its lowest setting, and PGlite can hang instead
- * of failing. Counting brackets bounds the depth without parsing.
- */
-const MAX_SPLICED_BRACKETS = 64;
-
-const OPEN_BRACKET = 0x5b;
-const OPEN_BRACE = 0x7b;
-
-/**
- * Whether `payload` can go into a flush's document as JSON and come out byte for byte: a JSON
- * object (an object's text is kept exactly, where a top-level string or `null` is not), without a
- * \u escape (Postgres refuses a lone surrogate or NUL escape inside a json value it takes apart),
- * and shallow enough for any server.
- */
-function isSpliceable(payload: string): boolean {
-  if (payload.charCodeAt(0) !== OPEN_BRACE || !payload.endsWith('}') || payload.includes('\\u')) return false;
-  let brackets = 0;
-  for (let i = 0; i < payload.length; i++) {
-    const c = payload.charCodeAt(i);
-    if ((c === OPEN_BRACKET || c === OPEN_BRACE) && ++brackets > MAX_SPLICED_BRACKETS) return false;
-  }
-  return true;
-}
-
-/**
- * A workflow's history rows as a JSON array. A payload goes in as JSON where it can (see
- * `isSpliceable`): stringifying it would escape every quote, for Postgres to unescape again. Any
- * other payload goes in as an escaped string.
- */
-function historyRows(rows: readonly HistoryRow[]): string {
-  let json = '';
-  for (const r of rows) {
-    const p = r.payload;
-    const payload = p === null ? 'null' : isSpliceable(p) ? p : `null,"payloadText":${JSON.stringify(p)}`;
-    json += `${json ? ',' : '['}{"seq":${r.seq},"activation":${r.activation},"type":${JSON.stringify(r.type)},"commandId":${r.commandId},"payload":${payload},"at":${r.at}}`;
-  }
-  return `${json}]`;
-}
-
 /** The parameters of each part that has something to write. */
 function collectParams(
   t: Tables,
@@ -246,7 +204,7 @@ function collectParams(
     if (w.creates) created.push({ row: w.creates, step: w });
     if (w.history.length > 0) {
       const creates = w.creates ? ',"creates":true' : '';
-      history += `${history ? ',' : '['}{"w":${JSON.stringify(w.workflowId)}${creates},"rows":${historyRows(w.history)}}`;
+      history += `${history ? ',' : '['}{"w":${JSON.stringify(w.workflowId)}${creates},"rows":${JSON.stringify(w.history)}}`;
     }
     if (!w.creates && changesRow(w)) updates.push(w);
     for (const x of w.timersInsert) {

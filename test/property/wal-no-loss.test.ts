@@ -70,11 +70,10 @@ class FakeSql implements Sql {
 
   #statement<Row>(text: string, params: unknown[], staged: string[]): QueryResult<Row> {
     if (!text.includes(tables.history)) throw new Error(`unexpected statement: ${text.slice(0, 60)}`);
-    // History travels as one JSON document: [{ w, rows: [{ seq, payload | payloadText, … }] }],
-    // a payload spliced in as JSON or, like these tags, carried as a string.
+    // History travels as one JSON document: [{ w, rows: [{ seq, payload, … }] }].
     for (const param of params) {
       if (typeof param !== 'string' || !param.startsWith('[')) continue;
-      let document: { rows?: { payload?: unknown; payloadText?: unknown }[] }[];
+      let document: { rows?: { payload?: unknown }[] }[];
       try {
         document = JSON.parse(param) as typeof document;
       } catch (error) {
@@ -84,8 +83,7 @@ class FakeSql implements Sql {
       }
       for (const { rows } of document) {
         for (const row of rows ?? []) {
-          const payload = typeof row.payloadText === 'string' ? row.payloadText : JSON.stringify(row.payload ?? null);
-          if (payload.startsWith(TAG)) staged.push(payload);
+          if (typeof row.payload === 'string' && row.payload.startsWith(TAG)) staged.push(row.payload);
         }
       }
     }
