@@ -61,14 +61,6 @@ export function isRaisedBy(error: unknown, marker: string): boolean {
 }
 
 /**
- * Whether `error` says a flush's token is stored already: the flush it names committed, on an
- * earlier try whose answer was lost.
- */
-export function isFlushTokenTaken(error: unknown): boolean {
-  return codeOf(error) === '23505' && (error as { constraint?: unknown }).constraint === 'wal_commits_pkey';
-}
-
-/**
  * How long to wait before try `attempt` + 1 after a transient failure: doubling from `baseMs` up
  * to `capMs`, with jitter so that retrying callers do not arrive together.
  */

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { isFlushTokenTaken, isRetryable, retryDelayMs } from './pg-errors.js';
+import { isRetryable, retryDelayMs } from './pg-errors.js';
 import { deleteTask, deleteTimer, type NewWorkflowRow, type WorkflowWrite } from './rows.js';
 import { committedFlush, deleteExpired, flushBatch } from './sql/flush-batch.js';
 import type { Sql, Tables } from './sql.js';
@@ -323,17 +323,20 @@ export class Wal {
         seconds = (performance.now() - started) / 1000;
         break;
       } catch (error) {
-        // Its own token taken means an earlier try committed after all: only the check is left,
-        // and it is worth retrying until the database answers it.
-        const isTransient: boolean = isRetryable(error) || (isAmbiguous && isFlushTokenTaken(error));
-        isAmbiguous ||= isTransient;
+        isAmbiguous ||= isRetryable(error);
+        // After a try whose outcome is unknown, any failure (this flush's own token taken, say)
+        // first asks whether that try committed. No answer is no verdict: try again.
+        let isUnanswered = false;
         if (isAmbiguous) {
-          inserted = await this.#committedEarlier(token);
-          if (inserted) {
+          const earlier = await this.#committedEarlier(token);
+          if (earlier) {
+            inserted = earlier;
             seconds = (performance.now() - firstStarted) / 1000;
             break;
           }
+          isUnanswered = earlier === undefined;
         }
+        const isTransient = isRetryable(error) || isUnanswered;
         // Closing gives a lost connection a few more tries, not an outage's worth of them.
         const willRetry = isTransient && (!this.#isClosed || attempt < CLOSING_RETRIES);
         this.#options.observer?.flushFailed(error, willRetry);
@@ -406,12 +409,14 @@ export class Wal {
     return inserted;
   }
 
-  /** Whether the flush with `token` committed (and what it created); undefined when unknown or not. */
-  async #committedEarlier(token: string): Promise<Set<string> | undefined> {
+  /**
+   * The workflows an earlier try of the flush with `token` created if it committed, false if it
+   * did not, undefined if the database did not answer.
+   */
+  async #committedEarlier(token: string): Promise<Set<string> | false | undefined> {
     try {
-      return await committedFlush(this.#options.sql, this.#options.tables, token);
+      return (await committedFlush(this.#options.sql, this.#options.tables, token)) ?? false;
     } catch {
-      // Still unreachable: the next try will ask again.
       return undefined;
     }
   }
