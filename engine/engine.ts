@@ -8,7 +8,7 @@ import { registerQueueGauges } from '../metrics/collectors.js';
 import { EngineMetrics } from '../metrics/engine-metrics.js';
 import { type MetricsServer, startMetricsServer } from '../metrics/metrics-server.js';
 import type { Logger } from '../storage/logger.js';
-import { retryDelayMs } from '../storage/pg-errors.js';
+import { retryDelayMs } from '../storage/backoff.js';
 import type { NewWorkflowRow, TaskRow, WorkflowRow } from '../storage/rows.js';
 import { inboxFor } from '../storage/sql/inbox.js';
 import { pendingTasks } from '../storage/sql/tasks.js';

@@ -1,5 +1,6 @@
 import pg from 'pg';
 
+import { retryDelayMs } from './backoff.js';
 import type { Queryable, QueryResult, Sql } from './sql.js';
 
 /** Options of the `pg` driver. */
@@ -169,7 +170,7 @@ export class PgDriver implements Sql {
     if (this.#listenClient !== dead || this.#closed) return;
     this.#listenClient = undefined;
     void dead.end().catch(() => undefined);
-    let delay = 100;
+    let tries = 0;
     const attempt = (): void => {
       if (this.#closed || this.#listeners.size === 0) return;
       this.#listenConnection().then(
@@ -178,12 +179,9 @@ export class PgDriver implements Sql {
         () => {
           for (const handlers of this.#listeners.values()) for (const h of handlers) h('reconnected');
         },
-        () => {
-          delay = Math.min(delay * 2, 5_000);
-          setTimeout(attempt, delay).unref();
-        },
+        () => setTimeout(attempt, retryDelayMs(++tries, 100, 5_000)).unref(),
       );
     };
-    setTimeout(attempt, delay).unref();
+    setTimeout(attempt, retryDelayMs(0, 100, 5_000)).unref();
   }
 }

@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { isRetryable, retryDelayMs } from './pg-errors.js';
+import { retryDelayMs } from './backoff.js';
+import { isRetryable } from './pg-errors.js';
 import { deleteTask, deleteTimer, type NewWorkflowRow, type WorkflowWrite } from './rows.js';
 import { committedFlush, deleteExpired, flushBatch } from './sql/flush-batch.js';
 import type { Sql, Tables } from './sql.js';
