@@ -56,14 +56,12 @@ export async function insertEvent(
  * Inbox rows of unfinished workflows whose name is in `workflowNames` (and, optionally, whose id is
  * in `workflowIds`), oldest first. Events of a workflow whose start is still to come wait for it:
  * read here, thousands of them would fill every poll's window and starve everyone else's.
- * `now` is the engine's clock, which also decides when delayed starts fire.
  */
 export async function inboxFor(
   db: Queryable,
   t: Tables,
   workflowNames: readonly string[],
   workflowIds?: readonly string[],
-  now = Date.now(),
   limit = 10_000,
 ): Promise<InboxRow[]> {
   const { rows } = await db.query<{ id: string; workflow_id: string; name: string; payload: string | null }>(
@@ -73,7 +71,8 @@ export async function inboxFor(
        AND (w.status = 'running' OR (w.status = 'pending' AND w.start_at <= to_timestamp($3 / 1000.0)))
        AND ($2::text[] IS NULL OR i.workflow_id = ANY($2::text[]))
      ORDER BY i.id LIMIT $4`,
-    [workflowNames, workflowIds ?? null, now, limit],
+    // This process's clock, which also decides when it fires delayed starts.
+    [workflowNames, workflowIds ?? null, Date.now(), limit],
   );
   return rows.map((r) => ({
     id: Number(r.id),
