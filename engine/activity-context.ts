@@ -32,6 +32,8 @@ export interface ActivityTask {
   activityId: string;
   attempt: number;
   timeoutMs: number | undefined;
+  /** Set when the pool must hear that a thread started the attempt (to arm its hard deadline). */
+  startId?: number;
 }
 
 /** When an attempt ran: its start (epoch ms) and how long it took. */

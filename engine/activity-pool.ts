@@ -57,8 +57,8 @@ interface Pending<T extends PoolTask> {
   task: T;
 }
 
-function toActivityTask(task: PoolTask, timeoutMs: number | undefined): ActivityTask {
-  return {
+function toActivityTask(task: PoolTask, timeoutMs: number | undefined, startId?: number): ActivityTask {
+  const attempt: ActivityTask = {
     name: task.name,
     input: task.input,
     workflowId: task.workflowId,
@@ -66,6 +66,8 @@ function toActivityTask(task: PoolTask, timeoutMs: number | undefined): Activity
     attempt: task.attempt,
     timeoutMs,
   };
+  if (startId !== undefined) attempt.startId = startId;
+  return attempt;
 }
 
 function threadFailure(error: unknown, startedAt: number): ActivityOutcome {
@@ -265,23 +267,25 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
   async #runAbortable(piscina: Piscina, task: T, timeoutMs: number | undefined): Promise<void> {
     // The hard deadline runs from the attempt's start in its thread (which says so), not from
     // here: waiting for an idle thread is not the attempt's time.
-    const deadline = new AbortController();
-    const startId = this.#nextId++;
+    let deadline: AbortController | undefined;
+    let startId: number | undefined;
     let timer: NodeJS.Timeout | undefined;
+    let signal = this.#closing.signal;
     if (timeoutMs !== undefined) {
+      const hard = (deadline = new AbortController());
+      startId = this.#nextId++;
       this.#onStarted.set(startId, () => {
-        timer = setTimeout(() => deadline.abort(), timeoutMs + HARD_TIMEOUT_GRACE_MS);
+        timer = setTimeout(() => hard.abort(), timeoutMs + HARD_TIMEOUT_GRACE_MS);
       });
+      signal = AbortSignal.any([signal, hard.signal]);
     }
-    const signal = AbortSignal.any([this.#closing.signal, deadline.signal]);
     this.#abortableRunning++;
     const startedAt = Date.now();
     let outcome: ActivityOutcome;
     try {
-      const attempt = timeoutMs === undefined ? toActivityTask(task, timeoutMs) : { ...toActivityTask(task, timeoutMs), startId };
-      outcome = (await piscina.run(attempt, { signal })) as ActivityOutcome;
+      outcome = (await piscina.run(toActivityTask(task, timeoutMs, startId), { signal })) as ActivityOutcome;
     } catch (error) {
-      outcome = deadline.signal.aborted
+      outcome = deadline?.signal.aborted
         ? // It kept its thread busy past the timeout: Piscina terminated the thread.
           {
             ok: false,
@@ -297,7 +301,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
           threadFailure(error, startedAt);
     } finally {
       clearTimeout(timer);
-      this.#onStarted.delete(startId);
+      if (startId !== undefined) this.#onStarted.delete(startId);
       this.#abortableRunning--;
     }
     this.#onOutcome(task, outcome);

@@ -93,7 +93,7 @@ export async function describe(): Promise<string[]> {
  * Runs one attempt and returns its outcome (used for attempts that must be abortable). Tells the
  * main thread when it starts: its hard deadline counts from then, not from the queue.
  */
-export default async function runActivity(task: ActivityTask & { startId?: number }): Promise<ActivityOutcome> {
+export default async function runActivity(task: ActivityTask): Promise<ActivityOutcome> {
   if (task.startId !== undefined) results.postMessage({ started: task.startId });
   return runDecoded(task, decodeInput(task));
 }
