@@ -3,9 +3,9 @@
  * class, once an error may have crossed a thread (structured clone drops subclass identity).
  */
 
-/** Codes of duraflow's errors. */
 import { coerceError } from './failure.js';
 
+/** Codes of duraflow's errors. */
 export const ErrorCode = {
   NonRetryable: 'DURAFLOW_NON_RETRYABLE',
   ActivityFailure: 'DURAFLOW_ACTIVITY_FAILURE',
