@@ -97,7 +97,9 @@ export class WorkflowStore {
   #unlisten: (() => Promise<void>) | undefined;
   #onNotice: ((payload: string) => void) | undefined;
   #isClosed = false;
-  #runningCheck: Promise<void> | undefined;
+  /** The last result check queued; the next one starts after it. */
+  #lastCheck: Promise<void> = Promise.resolve();
+  /** A queued check not started yet, which later calls share. */
   #nextCheck: Promise<void> | undefined;
   readonly #retryMs: number;
 
@@ -252,25 +254,17 @@ export class WorkflowStore {
    * engine's poll coalesces the same way but with a flag: callers here await the read.)
    */
   checkWaiters(): Promise<void> {
-    if (this.#nextCheck) return this.#nextCheck;
-    const check = async (): Promise<void> => {
-      this.#nextCheck = undefined;
-      this.#runningCheck = next;
-      try {
-        const ids = this.waiters.idsElsewhere();
-        if (ids.length === 0) return;
-        const ended = await this.#withRetries('reading results', () => finishedAmong(this.sql, this.tables, ids));
-        for (const row of ended) {
-          this.waiters.settle(row.id, { status: row.status as Outcome['status'], result: row.result, error: row.error });
-        }
-      } finally {
-        if (this.#runningCheck === next) this.#runningCheck = undefined;
-      }
-    };
     // The previous check's failure was reported to its own callers.
-    const next = (this.#runningCheck ?? Promise.resolve()).then(check, check);
-    this.#nextCheck = next;
-    return next;
+    this.#nextCheck ??= this.#lastCheck = this.#lastCheck.catch(() => undefined).then(async () => {
+      this.#nextCheck = undefined;
+      const ids = this.waiters.idsElsewhere();
+      if (ids.length === 0) return;
+      const ended = await this.#withRetries('reading results', () => finishedAmong(this.sql, this.tables, ids));
+      for (const row of ended) {
+        this.waiters.settle(row.id, { status: row.status as Outcome['status'], result: row.result, error: row.error });
+      }
+    });
+    return this.#nextCheck;
   }
 
   async close(): Promise<void> {
