@@ -159,7 +159,8 @@ describe.each(serverBackends)('a start not yet committed on $name', (backend) =>
     await first.startWorkflow(waitsForGo, undefined, { workflowId: 'x' });
     await first.close();
 
-    const engine = await startEngine(db, { workflows: { waitsForGo, idle } });
+    // No poll: it would find the event in the inbox by itself, without the hand-on under test.
+    const engine = await startEngine(db, { workflows: { waitsForGo, idle }, pollIntervalMs: 600_000 });
     // Every flush writes wal_commits: holding it holds both flushes in flight, so the duplicate
     // start's write waits in the pending batch, where later writes of its id would join it.
     const lock = await lockTable(db, 'wal_commits');

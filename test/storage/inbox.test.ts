@@ -51,6 +51,7 @@ describe.each(backends)('insertEvent on $name', (backend) => {
     // Stopped before it starts, it deletes nothing.
     await deleteExpired(sql, tables, () => true);
     expect(await db.query(`SELECT count(*)::int AS n FROM ${inbox}`)).toEqual([{ n: 6003 }]);
+    expect(await db.query(`SELECT count(*)::int AS n FROM "${db.schema}".wal_commits`)).toEqual([{ n: 12001 }]);
     await deleteExpired(sql, tables);
     expect(await db.query(`SELECT event_id FROM ${inbox} ORDER BY id`)).toEqual([{ event_id: 'recent' }, { event_id: 'waiting' }]);
     expect(await db.query(`SELECT token FROM "${db.schema}".wal_commits`)).toEqual([{ token: 'recent' }]);

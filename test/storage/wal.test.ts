@@ -289,7 +289,7 @@ describe.each(backends)('Wal on $name', (backend) => {
     const refusals: boolean[] = [];
     wal.enqueue(makeWrite('both', 0, 2, { status: 'running', creates: makeStartRow('both') }), (isRefused) => refusals.push(isRefused));
     const plainStart = wal.enqueueStart(makeStartRow('both'));
-    wal.enqueue(makeWrite('other', 0, 1), () => refusals.push(false));
+    wal.enqueue(makeWrite('other', 0, 1), (isRefused) => refusals.push(isRefused));
     expect(await plainStart).toBe(false);
     await wal.drain();
     expect(failures).toEqual([]);
