@@ -12,6 +12,7 @@ import { measureLatencyFloor } from './baselines/latency-floor.js';
 import { measureInsertLimit } from './baselines/pg-limit.js';
 import {
   type BenchOptions,
+  type HistoryColumns,
   type RunResult,
   runFanout,
   runLatency,
@@ -224,15 +225,18 @@ async function main(): Promise<void> {
   const runs: { duraflow: RunResult[]; limit: RunResult[]; dbos: RunResult[] } = { duraflow: [], limit: [], dbos: [] };
   for (let i = 0; i < repeat; i++) {
     // Alternate the sides so drift on a noisy machine hits all of them alike.
-    const ours = await runScenario(scenario, options);
+    let history: HistoryColumns | undefined;
+    const ours =
+      withBaselines && scenario === 'steps'
+        ? [await runSteps(options, (rows) => (history = rows))]
+        : await runScenario(scenario, options);
     runs.duraflow.push(...ours);
     if (!withBaselines) continue;
     const main = ours[0]!;
     if (scenario === 'steps') {
-      const events = Number(main.eventsPerSec) * Number(main.seconds);
       const limit = await measureInsertLimit({
         databaseUrl: options.database!,
-        rows: Math.round(events),
+        rows: history!,
         batchSize: Number(main.eventsPerFlush),
         // The WAL commits up to two batches at once (over disjoint workflows).
         connections: 2,

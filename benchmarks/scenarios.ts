@@ -31,6 +31,17 @@ export interface BenchOptions {
 /** Every figure one run produced. */
 export type RunResult = Record<string, number | string | undefined>;
 
+/** History rows as the engine stored them, one array per column (times in epoch ms). */
+export interface HistoryColumns {
+  workflowId: string[];
+  seq: number[];
+  activation: number[];
+  type: string[];
+  commandId: (number | null)[];
+  payload: (string | null)[];
+  at: number[];
+}
+
 interface Counters {
   events: number;
   flushes: number;
@@ -82,6 +93,8 @@ function stepLatency(before: Counters, after: Counters): { p50: number; p95: num
 /** An engine on a fresh schema (Postgres) or a fresh in-memory embedded database. */
 async function openEngine(options: BenchOptions, extra: { maxCachedWorkflows?: number } = {}): Promise<{
   engine: Engine;
+  /** The first `limit` history rows the engine wrote, by workflow and seq (Postgres only). */
+  readHistory(limit: number): Promise<HistoryColumns>;
   dispose(): Promise<void>;
 }> {
   const schema = `bench_${randomBytes(4).toString('hex')}`;
@@ -97,6 +110,22 @@ async function openEngine(options: BenchOptions, extra: { maxCachedWorkflows?: n
   });
   return {
     engine,
+    async readHistory(limit) {
+      const client = new pg.Client({ connectionString: options.database });
+      await client.connect();
+      try {
+        const { rows } = await client.query<{ c: HistoryColumns }>(
+          `SELECT json_build_object('workflowId', array_agg(workflow_id), 'seq', array_agg(seq),
+                  'activation', array_agg(activation), 'type', array_agg(type), 'commandId', array_agg(command_id),
+                  'payload', array_agg(payload), 'at', array_agg(extract(epoch FROM at) * 1000)) AS c
+           FROM (SELECT * FROM "${schema}".history ORDER BY workflow_id, seq LIMIT $1) h`,
+          [limit],
+        );
+        return rows[0]!.c;
+      } finally {
+        await client.end();
+      }
+    },
     async dispose() {
       await engine.close();
       if (!options.database) return;
@@ -160,8 +189,9 @@ async function throughput(
   label: string,
   start: (engine: Engine, i: number) => ReturnType<Engine['startWorkflow']>,
   activitiesPerWorkflow: number,
+  onHistory?: (rows: HistoryColumns) => void,
 ): Promise<RunResult> {
-  const { engine, dispose } = await openEngine(options);
+  const { engine, readHistory, dispose } = await openEngine(options);
   const stopScraping = scraper(engine);
   try {
     // Warm-up: the JIT needs a few thousand steps before the engine runs at its steady pace.
@@ -175,6 +205,8 @@ async function throughput(
     const after = await readCounters(engine);
     const events = after.events - before.events;
     const flushes = after.flushes - before.flushes;
+    // As many rows as the measured run committed (every steps workflow writes the same shape).
+    if (onHistory) onHistory(await readHistory(events));
     return {
       system: 'duraflow',
       scenario: label,
@@ -201,8 +233,15 @@ async function throughput(
   }
 }
 
-export function runSteps(options: BenchOptions): Promise<RunResult> {
-  return throughput(options, 'steps', (e, i) => e.startWorkflow(steps, { steps: options.steps }, { workflowId: `s-${i}-${randomBytes(3).toString('hex')}` }), options.steps);
+/** `onHistory` receives as many of the engine's history rows as the measured run committed. */
+export function runSteps(options: BenchOptions, onHistory?: (rows: HistoryColumns) => void): Promise<RunResult> {
+  return throughput(
+    options,
+    'steps',
+    (e, i) => e.startWorkflow(steps, { steps: options.steps }, { workflowId: `s-${i}-${randomBytes(3).toString('hex')}` }),
+    options.steps,
+    onHistory,
+  );
 }
 
 export function runFanout(options: BenchOptions): Promise<RunResult> {

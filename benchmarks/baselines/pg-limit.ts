@@ -2,6 +2,8 @@ import { randomBytes } from 'node:crypto';
 
 import pg from 'pg';
 
+import type { HistoryColumns } from '../scenarios.js';
+
 /** What the bare insert loop achieved. */
 export interface LimitResult {
   rows: number;
@@ -13,14 +15,15 @@ export interface LimitResult {
 }
 
 /**
- * The database limit for the engine's write pattern: `rows` history-shaped rows inserted by a
- * bare `pg` loop, `batchSize` rows per transaction in one multi-row `unnest` statement (as the
- * engine's WAL does), over `connections` connections, with no engine around it. It writes into
- * a scratch schema it drops afterwards.
+ * The database limit for the engine's write pattern: the history rows the engine wrote (`rows`,
+ * read back from its schema, payloads and all) inserted again by a bare `pg` loop, `batchSize`
+ * rows per statement (one multi-row `unnest` insert, its own transaction, as the engine's flush
+ * is), over `connections` connections, with no engine around it. It writes into a scratch schema
+ * it drops afterwards.
  */
 export async function measureInsertLimit(options: {
   databaseUrl: string;
-  rows: number;
+  rows: HistoryColumns;
   batchSize: number;
   connections: number;
 }): Promise<LimitResult> {
@@ -31,35 +34,40 @@ export async function measureInsertLimit(options: {
     `CREATE TABLE "${schema}".history (workflow_id text NOT NULL, seq integer NOT NULL, activation integer NOT NULL,
        type text NOT NULL, command_id integer, payload text, at timestamptz NOT NULL, PRIMARY KEY (workflow_id, seq))`,
   );
+  const { rows } = options;
+  const total = rows.seq.length;
   const batchSize = Math.max(1, Math.round(options.batchSize));
-  const batches = Math.ceil(options.rows / batchSize);
+  const batches = Math.ceil(total / batchSize);
+  const insert = {
+    name: 'bench_limit_insert',
+    text: `INSERT INTO "${schema}".history (workflow_id, seq, activation, type, command_id, payload, at)
+           SELECT w, s, a, t, c, p, to_timestamp(at / 1000.0)
+           FROM unnest($1::text[], $2::int[], $3::int[], $4::text[], $5::int[], $6::text[], $7::float8[])
+             AS u(w, s, a, t, c, p, at)`,
+  };
   let next = 0;
   let written = 0;
-  const payload = '{"activityName":"step","input":1}';
   const worker = async (): Promise<void> => {
     const client = await pool.connect();
     try {
       for (;;) {
         const batch = next++;
         if (batch >= batches) return;
-        const count = Math.min(batchSize, options.rows - batch * batchSize);
-        const ids: string[] = [];
-        const seqs: number[] = [];
-        for (let i = 0; i < count; i++) {
-          const row = batch * batchSize + i;
-          ids.push(`wf-${Math.floor(row / 20)}`);
-          seqs.push((row % 20) + 1);
-        }
-        const now = Date.now();
-        await client.query('BEGIN');
-        await client.query(
-          `INSERT INTO "${schema}".history (workflow_id, seq, activation, type, command_id, payload, at)
-           SELECT w, s, s, 'ActivityCompleted', s, $3, to_timestamp($4 / 1000.0)
-           FROM unnest($1::text[], $2::int[]) AS u(w, s)`,
-          [ids, seqs, payload, now],
-        );
-        await client.query('COMMIT');
-        written += count;
+        const from = batch * batchSize;
+        const to = Math.min(total, from + batchSize);
+        await client.query({
+          ...insert,
+          values: [
+            rows.workflowId.slice(from, to),
+            rows.seq.slice(from, to),
+            rows.activation.slice(from, to),
+            rows.type.slice(from, to),
+            rows.commandId.slice(from, to),
+            rows.payload.slice(from, to),
+            rows.at.slice(from, to),
+          ],
+        });
+        written += to - from;
       }
     } finally {
       client.release();
