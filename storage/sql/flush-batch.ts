@@ -38,25 +38,27 @@ const PARTS = {
     ON CONFLICT (id) DO UPDATE SET start_token = w.start_token WHERE w.start_token = excluded.start_token
     RETURNING id)`,
   },
-  // One JSON document for all history rows: serialising it is one native JSON.stringify per
-  // workflow, where text[] parameters are escaped element by element in JavaScript.
+  // One JSON document for all history rows: serialising it is native JSON.stringify, where text[]
+  // parameters are escaped element by element in JavaScript. The rows are one flat array, each
+  // naming its workflow: nested per-workflow arrays cost Postgres a second parse of each one.
   history: {
     params: 1,
     cte: (t) => `ins_h AS (
     INSERT INTO ${t.history} (workflow_id, seq, activation, type, command_id, payload, at)
-    SELECT x.w, r.seq, r.activation, r.type, r."commandId", r.payload, to_timestamp(r.at / 1000.0)
-    FROM json_to_recordset($1::json) AS x(w text, rows json),
-         json_to_recordset(x.rows) AS r(seq int, activation int, type text, "commandId" int, payload text, at float8))`,
+    SELECT r.w, r.seq, r.activation, r.type, r."commandId", r.payload, to_timestamp(r.at / 1000.0)
+    FROM json_to_recordset($1::json)
+      AS r(w text, seq int, activation int, type text, "commandId" int, payload text, at float8))`,
   },
-  // The same, when some steps create their workflow: their rows exist only if it was created.
+  // The same, when some steps create their workflow (their rows say "c"): those rows exist only if
+  // it was created.
   historyWithCreates: {
     params: 1,
     cte: (t) => `ins_h AS (
     INSERT INTO ${t.history} (workflow_id, seq, activation, type, command_id, payload, at)
-    SELECT x.w, r.seq, r.activation, r.type, r."commandId", r.payload, to_timestamp(r.at / 1000.0)
-    FROM json_to_recordset($1::json) AS x(w text, creates bool, rows json),
-         json_to_recordset(x.rows) AS r(seq int, activation int, type text, "commandId" int, payload text, at float8)
-    WHERE x.creates IS NOT TRUE OR x.w IN (SELECT id FROM ins_wf))`,
+    SELECT r.w, r.seq, r.activation, r.type, r."commandId", r.payload, to_timestamp(r.at / 1000.0)
+    FROM json_to_recordset($1::json)
+      AS r(w text, c bool, seq int, activation int, type text, "commandId" int, payload text, at float8)
+    WHERE r.c IS NOT TRUE OR r.w IN (SELECT id FROM ins_wf))`,
   },
   // A row to update that does not exist aborts the whole statement: the cast in `checked` fails at
   // run time, only on that branch, with a message naming the problem.
@@ -203,8 +205,9 @@ function collectParams(
   for (const w of writes) {
     if (w.creates) created.push({ row: w.creates, step: w });
     if (w.history.length > 0) {
-      const creates = w.creates ? ',"creates":true' : '';
-      history += `${history ? ',' : '['}{"w":${JSON.stringify(w.workflowId)}${creates},"rows":${JSON.stringify(w.history)}}`;
+      // Each row's own JSON, its opening brace swapped for one that names the workflow.
+      const head = `{"w":${JSON.stringify(w.workflowId)}${w.creates ? ',"c":true' : ''},`;
+      for (const row of w.history) history += `${history ? ',' : '['}${head}${JSON.stringify(row).slice(1)}`;
     }
     if (!w.creates && changesRow(w)) updates.push(w);
     for (const x of w.timersInsert) {

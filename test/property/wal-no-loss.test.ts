@@ -70,10 +70,10 @@ class FakeSql implements Sql {
 
   #statement<Row>(text: string, params: unknown[], staged: string[]): QueryResult<Row> {
     if (!text.includes(tables.history)) throw new Error(`unexpected statement: ${text.slice(0, 60)}`);
-    // History travels as one JSON document: [{ w, rows: [{ seq, payload, … }] }].
+    // History travels as one JSON document: [{ w, seq, payload, … }].
     for (const param of params) {
       if (typeof param !== 'string' || !param.startsWith('[')) continue;
-      let document: { rows?: { payload?: unknown }[] }[];
+      let document: { payload?: unknown }[];
       try {
         document = JSON.parse(param) as typeof document;
       } catch (error) {
@@ -81,10 +81,8 @@ class FakeSql implements Sql {
         this.malformed.push(error);
         throw error;
       }
-      for (const { rows } of document) {
-        for (const row of rows ?? []) {
-          if (typeof row.payload === 'string' && row.payload.startsWith(TAG)) staged.push(row.payload);
-        }
+      for (const row of document) {
+        if (typeof row.payload === 'string' && row.payload.startsWith(TAG)) staged.push(row.payload);
       }
     }
     // No start and no change to a workflow row: nothing inserted, nothing updated.
