@@ -4,6 +4,7 @@
  */
 
 import type { Logger } from '../storage/logger.js';
+import { NO_ITEMS } from '../storage/lists.js';
 import type { TaskRow, TimerRow } from '../storage/rows.js';
 import type { Sql, Tables } from '../storage/sql.js';
 import type { Wal } from '../storage/wal.js';
@@ -63,11 +64,12 @@ export interface Effects {
 /** An empty set of effects. */
 export function noEffects(workflowName: string): Effects {
   return {
-    dispatch: [],
-    retries: [],
-    armTimers: [],
-    disarmTimers: [],
-    disarmRetries: [],
+    // Shared until a first item: most steps have only some of these.
+    dispatch: NO_ITEMS,
+    retries: NO_ITEMS,
+    armTimers: NO_ITEMS,
+    disarmTimers: NO_ITEMS,
+    disarmRetries: NO_ITEMS,
     isStarted: false,
     workflowName,
     receivedAt: undefined,

@@ -1,5 +1,7 @@
 import fastq from 'fastq';
 
+import { appended, NO_ITEMS } from '../storage/lists.js';
+
 const noop = (): void => undefined;
 
 /** Mailboxes whose next run should be queued once the current synchronous run is over. */
@@ -44,7 +46,7 @@ export class Mailbox<Message> {
   readonly #handle: (batch: Message[], receivedAt: number) => Promise<void>;
   readonly #onError: (error: unknown) => void;
   #queue: fastq.queue<Mailbox<unknown>, void> | undefined;
-  #messages: Message[] = [];
+  #messages: Message[] = NO_ITEMS;
   #isScheduled = false;
   #isRunning = false;
   #isKilled = false;
@@ -73,7 +75,7 @@ export class Mailbox<Message> {
   push(message: Message): void {
     if (this.#isKilled) return;
     if (this.#messages.length === 0) this.#firstPushAt = performance.now();
-    this.#messages.push(message);
+    this.#messages = appended(this.#messages, message);
     if (this.#isScheduled) return;
     this.#isScheduled = true;
     if (toKick.length === 0) queueMicrotask(kickAll);
@@ -87,10 +89,10 @@ export class Mailbox<Message> {
   }
 
   /** Refuses further messages; returns those queued and not yet handed to the handler. */
-  kill(): Message[] {
+  kill(): readonly Message[] {
     this.#isKilled = true;
     const dropped = this.#messages;
-    this.#messages = [];
+    this.#messages = NO_ITEMS;
     return dropped;
   }
 
@@ -102,9 +104,9 @@ export class Mailbox<Message> {
     if (this.#isKilled || messages.length === 0) return;
     const waiting = this.#messages;
     const firstPushAt = this.#firstPushAt;
-    this.#messages = [];
+    this.#messages = NO_ITEMS;
     for (const message of messages) this.push(message);
-    for (const message of waiting) this.#messages.push(message);
+    for (const message of waiting) this.#messages = appended(this.#messages, message);
     if (waiting.length > 0) this.#firstPushAt = Math.min(firstPushAt, this.#firstPushAt);
   }
 
@@ -118,7 +120,7 @@ export class Mailbox<Message> {
   run(done: (error: Error | null) => void): void {
     this.#isScheduled = false;
     const batch = this.#messages;
-    this.#messages = [];
+    this.#messages = NO_ITEMS;
     if (this.#isKilled || batch.length === 0) {
       this.#settle(done);
       return;

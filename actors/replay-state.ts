@@ -1,6 +1,7 @@
 import type { Codec, WorkflowErrors } from './actor-host.js';
 import type { Command } from './commands.js';
 import type { SerializedFailure } from './history.js';
+import { appended, NO_ITEMS } from '../storage/lists.js';
 
 type Completion =
   | { kind: 'activity'; name: string; resolve: (value: unknown) => void; reject: (error: Error) => void }
@@ -49,7 +50,7 @@ export class ReplayState {
   readonly #errors: WorkflowErrors;
   readonly #random: () => number;
   #nextCommandId = 1;
-  #commands: Command[] = [];
+  #commands: Command[] = NO_ITEMS;
   readonly #pending = new Map<number, Completion>();
   // Created on first use: a sleeping workflow's state should be small (many are kept in memory).
   #waiters: Map<string, number[]> | undefined;
@@ -218,9 +219,9 @@ export class ReplayState {
   }
 
   /** Commands emitted since the last call. */
-  takeCommands(): Command[] {
+  takeCommands(): readonly Command[] {
     const commands = this.#commands;
-    this.#commands = [];
+    this.#commands = NO_ITEMS;
     return commands;
   }
 
@@ -269,7 +270,7 @@ export class ReplayState {
   #emit(command: Command): void {
     // Code that keeps running after the workflow returned (a lost Promise.race branch, say)
     // cannot add commands to a finished history.
-    if (!this.#isTerminal) this.#commands.push(command);
+    if (!this.#isTerminal) this.#commands = appended(this.#commands, command);
   }
 
   #take<K extends Completion['kind']>(commandId: number, kind: K): Extract<Completion, { kind: K }> {

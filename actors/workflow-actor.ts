@@ -1,3 +1,4 @@
+import { appended, NO_ITEMS } from '../storage/lists.js';
 import { changesRow, deleteTask, deleteTimer, emptyWrite } from '../storage/rows.js';
 import type {
   HistoryRow,
@@ -298,7 +299,7 @@ export class WorkflowActor {
         case 'timerFired':
           if (!rs?.isPending(m.commandId, 'timer') && !rs?.isPending(m.commandId, 'event')) break;
           this.#record(write, activation, now, EventType.TimerFired, m.commandId, null);
-          write.timersDelete.push(m.commandId);
+          write.timersDelete = appended(write.timersDelete, m.commandId);
           rs.fireTimer(m.commandId);
           break;
         case 'activityCompleted':
@@ -312,7 +313,7 @@ export class WorkflowActor {
             completedPayload(rs.nameOf(m.commandId), m.attempts, m.result),
           );
           // Only an activity that was retried has a task row (its retry state).
-          if (m.attempts > 1) write.tasksDelete.push(m.commandId);
+          if (m.attempts > 1) write.tasksDelete = appended(write.tasksDelete, m.commandId);
           rs.resolveActivity(m.commandId, host.codec.decode(m.result));
           break;
         case 'activityFailed':
@@ -329,19 +330,19 @@ export class WorkflowActor {
               failure: JSON.stringify(m.failure),
             }),
           );
-          if (m.attempts > 1) write.tasksDelete.push(m.commandId);
+          if (m.attempts > 1) write.tasksDelete = appended(write.tasksDelete, m.commandId);
           rs.rejectActivity(m.commandId, m.attempts, m.failure);
           break;
         case 'activityRetry':
           if (!rs?.isPending(m.commandId, 'activity')) break;
-          write.tasksUpsert.push(m.task);
-          effects.retries.push(m.task);
+          write.tasksUpsert = appended(write.tasksUpsert, m.task);
+          effects.retries = appended(effects.retries, m.task);
           break;
         case 'event': {
           if (!rs || this.#consumedInbox?.has(m.inboxId)) break;
           (this.#consumedInbox ??= new Set()).add(m.inboxId);
           const row = this.#record(write, activation, now, EventType.EventReceived, null, null);
-          write.inboxDelete.push(m.inboxId);
+          write.inboxDelete = appended(write.inboxDelete, m.inboxId);
           const { waiter, hadTimeout } = rs.deliverEvent(m.name, host.codec.decode(m.payload));
           // Which wait the event resolved is recorded so inspect can tell open waits from history.
           row.payload = jsonObject({
@@ -351,8 +352,8 @@ export class WorkflowActor {
             payload: m.payload,
           });
           if (hadTimeout) {
-            write.timersDelete.push(waiter!);
-            effects.disarmTimers.push(waiter!);
+            write.timersDelete = appended(write.timersDelete, waiter!);
+            effects.disarmTimers = appended(effects.disarmTimers, waiter!);
           }
           break;
         }
@@ -401,14 +402,14 @@ export class WorkflowActor {
             scheduledAt: now,
             lastFailure: null,
           };
-          effects.dispatch.push(task);
+          effects.dispatch = appended(effects.dispatch, task);
           break;
         }
         case 'startTimer': {
           this.#record(write, activation, now, EventType.TimerStarted, c.commandId, jsonObject({ dueAt: String(c.dueAt) }));
           const timer = { workflowId: this.workflowId, commandId: c.commandId, dueAt: c.dueAt };
-          write.timersInsert.push(timer);
-          effects.armTimers.push(timer);
+          write.timersInsert = appended(write.timersInsert, timer);
+          effects.armTimers = appended(effects.armTimers, timer);
           break;
         }
         case 'waitEvent': {
@@ -416,8 +417,8 @@ export class WorkflowActor {
           this.#record(write, activation, now, EventType.EventWaitStarted, c.commandId, jsonObject({ eventName: str(c.name), timeoutAt }));
           if (c.timeoutAt !== undefined) {
             const timer = { workflowId: this.workflowId, commandId: c.commandId, dueAt: c.timeoutAt };
-            write.timersInsert.push(timer);
-            effects.armTimers.push(timer);
+            write.timersInsert = appended(write.timersInsert, timer);
+            effects.armTimers = appended(effects.armTimers, timer);
           }
           break;
         }
@@ -469,15 +470,15 @@ export class WorkflowActor {
     const outstanding = rs.outstanding();
     for (const timer of outstanding.timers) {
       deleteTimer(write, timer.commandId);
-      effects.disarmTimers.push(timer.commandId);
+      effects.disarmTimers = appended(effects.disarmTimers, timer.commandId);
     }
     for (const activity of outstanding.activities) {
       deleteTask(write, activity.commandId);
-      effects.disarmRetries.push(activity.commandId);
+      effects.disarmRetries = appended(effects.disarmRetries, activity.commandId);
     }
-    effects.dispatch = [];
-    effects.retries = [];
-    effects.armTimers = [];
+    effects.dispatch = NO_ITEMS;
+    effects.retries = NO_ITEMS;
+    effects.armTimers = NO_ITEMS;
     effects.finished = { status, result, error, startedAt: this.#startedAt };
   }
 
@@ -543,7 +544,7 @@ export class WorkflowActor {
     for (const m of messages) {
       if (m.type === 'event' && !this.#consumedInbox?.has(m.inboxId)) {
         (this.#consumedInbox ??= new Set()).add(m.inboxId);
-        write.inboxDelete.push(m.inboxId);
+        write.inboxDelete = appended(write.inboxDelete, m.inboxId);
       }
     }
     this.#enqueue(write, noEffects(this.#name));

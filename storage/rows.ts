@@ -1,3 +1,5 @@
+import { appended, NO_ITEMS } from './lists.js';
+
 /**
  * The latest time, in epoch milliseconds, anything may be scheduled for: the end of JavaScript's
  * Date range, which Postgres's timestamptz also holds. Callers' times beyond it are refused
@@ -89,11 +91,12 @@ export function emptyWrite(workflowId: string): WorkflowWrite {
   return {
     workflowId,
     history: [],
-    timersInsert: [],
-    timersDelete: [],
-    tasksUpsert: [],
-    tasksDelete: [],
-    inboxDelete: [],
+    // Most steps touch none of these: they share one empty list until their first item.
+    timersInsert: NO_ITEMS,
+    timersDelete: NO_ITEMS,
+    tasksUpsert: NO_ITEMS,
+    tasksDelete: NO_ITEMS,
+    inboxDelete: NO_ITEMS,
     isTerminal: false,
   };
 }
@@ -117,7 +120,7 @@ export function changesRow(w: WorkflowWrite): boolean {
 export function deleteTimer(write: WorkflowWrite, commandId: number): void {
   const i = write.timersInsert.findIndex((t) => t.commandId === commandId);
   if (i >= 0) write.timersInsert.splice(i, 1);
-  else write.timersDelete.push(commandId);
+  else write.timersDelete = appended(write.timersDelete, commandId);
 }
 
 /**
@@ -127,7 +130,7 @@ export function deleteTimer(write: WorkflowWrite, commandId: number): void {
 export function deleteTask(write: WorkflowWrite, commandId: number): void {
   const i = write.tasksUpsert.findIndex((t) => t.commandId === commandId);
   if (i >= 0) write.tasksUpsert.splice(i, 1);
-  write.tasksDelete.push(commandId);
+  write.tasksDelete = appended(write.tasksDelete, commandId);
 }
 
 /** A `workflows` row as stored. */

@@ -169,7 +169,7 @@ function isApplicable(rs: ReplayState, m: Inbound): boolean {
 }
 
 /** Stacks depend on where the run was driven from, not on the workflow: left out of the comparison. */
-function comparable(commands: Command[]): unknown[] {
+function comparable(commands: readonly Command[]): unknown[] {
   const withoutStacks = JSON.stringify(commands, (key, value: unknown) => (key === 'stack' ? undefined : value));
   return JSON.parse(withoutStacks) as unknown[];
 }
