@@ -1,7 +1,8 @@
+import { appended, NO_ITEMS } from '../storage/lists.js';
 import type { Codec, WorkflowErrors } from './actor-host.js';
 import type { Command } from './commands.js';
 import type { SerializedFailure } from './history.js';
-import { appended, NO_ITEMS } from '../storage/lists.js';
+import { PendingCommands } from './pending-commands.js';
 
 type Completion =
   | { kind: 'activity'; name: string; resolve: (value: unknown) => void; reject: (error: Error) => void }
@@ -51,7 +52,7 @@ export class ReplayState {
   readonly #random: () => number;
   #nextCommandId = 1;
   #commands: Command[] = NO_ITEMS;
-  readonly #pending = new Map<number, Completion>();
+  readonly #pending = new PendingCommands<Completion>();
   // Created on first use: a sleeping workflow's state should be small (many are kept in memory).
   #waiters: Map<string, number[]> | undefined;
   #buffered: Map<string, unknown[]> | undefined;
@@ -247,11 +248,12 @@ export class ReplayState {
   /** Commands still awaited, with their timers (including event-wait timeouts). */
   outstanding(): Outstanding {
     const out: Outstanding = { activities: [], timers: [], events: [] };
-    for (const [commandId, c] of this.#pending) {
+    const pending = this.#pending.entries();
+    for (const [commandId, c] of pending) {
       if (c.kind === 'activity') out.activities.push({ commandId, name: c.name });
       else if (c.kind === 'event') out.events.push({ commandId, name: c.name, timeoutAt: c.timeoutAt });
     }
-    for (const [commandId, c] of this.#pending) {
+    for (const [commandId, c] of pending) {
       if (c.kind === 'timer') out.timers.push({ commandId, dueAt: c.dueAt });
       else if (c.kind === 'event' && c.timeoutAt !== undefined) out.timers.push({ commandId, dueAt: c.timeoutAt });
     }

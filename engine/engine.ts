@@ -22,6 +22,7 @@ import { type Client, handleFor } from './client.js';
 import type { JsonCodec } from './codec.js';
 import { EngineClosedError, UnknownWorkflowError, WorkflowAlreadyExistsError } from './errors.js';
 import { coerceError } from './failure.js';
+import { InFlightTasks } from './in-flight-tasks.js';
 import { type EngineOptions, type ResolvedEngineOptions, resolveEngineOptions } from './options.js';
 import { type ActivityOptions, nextAttemptAt, parseActivityOptions, resolveRetryPolicy } from './retry-policy.js';
 import { type ArmedTimer, TimerService } from './timer-service.js';
@@ -82,7 +83,6 @@ const RECOVERY_BATCH = 10_000;
 const timerKey = (workflowId: string, commandId: number): string => `t\0${workflowId}\0${commandId}`;
 const retryKey = (workflowId: string, commandId: number): string => `r\0${workflowId}\0${commandId}`;
 const startKey = (workflowId: string): string => `s\0${workflowId}`;
-const taskKey = (workflowId: string, commandId: number): string => `${workflowId}\0${commandId}`;
 
 function seedRow(row: NewWorkflowRow): WorkflowRow {
   return {
@@ -126,7 +126,7 @@ class EngineImpl implements Engine, ActorHost {
   readonly #creations = new Map<string, (error?: Error) => void>();
   readonly #startedSinceRead = new Set<string>();
   /** Activity attempts handed to the pool and not yet reported back. */
-  readonly #inFlightTasks = new Set<string>();
+  readonly #inFlightTasks = new InFlightTasks();
   readonly #poll: NodeJS.Timeout;
   #pollRunning: Promise<void> | undefined;
   #pollAgain = false;
@@ -387,9 +387,7 @@ class EngineImpl implements Engine, ActorHost {
   }
 
   #dispatch(task: TaskRow): void {
-    const key = taskKey(task.workflowId, task.commandId);
-    if (this.#inFlightTasks.has(key)) return;
-    this.#inFlightTasks.add(key);
+    if (!this.#inFlightTasks.add(task.workflowId, task.commandId)) return;
     // An activity whose last attempt took its thread down runs alone from then on.
     const hasCrashedThread = task.lastFailure?.includes('"name":"ActivityThreadError"') ?? false;
     this.#pool.submit(task, this.#activityOptions(task.options).startToCloseTimeoutMs, hasCrashedThread);
@@ -397,7 +395,7 @@ class EngineImpl implements Engine, ActorHost {
 
   /** What the pool reports for each attempt: complete it, retry it, or fail it for good. */
   #onOutcome(task: TaskRow, outcome: ActivityOutcome): void {
-    this.#inFlightTasks.delete(taskKey(task.workflowId, task.commandId));
+    this.#inFlightTasks.delete(task.workflowId, task.commandId);
     if (this.#closing) return;
     const { workflowId, commandId, attempt } = task;
     const scheduleToStart = Math.max(0, outcome.startedAt - task.visibleAt) / 1000;

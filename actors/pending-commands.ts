@@ -1,0 +1,40 @@
+/**
+ * What a workflow awaits, by command id. Most workflows await one thing at a time: that one is
+ * kept in two fields, and a Map is made only for the others. A Map reallocates its table when
+ * its last entry goes and again when the next comes, once per step, and that table then lives
+ * through the step's round trip (long enough for the young-generation collector to copy it).
+ */
+export class PendingCommands<T> {
+  #soleId: number | undefined;
+  #sole: T | undefined;
+  #others: Map<number, T> | undefined;
+
+  get(commandId: number): T | undefined {
+    return commandId === this.#soleId ? this.#sole : this.#others?.get(commandId);
+  }
+
+  set(commandId: number, value: T): void {
+    if (this.#soleId === undefined || this.#soleId === commandId) {
+      this.#soleId = commandId;
+      this.#sole = value;
+    } else {
+      (this.#others ??= new Map()).set(commandId, value);
+    }
+  }
+
+  delete(commandId: number): void {
+    if (commandId === this.#soleId) {
+      this.#soleId = undefined;
+      this.#sole = undefined;
+    } else {
+      this.#others?.delete(commandId);
+    }
+  }
+
+  /** Every entry, in command id order (the order the workflow issued them). */
+  entries(): [number, T][] {
+    const entries: [number, T][] = this.#others ? [...this.#others] : [];
+    if (this.#soleId !== undefined) entries.push([this.#soleId, this.#sole as T]);
+    return entries.sort((a, b) => a[0] - b[0]);
+  }
+}
