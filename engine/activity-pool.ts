@@ -16,7 +16,7 @@ import { toFailure } from './failure.js';
 const HARD_TIMEOUT_GRACE_MS = 1_000;
 
 /** Most attempts sent to a thread in one Piscina task. */
-const MAX_BATCH = 256;
+const MAX_BATCH = 512;
 
 /**
  * Attempts that take less than this on average cost less than the wake-up of a thread (a Piscina

@@ -56,7 +56,7 @@ export interface EngineOptions extends ConnectionOptions {
   inlineActivities?: Record<string, ActivityFunction>;
   /** Worker threads for activities. @default os.availableParallelism() */
   activityThreads?: number;
-  /** Attempts one activity thread runs at once (activities are mostly I/O-bound). @default 128 */
+  /** Attempts one activity thread runs at once (activities are mostly I/O-bound). @default 256 */
   activityConcurrency?: number;
   /** Heap limit of each activity thread in MiB; a thread past it is replaced. @default Node's */
   activityMaxHeapMb?: number;
@@ -204,7 +204,7 @@ export function resolveEngineOptions(options: EngineOptions): ResolvedEngineOpti
     activities: options.activities === undefined ? undefined : toModuleUrl(options.activities),
     inlineActivities,
     activityThreads: positiveInt(options.activityThreads, 'activityThreads', os.availableParallelism()),
-    activityConcurrency: positiveInt(options.activityConcurrency, 'activityConcurrency', 128),
+    activityConcurrency: positiveInt(options.activityConcurrency, 'activityConcurrency', 256),
     activityMaxHeapMb:
       options.activityMaxHeapMb === undefined ? undefined : positiveInt(options.activityMaxHeapMb, 'activityMaxHeapMb', 0),
     retry: resolveRetryPolicy(DEFAULT_RETRY_POLICY, checkRetryPolicy(options.retry, 'options.retry')),
