@@ -233,12 +233,17 @@ async function throughput(
   }
 }
 
+const runTag = randomBytes(4).toString('hex');
+let nextWorkflow = 0;
+
 /** `onHistory` receives as many of the engine's history rows as the measured run committed. */
 export function runSteps(options: BenchOptions, onHistory?: (rows: HistoryColumns) => void): Promise<RunResult> {
   return throughput(
     options,
     'steps',
-    (e, i) => e.startWorkflow(steps, { steps: options.steps }, { workflowId: `s-${i}-${randomBytes(3).toString('hex')}` }),
+    // Business-key ids, unique across the warm-up and measured batches without a random draw per
+    // workflow (that would be the harness's cost on the engine's thread).
+    (e) => e.startWorkflow(steps, { steps: options.steps }, { workflowId: `s-${runTag}-${nextWorkflow++}` }),
     options.steps,
     onHistory,
   );
