@@ -38,24 +38,25 @@ const PARTS = {
     ON CONFLICT (id) DO UPDATE SET start_token = w.start_token WHERE w.start_token = excluded.start_token
     RETURNING id)`,
   },
-  // One JSON document for all history rows (see `historyDocument`): one flat array, each row
-  // naming its workflow, so Postgres parses it once; short keys, since it parses every one.
+  // One JSON document for all history rows, each an array (see `historyRow`): JSON.stringify of
+  // arrays is native and writes no keys, and Postgres converts the document to jsonb once and then
+  // reads each field by position (cheaper than json_to_recordset's parse of keyed objects).
   history: {
     params: 1,
     cte: (t) => `ins_h AS (
     INSERT INTO ${t.history} (workflow_id, seq, activation, type, command_id, payload, at)
-    SELECT r.w, r.s, r.a, r.t, r.c, r.p, to_timestamp(r.at / 1000.0)
-    FROM json_to_recordset($1::json) AS r(w text, s int, a int, t text, c int, p text, at float8))`,
+    SELECT r->>0, (r->>1)::int, (r->>2)::int, r->>3, (r->>4)::int, r->>5, to_timestamp((r->>6)::float8 / 1000.0)
+    FROM jsonb_array_elements($1::jsonb) AS r)`,
   },
-  // The same, when some steps create their workflow (their rows carry "new"): those rows exist
-  // only if it was created.
+  // The same, when some steps create their workflow (their rows carry an eighth field): those rows
+  // exist only if it was created.
   historyWithCreates: {
     params: 1,
     cte: (t) => `ins_h AS (
     INSERT INTO ${t.history} (workflow_id, seq, activation, type, command_id, payload, at)
-    SELECT r.w, r.s, r.a, r.t, r.c, r.p, to_timestamp(r.at / 1000.0)
-    FROM json_to_recordset($1::json) AS r(w text, "new" bool, s int, a int, t text, c int, p text, at float8)
-    WHERE r."new" IS NOT TRUE OR r.w IN (SELECT id FROM ins_wf))`,
+    SELECT r->>0, (r->>1)::int, (r->>2)::int, r->>3, (r->>4)::int, r->>5, to_timestamp((r->>6)::float8 / 1000.0)
+    FROM jsonb_array_elements($1::jsonb) AS r
+    WHERE r->>7 IS NULL OR r->>0 IN (SELECT id FROM ins_wf))`,
   },
   // A row to update that does not exist aborts the whole statement: the cast in `checked` fails at
   // run time, only on that branch, with a message naming the problem.
@@ -181,23 +182,19 @@ export interface FlushOptions {
   token?: string;
 }
 
-const quotedTypes = new Map<string, string>();
-
-/**
- * Appends a write's history rows to the document (a JSON array without its closing bracket), in
- * the keys the statement reads. Written out by hand: a template per row is about twice as fast as
- * JSON.stringify of the row objects, and only the payload can need escaping (the event types are
- * the engine's own names, quoted once).
- */
-function historyDocument(document: string, w: WorkflowWrite): string {
-  const head = `{"w":${JSON.stringify(w.workflowId)}${w.creates ? ',"new":true' : ''}`;
-  for (const r of w.history) {
-    let type = quotedTypes.get(r.type);
-    if (type === undefined) quotedTypes.set(r.type, (type = JSON.stringify(r.type)));
-    document += `${document ? ',' : '['}${head},"s":${r.seq},"a":${r.activation},"t":${type},"c":${r.commandId},"p":${JSON.stringify(r.payload)},"at":${r.at}}`;
-  }
-  return document;
-}
+/** A history row as the flush document carries it; `creates` only on a workflow's creating step. */
+type DocumentRow =
+  | [workflowId: string, seq: number, activation: number, type: string, commandId: number | null, payload: string | null, at: number]
+  | [
+      workflowId: string,
+      seq: number,
+      activation: number,
+      type: string,
+      commandId: number | null,
+      payload: string | null,
+      at: number,
+      creates: true,
+    ];
 
 /** The parameters of each part that has something to write. */
 function collectParams(
@@ -206,7 +203,7 @@ function collectParams(
   writes: readonly WorkflowWrite[],
   options: FlushOptions,
 ): Map<PartName, unknown[]> {
-  let history = '';
+  const history: DocumentRow[] = [];
   const updates: WorkflowWrite[] = [];
   const timerInserts: { w: string; c: number; d: number }[] = [];
   const creatingTimerInserts: { w: string; c: number; d: number }[] = [];
@@ -219,7 +216,13 @@ function collectParams(
   let notify = false;
   for (const w of writes) {
     if (w.creates) created.push({ row: w.creates, step: w });
-    if (w.history.length > 0) history = historyDocument(history, w);
+    for (const r of w.history) {
+      history.push(
+        w.creates
+          ? [w.workflowId, r.seq, r.activation, r.type, r.commandId, r.payload, r.at, true]
+          : [w.workflowId, r.seq, r.activation, r.type, r.commandId, r.payload, r.at],
+      );
+    }
     if (!w.creates && changesRow(w)) updates.push(w);
     for (const x of w.timersInsert) {
       (w.creates ? creatingTimerInserts : timerInserts).push({ w: w.workflowId, c: x.commandId, d: x.dueAt });
@@ -247,9 +250,9 @@ function collectParams(
       created.map((c) => c.step?.completedAt ?? null),
     ]);
   }
-  if (history) {
+  if (history.length > 0) {
     const isCreating = created.some((c) => c.step !== undefined);
-    params.set(isCreating ? 'historyWithCreates' : 'history', [`${history}]`]);
+    params.set(isCreating ? 'historyWithCreates' : 'history', [JSON.stringify(history)]);
   }
   if (updates.length > 0) {
     params.set('updates', [

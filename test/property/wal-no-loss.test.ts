@@ -70,10 +70,10 @@ class FakeSql implements Sql {
 
   #statement<Row>(text: string, params: unknown[], staged: string[]): QueryResult<Row> {
     if (!text.includes(tables.history)) throw new Error(`unexpected statement: ${text.slice(0, 60)}`);
-    // History travels as one JSON document: [{ w, s, p (the payload), … }].
+    // History travels as one JSON document: [[workflow, seq, activation, type, command, payload, at], …].
     for (const param of params) {
       if (typeof param !== 'string' || !param.startsWith('[')) continue;
-      let document: { p?: unknown }[];
+      let document: unknown[][];
       try {
         document = JSON.parse(param) as typeof document;
       } catch (error) {
@@ -82,7 +82,8 @@ class FakeSql implements Sql {
         throw error;
       }
       for (const row of document) {
-        if (typeof row.p === 'string' && row.p.startsWith(TAG)) staged.push(row.p);
+        const payload = row[5];
+        if (typeof payload === 'string' && payload.startsWith(TAG)) staged.push(payload);
       }
     }
     // No start and no change to a workflow row: nothing inserted, nothing updated.
