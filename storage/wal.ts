@@ -36,6 +36,12 @@ export interface WalOptions {
    * @default 2
    */
   maxFlushesInFlight?: number;
+  /**
+   * Most characters of history one flush carries (payloads and about a hundred per row); more
+   * pending goes in further flushes. Postgres reads a flush's history as one jsonb value, which
+   * must stay under 256 MB. @default 64 Mi
+   */
+  maxFlushChars?: number;
   observer?: WalObserver;
 }
 
@@ -60,12 +66,24 @@ interface PendingStart {
   reject: (error: unknown) => void;
 }
 
+/** What a history row's fields other than its payload and workflow id add to a flush, at most. */
+const ROW_CHARS = 96;
+
+/** Characters a write adds to its flush's history document (payloads are most of it). */
+function documentChars(write: WorkflowWrite): number {
+  let chars = 0;
+  for (const row of write.history) chars += ROW_CHARS + write.workflowId.length + (row.payload?.length ?? 0);
+  return chars;
+}
+
 /** Writes gathered since the last flush; merged per workflow so each table gets one row each. */
 class Batch {
   readonly writes = new Map<string, WorkflowWrite>();
   onDurable: { workflowId: string; callback: (isRefused: boolean) => void }[] = [];
   starts: PendingStart[] = [];
   events = 0;
+  /** Size of the history document these writes make, about (see `documentChars`). */
+  chars = 0;
 
   get isEmpty(): boolean {
     return this.writes.size === 0 && this.starts.length === 0;
@@ -76,22 +94,28 @@ class Batch {
     if (existing) mergeWrite(existing, write);
     else this.writes.set(write.workflowId, write);
     this.events += write.history.length;
+    this.chars += documentChars(write);
     if (callback) this.onDurable.push({ workflowId: write.workflowId, callback });
   }
 
   /**
-   * Moves into a new batch every start and every write of a workflow not in `busy`; writes of busy
-   * workflows (and their callbacks) stay here for a later flush.
+   * Moves into a new batch every start and, in append order, the writes of workflows not in `busy`
+   * until the next would take its document past `maxChars` (the first is taken whatever its size).
+   * The rest (and their callbacks) stay here for a later flush.
    */
-  split(busy: ReadonlySet<string>): Batch {
+  split(busy: ReadonlySet<string>, maxChars: number): Batch {
     const taken = new Batch();
     taken.starts = this.starts;
     this.starts = [];
     for (const [id, write] of this.writes) {
       if (busy.has(id)) continue;
+      const chars = documentChars(write);
+      if (taken.writes.size > 0 && taken.chars + chars > maxChars) break;
       taken.writes.set(id, write);
       taken.events += write.history.length;
       this.events -= write.history.length;
+      taken.chars += chars;
+      this.chars -= chars;
       this.writes.delete(id);
     }
     const kept: Batch['onDurable'] = [];
@@ -106,6 +130,7 @@ class Batch {
       const write = this.writes.get(id);
       if (!write) continue;
       this.events -= write.history.length;
+      this.chars -= documentChars(write);
       this.writes.delete(id);
     }
     for (let i = this.onDurable.length - 1; i >= 0; i--) {
@@ -182,6 +207,7 @@ export class Wal {
   /** Workflows with writes in an in-flight batch. */
   readonly #busy = new Set<string>();
   readonly #maxInFlight: number;
+  readonly #maxChars: number;
   #isScheduled = false;
   #isClosed = false;
   #lastCleanup = 0;
@@ -192,6 +218,7 @@ export class Wal {
   constructor(options: WalOptions) {
     this.#options = options;
     this.#maxInFlight = Math.max(1, options.maxFlushesInFlight ?? 2);
+    this.#maxChars = options.maxFlushChars ?? 64 * 1024 * 1024;
   }
 
   /** History rows waiting for a flush, in flight included. */
@@ -281,11 +308,11 @@ export class Wal {
   #startFlushes(): void {
     while (this.#inFlight.size < this.#maxInFlight && !this.#pending.isEmpty) {
       let batch: Batch;
-      if (this.#busy.size === 0) {
+      if (this.#busy.size === 0 && this.#pending.chars <= this.#maxChars) {
         batch = this.#pending;
         this.#pending = new Batch();
       } else {
-        batch = this.#pending.split(this.#busy);
+        batch = this.#pending.split(this.#busy, this.#maxChars);
         if (batch.isEmpty) break; // everything pending waits for a flush in flight
       }
       void this.#flush(batch);

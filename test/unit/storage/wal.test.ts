@@ -13,6 +13,8 @@ import { makeStartRow, makeTask, makeWrite } from '../../helpers/builders.js';
  */
 class ScriptedSql implements Sql {
   flushes = 0;
+  /** The workflow ids of each flush's history document, in order. */
+  readonly flushedWorkflows: string[][] = [];
   unansweredChecks = 0;
   readonly committedTokens = new Set<string>();
   readonly #script: (Error | 'ok' | 'lostAnswer')[];
@@ -29,6 +31,8 @@ class ScriptedSql implements Sql {
       const isCommitted = this.committedTokens.has(params[0] as string);
       return { rows: isCommitted ? [{ inserted: [] } as Row] : [], rowCount: isCommitted ? 1 : 0 };
     }
+    const document = params.find((p) => typeof p === 'string' && p.startsWith('[['));
+    this.flushedWorkflows.push(document ? [...new Set((JSON.parse(document as string) as string[][]).map((row) => row[0]!))] : []);
     const step = this.#script[this.flushes++] ?? 'ok';
     if (step instanceof Error) throw step;
     // The flush's token is its last parameter but one when it also cleans up, else the last.
@@ -57,7 +61,7 @@ class ScriptedSql implements Sql {
   async close(): Promise<void> {}
 }
 
-function walOver(sql: Sql) {
+function walOver(sql: Sql, maxFlushChars?: number) {
   const failures: string[][] = [];
   const observed: { error: unknown; willRetry: boolean }[] = [];
   const flushed: number[] = [];
@@ -65,6 +69,7 @@ function walOver(sql: Sql) {
     sql,
     tables: tablesFor('unit'),
     highWaterEvents: 100,
+    ...(maxFlushChars === undefined ? {} : { maxFlushChars }),
     onFlushFailed: (ids) => failures.push([...ids]),
     observer: { flushed: ({ events }) => flushed.push(events), flushFailed: (error, willRetry) => observed.push({ error, willRetry }), callbackFailed: () => undefined, cleanupFailed: () => undefined },
   });
@@ -115,6 +120,26 @@ describe('mergeWrite', () => {
 });
 
 describe('Wal over a scripted driver', () => {
+  it('splits a batch past maxFlushChars into flushes under it, keeping each write whole and callbacks in order', async () => {
+    const sql = new ScriptedSql([]);
+    const { wal, failures } = walOver(sql, 5_000);
+    const durable: string[] = [];
+    const payload = (n: number): string => JSON.stringify('x'.repeat(n));
+    // Each write's document is about 1,100 (a), 2,100 (b, c, d) and 6,100 (e) characters: a flush
+    // takes writes while they fit, and one bigger than the limit goes alone.
+    const sizes: [string, number][] = [['a', 1_000], ['b', 2_000], ['c', 2_000], ['d', 2_000], ['e', 6_000], ['f', 10]];
+    for (const [id, size] of sizes) {
+      const write = makeWrite(id, 0, 1);
+      write.history[0]!.payload = payload(size);
+      wal.enqueue(write, () => durable.push(id));
+    }
+    await wal.drain();
+    expect(sql.flushedWorkflows).toEqual([['a', 'b'], ['c', 'd'], ['e'], ['f']]);
+    expect(durable).toEqual(['a', 'b', 'c', 'd', 'e', 'f']);
+    expect(failures).toEqual([]);
+    expect(wal.pendingEvents).toBe(0);
+  });
+
   it('commits a batch again after a transient failure, releasing it once', async () => {
     const lost = Object.assign(new Error('terminating connection'), { code: '57P01' });
     const sql = new ScriptedSql([lost, 'ok']);
