@@ -30,7 +30,9 @@ export class JsonCodec implements Codec {
     if (value === undefined) return undefined;
     let text: string | undefined;
     try {
-      text = JSON.stringify(value, rejectNonJson) as string | undefined;
+      // A replacer takes JSON.stringify off its fast path; a primitive has nothing it could refuse.
+      const isPrimitive = value === null || typeof value === 'number' || typeof value === 'string' || typeof value === 'boolean';
+      text = JSON.stringify(value, isPrimitive ? undefined : rejectNonJson) as string | undefined;
     } catch (error) {
       const reason = error instanceof Error ? error.message : String(error);
       throw new InvalidArgumentError(`${what} is not JSON-serialisable: ${reason}`, { cause: error });
