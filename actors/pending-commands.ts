@@ -9,12 +9,16 @@ export class PendingCommands<T> {
   #sole: T | undefined;
   #others: Map<number, T> | undefined;
 
+  /** The value awaited under `commandId`, if any. */
   get(commandId: number): T | undefined {
     return commandId === this.#soleId ? this.#sole : this.#others?.get(commandId);
   }
 
+  /** Records (or replaces) the value awaited under `commandId`. */
   set(commandId: number, value: T): void {
-    if (this.#soleId === undefined || this.#soleId === commandId) {
+    if (this.#others?.has(commandId)) {
+      this.#others.set(commandId, value);
+    } else if (this.#soleId === undefined || this.#soleId === commandId) {
       this.#soleId = commandId;
       this.#sole = value;
     } else {
@@ -22,6 +26,7 @@ export class PendingCommands<T> {
     }
   }
 
+  /** Forgets `commandId`, if it was awaited. */
   delete(commandId: number): void {
     if (commandId === this.#soleId) {
       this.#soleId = undefined;

@@ -15,9 +15,6 @@ import { toFailure } from './failure.js';
 /** Extra time a stuck thread gets past an attempt's timeout before it is terminated. */
 const HARD_TIMEOUT_GRACE_MS = 1_000;
 
-/** Most attempts sent to a thread in one Piscina task. */
-const MAX_BATCH = 512;
-
 /**
  * Attempts that take less than this on average cost less than the wake-up of a thread (a Piscina
  * dispatch plus the reply: hundreds of microseconds on a busy machine), so spreading a few of them
@@ -107,6 +104,8 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
   readonly #onStarted = new Map<number, () => void>();
   readonly #threadNames: ReadonlySet<string>;
   readonly #capacity: number;
+  /** Attempts one thread runs at once: also the most one batch holds. */
+  readonly #perThread: number;
   readonly #codec: JsonCodec;
   readonly #waiting: Pending<T>[] = [];
   readonly #running = new Map<number, Pending<T>>();
@@ -133,6 +132,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
     this.#results = results;
     this.#threadNames = threadNames;
     this.#capacity = options.threads * options.concurrencyPerThread;
+    this.#perThread = options.concurrencyPerThread;
     this.#codec = new JsonCodec(options.maxPayloadBytes);
     // Every inline attempt in flight listens on the closing signal.
     setMaxListeners(0, this.#closing.signal);
@@ -326,7 +326,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
     const taken = this.#waiting.splice(0, free);
     const threads = piscina.threads.length || 1;
     const fewest = this.#meanAttemptMs !== undefined && this.#meanAttemptMs < CHEAP_ATTEMPT_MS ? MIN_CHEAP_BATCH : 1;
-    const size = Math.min(MAX_BATCH, Math.max(fewest, Math.ceil(taken.length / threads)));
+    const size = Math.min(this.#perThread, Math.max(fewest, Math.ceil(taken.length / threads)));
     for (let i = 0; i < taken.length; i += size) {
       const batch = taken.slice(i, i + size);
       for (const p of batch) this.#running.set(p.id, p);

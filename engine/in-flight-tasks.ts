@@ -24,6 +24,7 @@ export class InFlightTasks {
     return true;
   }
 
+  /** Records that the task's attempt ended (whatever its outcome). */
   delete(workflowId: string, commandId: number): void {
     const running = this.#byWorkflow.get(workflowId);
     if (running === commandId || (typeof running === 'object' && running.delete(commandId) && running.size === 0)) {

@@ -39,9 +39,11 @@ export interface WalOptions {
   /**
    * Most characters of history one flush carries (payloads and about a hundred per row); more
    * pending goes in further flushes. Postgres reads a flush's history as one jsonb value, which
-   * must stay under 256 MB. @default 64 Mi
+   * must stay under 256 MB; escaping can double a payload in the document. @default 32 Mi
    */
   maxFlushChars?: number;
+  /** History documents longer than this go to Postgres as json rather than jsonb. @default 64 Mi */
+  maxJsonbChars?: number;
   observer?: WalObserver;
 }
 
@@ -99,14 +101,14 @@ class Batch {
   }
 
   /**
-   * Moves into a new batch every start and, in append order, the writes of workflows not in `busy`
-   * until the next would take its document past `maxChars` (the first is taken whatever its size).
-   * The rest (and their callbacks) stay here for a later flush.
+   * Moves into a new batch, in append order, the writes of workflows not in `busy` until the next
+   * would take its document past `maxChars` (the first is taken whatever its size), and every
+   * start whose id has no write left here. The rest (and their callbacks) stay for a later flush:
+   * a start stays with a write of its id, so a step that creates its workflow still meets, in
+   * the same batch, a start of that id appended after it, and wins (see `startsToInsert`).
    */
   split(busy: ReadonlySet<string>, maxChars: number): Batch {
     const taken = new Batch();
-    taken.starts = this.starts;
-    this.starts = [];
     for (const [id, write] of this.writes) {
       if (busy.has(id)) continue;
       const chars = documentChars(write);
@@ -118,6 +120,9 @@ class Batch {
       this.chars -= chars;
       this.writes.delete(id);
     }
+    const keptStarts: PendingStart[] = [];
+    for (const start of this.starts) (this.writes.has(start.row.id) ? keptStarts : taken.starts).push(start);
+    this.starts = keptStarts;
     const kept: Batch['onDurable'] = [];
     for (const entry of this.onDurable) (taken.writes.has(entry.workflowId) ? taken.onDurable : kept).push(entry);
     this.onDurable = kept;
@@ -218,7 +223,7 @@ export class Wal {
   constructor(options: WalOptions) {
     this.#options = options;
     this.#maxInFlight = Math.max(1, options.maxFlushesInFlight ?? 2);
-    this.#maxChars = options.maxFlushChars ?? 64 * 1024 * 1024;
+    this.#maxChars = options.maxFlushChars ?? 32 * 1024 * 1024;
   }
 
   /** History rows waiting for a flush, in flight included. */
@@ -433,7 +438,7 @@ export class Wal {
       this.#options.tables,
       [...starts.values()],
       [...batch.writes.values()],
-      { token },
+      { token, maxJsonbChars: this.#options.maxJsonbChars },
     );
     return inserted;
   }

@@ -21,6 +21,22 @@ interface Part {
   params: number;
 }
 
+/** The history part over a document of type `type`; `withCreates` keeps creating steps' rows only if created. */
+function historyCte(t: Tables, type: 'json' | 'jsonb', withCreates: boolean): string {
+  return `ins_h AS (
+    INSERT INTO ${t.history} (workflow_id, seq, activation, type, command_id, payload, at)
+    SELECT r->>0, (r->>1)::int, (r->>2)::int, r->>3, (r->>4)::int, r->>5, to_timestamp((r->>6)::float8 / 1000.0)
+    FROM ${type}_array_elements($1::${type}) AS r${withCreates ? `
+    WHERE r->>7 IS NULL OR r->>0 IN (SELECT id FROM ins_wf)` : ''})`;
+}
+
+/**
+ * Longest history document sent as jsonb by default: at about 3 bytes a character at most it stays
+ * under jsonb's 256 MB. The WAL keeps flushes well below this; one step bigger than that alone goes
+ * as json instead.
+ */
+const MAX_JSONB_CHARS = 64 * 1024 * 1024;
+
 const PARTS = {
   // A row with the same id and the same start token is this start's own, committed by an
   // earlier try whose answer was lost: it counts as inserted (the no-op update returns it).
@@ -38,26 +54,16 @@ const PARTS = {
     ON CONFLICT (id) DO UPDATE SET start_token = w.start_token WHERE w.start_token = excluded.start_token
     RETURNING id)`,
   },
-  // One JSON document for all history rows, each an array (see `historyRow`): JSON.stringify of
+  // One JSON document for all history rows, each an array (see `DocumentRow`): JSON.stringify of
   // arrays is native and writes no keys, and Postgres converts the document to jsonb once and then
   // reads each field by position (cheaper than json_to_recordset's parse of keyed objects).
-  history: {
-    params: 1,
-    cte: (t) => `ins_h AS (
-    INSERT INTO ${t.history} (workflow_id, seq, activation, type, command_id, payload, at)
-    SELECT r->>0, (r->>1)::int, (r->>2)::int, r->>3, (r->>4)::int, r->>5, to_timestamp((r->>6)::float8 / 1000.0)
-    FROM jsonb_array_elements($1::jsonb) AS r)`,
-  },
+  history: { params: 1, cte: (t) => historyCte(t, 'jsonb', false) },
   // The same, when some steps create their workflow (their rows carry an eighth field): those rows
   // exist only if it was created.
-  historyWithCreates: {
-    params: 1,
-    cte: (t) => `ins_h AS (
-    INSERT INTO ${t.history} (workflow_id, seq, activation, type, command_id, payload, at)
-    SELECT r->>0, (r->>1)::int, (r->>2)::int, r->>3, (r->>4)::int, r->>5, to_timestamp((r->>6)::float8 / 1000.0)
-    FROM jsonb_array_elements($1::jsonb) AS r
-    WHERE r->>7 IS NULL OR r->>0 IN (SELECT id FROM ins_wf))`,
-  },
+  historyWithCreates: { params: 1, cte: (t) => historyCte(t, 'jsonb', true) },
+  // A document too big for one jsonb value (256 MB) goes as json, read field by field (slower).
+  historyText: { params: 1, cte: (t) => historyCte(t, 'json', false) },
+  historyTextWithCreates: { params: 1, cte: (t) => historyCte(t, 'json', true) },
   // A row to update that does not exist aborts the whole statement: the cast in `checked` fails at
   // run time, only on that branch, with a message naming the problem.
   updates: {
@@ -180,6 +186,8 @@ SELECT ${has('starts') ? `(SELECT coalesce(array_agg(id), '{}') FROM ins_wf)` : 
 export interface FlushOptions {
   /** Recorded with the flush in the same statement (WAL flushes; a client's start has none). */
   token?: string;
+  /** History documents longer than this go as json, not jsonb. @default MAX_JSONB_CHARS */
+  maxJsonbChars?: number;
 }
 
 /** A history row as the flush document carries it; `creates` only on a workflow's creating step. */
@@ -251,8 +259,13 @@ function collectParams(
     ]);
   }
   if (history.length > 0) {
+    const document = JSON.stringify(history);
     const isCreating = created.some((c) => c.step !== undefined);
-    params.set(isCreating ? 'historyWithCreates' : 'history', [JSON.stringify(history)]);
+    const part =
+      document.length <= (options.maxJsonbChars ?? MAX_JSONB_CHARS)
+        ? isCreating ? 'historyWithCreates' : 'history'
+        : isCreating ? 'historyTextWithCreates' : 'historyText';
+    params.set(part, [document]);
   }
   if (updates.length > 0) {
     params.set('updates', [

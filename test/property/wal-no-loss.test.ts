@@ -120,74 +120,81 @@ interface Appended {
 describe('Wal (property)', () => {
   it('never loses or duplicates an append under arbitrary flush failures', async () => {
     await fc.assert(
-      fc.asyncProperty(fc.array(opArb, { maxLength: 60, size: 'max' }), outcomeArb, async (ops, outcomes) => {
-        const sql = new FakeSql(outcomes);
-        let clock = 0;
-        const reports: { ids: ReadonlySet<string>; at: number }[] = [];
-        const durableOrder: number[] = [];
-        const wal = new Wal({
-          sql,
-          tables,
-          highWaterEvents: 1_000,
-          onFlushFailed: (ids) => reports.push({ ids: new Set(ids), at: ++clock }),
-        });
-        const appended: Appended[] = [];
-        const seqs = [0, 0, 0, 0];
+      // A flush limit of a few rows' worth splits batches anywhere (a row counts about a hundred).
+      fc.asyncProperty(
+        fc.array(opArb, { maxLength: 60, size: 'max' }),
+        outcomeArb,
+        fc.integer({ min: 1, max: 1_500 }),
+        async (ops, outcomes, maxFlushChars) => {
+          const sql = new FakeSql(outcomes);
+          let clock = 0;
+          const reports: { ids: ReadonlySet<string>; at: number }[] = [];
+          const durableOrder: number[] = [];
+          const wal = new Wal({
+            sql,
+            tables,
+            highWaterEvents: 1_000,
+            maxFlushChars,
+            onFlushFailed: (ids) => reports.push({ ids: new Set(ids), at: ++clock }),
+          });
+          const appended: Appended[] = [];
+          const seqs = [0, 0, 0, 0];
 
-        for (const op of ops) {
-          if (op.kind === 'turn') await new Promise((resolve) => setImmediate(resolve));
-          else if (op.kind === 'microtask') await Promise.resolve();
-          else {
-            const index = appended.length;
-            const workflowId = `wf-${op.workflow}`;
-            const from = seqs[op.workflow]!;
-            const w: WorkflowWrite = emptyWrite(workflowId);
-            const tags: string[] = [];
-            for (let r = 0; r < op.rows; r++) {
-              const tag = `${TAG}${index}.${r}`;
-              tags.push(tag);
-              w.history.push({ seq: from + r + 1, activation: index, type: 'T', commandId: null, payload: tag, at: 0 });
-            }
-            seqs[op.workflow] = from + op.rows;
-            const entry: Appended = { workflowId, tags, at: ++clock, durable: 0 };
-            appended.push(entry);
-            wal.enqueue(w, () => {
-              entry.durable++;
-              durableOrder.push(index);
-            });
-          }
-        }
-        await wal.drain();
-        expect(sql.malformed).toEqual([]);
-
-        const recorded = new Map<string, number>();
-        for (const tag of sql.committedTags) recorded.set(tag, (recorded.get(tag) ?? 0) + 1);
-        for (const [tag, count] of recorded) expect(count, `row ${tag} committed ${count} times`).toBe(1);
-
-        const firstReportAfter = (a: Appended) => reports.find((r) => r.at > a.at && r.ids.has(a.workflowId));
-        for (const [index, a] of appended.entries()) {
-          const rowsCommitted = a.tags.filter((t) => recorded.has(t)).length;
-          if (a.durable > 0) {
-            expect(a.durable, `append ${index} reported durable twice`).toBe(1);
-            expect(rowsCommitted, `append ${index} durable without all its rows`).toBe(a.tags.length);
-          } else {
-            expect(rowsCommitted, `append ${index} partly committed`).toBe(0);
-            const report = firstReportAfter(a);
-            expect(report, `append ${index} lost without a report`).toBeDefined();
-            // Appends of the same workflow made before that report were built on the lost state.
-            for (const later of appended.slice(index + 1)) {
-              if (later.workflowId === a.workflowId && later.at < report!.at) expect(later.durable).toBe(0);
+          for (const op of ops) {
+            if (op.kind === 'turn') await new Promise((resolve) => setImmediate(resolve));
+            else if (op.kind === 'microtask') await Promise.resolve();
+            else {
+              const index = appended.length;
+              const workflowId = `wf-${op.workflow}`;
+              const from = seqs[op.workflow]!;
+              const w: WorkflowWrite = emptyWrite(workflowId);
+              const tags: string[] = [];
+              for (let r = 0; r < op.rows; r++) {
+                const tag = `${TAG}${index}.${r}`;
+                tags.push(tag);
+                w.history.push({ seq: from + r + 1, activation: index, type: 'T', commandId: null, payload: tag, at: 0 });
+              }
+              seqs[op.workflow] = from + op.rows;
+              const entry: Appended = { workflowId, tags, at: ++clock, durable: 0 };
+              appended.push(entry);
+              wal.enqueue(w, () => {
+                entry.durable++;
+                durableOrder.push(index);
+              });
             }
           }
-        }
-        expect(recorded.size).toBe(appended.filter((a) => a.durable > 0).reduce((n, a) => n + a.tags.length, 0));
-        // Flushes over disjoint workflows may commit in either order; one workflow's never.
-        for (const workflowId of new Set(appended.map((a) => a.workflowId))) {
-          const own = durableOrder.filter((i) => appended[i]!.workflowId === workflowId);
-          expect(own).toEqual([...own].sort((x, y) => x - y));
-        }
-        expect(wal.pendingEvents).toBe(0);
-      }),
+          await wal.drain();
+          expect(sql.malformed).toEqual([]);
+
+          const recorded = new Map<string, number>();
+          for (const tag of sql.committedTags) recorded.set(tag, (recorded.get(tag) ?? 0) + 1);
+          for (const [tag, count] of recorded) expect(count, `row ${tag} committed ${count} times`).toBe(1);
+
+          const firstReportAfter = (a: Appended) => reports.find((r) => r.at > a.at && r.ids.has(a.workflowId));
+          for (const [index, a] of appended.entries()) {
+            const rowsCommitted = a.tags.filter((t) => recorded.has(t)).length;
+            if (a.durable > 0) {
+              expect(a.durable, `append ${index} reported durable twice`).toBe(1);
+              expect(rowsCommitted, `append ${index} durable without all its rows`).toBe(a.tags.length);
+            } else {
+              expect(rowsCommitted, `append ${index} partly committed`).toBe(0);
+              const report = firstReportAfter(a);
+              expect(report, `append ${index} lost without a report`).toBeDefined();
+              // Appends of the same workflow made before that report were built on the lost state.
+              for (const later of appended.slice(index + 1)) {
+                if (later.workflowId === a.workflowId && later.at < report!.at) expect(later.durable).toBe(0);
+              }
+            }
+          }
+          expect(recorded.size).toBe(appended.filter((a) => a.durable > 0).reduce((n, a) => n + a.tags.length, 0));
+          // Flushes over disjoint workflows may commit in either order; one workflow's never.
+          for (const workflowId of new Set(appended.map((a) => a.workflowId))) {
+            const own = durableOrder.filter((i) => appended[i]!.workflowId === workflowId);
+            expect(own).toEqual([...own].sort((x, y) => x - y));
+          }
+          expect(wal.pendingEvents).toBe(0);
+        },
+      ),
       { numRuns: 300 },
     );
   });

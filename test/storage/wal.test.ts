@@ -134,8 +134,11 @@ describe.each(backends)('Wal on $name', (backend) => {
     expect(wal.pendingEvents).toBe(0);
   });
 
-  it('stores every history payload byte for byte: escapes, lone surrogates, NUL, bare values and deep nesting included', async () => {
-    const { wal, failures } = open();
+  it.each([
+    ['jsonb', {}],
+    ['json (a document too big for jsonb)', { maxJsonbChars: 0 }],
+  ] as const)('stores every history payload byte for byte, sent as %s: escapes, lone surrogates, NUL, bare values and deep nesting included', async (_, options) => {
+    const { wal, failures } = open(options);
     await start(wal, 'p');
     const values: unknown[] = [
       { quote: '"', backslash: '\\', slashU: '\\u0041', tab: '\t', newline: '\n' },

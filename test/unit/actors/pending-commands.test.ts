@@ -25,6 +25,18 @@ describe('PendingCommands', () => {
     expect(pending.entries()).toEqual([[2, 'B']]);
   });
 
+  it('replaces an entry kept in the map even while the fields are free', () => {
+    const pending = new PendingCommands<string>();
+    pending.set(1, 'a');
+    pending.set(2, 'b');
+    pending.delete(1);
+    pending.set(2, 'B');
+    expect(pending.entries()).toEqual([[2, 'B']]);
+    pending.delete(2);
+    expect(pending.get(2)).toBeUndefined();
+    expect(pending.entries()).toEqual([]);
+  });
+
   it('lists entries in command id order wherever each is kept', () => {
     const pending = new PendingCommands<number>();
     for (const id of [5, 6, 7]) pending.set(id, id * 10);

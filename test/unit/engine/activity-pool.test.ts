@@ -7,11 +7,11 @@ import { fixtureActivities } from '../../helpers/engines.js';
 
 type Settle = (outcome: ActivityOutcome) => void;
 
-async function openPool(): Promise<{ pool: ActivityPool; run(name: string, input?: unknown): Promise<unknown> }> {
+async function openPool(concurrencyPerThread = 16): Promise<{ pool: ActivityPool; run(name: string, input?: unknown): Promise<unknown> }> {
   const waiting = new Map<number, Settle>();
   let next = 0;
   const pool = await ActivityPool.create<PoolTask>(
-    { moduleUrl: fixtureActivities, threads: 2, concurrencyPerThread: 16, inline: {}, maxHeapMb: undefined, maxPayloadBytes: 1 << 20 },
+    { moduleUrl: fixtureActivities, threads: 2, concurrencyPerThread, inline: {}, maxHeapMb: undefined, maxPayloadBytes: 1 << 20 },
     (task, outcome) => waiting.get(task.commandId)?.(outcome),
     (error) => {
       throw error;
@@ -44,6 +44,15 @@ describe('ActivityPool batching', () => {
     const threads = await Promise.all(Array.from({ length: 10 }, () => run('threadOf')));
     expect(pool.batchesSent - before).toBe(1);
     expect(new Set(threads).size).toBe(1);
+  });
+
+  it('puts no more cheap attempts in one batch than one thread may run at once', async () => {
+    const { pool, run } = await openPool(4);
+    close = () => pool.close();
+    for (let i = 0; i < 40; i++) await run('threadOf');
+    const before = pool.batchesSent;
+    await Promise.all(Array.from({ length: 8 }, () => run('threadOf')));
+    expect(pool.batchesSent - before).toBe(2);
   });
 
   it('sends expensive attempts in separate batches, so each can have a thread of its own', async () => {

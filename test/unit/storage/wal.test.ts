@@ -15,6 +15,8 @@ class ScriptedSql implements Sql {
   flushes = 0;
   /** The workflow ids of each flush's history document, in order. */
   readonly flushedWorkflows: string[][] = [];
+  /** Workflow rows inserted so far: a flush inserts only ids not among them, as the table would. */
+  readonly #rows = new Set<string>();
   unansweredChecks = 0;
   readonly committedTokens = new Set<string>();
   readonly #script: (Error | 'ok' | 'lostAnswer')[];
@@ -44,8 +46,11 @@ class ScriptedSql implements Sql {
       });
     }
     this.committedTokens.add(token);
+    // The starts part comes first: its first parameter is the ids of the rows to insert.
+    const inserted = text.includes('ins_wf AS') ? (params[0] as string[]).filter((id) => !this.#rows.has(id)) : [];
+    for (const id of inserted) this.#rows.add(id);
     if (step === 'lostAnswer') throw Object.assign(new Error('Connection terminated unexpectedly'), { code: 'ECONNRESET' });
-    return { rows: [{ inserted: [], updated: 0 } as Row], rowCount: 1 };
+    return { rows: [{ inserted, updated: 0 } as Row], rowCount: 1 };
   }
 
   async exec(): Promise<void> {}
@@ -120,6 +125,22 @@ describe('mergeWrite', () => {
 });
 
 describe('Wal over a scripted driver', () => {
+  it('keeps a start with the creating step of its id when the limit splits the batch, so the step still wins', async () => {
+    const sql = new ScriptedSql([]);
+    const { wal, failures } = walOver(sql, 5_000);
+    const big = makeWrite('big', 0, 1);
+    big.history[0]!.payload = JSON.stringify('x'.repeat(4_900));
+    wal.enqueue(big);
+    const refusals: boolean[] = [];
+    wal.enqueue(makeWrite('both', 0, 2, { creates: makeStartRow('both') }), (isRefused) => refusals.push(isRefused));
+    const start = wal.enqueueStart(makeStartRow('both'));
+    await wal.drain();
+    expect(sql.flushedWorkflows).toEqual([['big'], ['both']]);
+    expect(refusals).toEqual([false]);
+    expect(await start).toBe(false);
+    expect(failures).toEqual([]);
+  });
+
   it('splits a batch past maxFlushChars into flushes under it, keeping each write whole and callbacks in order', async () => {
     const sql = new ScriptedSql([]);
     const { wal, failures } = walOver(sql, 5_000);
