@@ -40,14 +40,14 @@ export interface WorkflowErrors {
 /** Side effects of one committed step, released by the engine after the commit. */
 export interface Effects {
   /** Activities to run now. */
-  dispatch: TaskRow[];
+  dispatch: readonly TaskRow[];
   /** Activities whose next attempt waits until `visibleAt`. */
-  retries: TaskRow[];
-  armTimers: TimerRow[];
+  retries: readonly TaskRow[];
+  armTimers: readonly TimerRow[];
   /** Timers (by command id) no longer awaited. */
-  disarmTimers: number[];
+  disarmTimers: readonly number[];
   /** Activities (by command id) no longer awaited, whose retry may be armed. */
-  disarmRetries: number[];
+  disarmRetries: readonly number[];
   /** Set when the step started the workflow. */
   isStarted: boolean;
   /** Set when the step ended the workflow; `startedAt` is its first step's time (epoch ms). */

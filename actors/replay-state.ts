@@ -1,4 +1,3 @@
-import { appended, NO_ITEMS } from '../storage/lists.js';
 import type { Codec, WorkflowErrors } from './actor-host.js';
 import type { Command } from './commands.js';
 import type { SerializedFailure } from './history.js';
@@ -14,6 +13,12 @@ type Completion =
       resolve: (value: unknown) => void;
       reject: (error: Error) => void;
     };
+
+/**
+ * The command list between activations: shared and never written (an emit replaces it), so a
+ * workflow waiting out a step's round trip holds no array of its own.
+ */
+const NO_COMMANDS: never[] = Object.freeze([]) as never[];
 
 /** What a pending command waits on, for `inspect`. */
 export interface Outstanding {
@@ -51,7 +56,7 @@ export class ReplayState {
   readonly #errors: WorkflowErrors;
   readonly #random: () => number;
   #nextCommandId = 1;
-  #commands: Command[] = NO_ITEMS;
+  #commands: Command[] = NO_COMMANDS;
   readonly #pending = new PendingCommands<Completion>();
   // Created on first use: a sleeping workflow's state should be small (many are kept in memory).
   #waiters: Map<string, number[]> | undefined;
@@ -222,7 +227,7 @@ export class ReplayState {
   /** Commands emitted since the last call. */
   takeCommands(): readonly Command[] {
     const commands = this.#commands;
-    this.#commands = NO_ITEMS;
+    this.#commands = NO_COMMANDS;
     return commands;
   }
 
@@ -272,7 +277,9 @@ export class ReplayState {
   #emit(command: Command): void {
     // Code that keeps running after the workflow returned (a lost Promise.race branch, say)
     // cannot add commands to a finished history.
-    if (!this.#isTerminal) this.#commands = appended(this.#commands, command);
+    if (this.#isTerminal) return;
+    if (this.#commands.length === 0) this.#commands = [command];
+    else this.#commands.push(command);
   }
 
   #take<K extends Completion['kind']>(commandId: number, kind: K): Extract<Completion, { kind: K }> {

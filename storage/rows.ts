@@ -1,4 +1,4 @@
-import { appended, NO_ITEMS } from './lists.js';
+import { appended, NO_ITEMS, removedAt } from './lists.js';
 
 /**
  * The latest time, in epoch milliseconds, anything may be scheduled for: the end of JavaScript's
@@ -70,12 +70,12 @@ export interface WorkflowWrite {
   error?: string | null;
   startedAt?: number;
   completedAt?: number;
-  timersInsert: TimerRow[];
-  timersDelete: number[];
+  timersInsert: readonly TimerRow[];
+  timersDelete: readonly number[];
   /** Retry state of activities past their first attempt (first attempts live in history). */
-  tasksUpsert: TaskRow[];
-  tasksDelete: number[];
-  inboxDelete: number[];
+  tasksUpsert: readonly TaskRow[];
+  tasksDelete: readonly number[];
+  inboxDelete: readonly number[];
   /** Whether this write ends the workflow (the flush then notifies waiting clients). */
   isTerminal: boolean;
   /**
@@ -119,7 +119,7 @@ export function changesRow(w: WorkflowWrite): boolean {
  */
 export function deleteTimer(write: WorkflowWrite, commandId: number): void {
   const i = write.timersInsert.findIndex((t) => t.commandId === commandId);
-  if (i >= 0) write.timersInsert.splice(i, 1);
+  if (i >= 0) write.timersInsert = removedAt(write.timersInsert, i);
   else write.timersDelete = appended(write.timersDelete, commandId);
 }
 
@@ -129,7 +129,7 @@ export function deleteTimer(write: WorkflowWrite, commandId: number): void {
  */
 export function deleteTask(write: WorkflowWrite, commandId: number): void {
   const i = write.tasksUpsert.findIndex((t) => t.commandId === commandId);
-  if (i >= 0) write.tasksUpsert.splice(i, 1);
+  if (i >= 0) write.tasksUpsert = removedAt(write.tasksUpsert, i);
   write.tasksDelete = appended(write.tasksDelete, commandId);
 }
 

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { retryDelayMs } from './backoff.js';
-import { appended } from './lists.js';
+import { appended, replacedAt } from './lists.js';
 import { isRetryable } from './pg-errors.js';
 import { deleteTask, deleteTimer, type NewWorkflowRow, type WorkflowWrite } from './rows.js';
 import { committedFlush, deleteExpired, flushBatch } from './sql/flush-batch.js';
@@ -163,7 +163,7 @@ export function mergeWrite(into: WorkflowWrite, next: WorkflowWrite): void {
   // One INSERT … ON CONFLICT may not touch a row twice: keep only the newest state of a task.
   for (const task of next.tasksUpsert) {
     const i = into.tasksUpsert.findIndex((t) => t.commandId === task.commandId);
-    if (i >= 0) into.tasksUpsert[i] = task;
+    if (i >= 0) into.tasksUpsert = replacedAt(into.tasksUpsert, i, task);
     else into.tasksUpsert = appended(into.tasksUpsert, task);
   }
   for (const commandId of next.tasksDelete) deleteTask(into, commandId);
