@@ -114,11 +114,15 @@ async function openEngine(options: BenchOptions, extra: { maxCachedWorkflows?: n
       const client = new pg.Client({ connectionString: options.database });
       await client.connect();
       try {
+        // The engine's own table and columns (this is the bench's scratch schema). Rows come in about
+        // the order the engine committed them, by time: a flush has a row or two from each of
+        // hundreds of workflows, scattered over the history's key, not whole workflows in key order.
         const { rows } = await client.query<{ c: HistoryColumns }>(
-          `SELECT json_build_object('workflowId', array_agg(workflow_id), 'seq', array_agg(seq),
-                  'activation', array_agg(activation), 'type', array_agg(type), 'commandId', array_agg(command_id),
-                  'payload', array_agg(payload), 'at', array_agg(extract(epoch FROM at) * 1000)) AS c
-           FROM (SELECT * FROM "${schema}".history ORDER BY workflow_id, seq LIMIT $1) h`,
+          `SELECT json_build_object('workflowId', coalesce(array_agg(workflow_id), '{}'), 'seq', coalesce(array_agg(seq), '{}'),
+                  'activation', coalesce(array_agg(activation), '{}'), 'type', coalesce(array_agg(type), '{}'),
+                  'commandId', coalesce(array_agg(command_id), '{}'), 'payload', coalesce(array_agg(payload), '{}'),
+                  'at', coalesce(array_agg(extract(epoch FROM at) * 1000), '{}')) AS c
+           FROM (SELECT * FROM "${schema}".history ORDER BY at, workflow_id, seq LIMIT $1) h`,
           [limit],
         );
         return rows[0]!.c;
