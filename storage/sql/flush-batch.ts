@@ -19,7 +19,11 @@ const MISSING_ROW_MARKER = 'duraflow-missing-workflow-row';
 interface Part {
   cte: (t: Tables) => string;
   params: number;
+  /** The part as the statement's own main clause, when it comes last and nothing is read back. */
+  main?: (t: Tables) => string;
 }
+
+const commitInsert = (t: Tables): string => `INSERT INTO ${t.walCommits} (token, inserted) VALUES ($1, ARRAY[]::text[])`;
 
 /** The history part over a document of type `type`; `withCreates` keeps creating steps' rows only if created. */
 function historyCte(t: Tables, type: 'json' | 'jsonb', withCreates: boolean): string {
@@ -138,7 +142,8 @@ const PARTS = {
   commit: {
     params: 1,
     cte: (t) => `ins_c AS (
-    INSERT INTO ${t.walCommits} (token, inserted) VALUES ($1, ARRAY[]::text[]))`,
+    ${commitInsert(t)})`,
+    main: commitInsert,
   },
   commitWithStarts: {
     params: 1,
@@ -166,18 +171,28 @@ function flushStatement(t: Tables, present: readonly PartName[], key: string): s
   const cacheKey = `${t.schema}\0${key}`;
   let text = statements.get(cacheKey);
   if (text) return text;
+  const has = (name: PartName): boolean => present.includes(name);
+  // With nothing to read back (no starts, no updates to count, no notice), the last part (the
+  // flush's token) is the statement itself rather than a SELECT over the CTEs: ~30 µs a flush.
+  const last: Part = PARTS[present.at(-1)!];
+  const isAnswered = has('starts') || has('updates') || has('notify') || !last.main;
   let offset = 0;
-  const ctes = present.map((name) => {
+  const clauses = present.map((name, i) => {
     const part: Part = PARTS[name];
     const base = offset;
     offset += part.params;
-    return part.cte(t).replace(/\$(\d+)/g, (_, n: string) => `$${Number(n) + base}`);
+    const clause = !isAnswered && i === present.length - 1 ? part.main!(t) : part.cte(t);
+    return clause.replace(/\$(\d+)/g, (_, n: string) => `$${Number(n) + base}`);
   });
-  const has = (name: PartName): boolean => present.includes(name);
-  text = `WITH ${ctes.join(',\n  ')}
+  if (!isAnswered) {
+    const main = clauses.pop()!;
+    text = clauses.length > 0 ? `WITH ${clauses.join(',\n  ')}\n${main}` : main;
+  } else {
+    text = `WITH ${clauses.join(',\n  ')}
 SELECT ${has('starts') ? `(SELECT coalesce(array_agg(id), '{}') FROM ins_wf)` : `'{}'::text[]`} AS inserted,
        ${has('updates') ? '(SELECT updated FROM checked)' : '0'} AS updated,
        ${has('notify') ? '(SELECT count(*) FROM note)::int' : '0'} AS notified`;
+  }
   statements.set(cacheKey, text);
   return text;
 }
@@ -370,7 +385,8 @@ export async function flushBatch(
       }
       throw error;
     });
-  return { inserted: new Set(rows[0]!.inserted) };
+  // A statement with nothing to read back returns no row: nothing was inserted.
+  return { inserted: new Set(rows[0]?.inserted) };
 }
 
 /** A write named a workflow whose row does not exist (an internal error; the batch is refused). */
