@@ -84,8 +84,6 @@ class Batch {
   onDurable: { workflowId: string; callback: (isRefused: boolean) => void }[] = [];
   starts: PendingStart[] = [];
   events = 0;
-  /** Size of the history document these writes make, about (see `documentChars`). */
-  chars = 0;
 
   get isEmpty(): boolean {
     return this.writes.size === 0 && this.starts.length === 0;
@@ -96,8 +94,14 @@ class Batch {
     if (existing) mergeWrite(existing, write);
     else this.writes.set(write.workflowId, write);
     this.events += write.history.length;
-    this.chars += documentChars(write);
     if (callback) this.onDurable.push({ workflowId: write.workflowId, callback });
+  }
+
+  /** Whether the history document of all these writes stays within `maxChars`. */
+  fits(maxChars: number): boolean {
+    let chars = 0;
+    for (const write of this.writes.values()) if ((chars += documentChars(write)) > maxChars) return false;
+    return true;
   }
 
   /**
@@ -109,15 +113,14 @@ class Batch {
    */
   split(busy: ReadonlySet<string>, maxChars: number): Batch {
     const taken = new Batch();
+    let chars = 0;
     for (const [id, write] of this.writes) {
       if (busy.has(id)) continue;
-      const chars = documentChars(write);
-      if (taken.writes.size > 0 && taken.chars + chars > maxChars) break;
+      chars += documentChars(write);
+      if (taken.writes.size > 0 && chars > maxChars) break;
       taken.writes.set(id, write);
       taken.events += write.history.length;
       this.events -= write.history.length;
-      taken.chars += chars;
-      this.chars -= chars;
       this.writes.delete(id);
     }
     const keptStarts: PendingStart[] = [];
@@ -135,7 +138,6 @@ class Batch {
       const write = this.writes.get(id);
       if (!write) continue;
       this.events -= write.history.length;
-      this.chars -= documentChars(write);
       this.writes.delete(id);
     }
     for (let i = this.onDurable.length - 1; i >= 0; i--) {
@@ -313,7 +315,8 @@ export class Wal {
   #startFlushes(): void {
     while (this.#inFlight.size < this.#maxInFlight && !this.#pending.isEmpty) {
       let batch: Batch;
-      if (this.#busy.size === 0 && this.#pending.chars <= this.#maxChars) {
+      // A write is measured here when nothing is busy, else by the split (both only while needed).
+      if (this.#busy.size === 0 && this.#pending.fits(this.#maxChars)) {
         batch = this.#pending;
         this.#pending = new Batch();
       } else {
@@ -357,7 +360,8 @@ export class Wal {
         seconds = (performance.now() - started) / 1000;
         break;
       } catch (error) {
-        isAmbiguous ||= isRetryable(error);
+        const isRetryableError = isRetryable(error);
+        isAmbiguous ||= isRetryableError;
         // After a try whose outcome is unknown, any failure (this flush's own token taken, say)
         // first asks whether that try committed. No answer is no verdict: try again.
         let isUnanswered = false;
@@ -370,7 +374,7 @@ export class Wal {
           }
           isUnanswered = earlier === undefined;
         }
-        const isTransient = isRetryable(error) || isUnanswered;
+        const isTransient = isRetryableError || isUnanswered;
         // Closing gives a lost connection a few more tries, not an outage's worth of them.
         const willRetry = isTransient && (!this.#isClosed || attempt < CLOSING_RETRIES);
         this.#options.observer?.flushFailed(error, willRetry);
