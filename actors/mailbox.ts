@@ -1,14 +1,8 @@
 import fastq from 'fastq';
 
-const noop = (): void => undefined;
+import { appended, NO_ITEMS } from '../storage/lists.js';
 
-/**
- * What a mailbox with nothing queued holds: one shared array, never written (a push replaces it).
- * A hot actor's mailbox sits empty for most of each step's round trip, long enough for an array
- * of its own to outlive a young-generation collection, and one grown by push from empty reserves
- * 17 slots.
- */
-const NO_MESSAGES: never[] = Object.freeze([]) as never[];
+const noop = (): void => undefined;
 
 /** Mailboxes whose next run should be queued once the current synchronous run is over. */
 let toKick: Mailbox<unknown>[] = [];
@@ -49,10 +43,11 @@ const MAX_IDLE_QUEUES = 4096;
  * `pushFirst` puts messages ahead of those waiting (an actor handing on what it set aside).
  */
 export class Mailbox<Message> {
-  readonly #handle: (batch: Message[], receivedAt: number) => Promise<void>;
+  readonly #handle: (batch: readonly Message[], receivedAt: number) => Promise<void>;
   readonly #onError: (error: unknown) => void;
   #queue: fastq.queue<Mailbox<unknown>, void> | undefined;
-  #messages: Message[] = NO_MESSAGES;
+  // Empty, the shared list: a hot actor's mailbox sits empty for most of each step's round trip.
+  #messages: readonly Message[] = NO_ITEMS;
   #isScheduled = false;
   #isRunning = false;
   #isKilled = false;
@@ -63,7 +58,7 @@ export class Mailbox<Message> {
   #idleWaiters: (() => void)[] | undefined;
 
   /** `handle` gets each batch with the time its first message arrived (performance.now()). */
-  constructor(handle: (batch: Message[], receivedAt: number) => Promise<void>, onError: (error: unknown) => void) {
+  constructor(handle: (batch: readonly Message[], receivedAt: number) => Promise<void>, onError: (error: unknown) => void) {
     this.#handle = handle;
     this.#onError = onError;
   }
@@ -81,7 +76,7 @@ export class Mailbox<Message> {
   push(message: Message): void {
     if (this.#isKilled) return;
     if (this.#messages.length === 0) this.#firstPushAt = performance.now();
-    this.#append(message);
+    this.#messages = appended(this.#messages, message);
     if (this.#isScheduled) return;
     this.#isScheduled = true;
     if (toKick.length === 0) queueMicrotask(kickAll);
@@ -98,7 +93,7 @@ export class Mailbox<Message> {
   kill(): readonly Message[] {
     this.#isKilled = true;
     const dropped = this.#messages;
-    this.#messages = NO_MESSAGES;
+    this.#messages = NO_ITEMS;
     return dropped;
   }
 
@@ -110,15 +105,10 @@ export class Mailbox<Message> {
     if (this.#isKilled || messages.length === 0) return;
     const waiting = this.#messages;
     const firstPushAt = this.#firstPushAt;
-    this.#messages = NO_MESSAGES;
+    this.#messages = NO_ITEMS;
     for (const message of messages) this.push(message);
-    for (const message of waiting) this.#append(message);
+    for (const message of waiting) this.#messages = appended(this.#messages, message);
     if (waiting.length > 0) this.#firstPushAt = Math.min(firstPushAt, this.#firstPushAt);
-  }
-
-  #append(message: Message): void {
-    if (this.#messages.length === 0) this.#messages = [message];
-    else this.#messages.push(message);
   }
 
   /** Queues the next run (called from the shared microtask). @internal */
@@ -131,7 +121,7 @@ export class Mailbox<Message> {
   run(done: (error: Error | null) => void): void {
     this.#isScheduled = false;
     const batch = this.#messages;
-    this.#messages = NO_MESSAGES;
+    this.#messages = NO_ITEMS;
     if (this.#isKilled || batch.length === 0) {
       this.#settle(done);
       return;

@@ -1,3 +1,4 @@
+import { appended, NO_ITEMS } from '../storage/lists.js';
 import type { Codec, WorkflowErrors } from './actor-host.js';
 import type { Command } from './commands.js';
 import type { SerializedFailure } from './history.js';
@@ -13,12 +14,6 @@ type Completion =
       resolve: (value: unknown) => void;
       reject: (error: Error) => void;
     };
-
-/**
- * The command list between activations: shared and never written (an emit replaces it), so a
- * workflow waiting out a step's round trip holds no array of its own.
- */
-const NO_COMMANDS: never[] = Object.freeze([]) as never[];
 
 /** What a pending command waits on, for `inspect`. */
 export interface Outstanding {
@@ -56,7 +51,8 @@ export class ReplayState {
   readonly #errors: WorkflowErrors;
   readonly #random: () => number;
   #nextCommandId = 1;
-  #commands: Command[] = NO_COMMANDS;
+  // Between activations, the shared empty list: a workflow waiting out a step holds none of its own.
+  #commands: readonly Command[] = NO_ITEMS;
   readonly #pending = new PendingCommands<Completion>();
   // Created on first use: a sleeping workflow's state should be small (many are kept in memory).
   #waiters: Map<string, number[]> | undefined;
@@ -227,7 +223,7 @@ export class ReplayState {
   /** Commands emitted since the last call. */
   takeCommands(): readonly Command[] {
     const commands = this.#commands;
-    this.#commands = NO_COMMANDS;
+    this.#commands = NO_ITEMS;
     return commands;
   }
 
@@ -277,9 +273,7 @@ export class ReplayState {
   #emit(command: Command): void {
     // Code that keeps running after the workflow returned (a lost Promise.race branch, say)
     // cannot add commands to a finished history.
-    if (this.#isTerminal) return;
-    if (this.#commands.length === 0) this.#commands = [command];
-    else this.#commands.push(command);
+    if (!this.#isTerminal) this.#commands = appended(this.#commands, command);
   }
 
   #take<K extends Completion['kind']>(commandId: number, kind: K): Extract<Completion, { kind: K }> {

@@ -218,7 +218,7 @@ export class WorkflowActor {
     return this.#mailbox.drained();
   }
 
-  async #handle(batch: ActorMessage[], receivedAt: number): Promise<void> {
+  async #handle(batch: readonly ActorMessage[], receivedAt: number): Promise<void> {
     if (this.#creation && this.#state !== 'new') {
       // After the creating step, until its commit: holding writes nothing, so it need not wait
       // for room in the WAL, and no batch is left in hand when a refusal drops the actor.
@@ -267,7 +267,7 @@ export class WorkflowActor {
     }
   }
 
-  async #activate(messages: ActorMessage[], receivedAt: number): Promise<void> {
+  async #activate(messages: readonly ActorMessage[], receivedAt: number): Promise<void> {
     const host = this.#host;
     const now = Date.now();
     const activation = this.#activation + 1;
@@ -539,7 +539,7 @@ export class WorkflowActor {
   }
 
   /** Events for a finished workflow are consumed without effect, so they are not re-delivered. */
-  #consumeStrayEvents(messages: ActorMessage[]): void {
+  #consumeStrayEvents(messages: readonly ActorMessage[]): void {
     const write = emptyWrite(this.workflowId);
     for (const m of messages) {
       if (m.type === 'event' && !this.#consumedInbox?.has(m.inboxId)) {

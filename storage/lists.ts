@@ -1,9 +1,11 @@
 /**
- * The lists of a step's write and effects that most steps leave empty start as this one shared
- * array, never written: `appended` replaces it with a list of their own on the first item. They
- * live until the step commits, long enough to outlive a young-generation collection and be
- * copied; and an array grown by push from empty reserves 17 slots. The lists are typed readonly
- * so that nothing pushes into the shared one: they change only through the functions below.
+ * Lists that are usually empty and live through a workflow step's round trip (a step's rarely
+ * used write and effect lists, an actor's mailbox and command list between activations) start as
+ * this one shared array, never written: `appended` replaces it with a list of their own on the
+ * first item. An array of their own would outlive a young-generation collection and be copied,
+ * and one grown by push from empty reserves 17 slots. The lists are typed readonly so that
+ * nothing pushes into the shared one: they change only through the functions below. (A pure
+ * list helper, no I/O: actors use it as they use `rows.ts` to build a step's write.)
  */
 export const NO_ITEMS: readonly never[] = Object.freeze([]);
 

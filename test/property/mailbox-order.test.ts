@@ -25,7 +25,7 @@ describe('Mailbox (property)', () => {
   it('hands every message over exactly once, in push order, one batch at a time', async () => {
     await fc.assert(
       fc.asyncProperty(fc.array(opArb, { maxLength: 80, size: 'max' }), async (ops) => {
-        const batches: number[][] = [];
+        const batches: (readonly number[])[] = [];
         const gates: { resolve: () => void; reject: (error: Error) => void }[] = [];
         const errors: unknown[] = [];
         let active = 0;

@@ -15,7 +15,7 @@ function deferred<T = void>(): { promise: Promise<T>; resolve: (value: T) => voi
 
 /** A mailbox whose handler records each batch and then waits for the test to release it. */
 function gatedMailbox() {
-  const batches: string[][] = [];
+  const batches: (readonly string[])[] = [];
   const gates: ReturnType<typeof deferred<void>>[] = [];
   const errors: unknown[] = [];
   let active = 0;
@@ -147,7 +147,7 @@ describe('Mailbox', () => {
   });
 
   it('keeps running when onError itself throws', async () => {
-    const batches: string[][] = [];
+    const batches: (readonly string[])[] = [];
     const mailbox = new Mailbox<string>(
       async (batch) => {
         batches.push(batch);
@@ -289,7 +289,7 @@ async function onHandMovedClock(test: (setNow: (ms: number) => void) => Promise<
 
 /** A mailbox recording each batch and the time it got; every run waits for `release()`. */
 function timedMailbox() {
-  const batches: string[][] = [];
+  const batches: (readonly string[])[] = [];
   const received: number[] = [];
   const gate = deferred();
   const mailbox = new Mailbox<string>(
