@@ -101,10 +101,15 @@ function parse(): { options: BenchOptions; scenario: string; compare: boolean; r
   };
 }
 
-async function runScenario(scenario: string, options: BenchOptions): Promise<RunResult[]> {
+/** `onHistory` (steps only) receives the history rows the measured run committed. */
+async function runScenario(
+  scenario: string,
+  options: BenchOptions,
+  onHistory?: (rows: HistoryColumns) => void,
+): Promise<RunResult[]> {
   switch (scenario) {
     case 'steps':
-      return [await runSteps(options)];
+      return [await runSteps(options, onHistory)];
     case 'fanout':
       return [await runFanout(options)];
     case 'timers':
@@ -226,10 +231,7 @@ async function main(): Promise<void> {
   for (let i = 0; i < repeat; i++) {
     // Alternate the sides so drift on a noisy machine hits all of them alike.
     let history: HistoryColumns | undefined;
-    const ours =
-      withBaselines && scenario === 'steps'
-        ? [await runSteps(options, (rows) => (history = rows))]
-        : await runScenario(scenario, options);
+    const ours = await runScenario(scenario, options, withBaselines ? (rows) => (history = rows) : undefined);
     runs.duraflow.push(...ours);
     if (!withBaselines) continue;
     const main = ours[0]!;
