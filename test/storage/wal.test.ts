@@ -135,10 +135,13 @@ describe.each(backends)('Wal on $name', (backend) => {
   });
 
   it.each([
-    ['jsonb', {}],
-    ['json (a document too big for jsonb)', { maxJsonbChars: 0 }],
-  ] as const)('stores every history payload byte for byte, sent as %s: escapes, lone surrogates, NUL, bare values and deep nesting included', async (_, options) => {
-    const { wal, failures } = open(options);
+    ['jsonb', 'jsonb_array_elements(', {}],
+    ['json (a document too big for jsonb)', 'json_array_elements(', { maxJsonbChars: 0 }],
+  ] as const)('stores every history payload byte for byte, sent as %s: escapes, lone surrogates, NUL, bare values and deep nesting included', async (_, reader, options) => {
+    // The statements the WAL sends, so the test sees which document type carried the history.
+    const statements: string[] = [];
+    const recording: Sql = { ...sql, query: (text, ...rest) => (statements.push(text), sql.query(text, ...rest)) };
+    const { wal, failures } = open({ ...options, sql: recording });
     await start(wal, 'p');
     const values: unknown[] = [
       { quote: '"', backslash: '\\', slashU: '\\u0041', tab: '\t', newline: '\n' },
@@ -161,6 +164,7 @@ describe.each(backends)('Wal on $name', (backend) => {
     ];
     expect(await storedPayloads(wal, 'p', payloads)).toEqual(payloads);
     expect(failures).toEqual([]);
+    expect(statements.some((text) => text.includes(reader))).toBe(true);
   });
 
   it('merges two writes of one workflow into one flush', async () => {
