@@ -12,9 +12,9 @@ import { flushBatch } from '../storage/sql/flush-batch.js';
 import { tasksOf } from '../storage/sql/tasks.js';
 import { finishedAmong, loadHistory, loadWorkflow, notify, timersOf } from '../storage/sql/workflows.js';
 import { type Sql, type Tables, tablesFor } from '../storage/sql.js';
-import { JsonCodec } from './codec.js';
 import { retryDelayMs } from '../storage/backoff.js';
 import { isRetryable } from '../storage/pg-errors.js';
+import { JsonCodec } from './codec.js';
 import {
   ConfigurationError,
   DatabaseUnavailableError,

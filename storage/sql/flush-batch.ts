@@ -173,7 +173,7 @@ function flushStatement(t: Tables, present: readonly PartName[], key: string): s
   if (text) return text;
   const has = (name: PartName): boolean => present.includes(name);
   // With nothing to read back (no starts, no updates to count, no notice), the last part (the
-  // flush's token) is the statement itself rather than a SELECT over the CTEs: ~30 µs a flush.
+  // flush's token) is the statement itself rather than a SELECT over the CTEs: tens of µs a flush.
   const last: Part = PARTS[present.at(-1)!];
   const isAnswered = has('starts') || has('updates') || has('notify') || !last.main;
   let offset = 0;
