@@ -6,8 +6,19 @@ import { type Creation, WorkflowActor } from './workflow-actor.js';
 /** Actors examined per eviction pass, so a run of busy actors cannot make delivery O(n). */
 const EVICTION_SCAN = 32;
 
+const START: ActorMessage = Object.freeze({ type: 'start' });
+
+/**
+ * An actor that has waited this long for an activity is treated as parked: its activity is slow,
+ * so replaying the workflow once when it ends costs little beside it, and a start that waits for
+ * room should not wait for it.
+ */
+const SLOW_ACTIVITY_MS = 5_000;
+
 interface Entry {
   actor: WorkflowActor;
+  /** performance.now() of the last delivery. */
+  touchedAt: number;
   prev: Entry | undefined;
   next: Entry | undefined;
 }
@@ -17,11 +28,20 @@ interface Entry {
  * when none is in memory, and evicting the least recently used idle ones beyond `maxCached`.
  * Recency is an intrusive doubly linked list (head = least recent): touching an actor relinks two
  * nodes, where re-inserting into a Map would churn its hash table on every message.
+ *
+ * Eviction prefers parked actors (idle, awaiting a timer, an event or a slow activity) to those
+ * awaiting an activity: those are needed again as soon as the attempt ends, and evicting them
+ * only makes them replay their history then. So starts are admitted only while there is room:
+ * fewer actors than `maxCached`, or a parked one to evict. Otherwise a start waits here (its row
+ * is stored) until a workflow finishes or parks; more workflows in flight than the cache holds
+ * then run in turns, instead of each step replaying its workflow from the database.
  */
 export class ActorSystem {
   readonly #host: ActorHost;
   readonly #maxCached: number;
   readonly #entries = new Map<string, Entry>();
+  /** Their seeds (see `deliver`), in arrival order. */
+  readonly #waitingStarts = new Map<string, WorkflowRow | undefined>();
   #head: Entry | undefined;
   #tail: Entry | undefined;
   #isClosed = false;
@@ -54,12 +74,49 @@ export class ActorSystem {
       this.#unlink(entry);
     } else {
       const actor = new WorkflowActor(workflowId, this.#host, (dropped) => this.#forget(dropped), seed, creation);
-      entry = { actor, prev: undefined, next: undefined };
+      entry = { actor, touchedAt: 0, prev: undefined, next: undefined };
       this.#entries.set(workflowId, entry);
     }
+    entry.touchedAt = performance.now();
     this.#append(entry);
     entry.actor.push(message);
     if (this.#entries.size > this.#maxCached) this.trim();
+  }
+
+  /** Starts waiting for room. */
+  get waitingStarts(): number {
+    return this.#waitingStarts.size;
+  }
+
+  /**
+   * Whether a start may create an actor now: no start is waiting before it, and there are fewer
+   * actors than `maxCached` or a parked one could be evicted (it is).
+   */
+  makeRoomForStart(): boolean {
+    return this.#waitingStarts.size === 0 && this.#makeRoom();
+  }
+
+  /**
+   * Starts a workflow whose row is stored: now if its actor is in memory or there is room, else
+   * once there is (starts are admitted in arrival order, each id once).
+   */
+  deliverStart(workflowId: string, seed?: WorkflowRow): void {
+    if (this.#isClosed) return;
+    if (this.#entries.has(workflowId)) {
+      this.deliver(workflowId, START, seed);
+      return;
+    }
+    if (!this.#waitingStarts.has(workflowId)) this.#waitingStarts.set(workflowId, seed);
+    this.admitWaiting();
+  }
+
+  /** Admits waiting starts while there is room (after actors left memory or parked). */
+  admitWaiting(): void {
+    for (const [workflowId, seed] of this.#waitingStarts) {
+      if (this.#isClosed || (!this.#entries.has(workflowId) && !this.#makeRoom())) return;
+      this.#waitingStarts.delete(workflowId);
+      this.deliver(workflowId, START, seed);
+    }
   }
 
   get(workflowId: string): WorkflowActor | undefined {
@@ -69,19 +126,24 @@ export class ActorSystem {
   /** Removes a finished actor at once if it has nothing left to do. */
   release(workflowId: string): void {
     const entry = this.#entries.get(workflowId);
-    if (entry?.actor.isFinished && entry.actor.isEvictable) this.#remove(entry);
+    if (entry?.actor.isFinished && entry.actor.isEvictable) {
+      this.#remove(entry);
+      this.admitWaiting();
+    }
   }
 
-  /** Evicts least recently used idle actors while there are more than `maxCached`. */
+  /**
+   * Evicts least recently used idle actors while there are more than `maxCached`: parked ones
+   * first, then, if that was not enough, ones awaiting an activity.
+   */
   trim(): void {
+    let isOver = this.#entries.size > this.#maxCached;
+    while (isOver && this.#evictParked()) isOver = this.#entries.size > this.#maxCached;
     let scanned = 0;
     let entry = this.#head;
     while (entry && this.#entries.size > this.#maxCached && scanned++ < EVICTION_SCAN) {
       const next = entry.next;
-      if (entry.actor.isEvictable) {
-        this.#remove(entry);
-        this.#host.observer.evicted(entry.actor.workflowId);
-      }
+      if (entry.actor.isEvictable) this.#evict(entry);
       entry = next;
     }
   }
@@ -94,6 +156,7 @@ export class ActorSystem {
       entry.actor.kill();
       this.#remove(entry);
     }
+    this.admitWaiting();
   }
 
   /** Waits until every mailbox is empty (more messages may still arrive afterwards). */
@@ -113,13 +176,42 @@ export class ActorSystem {
     this.#isClosed = true;
     for (const { actor } of this.#entries.values()) actor.kill();
     this.#entries.clear();
+    this.#waitingStarts.clear();
     this.#head = undefined;
     this.#tail = undefined;
   }
 
   #forget(actor: WorkflowActor): void {
     const entry = this.#entries.get(actor.workflowId);
-    if (entry?.actor === actor) this.#remove(entry);
+    if (entry?.actor !== actor) return;
+    this.#remove(entry);
+    this.admitWaiting();
+  }
+
+  #makeRoom(): boolean {
+    return this.#entries.size < this.#maxCached || this.#evictParked();
+  }
+
+  /**
+   * Evicts the least recently used parked actor among the first EVICTION_SCAN, if there is one:
+   * idle, and waiting for a timer, an event, or an activity that has taken SLOW_ACTIVITY_MS.
+   */
+  #evictParked(): boolean {
+    const slowSince = performance.now() - SLOW_ACTIVITY_MS;
+    let scanned = 0;
+    for (let entry = this.#head; entry && scanned++ < EVICTION_SCAN; entry = entry.next) {
+      const { actor } = entry;
+      if (actor.isEvictable && (entry.touchedAt < slowSince || !actor.awaitsActivity)) {
+        this.#evict(entry);
+        return true;
+      }
+    }
+    return false;
+  }
+
+  #evict(entry: Entry): void {
+    this.#remove(entry);
+    this.#host.observer.evicted(entry.actor.workflowId);
   }
 
   #remove(entry: Entry): void {

@@ -36,6 +36,14 @@ export class PendingCommands<T> {
     }
   }
 
+  /** Whether any awaited value satisfies `test` (no list is made). */
+  some(test: (value: T) => boolean): boolean {
+    if (this.#soleId !== undefined && test(this.#sole as T)) return true;
+    if (!this.#others) return false;
+    for (const value of this.#others.values()) if (test(value)) return true;
+    return false;
+  }
+
   /** Every entry, in command id order (the order the workflow issued them). */
   entries(): [number, T][] {
     const entries: [number, T][] = this.#others ? [...this.#others] : [];

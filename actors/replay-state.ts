@@ -38,6 +38,8 @@ function seededRandom(seed: string): () => number {
   };
 }
 
+const isActivity = (c: Completion): boolean => c.kind === 'activity';
+
 /**
  * The in-memory state of one workflow run between activations: the command counter, the promises
  * workflow code awaits (by command id), event routing, and user variables. Workflow code reaches
@@ -74,6 +76,11 @@ export class ReplayState {
   /** Whether the workflow has emitted its completion or failure. */
   get isTerminal(): boolean {
     return this.#isTerminal;
+  }
+
+  /** Whether the workflow awaits an activity (its result comes back on its own, usually soon). */
+  awaitsActivity(): boolean {
+    return this.#pending.some(isActivity);
   }
 
   random(): number {

@@ -181,6 +181,14 @@ export class WorkflowActor {
     );
   }
 
+  /**
+   * Whether the workflow waits for an activity's result: the actor is needed again as soon as the
+   * attempt ends, so evicting it would only make it replay its history then.
+   */
+  get awaitsActivity(): boolean {
+    return this.#state === 'live' && (this.#replay?.awaitsActivity() ?? false);
+  }
+
   get isFinished(): boolean {
     return this.#state === 'done' || this.#state === 'dropped';
   }

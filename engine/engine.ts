@@ -183,9 +183,15 @@ class EngineImpl implements Engine, ActorHost {
       timersArmed: () => this.#timers.size,
       timersOverdue: () => this.#timers.overdue(Date.now()),
       workflowsPending: () => this.#timers.count((p) => p.kind === 'start'),
+      startsWaitingForRoom: () => this.#system.waitingStarts,
       resultWaiters: () => this.#store.waiters.size,
     });
-    this.#poll = setInterval(() => this.#requestPoll(), options.pollIntervalMs);
+    this.#poll = setInterval(() => {
+      // Actors that have waited long for an activity count as parked from some point on: no
+      // commit or exit announces that, so waiting starts look for room on the poll's beat too.
+      this.#system.admitWaiting();
+      this.#requestPoll();
+    }, options.pollIntervalMs);
     store.onNotice((payload) => {
       if (payload !== Notice.Done) this.#requestPoll();
     });
@@ -235,6 +241,8 @@ class EngineImpl implements Engine, ActorHost {
     for (const commandId of effects.disarmRetries) this.#timers.disarm(retryKey(workflowId, commandId));
     // Actors become evictable once their writes commit: trim the cache here, not only on delivery.
     if (this.#system.size > this.#options.maxCachedWorkflows) this.#system.trim();
+    // This actor may have parked (a sleep, an event wait): room for a waiting start.
+    if (this.#system.waitingStarts > 0) this.#system.admitWaiting();
     if (effects.finished) {
       const { status, startedAt } = effects.finished;
       m.workflowFinished(effects.workflowName, status, Math.max(0, Date.now() - startedAt) / 1000);
@@ -261,13 +269,14 @@ class EngineImpl implements Engine, ActorHost {
     }
     const row = this.#store.prepareStart(name, input, options);
     const isImmediate = row.startAt <= Date.now();
-    if (isImmediate && !this.#system.get(row.id)) {
+    if (isImmediate && !this.#system.get(row.id) && this.#system.makeRoomForStart()) {
       await this.#createWithFirstStep(row);
       return handleFor<Output>(this, row.id);
     }
+    // Stored first, then started: now, or once the actors in memory leave room for it.
     if (!(await this.wal.enqueueStart(row))) throw new WorkflowAlreadyExistsError(row.id);
     if (isImmediate) {
-      this.#system.deliver(row.id, { type: 'start' }, seedRow(row));
+      this.#deliverStart(row.id, seedRow(row));
     } else {
       this.#timers.arm(startKey(row.id), row.startAt, { kind: 'start', workflowId: row.id });
     }
@@ -386,6 +395,10 @@ class EngineImpl implements Engine, ActorHost {
     if (!this.#closing) this.#system.deliver(workflowId, message, seed);
   }
 
+  #deliverStart(workflowId: string, seed?: WorkflowRow): void {
+    if (!this.#closing) this.#system.deliverStart(workflowId, seed);
+  }
+
   #dispatch(task: TaskRow): void {
     if (!this.#inFlightTasks.add(task.workflowId, task.commandId)) return;
     // An activity whose last attempt took its thread down runs alone from then on.
@@ -439,7 +452,7 @@ class EngineImpl implements Engine, ActorHost {
         this.#dispatch(p.task);
         break;
       case 'start':
-        this.#deliver(p.workflowId, { type: 'start' });
+        this.#deliverStart(p.workflowId);
         this.#readInboxOfStarted(p.workflowId);
         break;
     }
@@ -496,7 +509,7 @@ class EngineImpl implements Engine, ActorHost {
       // No seed: a poll's rows may be stale (the workflow started, ran and left memory since the
       // query began), and a stale 'pending' seed would start it a second time. A fresh actor
       // reads the row; one in memory ignores a start it is past.
-      if (dueAt <= now) this.#deliver(row.id, { type: 'start' });
+      if (dueAt <= now) this.#deliverStart(row.id);
       else this.#timers.arm(startKey(row.id), dueAt, { kind: 'start', workflowId: row.id });
     }
   }

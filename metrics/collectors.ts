@@ -13,6 +13,7 @@ export interface QueueDepths {
   timersArmed(): number;
   timersOverdue(): number;
   workflowsPending(): number;
+  startsWaitingForRoom(): number;
   resultWaiters(): number;
 }
 
@@ -37,5 +38,10 @@ export function registerQueueGauges(registry: Registry, depths: QueueDepths): vo
   gauge(MetricName.TimersArmed, 'Durable timers armed in memory (sleeps, timeouts, retries, starts).', depths.timersArmed);
   gauge(MetricName.TimersOverdue, 'Armed timers past their due time and not yet fired.', depths.timersOverdue);
   gauge(MetricName.WorkflowsPending, 'Workflows waiting for a future start time.', depths.workflowsPending);
+  gauge(
+    MetricName.StartsWaitingForRoom,
+    'Stored starts waiting for room among the actors in memory (each of them awaiting an activity).',
+    depths.startsWaitingForRoom,
+  );
   gauge(MetricName.ResultWaiters, 'Callers waiting in result() on this engine.', depths.resultWaiters);
 }

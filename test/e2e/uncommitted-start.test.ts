@@ -27,7 +27,9 @@ async function idle(ctx: WorkflowContext): Promise<unknown> {
   return ctx.waitForEvent('never');
 }
 
-async function sleeper(ctx: WorkflowContext): Promise<unknown> {
+/** Waits to be told to sleep: the step that takes the 'sleep' event writes a timer row. */
+async function sleepsWhenTold(ctx: WorkflowContext): Promise<unknown> {
+  await ctx.waitForEvent('sleep');
   await ctx.sleep(600_000);
   return 'slept';
 }
@@ -98,22 +100,40 @@ async function startUnanswered(
   return { started };
 }
 
-/** Another workflow's flush, stuck on a lock of the timers table until `release()`, keeps the WAL busy. */
+/** Starts workflow 'sleepy', which parks (and so leaves a full cache to the next start). */
+async function parkSleepy(engine: Engine): Promise<void> {
+  await engine.startWorkflow(sleepsWhenTold, undefined, { workflowId: 'sleepy' });
+  await mailboxesEmpty(engine, 'sleepy to park');
+}
+
+/**
+ * Another workflow's flush, stuck on a lock of the timers table until `release()`, keeps the WAL
+ * busy: 'sleepy' (see `parkSleepy`), brought back into memory by an event, as a start would not be
+ * when the cache is full.
+ */
 async function stickAFlush(engine: Engine, db: TestSchema): Promise<{ release(): Promise<void> }> {
   const lock = await lockTable(db, 'timers');
-  void engine.startWorkflow(sleeper, undefined).catch(() => undefined);
+  void engine.sendEvent('sleepy', 'sleep').catch(() => undefined);
   return lock;
 }
 
-/** Starts workflow 'x', whose activity then runs until the test finishes it, and evicts x. */
+/**
+ * Starts workflow 'x', whose activity then runs until the test finishes it, and evicts x from the
+ * one-actor cache; leaves 'sleepy' parked there, which a new start may evict.
+ */
 async function startXAndEvictIt(engine: Engine): Promise<void> {
   runs = 0;
   finishRun = [];
+  // x takes the place of a parked workflow...
+  await parkSleepy(engine);
   await engine.startWorkflow(callsHeld, undefined, { workflowId: 'x' });
   await waitFor(async () => runs === 1, 'the activity to run');
-  // A second workflow pushes x out of the one-actor cache while its activity runs.
-  await engine.startWorkflow(idle, undefined);
-  await waitFor(async () => (await readMetric(engine, MetricName.ActorEvictions)) === 1, 'x to be evicted');
+  // ...which an event brings back, pushing x out while its activity runs (a start would wait for
+  // x's activity instead).
+  await engine.sendEvent('sleepy', 'nudge');
+  await waitFor(async () => (await readMetric(engine, MetricName.ActorEvictions)) === 2, 'x to be evicted');
+  await mailboxesEmpty(engine, 'the event to be taken');
+  await waitFor(async () => (await readMetric(engine, MetricName.WalPendingEvents)) === 0, 'the event to be committed');
 }
 
 /** Ends the run of x's activity and waits until an actor has taken its result. */
@@ -187,7 +207,7 @@ describe.each(serverBackends)('a start not yet committed on $name', (backend) =>
   it("hands the stored workflow's activity result to it, once, when it reaches the refused one first", async () => {
     const db = schema();
     const engine = await startEngine(db, {
-      workflows: { callsHeld, idle },
+      workflows: { callsHeld, sleepsWhenTold },
       inlineActivities: { held },
       maxCachedWorkflows: 1,
       pollIntervalMs: 600_000,
@@ -212,9 +232,14 @@ describe.each(serverBackends)('a start not yet committed on $name', (backend) =>
 
   it('delivers events held during the creation before later ones, once it commits', async () => {
     const db = schema();
-    const { engine, proxy } = await startBehindProxy(db, { workflows: { twoNotes, sleeper }, walHighWaterEvents: 2, pollIntervalMs: 600_000 });
+    const { engine, proxy } = await startBehindProxy(db, {
+      workflows: { twoNotes, sleepsWhenTold },
+      walHighWaterEvents: 2,
+      pollIntervalMs: 600_000,
+    });
     let lock: { release(): Promise<void> } | undefined;
     try {
+      await parkSleepy(engine);
       const { started: created } = await startUnanswered(engine, proxy, twoNotes, 'notes');
       await engine.sendEvent('notes', 'n', 'first');
       await mailboxesEmpty(engine, 'the first event to be held');
@@ -236,7 +261,7 @@ describe.each(serverBackends)('a start not yet committed on $name', (backend) =>
   it("hands on the stored workflow's activity result even when the WAL is congested at the time", async () => {
     const db = schema();
     const { engine, proxy } = await startBehindProxy(db, {
-      workflows: { callsHeld, idle, sleeper },
+      workflows: { callsHeld, sleepsWhenTold },
       inlineActivities: { held },
       maxCachedWorkflows: 1,
       walHighWaterEvents: 2,
@@ -268,13 +293,14 @@ describe.each(serverBackends)('a start not yet committed on $name', (backend) =>
     quickRuns = 0;
     const db = schema();
     const { engine, proxy } = await startBehindProxy(db, {
-      workflows: { workAndNote, sleeper },
+      workflows: { workAndNote, sleepsWhenTold },
       inlineActivities: { quick },
       maxCachedWorkflows: 1,
       pollIntervalMs: 600_000,
     });
     let lock: { release(): Promise<void> } | undefined;
     try {
+      await parkSleepy(engine);
       const { started: created } = await startUnanswered(engine, proxy, workAndNote, 'w');
       await engine.sendEvent('w', 'n', 'note');
       await mailboxesEmpty(engine, 'the event to be held');

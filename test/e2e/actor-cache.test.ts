@@ -1,0 +1,87 @@
+import { describe, expect, it } from 'vitest';
+
+import { MetricName, type WorkflowContext } from 'duraflow';
+
+import { backends, useSchema } from '../helpers/database.js';
+import { fixtureActivities, readMetric, startEngine } from '../helpers/engines.js';
+import { waitFor } from '../helpers/wait-for.js';
+
+type Fixtures = typeof import('../fixtures/activities.js');
+
+async function chain(ctx: WorkflowContext, input: { n: number }): Promise<number> {
+  const { double } = ctx.activities<Fixtures>();
+  let value = input.n;
+  for (let i = 0; i < 3; i++) value = await double(value);
+  return value;
+}
+
+/** Awaits an activity that ends only when its engine closes. */
+async function stuck(ctx: WorkflowContext): Promise<void> {
+  const { hang } = ctx.activities<Fixtures>();
+  await hang(undefined);
+}
+
+async function quick(ctx: WorkflowContext): Promise<number> {
+  const { double } = ctx.activities<Fixtures>();
+  return double(21);
+}
+
+describe.each(backends)('actor cache on $name', (backend) => {
+  const db = useSchema(backend);
+
+  it('runs more workflows than it caches in turns, replaying none of them', async () => {
+    const engine = await startEngine(db(), { workflows: { chain }, activities: fixtureActivities, maxCachedWorkflows: 4 });
+    try {
+      const handles = await Promise.all(
+        Array.from({ length: 40 }, (_, n) => engine.startWorkflow(chain, { n }, { workflowId: `c-${n}` })),
+      );
+      // Every start is stored; all but the first few wait for a workflow in memory to finish.
+      expect(await readMetric(engine, MetricName.StartsWaitingForRoom)).toBeGreaterThan(0);
+      expect(await readMetric(engine, MetricName.ActorsInMemory)).toBeLessThanOrEqual(4);
+      expect(await Promise.all(handles.map((h) => h.result()))).toEqual(Array.from({ length: 40 }, (_, n) => n * 8));
+      // Evicting actors that await an activity would have made each replay at its next step.
+      expect(await readMetric(engine, MetricName.ActorRehydrations)).toBe(0);
+      expect(await readMetric(engine, MetricName.StartsWaitingForRoom)).toBe(0);
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it('gives a waiting start the place of a workflow whose activity is slow', async () => {
+    const engine = await startEngine(db(), {
+      workflows: { stuck, quick },
+      activities: fixtureActivities,
+      maxCachedWorkflows: 1,
+      pollIntervalMs: 100,
+    });
+    try {
+      await engine.startWorkflow(stuck, undefined, { workflowId: 'stuck' });
+      await waitFor(async () => (await engine.inspect('stuck')).waitingOn.activities.length > 0, 'the hanging activity');
+      const handle = await engine.startWorkflow(quick, undefined, { workflowId: 'quick' });
+      expect((await engine.inspect('quick')).status).toBe('pending');
+      // Once the activity has taken long enough, the stuck workflow is evicted for it.
+      expect(await handle.result()).toBe(42);
+      expect((await engine.inspect('stuck')).status).toBe('running');
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it('keeps a start that waits for room across a restart', async () => {
+    const first = await startEngine(db(), { workflows: { stuck, quick }, activities: fixtureActivities, maxCachedWorkflows: 1 });
+    try {
+      await first.startWorkflow(stuck, undefined, { workflowId: 'stuck' });
+      await waitFor(async () => (await first.inspect('stuck')).waitingOn.activities.length > 0, 'the hanging activity');
+      await first.startWorkflow(quick, undefined, { workflowId: 'quick' });
+      expect(await readMetric(first, MetricName.StartsWaitingForRoom)).toBe(1);
+    } finally {
+      await first.close();
+    }
+    const second = await startEngine(db(), { workflows: { stuck, quick }, activities: fixtureActivities });
+    try {
+      expect(await second.result('quick')).toBe(42);
+    } finally {
+      await second.close();
+    }
+  });
+});
