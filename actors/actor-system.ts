@@ -9,16 +9,16 @@ const EVICTION_SCAN = 32;
 const START: ActorMessage = Object.freeze({ type: 'start' });
 
 /**
- * An actor that has waited this long for an activity is treated as parked: its activity is slow,
- * so replaying the workflow once when it ends costs little beside it, and a start that waits for
- * room should not wait for it.
+ * An actor that has been in memory this long counts as parked even while it awaits an activity:
+ * more workflows in flight than the cache holds take turns of this length (none waits for room
+ * for ever behind workflows that never park), and one replay per turn costs little beside it.
  */
-const SLOW_ACTIVITY_MS = 5_000;
+const TURN_MS = 30_000;
 
 interface Entry {
   actor: WorkflowActor;
-  /** performance.now() of the last delivery. */
-  touchedAt: number;
+  /** performance.now() when the actor came into memory. */
+  since: number;
   prev: Entry | undefined;
   next: Entry | undefined;
 }
@@ -29,12 +29,12 @@ interface Entry {
  * Recency is an intrusive doubly linked list (head = least recent): touching an actor relinks two
  * nodes, where re-inserting into a Map would churn its hash table on every message.
  *
- * Eviction prefers parked actors (idle, awaiting a timer, an event or a slow activity) to those
- * awaiting an activity: those are needed again as soon as the attempt ends, and evicting them
- * only makes them replay their history then. So starts are admitted only while there is room:
- * fewer actors than `maxCached`, or a parked one to evict. Otherwise a start waits here (its row
- * is stored) until a workflow finishes or parks; more workflows in flight than the cache holds
- * then run in turns, instead of each step replaying its workflow from the database.
+ * Eviction prefers parked actors (idle, awaiting a timer or an event) to those awaiting an
+ * activity: those are needed again as soon as the attempt ends, and evicting them only makes them
+ * replay their history then. So starts are admitted only while there is room: fewer actors than
+ * `maxCached`, or a parked one to evict. Otherwise a start waits here (its row is stored) until a
+ * workflow finishes or parks, or has had its turn (TURN_MS); more workflows in flight than the
+ * cache holds then run in turns, instead of each step replaying its workflow from the database.
  */
 export class ActorSystem {
   readonly #host: ActorHost;
@@ -74,10 +74,9 @@ export class ActorSystem {
       this.#unlink(entry);
     } else {
       const actor = new WorkflowActor(workflowId, this.#host, (dropped) => this.#forget(dropped), seed, creation);
-      entry = { actor, touchedAt: 0, prev: undefined, next: undefined };
+      entry = { actor, since: performance.now(), prev: undefined, next: undefined };
       this.#entries.set(workflowId, entry);
     }
-    entry.touchedAt = performance.now();
     this.#append(entry);
     entry.actor.push(message);
     if (this.#entries.size > this.#maxCached) this.trim();
@@ -194,14 +193,14 @@ export class ActorSystem {
 
   /**
    * Evicts the least recently used parked actor among the first EVICTION_SCAN, if there is one:
-   * idle, and waiting for a timer, an event, or an activity that has taken SLOW_ACTIVITY_MS.
+   * idle, and waiting for a timer or an event, or in memory for a turn (TURN_MS).
    */
   #evictParked(): boolean {
-    const slowSince = performance.now() - SLOW_ACTIVITY_MS;
+    const turnStartedBefore = performance.now() - TURN_MS;
     let scanned = 0;
     for (let entry = this.#head; entry && scanned++ < EVICTION_SCAN; entry = entry.next) {
       const { actor } = entry;
-      if (actor.isEvictable && (entry.touchedAt < slowSince || !actor.awaitsActivity)) {
+      if (actor.isEvictable && (entry.since < turnStartedBefore || !actor.awaitsActivity)) {
         this.#evict(entry);
         return true;
       }

@@ -187,8 +187,8 @@ class EngineImpl implements Engine, ActorHost {
       resultWaiters: () => this.#store.waiters.size,
     });
     this.#poll = setInterval(() => {
-      // Actors that have waited long for an activity count as parked from some point on: no
-      // commit or exit announces that, so waiting starts look for room on the poll's beat too.
+      // An actor that has had its turn in memory counts as parked from then on: no commit or
+      // exit announces that, so waiting starts look for room on the poll's beat too.
       this.#system.admitWaiting();
       this.#requestPoll();
     }, options.pollIntervalMs);

@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 
 import { MetricName, type WorkflowContext } from 'duraflow';
 
@@ -47,7 +47,9 @@ describe.each(backends)('actor cache on $name', (backend) => {
     }
   });
 
-  it('gives a waiting start the place of a workflow whose activity is slow', async () => {
+  it('gives a waiting start the place of a workflow that has had its turn in memory', async () => {
+    // Only the monotonic clock is faked: the turn (30 s) passes without the test waiting for it.
+    vi.useFakeTimers({ toFake: ['performance'] });
     const engine = await startEngine(db(), {
       workflows: { stuck, quick },
       activities: fixtureActivities,
@@ -57,13 +59,20 @@ describe.each(backends)('actor cache on $name', (backend) => {
     try {
       await engine.startWorkflow(stuck, undefined, { workflowId: 'stuck' });
       await waitFor(async () => (await engine.inspect('stuck')).waitingOn.activities.length > 0, 'the hanging activity');
-      const handle = await engine.startWorkflow(quick, undefined, { workflowId: 'quick' });
-      expect((await engine.inspect('quick')).status).toBe('pending');
-      // Once the activity has taken long enough, the stuck workflow is evicted for it.
-      expect(await handle.result()).toBe(42);
+      const first = await engine.startWorkflow(quick, undefined, { workflowId: 'quick-1' });
+      // Well within the stuck workflow's turn, a start looks for room (as every stored start
+      // does) and finds none: both wait.
+      vi.advanceTimersByTime(20_000);
+      const second = await engine.startWorkflow(quick, undefined, { workflowId: 'quick-2' });
+      expect(await readMetric(engine, MetricName.StartsWaitingForRoom)).toBe(2);
+      expect((await engine.inspect('quick-1')).status).toBe('pending');
+      // Past it, the next poll evicts the stuck workflow for them.
+      vi.advanceTimersByTime(20_000);
+      expect(await Promise.all([first.result(), second.result()])).toEqual([42, 42]);
       expect((await engine.inspect('stuck')).status).toBe('running');
     } finally {
       await engine.close();
+      vi.useRealTimers();
     }
   });
 
