@@ -31,17 +31,18 @@ interface Entry {
  *
  * Eviction prefers parked actors (idle, awaiting a timer or an event) to those awaiting an
  * activity: those are needed again as soon as the attempt ends, and evicting them only makes them
- * replay their history then. So starts are admitted only while there is room: fewer actors than
- * `maxCached`, or a parked one to evict. Otherwise a start waits here (its row is stored) until a
- * workflow finishes or parks, or has had its turn (TURN_MS); more workflows in flight than the
- * cache holds then run in turns, instead of each step replaying its workflow from the database.
+ * replay their history then. So starts, and activity results for workflows not in memory, are
+ * admitted only while there is room: fewer actors than `maxCached`, or a parked one to evict.
+ * Otherwise they wait here (a start's row is stored; a result is where a mailbox would hold it)
+ * until a workflow finishes or parks, or has had its turn (TURN_MS): more workflows in flight than
+ * the cache holds run in turns, instead of each step replaying its workflow from the database.
  */
 export class ActorSystem {
   readonly #host: ActorHost;
   readonly #maxCached: number;
   readonly #entries = new Map<string, Entry>();
-  /** Their seeds (see `deliver`), in arrival order. */
-  readonly #waitingStarts = new Map<string, WorkflowRow | undefined>();
+  /** Messages for workflows not in memory, waiting for room; in arrival order. */
+  readonly #waiting = new Map<string, { seed: WorkflowRow | undefined; messages: ActorMessage[] }>();
   #head: Entry | undefined;
   #tail: Entry | undefined;
   #isClosed = false;
@@ -82,39 +83,49 @@ export class ActorSystem {
     if (this.#entries.size > this.#maxCached) this.trim();
   }
 
-  /** Starts waiting for room. */
-  get waitingStarts(): number {
-    return this.#waitingStarts.size;
+  /** Workflows with messages waiting for room. */
+  get waitingWorkflows(): number {
+    return this.#waiting.size;
   }
 
   /**
-   * Whether a start may create an actor now: no start is waiting before it, and there are fewer
-   * actors than `maxCached` or a parked one could be evicted (it is).
+   * Whether a start may create an actor now: nothing is waiting for room before it, and there are
+   * fewer actors than `maxCached` or a parked one could be evicted (it is).
    */
   makeRoomForStart(): boolean {
-    return this.#waitingStarts.size === 0 && this.#makeRoom();
+    return this.#waiting.size === 0 && this.#makeRoom();
+  }
+
+  /** Starts a workflow whose row is stored, when there is room (see `deliverWhenRoom`). */
+  deliverStart(workflowId: string, seed?: WorkflowRow): void {
+    this.deliverWhenRoom(workflowId, START, seed);
   }
 
   /**
-   * Starts a workflow whose row is stored: now if its actor is in memory or there is room, else
-   * once there is (starts are admitted in arrival order, each id once).
+   * Hands `message` to the workflow's actor now if it is in memory or there is room for it, else
+   * keeps it until there is (workflows are admitted in the order their first message came, each
+   * with its messages in order). For what brings many workflows back at once: starts, and the
+   * activity results of a recovery.
    */
-  deliverStart(workflowId: string, seed?: WorkflowRow): void {
+  deliverWhenRoom(workflowId: string, message: ActorMessage, seed?: WorkflowRow): void {
     if (this.#isClosed) return;
     if (this.#entries.has(workflowId)) {
-      this.deliver(workflowId, START, seed);
+      this.deliver(workflowId, message, seed);
       return;
     }
-    if (!this.#waitingStarts.has(workflowId)) this.#waitingStarts.set(workflowId, seed);
+    const waiting = this.#waiting.get(workflowId);
+    if (!waiting) this.#waiting.set(workflowId, { seed, messages: [message] });
+    // A start is delivered once however often the polls find its row.
+    else if (message !== START || !waiting.messages.includes(START)) waiting.messages.push(message);
     this.admitWaiting();
   }
 
-  /** Admits waiting starts while there is room (after actors left memory or parked). */
+  /** Admits waiting workflows while there is room (after actors left memory or parked). */
   admitWaiting(): void {
-    for (const [workflowId, seed] of this.#waitingStarts) {
+    for (const [workflowId, { seed, messages }] of this.#waiting) {
       if (this.#isClosed || (!this.#entries.has(workflowId) && !this.#makeRoom())) return;
-      this.#waitingStarts.delete(workflowId);
-      this.deliver(workflowId, START, seed);
+      this.#waiting.delete(workflowId);
+      for (const message of messages) this.deliver(workflowId, message, seed);
     }
   }
 
@@ -175,7 +186,7 @@ export class ActorSystem {
     this.#isClosed = true;
     for (const { actor } of this.#entries.values()) actor.kill();
     this.#entries.clear();
-    this.#waitingStarts.clear();
+    this.#waiting.clear();
     this.#head = undefined;
     this.#tail = undefined;
   }

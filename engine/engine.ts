@@ -183,12 +183,12 @@ class EngineImpl implements Engine, ActorHost {
       timersArmed: () => this.#timers.size,
       timersOverdue: () => this.#timers.overdue(Date.now()),
       workflowsPending: () => this.#timers.count((p) => p.kind === 'start'),
-      startsWaitingForRoom: () => this.#system.waitingStarts,
+      workflowsWaitingForRoom: () => this.#system.waitingWorkflows,
       resultWaiters: () => this.#store.waiters.size,
     });
     this.#poll = setInterval(() => {
       // An actor that has had its turn in memory counts as parked from then on: no commit or
-      // exit announces that, so waiting starts look for room on the poll's beat too.
+      // exit announces that, so waiting workflows look for room on the poll's beat too.
       this.#system.admitWaiting();
       this.#requestPoll();
     }, options.pollIntervalMs);
@@ -241,8 +241,8 @@ class EngineImpl implements Engine, ActorHost {
     for (const commandId of effects.disarmRetries) this.#timers.disarm(retryKey(workflowId, commandId));
     // Actors become evictable once their writes commit: trim the cache here, not only on delivery.
     if (this.#system.size > this.#options.maxCachedWorkflows) this.#system.trim();
-    // This actor may have parked (a sleep, an event wait): room for a waiting start.
-    if (this.#system.waitingStarts > 0) this.#system.admitWaiting();
+    // This actor may have parked (a sleep, an event wait): room for a waiting workflow.
+    if (this.#system.waitingWorkflows > 0) this.#system.admitWaiting();
     if (effects.finished) {
       const { status, startedAt } = effects.finished;
       m.workflowFinished(effects.workflowName, status, Math.max(0, Date.now() - startedAt) / 1000);
@@ -399,6 +399,11 @@ class EngineImpl implements Engine, ActorHost {
     if (!this.#closing) this.#system.deliverStart(workflowId, seed);
   }
 
+  /** An activity's outcome: after a recovery, the results of many workflows not in memory. */
+  #deliverOutcome(workflowId: string, message: ActorMessage): void {
+    if (!this.#closing) this.#system.deliverWhenRoom(workflowId, message);
+  }
+
   #dispatch(task: TaskRow): void {
     if (!this.#inFlightTasks.add(task.workflowId, task.commandId)) return;
     // An activity whose last attempt took its thread down runs alone from then on.
@@ -415,7 +420,7 @@ class EngineImpl implements Engine, ActorHost {
     const run = outcome.durationMs / 1000;
     if (outcome.ok) {
       this.#m.activityAttempted(task.name, 'completed', scheduleToStart, run);
-      this.#deliver(workflowId, { type: 'activityCompleted', commandId, result: outcome.result, attempts: attempt });
+      this.#deliverOutcome(workflowId, { type: 'activityCompleted', commandId, result: outcome.result, attempts: attempt });
       return;
     }
     const options = this.#activityOptions(task.options);
@@ -423,12 +428,12 @@ class EngineImpl implements Engine, ActorHost {
     const next = nextAttemptAt(policy, attempt, outcome.failure, Date.now(), outcome.retryAt);
     if (next === undefined) {
       this.#m.activityAttempted(task.name, 'failed', scheduleToStart, run);
-      this.#deliver(workflowId, { type: 'activityFailed', commandId, failure: outcome.failure, attempts: attempt });
+      this.#deliverOutcome(workflowId, { type: 'activityFailed', commandId, failure: outcome.failure, attempts: attempt });
       return;
     }
     this.#m.activityAttempted(task.name, 'retried', scheduleToStart, run);
     const retry: TaskRow = { ...task, attempt: attempt + 1, visibleAt: next, lastFailure: JSON.stringify(outcome.failure) };
-    this.#deliver(workflowId, { type: 'activityRetry', commandId, task: retry });
+    this.#deliverOutcome(workflowId, { type: 'activityRetry', commandId, task: retry });
   }
 
   /** Parsed activity options; workflows reuse a handful of option sets, so parse each once. */

@@ -13,7 +13,7 @@ export interface QueueDepths {
   timersArmed(): number;
   timersOverdue(): number;
   workflowsPending(): number;
-  startsWaitingForRoom(): number;
+  workflowsWaitingForRoom(): number;
   resultWaiters(): number;
 }
 
@@ -39,9 +39,9 @@ export function registerQueueGauges(registry: Registry, depths: QueueDepths): vo
   gauge(MetricName.TimersOverdue, 'Armed timers past their due time and not yet fired.', depths.timersOverdue);
   gauge(MetricName.WorkflowsPending, 'Workflows waiting for a future start time.', depths.workflowsPending);
   gauge(
-    MetricName.StartsWaitingForRoom,
-    'Stored starts waiting for room among the actors in memory (each of them awaiting an activity).',
-    depths.startsWaitingForRoom,
+    MetricName.WorkflowsWaitingForRoom,
+    'Workflows with a start or an activity result waiting for room among the actors in memory.',
+    depths.workflowsWaitingForRoom,
   );
   gauge(MetricName.ResultWaiters, 'Callers waiting in result() on this engine.', depths.resultWaiters);
 }

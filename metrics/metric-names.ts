@@ -21,7 +21,7 @@ export const MetricName = {
   TimersArmed: 'duraflow_timers_armed',
   TimersOverdue: 'duraflow_timers_overdue',
   WorkflowsPending: 'duraflow_workflows_pending',
-  StartsWaitingForRoom: 'duraflow_starts_waiting_for_room',
+  WorkflowsWaitingForRoom: 'duraflow_workflows_waiting_for_room',
   ResultWaiters: 'duraflow_result_waiters',
 
   // Latencies and sizes (histograms)

@@ -1,6 +1,6 @@
 import { describe, expect, it, vi } from 'vitest';
 
-import { MetricName, type WorkflowContext } from 'duraflow';
+import { type ActivityContext, MetricName, type WorkflowContext } from 'duraflow';
 
 import { backends, useSchema } from '../helpers/database.js';
 import { fixtureActivities, readMetric, startEngine } from '../helpers/engines.js';
@@ -26,6 +26,14 @@ async function quick(ctx: WorkflowContext): Promise<number> {
   return double(21);
 }
 
+/** Three sequential steps of an inline activity each engine of a test defines for itself. */
+async function recovered(ctx: WorkflowContext, input: { n: number }): Promise<number> {
+  const { step } = ctx.activities<{ step(n: number): Promise<number> }>();
+  let value = input.n;
+  for (let i = 0; i < 3; i++) value = await step(value);
+  return value;
+}
+
 describe.each(backends)('actor cache on $name', (backend) => {
   const db = useSchema(backend);
 
@@ -36,12 +44,12 @@ describe.each(backends)('actor cache on $name', (backend) => {
         Array.from({ length: 40 }, (_, n) => engine.startWorkflow(chain, { n }, { workflowId: `c-${n}` })),
       );
       // Every start is stored; all but the first few wait for a workflow in memory to finish.
-      expect(await readMetric(engine, MetricName.StartsWaitingForRoom)).toBeGreaterThan(0);
+      expect(await readMetric(engine, MetricName.WorkflowsWaitingForRoom)).toBeGreaterThan(0);
       expect(await readMetric(engine, MetricName.ActorsInMemory)).toBeLessThanOrEqual(4);
       expect(await Promise.all(handles.map((h) => h.result()))).toEqual(Array.from({ length: 40 }, (_, n) => n * 8));
       // Evicting actors that await an activity would have made each replay at its next step.
       expect(await readMetric(engine, MetricName.ActorRehydrations)).toBe(0);
-      expect(await readMetric(engine, MetricName.StartsWaitingForRoom)).toBe(0);
+      expect(await readMetric(engine, MetricName.WorkflowsWaitingForRoom)).toBe(0);
     } finally {
       await engine.close();
     }
@@ -64,7 +72,7 @@ describe.each(backends)('actor cache on $name', (backend) => {
       // does) and finds none: both wait.
       vi.advanceTimersByTime(20_000);
       const second = await engine.startWorkflow(quick, undefined, { workflowId: 'quick-2' });
-      expect(await readMetric(engine, MetricName.StartsWaitingForRoom)).toBe(2);
+      expect(await readMetric(engine, MetricName.WorkflowsWaitingForRoom)).toBe(2);
       expect((await engine.inspect('quick-1')).status).toBe('pending');
       // Past it, the next poll evicts the stuck workflow for them.
       vi.advanceTimersByTime(20_000);
@@ -76,13 +84,50 @@ describe.each(backends)('actor cache on $name', (backend) => {
     }
   });
 
+  it('takes in the activity results of a recovery in turns, replaying each workflow once', async () => {
+    let running = 0;
+    const first = await startEngine(db(), {
+      workflows: { recovered },
+      // Each workflow's first attempt runs until the engine closes.
+      inlineActivities: {
+        step: (_n: number, ctx: ActivityContext) =>
+          new Promise((_, reject) => {
+            running++;
+            ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason as Error));
+          }),
+      },
+    });
+    try {
+      await Promise.all(Array.from({ length: 40 }, (_, n) => first.startWorkflow(recovered, { n }, { workflowId: `r-${n}` })));
+      await waitFor(() => running === 40, 'every first attempt to run');
+    } finally {
+      await first.close();
+    }
+    // The restart dispatches the 40 attempts again, and their results come back for workflows
+    // none of which is in memory, into a cache of 4.
+    const second = await startEngine(db(), {
+      workflows: { recovered },
+      inlineActivities: { step: async (n: number) => n * 2 },
+      maxCachedWorkflows: 4,
+    });
+    try {
+      const results = await Promise.all(Array.from({ length: 40 }, (_, n) => second.result(`r-${n}`)));
+      expect(results).toEqual(Array.from({ length: 40 }, (_, n) => n * 8));
+      // Evicting actors that await an activity to take in the others' results would have made
+      // them replay again at their next step.
+      expect(await readMetric(second, MetricName.ActorRehydrations)).toBe(40);
+    } finally {
+      await second.close();
+    }
+  });
+
   it('keeps a start that waits for room across a restart', async () => {
     const first = await startEngine(db(), { workflows: { stuck, quick }, activities: fixtureActivities, maxCachedWorkflows: 1 });
     try {
       await first.startWorkflow(stuck, undefined, { workflowId: 'stuck' });
       await waitFor(async () => (await first.inspect('stuck')).waitingOn.activities.length > 0, 'the hanging activity');
       await first.startWorkflow(quick, undefined, { workflowId: 'quick' });
-      expect(await readMetric(first, MetricName.StartsWaitingForRoom)).toBe(1);
+      expect(await readMetric(first, MetricName.WorkflowsWaitingForRoom)).toBe(1);
     } finally {
       await first.close();
     }
