@@ -120,6 +120,22 @@ export class ActorSystem {
     this.admitWaiting();
   }
 
+  /**
+   * After a step of `workflowId` committed: if its actor parked (it now sleeps or waits for an
+   * event), a waiting workflow takes its place. Looking at this actor alone keeps it O(1) per step;
+   * the scans from the cold end run when a workflow finishes and on the poll's beat.
+   */
+  stepCommitted(workflowId: string): void {
+    if (this.#waiting.size === 0) return;
+    const entry = this.#entries.get(workflowId);
+    if (!entry) return;
+    const { actor } = entry;
+    // A finished actor leaves by `release`, which admits in its place.
+    if (actor.isFinished || !actor.isEvictable || actor.awaitsActivity) return;
+    this.#evict(entry);
+    this.admitWaiting();
+  }
+
   /** Admits waiting workflows while there is room (after actors left memory or parked). */
   admitWaiting(): void {
     for (const [workflowId, { seed, messages }] of this.#waiting) {

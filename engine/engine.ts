@@ -241,8 +241,7 @@ class EngineImpl implements Engine, ActorHost {
     for (const commandId of effects.disarmRetries) this.#timers.disarm(retryKey(workflowId, commandId));
     // Actors become evictable once their writes commit: trim the cache here, not only on delivery.
     if (this.#system.size > this.#options.maxCachedWorkflows) this.#system.trim();
-    // This actor may have parked (a sleep, an event wait): room for a waiting workflow.
-    if (this.#system.waitingWorkflows > 0) this.#system.admitWaiting();
+    this.#system.stepCommitted(workflowId);
     if (effects.finished) {
       const { status, startedAt } = effects.finished;
       m.workflowFinished(effects.workflowName, status, Math.max(0, Date.now() - startedAt) / 1000);
