@@ -32,7 +32,7 @@ const USAGE = `usage: npm run bench -- [options]
   --timers T            timers per workflow (default 5)
   --rate R              latency: arrivals per second, 0 = one at a time (default 0)
   --activity-threads N  activity worker threads (default 2)
-  --max-cached N        memory: the bounded actor cache size (default 1000)
+  --max-cached N        maxCachedWorkflows (default the engine's 10000; memory: the bounded run's, default 1000)
   --metrics             serve /metrics during the run and scrape it every second
   --inline              run the activities on the engine thread (no worker-thread hop)
   --compare             also run the baselines and DBOS (steps, and latency one at a time; Postgres only):

@@ -106,7 +106,10 @@ async function openEngine(options: BenchOptions, extra: { maxCachedWorkflows?: n
     activityThreads: options.activityThreads,
     maxConnections: 4,
     ...(options.metrics ? { metrics: { port: 0 } } : {}),
-    ...(extra.maxCachedWorkflows ? { maxCachedWorkflows: extra.maxCachedWorkflows } : {}),
+    // The memory scenario sets its own bound per run; the others take --max-cached as it is.
+    ...((extra.maxCachedWorkflows ?? options.maxCachedWorkflows)
+      ? { maxCachedWorkflows: extra.maxCachedWorkflows ?? options.maxCachedWorkflows }
+      : {}),
   });
   return {
     engine,
