@@ -46,6 +46,7 @@ export class ActorSystem {
   #head: Entry | undefined;
   #tail: Entry | undefined;
   #isClosed = false;
+  #isClosing = false;
 
   constructor(host: ActorHost, maxCached: number) {
     this.#host = host;
@@ -70,6 +71,12 @@ export class ActorSystem {
    */
   deliver(workflowId: string, message: ActorMessage, seed?: WorkflowRow, creation?: Creation): void {
     if (this.#isClosed) return;
+    // What waited for room for this workflow goes first (its start, with the row it stored).
+    if (this.#waiting.size > 0) this.#admit(workflowId);
+    this.#deliverNow(workflowId, message, seed, creation);
+  }
+
+  #deliverNow(workflowId: string, message: ActorMessage, seed?: WorkflowRow, creation?: Creation): void {
     let entry = this.#entries.get(workflowId);
     if (entry) {
       this.#unlink(entry);
@@ -126,7 +133,8 @@ export class ActorSystem {
    * the scans from the cold end run when a workflow finishes and on the poll's beat.
    */
   stepCommitted(workflowId: string): void {
-    if (this.#waiting.size === 0) return;
+    // Over the limit, evicting it would admit no one (the trim before this evicts parked ones).
+    if (this.#waiting.size === 0 || this.#entries.size > this.#maxCached) return;
     const entry = this.#entries.get(workflowId);
     if (!entry) return;
     const { actor } = entry;
@@ -138,11 +146,32 @@ export class ActorSystem {
 
   /** Admits waiting workflows while there is room (after actors left memory or parked). */
   admitWaiting(): void {
-    for (const [workflowId, { seed, messages }] of this.#waiting) {
-      if (this.#isClosed || (!this.#entries.has(workflowId) && !this.#makeRoom())) return;
-      this.#waiting.delete(workflowId);
-      for (const message of messages) this.deliver(workflowId, message, seed);
+    for (const workflowId of this.#waiting.keys()) {
+      if (this.#isClosed || this.#isClosing || !this.#makeRoom()) return;
+      this.#admit(workflowId);
     }
+  }
+
+  /**
+   * The engine is closing: activity results waiting for room go to their workflows whatever the
+   * cache holds, so the steps they start commit before it stops (otherwise the activities would
+   * run again after a restart); starts stay stored for the next start of the engine. Nothing is
+   * admitted from then on.
+   */
+  admitResultsForClose(): void {
+    this.#isClosing = true;
+    for (const [workflowId, { messages }] of this.#waiting) {
+      if (!messages.includes(START)) this.#admit(workflowId);
+    }
+    this.#waiting.clear();
+  }
+
+  /** Delivers what waits for `workflowId`, if anything does. */
+  #admit(workflowId: string): void {
+    const waiting = this.#waiting.get(workflowId);
+    if (!waiting) return;
+    this.#waiting.delete(workflowId);
+    for (const message of waiting.messages) this.#deliverNow(workflowId, message, waiting.seed);
   }
 
   get(workflowId: string): WorkflowActor | undefined {

@@ -345,6 +345,7 @@ class EngineImpl implements Engine, ActorHost {
       }
     };
     await step(() => this.#pool.close());
+    this.#system.admitResultsForClose();
     await step(() => this.#system.drain());
     await step(() => this.wal.close());
     await step(() => this.#pollRunning);

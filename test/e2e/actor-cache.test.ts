@@ -3,7 +3,7 @@ import { describe, expect, it, vi } from 'vitest';
 import { type ActivityContext, MetricName, type WorkflowContext } from 'duraflow';
 
 import { backends, useSchema } from '../helpers/database.js';
-import { fixtureActivities, readMetric, startEngine } from '../helpers/engines.js';
+import { fixtureActivities, openClient, readMetric, startEngine } from '../helpers/engines.js';
 import { waitFor } from '../helpers/wait-for.js';
 
 type Fixtures = typeof import('../fixtures/activities.js');
@@ -19,6 +19,10 @@ async function chain(ctx: WorkflowContext, input: { n: number }): Promise<number
 async function stuck(ctx: WorkflowContext): Promise<void> {
   const { hang } = ctx.activities<Fixtures>();
   await hang(undefined);
+}
+
+async function waitsForGo(ctx: WorkflowContext): Promise<unknown> {
+  return ctx.waitForEvent('go');
 }
 
 async function quick(ctx: WorkflowContext): Promise<number> {
@@ -77,14 +81,15 @@ describe.each(backends)('actor cache on $name', (backend) => {
       // Past it, the next poll evicts the stuck workflow for them.
       vi.advanceTimersByTime(20_000);
       expect(await Promise.all([first.result(), second.result()])).toEqual([42, 42]);
-      expect((await engine.inspect('stuck')).status).toBe('running');
+      expect(await readMetric(engine, MetricName.ActorEvictions)).toBe(1);
     } finally {
       await engine.close();
       vi.useRealTimers();
     }
   });
 
-  it('takes in the activity results of a recovery in turns, replaying each workflow once', async () => {
+  /** 40 `recovered` workflows whose first attempts were running when their engine closed. */
+  async function interrupted(): Promise<void> {
     let running = 0;
     const first = await startEngine(db(), {
       workflows: { recovered },
@@ -103,6 +108,10 @@ describe.each(backends)('actor cache on $name', (backend) => {
     } finally {
       await first.close();
     }
+  }
+
+  it('takes in the activity results of a recovery in turns, replaying each workflow once', async () => {
+    await interrupted();
     // The restart dispatches the 40 attempts again, and their results come back for workflows
     // none of which is in memory, into a cache of 4.
     const second = await startEngine(db(), {
@@ -118,6 +127,67 @@ describe.each(backends)('actor cache on $name', (backend) => {
       expect(await readMetric(second, MetricName.ActorRehydrations)).toBe(40);
     } finally {
       await second.close();
+    }
+  });
+
+  it('commits the activity results that wait for room when it closes', async () => {
+    await interrupted();
+    let runs = 0;
+    const second = await startEngine(db(), {
+      workflows: { recovered },
+      inlineActivities: {
+        step: async (n: number) => {
+          runs++;
+          return n * 2;
+        },
+      },
+      maxCachedWorkflows: 4,
+    });
+    try {
+      // The 40 first attempts, run again; most of their results wait for room.
+      await waitFor(() => runs >= 40, 'the recovered attempts to run');
+      expect(await readMetric(second, MetricName.WorkflowsWaitingForRoom)).toBeGreaterThan(0);
+    } finally {
+      await second.close();
+    }
+    // Each of them was taken in and committed on the way out, not dropped to run a third time.
+    const client = await openClient(db());
+    try {
+      for (let n = 0; n < 40; n++) {
+        const { history } = await client.inspect(`r-${n}`);
+        expect(history.filter((e) => e.type === 'ActivityCompleted').length, `r-${n}`).toBeGreaterThanOrEqual(1);
+      }
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('starts a waiting workflow once, with its events, when an event brings it into memory first', async () => {
+    const engine = await startEngine(db(), {
+      workflows: { stuck, quick, waitsForGo },
+      activities: fixtureActivities,
+      maxCachedWorkflows: 1,
+      // Polls, which find the waiting rows and start those in memory, come often.
+      pollIntervalMs: 100,
+    });
+    try {
+      await engine.startWorkflow(stuck, undefined, { workflowId: 'stuck' });
+      await waitFor(async () => (await engine.inspect('stuck')).waitingOn.activities.length > 0, 'the hanging activity');
+      const later = await engine.startWorkflow(quick, undefined, { workflowId: 'later' });
+      const waiting = await engine.startWorkflow(waitsForGo, undefined, { workflowId: 'waiting' });
+      expect(await readMetric(engine, MetricName.WorkflowsWaitingForRoom)).toBe(2);
+      // An event is taken in at once, and the start that waited for the same workflow with it.
+      await engine.sendEvent('waiting', 'go', 'went');
+      expect(await waiting.result()).toBe('went');
+      expect(await later.result()).toBe(42);
+      await waitFor(async () => (await readMetric(engine, MetricName.WorkflowsWaitingForRoom)) === 0, 'nothing to wait');
+      // One more workflow through the WAL: whatever was admitted before it has been flushed.
+      expect(await (await engine.startWorkflow(quick, undefined, { workflowId: 'after' })).result()).toBe(42);
+      // Started twice, it would have written its first history rows again: a failed flush.
+      expect(await readMetric(engine, MetricName.WalFlushErrors)).toBe(0);
+      expect((await engine.inspect('waiting')).history.filter((e) => e.type === 'WorkflowStarted')).toHaveLength(1);
+    } finally {
+      await engine.close();
     }
   });
 
