@@ -359,10 +359,16 @@ export async function runMemoryOnce(options: BenchOptions, bound: number | undef
       await Promise.all(Array.from({ length: n }, () => engine.startWorkflow(parked, undefined)));
       progress?.tick(n);
     }
-    // Wait until every workflow has committed its timer and is parked on it.
+    // Wait until every workflow has committed its timer and is parked on it (with the cache
+    // bounded, starts wait for room first).
     const depth = async (name: string): Promise<number> =>
       Number((await engine.metrics.getSingleMetric(name)?.get())?.values[0]?.value ?? 0);
-    while ((await depth(MetricName.WalPendingEvents)) > 0 || (await depth(MetricName.MailboxMessages)) > 0) {
+    while (
+      (await depth(MetricName.WalPendingEvents)) > 0 ||
+      (await depth(MetricName.MailboxMessages)) > 0 ||
+      (await depth(MetricName.WorkflowsWaitingForRoom)) > 0 ||
+      (await depth(MetricName.TimersArmed)) < options.workflows
+    ) {
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
     progress?.stop();
