@@ -1,6 +1,6 @@
 import { describe, expect, it, vi } from 'vitest';
 
-import { type ActivityContext, MetricName, type WorkflowContext } from 'duraflow';
+import { type ActivityContext, type Engine, MetricName, type WorkflowContext, type WorkflowFunction } from 'duraflow';
 
 import { backends, useSchema } from '../helpers/database.js';
 import { fixtureActivities, openClient, readMetric, startEngine } from '../helpers/engines.js';
@@ -41,6 +41,19 @@ async function recovered(ctx: WorkflowContext, input: { n: number }): Promise<nu
 describe.each(backends)('actor cache on $name', (backend) => {
   const db = useSchema(backend);
 
+  /** An engine whose one-actor cache holds 'stuck', awaiting an activity that never ends. */
+  async function heldByStuck(workflows: Record<string, WorkflowFunction>, pollIntervalMs: number): Promise<Engine> {
+    const engine = await startEngine(db(), {
+      workflows: { stuck, ...workflows },
+      activities: fixtureActivities,
+      maxCachedWorkflows: 1,
+      pollIntervalMs,
+    });
+    await engine.startWorkflow(stuck, undefined, { workflowId: 'stuck' });
+    await waitFor(async () => (await engine.inspect('stuck')).waitingOn.activities.length > 0, 'the hanging activity');
+    return engine;
+  }
+
   it('runs more workflows than it caches in turns, replaying none of them', async () => {
     const engine = await startEngine(db(), { workflows: { chain }, activities: fixtureActivities, maxCachedWorkflows: 4 });
     try {
@@ -62,15 +75,8 @@ describe.each(backends)('actor cache on $name', (backend) => {
   it('gives a waiting start the place of a workflow that has had its turn in memory', async () => {
     // Only the monotonic clock is faked: the turn (30 s) passes without the test waiting for it.
     vi.useFakeTimers({ toFake: ['performance'] });
-    const engine = await startEngine(db(), {
-      workflows: { stuck, quick },
-      activities: fixtureActivities,
-      maxCachedWorkflows: 1,
-      pollIntervalMs: 100,
-    });
+    const engine = await heldByStuck({ quick }, 100);
     try {
-      await engine.startWorkflow(stuck, undefined, { workflowId: 'stuck' });
-      await waitFor(async () => (await engine.inspect('stuck')).waitingOn.activities.length > 0, 'the hanging activity');
       const first = await engine.startWorkflow(quick, undefined, { workflowId: 'quick-1' });
       // Well within the stuck workflow's turn, a start looks for room (as every stored start
       // does) and finds none: both wait.
@@ -163,16 +169,9 @@ describe.each(backends)('actor cache on $name', (backend) => {
   });
 
   it('starts a waiting workflow once, with its events, when an event brings it into memory first', async () => {
-    const engine = await startEngine(db(), {
-      workflows: { stuck, quick, waitsForGo },
-      activities: fixtureActivities,
-      maxCachedWorkflows: 1,
-      // Polls, which find the waiting rows and start those in memory, come often.
-      pollIntervalMs: 100,
-    });
+    // Polls, which find the waiting rows and start those in memory, come often.
+    const engine = await heldByStuck({ quick, waitsForGo }, 100);
     try {
-      await engine.startWorkflow(stuck, undefined, { workflowId: 'stuck' });
-      await waitFor(async () => (await engine.inspect('stuck')).waitingOn.activities.length > 0, 'the hanging activity');
       const later = await engine.startWorkflow(quick, undefined, { workflowId: 'later' });
       const waiting = await engine.startWorkflow(waitsForGo, undefined, { workflowId: 'waiting' });
       expect(await readMetric(engine, MetricName.WorkflowsWaitingForRoom)).toBe(2);
@@ -192,10 +191,8 @@ describe.each(backends)('actor cache on $name', (backend) => {
   });
 
   it('keeps a start that waits for room across a restart', async () => {
-    const first = await startEngine(db(), { workflows: { stuck, quick }, activities: fixtureActivities, maxCachedWorkflows: 1 });
+    const first = await heldByStuck({ quick }, 500);
     try {
-      await first.startWorkflow(stuck, undefined, { workflowId: 'stuck' });
-      await waitFor(async () => (await first.inspect('stuck')).waitingOn.activities.length > 0, 'the hanging activity');
       await first.startWorkflow(quick, undefined, { workflowId: 'quick' });
       expect(await readMetric(first, MetricName.WorkflowsWaitingForRoom)).toBe(1);
     } finally {
