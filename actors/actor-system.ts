@@ -96,6 +96,14 @@ export class ActorSystem {
   }
 
   /**
+   * Whether a start this engine stored waits for room for `workflowId` (with the row it stored):
+   * the workflow will run here. A start found by a poll carries no row and may be stale.
+   */
+  hasStoredStartWaiting(workflowId: string): boolean {
+    return this.#waiting.get(workflowId)?.seed !== undefined;
+  }
+
+  /**
    * Whether a start may create an actor now: nothing is waiting for room before it, and there are
    * fewer actors than `maxCached` or a parked one could be evicted (it is).
    */

@@ -306,9 +306,10 @@ class EngineImpl implements Engine, ActorHost {
 
   async result<Output>(workflowId: string, options?: ResultOptions): Promise<Output> {
     this.#checkOpen();
-    // A workflow running in this engine's memory settles its waiters when its end commits:
-    // no need to ask the database first.
-    const isRunningHere = this.#system.get(workflowId)?.isRunning ?? false;
+    // A workflow running in this engine's memory, or started here and waiting for room, settles
+    // its waiters when its end commits: no need to ask the database first.
+    const isRunningHere =
+      (this.#system.get(workflowId)?.isRunning ?? false) || this.#system.hasStoredStartWaiting(workflowId);
     return this.#store.result<Output>(workflowId, options, isRunningHere);
   }
 

@@ -1,6 +1,6 @@
 import { describe, expect, it, vi } from 'vitest';
 
-import { type ActivityContext, type Engine, MetricName, type WorkflowContext, type WorkflowFunction } from 'duraflow';
+import { type ActivityContext, type Engine, EngineClosedError, MetricName, type WorkflowContext, type WorkflowFunction } from 'duraflow';
 
 import { backends, useSchema } from '../helpers/database.js';
 import { fixtureActivities, openClient, readMetric, startEngine } from '../helpers/engines.js';
@@ -192,12 +192,17 @@ describe.each(backends)('actor cache on $name', (backend) => {
 
   it('keeps a start that waits for room across a restart', async () => {
     const first = await heldByStuck({ quick }, 500);
+    let awaited: Promise<unknown> | undefined;
     try {
-      await first.startWorkflow(quick, undefined, { workflowId: 'quick' });
+      const handle = await first.startWorkflow(quick, undefined, { workflowId: 'quick' });
       expect(await readMetric(first, MetricName.WorkflowsWaitingForRoom)).toBe(1);
+      // Waited on here (it will run here): the close answers the caller.
+      awaited = handle.result();
+      awaited.catch(() => undefined);
     } finally {
       await first.close();
     }
+    await expect(awaited).rejects.toBeInstanceOf(EngineClosedError);
     const second = await startEngine(db(), { workflows: { stuck, quick }, activities: fixtureActivities });
     try {
       expect(await second.result('quick')).toBe(42);
