@@ -129,9 +129,14 @@ export class ActorSystem {
       return;
     }
     const waiting = this.#waiting.get(workflowId);
-    if (!waiting) this.#waiting.set(workflowId, { seed, messages: [message] });
-    // A start is delivered once however often the polls find its row.
-    else if (message !== START || !waiting.messages.includes(START)) waiting.messages.push(message);
+    if (!waiting) {
+      this.#waiting.set(workflowId, { seed, messages: [message] });
+    } else {
+      // A start is delivered once however often the polls find its row; a poll may have found it
+      // before the start that stored it came with the row.
+      if (message !== START || !waiting.messages.includes(START)) waiting.messages.push(message);
+      waiting.seed ??= seed;
+    }
     this.admitWaiting();
   }
 

@@ -363,12 +363,19 @@ export async function runMemoryOnce(options: BenchOptions, bound: number | undef
     // bounded, starts wait for room first).
     const depth = async (name: string): Promise<number> =>
       Number((await engine.metrics.getSingleMetric(name)?.get())?.values[0]?.value ?? 0);
-    while (
-      (await depth(MetricName.WalPendingEvents)) > 0 ||
-      (await depth(MetricName.MailboxMessages)) > 0 ||
-      (await depth(MetricName.WorkflowsWaitingForRoom)) > 0 ||
-      (await depth(MetricName.TimersArmed)) < options.workflows
-    ) {
+    const settled = async (): Promise<boolean> =>
+      (await depth(MetricName.WalPendingEvents)) === 0 &&
+      (await depth(MetricName.MailboxMessages)) === 0 &&
+      (await depth(MetricName.WorkflowsWaitingForRoom)) === 0 &&
+      (await depth(MetricName.TimersArmed)) >= options.workflows;
+    const deadline = Date.now() + 600_000;
+    while (!(await settled())) {
+      if (Date.now() > deadline) {
+        throw new Error(
+          `memory scenario: not every workflow parked within 10 minutes (timers armed ${await depth(MetricName.TimersArmed)}, ` +
+            `waiting for room ${await depth(MetricName.WorkflowsWaitingForRoom)}, pending events ${await depth(MetricName.WalPendingEvents)})`,
+        );
+      }
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
     progress?.stop();

@@ -288,7 +288,8 @@ class EngineImpl implements Engine, ActorHost {
     // A duplicate was delivered (or will be, by the poll) when it was first stored.
     if ('isDuplicate' in stored) return;
     if (this.#options.workflows.has(stored.workflowName)) {
-      this.#system.deliver(workflowId, {
+      // Stored: if the engine began closing meanwhile, its next start delivers it.
+      this.#deliver(workflowId, {
         type: 'event',
         inboxId: stored.inboxId,
         name: eventName,
