@@ -6,7 +6,7 @@ import { type Creation, WorkflowActor } from './workflow-actor.js';
 /** Actors examined per eviction pass, so a run of busy actors cannot make delivery O(n). */
 const EVICTION_SCAN = 32;
 
-const START: ActorMessage = Object.freeze({ type: 'start' });
+const isStart = (message: ActorMessage): boolean => message.type === 'start';
 
 /**
  * An actor that has been in memory this long counts as parked even while it awaits an activity:
@@ -96,11 +96,12 @@ export class ActorSystem {
   }
 
   /**
-   * Whether a start this engine stored waits for room for `workflowId` (with the row it stored):
-   * the workflow will run here. A start found by a poll carries no row and may be stale.
+   * Whether the workflow will run to its end here, so its end is announced here: its actor is in
+   * memory and running, or a start this engine stored waits for room with the row it stored (a
+   * start found by a poll carries no row and may be stale).
    */
-  hasStoredStartWaiting(workflowId: string): boolean {
-    return this.#waiting.get(workflowId)?.seed !== undefined;
+  isRunningHere(workflowId: string): boolean {
+    return (this.#entries.get(workflowId)?.actor.isRunning ?? false) || this.#waiting.get(workflowId)?.seed !== undefined;
   }
 
   /**
@@ -111,21 +112,17 @@ export class ActorSystem {
     return this.#waiting.size === 0 && this.#makeRoom();
   }
 
-  /** Starts a workflow whose row is stored, when there is room (see `deliverWhenRoom`). */
-  deliverStart(workflowId: string, seed?: WorkflowRow): void {
-    this.deliverWhenRoom(workflowId, START, seed);
-  }
-
   /**
    * Hands `message` to the workflow's actor now if it is in memory or there is room for it, else
    * keeps it until there is (workflows are admitted in the order their first message came, each
    * with its messages in order). For what brings many workflows back at once: starts, and the
-   * activity results of a recovery.
+   * activity results of a recovery (a start's row must be stored).
    */
   deliverWhenRoom(workflowId: string, message: ActorMessage, seed?: WorkflowRow): void {
     if (this.#isClosed) return;
+    // In memory, nothing waits for it: what did was delivered when its actor came in.
     if (this.#entries.has(workflowId)) {
-      this.deliver(workflowId, message, seed);
+      this.#deliverNow(workflowId, message, seed);
       return;
     }
     const waiting = this.#waiting.get(workflowId);
@@ -134,7 +131,7 @@ export class ActorSystem {
     } else {
       // A start is delivered once however often the polls find its row; a poll may have found it
       // before the start that stored it came with the row.
-      if (message !== START || !waiting.messages.includes(START)) waiting.messages.push(message);
+      if (message.type !== 'start' || !waiting.messages.some(isStart)) waiting.messages.push(message);
       waiting.seed ??= seed;
     }
     this.admitWaiting();
@@ -174,7 +171,7 @@ export class ActorSystem {
   admitResultsForClose(): void {
     this.#isClosing = true;
     for (const [workflowId, { messages }] of this.#waiting) {
-      if (!messages.includes(START)) this.#admit(workflowId);
+      if (!messages.some(isStart)) this.#admit(workflowId);
     }
     this.#waiting.clear();
   }

@@ -275,7 +275,7 @@ class EngineImpl implements Engine, ActorHost {
     // Stored first, then started: now, or once the actors in memory leave room for it.
     if (!(await this.wal.enqueueStart(row))) throw new WorkflowAlreadyExistsError(row.id);
     if (isImmediate) {
-      this.#deliverStart(row.id, seedRow(row));
+      this.#deliverWhenRoom(row.id, { type: 'start' }, seedRow(row));
     } else {
       this.#timers.arm(startKey(row.id), row.startAt, { kind: 'start', workflowId: row.id });
     }
@@ -309,9 +309,7 @@ class EngineImpl implements Engine, ActorHost {
     this.#checkOpen();
     // A workflow running in this engine's memory, or started here and waiting for room, settles
     // its waiters when its end commits: no need to ask the database first.
-    const isRunningHere =
-      (this.#system.get(workflowId)?.isRunning ?? false) || this.#system.hasStoredStartWaiting(workflowId);
-    return this.#store.result<Output>(workflowId, options, isRunningHere);
+    return this.#store.result<Output>(workflowId, options, this.#system.isRunningHere(workflowId));
   }
 
   close(): Promise<void> {
@@ -397,13 +395,9 @@ class EngineImpl implements Engine, ActorHost {
     if (!this.#closing) this.#system.deliver(workflowId, message, seed);
   }
 
-  #deliverStart(workflowId: string, seed?: WorkflowRow): void {
-    if (!this.#closing) this.#system.deliverStart(workflowId, seed);
-  }
-
-  /** An activity's outcome: after a recovery, the results of many workflows not in memory. */
-  #deliverOutcome(workflowId: string, message: ActorMessage): void {
-    if (!this.#closing) this.#system.deliverWhenRoom(workflowId, message);
+  /** Starts, and activity outcomes (after a recovery, many for workflows not in memory). */
+  #deliverWhenRoom(workflowId: string, message: ActorMessage, seed?: WorkflowRow): void {
+    if (!this.#closing) this.#system.deliverWhenRoom(workflowId, message, seed);
   }
 
   #dispatch(task: TaskRow): void {
@@ -422,7 +416,7 @@ class EngineImpl implements Engine, ActorHost {
     const run = outcome.durationMs / 1000;
     if (outcome.ok) {
       this.#m.activityAttempted(task.name, 'completed', scheduleToStart, run);
-      this.#deliverOutcome(workflowId, { type: 'activityCompleted', commandId, result: outcome.result, attempts: attempt });
+      this.#deliverWhenRoom(workflowId, { type: 'activityCompleted', commandId, result: outcome.result, attempts: attempt });
       return;
     }
     const options = this.#activityOptions(task.options);
@@ -430,12 +424,12 @@ class EngineImpl implements Engine, ActorHost {
     const next = nextAttemptAt(policy, attempt, outcome.failure, Date.now(), outcome.retryAt);
     if (next === undefined) {
       this.#m.activityAttempted(task.name, 'failed', scheduleToStart, run);
-      this.#deliverOutcome(workflowId, { type: 'activityFailed', commandId, failure: outcome.failure, attempts: attempt });
+      this.#deliverWhenRoom(workflowId, { type: 'activityFailed', commandId, failure: outcome.failure, attempts: attempt });
       return;
     }
     this.#m.activityAttempted(task.name, 'retried', scheduleToStart, run);
     const retry: TaskRow = { ...task, attempt: attempt + 1, visibleAt: next, lastFailure: JSON.stringify(outcome.failure) };
-    this.#deliverOutcome(workflowId, { type: 'activityRetry', commandId, task: retry });
+    this.#deliverWhenRoom(workflowId, { type: 'activityRetry', commandId, task: retry });
   }
 
   /** Parsed activity options; workflows reuse a handful of option sets, so parse each once. */
@@ -459,7 +453,7 @@ class EngineImpl implements Engine, ActorHost {
         this.#dispatch(p.task);
         break;
       case 'start':
-        this.#deliverStart(p.workflowId);
+        this.#deliverWhenRoom(p.workflowId, { type: 'start' });
         this.#readInboxOfStarted(p.workflowId);
         break;
     }
@@ -516,7 +510,7 @@ class EngineImpl implements Engine, ActorHost {
       // No seed: a poll's rows may be stale (the workflow started, ran and left memory since the
       // query began), and a stale 'pending' seed would start it a second time. A fresh actor
       // reads the row; one in memory ignores a start it is past.
-      if (dueAt <= now) this.#deliverStart(row.id);
+      if (dueAt <= now) this.#deliverWhenRoom(row.id, { type: 'start' });
       else this.#timers.arm(startKey(row.id), dueAt, { kind: 'start', workflowId: row.id });
     }
   }
