@@ -91,7 +91,7 @@ function stepLatency(before: Counters, after: Counters): { p50: number; p95: num
 }
 
 /** An engine on a fresh schema (Postgres) or a fresh in-memory embedded database. */
-async function openEngine(options: BenchOptions, extra: { maxCachedWorkflows?: number } = {}): Promise<{
+async function openEngine(options: BenchOptions): Promise<{
   engine: Engine;
   /** The first `limit` history rows the engine wrote, in about the order it wrote them (Postgres only). */
   readHistory(limit: number): Promise<HistoryColumns>;
@@ -106,10 +106,7 @@ async function openEngine(options: BenchOptions, extra: { maxCachedWorkflows?: n
     activityThreads: options.activityThreads,
     maxConnections: 4,
     ...(options.metrics ? { metrics: { port: 0 } } : {}),
-    // The memory scenario sets its own bound per run; the others take --max-cached as it is.
-    ...((extra.maxCachedWorkflows ?? options.maxCachedWorkflows)
-      ? { maxCachedWorkflows: extra.maxCachedWorkflows ?? options.maxCachedWorkflows }
-      : {}),
+    ...(options.maxCachedWorkflows ? { maxCachedWorkflows: options.maxCachedWorkflows } : {}),
   });
   return {
     engine,
@@ -346,7 +343,7 @@ function gc(): void {
 export async function runMemoryOnce(options: BenchOptions, bound: number | undefined): Promise<RunResult> {
   gc();
   const rss0 = process.memoryUsage().rss;
-  const { engine, dispose } = await openEngine(options, { maxCachedWorkflows: bound ?? Number.MAX_SAFE_INTEGER });
+  const { engine, dispose } = await openEngine({ ...options, maxCachedWorkflows: bound ?? Number.MAX_SAFE_INTEGER });
   try {
     gc();
     const rssEngine = process.memoryUsage().rss;
