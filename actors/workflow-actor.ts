@@ -146,6 +146,12 @@ export class WorkflowActor {
   #held: ActorMessage[] = [];
   /** Inbox rows this workflow consumed (created on first event). */
   #consumedInbox: Set<number> | undefined;
+  /**
+   * Activities that may have a task row and an armed retry although the attempt that ends them
+   * is a first one: those this actor stored a retry for, and those outstanding when it was
+   * rebuilt. A recovery re-runs a first attempt whose retry had not committed yet when it looked.
+   */
+  #mayBeRetried: Set<number> | undefined;
 
   constructor(
     workflowId: string,
@@ -320,8 +326,7 @@ export class WorkflowActor {
             m.commandId,
             completedPayload(rs.nameOf(m.commandId), m.attempts, m.result),
           );
-          // Only an activity that was retried has a task row (its retry state).
-          if (m.attempts > 1) write.tasksDelete = appended(write.tasksDelete, m.commandId);
+          this.#endRetries(m.commandId, m.attempts, write, effects);
           rs.resolveActivity(m.commandId, host.codec.decode(m.result));
           break;
         case 'activityFailed':
@@ -338,13 +343,14 @@ export class WorkflowActor {
               failure: JSON.stringify(m.failure),
             }),
           );
-          if (m.attempts > 1) write.tasksDelete = appended(write.tasksDelete, m.commandId);
+          this.#endRetries(m.commandId, m.attempts, write, effects);
           rs.rejectActivity(m.commandId, m.attempts, m.failure);
           break;
         case 'activityRetry':
           if (!rs?.isPending(m.commandId, 'activity')) break;
           write.tasksUpsert = appended(write.tasksUpsert, m.task);
           effects.retries = appended(effects.retries, m.task);
+          (this.#mayBeRetried ??= new Set()).add(m.commandId);
           break;
         case 'event': {
           if (!rs || this.#consumedInbox?.has(m.inboxId)) break;
@@ -378,6 +384,17 @@ export class WorkflowActor {
     }
     if (write.history.length > 0) effects.receivedAt = receivedAt;
     this.#enqueue(write, effects);
+  }
+
+  /**
+   * An activity ended: its task row (its retry state) goes, and a retry armed for it is disarmed.
+   * Only an activity that was retried has them, so a first attempt's end usually writes nothing.
+   */
+  #endRetries(commandId: number, attempts: number, write: WorkflowWrite, effects: Effects): void {
+    const mayBeRetried = this.#mayBeRetried?.delete(commandId) ?? false;
+    if (attempts === 1 && !mayBeRetried) return;
+    deleteTask(write, commandId);
+    effects.disarmRetries = appended(effects.disarmRetries, commandId);
   }
 
   #recordCommands(
@@ -648,6 +665,8 @@ export class WorkflowActor {
     }
     rs.isReplaying = false;
     rs.takeChangedVars();
+    const activities = rs.outstanding().activities;
+    if (activities.length > 0) this.#mayBeRetried = new Set(activities.map((a) => a.commandId));
     this.#state = rs.isTerminal ? 'done' : 'live';
     if (this.#parkedError !== null) {
       // The code now matches its history again: the workflow leaves the parked state.

@@ -1,9 +1,8 @@
-import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 
 import { type ActivityFunction, type Engine, MetricName, WorkflowAlreadyExistsError, type WorkflowContext } from 'duraflow';
 
-import { backends, serverBackends, type TestSchema, useSchema } from '../helpers/database.js';
+import { backends, lockTable, serverBackends, type TestSchema, useSchema } from '../helpers/database.js';
 import { readMetric, startEngine } from '../helpers/engines.js';
 import { FaultProxy } from '../helpers/fault-proxy.js';
 import { waitFor } from '../helpers/wait-for.js';
@@ -56,20 +55,6 @@ const quick: ActivityFunction = () => {
 async function workAndNote(ctx: WorkflowContext): Promise<unknown> {
   const { quick } = ctx.activities<{ quick(): Promise<string> }>();
   return Promise.all([quick(), ctx.waitForEvent('n')]);
-}
-
-/** Takes an exclusive lock on one of the schema's tables until `release()`: statements writing it wait. */
-async function lockTable(db: TestSchema, table: string): Promise<{ release(): Promise<void> }> {
-  const holder = new pg.Client({ connectionString: db.database as string });
-  await holder.connect();
-  await holder.query('BEGIN');
-  await holder.query(`LOCK TABLE "${db.schema}".${table} IN ACCESS EXCLUSIVE MODE`);
-  return {
-    async release() {
-      await holder.query('COMMIT').catch(() => undefined);
-      await holder.end().catch(() => undefined);
-    },
-  };
 }
 
 /** An engine whose connections go through a fault proxy, so a test can hold the answers. */

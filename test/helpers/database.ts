@@ -98,3 +98,30 @@ export function useSchema(backend: Backend): () => TestSchema {
     return db;
   };
 }
+
+/**
+ * Takes an exclusive lock on one of the schema's tables (Postgres only) until `release()`:
+ * statements that read or write it wait.
+ */
+export async function lockTable(db: TestSchema, table: string): Promise<{ release(): Promise<void> }> {
+  const holder = new pg.Client({ connectionString: db.database as string });
+  await holder.connect();
+  await holder.query('BEGIN');
+  await holder.query(`LOCK TABLE "${db.schema}".${table} IN ACCESS EXCLUSIVE MODE`);
+  return {
+    async release() {
+      await holder.query('COMMIT').catch(() => undefined);
+      await holder.end().catch(() => undefined);
+    },
+  };
+}
+
+/** Whether a statement on the schema whose text contains `fragment` is waiting for a lock. */
+export async function isWaitingForLock(db: TestSchema, fragment: string): Promise<boolean> {
+  const waiting = await db.query(
+    `SELECT 1 FROM pg_stat_activity
+     WHERE wait_event_type = 'Lock' AND query LIKE '%' || $1 || '%' AND query LIKE '%' || $2 || '%'`,
+    [db.schema, fragment],
+  );
+  return waiting.length > 0;
+}

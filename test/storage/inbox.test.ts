@@ -5,7 +5,7 @@ import { deleteExpired, flushBatch } from '../../storage/sql/flush-batch.js';
 import { inboxFor, insertEvent } from '../../storage/sql/inbox.js';
 import type { Sql, Tables } from '../../storage/sql.js';
 import { makeStartRow } from '../helpers/builders.js';
-import { type Backend, backends, serverBackends, type TestSchema } from '../helpers/database.js';
+import { type Backend, backends, isWaitingForLock, serverBackends, type TestSchema } from '../helpers/database.js';
 import { type TestStore, useStore } from '../helpers/storage.js';
 import { waitFor } from '../helpers/wait-for.js';
 
@@ -110,13 +110,7 @@ describe.each(serverBackends)('insertEvent racing a concurrent send on $name', (
       );
       const racing = insertEvent(sql, tables, 'open', 'go', '1', 'e1');
       // The racing insert waits on the unique index for the other transaction to end.
-      await waitFor(async () => {
-        const waiting = await db.query(
-          `SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%' || $1 || '%'`,
-          [db.schema],
-        );
-        return waiting.length > 0;
-      }, 'the racing send to wait for the uncommitted one');
+      await waitFor(() => isWaitingForLock(db, 'INSERT INTO'), 'the racing send to wait for the uncommitted one');
       await other.query('COMMIT');
       expect(await racing).toEqual({ outcome: 'duplicate' });
       expect(await db.query(`SELECT count(*)::int AS n FROM "${db.schema}".inbox`)).toEqual([{ n: 1 }]);
