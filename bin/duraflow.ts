@@ -5,7 +5,8 @@
  *   duraflow inspect <workflowId> [--database URL | --data-dir DIR] [--schema NAME]
  *
  * Without --database or --data-dir it uses DATABASE_URL, else the embedded database in
- * ./.duraflow (which must not be open in another process at the same time).
+ * ./.duraflow (which must not be open in another process at the same time). It only reads: a
+ * schema or data directory that holds no workflows is an error, not something to create.
  */
 import { parseArgs } from 'node:util';
 
@@ -34,6 +35,7 @@ async function main(argv: string[]): Promise<number> {
     ...(database ? { database } : {}),
     ...(values['data-dir'] ? { dataDir: values['data-dir'] } : {}),
     ...(values.schema ? { schema: values.schema } : {}),
+    migrate: false,
   });
   try {
     const state = await client.inspect(workflowId);

@@ -81,6 +81,8 @@ class ClientImpl implements Client {
  * the engine, none of its workers.
  */
 export async function createClient(options: ClientOptions = {}): Promise<Client> {
-  const store = await WorkflowStore.open(resolveConnection(options));
-  return new ClientImpl(store);
+  const connection = resolveConnection(options);
+  const { migrate = true } = options;
+  if (typeof migrate !== 'boolean') throw new TypeError(`options.migrate must be a boolean, got ${typeof migrate}`);
+  return new ClientImpl(await WorkflowStore.open(connection, migrate));
 }

@@ -1,8 +1,10 @@
 import { randomUUID } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
 
 import type { ActorSnapshot } from '../actors/workflow-actor.js';
 import type { Logger } from '../storage/logger.js';
-import { migrate } from '../storage/migrate.js';
+import { migrate, migrationState } from '../storage/migrate.js';
 import { PgDriver } from '../storage/pg-driver.js';
 import { DataDirectoryInUseError } from '../storage/data-dir-lock.js';
 import { PgliteDriver } from '../storage/pglite-driver.js';
@@ -65,7 +67,7 @@ export interface WorkflowHandle<Output = unknown> {
 /** NOTIFY payloads on the schema's channel. */
 export const Notice = { Start: 'start', Event: 'event', Done: 'done' } as const;
 
-async function openSql(connection: ResolvedConnection): Promise<Sql> {
+async function openSql(connection: ResolvedConnection, isMigrating: boolean): Promise<Sql> {
   const { database, logger } = connection;
   if (typeof database === 'string') {
     return new PgDriver({
@@ -75,11 +77,28 @@ async function openSql(connection: ResolvedConnection): Promise<Sql> {
     });
   }
   if (database) return PgliteDriver.wrap(database);
+  // Opening a folder with no database in it would create one.
+  if (!isMigrating && !connection.dataDir.startsWith('memory://') && !existsSync(path.join(connection.dataDir, 'PG_VERSION'))) {
+    throw new ConfigurationError(`no embedded database in ${JSON.stringify(connection.dataDir)} (and none is created when migrate is false)`);
+  }
   try {
     return await PgliteDriver.open(connection.dataDir);
   } catch (error) {
     if (error instanceof DataDirectoryInUseError) throw new ConfigurationError(error.message, { cause: error });
     throw error;
+  }
+}
+
+/** Refuses a schema that lacks this version's tables, naming what it found. */
+async function checkMigrated(sql: Sql, tables: Tables): Promise<void> {
+  const { applied, newest } = await migrationState(sql, tables);
+  if (applied === undefined) {
+    throw new ConfigurationError(`schema "${tables.schema}" holds no duraflow tables (and none are created when migrate is false)`);
+  }
+  if (applied < newest) {
+    throw new ConfigurationError(
+      `schema "${tables.schema}" is at migration ${applied} and this version needs ${newest}: open an engine or a client with migrate on to upgrade it`,
+    );
   }
 }
 
@@ -111,12 +130,16 @@ export class WorkflowStore {
     this.#retryMs = connection.databaseRetryMs;
   }
 
-  /** Connects, applies migrations and subscribes to the schema's notifications. */
-  static async open(connection: ResolvedConnection): Promise<WorkflowStore> {
+  /**
+   * Connects, applies migrations (or, with `isMigrating` false, checks that they were applied)
+   * and subscribes to the schema's notifications.
+   */
+  static async open(connection: ResolvedConnection, isMigrating = true): Promise<WorkflowStore> {
     const tables = tablesFor(connection.schema);
-    const sql = await openSql(connection);
+    const sql = await openSql(connection, isMigrating);
     try {
-      await migrate(sql, tables);
+      if (isMigrating) await migrate(sql, tables);
+      else await checkMigrated(sql, tables);
       const store = new WorkflowStore(sql, tables, connection);
       store.#unlisten = await sql.listen(tables.channel, (payload) => store.#notice(payload));
       return store;

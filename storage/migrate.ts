@@ -21,6 +21,21 @@ async function loadMigrations(): Promise<Migration[]> {
   );
 }
 
+/** How far a schema is migrated; `applied` is undefined when it holds no duraflow tables. */
+export interface MigrationState {
+  applied: number | undefined;
+  newest: number;
+}
+
+/** Reads how far `tables.schema` is migrated, writing nothing (not even the schema). */
+export async function migrationState(sql: Sql, tables: Tables): Promise<MigrationState> {
+  const newest = Math.max(...(await loadMigrations()).map((m) => m.version));
+  const { rows } = await sql.query<{ present: boolean }>(`SELECT to_regclass($1) IS NOT NULL AS present`, [tables.migrations]);
+  if (!rows[0]?.present) return { applied: undefined, newest };
+  const versions = await sql.query<{ applied: number | null }>(`SELECT max(version) AS applied FROM ${tables.migrations}`);
+  return { applied: versions.rows[0]?.applied ?? undefined, newest };
+}
+
 /**
  * Brings `tables.schema` up to the newest migration. Forward-only and idempotent; an advisory
  * lock keyed by the schema name serialises engines that start together.

@@ -177,6 +177,22 @@ describe.each(backends)('bad input on $name', (backend) => {
     }
   });
 
+  it('opens a client with migrate off only on a schema this version migrated, writing nothing', async () => {
+    const options = { database: db.database, schema: db.schema, logger: quietLogger, migrate: false };
+    await expect(createClient(options)).rejects.toThrow(`schema "${db.schema}" holds no duraflow tables`);
+    expect(await db.query(`SELECT 1 FROM information_schema.schemata WHERE schema_name = $1`, [db.schema])).toEqual([]);
+    await (await openClient(db)).close();
+    await (await createClient(options)).close();
+    // As an older version would have left it: its newest migration not applied.
+    const deleted = await db.query<{ newest: number }>(`DELETE FROM "${db.schema}".migrations
+      WHERE version = (SELECT max(version) FROM "${db.schema}".migrations) RETURNING version AS newest`);
+    const newest = deleted[0]!.newest;
+    const behind = createClient(options);
+    await expect(behind).rejects.toBeInstanceOf(ConfigurationError);
+    await expect(behind).rejects.toThrow(`is at migration ${newest - 1} and this version needs ${newest}`);
+    await expect(createClient({ ...options, migrate: 'no' as unknown as boolean })).rejects.toThrow('options.migrate must be a boolean');
+  });
+
   it('refuses an activities module that is missing or exports nothing', async () => {
     const dir = await mkdtemp(path.join(tmpdir(), 'duraflow-mod-'));
     try {

@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -50,6 +51,15 @@ describe.each(serverBackends)('other processes on $name', (backend) => {
     } finally {
       await engine.close();
     }
+  });
+
+  it('lets the CLI create nothing: a mistyped schema is an error, and stays absent', async () => {
+    const mistyped = `${db.schema}_typo`;
+    const failed = await run(process.execPath, [cli, 'inspect', 'x-1', '--database', process.env.DATABASE_URL!, '--schema', mistyped]).catch(
+      (e: { code: number; stderr: string }) => e,
+    );
+    expect(failed).toMatchObject({ code: 1, stderr: expect.stringContaining(`schema "${mistyped}" holds no duraflow tables`) });
+    expect(await db.query(`SELECT 1 FROM information_schema.schemata WHERE schema_name = $1`, [mistyped])).toEqual([]);
   });
 
   it('picks up starts and events from another process at once and answers its result()', async () => {
@@ -161,6 +171,11 @@ describe('the CLI on the embedded database', () => {
       expect(JSON.parse(stdout)).toMatchObject({ workflowId: 'cli-1', status: 'running', vars: { label: 'on-disk', stage: 'waiting' } });
       const missing = await run(process.execPath, [cli, 'inspect', 'nope', '--data-dir', dataDir]).catch((e: { code: number; stderr: string }) => e);
       expect(missing).toMatchObject({ code: 3, stderr: expect.stringMatching(/no workflow with id "nope"/) });
+      // A data directory with no database in it is an error, and is not made one.
+      const empty = path.join(dataDir, 'mistyped');
+      const noDatabase = await run(process.execPath, [cli, 'inspect', 'cli-1', '--data-dir', empty]).catch((e: { code: number; stderr: string }) => e);
+      expect(noDatabase).toMatchObject({ code: 1, stderr: expect.stringContaining(`no embedded database in ${JSON.stringify(empty)}`) });
+      expect(existsSync(empty)).toBe(false);
     } finally {
       await rm(dataDir, { recursive: true, force: true });
     }
