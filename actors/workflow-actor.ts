@@ -388,7 +388,8 @@ export class WorkflowActor {
 
   /**
    * An activity ended: its task row (its retry state) goes, and a retry armed for it is disarmed.
-   * Only an activity that was retried has them, so a first attempt's end usually writes nothing.
+   * Only a retried activity has them: a first attempt's end writes nothing unless this actor
+   * stored a retry for it or was rebuilt while it was open (then the delete may find no row).
    */
   #endRetries(commandId: number, attempts: number, write: WorkflowWrite, effects: Effects): void {
     const mayBeRetried = this.#mayBeRetried?.delete(commandId) ?? false;

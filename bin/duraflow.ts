@@ -6,7 +6,7 @@
  *
  * Without --database or --data-dir it uses DATABASE_URL, else the embedded database in
  * ./.duraflow (which must not be open in another process at the same time). It only reads: a
- * schema or data directory that holds no workflows is an error, not something to create.
+ * schema or data directory that holds no duraflow tables is an error, not something to create.
  */
 import { parseArgs } from 'node:util';
 

@@ -79,9 +79,9 @@ export interface EngineOptions extends ConnectionOptions {
 export interface ClientOptions extends ConnectionOptions {
   /**
    * Create the schema and its tables, or bring them up to this version, when opening. With
-   * `false` nothing is written: a schema without duraflow's tables, one an older version left,
-   * or a `dataDir` with no database in it is refused with `ConfigurationError` (for read-only
-   * tools, where a mistyped name must not create anything). @default true
+   * `false` nothing is created or migrated: a schema without duraflow's tables, one an older
+   * version left, or a `dataDir` with no database in it is refused with `ConfigurationError` (for
+   * read-only tools, where a mistyped name must not create anything). @default true
    */
   migrate?: boolean;
 }

@@ -1,13 +1,11 @@
 import { randomUUID } from 'node:crypto';
-import { existsSync } from 'node:fs';
-import path from 'node:path';
 
 import type { ActorSnapshot } from '../actors/workflow-actor.js';
 import type { Logger } from '../storage/logger.js';
 import { migrate, migrationState } from '../storage/migrate.js';
 import { PgDriver } from '../storage/pg-driver.js';
 import { DataDirectoryInUseError } from '../storage/data-dir-lock.js';
-import { PgliteDriver } from '../storage/pglite-driver.js';
+import { NoEmbeddedDatabaseError, PgliteDriver } from '../storage/pglite-driver.js';
 import type { NewWorkflowRow } from '../storage/rows.js';
 import { inboxOf, insertEvent } from '../storage/sql/inbox.js';
 import { flushBatch } from '../storage/sql/flush-batch.js';
@@ -77,14 +75,13 @@ async function openSql(connection: ResolvedConnection, isMigrating: boolean): Pr
     });
   }
   if (database) return PgliteDriver.wrap(database);
-  // Opening a folder with no database in it would create one.
-  if (!isMigrating && !connection.dataDir.startsWith('memory://') && !existsSync(path.join(connection.dataDir, 'PG_VERSION'))) {
-    throw new ConfigurationError(`no embedded database in ${JSON.stringify(connection.dataDir)} (and none is created when migrate is false)`);
-  }
   try {
-    return await PgliteDriver.open(connection.dataDir);
+    return await PgliteDriver.open(connection.dataDir, { mustExist: !isMigrating });
   } catch (error) {
     if (error instanceof DataDirectoryInUseError) throw new ConfigurationError(error.message, { cause: error });
+    if (error instanceof NoEmbeddedDatabaseError) {
+      throw new ConfigurationError(`${error.message} (and none is created when migrate is false)`, { cause: error });
+    }
     throw error;
   }
 }

@@ -30,8 +30,10 @@ export interface MigrationState {
 /** Reads how far `tables.schema` is migrated, writing nothing (not even the schema). */
 export async function migrationState(sql: Sql, tables: Tables): Promise<MigrationState> {
   const newest = Math.max(...(await loadMigrations()).map((m) => m.version));
-  const { rows } = await sql.query<{ present: boolean }>(`SELECT to_regclass($1) IS NOT NULL AS present`, [tables.migrations]);
-  if (!rows[0]?.present) return { applied: undefined, newest };
+  const { rows } = await sql.query(`SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = $1 AND tablename = 'migrations'`, [
+    tables.schema,
+  ]);
+  if (rows.length === 0) return { applied: undefined, newest };
   const versions = await sql.query<{ applied: number | null }>(`SELECT max(version) AS applied FROM ${tables.migrations}`);
   return { applied: versions.rows[0]?.applied ?? undefined, newest };
 }

@@ -1,3 +1,6 @@
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+
 import { PGlite } from '@electric-sql/pglite';
 
 import { directoryOf, lockDataDir } from './data-dir-lock.js';
@@ -28,11 +31,15 @@ export class PgliteDriver implements Sql {
   }
 
   /**
-   * Opens (creating if needed) the database in `dataDir`, which this process then holds until
-   * `close()`; throws DataDirectoryInUseError if another holds it. `memory://` keeps it in memory.
+   * Opens (creating if needed, unless `mustExist`) the database in `dataDir`, which this process
+   * then holds until `close()`; throws DataDirectoryInUseError if another holds it, and
+   * NoEmbeddedDatabaseError if it must exist and does not. `memory://` keeps it in memory.
    */
-  static async open(dataDir: string): Promise<PgliteDriver> {
+  static async open(dataDir: string, { mustExist = false } = {}): Promise<PgliteDriver> {
     const directory = directoryOf(dataDir);
+    if (mustExist && directory !== undefined && !existsSync(path.join(directory, 'PG_VERSION'))) {
+      throw new NoEmbeddedDatabaseError(dataDir);
+    }
     const unlock = directory === undefined ? () => undefined : lockDataDir(directory, dataDir);
     try {
       const db = await PGlite.create(dataDir);
@@ -79,5 +86,13 @@ export class PgliteDriver implements Sql {
     } finally {
       this.#unlock();
     }
+  }
+}
+
+/** A data directory that was to hold a database holds none (and was left as it was). */
+export class NoEmbeddedDatabaseError extends Error {
+  constructor(dataDir: string) {
+    super(`no embedded database in ${JSON.stringify(dataDir)}`);
+    this.name = 'NoEmbeddedDatabaseError';
   }
 }

@@ -209,6 +209,21 @@ describe.each(backends)('bad input on $name', (backend) => {
 });
 
 describe('the embedded database directory', () => {
+  it('opens with migrate off only where a database is, by path or file:// URL, creating none', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'duraflow-dir-'));
+    const dataDir = path.join(dir, 'db');
+    try {
+      const absent = createClient({ dataDir, logger: quietLogger, migrate: false });
+      await expect(absent).rejects.toBeInstanceOf(ConfigurationError);
+      await expect(absent).rejects.toThrow(`no embedded database in ${JSON.stringify(dataDir)}`);
+      expect(existsSync(dataDir)).toBe(false);
+      await (await createClient({ dataDir, logger: quietLogger })).close();
+      await (await createClient({ dataDir: `file://${dataDir}`, logger: quietLogger, migrate: false })).close();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it('belongs to one process at a time: a second opener is refused, a dead holder is taken over', async () => {
     const dir = await mkdtemp(path.join(tmpdir(), 'duraflow-dir-'));
     const dataDir = path.join(dir, 'db');

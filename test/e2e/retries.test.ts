@@ -280,14 +280,14 @@ describe.each(serverBackends)('a retry racing a recovery on $name', (backend) =>
       failsOnceRuns[1]!.succeed();
       expect(await started.result({ timeoutMs: 10_000 })).toEqual(['succeeded', FLUSH_BREAKER]);
       expect(await taskRows(db)).toEqual([]);
+      // The retry armed when its row committed is cancelled with it.
+      expect(await readMetric(engine, MetricName.TimersArmed)).toBe(0);
     } finally {
       await engine.close();
     }
   });
 
   it('deletes it too when the workflow was rebuilt in between', async () => {
-    // Only the monotonic clock is faked: the workflow's turn in memory passes without waiting.
-    vi.useFakeTimers({ toFake: ['performance'] });
     const db = schema();
     const engine = await startEngine(db, {
       workflows: { retriedAlongsideABrokenFlush, quick },
@@ -296,6 +296,8 @@ describe.each(serverBackends)('a retry racing a recovery on $name', (backend) =>
       pollIntervalMs: 100,
     });
     try {
+      // Only the monotonic clock is faked: the workflow's turn in memory passes without waiting.
+      vi.useFakeTimers({ toFake: ['performance'] });
       const started = await raceARetry(engine, db);
       await waitFor(async () => (await engine.inspect('race')).waitingOn.activities.length === 1, 'race to await only failsOnce');
       // Another workflow takes race's place once race has had its turn.
@@ -308,8 +310,8 @@ describe.each(serverBackends)('a retry racing a recovery on $name', (backend) =>
       expect(await readMetric(engine, MetricName.ActorRehydrations)).toBeGreaterThan(0);
       expect(await taskRows(db)).toEqual([]);
     } finally {
-      await engine.close();
       vi.useRealTimers();
+      await engine.close();
     }
   });
 });

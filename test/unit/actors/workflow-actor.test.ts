@@ -1,0 +1,67 @@
+import { describe, expect, it } from 'vitest';
+
+import type { ActorHost, Effects } from '../../../actors/actor-host.js';
+import type { ActorMessage } from '../../../actors/messages.js';
+import { WorkflowActor } from '../../../actors/workflow-actor.js';
+import type { WorkflowContext } from '../../../actors/workflow-context.js';
+import { JsonCodec } from '../../../engine/codec.js';
+import { workflowErrors } from '../../../engine/workflow-errors.js';
+import type { TaskRow, WorkflowRow, WorkflowWrite } from '../../../storage/rows.js';
+import { waitFor } from '../../helpers/wait-for.js';
+
+async function callsOneActivity(ctx: WorkflowContext): Promise<unknown> {
+  return ctx.activities<{ act(): Promise<string> }>().act();
+}
+
+/**
+ * An actor for a stored, not yet started `callsOneActivity`, over a host whose WAL commits each
+ * write at once: what the actor wrote and what it released, step by step.
+ */
+function actorWithCommits(): { actor: WorkflowActor; writes: WorkflowWrite[]; released: Effects[] } {
+  const writes: WorkflowWrite[] = [];
+  const released: Effects[] = [];
+  const host = {
+    codec: new JsonCodec(1024 * 1024),
+    errors: workflowErrors,
+    logger: { debug() {}, info() {}, warn() {}, error() {} },
+    observer: { parked() {}, rehydrated() {}, evicted() {} },
+    wal: {
+      isCongested: false,
+      enqueue(write: WorkflowWrite, onDurable?: (isRefused: boolean) => void) {
+        writes.push(write);
+        queueMicrotask(() => onDurable?.(false));
+      },
+    },
+    workflow: () => callsOneActivity,
+    release: (_id: string, effects: Effects) => released.push(effects),
+    recover() {},
+  } as unknown as ActorHost;
+  const seed = { id: 'w', name: 'callsOneActivity', version: '1', status: 'pending', input: null, error: null } as WorkflowRow;
+  return { actor: new WorkflowActor('w', host, () => undefined, seed), writes, released };
+}
+
+/** Pushes `message` and waits until the step it makes has been released. */
+async function step(actor: WorkflowActor, released: Effects[], message: ActorMessage): Promise<Effects> {
+  const before = released.length;
+  actor.push(message);
+  return waitFor(() => released.length > before && released.at(-1), `the step after ${message.type}`);
+}
+
+describe('WorkflowActor', () => {
+  it("ends an activity's stored retry with the activity, even when a first attempt ends it", async () => {
+    for (const isRetried of [false, true]) {
+      const { actor, writes, released } = actorWithCommits();
+      await step(actor, released, { type: 'start' });
+      const commandId = writes[0]!.history.find((row) => row.type === 'ActivityScheduled')!.commandId!;
+      if (isRetried) {
+        const retry = { workflowId: 'w', commandId, attempt: 2 } as TaskRow;
+        await step(actor, released, { type: 'activityRetry', commandId, task: retry });
+        expect(writes.at(-1)!.tasksUpsert).toEqual([retry]);
+      }
+      // A recovery that read the history before the retry committed ran the first attempt again.
+      const effects = await step(actor, released, { type: 'activityCompleted', commandId, result: '"done"', attempts: 1 });
+      expect(effects.finished?.status).toBe('completed');
+      expect([writes.at(-1)!.tasksDelete, effects.disarmRetries]).toEqual(isRetried ? [[commandId], [commandId]] : [[], []]);
+    }
+  });
+});
