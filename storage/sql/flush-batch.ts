@@ -250,8 +250,12 @@ function collectParams(
     for (const x of w.timersInsert) {
       (w.creates ? creatingTimerInserts : timerInserts).push({ w: w.workflowId, c: x.commandId, d: x.dueAt });
     }
-    for (const c of w.timersDelete) timerDeletes.push({ w: w.workflowId, c });
-    for (const c of w.tasksDelete) taskDeletes.push({ w: w.workflowId, c });
+    // A step that creates its workflow has nothing stored to delete (what it inserted and ended
+    // itself cancelled out in its write), and if the id is taken, that id's rows are another's.
+    if (!w.creates) {
+      for (const c of w.timersDelete) timerDeletes.push({ w: w.workflowId, c });
+      for (const c of w.tasksDelete) taskDeletes.push({ w: w.workflowId, c });
+    }
     for (const id of w.inboxDelete) inbox.push(id);
     notify ||= w.isTerminal;
   }

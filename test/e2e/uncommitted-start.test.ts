@@ -134,6 +134,18 @@ async function expectXRanOnce(engine: Engine): Promise<void> {
   expect(runs).toBe(1);
 }
 
+/** Its one activity fails, and is retried an hour later. */
+async function retriedInAnHour(ctx: WorkflowContext): Promise<unknown> {
+  const { declined } = ctx.activities<{ declined(): Promise<string> }>({ retry: { initialIntervalMs: 3_600_000 } });
+  return declined();
+}
+
+/** Ends in its first step, leaving the activity it started behind. */
+async function leavesAnActivity(ctx: WorkflowContext): Promise<unknown> {
+  void ctx.activities<{ quick(): Promise<string> }>().quick();
+  return 'left';
+}
+
 async function mailboxesEmpty(engine: Engine, what: string): Promise<void> {
   await waitFor(async () => (await readMetric(engine, MetricName.MailboxMessages)) === 0, what);
 }
@@ -151,6 +163,37 @@ describe.each(backends)('two starts of one id on $name', (backend) => {
       expect(await engine.result('twice', { timeoutMs: 10_000 })).toBe('once');
     } finally {
       await engine.close();
+    }
+  });
+
+  it("leaves the stored workflow's retry state alone when a refused start's first step abandons an activity", async () => {
+    const db = schema();
+    const options = {
+      workflows: { retriedInAnHour, leavesAnActivity },
+      inlineActivities: {
+        declined: () => Promise.reject(new Error('card declined')),
+        quick,
+      },
+    };
+    const taskRows = (): Promise<unknown[]> =>
+      db.query(`SELECT command_id, attempt FROM "${db.schema}".activity_tasks WHERE workflow_id = 'sub'`);
+    const first = await startEngine(db, options);
+    try {
+      await first.startWorkflow(retriedInAnHour, undefined, { workflowId: 'sub' });
+      await waitFor(async () => (await taskRows()).length === 1, 'the retry state of sub');
+    } finally {
+      await first.close();
+    }
+    // Restarted, the engine does not hold sub in memory: a start of its id runs its first step,
+    // which ends the new workflow and with it (deletes) the task of the activity it started.
+    const second = await startEngine(db, options);
+    try {
+      await expect(second.startWorkflow(leavesAnActivity, undefined, { workflowId: 'sub' })).rejects.toBeInstanceOf(
+        WorkflowAlreadyExistsError,
+      );
+      expect(await taskRows()).toEqual([{ command_id: 1, attempt: 2 }]);
+    } finally {
+      await second.close();
     }
   });
 });
