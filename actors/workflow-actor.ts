@@ -1,5 +1,5 @@
 import { appended, NO_ITEMS } from '../storage/lists.js';
-import { changesRow, deleteTask, deleteTimer, emptyWrite } from '../storage/rows.js';
+import { changesRow, deleteTask, deleteTimer, emptyWrite, upsertTask } from '../storage/rows.js';
 import type {
   HistoryRow,
   NewWorkflowRow,
@@ -348,7 +348,8 @@ export class WorkflowActor {
           break;
         case 'activityRetry':
           if (!rs?.isPending(m.commandId, 'activity')) break;
-          write.tasksUpsert = appended(write.tasksUpsert, m.task);
+          // Two attempts' outcomes can come together (a recovery ran one again): the later wins.
+          upsertTask(write, m.task);
           effects.retries = appended(effects.retries, m.task);
           (this.#mayBeRetried ??= new Set()).add(m.commandId);
           break;

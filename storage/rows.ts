@@ -1,4 +1,4 @@
-import { appended, NO_ITEMS, removedAt } from './lists.js';
+import { appended, NO_ITEMS, removedAt, replacedAt } from './lists.js';
 
 /**
  * The latest time, in epoch milliseconds, anything may be scheduled for: the end of JavaScript's
@@ -121,6 +121,15 @@ export function deleteTimer(write: WorkflowWrite, commandId: number): void {
   const i = write.timersInsert.findIndex((t) => t.commandId === commandId);
   if (i >= 0) write.timersInsert = removedAt(write.timersInsert, i);
   else write.timersDelete = appended(write.timersDelete, commandId);
+}
+
+/**
+ * Records a task's new state. One INSERT … ON CONFLICT may not touch a row twice (the flush would
+ * fail as a whole), so a write keeps only the newest state of each task.
+ */
+export function upsertTask(write: WorkflowWrite, task: TaskRow): void {
+  const i = write.tasksUpsert.findIndex((t) => t.commandId === task.commandId);
+  write.tasksUpsert = i >= 0 ? replacedAt(write.tasksUpsert, i, task) : appended(write.tasksUpsert, task);
 }
 
 /**

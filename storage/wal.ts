@@ -2,9 +2,9 @@ import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { retryDelayMs } from './backoff.js';
-import { appended, replacedAt } from './lists.js';
+import { appended } from './lists.js';
 import { isRetryable } from './pg-errors.js';
-import { deleteTask, deleteTimer, type NewWorkflowRow, type WorkflowWrite } from './rows.js';
+import { deleteTask, deleteTimer, type NewWorkflowRow, upsertTask, type WorkflowWrite } from './rows.js';
 import { committedFlush, deleteExpired, flushBatch } from './sql/flush-batch.js';
 import type { Sql, Tables } from './sql.js';
 
@@ -162,12 +162,7 @@ export function mergeWrite(into: WorkflowWrite, next: WorkflowWrite): void {
   if (next.completedAt !== undefined) into.completedAt = next.completedAt;
   for (const timer of next.timersInsert) into.timersInsert = appended(into.timersInsert, timer);
   for (const commandId of next.timersDelete) deleteTimer(into, commandId);
-  // One INSERT … ON CONFLICT may not touch a row twice: keep only the newest state of a task.
-  for (const task of next.tasksUpsert) {
-    const i = into.tasksUpsert.findIndex((t) => t.commandId === task.commandId);
-    if (i >= 0) into.tasksUpsert = replacedAt(into.tasksUpsert, i, task);
-    else into.tasksUpsert = appended(into.tasksUpsert, task);
-  }
+  for (const task of next.tasksUpsert) upsertTask(into, task);
   for (const commandId of next.tasksDelete) deleteTask(into, commandId);
   for (const id of next.inboxDelete) into.inboxDelete = appended(into.inboxDelete, id);
   into.isTerminal ||= next.isTerminal;

@@ -64,4 +64,17 @@ describe('WorkflowActor', () => {
       expect([writes.at(-1)!.tasksDelete, effects.disarmRetries]).toEqual(isRetried ? [[commandId], [commandId]] : [[], []]);
     }
   });
+
+  it("stores one retry state when two attempts' retries come in one activation", async () => {
+    const { actor, writes, released } = actorWithCommits();
+    await step(actor, released, { type: 'start' });
+    const commandId = writes[0]!.history.find((row) => row.type === 'ActivityScheduled')!.commandId!;
+    // A recovery ran the first attempt again after it had failed; both failures wait together.
+    const first = { workflowId: 'w', commandId, attempt: 2, visibleAt: 1 } as TaskRow;
+    const again = { workflowId: 'w', commandId, attempt: 2, visibleAt: 2 } as TaskRow;
+    actor.push({ type: 'activityRetry', commandId, task: first });
+    await step(actor, released, { type: 'activityRetry', commandId, task: again });
+    // Two upserts of one row would fail the whole flush (and every workflow in it).
+    expect(writes.at(-1)!.tasksUpsert).toEqual([again]);
+  });
 });
