@@ -141,7 +141,6 @@ export class WorkflowActor {
   /** Time of the WorkflowStarted event (epoch ms). */
   #startedAt = 0;
   #unflushed = 0;
-  #deferred: ActorMessage[] = [];
   /** Messages that arrived while the creation was uncommitted, in arrival order. */
   #held: ActorMessage[] = [];
   /** Inbox rows this workflow consumed (created on first event). */
@@ -181,7 +180,6 @@ export class WorkflowActor {
     return (
       this.#mailbox.isIdle &&
       this.#unflushed === 0 &&
-      this.#deferred.length === 0 &&
       this.#creation === undefined &&
       this.#held.length === 0
     );
@@ -243,10 +241,6 @@ export class WorkflowActor {
     if (this.#host.wal.isCongested) await this.#host.wal.whenUncongested();
     if (this.#state === 'dropped') return;
     let messages = batch;
-    if (this.#deferred.length > 0) {
-      messages = [...this.#deferred, ...batch];
-      this.#deferred = [];
-    }
     if (this.#creation) {
       // Until the creation commits, the id may turn out to be another workflow's, and whatever
       // else arrives (its events, activity results, timers, start) is that workflow's: only the
@@ -259,12 +253,11 @@ export class WorkflowActor {
     switch (this.#state) {
       case 'unstarted': {
         const startAt = messages.findIndex(isStart);
-        if (startAt < 0) {
-          // Events wait for the start; polls may deliver the same inbox row more than once.
-          const seen = new Set<number>();
-          this.#deferred = messages.filter((m) => m.type === 'event' && !seen.has(m.inboxId) && seen.add(m.inboxId));
-          return;
-        }
+        // Events sent before the start wait for it in the inbox, not here: whatever starts a
+        // workflow reads its inbox next, in the order the events were sent. Held here, one would
+        // overtake events sent earlier from elsewhere, and keep the actor in memory until the
+        // start (a delayed start's, for hours).
+        if (startAt < 0) return;
         // The start comes first, whatever order the messages arrived in.
         const start = messages[startAt]!;
         await this.#activate([start, ...messages.filter((_, i) => i !== startAt)], receivedAt);

@@ -51,6 +51,14 @@ async function delayedWait(ctx: WorkflowContext): Promise<unknown> {
   return ctx.waitForEvent('go');
 }
 
+async function twoInOrder(ctx: WorkflowContext): Promise<unknown> {
+  return [await ctx.waitForEvent('go'), await ctx.waitForEvent('go')];
+}
+
+async function quick(): Promise<string> {
+  return 'quick';
+}
+
 async function delayed(ctx: WorkflowContext, input: { n: number }): Promise<{ n: number; startedAt: number }> {
   return { n: input.n, startedAt: ctx.info.startedAt.getTime() };
 }
@@ -190,17 +198,36 @@ describe.each(backends)('events and delayed starts on $name', (backend) => {
     }
   });
 
-  it('gives a delayed workflow, when it starts, the events another process sent it before', async () => {
-    // No poll until long after: only the start itself can bring the waiting event in.
-    const engine = await startEngine(db, { workflows: { delayedWait }, pollIntervalMs: 600_000 });
+  it('gives a delayed workflow, when it starts, the events sent to it before, in the order they were sent', async () => {
+    // No poll until long after: only the start itself can bring the waiting events in.
+    const engine = await startEngine(db, { workflows: { twoInOrder }, pollIntervalMs: 600_000 });
     const client = await openClient(db);
     try {
-      const handle = await engine.startWorkflow(delayedWait, undefined, { startAt: Date.now() + 1_500 });
-      await client.sendEvent(handle.workflowId, 'go', 'sent early');
+      const handle = await engine.startWorkflow(twoInOrder, undefined, { startAt: Date.now() + 1_500 });
+      await client.sendEvent(handle.workflowId, 'go', 'from another process, first');
+      await engine.sendEvent(handle.workflowId, 'go', 'from the engine, second');
       expect((await engine.inspect(handle.workflowId)).status).toBe('pending');
-      expect(await engine.result(handle.workflowId, { timeoutMs: 10_000 })).toBe('sent early');
+      expect(await engine.result(handle.workflowId, { timeoutMs: 10_000 })).toEqual([
+        'from another process, first',
+        'from the engine, second',
+      ]);
     } finally {
       await client.close();
+      await engine.close();
+    }
+  });
+
+  it('keeps no actor in memory for a delayed workflow an event was sent to', async () => {
+    const engine = await startEngine(db, { workflows: { delayedWait, quick }, maxCachedWorkflows: 2 });
+    try {
+      for (const workflowId of ['later-1', 'later-2']) {
+        await engine.startWorkflow(delayedWait, undefined, { workflowId, startAt: Date.now() + 3_600_000 });
+        await engine.sendEvent(workflowId, 'go', 'early');
+      }
+      // Neither starts for an hour: holding their events in memory would fill the cache till then.
+      const handle = await engine.startWorkflow(quick, undefined, { workflowId: 'now' });
+      expect(await handle.result({ timeoutMs: 10_000 })).toBe('quick');
+    } finally {
       await engine.close();
     }
   });
