@@ -435,7 +435,8 @@ export class WorkflowActor {
         case 'waitEvent': {
           const timeoutAt = c.timeoutAt === undefined ? undefined : String(c.timeoutAt);
           this.#record(write, activation, now, EventType.EventWaitStarted, c.commandId, jsonObject({ eventName: str(c.name), timeoutAt }));
-          if (c.timeoutAt !== undefined) {
+          // A wait that took its event in this very step (recorded before it) has nothing to time out.
+          if (c.timeoutAt !== undefined && rs.isPending(c.commandId, 'event')) {
             const timer = { workflowId: this.workflowId, commandId: c.commandId, dueAt: c.timeoutAt };
             write.timersInsert = appended(write.timersInsert, timer);
             effects.armTimers = appended(effects.armTimers, timer);

@@ -76,6 +76,9 @@ function decode(text: string | null | undefined): unknown {
 function waitingFromHistory(history: HistoryEvent[], timers: TimerRow[]): WaitingOn {
   const activities = new Map<number, WaitingActivity>();
   const events = new Map<number, { commandId: number; eventName: string; timeoutAt?: Date }>();
+  // A wait can take its event in the step that starts it, which records the event first.
+  const resolved = new Set<number>();
+  for (const event of history) if (event.type === 'EventReceived' && event.resolves !== undefined) resolved.add(event.resolves);
   for (const event of history) {
     switch (event.type) {
       case 'ActivityScheduled':
@@ -86,14 +89,12 @@ function waitingFromHistory(history: HistoryEvent[], timers: TimerRow[]): Waitin
         activities.delete(event.commandId);
         break;
       case 'EventWaitStarted':
+        if (resolved.has(event.commandId)) break;
         events.set(event.commandId, {
           commandId: event.commandId,
           eventName: event.eventName,
           ...(event.timeoutAt ? { timeoutAt: event.timeoutAt } : {}),
         });
-        break;
-      case 'EventReceived':
-        if (event.resolves !== undefined) events.delete(event.resolves);
         break;
       case 'TimerFired':
         events.delete(event.commandId);

@@ -55,6 +55,17 @@ async function twoInOrder(ctx: WorkflowContext): Promise<unknown> {
   return [await ctx.waitForEvent('go'), await ctx.waitForEvent('go')];
 }
 
+/** Starts a wait with a timeout from an event handler. */
+async function approvalOnOpen(ctx: WorkflowContext): Promise<unknown> {
+  let approved: Promise<unknown> | undefined;
+  ctx.onEvent('open', () => {
+    approved ??= ctx.waitForEvent('approve', { timeoutMs: 3_600_000 });
+  });
+  await ctx.waitForEvent('close');
+  await ctx.waitForEvent('end');
+  return approved;
+}
+
 async function quick(): Promise<string> {
   return 'quick';
 }
@@ -228,6 +239,29 @@ describe.each(backends)('events and delayed starts on $name', (backend) => {
       const handle = await engine.startWorkflow(quick, undefined, { workflowId: 'now' });
       expect(await handle.result({ timeoutMs: 10_000 })).toBe('quick');
     } finally {
+      await engine.close();
+    }
+  });
+
+  it('stores no timeout for a wait that takes its event in the step that starts it', async () => {
+    const engine = await startEngine(db, { workflows: { approvalOnOpen } });
+    const client = await openClient(db);
+    try {
+      await engine.startWorkflow(approvalOnOpen, undefined, { workflowId: 'h', startAt: Date.now() + 300 });
+      // Read together when it starts, the events make one step: the handler of 'open' starts the
+      // wait for 'approve', and the next event ends it.
+      for (const name of ['open', 'approve', 'close']) await engine.sendEvent('h', name, name);
+      await waitFor(
+        async () => (await client.inspect('h')).history.filter((e) => e.type === 'EventReceived').length === 3,
+        'the step that takes the three events',
+      );
+      expect(await db.query(`SELECT command_id FROM "${db.schema}".timers WHERE workflow_id = 'h'`)).toEqual([]);
+      // Read from the history alone, that wait is over too.
+      expect((await client.inspect('h')).waitingOn).toMatchObject({ events: [{ eventName: 'end' }], timers: [] });
+      await engine.sendEvent('h', 'end');
+      expect(await engine.result('h', { timeoutMs: 10_000 })).toBe('approve');
+    } finally {
+      await client.close();
       await engine.close();
     }
   });
