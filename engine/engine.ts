@@ -501,7 +501,8 @@ class EngineImpl implements Engine, ActorHost {
       if (task.visibleAt <= now) this.#dispatch(task);
       else this.#timers.arm(retryKey(task.workflowId, task.commandId), task.visibleAt, { kind: 'retry', task });
     }
-    await this.#pollInbox(workflowIds);
+    // A recovery also brings in parked workflows with events: code fixed since may run them on.
+    await this.#pollInbox(workflowIds, true);
   }
 
   #handleStarts(rows: WorkflowRow[], now: number): void {
@@ -531,8 +532,8 @@ class EngineImpl implements Engine, ActorHost {
     });
   }
 
-  async #pollInbox(workflowIds?: string[]): Promise<void> {
-    const events = await inboxFor(this.sql, this.tables, this.#registeredNames, workflowIds);
+  async #pollInbox(workflowIds?: string[], withParked = false): Promise<void> {
+    const events = await inboxFor(this.sql, this.tables, this.#registeredNames, { workflowIds, withParked });
     for (const e of events) {
       this.#deliver(e.workflowId, { type: 'event', inboxId: e.id, name: e.name, payload: e.payload });
     }

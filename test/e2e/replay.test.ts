@@ -56,7 +56,7 @@ describe.each(backends)('replay on $name', (backend) => {
     expect(cached[3]).toMatchObject({ doubled: 6, first: 14, second: 'timer' });
   });
 
-  it('parks a workflow whose code changed under it with NonDeterminismError; others go on', async () => {
+  it('parks a workflow whose code changed under it with NonDeterminismError; others go on; the old code runs it on', async () => {
     async function changing(ctx: WorkflowContext): Promise<string> {
       const { echo } = ctx.activities<Fixtures>();
       await echo('v1');
@@ -95,6 +95,16 @@ describe.each(backends)('replay on $name', (backend) => {
       expect((await v2.inspect('old')).status).toBe('running');
     } finally {
       await v2.close();
+    }
+
+    // Back to the code it ran: a restart's recovery brings it in with the event it has waiting
+    // (polls leave a parked workflow's events alone), and it goes on from where it was.
+    const v3 = await startEngine(db, { workflows: { changing }, activities: fixtureActivities });
+    try {
+      expect(await v3.result('old', { timeoutMs: 10_000 })).toBe('v1 done');
+      expect((await v3.inspect('old')).error).toBeUndefined();
+    } finally {
+      await v3.close();
     }
   });
 });

@@ -69,6 +69,17 @@ describe.each(backends)('insertEvent on $name', (backend) => {
     expect(rows).toEqual([{ workflow_id: 'open' }, { workflow_id: 'other' }]);
   });
 
+  it('leaves out of the poll the events of a parked workflow, which takes none, but not out of a recovery', async () => {
+    await flushBatch(sql, tables, [makeStartRow('parked')], []);
+    await db.query(
+      `UPDATE "${db.schema}".workflows SET status = 'running', error = '{"name":"NonDeterminismError"}' WHERE id = 'parked'`,
+    );
+    await insertEvent(sql, tables, 'parked', 'go', undefined, 'for-parked');
+    await insertEvent(sql, tables, 'open', 'go', undefined, 'for-open');
+    expect((await inboxFor(sql, tables, ['wf'])).map((e) => e.workflowId)).toEqual(['open']);
+    expect((await inboxFor(sql, tables, ['wf'], { withParked: true })).map((e) => e.workflowId)).toEqual(['parked', 'open']);
+  });
+
   it('leaves out of the poll the events of a workflow whose start is still to come', async () => {
     await flushBatch(sql, tables, [{ ...makeStartRow('later'), startAt: Date.now() + 3_600_000 }], []);
     await insertEvent(sql, tables, 'later', 'go', undefined, 'for-later');
