@@ -210,9 +210,10 @@ export class ReplayState {
    * must now be cancelled.
    */
   deliverEvent(name: string, payload: unknown): { waiter: number | undefined; hadTimeout: boolean } {
+    // The wait is chosen first: one a handler starts for this name awaits the next event, not this one.
+    const waiter = this.#waiters?.get(name)?.shift();
     const handlers = this.#handlers?.get(name);
     if (handlers) for (const handler of handlers) this.#callHandler(handler, payload);
-    const waiter = this.#waiters?.get(name)?.shift();
     if (waiter === undefined) {
       if (!handlers) {
         this.#buffered ??= new Map();

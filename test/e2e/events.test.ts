@@ -66,6 +66,18 @@ async function approvalOnOpen(ctx: WorkflowContext): Promise<unknown> {
   return approved;
 }
 
+/** Counts notes with a handler, which after the first also waits for the next one. */
+async function handlerThenWait(ctx: WorkflowContext): Promise<unknown> {
+  const seen: unknown[] = [];
+  let next: Promise<unknown> | undefined;
+  ctx.onEvent('note', (note) => {
+    seen.push(note);
+    if (seen.length === 1) next = ctx.waitForEvent('note');
+  });
+  await ctx.waitForEvent('done');
+  return { seen, next: await next };
+}
+
 async function quick(): Promise<string> {
   return 'quick';
 }
@@ -262,6 +274,18 @@ describe.each(backends)('events and delayed starts on $name', (backend) => {
       expect(await engine.result('h', { timeoutMs: 10_000 })).toBe('approve');
     } finally {
       await client.close();
+      await engine.close();
+    }
+  });
+
+  it('gives a wait that an event handler starts the next event of that name, not the one it handles', async () => {
+    const engine = await startEngine(db, { workflows: { handlerThenWait } });
+    try {
+      await engine.startWorkflow(handlerThenWait, undefined, { workflowId: 'notes' });
+      for (const note of ['first', 'second']) await engine.sendEvent('notes', 'note', note);
+      await engine.sendEvent('notes', 'done');
+      expect(await engine.result('notes', { timeoutMs: 10_000 })).toEqual({ seen: ['first', 'second'], next: 'second' });
+    } finally {
       await engine.close();
     }
   });
