@@ -101,4 +101,6 @@ export interface ActorHost {
    * engine re-delivers what the database says is pending for it.
    */
   recover(workflowIds: ReadonlySet<string>): void;
+  /** Delivers the workflow's unconsumed events again (an actor that let some go before its start). */
+  readInbox(workflowId: string): void;
 }

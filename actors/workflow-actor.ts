@@ -145,6 +145,8 @@ export class WorkflowActor {
   #held: ActorMessage[] = [];
   /** Inbox rows this workflow consumed (created on first event). */
   #consumedInbox: Set<number> | undefined;
+  /** Whether events reached the actor before the start and were left in the inbox for it. */
+  #hasEventsBeforeStart = false;
   /**
    * Activities that may have a task row and an armed retry although the attempt that ends them
    * is a first one: those this actor stored a retry for, and those outstanding when it was
@@ -253,14 +255,21 @@ export class WorkflowActor {
     switch (this.#state) {
       case 'unstarted': {
         const startAt = messages.findIndex(isStart);
-        // Events sent before the start wait for it in the inbox, not here: whatever starts a
-        // workflow reads its inbox next, in the order the events were sent. Held here, one would
-        // overtake events sent earlier from elsewhere, and keep the actor in memory until the
-        // start (a delayed start's, for hours).
-        if (startAt < 0) return;
+        // Events sent before the start wait for it in the inbox, not here, and are read again
+        // after it, in the order they were sent. Held here, one would overtake events sent earlier
+        // from elsewhere, and keep the actor in memory until the start (a delayed start's, for
+        // hours).
+        if (startAt < 0) {
+          this.#hasEventsBeforeStart ||= messages.some((m) => m.type === 'event');
+          return;
+        }
         // The start comes first, whatever order the messages arrived in.
         const start = messages[startAt]!;
         await this.#activate([start, ...messages.filter((_, i) => i !== startAt)], receivedAt);
+        if (this.#hasEventsBeforeStart) {
+          this.#hasEventsBeforeStart = false;
+          this.#host.readInbox(this.workflowId);
+        }
         return;
       }
       case 'live':

@@ -124,7 +124,7 @@ class EngineImpl implements Engine, ActorHost {
   readonly #parsedOptions = new Map<string, ActivityOptions>();
   /** Starts made together with their first step, not yet committed: how to settle each. */
   readonly #creations = new Map<string, (error?: Error) => void>();
-  readonly #startedSinceRead = new Set<string>();
+  readonly #inboxToRead = new Set<string>();
   /** Activity attempts handed to the pool and not yet reported back. */
   readonly #inFlightTasks = new InFlightTasks();
   readonly #poll: NodeJS.Timeout;
@@ -252,6 +252,10 @@ class EngineImpl implements Engine, ActorHost {
 
   recover(workflowIds: ReadonlySet<string>): void {
     void this.#recoverWithRetry([...workflowIds]);
+  }
+
+  readInbox(workflowId: string): void {
+    this.#readInboxOf(workflowId);
   }
 
   // --- public API ---
@@ -454,7 +458,7 @@ class EngineImpl implements Engine, ActorHost {
         break;
       case 'start':
         this.#deliverWhenRoom(p.workflowId, { type: 'start' });
-        this.#readInboxOfStarted(p.workflowId);
+        this.#readInboxOf(p.workflowId);
         break;
     }
   }
@@ -517,16 +521,16 @@ class EngineImpl implements Engine, ActorHost {
   }
 
   /**
-   * Events sent before a delayed start waited in the inbox, out of the polls' sight until now:
-   * the starts that fire in one turn read theirs with one query.
+   * Events sent before a start waited in the inbox (a delayed start's out of the polls' sight
+   * until now): the workflows that ask in one turn read theirs with one query.
    */
-  #readInboxOfStarted(workflowId: string): void {
-    const isScheduled = this.#startedSinceRead.size > 0;
-    this.#startedSinceRead.add(workflowId);
+  #readInboxOf(workflowId: string): void {
+    const isScheduled = this.#inboxToRead.size > 0;
+    this.#inboxToRead.add(workflowId);
     if (isScheduled) return;
     setImmediate(() => {
-      const ids = [...this.#startedSinceRead];
-      this.#startedSinceRead.clear();
+      const ids = [...this.#inboxToRead];
+      this.#inboxToRead.clear();
       if (this.#closing) return;
       this.#pollInbox(ids).catch((error: unknown) => this.logger.warn({ err: error }, 'reading the inbox failed'));
     });

@@ -258,6 +258,37 @@ describe.each(serverBackends)('a start not yet committed on $name', (backend) =>
     }
   });
 
+  it('gives a stored start that waits for room the events sent before the engine heard of its commit', async () => {
+    const db = schema();
+    const { engine, proxy } = await startBehindProxy(db, {
+      workflows: { twoNotes, callsHeld },
+      inlineActivities: { held },
+      maxCachedWorkflows: 1,
+      pollIntervalMs: 600_000,
+    });
+    runs = 0;
+    finishRun = [];
+    try {
+      // The cache's one place is taken by a workflow awaiting an activity: the start is stored alone.
+      await engine.startWorkflow(callsHeld, undefined, { workflowId: 'busy' });
+      await waitFor(async () => runs === 1, 'the activity to run');
+      const { started } = await startUnanswered(engine, proxy, twoNotes, 'notes');
+      // Stored, so accepted; it reaches the workflow before its start does, and is left in the inbox.
+      await engine.sendEvent('notes', 'n', 'first');
+      await mailboxesEmpty(engine, 'the event to be taken');
+      proxy.resume();
+      await started;
+      // No poll for ten minutes: only the start itself can bring the event back.
+      await waitFor(async () => (await engine.inspect('notes')).history.some((e) => e.type === 'EventReceived'), 'the first event');
+      await engine.sendEvent('notes', 'n', 'second');
+      expect(await engine.result('notes', { timeoutMs: 10_000 })).toEqual(['first', 'second']);
+    } finally {
+      for (const finish of finishRun) finish('late');
+      await engine.close();
+      await proxy.close();
+    }
+  });
+
   it('delivers events held during the creation before later ones, once it commits', async () => {
     const db = schema();
     const { engine, proxy } = await startBehindProxy(db, {
