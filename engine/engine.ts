@@ -10,7 +10,7 @@ import { type MetricsServer, startMetricsServer } from '../metrics/metrics-serve
 import type { Logger } from '../storage/logger.js';
 import { retryDelayMs } from '../storage/backoff.js';
 import type { NewWorkflowRow, TaskRow, WorkflowRow } from '../storage/rows.js';
-import { inboxFor } from '../storage/sql/inbox.js';
+import { firstEventsOfParked, type InboxRow, inboxFor } from '../storage/sql/inbox.js';
 import { pendingTasks } from '../storage/sql/tasks.js';
 import { timersFor } from '../storage/sql/timers.js';
 import { dueStarts } from '../storage/sql/workflows.js';
@@ -505,8 +505,9 @@ class EngineImpl implements Engine, ActorHost {
       if (task.visibleAt <= now) this.#dispatch(task);
       else this.#timers.arm(retryKey(task.workflowId, task.commandId), task.visibleAt, { kind: 'retry', task });
     }
-    // A recovery also brings in parked workflows with events: code fixed since may run them on.
-    await this.#pollInbox(workflowIds, true);
+    await this.#pollInbox(workflowIds);
+    // Parked workflows with events come back too: code that matches their history may run them on.
+    this.#deliverEvents(await firstEventsOfParked(sql, tables, names, workflowIds));
   }
 
   #handleStarts(rows: WorkflowRow[], now: number): void {
@@ -536,8 +537,11 @@ class EngineImpl implements Engine, ActorHost {
     });
   }
 
-  async #pollInbox(workflowIds?: string[], withParked = false): Promise<void> {
-    const events = await inboxFor(this.sql, this.tables, this.#registeredNames, { workflowIds, withParked });
+  async #pollInbox(workflowIds?: string[]): Promise<void> {
+    this.#deliverEvents(await inboxFor(this.sql, this.tables, this.#registeredNames, workflowIds));
+  }
+
+  #deliverEvents(events: readonly InboxRow[]): void {
     for (const e of events) {
       this.#deliver(e.workflowId, { type: 'event', inboxId: e.id, name: e.name, payload: e.payload });
     }

@@ -54,33 +54,55 @@ export async function insertEvent(
 
 /**
  * Inbox rows of unfinished workflows whose name is in `workflowNames` (and, optionally, whose id is
- * in `workflowIds`), oldest first. Events of a workflow whose start is still to come wait for it,
- * and those of a parked workflow (running, with an error) are read only with `withParked`: it
- * takes none, so thousands of them would fill every poll's window and starve everyone else's.
+ * in `workflowIds`), oldest first. Left out: events of a workflow whose start is still to come
+ * (they wait for it), and of a parked workflow (running, with an error), which takes none (see
+ * `firstEventsOfParked`): thousands of either would fill every read's window and starve the rest.
  */
 export async function inboxFor(
   db: Queryable,
   t: Tables,
   workflowNames: readonly string[],
-  { workflowIds, withParked = false, limit = 10_000 }: { workflowIds?: readonly string[]; withParked?: boolean; limit?: number } = {},
+  workflowIds?: readonly string[],
+  limit = 10_000,
 ): Promise<InboxRow[]> {
   const { rows } = await db.query<{ id: string; workflow_id: string; name: string; payload: string | null }>(
     `SELECT i.id, i.workflow_id, i.name, i.payload FROM ${t.inbox} i
      JOIN ${t.workflows} w ON w.id = i.workflow_id
      WHERE i.consumed_at IS NULL AND w.name = ANY($1::text[])
-       AND ((w.status = 'running' AND ($5::bool OR w.error IS NULL))
+       AND ((w.status = 'running' AND w.error IS NULL)
             OR (w.status = 'pending' AND w.start_at <= to_timestamp($3 / 1000.0)))
        AND ($2::text[] IS NULL OR i.workflow_id = ANY($2::text[]))
      ORDER BY i.id LIMIT $4`,
     // This process's clock, which also decides when it fires delayed starts.
-    [workflowNames, workflowIds ?? null, Date.now(), limit, withParked],
+    [workflowNames, workflowIds ?? null, Date.now(), limit],
   );
-  return rows.map((r) => ({
-    id: Number(r.id),
-    workflowId: r.workflow_id,
-    name: r.name,
-    payload: r.payload ?? undefined,
-  }));
+  return rows.map(toInboxRow);
+}
+
+/**
+ * The oldest waiting event of each parked workflow (as `inboxFor` filters them): enough to bring
+ * it into memory, where code that matches its history again runs it on; it then takes the rest
+ * through the ordinary reads.
+ */
+export async function firstEventsOfParked(
+  db: Queryable,
+  t: Tables,
+  workflowNames: readonly string[],
+  workflowIds?: readonly string[],
+): Promise<InboxRow[]> {
+  const { rows } = await db.query<{ id: string; workflow_id: string; name: string; payload: string | null }>(
+    `SELECT DISTINCT ON (i.workflow_id) i.id, i.workflow_id, i.name, i.payload FROM ${t.inbox} i
+     JOIN ${t.workflows} w ON w.id = i.workflow_id
+     WHERE i.consumed_at IS NULL AND w.name = ANY($1::text[]) AND w.status = 'running' AND w.error IS NOT NULL
+       AND ($2::text[] IS NULL OR i.workflow_id = ANY($2::text[]))
+     ORDER BY i.workflow_id, i.id`,
+    [workflowNames, workflowIds ?? null],
+  );
+  return rows.map(toInboxRow);
+}
+
+function toInboxRow(r: { id: string; workflow_id: string; name: string; payload: string | null }): InboxRow {
+  return { id: Number(r.id), workflowId: r.workflow_id, name: r.name, payload: r.payload ?? undefined };
 }
 
 /** Events of one workflow not yet consumed (for inspect). */

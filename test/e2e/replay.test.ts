@@ -107,4 +107,33 @@ describe.each(backends)('replay on $name', (backend) => {
       await v3.close();
     }
   });
+
+  it('brings back every parked workflow with events at a restart, however many events another one has', async () => {
+    async function waitsForGo(ctx: WorkflowContext): Promise<string> {
+      ctx.onEvent('noise', () => undefined);
+      await ctx.waitForEvent('go');
+      return 'went';
+    }
+    const first = await startEngine(db, { workflows: { waitsForGo } });
+    try {
+      for (const id of ['chatty', 'quiet']) await first.startWorkflow(waitsForGo, undefined, { workflowId: id });
+      await waitFor(async () => (await first.inspect('quiet')).waitingOn.events.length > 0, 'the waits');
+    } finally {
+      await first.close();
+    }
+    // Both parked, as a deploy of code that changed under them leaves them, and sent events since:
+    // more to one of them than a read of the inbox takes at once.
+    await db.query(`UPDATE "${db.schema}".workflows SET error = '{"name":"NonDeterminismError"}'`);
+    await db.query(
+      `INSERT INTO "${db.schema}".inbox (workflow_id, name, event_id) SELECT 'chatty', 'noise', 'n' || g FROM generate_series(1, 10000) g`,
+    );
+    await db.query(`INSERT INTO "${db.schema}".inbox (workflow_id, name, event_id) VALUES ('quiet', 'go', 'go')`);
+    const fixed = await startEngine(db, { workflows: { waitsForGo } });
+    try {
+      expect(await fixed.result('quiet', { timeoutMs: 10_000 })).toBe('went');
+      expect((await fixed.inspect('chatty')).error).toBeUndefined();
+    } finally {
+      await fixed.close();
+    }
+  });
 });

@@ -2,7 +2,7 @@ import pg from 'pg';
 import { beforeEach, describe, expect, it } from 'vitest';
 
 import { deleteExpired, flushBatch } from '../../storage/sql/flush-batch.js';
-import { inboxFor, insertEvent } from '../../storage/sql/inbox.js';
+import { firstEventsOfParked, inboxFor, insertEvent } from '../../storage/sql/inbox.js';
 import type { Sql, Tables } from '../../storage/sql.js';
 import { makeStartRow } from '../helpers/builders.js';
 import { type Backend, backends, isWaitingForLock, serverBackends, type TestSchema } from '../helpers/database.js';
@@ -69,15 +69,22 @@ describe.each(backends)('insertEvent on $name', (backend) => {
     expect(rows).toEqual([{ workflow_id: 'open' }, { workflow_id: 'other' }]);
   });
 
-  it('leaves out of the poll the events of a parked workflow, which takes none, but not out of a recovery', async () => {
-    await flushBatch(sql, tables, [makeStartRow('parked')], []);
-    await db.query(
-      `UPDATE "${db.schema}".workflows SET status = 'running', error = '{"name":"NonDeterminismError"}' WHERE id = 'parked'`,
-    );
-    await insertEvent(sql, tables, 'parked', 'go', undefined, 'for-parked');
+  it("leaves a parked workflow's events out of the poll, which it takes none of, and recovers it by its oldest", async () => {
+    for (const id of ['parked', 'also-parked']) {
+      await flushBatch(sql, tables, [makeStartRow(id)], []);
+      await db.query(`UPDATE "${db.schema}".workflows SET status = 'running', error = '{"name":"NonDeterminismError"}' WHERE id = $1`, [id]);
+    }
+    for (const n of [1, 2]) await insertEvent(sql, tables, 'parked', 'go', undefined, `for-parked-${n}`);
     await insertEvent(sql, tables, 'open', 'go', undefined, 'for-open');
+    await insertEvent(sql, tables, 'also-parked', 'go', undefined, 'for-also-parked');
     expect((await inboxFor(sql, tables, ['wf'])).map((e) => e.workflowId)).toEqual(['open']);
-    expect((await inboxFor(sql, tables, ['wf'], { withParked: true })).map((e) => e.workflowId)).toEqual(['parked', 'open']);
+    const idOf = async (eventId: string): Promise<number> =>
+      Number((await db.query<{ id: string }>(`SELECT id FROM "${db.schema}".inbox WHERE event_id = $1`, [eventId]))[0]!.id);
+    const first = await firstEventsOfParked(sql, tables, ['wf']);
+    expect(first.map((e) => [e.workflowId, e.id])).toEqual([
+      ['also-parked', await idOf('for-also-parked')],
+      ['parked', await idOf('for-parked-1')],
+    ]);
   });
 
   it('leaves out of the poll the events of a workflow whose start is still to come', async () => {
