@@ -313,7 +313,12 @@ export class WorkflowActor {
           rs = this.#begin(now);
           break;
         case 'timerFired':
-          if (!rs?.isPending(m.commandId, 'timer') && !rs?.isPending(m.commandId, 'event')) break;
+          if (!rs) break;
+          if (!rs.isPending(m.commandId, 'timer') && !rs.isPending(m.commandId, 'event')) {
+            // A row left for a wait that is over (by an older version, say) would fire at every start.
+            write.timersDelete = appended(write.timersDelete, m.commandId);
+            break;
+          }
           this.#record(write, activation, now, EventType.TimerFired, m.commandId, null);
           write.timersDelete = appended(write.timersDelete, m.commandId);
           rs.fireTimer(m.commandId);

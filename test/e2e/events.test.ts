@@ -289,4 +289,26 @@ describe.each(backends)('events and delayed starts on $name', (backend) => {
       await engine.close();
     }
   });
+
+  it('deletes a timer row that outlived its wait when it fires', async () => {
+    const engine = await startEngine(db, { workflows: { approvalOnOpen } });
+    try {
+      await engine.startWorkflow(approvalOnOpen, undefined, { workflowId: 'stale' });
+      await waitFor(async () => (await engine.inspect('stale')).waitingOn.events.length > 0, 'the wait');
+    } finally {
+      await engine.close();
+    }
+    // A timeout row for a command that awaits nothing, as an older version could leave one behind.
+    await db.query(`INSERT INTO "${db.schema}".timers (workflow_id, command_id, due_at) VALUES ('stale', 99, now())`);
+    const restarted = await startEngine(db, { workflows: { approvalOnOpen } });
+    try {
+      await waitFor(
+        async () => (await db.query(`SELECT 1 FROM "${db.schema}".timers WHERE workflow_id = 'stale'`)).length === 0,
+        'the row to go when it fires',
+      );
+      expect((await restarted.inspect('stale')).waitingOn.events).toEqual([expect.objectContaining({ eventName: 'close' })]);
+    } finally {
+      await restarted.close();
+    }
+  });
 });
