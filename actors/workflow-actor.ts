@@ -48,6 +48,24 @@ function drainWorkflowCode(): Promise<void> {
   return sharedTick;
 }
 
+/** Replay handed a recorded event to another wait (or none) than the run that recorded it did. */
+class EventRoutingChangedError extends Error {
+  readonly recorded: number | undefined;
+  readonly replayed: number | undefined;
+  readonly expected: string;
+  readonly got: string;
+  constructor(eventName: string, recorded: number | undefined, replayed: number | undefined) {
+    const taker = (wait: number | undefined): string =>
+      `event ${JSON.stringify(eventName)} ${wait === undefined ? 'taken by no wait' : `taken by wait #${wait}`}`;
+    super(`${taker(recorded)} on record, ${taker(replayed)} on replay`);
+    this.name = 'EventRoutingChangedError';
+    this.recorded = recorded;
+    this.replayed = replayed;
+    this.expected = taker(recorded);
+    this.got = taker(replayed);
+  }
+}
+
 const INBOUND_TYPES: ReadonlySet<string> = new Set([
   EventType.WorkflowStarted,
   EventType.ActivityCompleted,
@@ -641,6 +659,10 @@ export class WorkflowActor {
         try {
           rs = this.#applyRecorded(rs, row, payload, firstAt);
         } catch (error) {
+          if (error instanceof EventRoutingChangedError) {
+            this.#park(activation, error.recorded ?? error.replayed ?? null, error.expected, error.got);
+            return;
+          }
           if (!(error instanceof UnknownCommandError)) throw error;
           const got = `${row.type} for command #${error.commandId}, which the code did not issue`;
           this.#park(activation, error.commandId, 'a pending command', got);
@@ -707,10 +729,15 @@ export class WorkflowActor {
       case EventType.TimerFired:
         rs.fireTimer(commandId);
         break;
-      case EventType.EventReceived:
+      case EventType.EventReceived: {
         (this.#consumedInbox ??= new Set()).add(payload.inboxId as number);
-        rs.deliverEvent(payload.eventName as string, payload.payload);
+        const name = payload.eventName as string;
+        const { waiter } = rs.deliverEvent(name, payload.payload);
+        // Which wait took the event is recorded: code that hands it to another one has changed.
+        const resolved = payload.resolves as number | undefined;
+        if (waiter !== resolved) throw new EventRoutingChangedError(name, resolved, waiter);
         break;
+      }
     }
     return rs;
   }

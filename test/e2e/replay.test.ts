@@ -136,4 +136,32 @@ describe.each(backends)('replay on $name', (backend) => {
       await fixed.close();
     }
   });
+
+  it('parks a workflow whose code hands a recorded event to another wait than the run that recorded it', async () => {
+    async function twoGos(ctx: WorkflowContext): Promise<unknown> {
+      return [await ctx.waitForEvent('go'), await ctx.waitForEvent('go')];
+    }
+    const first = await startEngine(db, { workflows: { twoGos } });
+    try {
+      await first.startWorkflow(twoGos, undefined, { workflowId: 'routed' });
+      await first.sendEvent('routed', 'go', 1);
+      await waitFor(async () => (await first.inspect('routed')).waitingOn.events[0]?.commandId === 2, 'the second wait');
+    } finally {
+      await first.close();
+    }
+    // As a run whose event went to the second wait would have recorded it (the commands are the same).
+    await db.query(
+      `UPDATE "${db.schema}".history SET payload = replace(payload, '"resolves":1', '"resolves":2')
+       WHERE workflow_id = 'routed' AND type = 'EventReceived'`,
+    );
+    const second = await startEngine(db, { workflows: { twoGos } });
+    try {
+      await second.sendEvent('routed', 'go', 2);
+      const parked = await waitFor(async () => (await second.inspect('routed')).error, 'the workflow to be parked');
+      expect(parked).toMatchObject({ name: 'NonDeterminismError' });
+      expect(parked.message).toMatch(/expected event "go" taken by wait #2, got event "go" taken by wait #1/);
+    } finally {
+      await second.close();
+    }
+  });
 });
