@@ -1,6 +1,6 @@
 import { type ClientOptions, resolveConnection } from './options.js';
 import type { ResultOptions, SendEventOptions, StartWorkflowOptions, WorkflowHandle } from './workflow-store.js';
-import { WorkflowStore } from './workflow-store.js';
+import { Notice, WorkflowStore } from './workflow-store.js';
 import { WorkflowAlreadyExistsError } from './errors.js';
 import { checkName } from './validate.js';
 import type { WorkflowState } from './workflow-state.js';
@@ -60,7 +60,7 @@ class ClientImpl implements Client {
 
   async sendEvent(workflowId: string, eventName: string, payload?: unknown, options?: SendEventOptions): Promise<void> {
     await this.#store.storeEvent(workflowId, eventName, payload, options);
-    await this.#store.notifyEvent();
+    await this.#store.notifyEngines(Notice.Event);
   }
 
   async inspect(workflowId: string): Promise<WorkflowState> {

@@ -1,7 +1,9 @@
 import type { Codec } from '../actors/actor-host.js';
 import { InvalidArgumentError, PayloadTooLargeError } from './errors.js';
 import { checkRetryPolicy } from './retry-policy.js';
+import { MAX_DELAY_MS } from './timer-service.js';
 import { checkName } from './validate.js';
+
 
 function rejectNonJson(this: unknown, key: string, value: unknown): unknown {
   switch (typeof value) {
@@ -71,8 +73,11 @@ export class JsonCodec implements Codec {
       throw new InvalidArgumentError((error as Error).message, { cause: error });
     }
     if (startToCloseTimeoutMs !== undefined) {
-      if (typeof startToCloseTimeoutMs !== 'number' || !(startToCloseTimeoutMs > 0) || !Number.isFinite(startToCloseTimeoutMs)) {
-        throw new InvalidArgumentError('activity options.startToCloseTimeoutMs must be a positive number of milliseconds');
+      // A timer fires at once past 2^31-1 ms; an attempt is not given longer than that (24.8 days).
+      if (typeof startToCloseTimeoutMs !== 'number' || !(startToCloseTimeoutMs > 0) || !(startToCloseTimeoutMs <= MAX_DELAY_MS)) {
+        throw new InvalidArgumentError(
+          `activity options.startToCloseTimeoutMs must be a positive number of milliseconds up to ${MAX_DELAY_MS} (24.8 days)`,
+        );
       }
       checked.startToCloseTimeoutMs = startToCloseTimeoutMs;
     }

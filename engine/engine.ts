@@ -300,7 +300,7 @@ class EngineImpl implements Engine, ActorHost {
         payload: stored.payload,
       });
     } else {
-      await this.#store.notifyEvent();
+      await this.#store.notifyEngines(Notice.Event);
     }
   }
 

@@ -1,4 +1,5 @@
 import { TimeoutError } from './errors.js';
+import { MAX_DELAY_MS } from './timer-service.js';
 
 /** How a workflow ended, as stored. */
 export interface Outcome {
@@ -73,12 +74,16 @@ export class ResultWaiters {
         this.#releaseWhenNoneElsewhere();
       }
     };
-    if (timeoutMs !== undefined) {
+    // A longer timeout waits in laps of the longest delay a timer keeps.
+    const timeOutIn = (left: number): void => {
       waiter.timer = setTimeout(() => {
+        if (left > MAX_DELAY_MS) return timeOutIn(left - MAX_DELAY_MS);
         cancel();
         waiter.reject(new TimeoutError(`workflow ${JSON.stringify(workflowId)} did not end within ${timeoutMs} ms`));
-      }, timeoutMs);
-    }
+      }, Math.min(left, MAX_DELAY_MS));
+    };
+    // Infinity is the default's "no limit", spelled out.
+    if (timeoutMs !== undefined && timeoutMs !== Infinity) timeOutIn(timeoutMs);
     return { promise, cancel };
   }
 

@@ -1,5 +1,8 @@
-/** setTimeout's longest delay; later timers are re-checked at this interval. */
-const MAX_DELAY_MS = 2 ** 31 - 1;
+/**
+ * The longest delay Node's timers keep (2^31-1 ms, 24.8 days); past it they fire at once. Later
+ * timers are re-checked at this interval.
+ */
+export const MAX_DELAY_MS = 2 ** 31 - 1;
 
 /** One armed timer. `key` identifies it for replacement and disarming. */
 export interface ArmedTimer<Payload> {

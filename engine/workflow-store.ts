@@ -117,6 +117,8 @@ export class WorkflowStore {
   #lastCheck: Promise<void> = Promise.resolve();
   /** A queued check not started yet, which later calls share. */
   #nextCheck: Promise<void> | undefined;
+  /** The next try of a check that failed. */
+  #recheck: NodeJS.Timeout | undefined;
   readonly #retryMs: number;
 
   private constructor(sql: Sql, tables: Tables, connection: ResolvedConnection) {
@@ -178,7 +180,7 @@ export class WorkflowStore {
     // Retrying is safe: the row's start token makes a retried insert find its own row.
     const { inserted } = await this.#withRetries('starting a workflow', () => flushBatch(this.sql, this.tables, [row], []));
     if (inserted.size === 0) return false;
-    await this.#withRetries('notifying engines', () => notify(this.sql, this.tables, Notice.Start));
+    await this.notifyEngines(Notice.Start);
     return true;
   }
 
@@ -213,8 +215,17 @@ export class WorkflowStore {
     }
   }
 
-  async notifyEvent(): Promise<void> {
-    await this.#withRetries('notifying engines', () => notify(this.sql, this.tables, Notice.Event));
+  /**
+   * Tells engines there is work (a start, an event). Best effort: the work is committed already, so
+   * a notice that fails is logged, not thrown (a caller would retry what is done), and the
+   * engines' poll finds the work instead.
+   */
+  async notifyEngines(notice: (typeof Notice)['Start' | 'Event']): Promise<void> {
+    try {
+      await notify(this.sql, this.tables, notice);
+    } catch (error) {
+      this.logger.warn({ err: error }, 'notifying engines failed; their poll will find the work');
+    }
   }
 
   /** The workflow's state from the database, with live values from `live` when given. */
@@ -245,6 +256,7 @@ export class WorkflowStore {
   async result<Output>(workflowId: string, options: ResultOptions = {}, isRunningHere = false): Promise<Output> {
     this.#checkOpen();
     checkName(workflowId, 'workflowId');
+    if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('result options must be an object');
     const { timeoutMs } = options;
     if (timeoutMs !== undefined && (typeof timeoutMs !== 'number' || !(timeoutMs >= 0))) {
       throw new InvalidArgumentError('timeoutMs must be a number of milliseconds >= 0');
@@ -253,17 +265,19 @@ export class WorkflowStore {
     if (isRunningHere) return this.#toResult<Output>(workflowId, await waiting.promise);
     let outcome: Outcome;
     try {
-      const row = await this.#withRetries('reading a result', () => loadWorkflow(this.sql, this.tables, workflowId));
-      if (!row) throw new WorkflowNotFoundError(workflowId);
-      if (row.status === 'completed' || row.status === 'failed') {
-        waiting.cancel();
-        outcome = { status: row.status, result: row.result, error: row.error };
-      } else {
-        outcome = await waiting.promise;
-      }
-    } catch (error) {
+      const stored = this.#withRetries('reading a result', () => loadWorkflow(this.sql, this.tables, workflowId)).then(
+        (row): Outcome | undefined => {
+          if (!row) throw new WorkflowNotFoundError(workflowId);
+          return row.status === 'completed' || row.status === 'failed'
+            ? { status: row.status, result: row.result, error: row.error }
+            : undefined;
+        },
+      );
+      // The wait's end (or its timeout) may come first: then the read's fate is nobody's concern.
+      stored.catch(() => undefined);
+      outcome = (await Promise.race([stored, waiting.promise])) ?? (await waiting.promise);
+    } finally {
       waiting.cancel();
-      throw error;
     }
     return this.#toResult<Output>(workflowId, outcome);
   }
@@ -290,6 +304,7 @@ export class WorkflowStore {
   async close(): Promise<void> {
     if (this.#isClosed) return;
     this.#isClosed = true;
+    clearTimeout(this.#recheck);
     this.waiters.rejectAll(new EngineClosedError());
     await this.#unlisten?.().catch(() => undefined);
     await this.sql.close();
@@ -304,10 +319,24 @@ export class WorkflowStore {
   }
 
   #notice(payload: string): void {
-    if (payload === Notice.Done || payload === 'reconnected') {
-      this.checkWaiters().catch((error: unknown) => this.logger.warn({ err: error }, 'checking results failed'));
-    }
+    if (payload === Notice.Done || payload === 'reconnected') this.#checkWaitersUntilDone(1);
     this.#onNotice?.(payload);
+  }
+
+  /**
+   * A check that fails (the database out for longer than `databaseRetryMs`) is tried again with
+   * backoff while anyone waits on a workflow elsewhere: the notice that asked for it will not come
+   * again, and nothing else would ever look.
+   */
+  #checkWaitersUntilDone(attempt: number): void {
+    this.checkWaiters().catch((error: unknown) => {
+      this.logger.warn({ err: error }, 'checking results failed; trying again');
+      if (this.#isClosed || this.waiters.idsElsewhere().length === 0 || this.#recheck) return;
+      this.#recheck = setTimeout(() => {
+        this.#recheck = undefined;
+        this.#checkWaitersUntilDone(attempt + 1);
+      }, retryDelayMs(attempt, 500, 30_000));
+    });
   }
 
   #checkOpen(): void {
@@ -324,8 +353,8 @@ export class WorkflowStore {
       try {
         return await operation();
       } catch (error) {
-        if (!isRetryable(error)) throw error;
         if (this.#isClosed) throw new EngineClosedError();
+        if (!isRetryable(error)) throw error;
         const delay = retryDelayMs(attempt, 50, 1_000);
         if (Date.now() + delay > deadline) throw new DatabaseUnavailableError(what, error);
         await new Promise((resolve) => setTimeout(resolve, delay));

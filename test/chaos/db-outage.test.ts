@@ -8,9 +8,13 @@
  */
 import { describe, expect, it } from 'vitest';
 
+import { type Client, createClient, EngineClosedError, TimeoutError } from 'duraflow';
+
+import { waitsForGo } from '../fixtures/workflows.js';
 import { connectEcho, startEchoServer } from '../helpers/chaos-echo.js';
 import { ChaosRig, expectNothingLostOrDoubled, printRun } from '../helpers/chaos-rig.js';
-import { serverBackends } from '../helpers/database.js';
+import { serverBackends, type TestSchema, useSchema } from '../helpers/database.js';
+import { startEngine } from '../helpers/engines.js';
 import { FaultProxy } from '../helpers/fault-proxy.js';
 import { waitFor } from '../helpers/wait-for.js';
 
@@ -149,6 +153,88 @@ describe.each(serverBackends)('database outages on $name', (backend) => {
       expectNothingLostOrDoubled(result);
     } finally {
       await rig.dispose();
+    }
+  });
+});
+
+describe.each(serverBackends)('a client while its database is away on $name', (backend) => {
+  const schema = useSchema(backend);
+
+  /** A client whose connections go through `proxy`; `warnings` collects what it logs. */
+  async function clientBehind(db: TestSchema, proxy: FaultProxy, warnings: string[] = []): Promise<Client> {
+    return createClient({
+      database: proxy.url(db.database as string),
+      schema: db.schema,
+      databaseRetryMs: 500,
+      logger: { debug() {}, info() {}, warn: (_obj: object, msg?: string) => void warnings.push(msg ?? ''), error() {} },
+    });
+  }
+
+  it('reports a start or an event that committed as done, though the notice after it fails', async () => {
+    const db = schema();
+    const proxy = await FaultProxy.start();
+    const client = await clientBehind(db, proxy);
+    try {
+      // New connections are refused: the commit goes over the idle one, which the notice then loses.
+      await proxy.refuse();
+      const cut = proxy.cutOnNextRequest('pg_notify');
+      const handle = await client.startWorkflow('waitsForGo', { label: 'noticed' }, { workflowId: 'noticed' });
+      await cut;
+      expect(handle.workflowId).toBe('noticed');
+      // The cut took every connection: one is made again (an inspect) before new ones are refused.
+      await proxy.accept();
+      await client.inspect('noticed');
+      await proxy.refuse();
+      const cutAgain = proxy.cutOnNextRequest('pg_notify');
+      await client.sendEvent('noticed', 'go', 'once');
+      await cutAgain;
+      await proxy.accept();
+      expect(await db.query(`SELECT count(*)::int AS n FROM "${db.schema}".inbox WHERE workflow_id = 'noticed'`)).toEqual([{ n: 1 }]);
+    } finally {
+      await client.close();
+      await proxy.close();
+    }
+  });
+
+  it("times result() out at the caller's timeout, and ends a waiting call with EngineClosedError on close", async () => {
+    const db = schema();
+    const proxy = await FaultProxy.start();
+    const client = await clientBehind(db, proxy);
+    await client.startWorkflow('waitsForGo', { label: 'away' }, { workflowId: 'away' });
+    await proxy.refuse();
+    proxy.cutAll();
+    // Its first read would keep trying for databaseRetryMs: the timeout comes first.
+    await expect(client.result('away', { timeoutMs: 100 })).rejects.toBeInstanceOf(TimeoutError);
+    const reading = client.inspect('away');
+    reading.catch(() => undefined);
+    await client.close();
+    await expect(reading).rejects.toBeInstanceOf(EngineClosedError);
+    await proxy.close();
+  });
+
+  it('checks a result again after a check failed, when the database is back', async () => {
+    const db = schema();
+    const engine = await startEngine(db, { workflows: { waitsForGo } });
+    const proxy = await FaultProxy.start();
+    const warnings: string[] = [];
+    const client = await clientBehind(db, proxy, warnings);
+    try {
+      await engine.startWorkflow(waitsForGo, { label: 'later' }, { workflowId: 'later' });
+      const result = client.result('later', { timeoutMs: 20_000 });
+      result.catch(() => undefined);
+      // The client's open connections stay (its LISTEN among them); a new one is refused, and the
+      // answer to the check that the workflow's end sets off is lost.
+      await proxy.refuse();
+      const lost = proxy.loseResponseTo('status IN');
+      await engine.sendEvent('later', 'go', 'went');
+      await lost;
+      await waitFor(() => warnings.some((w) => w.startsWith('checking results failed')), 'the check to fail');
+      await proxy.accept();
+      expect(await result).toEqual({ label: 'later', ev: 'went' });
+    } finally {
+      await client.close();
+      await engine.close();
+      await proxy.close();
     }
   });
 });

@@ -97,6 +97,7 @@ describe.each(backends)('bad input on $name', (backend) => {
         ['empty event name', () => engine.sendEvent('taken', ''), InvalidArgumentError],
         ['over-long event name', () => client.sendEvent('taken', 'e'.repeat(1000)), InvalidArgumentError],
         ['non-string id', () => engine.inspect(42 as never), InvalidArgumentError],
+        ['null result options', () => client.result('taken', null as never), InvalidArgumentError],
       ];
       for (const [what, call, type] of cases) {
         const error = await call().then(

@@ -109,7 +109,7 @@ describe('JsonCodec.activityOptions', () => {
     expect(thrown(() => codec.activityOptions(options))).toBeInstanceOf(InvalidArgumentError);
   });
 
-  it.each([0, -5, Infinity, Number.NaN, '100'])('refuses startToCloseTimeoutMs = %j, naming it', (value) => {
+  it.each([0, -5, Infinity, Number.NaN, '100', 2 ** 31])('refuses startToCloseTimeoutMs = %j, naming it', (value) => {
     const error = thrown(() => codec.activityOptions({ startToCloseTimeoutMs: value }));
     expect(error).toBeInstanceOf(InvalidArgumentError);
     expect(error.message).toContain('startToCloseTimeoutMs');

@@ -1,4 +1,6 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
+
+import { TimeoutError } from '../../../engine/errors.js';
 
 import { ResultWaiters } from '../../../engine/result-waiters.js';
 
@@ -31,5 +33,33 @@ describe('ResultWaiters', () => {
     expect(waiters.idsElsewhere()).toEqual(['w']);
     waiters.settle('w', ended);
     expect(await second.promise).toEqual(ended);
+  });
+
+  it('times out after timeouts longer than a timer keeps (2^31-1 ms), and never for Infinity', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'Date'] });
+    try {
+      const waiters = new ResultWaiters();
+      const days = 24 * 3600 * 1000;
+      const month = waiters.wait('month', 30 * days);
+      const forever = waiters.wait('forever', Infinity);
+      const outcomes: Record<string, string> = {};
+      for (const [id, wait] of Object.entries({ month, forever })) {
+        wait.promise.then(
+          () => (outcomes[id] = 'ended'),
+          (error: unknown) => (outcomes[id] = error instanceof TimeoutError ? 'timed out' : String(error)),
+        );
+      }
+      await vi.advanceTimersByTimeAsync(29 * days);
+      expect(outcomes).toEqual({});
+      await vi.advanceTimersByTimeAsync(2 * days);
+      expect(outcomes).toEqual({ month: 'timed out' });
+      await vi.advanceTimersByTimeAsync(365 * days);
+      expect(outcomes).toEqual({ month: 'timed out' });
+      waiters.settle('forever', ended);
+      await vi.advanceTimersByTimeAsync(0);
+      expect(outcomes).toEqual({ month: 'timed out', forever: 'ended' });
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });
