@@ -11,6 +11,7 @@ import { quotedName } from '../actors/history.js';
 import { JsonCodec } from './codec.js';
 import { ConfigurationError, EngineClosedError, TimeoutError } from './errors.js';
 import { toFailure } from './failure.js';
+import { MAX_DELAY_MS } from './timer-service.js';
 
 /** Extra time a stuck thread gets past an attempt's timeout before it is terminated. */
 const HARD_TIMEOUT_GRACE_MS = 1_000;
@@ -275,7 +276,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
       const hard = (deadline = new AbortController());
       startId = this.#nextId++;
       this.#onStarted.set(startId, () => {
-        timer = setTimeout(() => hard.abort(), timeoutMs + HARD_TIMEOUT_GRACE_MS);
+        timer = setTimeout(() => hard.abort(), Math.min(timeoutMs + HARD_TIMEOUT_GRACE_MS, MAX_DELAY_MS));
       });
       signal = AbortSignal.any([signal, hard.signal]);
     }

@@ -39,11 +39,17 @@ export function coerceError(thrown: unknown): Error {
   return new Error(typeof thrown === 'string' ? thrown : `non-error thrown: ${safeString(thrown, typeof thrown)}`);
 }
 
-function isJsonSafe(value: unknown): boolean {
+/**
+ * `value` as JSON would carry it (functions and symbols left out, `toJSON` applied), or undefined
+ * if JSON cannot carry it: a value kept as is could still fail to be copied out of a thread (a
+ * function inside, say), and that would take the thread down with it.
+ */
+function asJson(value: unknown): unknown {
   try {
-    return JSON.stringify(value) !== undefined;
+    const text = JSON.stringify(value);
+    return text === undefined ? undefined : JSON.parse(text);
   } catch {
-    return false;
+    return undefined;
   }
 }
 
@@ -63,8 +69,8 @@ export function toFailure(thrown: unknown, depth = 0): SerializedFailure {
   const code = read(error, 'code');
   if (typeof code === 'string') failure.code = code;
   if (read(error, 'nonRetryable') === true) failure.nonRetryable = true;
-  const details = read(error, 'details');
-  if (details !== undefined && isJsonSafe(details)) failure.details = details;
+  const details = asJson(read(error, 'details'));
+  if (details !== undefined) failure.details = details;
   const cause = read(error, 'cause');
   if (cause !== undefined && depth < MAX_CAUSE_DEPTH) failure.cause = toFailure(cause, depth + 1);
   return failure;

@@ -1,5 +1,6 @@
 import type { ActivityOptions, RetryPolicy } from '../actors/commands.js';
 import type { SerializedFailure } from '../actors/history.js';
+import { LATEST_TIME_MS } from '../storage/rows.js';
 
 export type { ActivityOptions, RetryPolicy };
 
@@ -55,8 +56,9 @@ export function resolveRetryPolicy(base: ResolvedRetryPolicy, override: RetryPol
 
 /** Delay after the `attempt`-th failure: initial × coefficient^(attempt−1), capped. */
 export function backoffMs(policy: ResolvedRetryPolicy, attempt: number): number {
-  const delay = policy.initialIntervalMs * policy.backoffCoefficient ** (attempt - 1);
-  return Math.min(delay, policy.maxIntervalMs);
+  // 0 × a coefficient grown to Infinity is NaN, a time no flush can store: no delay stays none.
+  if (policy.initialIntervalMs === 0) return 0;
+  return Math.min(policy.initialIntervalMs * policy.backoffCoefficient ** (attempt - 1), policy.maxIntervalMs);
 }
 
 /**
@@ -73,7 +75,9 @@ export function nextAttemptAt(
 ): number | undefined {
   if (failure.nonRetryable || policy.nonRetryable.includes(failure.name)) return undefined;
   if (attempt >= policy.maxAttempts) return undefined;
-  return requestedAt === undefined ? now + backoffMs(policy, attempt) : Math.max(requestedAt, now);
+  const next = requestedAt === undefined ? now + backoffMs(policy, attempt) : Math.max(requestedAt, now);
+  // Past the range of a Date no flush could store it, and every flush with it would fail.
+  return Math.min(next, LATEST_TIME_MS);
 }
 
 /** Parses the options stored with a task. */

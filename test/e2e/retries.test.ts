@@ -18,6 +18,21 @@ async function retryLaterOnce(ctx: WorkflowContext, input: { delayMs: number }):
   return retryLater(input);
 }
 
+/** Returns what the caught ActivityFailure carried: attempts and its cause's details. */
+async function declinedWithDetails(ctx: WorkflowContext): Promise<unknown> {
+  try {
+    await ctx.activities<Fixtures>({ retry: { maxAttempts: 3 } }).declinesWithDetails();
+    return 'no error';
+  } catch (error) {
+    return { attempts: (error as ActivityFailure).attempts, details: ((error as Error).cause as { details?: unknown }).details };
+  }
+}
+
+/** Waits briefly under the longest startToCloseTimeoutMs there is. */
+async function underTheLongestTimeout(ctx: WorkflowContext): Promise<unknown> {
+  return ctx.activities<Fixtures>({ startToCloseTimeoutMs: 2 ** 31 - 1, retry: { maxAttempts: 1 } }).wait(50);
+}
+
 async function asksRetry(ctx: WorkflowContext, input: { after?: unknown; at?: unknown }): Promise<string> {
   const { askRetry } = ctx.activities<Fixtures>();
   return askRetry(input);
@@ -69,6 +84,24 @@ describe.each(backends)('activity retries on $name', (backend) => {
       expect(await handle.result()).toBe(3);
       const completed = (await engine.inspect(handle.workflowId)).history.find((e) => e.type === 'ActivityCompleted');
       expect(completed).toMatchObject({ attempts: 3, result: 3 });
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it('fails an activity once with the details JSON can carry, and gives a long timeout its time', async () => {
+    const engine = await startEngine(db, {
+      workflows: { declinedWithDetails, underTheLongestTimeout },
+      activities: fixtureActivities,
+    });
+    try {
+      // Details a thread cannot copy as they are took the thread down: each attempt then failed as its crash.
+      expect(await (await engine.startWorkflow(declinedWithDetails, undefined)).result()).toEqual({
+        attempts: 1,
+        details: { reason: 'card' },
+      });
+      // Its hard deadline (the timeout plus a grace) is past what a timer keeps: it fired at once.
+      expect(await (await engine.startWorkflow(underTheLongestTimeout, undefined)).result()).toBe(50);
     } finally {
       await engine.close();
     }

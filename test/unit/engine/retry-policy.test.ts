@@ -104,6 +104,16 @@ describe('backoffMs', () => {
 });
 
 describe('nextAttemptAt', () => {
+  it('stays a time a flush can store, however many attempts and whatever the intervals', () => {
+    const now = NOW;
+    // 0 × 2^1024 (Infinity) is NaN: no interval stays no interval.
+    const immediate = resolveRetryPolicy(DEFAULT_RETRY_POLICY, { initialIntervalMs: 0, maxAttempts: Infinity });
+    expect(nextAttemptAt(immediate, 1_025, failure, now)).toBe(now);
+    // An interval past the range of a Date waits until its end.
+    const huge = resolveRetryPolicy(DEFAULT_RETRY_POLICY, { initialIntervalMs: 1e16, maxIntervalMs: 1e16 });
+    expect(nextAttemptAt(huge, 1, failure, now)).toBe(8.64e15);
+  });
+
   it('schedules the next attempt after the backoff', () => {
     expect(nextAttemptAt(DEFAULT_RETRY_POLICY, 1, failure, NOW)).toBe(NOW + 1_000);
     expect(nextAttemptAt(DEFAULT_RETRY_POLICY, 3, failure, NOW)).toBe(NOW + 4_000);
