@@ -3,6 +3,7 @@
  * stderr, and with --json every figure plus versions, machine and options.
  */
 import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { parseArgs, promisify } from 'node:util';
 
@@ -72,30 +73,38 @@ function parse(): { options: BenchOptions; scenario: string; compare: boolean; r
     process.exit(2);
   }
   const defaultWorkflows = scenario === 'memory' ? 100_000 : scenario === 'latency' ? 200 : 2000;
-  const int = (v: string | undefined, fallback: number): number => {
+  const refuse = (problem: string): never => {
+    console.error(`${problem}\n${USAGE}`);
+    process.exit(2);
+  };
+  // Counts are whole and at least 1: a zero ran nothing and printed zeros, a fraction ran more steps
+  // than it reported.
+  const int = (name: string, v: string | undefined, fallback: number): number => {
     const n = v === undefined ? fallback : Number(v);
-    if (!Number.isFinite(n) || n < 0) {
-      console.error(`bad number: ${v}\n${USAGE}`);
-      process.exit(2);
-    }
+    if (v === '' || !Number.isInteger(n) || n < 1) refuse(`--${name} must be a whole number of at least 1, got ${JSON.stringify(v)}`);
     return n;
   };
+  const rate = values.rate === undefined ? 0 : Number(values.rate);
+  if (values.rate === '' || !Number.isFinite(rate) || rate < 0) refuse(`--rate must be a number of workflows per second >= 0, got ${JSON.stringify(values.rate)}`);
+  if (values.compare && !(scenario === 'steps' || (scenario === 'latency' && rate === 0))) {
+    refuse(`--compare has baselines for steps and for latency one at a time (no --rate), not for ${scenario}${rate > 0 ? ' at a rate' : ''}`);
+  }
   return {
     scenario,
     compare: values.compare!,
-    repeat: int(values.repeat, values.compare ? 3 : 1),
+    repeat: int('repeat', values.repeat, values.compare ? 3 : 1),
     ...(values.json ? { json: values.json } : {}),
     options: {
       database: values.database,
-      workflows: int(values.workflows, defaultWorkflows),
-      steps: int(values.steps, 10),
-      fanout: int(values.fanout, 20),
-      timers: int(values.timers, 5),
-      rate: int(values.rate, 0),
-      activityThreads: int(values['activity-threads'], 2),
+      workflows: int('workflows', values.workflows, defaultWorkflows),
+      steps: int('steps', values.steps, 10),
+      fanout: int('fanout', values.fanout, 20),
+      timers: int('timers', values.timers, 5),
+      rate,
+      activityThreads: int('activity-threads', values['activity-threads'], 2),
       metrics: values.metrics!,
       inline: values.inline!,
-      maxCachedWorkflows: values['max-cached'] === undefined ? undefined : int(values['max-cached'], 1000),
+      maxCachedWorkflows: values['max-cached'] === undefined ? undefined : int('max-cached', values['max-cached'], 1000),
       quiet: false,
     },
   };
@@ -139,7 +148,9 @@ async function runScenario(
 
 async function runDbos(options: BenchOptions, mode: 'throughput' | 'latency'): Promise<RunResult> {
   const script = new URL('./baselines/dbos-steps.js', import.meta.url).pathname;
-  const args = [script, '--database', options.database!, '--steps', String(options.steps), '--mode', mode];
+  // A system database of its own, so two runs on one server do not drop each other's.
+  const systemDatabase = `dbos_bench_${randomBytes(4).toString('hex')}`;
+  const args = [script, '--database', options.database!, '--system-database', systemDatabase, '--steps', String(options.steps), '--mode', mode];
   if (mode === 'throughput') args.push('--workflows', String(options.workflows));
   else args.push('--runs', String(options.workflows));
   const { stdout } = await run(process.execPath, args, { maxBuffer: 1 << 20, timeout: 600_000 });
@@ -221,8 +232,6 @@ async function memoryChild(): Promise<void> {
 async function main(): Promise<void> {
   if (process.argv.includes('--memory-child')) return memoryChild();
   const { options, scenario, compare, repeat, json } = parse();
-  // The peers' latency is measured one workflow at a time; an open-loop rate has no counterpart.
-  const withBaselines = compare && (scenario === 'steps' || (scenario === 'latency' && options.rate <= 0));
   if (compare && !options.database) {
     console.error('--compare needs --database: the baselines run on a Postgres server');
     process.exit(2);
@@ -231,9 +240,10 @@ async function main(): Promise<void> {
   for (let i = 0; i < repeat; i++) {
     // Alternate the sides so drift on a noisy machine hits all of them alike.
     let history: HistoryColumns | undefined;
-    const ours = await runScenario(scenario, options, withBaselines ? (rows) => (history = rows) : undefined);
+    const ours = await runScenario(scenario, options, compare ? (rows) => (history = rows) : undefined);
     runs.duraflow.push(...ours);
-    if (!withBaselines) continue;
+    // parse() took --compare only where there are baselines.
+    if (!compare) continue;
     const main = ours[0]!;
     if (scenario === 'steps') {
       const limit = await measureInsertLimit({

@@ -60,10 +60,11 @@ export interface CpuUse {
 
 /** Measures this process's and Postgres's CPU over a span; call `stop()` at its end. */
 export async function cpuMeter(): Promise<{ stop(): Promise<CpuUse> }> {
+  // The scan of Postgres's processes first: its own CPU and time are not the engine's.
+  const pgStart = await postgresCpuSeconds();
   const start = performance.now();
   const usage = process.cpuUsage();
   const loop = performance.eventLoopUtilization();
-  const pgStart = await postgresCpuSeconds();
   return {
     async stop() {
       const wall = (performance.now() - start) / 1000;

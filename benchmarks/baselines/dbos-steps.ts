@@ -114,6 +114,16 @@ async function resetSystemDatabase(adminUrl: string, dbName: string): Promise<vo
   }
 }
 
+async function dropSystemDatabase(adminUrl: string, dbName: string): Promise<void> {
+  const client = new pg.Client({ connectionString: adminUrl });
+  await client.connect();
+  try {
+    await client.query(`DROP DATABASE IF EXISTS "${dbName}" WITH (FORCE)`);
+  } finally {
+    await client.end();
+  }
+}
+
 /** Version of the installed DBOS package (its package.json is not exported, so find it on disk). */
 function dbosVersion(): string {
   const require = createRequire(import.meta.url);
@@ -260,6 +270,7 @@ async function main(): Promise<number> {
     code = opts.mode === 'throughput' ? await throughput(opts, version) : await latency(opts, version);
   } finally {
     await DBOS.shutdown();
+    await dropSystemDatabase(opts.database, opts.systemDatabase).catch(() => undefined);
   }
   return code;
 }
