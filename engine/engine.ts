@@ -277,7 +277,15 @@ class EngineImpl implements Engine, ActorHost {
       return handleFor<Output>(this, row.id);
     }
     // Stored first, then started: now, or once the actors in memory leave room for it.
-    if (!(await this.wal.enqueueStart(row))) throw new WorkflowAlreadyExistsError(row.id);
+    let isStored: boolean;
+    try {
+      isStored = await this.wal.enqueueStart(row);
+    } catch (error) {
+      // Closing gives a flush few tries: the start ends with the engine, whatever the database said.
+      if (this.#closing) throw new EngineClosedError({ cause: error });
+      throw error;
+    }
+    if (!isStored) throw new WorkflowAlreadyExistsError(row.id);
     if (isImmediate) {
       this.#deliverWhenRoom(row.id, { type: 'start' }, seedRow(row));
     } else {
@@ -467,7 +475,8 @@ class EngineImpl implements Engine, ActorHost {
     this.logger.error({ err: error, workflows: workflowIds.size }, 'WAL flush failed; rebuilding the workflows in it');
     this.#system.drop(workflowIds);
     // A workflow whose creation failed with the flush does not exist: its start call fails.
-    for (const id of workflowIds) this.#creations.get(id)?.(coerceError(error));
+    const failure = this.#closing ? new EngineClosedError({ cause: error }) : coerceError(error);
+    for (const id of workflowIds) this.#creations.get(id)?.(failure);
     this.recover(workflowIds);
   }
 

@@ -213,8 +213,9 @@ DatabaseUnavailableError.prototype.name = 'DatabaseUnavailableError';
 
 /** The engine or client was closed before the call could finish. */
 export class EngineClosedError extends EngineError {
-  constructor() {
-    super(ErrorCode.EngineClosed, 'the engine is closed');
+  /** `cause`: for a call the closing engine could not finish, what stopped it (the database's error). */
+  constructor(options?: { cause?: unknown }) {
+    super(ErrorCode.EngineClosed, 'the engine is closed', options);
   }
 }
 EngineClosedError.prototype.name = 'EngineClosedError';

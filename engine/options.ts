@@ -8,6 +8,7 @@ import type { WorkflowFunction } from '../actors/workflow-context.js';
 import type { Logger } from '../storage/logger.js';
 import { isValidSchemaName } from '../storage/sql.js';
 import type { ActivityFunction } from './activity-runner.js';
+import { MAX_DELAY_MS } from './timer-service.js';
 import { checkName } from './validate.js';
 import { checkRetryPolicy, DEFAULT_RETRY_POLICY, type ResolvedRetryPolicy, resolveRetryPolicy, type RetryPolicy } from './retry-policy.js';
 
@@ -133,6 +134,12 @@ function positiveInt(value: unknown, name: string, fallback: number, allowInfini
   return value;
 }
 
+/** A delay a timer can keep: past 2^31-1 ms Node fires it at once (a poll every millisecond). */
+function atMostATimer(ms: number, name: string): number {
+  if (ms > MAX_DELAY_MS) throw new RangeError(`options.${name} must be at most ${MAX_DELAY_MS} ms (24.8 days), got ${ms}`);
+  return ms;
+}
+
 /** Checks and completes the connection options; throws TypeError/RangeError naming the field. */
 export function resolveConnection(options: ConnectionOptions): ResolvedConnection {
   if (typeof options !== 'object' || options === null) throw new TypeError('options must be an object');
@@ -217,7 +224,7 @@ export function resolveEngineOptions(options: EngineOptions): ResolvedEngineOpti
       options.activityMaxHeapMb === undefined ? undefined : positiveInt(options.activityMaxHeapMb, 'activityMaxHeapMb', 0),
     retry: resolveRetryPolicy(DEFAULT_RETRY_POLICY, checkRetryPolicy(options.retry, 'options.retry')),
     maxCachedWorkflows: positiveInt(options.maxCachedWorkflows, 'maxCachedWorkflows', 10_000, true),
-    pollIntervalMs: positiveInt(options.pollIntervalMs, 'pollIntervalMs', 2_000),
+    pollIntervalMs: atMostATimer(positiveInt(options.pollIntervalMs, 'pollIntervalMs', 2_000), 'pollIntervalMs'),
     walHighWaterEvents: positiveInt(options.walHighWaterEvents, 'walHighWaterEvents', 50_000),
     metrics: resolveMetrics(options.metrics),
   };

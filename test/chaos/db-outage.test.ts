@@ -8,13 +8,13 @@
  */
 import { describe, expect, it } from 'vitest';
 
-import { type Client, createClient, EngineClosedError, TimeoutError } from 'duraflow';
+import { type Client, createClient, EngineClosedError, MetricName, TimeoutError } from 'duraflow';
 
 import { waitsForGo } from '../fixtures/workflows.js';
 import { connectEcho, startEchoServer } from '../helpers/chaos-echo.js';
 import { ChaosRig, expectNothingLostOrDoubled, printRun } from '../helpers/chaos-rig.js';
 import { serverBackends, type TestSchema, useSchema } from '../helpers/database.js';
-import { startEngine } from '../helpers/engines.js';
+import { readMetric, startEngine } from '../helpers/engines.js';
 import { FaultProxy } from '../helpers/fault-proxy.js';
 import { waitFor } from '../helpers/wait-for.js';
 
@@ -157,7 +157,7 @@ describe.each(serverBackends)('database outages on $name', (backend) => {
   });
 });
 
-describe.each(serverBackends)('a client while its database is away on $name', (backend) => {
+describe.each(serverBackends)('calls while the database is away on $name', (backend) => {
   const schema = useSchema(backend);
 
   /** A client whose connections go through `proxy`; `warnings` collects what it logs. */
@@ -236,5 +236,28 @@ describe.each(serverBackends)('a client while its database is away on $name', (b
       await engine.close();
       await proxy.close();
     }
+  });
+
+  it('ends the starts a closing engine could not store with EngineClosedError, carrying the cause', async () => {
+    const db = schema();
+    const proxy = await FaultProxy.start();
+    const engine = await startEngine({ ...db, database: proxy.url(db.database as string) }, { workflows: { waitsForGo } });
+    await engine.startWorkflow(waitsForGo, { label: 'stored' }, { workflowId: 'stored' });
+    await proxy.refuse();
+    proxy.cutAll();
+    // One created with its first step, one stored alone (delayed): both in flushes that keep failing.
+    const starts = [
+      engine.startWorkflow(waitsForGo, { label: 'now' }, { workflowId: 'now' }),
+      engine.startWorkflow(waitsForGo, { label: 'later' }, { workflowId: 'later', startAt: Date.now() + 60_000 }),
+    ];
+    for (const start of starts) start.catch(() => undefined);
+    await waitFor(async () => (await readMetric(engine, MetricName.WalFlushErrors)) >= 2, 'the flushes to fail');
+    await engine.close();
+    for (const start of starts) {
+      const error = await start.then(() => undefined, (e: unknown) => e);
+      expect(error).toBeInstanceOf(EngineClosedError);
+      expect((error as Error).cause).toMatchObject({ code: 'ECONNREFUSED' });
+    }
+    await proxy.close();
   });
 });

@@ -194,7 +194,7 @@ describe.each(backends)('bad input on $name', (backend) => {
     await expect(createClient({ ...options, migrate: 'no' as unknown as boolean })).rejects.toThrow('options.migrate must be a boolean');
   });
 
-  it('refuses an activities module that is missing or exports nothing', async () => {
+  it('refuses an activities module that is missing or exports nothing, and bad engine options', async () => {
     const dir = await mkdtemp(path.join(tmpdir(), 'duraflow-mod-'));
     try {
       const empty = path.join(dir, 'empty.mjs');
@@ -203,6 +203,8 @@ describe.each(backends)('bad input on $name', (backend) => {
       await expect(startEngine(db, { workflows: { idle }, activities: empty })).rejects.toThrow(/exports no functions/);
       await expect(startEngine(db, { workflows: { idle: 'nope' as never } })).rejects.toBeInstanceOf(TypeError);
       await expect(startEngine(db, { workflows: { idle }, maxCachedWorkflows: 0 })).rejects.toBeInstanceOf(RangeError);
+      // Past what a timer keeps, the poll would run every millisecond.
+      await expect(startEngine(db, { workflows: { idle }, pollIntervalMs: 2 ** 31 })).rejects.toThrow('options.pollIntervalMs must be at most');
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
