@@ -20,6 +20,7 @@ import {
   DatabaseUnavailableError,
   EngineClosedError,
   InvalidArgumentError,
+  TimeoutError,
   WorkflowClosedError,
   WorkflowFailedError,
   WorkflowNotFoundError,
@@ -265,17 +266,18 @@ export class WorkflowStore {
     if (isRunningHere) return this.#toResult<Output>(workflowId, await waiting.promise);
     let outcome: Outcome;
     try {
-      const stored = this.#withRetries('reading a result', () => loadWorkflow(this.sql, this.tables, workflowId)).then(
-        (row): Outcome | undefined => {
-          if (!row) throw new WorkflowNotFoundError(workflowId);
-          return row.status === 'completed' || row.status === 'failed'
-            ? { status: row.status, result: row.result, error: row.error }
-            : undefined;
-        },
-      );
-      // The wait's end (or its timeout) may come first: then the read's fate is nobody's concern.
-      stored.catch(() => undefined);
-      outcome = (await Promise.race([stored, waiting.promise])) ?? (await waiting.promise);
+      // The first read always gets its answer (a workflow that has ended is returned, whatever the
+      // timeout); while the database is away, the caller's timeout ends the retries.
+      const deadline =
+        timeoutMs === undefined || timeoutMs === Infinity
+          ? undefined
+          : { at: Date.now() + timeoutMs, error: () => new TimeoutError(`workflow ${JSON.stringify(workflowId)} did not end within ${timeoutMs} ms`) };
+      const row = await this.#withRetries('reading a result', () => loadWorkflow(this.sql, this.tables, workflowId), deadline);
+      if (!row) throw new WorkflowNotFoundError(workflowId);
+      outcome =
+        row.status === 'completed' || row.status === 'failed'
+          ? { status: row.status, result: row.result, error: row.error }
+          : await waiting.promise;
     } finally {
       waiting.cancel();
     }
@@ -345,9 +347,10 @@ export class WorkflowStore {
 
   /**
    * Runs `operation`, trying again with backoff while the database is unreachable, for up to
-   * `databaseRetryMs`; then fails with DatabaseUnavailableError. Only for idempotent operations.
+   * `databaseRetryMs`; then fails with DatabaseUnavailableError, or earlier with the caller's own
+   * `timeout` error. Only for idempotent operations.
    */
-  async #withRetries<T>(what: string, operation: () => Promise<T>): Promise<T> {
+  async #withRetries<T>(what: string, operation: () => Promise<T>, timeout?: { at: number; error: () => Error }): Promise<T> {
     const deadline = Date.now() + this.#retryMs;
     for (let attempt = 1; ; attempt++) {
       try {
@@ -356,6 +359,7 @@ export class WorkflowStore {
         if (this.#isClosed) throw new EngineClosedError();
         if (!isRetryable(error)) throw error;
         const delay = retryDelayMs(attempt, 50, 1_000);
+        if (timeout && Date.now() + delay > timeout.at && timeout.at < deadline) throw timeout.error();
         if (Date.now() + delay > deadline) throw new DatabaseUnavailableError(what, error);
         await new Promise((resolve) => setTimeout(resolve, delay));
       }

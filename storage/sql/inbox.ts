@@ -80,23 +80,24 @@ export async function inboxFor(
 }
 
 /**
- * The oldest waiting event of each parked workflow (as `inboxFor` filters them): enough to bring
- * it into memory, where code that matches its history again runs it on; it then takes the rest
- * through the ordinary reads.
+ * The oldest waiting event of each parked workflow (as `inboxFor` filters them), for `limit` of
+ * them at most (each one brought back is a replay): enough to bring it into memory, where code
+ * that matches its history again runs it on; it then takes the rest through the ordinary reads.
  */
 export async function firstEventsOfParked(
   db: Queryable,
   t: Tables,
   workflowNames: readonly string[],
   workflowIds?: readonly string[],
+  limit = 10_000,
 ): Promise<InboxRow[]> {
   const { rows } = await db.query<{ id: string; workflow_id: string; name: string; payload: string | null }>(
     `SELECT DISTINCT ON (i.workflow_id) i.id, i.workflow_id, i.name, i.payload FROM ${t.inbox} i
      JOIN ${t.workflows} w ON w.id = i.workflow_id
      WHERE i.consumed_at IS NULL AND w.name = ANY($1::text[]) AND w.status = 'running' AND w.error IS NOT NULL
        AND ($2::text[] IS NULL OR i.workflow_id = ANY($2::text[]))
-     ORDER BY i.workflow_id, i.id`,
-    [workflowNames, workflowIds ?? null],
+     ORDER BY i.workflow_id, i.id LIMIT $3`,
+    [workflowNames, workflowIds ?? null, limit],
   );
   return rows.map(toInboxRow);
 }

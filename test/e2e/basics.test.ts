@@ -5,7 +5,7 @@ import type { Engine, WorkflowContext } from 'duraflow';
 import { subscription } from '../../examples/subscription/workflow.js';
 import { sum2rn } from '../../examples/sum2rn/workflow.js';
 import { backends, type TestSchema } from '../helpers/database.js';
-import { fixtureActivities, startEngine } from '../helpers/engines.js';
+import { fixtureActivities, openClient, startEngine } from '../helpers/engines.js';
 import { waitFor } from '../helpers/wait-for.js';
 
 type Fixtures = typeof import('../fixtures/activities.js');
@@ -47,6 +47,13 @@ describe.each(backends)('basics on $name', (backend) => {
         'WorkflowCompleted',
       ]);
       expect(state.history.map((e) => e.seq)).toEqual([1, 2, 3, 4, 5, 6]);
+      // An ended workflow's result is there whatever the timeout, from any process.
+      const client = await openClient(db);
+      try {
+        for (let i = 0; i < 5; i++) expect(await client.result(handle.workflowId, { timeoutMs: 0 })).toEqual(out);
+      } finally {
+        await client.close();
+      }
     } finally {
       await engine.close();
     }
