@@ -65,7 +65,7 @@ export async function inboxFor(
   workflowIds?: readonly string[],
   limit = 10_000,
 ): Promise<InboxRow[]> {
-  const { rows } = await db.query<{ id: string; workflow_id: string; name: string; payload: string | null }>(
+  const { rows } = await db.query<StoredEvent>(
     `SELECT i.id, i.workflow_id, i.name, i.payload FROM ${t.inbox} i
      JOIN ${t.workflows} w ON w.id = i.workflow_id
      WHERE i.consumed_at IS NULL AND w.name = ANY($1::text[])
@@ -91,7 +91,7 @@ export async function firstEventsOfParked(
   workflowIds?: readonly string[],
   limit = 10_000,
 ): Promise<InboxRow[]> {
-  const { rows } = await db.query<{ id: string; workflow_id: string; name: string; payload: string | null }>(
+  const { rows } = await db.query<StoredEvent>(
     `SELECT DISTINCT ON (i.workflow_id) i.id, i.workflow_id, i.name, i.payload FROM ${t.inbox} i
      JOIN ${t.workflows} w ON w.id = i.workflow_id
      WHERE i.consumed_at IS NULL AND w.name = ANY($1::text[]) AND w.status = 'running' AND w.error IS NOT NULL
@@ -102,7 +102,15 @@ export async function firstEventsOfParked(
   return rows.map(toInboxRow);
 }
 
-function toInboxRow(r: { id: string; workflow_id: string; name: string; payload: string | null }): InboxRow {
+/** An inbox row as the reads above select it. */
+interface StoredEvent {
+  id: string;
+  workflow_id: string;
+  name: string;
+  payload: string | null;
+}
+
+function toInboxRow(r: StoredEvent): InboxRow {
   return { id: Number(r.id), workflowId: r.workflow_id, name: r.name, payload: r.payload ?? undefined };
 }
 
