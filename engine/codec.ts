@@ -4,7 +4,6 @@ import { checkRetryPolicy } from './retry-policy.js';
 import { MAX_DELAY_MS } from './timer-service.js';
 import { checkName } from './validate.js';
 
-
 function rejectNonJson(this: unknown, key: string, value: unknown): unknown {
   switch (typeof value) {
     case 'function':

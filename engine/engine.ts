@@ -254,10 +254,6 @@ class EngineImpl implements Engine, ActorHost {
     void this.#recoverWithRetry([...workflowIds]);
   }
 
-  readInbox(workflowId: string): void {
-    this.#readInboxOf(workflowId);
-  }
-
   // --- public API ---
 
   async startWorkflow<Output>(
@@ -277,14 +273,9 @@ class EngineImpl implements Engine, ActorHost {
       return handleFor<Output>(this, row.id);
     }
     // Stored first, then started: now, or once the actors in memory leave room for it.
-    let isStored: boolean;
-    try {
-      isStored = await this.wal.enqueueStart(row);
-    } catch (error) {
-      // Closing gives a flush few tries: the start ends with the engine, whatever the database said.
-      if (this.#closing) throw new EngineClosedError({ cause: error });
-      throw error;
-    }
+    const isStored = await this.wal.enqueueStart(row).catch((error: unknown) => {
+      throw this.#startFailure(error);
+    });
     if (!isStored) throw new WorkflowAlreadyExistsError(row.id);
     if (isImmediate) {
       this.#deliverWhenRoom(row.id, { type: 'start' }, seedRow(row));
@@ -466,16 +457,24 @@ class EngineImpl implements Engine, ActorHost {
         break;
       case 'start':
         this.#deliverWhenRoom(p.workflowId, { type: 'start' });
-        this.#readInboxOf(p.workflowId);
+        this.readInbox(p.workflowId);
         break;
     }
+  }
+
+  /**
+   * What a start whose flush failed rejects with. Closing gives a flush few tries: then the start
+   * ends with the engine, whatever the database said (its error is the cause).
+   */
+  #startFailure(error: unknown): Error {
+    return this.#closing ? new EngineClosedError({ cause: error }) : coerceError(error);
   }
 
   #onFlushFailed(workflowIds: ReadonlySet<string>, error: unknown): void {
     this.logger.error({ err: error, workflows: workflowIds.size }, 'WAL flush failed; rebuilding the workflows in it');
     this.#system.drop(workflowIds);
     // A workflow whose creation failed with the flush does not exist: its start call fails.
-    const failure = this.#closing ? new EngineClosedError({ cause: error }) : coerceError(error);
+    const failure = this.#startFailure(error);
     for (const id of workflowIds) this.#creations.get(id)?.(failure);
     this.recover(workflowIds);
   }
@@ -534,7 +533,7 @@ class EngineImpl implements Engine, ActorHost {
    * Events sent before a start waited in the inbox (a delayed start's out of the polls' sight
    * until now): the workflows that ask in one turn read theirs with one query.
    */
-  #readInboxOf(workflowId: string): void {
+  readInbox(workflowId: string): void {
     const isScheduled = this.#inboxToRead.size > 0;
     this.#inboxToRead.add(workflowId);
     if (isScheduled) return;

@@ -1,6 +1,11 @@
 import { TimeoutError } from './errors.js';
 import { MAX_DELAY_MS } from './timer-service.js';
 
+/** What a caller waiting for `workflowId` longer than `timeoutMs` gets. */
+export function resultTimeout(workflowId: string, timeoutMs: number): TimeoutError {
+  return new TimeoutError(`workflow ${JSON.stringify(workflowId)} did not end within ${timeoutMs} ms`);
+}
+
 /** How a workflow ended, as stored. */
 export interface Outcome {
   status: 'completed' | 'failed';
@@ -74,16 +79,18 @@ export class ResultWaiters {
         this.#releaseWhenNoneElsewhere();
       }
     };
-    // A longer timeout waits in laps of the longest delay a timer keeps.
-    const timeOutIn = (left: number): void => {
-      waiter.timer = setTimeout(() => {
-        if (left > MAX_DELAY_MS) return timeOutIn(left - MAX_DELAY_MS);
-        cancel();
-        waiter.reject(new TimeoutError(`workflow ${JSON.stringify(workflowId)} did not end within ${timeoutMs} ms`));
-      }, Math.min(left, MAX_DELAY_MS));
-    };
     // Infinity is the default's "no limit", spelled out.
-    if (timeoutMs !== undefined && timeoutMs !== Infinity) timeOutIn(timeoutMs);
+    if (timeoutMs !== undefined && timeoutMs !== Infinity) {
+      // A longer timeout waits in laps of the longest delay a timer keeps.
+      const timeOutIn = (left: number): void => {
+        waiter.timer = setTimeout(() => {
+          if (left > MAX_DELAY_MS) return timeOutIn(left - MAX_DELAY_MS);
+          cancel();
+          waiter.reject(resultTimeout(workflowId, timeoutMs));
+        }, Math.min(left, MAX_DELAY_MS));
+      };
+      timeOutIn(timeoutMs);
+    }
     return { promise, cancel };
   }
 

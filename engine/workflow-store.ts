@@ -20,14 +20,13 @@ import {
   DatabaseUnavailableError,
   EngineClosedError,
   InvalidArgumentError,
-  TimeoutError,
   WorkflowClosedError,
   WorkflowFailedError,
   WorkflowNotFoundError,
 } from './errors.js';
 import { fromFailure } from './failure.js';
 import type { ResolvedConnection } from './options.js';
-import { type Outcome, ResultWaiters } from './result-waiters.js';
+import { type Outcome, resultTimeout, ResultWaiters } from './result-waiters.js';
 import { checkEpochMs, checkName } from './validate.js';
 import { buildWorkflowState, type WorkflowState } from './workflow-state.js';
 
@@ -271,7 +270,7 @@ export class WorkflowStore {
       const deadline =
         timeoutMs === undefined || timeoutMs === Infinity
           ? undefined
-          : { at: Date.now() + timeoutMs, error: () => new TimeoutError(`workflow ${JSON.stringify(workflowId)} did not end within ${timeoutMs} ms`) };
+          : { at: Date.now() + timeoutMs, error: () => resultTimeout(workflowId, timeoutMs) };
       const row = await this.#withRetries('reading a result', () => loadWorkflow(this.sql, this.tables, workflowId), deadline);
       if (!row) throw new WorkflowNotFoundError(workflowId);
       outcome =
