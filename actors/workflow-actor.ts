@@ -50,8 +50,8 @@ function drainWorkflowCode(): Promise<void> {
 
 /** Replay handed a recorded event to another wait (or none) than the run that recorded it did. */
 class EventRoutingChangedError extends Error {
-  readonly recorded: number | undefined;
-  readonly replayed: number | undefined;
+  /** The wait concerned: the recorded one, else the one replay chose. */
+  readonly commandId: number | null;
   readonly expected: string;
   readonly got: string;
   constructor(eventName: string, recorded: number | undefined, replayed: number | undefined) {
@@ -59,8 +59,7 @@ class EventRoutingChangedError extends Error {
       `event ${JSON.stringify(eventName)} ${wait === undefined ? 'taken by no wait' : `taken by wait #${wait}`}`;
     super(`${taker(recorded)} on record, ${taker(replayed)} on replay`);
     this.name = 'EventRoutingChangedError';
-    this.recorded = recorded;
-    this.replayed = replayed;
+    this.commandId = recorded ?? replayed ?? null;
     this.expected = taker(recorded);
     this.got = taker(replayed);
   }
@@ -332,13 +331,11 @@ export class WorkflowActor {
           break;
         case 'timerFired':
           if (!rs) break;
-          if (!rs.isPending(m.commandId, 'timer') && !rs.isPending(m.commandId, 'event')) {
-            // A row left for a wait that is over (by an older version, say) would fire at every start.
-            write.timersDelete = appended(write.timersDelete, m.commandId);
-            break;
-          }
-          this.#record(write, activation, now, EventType.TimerFired, m.commandId, null);
+          // The row goes even for a wait that is over: left (by an older version, say), it would
+          // fire at every start.
           write.timersDelete = appended(write.timersDelete, m.commandId);
+          if (!rs.isPending(m.commandId, 'timer') && !rs.isPending(m.commandId, 'event')) break;
+          this.#record(write, activation, now, EventType.TimerFired, m.commandId, null);
           rs.fireTimer(m.commandId);
           break;
         case 'activityCompleted':
@@ -660,7 +657,7 @@ export class WorkflowActor {
           rs = this.#applyRecorded(rs, row, payload, firstAt);
         } catch (error) {
           if (error instanceof EventRoutingChangedError) {
-            this.#park(activation, error.recorded ?? error.replayed ?? null, error.expected, error.got);
+            this.#park(activation, error.commandId, error.expected, error.got);
             return;
           }
           if (!(error instanceof UnknownCommandError)) throw error;
