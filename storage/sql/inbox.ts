@@ -53,6 +53,16 @@ export async function insertEvent(
 }
 
 /**
+ * The FROM and WHERE the event reads share: unconsumed events of workflows named in `$1`, of the
+ * ids in `$2` only when that is not null.
+ */
+function unconsumedOfNamed(t: Tables): string {
+  return `FROM ${t.inbox} i JOIN ${t.workflows} w ON w.id = i.workflow_id
+     WHERE i.consumed_at IS NULL AND w.name = ANY($1::text[])
+       AND ($2::text[] IS NULL OR i.workflow_id = ANY($2::text[]))`;
+}
+
+/**
  * Inbox rows of unfinished workflows whose name is in `workflowNames` (and, optionally, whose id is
  * in `workflowIds`), oldest first. Left out: events of a workflow whose start is still to come
  * (they wait for it), and of a parked workflow (running, with an error), which takes none (see
@@ -66,12 +76,9 @@ export async function inboxFor(
   limit = 10_000,
 ): Promise<InboxRow[]> {
   const { rows } = await db.query<StoredEvent>(
-    `SELECT i.id, i.workflow_id, i.name, i.payload FROM ${t.inbox} i
-     JOIN ${t.workflows} w ON w.id = i.workflow_id
-     WHERE i.consumed_at IS NULL AND w.name = ANY($1::text[])
+    `SELECT i.id, i.workflow_id, i.name, i.payload ${unconsumedOfNamed(t)}
        AND ((w.status = 'running' AND w.error IS NULL)
             OR (w.status = 'pending' AND w.start_at <= to_timestamp($3 / 1000.0)))
-       AND ($2::text[] IS NULL OR i.workflow_id = ANY($2::text[]))
      ORDER BY i.id LIMIT $4`,
     // This process's clock, which also decides when it fires delayed starts.
     [workflowNames, workflowIds ?? null, Date.now(), limit],
@@ -92,10 +99,8 @@ export async function firstEventsOfParked(
   limit = 10_000,
 ): Promise<InboxRow[]> {
   const { rows } = await db.query<StoredEvent>(
-    `SELECT DISTINCT ON (i.workflow_id) i.id, i.workflow_id, i.name, i.payload FROM ${t.inbox} i
-     JOIN ${t.workflows} w ON w.id = i.workflow_id
-     WHERE i.consumed_at IS NULL AND w.name = ANY($1::text[]) AND w.status = 'running' AND w.error IS NOT NULL
-       AND ($2::text[] IS NULL OR i.workflow_id = ANY($2::text[]))
+    `SELECT DISTINCT ON (i.workflow_id) i.id, i.workflow_id, i.name, i.payload ${unconsumedOfNamed(t)}
+       AND w.status = 'running' AND w.error IS NOT NULL
      ORDER BY i.workflow_id, i.id LIMIT $3`,
     [workflowNames, workflowIds ?? null, limit],
   );
