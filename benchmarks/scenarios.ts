@@ -93,7 +93,7 @@ function stepLatency(before: Counters, after: Counters): { p50: number; p95: num
 /** An engine on a fresh schema (Postgres) or a fresh in-memory embedded database. */
 async function openEngine(options: BenchOptions): Promise<{
   engine: Engine;
-  /** The first `limit` history rows the engine wrote, in about the order it wrote them (Postgres only). */
+  /** The last `limit` history rows the engine wrote, in about the order it wrote them (Postgres only). */
   readHistory(limit: number): Promise<HistoryColumns>;
   dispose(): Promise<void>;
 }> {
