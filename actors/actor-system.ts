@@ -76,8 +76,14 @@ export class ActorSystem {
     this.#deliverNow(workflowId, message, seed, creation);
   }
 
-  #deliverNow(workflowId: string, message: ActorMessage, seed?: WorkflowRow, creation?: Creation): void {
-    let entry = this.#entries.get(workflowId);
+  /** `entry` is the workflow's, when the caller has looked it up already. */
+  #deliverNow(
+    workflowId: string,
+    message: ActorMessage,
+    seed?: WorkflowRow,
+    creation?: Creation,
+    entry = this.#entries.get(workflowId),
+  ): void {
     if (entry) {
       this.#unlink(entry);
     } else {
@@ -121,8 +127,9 @@ export class ActorSystem {
   deliverWhenRoom(workflowId: string, message: ActorMessage, seed?: WorkflowRow): void {
     if (this.#isClosed) return;
     // In memory, nothing waits for it: what did was delivered when its actor came in.
-    if (this.#entries.has(workflowId)) {
-      this.#deliverNow(workflowId, message, seed);
+    const entry = this.#entries.get(workflowId);
+    if (entry) {
+      this.#deliverNow(workflowId, message, seed, undefined, entry);
       return;
     }
     const waiting = this.#waiting.get(workflowId);
