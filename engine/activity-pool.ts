@@ -92,7 +92,8 @@ function threadFailure(error: unknown, startedAt: number): ActivityOutcome {
  * Piscina replaces the thread.
  *
  * An attempt with a timeout runs alone as an abortable Piscina task instead: if it blocks its
- * thread past the timeout, Piscina terminates the thread.
+ * thread past the timeout, Piscina terminates the thread. Until a thread has taken it, no new
+ * batch is sent, so that one thread empties.
  */
 export class ActivityPool<T extends PoolTask = PoolTask> {
   readonly #piscina: Piscina | undefined;
@@ -117,6 +118,8 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
   #isPumpScheduled = false;
   #inlineRunning = 0;
   #abortableRunning = 0;
+  /** Abortable attempts handed to Piscina that no thread has started yet. */
+  #abortableUnstarted = 0;
 
   private constructor(
     piscina: Piscina | undefined,
@@ -269,17 +272,29 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
     // The hard deadline runs from the attempt's start in its thread (which says so), not from
     // here: waiting for an idle thread is not the attempt's time.
     let deadline: AbortController | undefined;
-    let startId: number | undefined;
+    let armDeadline: (() => void) | undefined;
     let timer: NodeJS.Timeout | undefined;
     let signal = this.#closing.signal;
     if (timeoutMs !== undefined) {
       const hard = (deadline = new AbortController());
-      startId = this.#nextId++;
-      this.#onStarted.set(startId, () => {
+      armDeadline = () => {
         timer = setTimeout(() => hard.abort(), Math.min(timeoutMs + HARD_TIMEOUT_GRACE_MS, MAX_DELAY_MS));
-      });
+      };
       signal = AbortSignal.any([signal, hard.signal]);
     }
+    const startId = this.#nextId++;
+    let isStarted = false;
+    const started = (): void => {
+      if (isStarted) return;
+      isStarted = true;
+      this.#abortableUnstarted--;
+      this.#schedulePump();
+    };
+    this.#onStarted.set(startId, () => {
+      started();
+      armDeadline?.();
+    });
+    this.#abortableUnstarted++;
     this.#abortableRunning++;
     const startedAt = Date.now();
     let outcome: ActivityOutcome;
@@ -302,7 +317,9 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
           threadFailure(error, startedAt);
     } finally {
       clearTimeout(timer);
-      if (startId !== undefined) this.#onStarted.delete(startId);
+      this.#onStarted.delete(startId);
+      // Its reply can overtake its start message, or it never started (closing, a thread that died).
+      started();
       this.#abortableRunning--;
     }
     this.#onOutcome(task, outcome);
@@ -322,6 +339,10 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
   #pump(): void {
     const piscina = this.#piscina;
     if (!piscina || this.#closing.signal.aborted) return;
+    // Piscina starts an abortable attempt only on a thread with nothing else on it. Batches sent
+    // meanwhile would keep every thread busy for as long as the load lasts, so they wait until the
+    // first thread to empty has taken it.
+    if (this.#abortableUnstarted > 0) return;
     const free = Math.min(this.#capacity - this.#running.size, this.#waiting.length);
     if (free <= 0) return;
     const taken = this.#waiting.splice(0, free);
