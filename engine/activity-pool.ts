@@ -6,7 +6,7 @@ import { Piscina } from 'piscina';
 
 import { type ActivityOutcome, type ActivityTask, activityIdOf } from './activity-context.js';
 import { type ActivityFunction, decodeInput, runAttempt } from './activity-runner.js';
-import type { BatchedOutcome } from './activity-thread.js';
+import type { BatchStarted, BatchedOutcome } from './activity-thread.js';
 import { quotedName } from '../actors/history.js';
 import { JsonCodec } from './codec.js';
 import { ConfigurationError, EngineClosedError, TimeoutError } from './errors.js';
@@ -53,6 +53,7 @@ export interface PoolTask {
 interface Pending<T extends PoolTask> {
   id: number;
   task: T;
+  timeoutMs: number | undefined;
 }
 
 function toActivityTask(task: PoolTask, timeoutMs: number | undefined, startId?: number): ActivityTask {
@@ -91,9 +92,11 @@ function threadFailure(error: unknown, startedAt: number): ActivityOutcome {
  * it. A thread that dies fails the attempts of its batch that had not reported (retryable);
  * Piscina replaces the thread.
  *
- * An attempt with a timeout runs alone as an abortable Piscina task instead: if it blocks its
- * thread past the timeout, Piscina terminates the thread. Until a thread has taken it, no new
- * batch is sent, so that one thread empties.
+ * An attempt with a timeout is batched too, and times out in its thread (its signal aborts). A
+ * thread that stays blocked past the timeout and a grace cannot say so: the pool terminates it,
+ * and the attempts on it that had not reported run again, each alone as an abortable Piscina task
+ * (Piscina terminates the thread of one that blocks again). Until a thread has taken such an
+ * attempt, no new batch is sent, so that one thread empties.
  */
 export class ActivityPool<T extends PoolTask = PoolTask> {
   readonly #piscina: Piscina | undefined;
@@ -111,6 +114,8 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
   readonly #codec: JsonCodec;
   readonly #waiting: Pending<T>[] = [];
   readonly #running = new Map<number, Pending<T>>();
+  /** Hard deadlines of batched attempts with a timeout, armed when their batch starts. */
+  readonly #hardDeadlines = new Map<number, NodeJS.Timeout>();
   #nextId = 1;
   /** Moving average of attempt durations; none yet means nothing is known to be cheap. */
   #meanAttemptMs: number | undefined;
@@ -141,9 +146,10 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
     // Every inline attempt in flight listens on the closing signal.
     setMaxListeners(0, this.#closing.signal);
     results.onmessage = (event) => {
-      const data = (event as { data: BatchedOutcome[] | { started: number } }).data;
+      const data = (event as { data: BatchedOutcome[] | { started: number } | BatchStarted }).data;
       if (Array.isArray(data)) this.#onOutcomes(data);
-      else this.#onStarted.get(data.started)?.();
+      else if ('started' in data) this.#onStarted.get(data.started)?.();
+      else this.#armHardDeadlines(data);
     };
   }
 
@@ -232,17 +238,19 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
       queueMicrotask(() => this.#onOutcome(task, { ok: false, failure, startedAt: Date.now(), durationMs: 0 }));
       return;
     }
-    if (timeoutMs !== undefined || isolate) {
+    if (isolate) {
       void this.#runAbortable(this.#piscina, task, timeoutMs);
       return;
     }
-    this.#waiting.push({ id: this.#nextId++, task });
+    this.#waiting.push({ id: this.#nextId++, task, timeoutMs });
     this.#schedulePump();
   }
 
   /** Aborts every running attempt (their signals fire) and stops the threads. */
   async close(): Promise<void> {
     this.#closing.abort(new EngineClosedError());
+    for (const timer of this.#hardDeadlines.values()) clearTimeout(timer);
+    this.#hardDeadlines.clear();
     this.#closeChannel.postMessage('close');
     this.#closeChannel.close();
     this.#results.close();
@@ -355,8 +363,8 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
       // One string per batch: cloning it into the thread is a copy, where an array of task
       // objects would be cloned field by field. Inputs are JSON already and are spliced in.
       let text = '[';
-      for (const { id, task } of batch) {
-        text += `${text === '[' ? '' : ','}[${id},${quotedName(task.name)},${JSON.stringify(task.workflowId)},${task.commandId},${task.attempt}${task.input === undefined ? '' : `,${task.input}`}]`;
+      for (const { id, task, timeoutMs } of batch) {
+        text += `${text === '[' ? '' : ','}[${id},${quotedName(task.name)},${JSON.stringify(task.workflowId)},${task.commandId},${task.attempt},${timeoutMs ?? 'null'}${task.input === undefined ? '' : `,${task.input}`}]`;
       }
       this.#batchesSent++;
       piscina.run(`${text}]`, { name: 'runBatch' }).then((outcomes: BatchedOutcome[]) => this.#onOutcomes(outcomes), () => {
@@ -365,7 +373,9 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
         // runs again, alone, so a crash there is its own.
         setImmediate(() => {
           for (const p of batch) {
-            if (this.#running.delete(p.id)) void this.#runAbortable(piscina, p.task, undefined);
+            if (!this.#running.delete(p.id)) continue;
+            this.#disarmHardDeadline(p.id);
+            void this.#runAbortable(piscina, p.task, p.timeoutMs);
           }
           this.#schedulePump();
         });
@@ -373,11 +383,37 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
     }
   }
 
+  /**
+   * A batch with attempts that have a timeout has started on a thread. Should one of them neither
+   * end nor time out by its timeout plus the grace, that thread's event loop is blocked: it is
+   * terminated, and its batches fail over to the path for a thread that died.
+   */
+  #armHardDeadlines({ batchStarted, thread }: BatchStarted): void {
+    for (const id of batchStarted) {
+      const pending = this.#running.get(id);
+      if (pending?.timeoutMs === undefined || this.#hardDeadlines.has(id)) continue;
+      const timer = setTimeout(() => {
+        this.#hardDeadlines.delete(id);
+        if (!this.#running.has(id)) return;
+        void this.#piscina?.threads.find((worker) => worker.threadId === thread)?.terminate();
+      }, Math.min(pending.timeoutMs + HARD_TIMEOUT_GRACE_MS, MAX_DELAY_MS));
+      this.#hardDeadlines.set(id, timer);
+    }
+  }
+
+  #disarmHardDeadline(id: number): void {
+    const timer = this.#hardDeadlines.get(id);
+    if (timer === undefined) return;
+    clearTimeout(timer);
+    this.#hardDeadlines.delete(id);
+  }
+
   #onOutcomes(outcomes: BatchedOutcome[]): void {
     for (const [id, isOk, startedAt, durationMs, payload, retryAt] of outcomes) {
       const pending = this.#running.get(id);
       if (!pending) continue;
       this.#running.delete(id);
+      if (pending.timeoutMs !== undefined) this.#disarmHardDeadline(id);
       this.#meanAttemptMs = this.#meanAttemptMs === undefined ? durationMs : this.#meanAttemptMs + (durationMs - this.#meanAttemptMs) / 16;
       if (isOk) {
         this.#onOutcome(pending.task, { ok: true, result: payload as string | undefined, startedAt, durationMs });

@@ -9,7 +9,7 @@
  * `describe`, which reports an unusable module at engine start.
  */
 import { setMaxListeners } from 'node:events';
-import { BroadcastChannel, workerData } from 'node:worker_threads';
+import { BroadcastChannel, threadId, workerData } from 'node:worker_threads';
 
 import { type ActivityOutcome, type ActivityTask, activityIdOf } from './activity-context.js';
 import { type ActivityFunction, decodeInput, runAttempt } from './activity-runner.js';
@@ -28,7 +28,21 @@ interface ThreadData {
  * An attempt as batched by the pool (one JSON array of these per batch); `id` matches its
  * outcome to the caller, and the input, when there is one, is already decoded.
  */
-type BatchedTask = [id: number, name: string, workflowId: string, commandId: number, attempt: number, input?: unknown];
+type BatchedTask = [
+  id: number,
+  name: string,
+  workflowId: string,
+  commandId: number,
+  attempt: number,
+  timeoutMs: number | null,
+  input?: unknown,
+];
+
+/** Posted when a batch with attempts that have a timeout starts: their hard deadlines run from now. */
+export interface BatchStarted {
+  batchStarted: number[];
+  thread: number;
+}
 
 /**
  * An outcome as posted on the results channel: flat, so cloning it is cheap. `payload` is the
@@ -127,12 +141,14 @@ async function runDecoded(task: Omit<ActivityTask, 'input'>, input: unknown): Pr
  */
 export async function runBatch(text: string): Promise<BatchedOutcome[]> {
   const batch = JSON.parse(text) as BatchedTask[];
+  const timed = batch.filter((task) => task[5] !== null).map(([id]) => id);
+  if (timed.length > 0) results.postMessage({ batchStarted: timed, thread: threadId } satisfies BatchStarted);
   await Promise.all(
-    batch.map(async ([id, name, workflowId, commandId, attempt, input]) =>
+    batch.map(async ([id, name, workflowId, commandId, attempt, timeoutMs, input]) =>
       report(
         id,
         await runDecoded(
-          { name, workflowId, activityId: activityIdOf(workflowId, commandId), attempt, timeoutMs: undefined },
+          { name, workflowId, activityId: activityIdOf(workflowId, commandId), attempt, timeoutMs: timeoutMs ?? undefined },
           input,
         ),
       ),

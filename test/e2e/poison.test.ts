@@ -18,7 +18,7 @@ import {
 } from 'duraflow';
 
 import { backends, type TestSchema } from '../helpers/database.js';
-import { openClient, readMetric, startEngine } from '../helpers/engines.js';
+import { openClient, startEngine } from '../helpers/engines.js';
 import { waitFor } from '../helpers/wait-for.js';
 
 import type { AbortReport } from '../fixtures/poison-activities.js';
@@ -92,13 +92,6 @@ async function poisoned(ctx: WorkflowContext, input: PoisonCall): Promise<{ valu
   } catch (error) {
     return { error: caught(error) };
   }
-}
-
-/** Keeps a thread busy: `steps` activities of 100 ms of CPU one after another. */
-async function load(ctx: WorkflowContext, steps: number): Promise<number> {
-  const { spin } = ctx.activities<Poison>();
-  for (let i = 0; i < steps; i++) await spin(100);
-  return steps;
 }
 
 class PoisonedWorkflowError extends Error {
@@ -405,23 +398,6 @@ describe.each(backends)('poison workflows and activities on $name', (backend) =>
       const timed = await engine.startWorkflow(poisoned, { activity: 'double', arg: 21, timeoutMs: 200, maxAttempts: 1 });
       expect(await timed.result()).toEqual({ value: 42 });
       expect(await busy.result()).toEqual({ value: 2_000 });
-    } finally {
-      await engine.close();
-    }
-  });
-
-  it('runs an attempt with startToCloseTimeoutMs while batches of other attempts keep both threads busy', async () => {
-    const engine = await startEngine(db, { workflows: { poisoned, load }, activities: poisonActivities });
-    try {
-      const loads = await Promise.all(Array.from({ length: 8 }, () => engine.startWorkflow(load, 8)));
-      let loadsDone = 0;
-      const loadResults = loads.map((h) => h.result().finally(() => loadsDone++));
-      await waitFor(async () => (await readMetric(engine, 'duraflow_activity_attempts_total')) > 8, 'the load to run');
-      // It needs a thread of its own, which endless batches would never leave idle.
-      const timed = await engine.startWorkflow(poisoned, { activity: 'double', arg: 21, timeoutMs: 5_000, maxAttempts: 1 });
-      expect(await timed.result()).toEqual({ value: 42 });
-      expect(loadsDone, 'load workflows that ended before the timed attempt').toBe(0);
-      expect(await Promise.all(loadResults)).toEqual(loads.map(() => 8));
     } finally {
       await engine.close();
     }

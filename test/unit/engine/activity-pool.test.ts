@@ -7,7 +7,11 @@ import { fixtureActivities } from '../../helpers/engines.js';
 
 type Settle = (outcome: ActivityOutcome) => void;
 
-async function openPool(concurrencyPerThread = 16): Promise<{ pool: ActivityPool; run(name: string, input?: unknown): Promise<unknown> }> {
+interface Run {
+  (name: string, input?: unknown, options?: { timeoutMs?: number; isolate?: boolean }): Promise<unknown>;
+}
+
+async function openPool(concurrencyPerThread = 16): Promise<{ pool: ActivityPool; run: Run }> {
   const waiting = new Map<number, Settle>();
   let next = 0;
   const pool = await ActivityPool.create<PoolTask>(
@@ -17,13 +21,17 @@ async function openPool(concurrencyPerThread = 16): Promise<{ pool: ActivityPool
       throw error;
     },
   );
-  const run = (name: string, input?: unknown): Promise<unknown> =>
+  const run: Run = (name, input, options) =>
     new Promise((resolve, reject) => {
       const commandId = next++;
       waiting.set(commandId, (outcome) =>
         outcome.ok ? resolve(outcome.result === undefined ? undefined : JSON.parse(outcome.result)) : reject(new Error(outcome.failure.message)),
       );
-      pool.submit({ name, input: input === undefined ? undefined : JSON.stringify(input), workflowId: 'w', commandId, attempt: 1 }, undefined);
+      pool.submit(
+        { name, input: input === undefined ? undefined : JSON.stringify(input), workflowId: 'w', commandId, attempt: 1 },
+        options?.timeoutMs,
+        options?.isolate,
+      );
     });
   return { pool, run };
 }
@@ -64,5 +72,37 @@ describe('ActivityPool batching', () => {
     await Promise.all([run('spin', 20), run('spin', 20)]);
     // One batch per attempt, so each can have a thread to itself (which thread is Piscina's choice).
     expect(pool.batchesSent - before).toBe(2);
+  });
+});
+
+describe('ActivityPool attempts with a timeout', () => {
+  let close: (() => Promise<void>) | undefined;
+  afterEach(async () => {
+    await close?.();
+    close = undefined;
+  });
+
+  it('runs them batched, many at once in a thread, not one per thread', async () => {
+    const { pool, run } = await openPool();
+    close = () => pool.close();
+    const most = await Promise.all(Array.from({ length: 8 }, () => run('gather', { peers: 2, withinMs: 5_000 }, { timeoutMs: 10_000 })));
+    expect(Math.max(...(most as number[]))).toBeGreaterThanOrEqual(2);
+  });
+
+  it('terminates a thread one of them blocks; it fails with TimeoutError and the attempts beside it run again and succeed', async () => {
+    const { pool, run } = await openPool();
+    close = () => pool.close();
+    // One batch: the neighbours' outcomes cannot leave a thread the spin blocks.
+    const [blocked, ...neighbours] = await Promise.allSettled([
+      run('spin', 60_000, { timeoutMs: 100 }),
+      run('double', 1),
+      run('double', 2, { timeoutMs: 5_000 }),
+    ]);
+    expect(blocked).toMatchObject({ status: 'rejected', reason: { message: expect.stringMatching(/exceeded startToCloseTimeoutMs \(100 ms\); its thread was terminated/) } });
+    expect(neighbours).toEqual([
+      { status: 'fulfilled', value: 2 },
+      { status: 'fulfilled', value: 4 },
+    ]);
+    expect(await run('double', 3, { timeoutMs: 1_000 })).toBe(6);
   });
 });
