@@ -40,6 +40,23 @@ function seededRandom(seed: string): () => number {
 
 const isActivity = (c: Completion): boolean => c.kind === 'activity';
 
+const ignore = (): void => undefined;
+
+/**
+ * Marks a promise that workflow code may await only later (`const b = pay(); await a; await b`)
+ * as handled, so that its rejection meanwhile is not an unhandled rejection, which would end the
+ * engine's process. On replay the same code reaches its `await` in time, so without this a live
+ * run and its replay would differ too. Awaiting it still throws.
+ */
+function handledLater<T>(promise: Promise<T>): Promise<T> {
+  promise.catch(ignore);
+  return promise;
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return typeof (value as PromiseLike<unknown> | null)?.then === 'function';
+}
+
 /**
  * The in-memory state of one workflow run between activations: the command counter, the promises
  * workflow code awaits (by command id), event routing, and user variables. Workflow code reaches
@@ -59,7 +76,7 @@ export class ReplayState {
   // Created on first use: a sleeping workflow's state should be small (many are kept in memory).
   #waiters: Map<string, number[]> | undefined;
   #buffered: Map<string, unknown[]> | undefined;
-  #handlers: Map<string, ((payload: unknown) => void)[]> | undefined;
+  #handlers: Map<string, ((payload: unknown) => unknown)[]> | undefined;
   #vars: Map<string, string> | undefined;
   #isVarsChanged = false;
   #isTerminal = false;
@@ -99,9 +116,11 @@ export class ReplayState {
     const encoded = this.#codec.encode(input, `input of activity "${name}"`);
     const commandId = this.#nextCommandId++;
     this.#emit({ kind: 'scheduleActivity', commandId, name, input: encoded, options });
-    return new Promise((resolve, reject) => {
-      this.#pending.set(commandId, { kind: 'activity', name, resolve, reject });
-    });
+    return handledLater(
+      new Promise((resolve, reject) => {
+        this.#pending.set(commandId, { kind: 'activity', name, resolve, reject });
+      }),
+    );
   }
 
   startTimer(dueAt: number): Promise<void> {
@@ -124,12 +143,14 @@ export class ReplayState {
     const waiters = this.#waiters.get(name);
     if (waiters) waiters.push(commandId);
     else this.#waiters.set(name, [commandId]);
-    return new Promise((resolve, reject) => {
-      this.#pending.set(commandId, { kind: 'event', name, timeoutAt, resolve, reject });
-    });
+    return handledLater(
+      new Promise((resolve, reject) => {
+        this.#pending.set(commandId, { kind: 'event', name, timeoutAt, resolve, reject });
+      }),
+    );
   }
 
-  onEvent(name: string, handler: (payload: unknown) => void): void {
+  onEvent(name: string, handler: (payload: unknown) => unknown): void {
     this.#codec.name(name, 'event name');
     this.#handlers ??= new Map();
     const handlers = this.#handlers.get(name);
@@ -269,10 +290,11 @@ export class ReplayState {
     return out;
   }
 
-  /** A handler that throws fails the workflow, as an exception in its main body would. */
-  #callHandler(handler: (payload: unknown) => void, payload: unknown): void {
+  /** A handler that throws or rejects fails the workflow, as an exception in its main body would. */
+  #callHandler(handler: (payload: unknown) => unknown, payload: unknown): void {
     try {
-      handler(payload);
+      const returned = handler(payload);
+      if (isThenable(returned)) returned.then(undefined, (error: unknown) => this.fail(error));
     } catch (error) {
       this.fail(error);
     }

@@ -63,8 +63,11 @@ export interface WorkflowContext {
    * `TimeoutError` after `timeoutMs`.
    */
   waitForEvent<Payload = unknown>(name: string, options?: WaitForEventOptions): Promise<Payload>;
-  /** Calls `handler` for every event named `name`, including ones kept from before. */
-  onEvent<Payload = unknown>(name: string, handler: (payload: Payload) => void): void;
+  /**
+   * Calls `handler` for every event named `name`, including ones kept from before. It may be
+   * async; one that throws or rejects fails the workflow.
+   */
+  onEvent<Payload = unknown>(name: string, handler: (payload: Payload) => void | Promise<void>): void;
 }
 
 /** A workflow: a deterministic async function of its context and input. */
@@ -159,7 +162,7 @@ export class WorkflowContextImpl implements WorkflowContext {
     return this.#state.waitForEvent(name, timeoutAt) as Promise<Payload>;
   }
 
-  onEvent<Payload>(name: string, handler: (payload: Payload) => void): void {
-    this.#state.onEvent(name, handler as (payload: unknown) => void);
+  onEvent<Payload>(name: string, handler: (payload: Payload) => void | Promise<void>): void {
+    this.#state.onEvent(name, handler as (payload: unknown) => unknown);
   }
 }
