@@ -153,7 +153,9 @@ export function resolveConnection(options: ConnectionOptions): ResolvedConnectio
   if (typeof dataDir !== 'string' || dataDir.length === 0) throw new TypeError('options.dataDir must be a non-empty string');
   if (typeof schema !== 'string' || !isValidSchemaName(schema)) {
     const shown = typeof schema === 'string' ? JSON.stringify(schema.slice(0, 60)) + (schema.length > 60 ? '…' : '') : typeof schema;
-    throw new RangeError(`options.schema must be a lower-case identifier ([a-z_][a-z0-9_]*, at most 48 chars), got ${shown}`);
+    throw new RangeError(
+      `options.schema must be a lower-case identifier ([a-z_][a-z0-9_]*, at most 48 chars, not pg_… or information_schema), got ${shown}`,
+    );
   }
   const logger = options.logger ?? stderrLogger;
   for (const level of ['debug', 'info', 'warn', 'error'] as const) {

@@ -49,9 +49,13 @@ export interface Tables {
 
 const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,47}$/;
 
-/** Whether `schema` can name the engine's schema (lower-case identifier, at most 48 chars). */
+/**
+ * Whether `schema` can name the engine's schema: a lower-case identifier of at most 48 chars, not
+ * one Postgres reserves (`pg_temp` is each session's temporary schema, whose tables vanish with
+ * the connection; other `pg_` names are refused; `information_schema` is left out of dumps).
+ */
 export function isValidSchemaName(schema: string): boolean {
-  return SCHEMA_NAME.test(schema);
+  return SCHEMA_NAME.test(schema) && !schema.startsWith('pg_') && schema !== 'information_schema';
 }
 
 /**

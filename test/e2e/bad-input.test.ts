@@ -1,9 +1,11 @@
 import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
+import pg from 'pg';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
 import {
@@ -42,6 +44,12 @@ async function farTimes(ctx: WorkflowContext): Promise<string[]> {
   }
   await ctx.sleepUntil(-1e15);
   return thrown;
+}
+
+/** Doubles `n` in an activity, after a short durable sleep. */
+async function twice(ctx: WorkflowContext, n: number): Promise<number> {
+  await ctx.sleep(1);
+  return ctx.activities<{ double(n: number): Promise<number> }>().double(n);
 }
 
 async function returnsBigInt(): Promise<unknown> {
@@ -265,6 +273,43 @@ describe('the embedded database directory', () => {
       }
     } finally {
       await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe.runIf(process.env.DATABASE_URL)('a database whose default isolation is serializable', () => {
+  const schemas: string[] = [];
+  afterEach(async () => {
+    const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL, max: 1 });
+    for (const schema of schemas.splice(0)) await pool.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+    await pool.end();
+  });
+
+  it('lets several clients migrate a fresh schema at once, and runs workflows', async () => {
+    const url = new URL(process.env.DATABASE_URL!);
+    url.searchParams.set('options', '-c default_transaction_isolation=serializable');
+    const database = url.toString();
+    for (let round = 0; round < 3; round++) {
+      const schema = `t_serializable_${randomBytes(4).toString('hex')}`;
+      schemas.push(schema);
+      const opened = await Promise.allSettled(
+        Array.from({ length: 4 }, () => createClient({ database, schema, logger: quietLogger, maxConnections: 1 })),
+      );
+      for (const o of opened) if (o.status === 'fulfilled') await o.value.close();
+      expect(opened.filter((o) => o.status === 'rejected').map((o) => String((o as PromiseRejectedResult).reason))).toEqual([]);
+    }
+    const engine = await createEngine({
+      database,
+      schema: schemas.at(-1)!,
+      logger: quietLogger,
+      workflows: { twice },
+      inlineActivities: { double: async (n: number) => 2 * n },
+    });
+    try {
+      const handles = await Promise.all(Array.from({ length: 20 }, (_, i) => engine.startWorkflow(twice, i)));
+      expect(await Promise.all(handles.map((h) => h.result()))).toEqual(handles.map((_, i) => 2 * i));
+    } finally {
+      await engine.close();
     }
   });
 });

@@ -1163,7 +1163,7 @@ describe.each(backends)('hostile input on $name', (backend) => {
 
   it('refuses an invalid schema (and other bad options) with RangeError/TypeError before touching the database', async () => {
     // Other test files create and drop schemas meanwhile: count this test's own candidates only.
-    const badSchemas = ['a"; DROP SCHEMA public CASCADE; --', 'UPPER', 'x'.repeat(100), '', '1abc', 'a b', 'a-b', 'ä', 'a\0', 'pg_"x"', 42];
+    const badSchemas = ['a"; DROP SCHEMA public CASCADE; --', 'UPPER', 'x'.repeat(100), '', '1abc', 'a b', 'a-b', 'ä', 'a\0', 'pg_"x"', 'pg_temp', 'pg_duraflow', 'information_schema', 42];
     const existing = async (): Promise<unknown[]> =>
       db.query(`SELECT nspname FROM pg_namespace WHERE nspname = ANY($1::text[]) OR lower(nspname) = ANY($1::text[])`, [
         badSchemas.map((x) => String(x).toLowerCase().replace(/\0/g, '')),
