@@ -71,11 +71,16 @@ interface PendingStart {
 /** What a history row's fields other than its payload and workflow id add to a flush, at most. */
 const ROW_CHARS = 96;
 
-/** Characters a write adds to its flush's history document (payloads are most of it). */
+/** Characters a write adds to its flush's statement (payloads are most of it). */
 function documentChars(write: WorkflowWrite): number {
-  let chars = 0;
+  let chars = (write.vars?.length ?? 0) + (write.result?.length ?? 0) + (write.error?.length ?? 0) + (write.creates?.input?.length ?? 0);
   for (const row of write.history) chars += ROW_CHARS + write.workflowId.length + (row.payload?.length ?? 0);
   return chars;
+}
+
+/** Characters a start adds to its flush's statement (its input is most of it). */
+function startChars(row: NewWorkflowRow): number {
+  return ROW_CHARS + row.id.length + row.name.length + (row.input?.length ?? 0);
 }
 
 /** Writes gathered since the last flush; merged per workflow so each table gets one row each. */
@@ -97,17 +102,18 @@ class Batch {
     if (callback) this.onDurable.push({ workflowId: write.workflowId, callback });
   }
 
-  /** Whether the history document of all these writes stays within `maxChars`. */
+  /** Whether all these writes and starts stay within `maxChars`. */
   fits(maxChars: number): boolean {
     let chars = 0;
     for (const write of this.writes.values()) if ((chars += documentChars(write)) > maxChars) return false;
+    for (const { row } of this.starts) if ((chars += startChars(row)) > maxChars) return false;
     return true;
   }
 
   /**
-   * Moves into a new batch, in append order, the writes of workflows not in `busy` until the next
-   * would take its document past `maxChars` (the first is taken whatever its size), and every
-   * start whose id has no write left here. The rest (and their callbacks) stay for a later flush:
+   * Moves into a new batch, in append order, the writes of workflows not in `busy` and then the
+   * starts whose id has no write left here, until the next would take it past `maxChars` (the
+   * first is taken whatever its size). The rest (and their callbacks) stay for a later flush:
    * a start stays with a write of its id, so a step that creates its workflow still meets, in
    * the same batch, a start of that id appended after it, and wins (see `startsToInsert`).
    */
@@ -124,7 +130,15 @@ class Batch {
       this.writes.delete(id);
     }
     const keptStarts: PendingStart[] = [];
-    for (const start of this.starts) (this.writes.has(start.row.id) ? keptStarts : taken.starts).push(start);
+    // Once one start waits, every later one does: the first start of an id must stay first.
+    let isFull = false;
+    for (const start of this.starts) {
+      if (!isFull && !this.writes.has(start.row.id)) {
+        chars += startChars(start.row);
+        isFull = !taken.isEmpty && chars > maxChars;
+      }
+      (isFull || this.writes.has(start.row.id) ? keptStarts : taken.starts).push(start);
+    }
     this.starts = keptStarts;
     const kept: Batch['onDurable'] = [];
     for (const entry of this.onDurable) (taken.writes.has(entry.workflowId) ? taken.onDurable : kept).push(entry);

@@ -15,6 +15,8 @@ class ScriptedSql implements Sql {
   flushes = 0;
   /** The workflow ids of each flush's history document, in order. */
   readonly flushedWorkflows: string[][] = [];
+  /** The ids each flush asked to insert as new workflows, in order. */
+  readonly flushedStarts: string[][] = [];
   /** Workflow rows inserted so far: a flush inserts only ids not among them, as the table would. */
   readonly #rows = new Set<string>();
   unansweredChecks = 0;
@@ -47,6 +49,7 @@ class ScriptedSql implements Sql {
     }
     this.committedTokens.add(token);
     // The starts part comes first: its first parameter is the ids of the rows to insert.
+    this.flushedStarts.push(text.includes('ins_wf AS') ? [...(params[0] as string[])] : []);
     const inserted = text.includes('ins_wf AS') ? (params[0] as string[]).filter((id) => !this.#rows.has(id)) : [];
     for (const id of inserted) this.#rows.add(id);
     if (step === 'lostAnswer') throw Object.assign(new Error('Connection terminated unexpectedly'), { code: 'ECONNRESET' });
@@ -159,6 +162,20 @@ describe('Wal over a scripted driver', () => {
     expect(durable).toEqual(['a', 'b', 'c', 'd', 'e', 'f']);
     expect(failures).toEqual([]);
     expect(wal.pendingEvents).toBe(0);
+  });
+
+  it('counts starts and the vars, result and error of writes towards maxFlushChars, keeping starts in order', async () => {
+    const sql = new ScriptedSql([]);
+    const { wal, failures } = walOver(sql, 5_000);
+    const bigStart = (id: string): ReturnType<typeof makeStartRow> => ({ ...makeStartRow(id), input: JSON.stringify('x'.repeat(2_000)) });
+    const withVars = makeWrite('v', 0, 1, { vars: JSON.stringify({ big: 'x'.repeat(4_000) }) });
+    wal.enqueue(withVars);
+    const starts = ['s1', 's2', 's3', 's4', 's5'].map((id) => wal.enqueueStart(bigStart(id)));
+    await wal.drain();
+    expect(await Promise.all(starts)).toEqual([true, true, true, true, true]);
+    // About 4,000 (v), then 2,100 a start: v goes alone, then two starts a flush.
+    expect(sql.flushedWorkflows.map((ids, i) => [...ids, ...sql.flushedStarts[i]!])).toEqual([['v'], ['s1', 's2'], ['s3', 's4'], ['s5']]);
+    expect(failures).toEqual([]);
   });
 
   it('commits a batch again after a transient failure, releasing it once', async () => {
