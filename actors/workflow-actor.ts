@@ -744,7 +744,8 @@ export class WorkflowActor {
     const error = host.errors.nonDeterminism(this.workflowId, activation, commandId, expected, got);
     this.#state = 'parked';
     this.#replay = undefined;
-    const failure = JSON.stringify(host.errors.toFailure(error));
+    // Where it diverged, as data for tools, not only inside the message.
+    const failure = JSON.stringify({ ...host.errors.toFailure(error), details: { activation, commandId, expected, got } });
     host.observer.parked(this.workflowId, error);
     host.logger.error({ workflowId: this.workflowId, err: error }, 'workflow parked');
     if (this.#parkedError !== failure) {

@@ -37,7 +37,7 @@ export interface WalOptions {
    */
   maxFlushesInFlight?: number;
   /**
-   * Most characters of history one flush carries (payloads and about a hundred per row); more
+   * Most characters one flush carries (payloads, and about a hundred per row); more
    * pending goes in further flushes. Postgres reads a flush's history as one jsonb value, which
    * must stay under 256 MB; escaping can double a payload in the document. @default 32 Mi
    */

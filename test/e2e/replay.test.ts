@@ -88,6 +88,12 @@ describe.each(backends)('replay on $name', (backend) => {
       expect(parked.status).toBe('running');
       expect(parked.error).toMatchObject({ name: 'NonDeterminismError', code: 'DURAFLOW_NON_DETERMINISM' });
       expect(parked.error!.message).toMatch(/activation 1, command #1: expected scheduleActivity #1 echo, got scheduleActivity #1 double/);
+      expect(parked.error!.details).toEqual({
+        activation: 1,
+        commandId: 1,
+        expected: 'scheduleActivity #1 echo',
+        got: 'scheduleActivity #1 double',
+      });
       const fresh = await v2.startWorkflow(changed, undefined, { workflowId: 'new' });
       await waitFor(async () => (await v2.inspect('new')).waitingOn.events.length > 0, 'the new wait');
       await v2.sendEvent('new', 'go');
