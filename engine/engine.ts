@@ -305,7 +305,11 @@ class EngineImpl implements Engine, ActorHost {
 
   async inspect(workflowId: string): Promise<WorkflowState> {
     this.#checkOpen();
-    return this.#store.inspect(workflowId, () => this.#system.get(workflowId)?.snapshot());
+    return this.#store.inspect(
+      workflowId,
+      () => this.#system.get(workflowId)?.snapshot(),
+      (name) => this.#registeredNames.includes(name),
+    );
   }
 
   async result<Output>(workflowId: string, options?: ResultOptions): Promise<Output> {

@@ -111,8 +111,11 @@ function waitingFromHistory(history: HistoryEvent[], timers: TimerRow[]): Waitin
   };
 }
 
-/** Builds the public state from stored rows and, when the workflow is hot, its live actor. */
-export function buildWorkflowState(stored: StoredState, live: ActorSnapshot | undefined, now: number): WorkflowState {
+/**
+ * Builds the public state from stored rows and, when the workflow is hot, its live actor.
+ * `isRunHere` is set when the engine asking registers the workflow's name.
+ */
+export function buildWorkflowState(stored: StoredState, live: ActorSnapshot | undefined, now: number, isRunHere = false): WorkflowState {
   const { row } = stored;
   const history = stored.history.map(toHistoryEvent);
   let waitingOn: WaitingOn;
@@ -158,7 +161,9 @@ export function buildWorkflowState(stored: StoredState, live: ActorSnapshot | un
     state.pendingReason =
       row.start_at.getTime() > now
         ? `scheduled to start at ${row.start_at.toISOString()}`
-        : `waiting for an engine that registers workflow ${JSON.stringify(row.name)}`;
+        : isRunHere
+          ? 'due; waiting for room in the actor cache (maxCachedWorkflows is reached), or for the next poll'
+          : `waiting for an engine that registers workflow ${JSON.stringify(row.name)}, or for room in its actor cache`;
   }
   return state;
 }

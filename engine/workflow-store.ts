@@ -43,8 +43,9 @@ export interface StartWorkflowOptions {
 /** Options of `sendEvent`. */
 export interface SendEventOptions {
   /**
-   * Identifies the event: sending the same id again (a retry after an error) stores it once, as
-   * long as the first one has not been consumed yet. @default a random UUID per call
+   * Identifies the event within its workflow: sending the same id again (a retry after an error)
+   * stores it once, and succeeds even if the first send has since ended the workflow, for an hour
+   * after the event was consumed. @default a random UUID per call
    */
   eventId?: string;
 }
@@ -228,8 +229,15 @@ export class WorkflowStore {
     }
   }
 
-  /** The workflow's state from the database, with live values from `live` when given. */
-  async inspect(workflowId: string, live?: () => ActorSnapshot | undefined): Promise<WorkflowState> {
+  /**
+   * The workflow's state from the database, with live values from `live` when given; `runsHere`
+   * tells whether the engine asking registers a workflow name.
+   */
+  async inspect(
+    workflowId: string,
+    live?: () => ActorSnapshot | undefined,
+    runsHere?: (workflowName: string) => boolean,
+  ): Promise<WorkflowState> {
     this.#checkOpen();
     checkName(workflowId, 'workflowId');
     // One snapshot: read apart, a step committing in between could show an event both in the
@@ -246,7 +254,7 @@ export class WorkflowStore {
         return { row, history, tasks, timers, inbox };
       }),
     );
-    return buildWorkflowState(stored, live?.(), Date.now());
+    return buildWorkflowState(stored, live?.(), Date.now(), runsHere?.(stored.row.name));
   }
 
   /**

@@ -83,7 +83,10 @@ describe.each(backends)('actor cache on $name', (backend) => {
       vi.advanceTimersByTime(20_000);
       const second = await engine.startWorkflow(quick, undefined, { workflowId: 'quick-2' });
       expect(await readMetric(engine, MetricName.WorkflowsWaitingForRoom)).toBe(2);
-      expect((await engine.inspect('quick-1')).status).toBe('pending');
+      expect(await engine.inspect('quick-1')).toMatchObject({
+        status: 'pending',
+        pendingReason: expect.stringMatching(/waiting for room in the actor cache/),
+      });
       // Past it, the next poll evicts the stuck workflow for them.
       vi.advanceTimersByTime(20_000);
       expect(await Promise.all([first.result(), second.result()])).toEqual([42, 42]);
