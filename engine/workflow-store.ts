@@ -19,6 +19,7 @@ import {
   ConfigurationError,
   DatabaseUnavailableError,
   EngineClosedError,
+  EngineError,
   InvalidArgumentError,
   WorkflowClosedError,
   WorkflowFailedError,
@@ -87,6 +88,18 @@ async function openSql(connection: ResolvedConnection, isMigrating: boolean): Pr
   }
 }
 
+/**
+ * What opening the database rejects with: unreachable is `DatabaseUnavailableError` (try again
+ * later); refused (a wrong password, a database or permission that is missing) is
+ * `ConfigurationError`. Either keeps the driver's error as its cause.
+ */
+function openFailure(error: unknown): Error {
+  if (error instanceof EngineError) return error;
+  if (isRetryable(error)) return new DatabaseUnavailableError('opening the database', error);
+  const message = error instanceof Error ? error.message : String(error);
+  return new ConfigurationError(`the database refused to be opened: ${message}`, { cause: error });
+}
+
 /** Refuses a schema that lacks this version's tables, naming what it found. */
 async function checkMigrated(sql: Sql, tables: Tables): Promise<void> {
   const { applied, newest } = await migrationState(sql, tables);
@@ -145,7 +158,7 @@ export class WorkflowStore {
       return store;
     } catch (error) {
       await sql.close().catch(() => undefined);
-      throw error;
+      throw openFailure(error);
     }
   }
 

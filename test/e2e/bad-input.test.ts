@@ -12,6 +12,7 @@ import {
   ConfigurationError,
   createClient,
   createEngine,
+  DatabaseUnavailableError,
   InvalidArgumentError,
   UnknownWorkflowError,
   WorkflowAlreadyExistsError,
@@ -311,5 +312,28 @@ describe.runIf(process.env.DATABASE_URL)('a database whose default isolation is 
     } finally {
       await engine.close();
     }
+  });
+});
+
+describe('a database that cannot be opened', () => {
+  it('rejects with DatabaseUnavailableError when nothing answers, and ConfigurationError when the database is missing', async () => {
+    const unreachable = 'postgres://postgres@127.0.0.1:1/test';
+    for (const open of [
+      () => createEngine({ database: unreachable, logger: quietLogger, workflows: { idle } }),
+      () => createClient({ database: unreachable, logger: quietLogger }),
+    ]) {
+      const error = await open().then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(error).toBeInstanceOf(DatabaseUnavailableError);
+      expect(error).toMatchObject({ code: 'DURAFLOW_DATABASE_UNAVAILABLE', cause: { code: 'ECONNREFUSED' } });
+    }
+    if (!process.env.DATABASE_URL) return;
+    const missing = new URL(process.env.DATABASE_URL);
+    missing.pathname = `/duraflow_missing_${randomBytes(4).toString('hex')}`;
+    await expect(createClient({ database: missing.toString(), logger: quietLogger })).rejects.toThrow(
+      expect.objectContaining({ name: 'ConfigurationError', message: expect.stringMatching(/does not exist/) }),
+    );
   });
 });
