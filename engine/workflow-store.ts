@@ -378,10 +378,12 @@ export class WorkflowStore {
       } catch (error) {
         if (this.#isClosed) throw new EngineClosedError();
         if (!isRetryable(error)) throw error;
-        const delay = retryDelayMs(attempt, 50, 1_000);
-        if (timeout && Date.now() + delay > timeout.at && timeout.at < deadline) throw timeout.error();
-        if (Date.now() + delay > deadline) throw new DatabaseUnavailableError(what, error);
-        await new Promise((resolve) => setTimeout(resolve, delay));
+        // The last try is at the deadline itself: giving up a backoff early would cut it short.
+        const now = Date.now();
+        if (timeout && timeout.at <= now && timeout.at < deadline) throw timeout.error();
+        if (now >= deadline) throw new DatabaseUnavailableError(what, error);
+        const until = timeout ? Math.min(deadline, timeout.at) : deadline;
+        await new Promise((resolve) => setTimeout(resolve, Math.min(retryDelayMs(attempt, 50, 1_000), until - now)));
       }
     }
   }

@@ -8,7 +8,7 @@
  */
 import { describe, expect, it } from 'vitest';
 
-import { type Client, createClient, EngineClosedError, MetricName, TimeoutError } from 'duraflow';
+import { type Client, createClient, DatabaseUnavailableError, EngineClosedError, MetricName, TimeoutError } from 'duraflow';
 
 import { waitsForGo } from '../fixtures/workflows.js';
 import { connectEcho, startEchoServer } from '../helpers/chaos-echo.js';
@@ -190,6 +190,22 @@ describe.each(serverBackends)('calls while the database is away on $name', (back
       await cutAgain;
       await proxy.accept();
       expect(await db.query(`SELECT count(*)::int AS n FROM "${db.schema}".inbox WHERE workflow_id = 'noticed'`)).toEqual([{ n: 1 }]);
+    } finally {
+      await client.close();
+      await proxy.close();
+    }
+  });
+
+  it('keeps trying for the whole of databaseRetryMs before DatabaseUnavailableError', async () => {
+    const db = schema();
+    const proxy = await FaultProxy.start();
+    const client = await clientBehind(db, proxy);
+    try {
+      await proxy.refuse();
+      proxy.cutAll();
+      const began = Date.now();
+      await expect(client.inspect('anything')).rejects.toBeInstanceOf(DatabaseUnavailableError);
+      expect(Date.now() - began).toBeGreaterThanOrEqual(500);
     } finally {
       await client.close();
       await proxy.close();
