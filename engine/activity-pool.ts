@@ -9,7 +9,7 @@ import { type ActivityFunction, decodeInput, runAttempt } from './activity-runne
 import type { BatchStarted, BatchedOutcome } from './activity-thread.js';
 import { quotedName } from '../actors/history.js';
 import { JsonCodec } from './codec.js';
-import { ConfigurationError, EngineClosedError, TimeoutError } from './errors.js';
+import { ConfigurationError, EngineClosedError, ErrorCode, TimeoutError } from './errors.js';
 import { toFailure } from './failure.js';
 import { MAX_DELAY_MS } from './timer-service.js';
 
@@ -72,7 +72,7 @@ function toActivityTask(task: PoolTask, timeoutMs: number | undefined, startId?:
 function threadFailure(error: unknown, startedAt: number): ActivityOutcome {
   return {
     ok: false,
-    failure: { ...toFailure(error), name: 'ActivityThreadError' },
+    failure: { ...toFailure(error), name: 'ActivityThreadError', code: ErrorCode.ActivityThread },
     startedAt,
     durationMs: Date.now() - startedAt,
   };
@@ -233,6 +233,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
       const failure = {
         name: 'UnknownActivityError',
         message: `no activity is registered as ${JSON.stringify(task.name)}`,
+        code: ErrorCode.UnknownActivity,
         nonRetryable: true,
       };
       queueMicrotask(() => this.#onOutcome(task, { ok: false, failure, startedAt: Date.now(), durationMs: 0 }));

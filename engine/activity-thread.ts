@@ -14,7 +14,7 @@ import { BroadcastChannel, threadId, workerData } from 'node:worker_threads';
 import { type ActivityOutcome, type ActivityTask, activityIdOf } from './activity-context.js';
 import { type ActivityFunction, decodeInput, runAttempt } from './activity-runner.js';
 import { JsonCodec } from './codec.js';
-import { EngineClosedError } from './errors.js';
+import { EngineClosedError, ErrorCode } from './errors.js';
 import { toFailure } from './failure.js';
 
 interface ThreadData {
@@ -126,6 +126,7 @@ async function runDecoded(task: Omit<ActivityTask, 'input'>, input: unknown): Pr
       failure: {
         name: 'UnknownActivityError',
         message: `the activities module exports no function named ${JSON.stringify(task.name)}`,
+        code: ErrorCode.UnknownActivity,
         nonRetryable: true,
       },
       startedAt: Date.now(),

@@ -21,6 +21,10 @@ export const ErrorCode = {
   Configuration: 'DURAFLOW_CONFIGURATION',
   DatabaseUnavailable: 'DURAFLOW_DATABASE_UNAVAILABLE',
   EngineClosed: 'DURAFLOW_ENGINE_CLOSED',
+  /** The `code` of an activity failure named UnknownActivityError (no class: it is only a cause). */
+  UnknownActivity: 'DURAFLOW_UNKNOWN_ACTIVITY',
+  /** The `code` of an activity failure named ActivityThreadError: its thread died under it. */
+  ActivityThread: 'DURAFLOW_ACTIVITY_THREAD',
 } as const;
 
 /** Base class of duraflow's errors. */

@@ -440,6 +440,7 @@ describe.each(backends)('poison workflows and activities on $name', (backend) =>
         const out = await isolated(engine, { activity: 'exitThread', timeoutMs, maxAttempts: 2 });
         expect(out.error).toMatchObject({ name: 'ActivityFailure', activityName: 'exitThread', attempts: 2 });
         expect(out.error!.cause!.message).toMatch(/exit/i);
+        expect(out.error!.cause).toMatchObject({ name: 'ActivityThreadError', code: 'DURAFLOW_ACTIVITY_THREAD' });
       } finally {
         await engine.close();
       }
@@ -470,6 +471,21 @@ describe.each(backends)('poison workflows and activities on $name', (backend) =>
         await engine.close();
       }
     });
+  });
+
+  it('fails a call of an activity the module does not export at once, with UnknownActivityError as the cause', async () => {
+    const engine = await startEngine(db, { workflows: { poisoned }, activities: poisonActivities });
+    try {
+      const handle = await engine.startWorkflow(poisoned, { activity: 'noSuchActivity' as keyof Poison, maxAttempts: 5 });
+      expect((await handle.result()).error).toMatchObject({
+        name: 'ActivityFailure',
+        activityName: 'noSuchActivity',
+        attempts: 1,
+        cause: { name: 'UnknownActivityError', code: 'DURAFLOW_UNKNOWN_ACTIVITY' },
+      });
+    } finally {
+      await engine.close();
+    }
   });
 
   it('fails an activity whose result is not JSON (function, BigInt, symbol, cycle) at once, without retries', async () => {
