@@ -151,6 +151,11 @@ export function resolveConnection(options: ConnectionOptions): ResolvedConnectio
     throw new TypeError('options.database must be a postgres:// or postgresql:// URL');
   }
   if (typeof dataDir !== 'string' || dataDir.length === 0) throw new TypeError('options.dataDir must be a non-empty string');
+  // PGlite's prefixes are case-sensitive and it reads an unknown one as a relative path; the
+  // browser stores (idb://, opfs-ahp://) do not exist in Node.
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(dataDir) && !/^(file|memory):\/\//.test(dataDir)) {
+    throw new TypeError(`options.dataDir must be a path, a file:// URL or memory://, got ${JSON.stringify(dataDir.slice(0, 60))}`);
+  }
   if (typeof schema !== 'string' || !isValidSchemaName(schema)) {
     const shown = typeof schema === 'string' ? JSON.stringify(schema.slice(0, 60)) + (schema.length > 60 ? '…' : '') : typeof schema;
     throw new RangeError(

@@ -46,13 +46,13 @@ function startTimeOf(pid: number): string {
 }
 
 /**
- * The directory a PGlite `dataDir` names on disk, or undefined for stores that are not a
- * directory (in memory: '' and `memory://`; in a browser: `idb://`, `opfs-ahp://`).
+ * The directory a PGlite `dataDir` names on disk, or undefined for one in memory ('' and
+ * `memory://`). Read as PGlite reads it: its prefixes are case-sensitive, and anything else is a
+ * path (the engine's options refuse other `scheme://` forms before this).
  */
 export function directoryOf(dataDir: string): string | undefined {
-  if (dataDir === '') return undefined;
-  if (/^file:\/\//i.test(dataDir)) return dataDir.slice('file://'.length);
-  return /^[a-z][a-z0-9+.-]*:\/\//i.test(dataDir) ? undefined : dataDir;
+  if (dataDir === '' || dataDir.startsWith('memory://')) return undefined;
+  return dataDir.startsWith('file://') ? dataDir.slice('file://'.length) : dataDir;
 }
 
 /**

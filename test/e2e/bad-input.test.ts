@@ -20,7 +20,7 @@ import {
   WorkflowNotFoundError,
 } from 'duraflow';
 
-import { backends, type TestSchema } from '../helpers/database.js';
+import { backends, serverBackends, type TestSchema } from '../helpers/database.js';
 import { openClient, quietLogger, startEngine } from '../helpers/engines.js';
 import { waitFor } from '../helpers/wait-for.js';
 
@@ -278,7 +278,8 @@ describe('the embedded database directory', () => {
   });
 });
 
-describe.runIf(process.env.DATABASE_URL)('a database whose default isolation is serializable', () => {
+// Only on a server: the setting is a connection option of real Postgres.
+describe.each(serverBackends)('a database whose default isolation is serializable, on $name', () => {
   const schemas: string[] = [];
   afterEach(async () => {
     const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL, max: 1 });

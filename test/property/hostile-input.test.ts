@@ -1198,6 +1198,8 @@ describe.each(backends)('hostile input on $name', (backend) => {
       ['maxPayloadBytes Infinity', { maxPayloadBytes: Infinity }, 'RangeError'],
       ['maxPayloadBytes "1024"', { maxPayloadBytes: '1024' }, 'RangeError'],
       ['activityMaxHeapMb 0', { activityMaxHeapMb: 0 }, 'RangeError'],
+      ['dataDir FILE://', { dataDir: 'FILE:///tmp/duraflow-never' }, 'TypeError'],
+      ['dataDir idb://', { dataDir: 'idb://duraflow-never' }, 'TypeError'],
     ];
     for (const [what, options, type] of badOptions) {
       const field = what.split(' ')[0]!;
