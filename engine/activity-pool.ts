@@ -315,8 +315,11 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
           {
             ok: false,
             failure: toFailure(
-              new TimeoutError(
-                `activity "${task.name}" attempt ${task.attempt} exceeded startToCloseTimeoutMs (${timeoutMs} ms); its thread was terminated`,
+              Object.assign(
+                new TimeoutError(
+                  `activity "${task.name}" attempt ${task.attempt} exceeded startToCloseTimeoutMs (${timeoutMs} ms); its thread was terminated`,
+                ),
+                { details: { threadTerminated: true } },
               ),
             ),
             startedAt,

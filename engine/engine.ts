@@ -409,8 +409,10 @@ class EngineImpl implements Engine, ActorHost {
 
   #dispatch(task: TaskRow): void {
     if (!this.#inFlightTasks.add(task.workflowId, task.commandId)) return;
-    // An activity whose last attempt took its thread down runs alone from then on.
-    const hasCrashedThread = task.lastFailure?.includes('"name":"ActivityThreadError"') ?? false;
+    // An activity whose last attempt took its thread down, or blocked it past its timeout, runs
+    // alone from then on: a batch would lose its neighbours' progress with the thread.
+    const hasCrashedThread =
+      (task.lastFailure?.includes('"name":"ActivityThreadError"') || task.lastFailure?.includes('"threadTerminated":true')) ?? false;
     this.#pool.submit(task, this.#activityOptions(task.options).startToCloseTimeoutMs, hasCrashedThread);
   }
 
