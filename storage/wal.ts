@@ -112,10 +112,11 @@ class Batch {
 
   /**
    * Moves into a new batch, in append order, the writes of workflows not in `busy` and then the
-   * starts whose id has no write left here, until the next would take it past `maxChars` (the
-   * first is taken whatever its size). The rest (and their callbacks) stay for a later flush:
-   * a start stays with a write of its id, so a step that creates its workflow still meets, in
-   * the same batch, a start of that id appended after it, and wins (see `startsToInsert`).
+   * starts whose id is neither busy nor has a write left here, until the next would take it past
+   * `maxChars` (the first is taken whatever its size). The rest (and their callbacks) stay for a
+   * later flush, so two flushes in flight never hold the same id. A start goes with a write of its
+   * id, so a step that creates its workflow still meets, in the same batch, a start of that id
+   * appended after it, and wins (see `startsToInsert`).
    */
   split(busy: ReadonlySet<string>, maxChars: number): Batch {
     const taken = new Batch();
@@ -133,11 +134,18 @@ class Batch {
     // Once one start waits, every later one does: the first start of an id must stay first.
     let isFull = false;
     for (const start of this.starts) {
-      if (!isFull && !this.writes.has(start.row.id)) {
+      const id = start.row.id;
+      let isTaken: boolean;
+      if (taken.writes.has(id)) {
+        isTaken = true; // whatever its size: it must meet the step that creates its workflow
+      } else if (isFull || this.writes.has(id) || busy.has(id)) {
+        isTaken = false;
+      } else {
         chars += startChars(start.row);
         isFull = !taken.isEmpty && chars > maxChars;
+        isTaken = !isFull;
       }
-      (isFull || this.writes.has(start.row.id) ? keptStarts : taken.starts).push(start);
+      (isTaken ? taken.starts : keptStarts).push(start);
     }
     this.starts = keptStarts;
     const kept: Batch['onDurable'] = [];
@@ -339,10 +347,12 @@ export class Wal {
   async #flush(batch: Batch): Promise<void> {
     this.#inFlight.add(batch);
     for (const id of batch.writes.keys()) this.#busy.add(id);
+    for (const { row } of batch.starts) this.#busy.add(row.id);
     await this.#commitWithRetry(batch);
     this.#cleanUpNowAndThen();
     this.#inFlight.delete(batch);
     for (const id of batch.writes.keys()) this.#busy.delete(id);
+    for (const { row } of batch.starts) this.#busy.delete(row.id);
     this.#wakeUncongested();
     this.#startFlushes();
     if (this.#inFlight.size === 0 && this.#pending.isEmpty) {

@@ -69,6 +69,37 @@ class ScriptedSql implements Sql {
   async close(): Promise<void> {}
 }
 
+/**
+ * A driver whose first flush commits only when `release()` is called, as a table would: a flush
+ * inserts only ids not inserted yet. What each flush inserted is in `inserted`, in commit order.
+ */
+class HeldFirstFlushSql extends ScriptedSql {
+  readonly commits: string[][] = [];
+  #isFirst = true;
+  #release!: () => void;
+  readonly #released = new Promise<void>((resolve) => (this.#release = resolve));
+
+  release(): void {
+    this.#release();
+  }
+
+  override async query<Row>(text: string, params: unknown[] = []): Promise<QueryResult<Row>> {
+    const isFlush = text.includes('ins_wf AS') || params.some((p) => typeof p === 'string' && p.startsWith('[['));
+    if (isFlush && this.#isFirst) {
+      this.#isFirst = false;
+      await this.#released;
+    }
+    const result = await super.query<Row>(text, params);
+    if (isFlush) this.commits.push([...((result.rows[0] as { inserted?: string[] } | undefined)?.inserted ?? [])]);
+    return result;
+  }
+}
+
+/** Lets the WAL run a few turns of the event loop (its next flush starts at the end of a turn). */
+async function someTurns(): Promise<void> {
+  for (let i = 0; i < 3; i++) await new Promise((resolve) => setImmediate(resolve));
+}
+
 function walOver(sql: Sql, maxFlushChars?: number) {
   const failures: string[][] = [];
   const observed: { error: unknown; willRetry: boolean }[] = [];
@@ -176,6 +207,32 @@ describe('Wal over a scripted driver', () => {
     // About 4,000 (v), then 2,100 a start: v goes alone, then two starts a flush.
     expect(sql.flushedWorkflows.map((ids, i) => [...ids, ...sql.flushedStarts[i]!])).toEqual([['v'], ['s1', 's2'], ['s3', 's4'], ['s5']]);
     expect(failures).toEqual([]);
+  });
+
+  it('keeps a start with the creating step of its id even when the start alone would overflow the flush', async () => {
+    const sql = new HeldFirstFlushSql([]);
+    const { wal } = walOver(sql, 5_000);
+    const refusals: boolean[] = [];
+    const creating = makeWrite('both', 0, 1, { creates: makeStartRow('both') });
+    creating.history[0]!.payload = JSON.stringify('x'.repeat(3_000));
+    wal.enqueue(creating, (isRefused) => refusals.push(isRefused));
+    const later = wal.enqueueStart({ ...makeStartRow('both'), input: JSON.stringify('y'.repeat(3_000)) });
+    await someTurns();
+    sql.release();
+    await wal.drain();
+    expect({ refusals, later: await later }).toEqual({ refusals: [false], later: false });
+  });
+
+  it('never has two starts of one id in flushes in flight at once: the first start wins', async () => {
+    const sql = new HeldFirstFlushSql([]);
+    const { wal } = walOver(sql, 5_000);
+    const first = wal.enqueueStart({ ...makeStartRow('dup'), input: JSON.stringify('a'.repeat(3_000)) });
+    const second = wal.enqueueStart({ ...makeStartRow('dup'), input: JSON.stringify('b'.repeat(3_000)) });
+    const other = wal.enqueueStart({ ...makeStartRow('other'), input: JSON.stringify('c'.repeat(3_000)) });
+    await someTurns();
+    sql.release();
+    await wal.drain();
+    expect([await first, await second, await other]).toEqual([true, false, true]);
   });
 
   it('commits a batch again after a transient failure, releasing it once', async () => {
