@@ -116,6 +116,11 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
   readonly #running = new Map<number, Pending<T>>();
   /** Hard deadlines of batched attempts with a timeout, armed when their batch starts. */
   readonly #hardDeadlines = new Map<number, NodeJS.Timeout>();
+  /** Batches in the threads, by their first attempt's id: the thread, once it said it took one. */
+  readonly #batchThreads = new Map<number, { thread?: number }>();
+  /** Threads the pool terminated because an attempt blocked them, and those attempts. */
+  readonly #terminatedThreads = new Set<number>();
+  readonly #blockers = new Set<number>();
   #nextId = 1;
   /** Moving average of attempt durations; none yet means nothing is known to be cheap. */
   #meanAttemptMs: number | undefined;
@@ -149,7 +154,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
       const data = (event as { data: BatchedOutcome[] | { started: number } | BatchStarted }).data;
       if (Array.isArray(data)) this.#onOutcomes(data);
       else if ('started' in data) this.#onStarted.get(data.started)?.();
-      else this.#armHardDeadlines(data);
+      else this.#onBatchStarted(data);
     };
   }
 
@@ -274,8 +279,9 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
 
   /**
    * Runs an attempt alone on a thread (Piscina gives an abortable task an idle thread of its
-   * own): for an attempt with a timeout, so a thread it blocks can be terminated; and for the
-   * survivors of a crashed batch, so the next crash names its culprit.
+   * own): for an attempt that blocked its batch's thread past its timeout, so that it can be
+   * terminated alone if it does again; for an activity that killed or blocked its thread before;
+   * and for the survivors of a crashed batch, so the next crash names its culprit.
    */
   async #runAbortable(piscina: Piscina, task: T, timeoutMs: number | undefined): Promise<void> {
     // The hard deadline runs from the attempt's start in its thread (which says so), not from
@@ -371,35 +377,62 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
         text += `${text === '[' ? '' : ','}[${id},${quotedName(task.name)},${JSON.stringify(task.workflowId)},${task.commandId},${task.attempt},${timeoutMs ?? 'null'}${task.input === undefined ? '' : `,${task.input}`}]`;
       }
       this.#batchesSent++;
-      piscina.run(`${text}]`, { name: 'runBatch' }).then((outcomes: BatchedOutcome[]) => this.#onOutcomes(outcomes), () => {
-        // The thread died. Outcomes posted just before may still be on their way; the attempts
-        // without one shared the thread with whatever killed it and cannot be blamed for it: each
-        // runs again, alone, so a crash there is its own.
-        setImmediate(() => {
-          for (const p of batch) {
-            if (!this.#running.delete(p.id)) continue;
-            this.#disarmHardDeadline(p.id);
-            void this.#runAbortable(piscina, p.task, p.timeoutMs);
-          }
-          this.#schedulePump();
-        });
-      });
+      const first = batch[0]!.id;
+      const where: { thread?: number } = {};
+      this.#batchThreads.set(first, where);
+      piscina.run(`${text}]`, { name: 'runBatch' }).then(
+        (outcomes: BatchedOutcome[]) => {
+          this.#batchThreads.delete(first);
+          this.#onOutcomes(outcomes);
+        },
+        () => {
+          this.#batchThreads.delete(first);
+          // The thread died. Outcomes posted just before may still be on their way. When the pool
+          // terminated it, the attempts that blocked it run again alone and the rest are batched
+          // again; otherwise those without an outcome shared the thread with whatever killed it
+          // and cannot be blamed for it: each runs again, alone, so a crash there is its own.
+          setImmediate(() => {
+            const wasTerminated = where.thread !== undefined && this.#terminatedThreads.has(where.thread);
+            const again: Pending<T>[] = [];
+            for (const p of batch) {
+              const isBlocker = this.#blockers.delete(p.id);
+              if (!this.#running.delete(p.id)) continue;
+              this.#disarmHardDeadline(p.id);
+              if (wasTerminated && !isBlocker) again.push(p);
+              else void this.#runAbortable(piscina, p.task, p.timeoutMs);
+            }
+            this.#waiting.unshift(...again);
+            this.#schedulePump();
+          });
+        },
+      );
     }
   }
 
   /**
-   * A batch with attempts that have a timeout has started on a thread. Should one of them neither
-   * end nor time out by its timeout plus the grace, that thread's event loop is blocked: it is
+   * A batch has started on a thread. Should one of its attempts with a timeout neither end nor
+   * time out by its timeout plus the grace, that thread's event loop is blocked: it is
    * terminated, and its batches fail over to the path for a thread that died.
    */
-  #armHardDeadlines({ batchStarted, thread }: BatchStarted): void {
-    for (const id of batchStarted) {
+  #onBatchStarted({ batchStarted, timed, thread }: BatchStarted): void {
+    const where = this.#batchThreads.get(batchStarted);
+    if (where) where.thread = thread;
+    for (const id of timed) {
       const pending = this.#running.get(id);
       if (pending?.timeoutMs === undefined || this.#hardDeadlines.has(id)) continue;
       const timer = setTimeout(() => {
         this.#hardDeadlines.delete(id);
-        if (!this.#running.has(id)) return;
-        void this.#piscina?.threads.find((worker) => worker.threadId === thread)?.terminate();
+        // Outcomes that arrived while this engine's thread was busy are read before timers run
+        // again only after a turn: the check waits for it, so a late look cannot kill a thread
+        // that answered in time.
+        setImmediate(() => {
+          if (!this.#running.has(id) || this.#closing.signal.aborted) return;
+          const worker = this.#piscina?.threads.find((w) => w.threadId === thread);
+          if (!worker) return;
+          this.#terminatedThreads.add(thread);
+          this.#blockers.add(id);
+          void worker.terminate();
+        });
       }, Math.min(pending.timeoutMs + HARD_TIMEOUT_GRACE_MS, MAX_DELAY_MS));
       this.#hardDeadlines.set(id, timer);
     }

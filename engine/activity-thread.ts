@@ -38,9 +38,13 @@ type BatchedTask = [
   input?: unknown,
 ];
 
-/** Posted when a batch with attempts that have a timeout starts: their hard deadlines run from now. */
+/**
+ * Posted when a batch starts: which thread runs it (named by its first attempt's id), and its
+ * attempts with a timeout, whose hard deadlines run from now.
+ */
 export interface BatchStarted {
-  batchStarted: number[];
+  batchStarted: number;
+  timed: number[];
   thread: number;
 }
 
@@ -143,7 +147,7 @@ async function runDecoded(task: Omit<ActivityTask, 'input'>, input: unknown): Pr
 export async function runBatch(text: string): Promise<BatchedOutcome[]> {
   const batch = JSON.parse(text) as BatchedTask[];
   const timed = batch.filter((task) => task[5] !== null).map(([id]) => id);
-  if (timed.length > 0) results.postMessage({ batchStarted: timed, thread: threadId } satisfies BatchStarted);
+  results.postMessage({ batchStarted: batch[0]![0], timed, thread: threadId } satisfies BatchStarted);
   await Promise.all(
     batch.map(async ([id, name, workflowId, commandId, attempt, timeoutMs, input]) =>
       report(

@@ -1,3 +1,7 @@
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+
 import { afterEach, describe, expect, it } from 'vitest';
 
 // The compiled pool: its threads load compiled JavaScript.
@@ -92,7 +96,7 @@ describe('ActivityPool attempts with a timeout', () => {
   it('terminates a thread one of them blocks; it fails with TimeoutError and the attempts beside it run again and succeed', async () => {
     const { pool, run } = await openPool();
     close = () => pool.close();
-    // One batch: the neighbours' outcomes cannot leave a thread the spin blocks.
+    // The spin and the first double share a batch: the double's outcome cannot leave the thread.
     const [blocked, ...neighbours] = await Promise.allSettled([
       run('spin', 60_000, { timeoutMs: 100 }),
       run('double', 1),
@@ -104,5 +108,42 @@ describe('ActivityPool attempts with a timeout', () => {
       { status: 'fulfilled', value: 4 },
     ]);
     expect(await run('double', 3, { timeoutMs: 1_000 })).toBe(6);
+  });
+
+  it('runs the attempts a blocked thread held again in batches, and only the blocker alone', async () => {
+    const { pool, run } = await openPool();
+    close = () => pool.close();
+    // Cheap attempts go to one thread in one batch: the spin and its neighbours share it.
+    for (let i = 0; i < 40; i++) await run('threadOf');
+    const [blocked, ...neighbours] = await Promise.allSettled([
+      run('spin', 60_000, { timeoutMs: 100 }),
+      ...Array.from({ length: 6 }, () => run('gather', { peers: 2, withinMs: 5_000 })),
+    ]);
+    expect(blocked).toMatchObject({ status: 'rejected', reason: { message: expect.stringMatching(/its thread was terminated/) } });
+    expect(neighbours.every((n) => n.status === 'fulfilled')).toBe(true);
+    // Alone, each would have seen only itself.
+    expect(Math.max(...neighbours.map((n) => (n as PromiseFulfilledResult<number>).value))).toBeGreaterThanOrEqual(2);
+  });
+
+  it('does not terminate a thread whose attempt timed out in time while the engine thread was busy', async () => {
+    const { pool, run } = await openPool();
+    close = () => pool.close();
+    for (let i = 0; i < 40; i++) await run('threadOf');
+    const file = path.join(await mkdtemp(path.join(tmpdir(), 'duraflow-pool-')), 'runs');
+    try {
+      const timed = run('hang', undefined, { timeoutMs: 200 });
+      const neighbour = run('countedWait', { file, ms: 2_500 });
+      // The engine's thread is busy from 100 ms to 1,600 ms, past the hard deadline (1,200 ms); the
+      // timeout's outcome (at 200 ms) waits in its queue meanwhile.
+      setTimeout(() => setImmediate(() => {
+        const until = performance.now() + 1_500;
+        while (performance.now() < until);
+      }), 100);
+      await expect(timed).rejects.toThrow(/exceeded startToCloseTimeoutMs \(200 ms\)$/);
+      expect(await neighbour).toBe(2_500);
+      expect((await readFile(file, 'utf8')).split('\n').filter(Boolean)).toHaveLength(1);
+    } finally {
+      await rm(path.dirname(file), { recursive: true, force: true });
+    }
   });
 });
