@@ -746,9 +746,10 @@ export class WorkflowActor {
     this.#replay = undefined;
     // Where it diverged, as data for tools, not only inside the message.
     const failure = JSON.stringify({ ...host.errors.toFailure(error), details: { activation, commandId, expected, got } });
-    host.observer.parked(this.workflowId, error);
     host.logger.error({ workflowId: this.workflowId, err: error }, 'workflow parked');
+    // Brought back while still parked (an event, a timer, a restart), it is not parked anew.
     if (this.#parkedError !== failure) {
+      host.observer.parked(this.workflowId, error);
       this.#parkedError = failure;
       this.#enqueue({ ...emptyWrite(this.workflowId), error: failure }, noEffects(this.#name));
     }

@@ -25,6 +25,7 @@ interface Waiter {
  */
 export class ResultWaiters {
   readonly #waiters = new Map<string, Set<Waiter>>();
+  #callers = 0;
   // Waits on workflows not running in this process, by id: only these need the database re-read.
   readonly #elsewhere = new Map<string, number>();
   // Holds the process open while anyone waits on a workflow running elsewhere: a caller awaiting
@@ -37,8 +38,9 @@ export class ResultWaiters {
     return [...this.#elsewhere.keys()];
   }
 
+  /** Callers waiting, however many wait on one workflow. */
   get size(): number {
-    return this.#waiters.size;
+    return this.#callers;
   }
 
   /**
@@ -64,6 +66,7 @@ export class ResultWaiters {
       this.#waiters.set(workflowId, set);
     }
     set.add(waiter);
+    this.#callers++;
     if (!isRunningHere) {
       this.#elsewhere.set(workflowId, (this.#elsewhere.get(workflowId) ?? 0) + 1);
       this.#keepAlive ??= setInterval(() => undefined, 2 ** 30);
@@ -71,6 +74,7 @@ export class ResultWaiters {
     const cancel = (): void => {
       if (waiter.timer) clearTimeout(waiter.timer);
       if (!set.delete(waiter)) return;
+      this.#callers--;
       if (set.size === 0 && this.#waiters.get(workflowId) === set) this.#waiters.delete(workflowId);
       if (!isRunningHere) {
         const left = (this.#elsewhere.get(workflowId) ?? 1) - 1;
@@ -98,6 +102,7 @@ export class ResultWaiters {
     const set = this.#waiters.get(workflowId);
     if (!set) return;
     this.#waiters.delete(workflowId);
+    this.#callers -= set.size;
     if (this.#elsewhere.delete(workflowId)) this.#releaseWhenNoneElsewhere();
     for (const waiter of set) {
       if (waiter.timer) clearTimeout(waiter.timer);
@@ -110,6 +115,7 @@ export class ResultWaiters {
   rejectAll(error: Error): void {
     const all = [...this.#waiters.values()];
     this.#waiters.clear();
+    this.#callers = 0;
     this.#elsewhere.clear();
     this.#releaseWhenNoneElsewhere();
     for (const set of all) {

@@ -10,14 +10,22 @@ export interface MetricsServer {
   close(): Promise<void>;
 }
 
-/** Serves `registry` in the Prometheus text format on `/metrics`; anything else is 404. */
+/**
+ * Serves `registry` in the Prometheus text format on `/metrics` (GET, and HEAD for its headers);
+ * another method there is 405, any other path 404.
+ */
 export async function startMetricsServer(registry: Registry, port: number, host: string): Promise<MetricsServer> {
   const server = http.createServer((req, res) => {
-    if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== '/metrics') {
+    if ((req.url ?? '').split('?')[0] !== '/metrics') {
       res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
       return;
     }
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { 'content-type': 'text/plain', allow: 'GET, HEAD' }).end('method not allowed\n');
+      return;
+    }
     registry.metrics().then(
+      // Node leaves out the body of an answer to HEAD, and keeps its length.
       (text) => res.writeHead(200, { 'content-type': registry.contentType }).end(text),
       (error: unknown) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`${String(error)}\n`),
     );

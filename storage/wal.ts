@@ -407,15 +407,26 @@ export class Wal {
     }
     // Committed: whatever an observer or callback does, the batch stays committed and the
     // others still run.
+    // A refused creation wrote nothing, and its later writes were built on a workflow that is
+    // someone else's.
+    const refused = new Set<string>();
+    let refusedEvents = 0;
+    for (const [id, write] of batch.writes) {
+      if (write.creates === undefined || inserted.has(id)) continue;
+      refused.add(id);
+      refusedEvents += write.history.length;
+    }
     try {
-      this.#options.observer?.flushed({ events: batch.events, writes: batch.writes.size, starts: batch.starts.length, seconds });
+      this.#options.observer?.flushed({
+        events: batch.events - refusedEvents,
+        writes: batch.writes.size - refused.size,
+        starts: batch.starts.length,
+        seconds,
+      });
     } catch (error) {
       this.#options.observer?.callbackFailed(error);
     }
     for (const start of batch.starts) start.resolve(inserted.has(start.row.id) && starts.get(start.row.id) === start.row);
-    // A refused creation's later writes were built on a workflow that is someone else's.
-    const refused = new Set<string>();
-    for (const [id, write] of batch.writes) if (write.creates !== undefined && !inserted.has(id)) refused.add(id);
     if (refused.size > 0) this.#pending.discard(refused);
     for (const { workflowId, callback } of batch.onDurable) {
       try {

@@ -135,6 +135,13 @@ describe.each(backends)('metrics on $name', (backend) => {
       for (const id of ids) expect(text.includes(id), `workflow id ${id} in the scrape`).toBe(false);
       for (const sample of after) expect(sample.name.startsWith('duraflow_'), sample.name).toBe(true);
       expect((await fetch(engine.metricsUrl!.replace('/metrics', '/other'))).status).toBe(404);
+      // HEAD, as some health checks send it: GET's headers without the body.
+      const head = await fetch(engine.metricsUrl!, { method: 'HEAD' });
+      expect(head.status).toBe(200);
+      expect(head.headers.get('content-type')).toMatch(/^text\/plain/);
+      expect(await head.text()).toBe('');
+      const post = await fetch(engine.metricsUrl!, { method: 'POST' });
+      expect([post.status, post.headers.get('allow')]).toEqual([405, 'GET, HEAD']);
     } finally {
       await engine.close();
     }

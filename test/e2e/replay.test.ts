@@ -1,9 +1,9 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
-import type { WorkflowContext } from 'duraflow';
+import { MetricName, type WorkflowContext } from 'duraflow';
 
 import { backends, type TestSchema } from '../helpers/database.js';
-import { fixtureActivities, startEngine } from '../helpers/engines.js';
+import { fixtureActivities, readMetric, startEngine } from '../helpers/engines.js';
 import { waitFor } from '../helpers/wait-for.js';
 
 type Fixtures = typeof import('../fixtures/activities.js');
@@ -99,8 +99,20 @@ describe.each(backends)('replay on $name', (backend) => {
       await v2.sendEvent('new', 'go');
       expect(await fresh.result()).toBe('v2 done');
       expect((await v2.inspect('old')).status).toBe('running');
+      expect(await readMetric(v2, MetricName.NonDeterminismErrors)).toBe(1);
     } finally {
       await v2.close();
+    }
+
+    // Still the changed code: a restart brings it back with its event and it stays parked, but it
+    // was parked before, so this engine does not count it.
+    const again = await startEngine(db, { workflows: { changing: changed }, activities: fixtureActivities });
+    try {
+      await waitFor(async () => (await readMetric(again, MetricName.ActorRehydrations)) >= 1, 'the parked workflow to be brought back');
+      expect((await again.inspect('old')).error).toMatchObject({ name: 'NonDeterminismError' });
+      expect(await readMetric(again, MetricName.NonDeterminismErrors)).toBe(0);
+    } finally {
+      await again.close();
     }
 
     // Back to the code it ran: a restart's recovery brings it in with the event it has waiting

@@ -23,6 +23,21 @@ describe('ResultWaiters', () => {
     expect(waiters.size).toBe(1);
   });
 
+  it('counts callers, however many wait on one workflow', async () => {
+    const waiters = new ResultWaiters();
+    const three = [waiters.wait('w', undefined), waiters.wait('w', undefined), waiters.wait('w', undefined, true)];
+    const other = waiters.wait('v', undefined);
+    expect(waiters.size).toBe(4);
+    three[0]!.cancel();
+    three[0]!.cancel();
+    expect(waiters.size).toBe(3);
+    waiters.settle('w', ended);
+    expect(waiters.size).toBe(1);
+    waiters.rejectAll(new Error('closed'));
+    await expect(other.promise).rejects.toThrow('closed');
+    expect(waiters.size).toBe(0);
+  });
+
   it('lets a late cancel of a settled wait leave newer waits on the same id alone', async () => {
     const waiters = new ResultWaiters();
     const first = waiters.wait('w', undefined);

@@ -235,6 +235,19 @@ describe('Wal over a scripted driver', () => {
     expect([await first, await second, await other]).toEqual([true, false, true]);
   });
 
+  it('reports as flushed only the history rows it wrote: none of a refused creation', async () => {
+    const sql = new ScriptedSql([]);
+    const { wal, flushed } = walOver(sql);
+    const refusals: boolean[] = [];
+    wal.enqueue(makeWrite('taken', 0, 2, { creates: makeStartRow('taken') }), (isRefused) => refusals.push(isRefused));
+    await wal.drain();
+    wal.enqueue(makeWrite('taken', 0, 2, { creates: makeStartRow('taken') }), (isRefused) => refusals.push(isRefused));
+    wal.enqueue(makeWrite('other', 0, 3, { creates: makeStartRow('other') }), (isRefused) => refusals.push(isRefused));
+    await wal.drain();
+    expect(refusals).toEqual([false, true, false]);
+    expect(flushed).toEqual([2, 3]);
+  });
+
   it('commits a batch again after a transient failure, releasing it once', async () => {
     const lost = Object.assign(new Error('terminating connection'), { code: '57P01' });
     const sql = new ScriptedSql([lost, 'ok']);
