@@ -127,6 +127,7 @@ export class WorkflowStore {
   #unlisten: (() => Promise<void>) | undefined;
   #onNotice: ((payload: string) => void) | undefined;
   #isClosed = false;
+  #closed: Promise<void> | undefined;
   /** The last result check queued; the next one starts after it. */
   #lastCheck: Promise<void> = Promise.resolve();
   /** A queued check not started yet, which later calls share. */
@@ -323,8 +324,13 @@ export class WorkflowStore {
     return this.#nextCheck;
   }
 
-  async close(): Promise<void> {
-    if (this.#isClosed) return;
+  /** Ends waiting calls and closes the database; a second call resolves when the first is done. */
+  close(): Promise<void> {
+    this.#closed ??= this.#close();
+    return this.#closed;
+  }
+
+  async #close(): Promise<void> {
     this.#isClosed = true;
     clearTimeout(this.#recheck);
     this.waiters.rejectAll(new EngineClosedError());

@@ -338,3 +338,22 @@ describe('a database that cannot be opened', () => {
     );
   });
 });
+
+describe.each(backends)('closing a client twice on $name', (backend) => {
+  let db: TestSchema;
+  beforeEach(async () => {
+    db = await backend.schema();
+  });
+  afterEach(async () => {
+    await db.drop();
+  });
+
+  it('resolves a second close() only once the first has closed everything', async () => {
+    const client = await openClient(db);
+    let isFirstDone = false;
+    const first = client.close().then(() => (isFirstDone = true));
+    await client.close();
+    expect(isFirstDone).toBe(true);
+    await first;
+  });
+});
