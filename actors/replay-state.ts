@@ -5,7 +5,7 @@ import type { SerializedFailure } from './history.js';
 import { PendingCommands } from './pending-commands.js';
 
 type Completion =
-  | { kind: 'activity'; name: string; resolve: (value: unknown) => void; reject: (error: Error) => void }
+  | { kind: 'activity'; name: string; resolve: (value: unknown) => void; reject: (error: Error) => void; promise?: Promise<unknown> }
   | { kind: 'timer'; dueAt: number; resolve: () => void }
   | {
       kind: 'event';
@@ -13,6 +13,7 @@ type Completion =
       timeoutAt: number | undefined;
       resolve: (value: unknown) => void;
       reject: (error: Error) => void;
+      promise?: Promise<unknown>;
     };
 
 /** What a pending command waits on, for `inspect`. */
@@ -43,14 +44,15 @@ const isActivity = (c: Completion): boolean => c.kind === 'activity';
 const ignore = (): void => undefined;
 
 /**
- * Marks a promise that workflow code may await only later (`const b = pay(); await a; await b`)
- * as handled, so that its rejection meanwhile is not an unhandled rejection, which would end the
- * engine's process. On replay the same code reaches its `await` in time, so without this a live
- * run and its replay would differ too. Awaiting it still throws.
+ * Rejects what workflow code may await only later (`const b = pay(); await a; await b`), and marks
+ * it handled at once, so that the rejection meanwhile is not an unhandled rejection, which would
+ * end the engine's process. On replay the same code reaches its `await` in time, so without this a
+ * live run and its replay would differ too. Awaiting it still throws. (Only the rejection pays for
+ * the handler, not every call.)
  */
-function handledLater<T>(promise: Promise<T>): Promise<T> {
-  promise.catch(ignore);
-  return promise;
+function rejectHandled(completion: { reject: (error: Error) => void; promise?: Promise<unknown> }, error: Error): void {
+  completion.reject(error);
+  completion.promise?.catch(ignore);
 }
 
 function isThenable(value: unknown): value is PromiseLike<unknown> {
@@ -116,11 +118,13 @@ export class ReplayState {
     const encoded = this.#codec.encode(input, `input of activity "${name}"`);
     const commandId = this.#nextCommandId++;
     this.#emit({ kind: 'scheduleActivity', commandId, name, input: encoded, options });
-    return handledLater(
-      new Promise((resolve, reject) => {
-        this.#pending.set(commandId, { kind: 'activity', name, resolve, reject });
-      }),
-    );
+    let completion!: Completion & { kind: 'activity' };
+    const promise = new Promise<unknown>((resolve, reject) => {
+      completion = { kind: 'activity', name, resolve, reject, promise: undefined };
+    });
+    completion.promise = promise;
+    this.#pending.set(commandId, completion);
+    return promise;
   }
 
   startTimer(dueAt: number): Promise<void> {
@@ -143,11 +147,13 @@ export class ReplayState {
     const waiters = this.#waiters.get(name);
     if (waiters) waiters.push(commandId);
     else this.#waiters.set(name, [commandId]);
-    return handledLater(
-      new Promise((resolve, reject) => {
-        this.#pending.set(commandId, { kind: 'event', name, timeoutAt, resolve, reject });
-      }),
-    );
+    let completion!: Completion & { kind: 'event' };
+    const promise = new Promise<unknown>((resolve, reject) => {
+      completion = { kind: 'event', name, timeoutAt, resolve, reject, promise: undefined };
+    });
+    completion.promise = promise;
+    this.#pending.set(commandId, completion);
+    return promise;
   }
 
   onEvent(name: string, handler: (payload: unknown) => unknown): void {
@@ -209,7 +215,7 @@ export class ReplayState {
 
   rejectActivity(commandId: number, attempts: number, failure: SerializedFailure): void {
     const completion = this.#take(commandId, 'activity');
-    completion.reject(this.#errors.activityFailure(completion.name, attempts, failure));
+    rejectHandled(completion, this.#errors.activityFailure(completion.name, attempts, failure));
   }
 
   /** A timer fired: resolves a sleep, or times out an event wait. */
@@ -222,7 +228,7 @@ export class ReplayState {
     const wait = this.#take(commandId, 'event');
     const waiters = this.#waiters?.get(wait.name);
     if (waiters) waiters.splice(waiters.indexOf(commandId), 1);
-    wait.reject(this.#errors.timeout(`timed out waiting for event "${wait.name}"`));
+    rejectHandled(wait, this.#errors.timeout(`timed out waiting for event "${wait.name}"`));
   }
 
   /**
