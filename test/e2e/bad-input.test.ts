@@ -20,7 +20,7 @@ import {
   WorkflowNotFoundError,
 } from 'duraflow';
 
-import { backends, serverBackends, type TestSchema } from '../helpers/database.js';
+import { backends, serverBackends, type TestSchema, useSchema } from '../helpers/database.js';
 import { openClient, quietLogger, startEngine } from '../helpers/engines.js';
 import { waitFor } from '../helpers/wait-for.js';
 
@@ -340,16 +340,10 @@ describe('a database that cannot be opened', () => {
 });
 
 describe.each(backends)('closing a client twice on $name', (backend) => {
-  let db: TestSchema;
-  beforeEach(async () => {
-    db = await backend.schema();
-  });
-  afterEach(async () => {
-    await db.drop();
-  });
+  const db = useSchema(backend);
 
   it('resolves a second close() only once the first has closed everything', async () => {
-    const client = await openClient(db);
+    const client = await openClient(db());
     let isFirstDone = false;
     const first = client.close().then(() => (isFirstDone = true));
     await client.close();

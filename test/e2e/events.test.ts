@@ -1,9 +1,10 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
-import { type ActivityFunction, TimeoutError, type WorkflowContext, WorkflowClosedError } from 'duraflow';
+import { TimeoutError, type WorkflowContext, WorkflowClosedError } from 'duraflow';
 
 import { backends, type TestSchema } from '../helpers/database.js';
 import { openClient, startEngine } from '../helpers/engines.js';
+import { heldActivity } from '../helpers/held-activity.js';
 import { waitFor } from '../helpers/wait-for.js';
 
 /** Waits for approval; with `busyFirst`, runs the activity `busy` first (see `heldActivity`). */
@@ -13,18 +14,6 @@ async function approval(ctx: WorkflowContext, input: { busyFirst: boolean }): Pr
   const ev = await ctx.waitForEvent<{ by: string }>('approve');
   ctx.setVar('stage', 'approved');
   return ev;
-}
-
-/** An inline activity that runs until `release()` (or the engine closes). */
-function heldActivity(): { busy: ActivityFunction; release: () => void } {
-  let release!: () => void;
-  const released = new Promise<void>((resolve) => (release = resolve));
-  const busy: ActivityFunction = (_input, ctx) =>
-    new Promise<string>((resolve, reject) => {
-      void released.then(() => resolve('done'));
-      ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason as Error), { once: true });
-    });
-  return { busy, release };
 }
 
 async function approvalWithTimeout(ctx: WorkflowContext, input: { timeoutMs: number }): Promise<string> {
@@ -97,7 +86,7 @@ describe.each(backends)('events and delayed starts on $name', (backend) => {
 
   it('keeps an event sent before the wait and hands it over', async () => {
     const held = heldActivity();
-    const engine = await startEngine(db, { workflows: { approval }, inlineActivities: { busy: held.busy } });
+    const engine = await startEngine(db, { workflows: { approval }, inlineActivities: { busy: held.activity } });
     try {
       // The start commits the first step, so the workflow is inside `busy` (and stays there).
       const handle = await engine.startWorkflow(approval, { busyFirst: true });

@@ -6,23 +6,12 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
-import { type ActivityFunction, type WorkflowContext, WorkflowFailedError } from 'duraflow';
+import { type WorkflowContext, WorkflowFailedError } from 'duraflow';
 
 import { backends, type TestSchema } from '../helpers/database.js';
 import { startEngine } from '../helpers/engines.js';
+import { heldActivity } from '../helpers/held-activity.js';
 import { waitFor } from '../helpers/wait-for.js';
-
-/** An inline activity that runs until `release()` (or the engine closes). */
-function heldActivity(): { held: ActivityFunction; release: () => void } {
-  let release!: () => void;
-  const released = new Promise<void>((resolve) => (release = resolve));
-  const held: ActivityFunction = (_input, ctx) =>
-    new Promise<string>((resolve, reject) => {
-      void released.then(() => resolve('held done'));
-      ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason as Error), { once: true });
-    });
-  return { held, release };
-}
 
 interface Stubs {
   held(): Promise<string>;
@@ -95,7 +84,7 @@ describe.each(backends)('rejections in workflow code on $name', (backend) => {
   });
 
   it('hands an activity failure to the await that comes after it, live as on replay', async () => {
-    const { held, release } = heldActivity();
+    const { activity: held, release } = heldActivity();
     const engine = await startEngine(db, {
       workflows: { awaitsInTurn },
       inlineActivities: {
@@ -121,7 +110,7 @@ describe.each(backends)('rejections in workflow code on $name', (backend) => {
   });
 
   it('hands a wait timeout to the await that comes after it', async () => {
-    const { held, release } = heldActivity();
+    const { activity: held, release } = heldActivity();
     const engine = await startEngine(db, { workflows: { timesOutMeanwhile }, inlineActivities: { held } });
     try {
       const handle = await engine.startWorkflow(timesOutMeanwhile, undefined);

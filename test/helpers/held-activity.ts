@@ -1,0 +1,13 @@
+import type { ActivityFunction } from 'duraflow';
+
+/** An inline activity that runs until `release()` (then returns 'done'), or until the engine closes. */
+export function heldActivity(): { activity: ActivityFunction; release: () => void } {
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  const activity: ActivityFunction = (_input, ctx) =>
+    new Promise<string>((resolve, reject) => {
+      void released.then(() => resolve('done'));
+      ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason as Error), { once: true });
+    });
+  return { activity, release };
+}
