@@ -130,6 +130,24 @@ export interface ActorSnapshot {
   outstanding: Outstanding;
 }
 
+/** Whether the stored error `stored` already says `failure`: same divergence, whatever the stack. */
+function isSameParking(stored: string | null, failure: SerializedFailure): boolean {
+  if (stored === null) return false;
+  let was: SerializedFailure;
+  try {
+    was = JSON.parse(stored) as SerializedFailure;
+  } catch {
+    return false;
+  }
+  const [before, now] = [was.details as Record<string, unknown> | undefined, failure.details as Record<string, unknown>];
+  return (
+    was.name === failure.name &&
+    was.message === failure.message &&
+    before !== undefined &&
+    Object.keys(now).every((key) => before[key] === now[key])
+  );
+}
+
 /**
  * One workflow execution in memory. Its mailbox hands it batches of messages; each batch becomes
  * one activation: the inbound events are recorded and fed to the workflow code, the code runs
@@ -745,13 +763,14 @@ export class WorkflowActor {
     this.#state = 'parked';
     this.#replay = undefined;
     // Where it diverged, as data for tools, not only inside the message.
-    const failure = JSON.stringify({ ...host.errors.toFailure(error), details: { activation, commandId, expected, got } });
+    const failure = { ...host.errors.toFailure(error), details: { activation, commandId, expected, got } };
     host.logger.error({ workflowId: this.workflowId, err: error }, 'workflow parked');
-    // Brought back while still parked (an event, a timer, a restart), it is not parked anew.
-    if (this.#parkedError !== failure) {
+    // Brought back while still parked (an event, a timer, a restart, from another build whose
+    // stack differs), it is not parked anew.
+    if (!isSameParking(this.#parkedError, failure)) {
       host.observer.parked(this.workflowId, error);
-      this.#parkedError = failure;
-      this.#enqueue({ ...emptyWrite(this.workflowId), error: failure }, noEffects(this.#name));
+      this.#parkedError = JSON.stringify(failure);
+      this.#enqueue({ ...emptyWrite(this.workflowId), error: this.#parkedError }, noEffects(this.#name));
     }
   }
 

@@ -94,9 +94,11 @@ function threadFailure(error: unknown, startedAt: number): ActivityOutcome {
  *
  * An attempt with a timeout is batched too, and times out in its thread (its signal aborts). A
  * thread that stays blocked past the timeout and a grace cannot say so: the pool terminates it,
- * and the attempts on it that had not reported run again, each alone as an abortable Piscina task
- * (Piscina terminates the thread of one that blocks again). Until a thread has taken such an
- * attempt, no new batch is sent, so that one thread empties.
+ * which fails it like a thread that died. Attempts that must run alone (the survivors of a thread
+ * that died, and an activity that killed or blocked its thread before) go to a second Piscina
+ * pool of single-attempt threads, started when needed: there a thread holds one attempt, so a
+ * crash or a block names its culprit, and Piscina terminates the thread of one that blocks past
+ * its timeout. Those threads never wait for the batch threads to empty, nor hold them up.
  */
 export class ActivityPool<T extends PoolTask = PoolTask> {
   readonly #piscina: Piscina | undefined;
@@ -116,11 +118,12 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
   readonly #running = new Map<number, Pending<T>>();
   /** Hard deadlines of batched attempts with a timeout, armed when their batch starts. */
   readonly #hardDeadlines = new Map<number, NodeJS.Timeout>();
-  /** Batches in the threads, by their first attempt's id: the thread, once it said it took one. */
-  readonly #batchThreads = new Map<number, { thread?: number }>();
-  /** Threads the pool terminated because an attempt blocked them, and those attempts. */
-  readonly #terminatedThreads = new Set<number>();
-  readonly #blockers = new Set<number>();
+  /** Batches in the threads, by their first attempt's id; `isStarted` once a thread took it. */
+  readonly #batches = new Map<number, { isStarted: boolean }>();
+  /** Batch threads being terminated for a block (a second deadline must not terminate again). */
+  readonly #terminating = new Set<number>();
+  /** Single-attempt threads for attempts that run alone. */
+  readonly #isolated: Piscina | undefined;
   #nextId = 1;
   /** Moving average of attempt durations; none yet means nothing is known to be cheap. */
   #meanAttemptMs: number | undefined;
@@ -128,11 +131,10 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
   #isPumpScheduled = false;
   #inlineRunning = 0;
   #abortableRunning = 0;
-  /** Abortable attempts handed to Piscina that no thread has started yet. */
-  #abortableUnstarted = 0;
 
   private constructor(
     piscina: Piscina | undefined,
+    isolated: Piscina | undefined,
     options: ActivityPoolOptions,
     closeChannel: BroadcastChannel,
     results: BroadcastChannel,
@@ -140,6 +142,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
     onOutcome: (task: T, outcome: ActivityOutcome) => void,
   ) {
     this.#piscina = piscina;
+    this.#isolated = isolated;
     this.#onOutcome = onOutcome;
     this.#inline = options.inline;
     this.#closeChannel = closeChannel;
@@ -167,8 +170,8 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
     const id = randomUUID();
     const closeChannel = new BroadcastChannel(`duraflow-close-${id}`);
     const results = new BroadcastChannel(`duraflow-results-${id}`);
-    if (!options.moduleUrl) return new ActivityPool(undefined, options, closeChannel, results, new Set(), onOutcome);
-    const piscina = new Piscina({
+    if (!options.moduleUrl) return new ActivityPool(undefined, undefined, options, closeChannel, results, new Set(), onOutcome);
+    const threads = {
       filename: new URL('./activity-thread-entry.cjs', import.meta.url).href,
       workerData: {
         moduleUrl: options.moduleUrl.href,
@@ -176,20 +179,25 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
         resultsChannel: `duraflow-results-${id}`,
         maxPayloadBytes: options.maxPayloadBytes,
       },
+      ...(options.maxHeapMb ? { resourceLimits: { maxOldGenerationSizeMb: options.maxHeapMb } } : {}),
+    };
+    const piscina = new Piscina({
+      ...threads,
       minThreads: options.threads,
       maxThreads: options.threads,
       // The pool bounds attempts itself; Piscina only has to accept the batches.
       concurrentTasksPerWorker: options.concurrencyPerThread,
       idleTimeout: 60_000,
-      ...(options.maxHeapMb ? { resourceLimits: { maxOldGenerationSizeMb: options.maxHeapMb } } : {}),
     });
+    const isolated = new Piscina({ ...threads, minThreads: 0, maxThreads: options.threads, concurrentTasksPerWorker: 1, idleTimeout: 30_000 });
     // A thread that fails to start (or dies between tasks) emits 'error' on the pool; unheard, it
     // would take the process down. Piscina replaces the thread; attempts on it report themselves.
     piscina.on('error', (error: unknown) => onThreadError(error));
+    isolated.on('error', (error: unknown) => onThreadError(error));
     const fail = async (error: ConfigurationError): Promise<never> => {
       closeChannel.close();
       results.close();
-      await piscina.destroy();
+      await Promise.all([piscina.destroy(), isolated.destroy()]);
       throw error;
     };
     let names: string[];
@@ -206,12 +214,12 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
     if (names.length === 0) {
       return fail(new ConfigurationError(`activities module ${options.moduleUrl.href} exports no functions`));
     }
-    return new ActivityPool(piscina, options, closeChannel, results, new Set(names), onOutcome);
+    return new ActivityPool(piscina, isolated, options, closeChannel, results, new Set(names), onOutcome);
   }
 
   /** Attempts waiting for a free slot. */
   get queued(): number {
-    return this.#waiting.length + (this.#piscina?.queueSize ?? 0);
+    return this.#waiting.length + (this.#piscina?.queueSize ?? 0) + (this.#isolated?.queueSize ?? 0);
   }
 
   /** Batches sent to the threads so far (each a thread wake-up). */
@@ -226,7 +234,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
 
   /**
    * Runs one attempt of `task`; `timeoutMs` is its startToCloseTimeoutMs, if any. `isolate` runs
-   * it alone on a thread (for an activity that has crashed its thread before).
+   * it alone on a thread (for an activity that killed or blocked its thread before).
    */
   submit(task: T, timeoutMs: number | undefined, isolate = false): void {
     const inline = Object.hasOwn(this.#inline, task.name) ? this.#inline[task.name] : undefined;
@@ -245,7 +253,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
       return;
     }
     if (isolate) {
-      void this.#runAbortable(this.#piscina, task, timeoutMs);
+      void this.#runAlone(task, timeoutMs);
       return;
     }
     this.#waiting.push({ id: this.#nextId++, task, timeoutMs });
@@ -260,7 +268,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
     this.#closeChannel.postMessage('close');
     this.#closeChannel.close();
     this.#results.close();
-    await this.#piscina?.destroy();
+    await Promise.all([this.#piscina?.destroy(), this.#isolated?.destroy()]);
   }
 
   async #runInline(fn: ActivityFunction, task: T, timeoutMs: number | undefined): Promise<void> {
@@ -278,43 +286,30 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
   }
 
   /**
-   * Runs an attempt alone on a thread (Piscina gives an abortable task an idle thread of its
-   * own): for an attempt that blocked its batch's thread past its timeout, so that it can be
-   * terminated alone if it does again; for an activity that killed or blocked its thread before;
-   * and for the survivors of a crashed batch, so the next crash names its culprit.
+   * Runs an attempt alone on a single-attempt thread: the survivors of a batch thread that died,
+   * so the next crash names its culprit, and an activity that killed or blocked its thread before.
    */
-  async #runAbortable(piscina: Piscina, task: T, timeoutMs: number | undefined): Promise<void> {
+  async #runAlone(task: T, timeoutMs: number | undefined): Promise<void> {
+    const isolated = this.#isolated!;
     // The hard deadline runs from the attempt's start in its thread (which says so), not from
-    // here: waiting for an idle thread is not the attempt's time.
+    // here: waiting for a free thread is not the attempt's time.
     let deadline: AbortController | undefined;
-    let armDeadline: (() => void) | undefined;
+    let startId: number | undefined;
     let timer: NodeJS.Timeout | undefined;
     let signal = this.#closing.signal;
     if (timeoutMs !== undefined) {
       const hard = (deadline = new AbortController());
-      armDeadline = () => {
+      startId = this.#nextId++;
+      this.#onStarted.set(startId, () => {
         timer = setTimeout(() => hard.abort(), Math.min(timeoutMs + HARD_TIMEOUT_GRACE_MS, MAX_DELAY_MS));
-      };
+      });
       signal = AbortSignal.any([signal, hard.signal]);
     }
-    const startId = this.#nextId++;
-    let isStarted = false;
-    const started = (): void => {
-      if (isStarted) return;
-      isStarted = true;
-      this.#abortableUnstarted--;
-      this.#schedulePump();
-    };
-    this.#onStarted.set(startId, () => {
-      started();
-      armDeadline?.();
-    });
-    this.#abortableUnstarted++;
     this.#abortableRunning++;
     const startedAt = Date.now();
     let outcome: ActivityOutcome;
     try {
-      outcome = (await piscina.run(toActivityTask(task, timeoutMs, startId), { signal })) as ActivityOutcome;
+      outcome = (await isolated.run(toActivityTask(task, timeoutMs, startId), { signal })) as ActivityOutcome;
     } catch (error) {
       outcome = deadline?.signal.aborted
         ? // It kept its thread busy past the timeout: Piscina terminated the thread.
@@ -335,9 +330,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
           threadFailure(error, startedAt);
     } finally {
       clearTimeout(timer);
-      this.#onStarted.delete(startId);
-      // Its reply can overtake its start message, or it never started (closing, a thread that died).
-      started();
+      if (startId !== undefined) this.#onStarted.delete(startId);
       this.#abortableRunning--;
     }
     this.#onOutcome(task, outcome);
@@ -357,10 +350,6 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
   #pump(): void {
     const piscina = this.#piscina;
     if (!piscina || this.#closing.signal.aborted) return;
-    // Piscina starts an abortable attempt only on a thread with nothing else on it. Batches sent
-    // meanwhile would keep every thread busy for as long as the load lasts, so they wait until the
-    // first thread to empty has taken it.
-    if (this.#abortableUnstarted > 0) return;
     const free = Math.min(this.#capacity - this.#running.size, this.#waiting.length);
     if (free <= 0) return;
     const taken = this.#waiting.splice(0, free);
@@ -378,28 +367,27 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
       }
       this.#batchesSent++;
       const first = batch[0]!.id;
-      const where: { thread?: number } = {};
-      this.#batchThreads.set(first, where);
+      const sent = { isStarted: false };
+      this.#batches.set(first, sent);
       piscina.run(`${text}]`, { name: 'runBatch' }).then(
         (outcomes: BatchedOutcome[]) => {
-          this.#batchThreads.delete(first);
+          this.#batches.delete(first);
           this.#onOutcomes(outcomes);
         },
         () => {
-          this.#batchThreads.delete(first);
-          // The thread died. Outcomes posted just before may still be on their way. When the pool
-          // terminated it, the attempts that blocked it run again alone and the rest are batched
-          // again; otherwise those without an outcome shared the thread with whatever killed it
-          // and cannot be blamed for it: each runs again, alone, so a crash there is its own.
+          this.#batches.delete(first);
+          // The thread died, or the pool terminated it for a block. Outcomes posted just before
+          // may still be on their way. A batch it never started is sent again as it was; the
+          // attempts of one it ran, without an outcome, shared the thread with whatever killed or
+          // blocked it and cannot be blamed for it: each runs again, alone, so that a crash or a
+          // block there is its own.
           setImmediate(() => {
-            const wasTerminated = where.thread !== undefined && this.#terminatedThreads.has(where.thread);
             const again: Pending<T>[] = [];
             for (const p of batch) {
-              const isBlocker = this.#blockers.delete(p.id);
               if (!this.#running.delete(p.id)) continue;
               this.#disarmHardDeadline(p.id);
-              if (wasTerminated && !isBlocker) again.push(p);
-              else void this.#runAbortable(piscina, p.task, p.timeoutMs);
+              if (sent.isStarted) void this.#runAlone(p.task, p.timeoutMs);
+              else again.push(p);
             }
             this.#waiting.unshift(...again);
             this.#schedulePump();
@@ -415,8 +403,8 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
    * terminated, and its batches fail over to the path for a thread that died.
    */
   #onBatchStarted({ batchStarted, timed, thread }: BatchStarted): void {
-    const where = this.#batchThreads.get(batchStarted);
-    if (where) where.thread = thread;
+    const sent = this.#batches.get(batchStarted);
+    if (sent) sent.isStarted = true;
     for (const id of timed) {
       const pending = this.#running.get(id);
       if (pending?.timeoutMs === undefined || this.#hardDeadlines.has(id)) continue;
@@ -425,17 +413,21 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
         // Outcomes that arrived while this engine's thread was busy are read before timers run
         // again only after a turn: the check waits for it, so a late look cannot kill a thread
         // that answered in time.
-        setImmediate(() => {
-          if (!this.#running.has(id) || this.#closing.signal.aborted) return;
-          const worker = this.#piscina?.threads.find((w) => w.threadId === thread);
-          if (!worker) return;
-          this.#terminatedThreads.add(thread);
-          this.#blockers.add(id);
-          void worker.terminate();
-        });
+        setImmediate(() => this.#terminateIfBlocked(id, thread));
       }, Math.min(pending.timeoutMs + HARD_TIMEOUT_GRACE_MS, MAX_DELAY_MS));
       this.#hardDeadlines.set(id, timer);
     }
+  }
+
+  #terminateIfBlocked(id: number, thread: number): void {
+    if (!this.#running.has(id) || this.#closing.signal.aborted || this.#terminating.has(thread)) return;
+    const workers = this.#piscina?.threads ?? [];
+    const worker = workers.find((w) => w.threadId === thread);
+    if (!worker) return;
+    // Forget threads that are gone, so the set stays as small as the pool.
+    for (const gone of this.#terminating) if (!workers.some((w) => w.threadId === gone)) this.#terminating.delete(gone);
+    this.#terminating.add(thread);
+    void worker.terminate();
   }
 
   #disarmHardDeadline(id: number): void {

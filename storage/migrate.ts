@@ -45,6 +45,9 @@ export async function migrationState(sql: Sql, tables: Tables): Promise<Migratio
 export async function migrate(sql: Sql, tables: Tables): Promise<void> {
   const migrations = await loadMigrations();
   await sql.transaction(async (tx) => {
+    // Whatever the database's default: a migrator that waited on the lock must then read what the
+    // holder committed, which a snapshot taken before the wait (repeatable read) would not show.
+    await tx.query('SET TRANSACTION ISOLATION LEVEL READ COMMITTED');
     await tx.query(`SELECT pg_advisory_xact_lock(hashtext($1))`, [`duraflow:${tables.schema}`]);
     await tx.query(`CREATE SCHEMA IF NOT EXISTS "${tables.schema}"`);
     await tx.query(

@@ -44,15 +44,7 @@ export class PgDriver implements Sql {
     // An idle client that loses its connection emits 'error' on the pool; unhandled it would
     // crash the process (pg-pool README, 'error' event).
     this.#pool.on('error', (error) => options.onError(error));
-    this.#pool.on('connect', (client) => {
-      client.on('error', (error) => options.onError(error));
-      // The engine's statements are written for READ COMMITTED (a migration waits on a lock, then
-      // reads what the holder committed), whatever the database's default is. A client runs its
-      // queries in order, so this one goes first.
-      client.query(`SET default_transaction_isolation = 'read committed'`).catch((error: unknown) => {
-        options.onError(error instanceof Error ? error : new Error(String(error)));
-      });
-    });
+    this.#pool.on('connect', (client) => client.on('error', (error) => options.onError(error)));
   }
 
   async query<Row>(text: string, params?: unknown[], name?: string): Promise<QueryResult<Row>> {

@@ -8,6 +8,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { ActivityOutcome } from '../../../dist/engine/activity-context.js';
 import { ActivityPool, type PoolTask } from '../../../dist/engine/activity-pool.js';
 import { fixtureActivities } from '../../helpers/engines.js';
+import { waitFor } from '../../helpers/wait-for.js';
 
 type Settle = (outcome: ActivityOutcome) => void;
 
@@ -110,19 +111,16 @@ describe('ActivityPool attempts with a timeout', () => {
     expect(await run('double', 3, { timeoutMs: 1_000 })).toBe(6);
   });
 
-  it('runs the attempts a blocked thread held again in batches, and only the blocker alone', async () => {
+  it('runs an attempt that must be alone beside batch threads busy with long work, holding nothing up', async () => {
     const { pool, run } = await openPool();
     close = () => pool.close();
-    // Cheap attempts go to one thread in one batch: the spin and its neighbours share it.
-    for (let i = 0; i < 40; i++) await run('threadOf');
-    const [blocked, ...neighbours] = await Promise.allSettled([
-      run('spin', 60_000, { timeoutMs: 100 }),
-      ...Array.from({ length: 6 }, () => run('gather', { peers: 2, withinMs: 5_000 })),
-    ]);
-    expect(blocked).toMatchObject({ status: 'rejected', reason: { message: expect.stringMatching(/its thread was terminated/) } });
-    expect(neighbours.every((n) => n.status === 'fulfilled')).toBe(true);
-    // Alone, each would have seen only itself.
-    expect(Math.max(...neighbours.map((n) => (n as PromiseFulfilledResult<number>).value))).toBeGreaterThanOrEqual(2);
+    // Two long attempts, one batch each: both batch threads stay busy for seconds.
+    let longsDone = 0;
+    const longs = [run('wait', 3_000), run('wait', 3_000)].map((p) => p.finally(() => longsDone++));
+    await waitFor(() => pool.running === 2, 'both long attempts to run');
+    expect(await Promise.all([run('double', 21, { isolate: true }), run('double', 2)])).toEqual([42, 4]);
+    expect(longsDone, 'long attempts that ended first').toBe(0);
+    await Promise.all(longs);
   });
 
   it('does not terminate a thread whose attempt timed out in time while the engine thread was busy', async () => {
