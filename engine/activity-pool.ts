@@ -130,7 +130,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
   #batchesSent = 0;
   #isPumpScheduled = false;
   #inlineRunning = 0;
-  #abortableRunning = 0;
+  #aloneRunning = 0;
 
   private constructor(
     piscina: Piscina | undefined,
@@ -229,7 +229,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
 
   /** Attempts running now, in threads and inline. */
   get running(): number {
-    return this.#running.size + this.#abortableRunning + this.#inlineRunning;
+    return this.#running.size + this.#aloneRunning + this.#inlineRunning;
   }
 
   /**
@@ -305,7 +305,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
       });
       signal = AbortSignal.any([signal, hard.signal]);
     }
-    this.#abortableRunning++;
+    this.#aloneRunning++;
     const startedAt = Date.now();
     let outcome: ActivityOutcome;
     try {
@@ -331,7 +331,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
     } finally {
       clearTimeout(timer);
       if (startId !== undefined) this.#onStarted.delete(startId);
-      this.#abortableRunning--;
+      this.#aloneRunning--;
     }
     this.#onOutcome(task, outcome);
   }
