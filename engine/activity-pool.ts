@@ -118,7 +118,10 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
   readonly #running = new Map<number, Pending<T>>();
   /** Hard deadlines of batched attempts with a timeout, armed when their batch starts. */
   readonly #hardDeadlines = new Map<number, NodeJS.Timeout>();
-  /** Batches in the threads, by their first attempt's id; `isStarted` once a thread took it. */
+  /**
+   * Batches with attempts that have a timeout, by their first attempt's id; `isStarted` once a
+   * thread said it took one. Others say nothing (it would cost every step) and count as started.
+   */
   readonly #batches = new Map<number, { isStarted: boolean }>();
   /** Batch threads being terminated for a block (a second deadline must not terminate again). */
   readonly #terminating = new Set<number>();
@@ -367,8 +370,8 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
       }
       this.#batchesSent++;
       const first = batch[0]!.id;
-      const sent = { isStarted: false };
-      this.#batches.set(first, sent);
+      const sent = { isStarted: !batch.some((p) => p.timeoutMs !== undefined) };
+      if (!sent.isStarted) this.#batches.set(first, sent);
       piscina.run(`${text}]`, { name: 'runBatch' }).then(
         (outcomes: BatchedOutcome[]) => {
           this.#batches.delete(first);
@@ -377,10 +380,10 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
         () => {
           this.#batches.delete(first);
           // The thread died, or the pool terminated it for a block. Outcomes posted just before
-          // may still be on their way. A batch it never started is sent again as it was; the
-          // attempts of one it ran, without an outcome, shared the thread with whatever killed or
-          // blocked it and cannot be blamed for it: each runs again, alone, so that a crash or a
-          // block there is its own.
+          // may still be on their way. A batch it is known not to have started is sent again as
+          // it was; the attempts of any other, without an outcome, shared the thread with whatever
+          // killed or blocked it and cannot be blamed for it: each runs again, alone, so that a
+          // crash or a block there is its own.
           setImmediate(() => {
             const again: Pending<T>[] = [];
             for (const p of batch) {

@@ -39,8 +39,8 @@ type BatchedTask = [
 ];
 
 /**
- * Posted when a batch starts: which thread runs it (named by its first attempt's id), and its
- * attempts with a timeout, whose hard deadlines run from now.
+ * Posted when a batch with attempts that have a timeout starts: which thread runs it (the batch
+ * named by its first attempt's id), and those attempts, whose hard deadlines run from now.
  */
 export interface BatchStarted {
   batchStarted: number;
@@ -147,7 +147,8 @@ async function runDecoded(task: Omit<ActivityTask, 'input'>, input: unknown): Pr
 export async function runBatch(text: string): Promise<BatchedOutcome[]> {
   const batch = JSON.parse(text) as BatchedTask[];
   const timed = batch.filter((task) => task[5] !== null).map(([id]) => id);
-  results.postMessage({ batchStarted: batch[0]![0], timed, thread: threadId } satisfies BatchStarted);
+  // Only these need it: a message on every batch would cost a lone workflow's every step.
+  if (timed.length > 0) results.postMessage({ batchStarted: batch[0]![0], timed, thread: threadId } satisfies BatchStarted);
   await Promise.all(
     batch.map(async ([id, name, workflowId, commandId, attempt, timeoutMs, input]) =>
       report(
