@@ -69,6 +69,11 @@ function toActivityTask(task: PoolTask, timeoutMs: number | undefined, startId?:
   return attempt;
 }
 
+/** The outcome of an attempt that the pool's close kept from running. */
+function closedOutcome(): ActivityOutcome {
+  return { ok: false, failure: toFailure(new EngineClosedError()), startedAt: Date.now(), durationMs: 0 };
+}
+
 function threadFailure(error: unknown, startedAt: number): ActivityOutcome {
   return {
     ok: false,
@@ -232,7 +237,8 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
 
   /** Attempts running now, in threads and inline. */
   get running(): number {
-    return this.#running.size + this.#aloneRunning + this.#inlineRunning;
+    // Those still queued for a single-attempt thread are counted in `queued`.
+    return this.#running.size + this.#aloneRunning - (this.#isolated?.queueSize ?? 0) + this.#inlineRunning;
   }
 
   /**
@@ -266,6 +272,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
   /** Aborts every running attempt (their signals fire) and stops the threads. */
   async close(): Promise<void> {
     this.#closing.abort(new EngineClosedError());
+    for (const { task } of this.#waiting.splice(0)) this.#onOutcome(task, closedOutcome());
     for (const timer of this.#hardDeadlines.values()) clearTimeout(timer);
     this.#hardDeadlines.clear();
     this.#closeChannel.postMessage('close');
@@ -300,11 +307,18 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
     let startId: number | undefined;
     let timer: NodeJS.Timeout | undefined;
     let signal = this.#closing.signal;
+    let isSettled = false;
     if (timeoutMs !== undefined) {
       const hard = (deadline = new AbortController());
       startId = this.#nextId++;
       this.#onStarted.set(startId, () => {
-        timer = setTimeout(() => hard.abort(), Math.min(timeoutMs + HARD_TIMEOUT_GRACE_MS, MAX_DELAY_MS));
+        // As on the batch path: an outcome waiting to be read after a busy turn is read first.
+        const check = (): void => {
+          setImmediate(() => {
+            if (!isSettled) hard.abort();
+          });
+        };
+        timer = setTimeout(check, Math.min(timeoutMs + HARD_TIMEOUT_GRACE_MS, MAX_DELAY_MS));
       });
       signal = AbortSignal.any([signal, hard.signal]);
     }
@@ -332,6 +346,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
         : // The thread died under it (exit, out of memory).
           threadFailure(error, startedAt);
     } finally {
+      isSettled = true;
       clearTimeout(timer);
       if (startId !== undefined) this.#onStarted.delete(startId);
       this.#aloneRunning--;
@@ -378,19 +393,21 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
           this.#onOutcomes(outcomes);
         },
         () => {
-          this.#batches.delete(first);
-          // The thread died, or the pool terminated it for a block. Outcomes posted just before
-          // may still be on their way. A batch it is known not to have started is sent again as
-          // it was; the attempts of any other, without an outcome, shared the thread with whatever
-          // killed or blocked it and cannot be blamed for it: each runs again, alone, so that a
-          // crash or a block there is its own.
+          // The thread died, or the pool terminated it for a block. Outcomes, and word that it
+          // started the batch, posted just before may still be on their way. A batch it is known
+          // not to have started is sent again as it was, under new ids (word about the old ones
+          // may still come); the attempts of any other, without an outcome, shared the thread
+          // with whatever killed or blocked it and cannot be blamed for it: each runs again,
+          // alone, so that a crash or a block there is its own.
           setImmediate(() => {
+            this.#batches.delete(first);
             const again: Pending<T>[] = [];
             for (const p of batch) {
               if (!this.#running.delete(p.id)) continue;
               this.#disarmHardDeadline(p.id);
-              if (sent.isStarted) void this.#runAlone(p.task, p.timeoutMs);
-              else again.push(p);
+              if (this.#closing.signal.aborted) this.#onOutcome(p.task, closedOutcome());
+              else if (sent.isStarted) void this.#runAlone(p.task, p.timeoutMs);
+              else again.push({ ...p, id: this.#nextId++ });
             }
             this.#waiting.unshift(...again);
             this.#schedulePump();

@@ -112,7 +112,11 @@ export async function describe(): Promise<string[]> {
  * main thread when it starts: its hard deadline counts from then, not from the queue.
  */
 export default async function runActivity(task: ActivityTask): Promise<ActivityOutcome> {
-  if (task.startId !== undefined) results.postMessage({ started: task.startId });
+  if (task.startId !== undefined) {
+    // A fresh thread loads the module first: that is not the attempt's time.
+    await loaded.catch(() => undefined);
+    results.postMessage({ started: task.startId });
+  }
   return runDecoded(task, decodeInput(task));
 }
 
@@ -147,8 +151,12 @@ async function runDecoded(task: Omit<ActivityTask, 'input'>, input: unknown): Pr
 export async function runBatch(text: string): Promise<BatchedOutcome[]> {
   const batch = JSON.parse(text) as BatchedTask[];
   const timed = batch.filter((task) => task[5] !== null).map(([id]) => id);
-  // Only these need it: a message on every batch would cost a lone workflow's every step.
-  if (timed.length > 0) results.postMessage({ batchStarted: batch[0]![0], timed, thread: threadId } satisfies BatchStarted);
+  // Only these need it: a message on every batch would cost a lone workflow's every step. A fresh
+  // thread loads the module first: that is not the attempts' time.
+  if (timed.length > 0) {
+    await loaded.catch(() => undefined);
+    results.postMessage({ batchStarted: batch[0]![0], timed, thread: threadId } satisfies BatchStarted);
+  }
   await Promise.all(
     batch.map(async ([id, name, workflowId, commandId, attempt, timeoutMs, input]) =>
       report(

@@ -16,11 +16,11 @@ interface Run {
   (name: string, input?: unknown, options?: { timeoutMs?: number; isolate?: boolean }): Promise<unknown>;
 }
 
-async function openPool(concurrencyPerThread = 16): Promise<{ pool: ActivityPool; run: Run }> {
+async function openPool(concurrencyPerThread = 16, moduleUrl = fixtureActivities): Promise<{ pool: ActivityPool; run: Run }> {
   const waiting = new Map<number, Settle>();
   let next = 0;
   const pool = await ActivityPool.create<PoolTask>(
-    { moduleUrl: fixtureActivities, threads: 2, concurrencyPerThread, inline: {}, maxHeapMb: undefined, maxPayloadBytes: 1 << 20 },
+    { moduleUrl, threads: 2, concurrencyPerThread, inline: {}, maxHeapMb: undefined, maxPayloadBytes: 1 << 20 },
     (task, outcome) => waiting.get(task.commandId)?.(outcome),
     (error) => {
       throw error;
@@ -143,5 +143,45 @@ describe('ActivityPool attempts with a timeout', () => {
     } finally {
       await rm(path.dirname(file), { recursive: true, force: true });
     }
+  });
+
+  it('does not count a fresh thread loading the module as the attempt running past its timeout', async () => {
+    const { pool, run } = await openPool(16, new URL('../../../dist/test/fixtures/slow-loading-activities.js', import.meta.url));
+    close = () => pool.close();
+    // Alone: on a thread of its own, started for it, which first spends 1.5 s loading the module.
+    expect(await run('double', 21, { timeoutMs: 100, isolate: true })).toBe(42);
+  });
+
+  it('does not terminate the thread of an attempt alone that ended in time while the engine thread was busy', async () => {
+    const { pool, run } = await openPool();
+    close = () => pool.close();
+    await run('double', 1, { isolate: true }); // a single-attempt thread, ready
+    const alone = run('wait', 200, { timeoutMs: 300, isolate: true });
+    // Busy from 100 ms to 1,700 ms, past the hard deadline (1,300 ms); the outcome (at 200 ms) waits.
+    setTimeout(() => setImmediate(() => {
+      const until = performance.now() + 1_600;
+      while (performance.now() < until);
+    }), 100);
+    expect(await alone).toBe(200);
+  });
+
+  it('counts attempts waiting for a single-attempt thread as queued, not also as running', async () => {
+    const { pool, run } = await openPool();
+    close = () => pool.close();
+    const alone = Array.from({ length: 4 }, () => run('wait', 1_500, { isolate: true }));
+    await waitFor(() => pool.queued === 2, 'two attempts to wait for a thread');
+    expect(pool.running).toBe(2);
+    await Promise.all(alone);
+  });
+
+  it('settles every attempt when it closes, those waiting for a slot too', async () => {
+    const { pool, run } = await openPool(1);
+    close = undefined;
+    // Two slots (two threads, one attempt each): two run, two wait.
+    const attempts = Array.from({ length: 4 }, () => run('wait', 60_000));
+    await waitFor(() => pool.running === 2, 'two attempts to run');
+    await pool.close();
+    const outcomes = await Promise.allSettled(attempts);
+    expect(outcomes.map((o) => o.status)).toEqual(['rejected', 'rejected', 'rejected', 'rejected']);
   });
 });
