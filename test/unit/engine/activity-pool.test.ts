@@ -179,9 +179,9 @@ describe('ActivityPool attempts with a timeout', () => {
     close = undefined;
     // Two slots (two threads, one attempt each): two run, two wait.
     const attempts = Array.from({ length: 4 }, () => run('wait', 60_000));
+    const outcomes = Promise.allSettled(attempts);
     await waitFor(() => pool.running === 2, 'two attempts to run');
     await pool.close();
-    const outcomes = await Promise.allSettled(attempts);
-    expect(outcomes.map((o) => o.status)).toEqual(['rejected', 'rejected', 'rejected', 'rejected']);
+    expect((await outcomes).map((o) => o.status)).toEqual(['rejected', 'rejected', 'rejected', 'rejected']);
   });
 });
