@@ -347,21 +347,25 @@ const EXPIRED_CHUNK = 5_000;
 
 /**
  * Deletes the tokens of flushes, and the consumed events, older than an hour: long enough for any
- * retry of a lost answer or a resent event to have come and gone. A backlog goes in chunks, so no
- * single statement holds a connection (the embedded database has only one) for long; `isStopped`
- * ends it between chunks.
+ * retry of a lost answer or a resent event to have come and gone; and the events a workflow that
+ * ended over an hour ago never took (sent while it was ending, or needed no more). A backlog goes
+ * in chunks, so no single statement holds a connection (the embedded database has only one) for
+ * long; `isStopped` ends it between chunks.
  */
 export async function deleteExpired(db: Queryable, t: Tables, isStopped: () => boolean = () => false): Promise<void> {
-  for (const [table, key, column] of [
-    [t.walCommits, 'token', 'at'],
-    [t.inbox, 'id', 'consumed_at'],
-  ] as const) {
+  for (const expired of [
+    `DELETE FROM ${t.walCommits} WHERE token IN (
+       SELECT token FROM ${t.walCommits} WHERE at < now() - interval '1 hour' LIMIT ${EXPIRED_CHUNK})`,
+    `DELETE FROM ${t.inbox} WHERE id IN (
+       SELECT id FROM ${t.inbox} WHERE consumed_at < now() - interval '1 hour' LIMIT ${EXPIRED_CHUNK})`,
+    `DELETE FROM ${t.inbox} WHERE id IN (
+       SELECT i.id FROM ${t.inbox} i JOIN ${t.workflows} w ON w.id = i.workflow_id
+       WHERE i.consumed_at IS NULL AND w.status IN ('completed', 'failed') AND w.completed_at < now() - interval '1 hour'
+       LIMIT ${EXPIRED_CHUNK})`,
+  ]) {
     for (;;) {
       if (isStopped()) return;
-      const { rowCount } = await db.query(
-        `DELETE FROM ${table} WHERE ${key} IN (
-           SELECT ${key} FROM ${table} WHERE ${column} < now() - interval '1 hour' LIMIT ${EXPIRED_CHUNK})`,
-      );
+      const { rowCount } = await db.query(expired);
       if (rowCount < EXPIRED_CHUNK) break;
     }
   }

@@ -28,9 +28,12 @@ export async function insertEvent(
   eventId: string,
 ): Promise<InsertEventResult> {
   // Every subquery sees the snapshot from before the insert: `existing` is an earlier send's row.
+  // The workflow's row is read FOR SHARE: a send racing the step that ends the workflow waits for
+  // its commit and then sees the end, so it is refused rather than stored where nothing will ever
+  // take it.
   const { rows } = await db.query<{ id: string | null; existing: string | null; name: string | null; status: string | null }>(
     `WITH w AS (
-       SELECT id, name, status FROM ${t.workflows} WHERE id = $1
+       SELECT id, name, status FROM ${t.workflows} WHERE id = $1 FOR SHARE
      ), ins AS (
        INSERT INTO ${t.inbox} (workflow_id, name, payload, event_id)
        SELECT id, $2, $3, $4 FROM w WHERE status IN ('pending', 'running')

@@ -48,12 +48,25 @@ describe.each(backends)('insertEvent on $name', (backend) => {
       `INSERT INTO ${inbox} (workflow_id, name, event_id, consumed_at)
        SELECT 'open', 'go', 'bulk-' || i, now() - interval '2 hours' FROM generate_series(1, 6000) AS i`,
     );
+    // Events a workflow never took before it ended: kept for an hour after its end, then deleted.
+    await flushBatch(sql, tables, [makeStartRow('ended-long-ago'), makeStartRow('ended-lately')], []);
+    await db.query(
+      `UPDATE "${db.schema}".workflows SET status = 'completed', completed_at = now() - CASE id WHEN 'ended-long-ago' THEN interval '61 minutes' ELSE interval '59 minutes' END
+       WHERE id IN ('ended-long-ago', 'ended-lately')`,
+    );
+    await db.query(
+      `INSERT INTO ${inbox} (workflow_id, name, event_id) VALUES ('ended-long-ago', 'late', 'untaken-old'), ('ended-lately', 'late', 'untaken-recent')`,
+    );
     // Stopped before it starts, it deletes nothing.
     await deleteExpired(sql, tables, () => true);
-    expect(await db.query(`SELECT count(*)::int AS n FROM ${inbox}`)).toEqual([{ n: 6003 }]);
+    expect(await db.query(`SELECT count(*)::int AS n FROM ${inbox}`)).toEqual([{ n: 6005 }]);
     expect(await db.query(`SELECT count(*)::int AS n FROM "${db.schema}".wal_commits`)).toEqual([{ n: 12001 }]);
     await deleteExpired(sql, tables);
-    expect(await db.query(`SELECT event_id FROM ${inbox} ORDER BY id`)).toEqual([{ event_id: 'recent' }, { event_id: 'waiting' }]);
+    expect(await db.query(`SELECT event_id FROM ${inbox} ORDER BY id`)).toEqual([
+      { event_id: 'recent' },
+      { event_id: 'waiting' },
+      { event_id: 'untaken-recent' },
+    ]);
     expect(await db.query(`SELECT token FROM "${db.schema}".wal_commits`)).toEqual([{ token: 'recent' }]);
     // Within the hour a resent event is known; after it, it is a new one.
     expect(await insertEvent(sql, tables, 'open', 'go', undefined, 'recent')).toEqual({ outcome: 'duplicate' });
@@ -116,6 +129,23 @@ describe.each(backends)('insertEvent on $name', (backend) => {
 
 describe.each(serverBackends)('insertEvent racing a concurrent send on $name', (backend) => {
   const store = useInbox(backend);
+
+  it('refuses a send racing the step that ends the workflow, once that step commits, rather than storing it for nobody', async () => {
+    const { db, sql, tables } = store();
+    const ending = new pg.Client({ connectionString: db.database as string });
+    await ending.connect();
+    try {
+      await ending.query('BEGIN');
+      await ending.query(`UPDATE "${db.schema}".workflows SET status = 'completed', completed_at = now() WHERE id = 'open'`);
+      const racing = insertEvent(sql, tables, 'open', 'go', '1', 'late');
+      await waitFor(() => isWaitingForLock(db, 'FOR SHARE'), 'the racing send to wait for the ending step');
+      await ending.query('COMMIT');
+      expect(await racing).toEqual({ outcome: 'refused', status: 'completed' });
+      expect(await db.query(`SELECT count(*)::int AS n FROM "${db.schema}".inbox`)).toEqual([{ n: 0 }]);
+    } finally {
+      await ending.end();
+    }
+  });
 
   it('takes a send whose id another, uncommitted send holds as a duplicate once that one commits', async () => {
     const { db, sql, tables } = store();
