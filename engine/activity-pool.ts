@@ -23,6 +23,13 @@ const HARD_TIMEOUT_GRACE_MS = 1_000;
  */
 const CHEAP_ATTEMPT_MS = 1;
 
+/**
+ * Single-attempt threads per batch thread. A batch thread that dies leaves up to
+ * `concurrencyPerThread` attempts to run alone, mostly waiting on I/O: more threads than there
+ * are cores keeps that from taking minutes. Idle ones go after 30 s.
+ */
+const ALONE_THREADS_PER_THREAD = 4;
+
 /** Fewest cheap attempts worth waking a further thread for. */
 const MIN_CHEAP_BATCH = 32;
 
@@ -138,7 +145,11 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
   #batchesSent = 0;
   #isPumpScheduled = false;
   #inlineRunning = 0;
-  #aloneRunning = 0;
+  /** Attempts handed to the single-attempt pool: never more than it has threads. */
+  #aloneInThreads = 0;
+  readonly #aloneLimit: number;
+  /** Attempts waiting for a single-attempt thread: told whether they may run (not when closing). */
+  readonly #aloneWaiting: ((mayRun: boolean) => void)[] = [];
 
   private constructor(
     piscina: Piscina | undefined,
@@ -158,6 +169,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
     this.#threadNames = threadNames;
     this.#capacity = options.threads * options.concurrencyPerThread;
     this.#perThread = options.concurrencyPerThread;
+    this.#aloneLimit = options.threads * ALONE_THREADS_PER_THREAD;
     this.#codec = new JsonCodec(options.maxPayloadBytes);
     // Every inline attempt in flight listens on the closing signal.
     setMaxListeners(0, this.#closing.signal);
@@ -197,7 +209,13 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
       concurrentTasksPerWorker: options.concurrencyPerThread,
       idleTimeout: 60_000,
     });
-    const isolated = new Piscina({ ...threads, minThreads: 0, maxThreads: options.threads, concurrentTasksPerWorker: 1, idleTimeout: 30_000 });
+    const isolated = new Piscina({
+      ...threads,
+      minThreads: 0,
+      maxThreads: options.threads * ALONE_THREADS_PER_THREAD,
+      concurrentTasksPerWorker: 1,
+      idleTimeout: 30_000,
+    });
     // A thread that fails to start (or dies between tasks) emits 'error' on the pool; unheard, it
     // would take the process down. Piscina replaces the thread; attempts on it report themselves.
     piscina.on('error', (error: unknown) => onThreadError(error));
@@ -227,7 +245,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
 
   /** Attempts waiting for a free slot. */
   get queued(): number {
-    return this.#waiting.length + (this.#piscina?.queueSize ?? 0) + (this.#isolated?.queueSize ?? 0);
+    return this.#waiting.length + (this.#piscina?.queueSize ?? 0) + this.#aloneWaiting.length;
   }
 
   /** Batches sent to the threads so far (each a thread wake-up). */
@@ -237,8 +255,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
 
   /** Attempts running now, in threads and inline. */
   get running(): number {
-    // Those still queued for a single-attempt thread are counted in `queued`.
-    return this.#running.size + this.#aloneRunning - (this.#isolated?.queueSize ?? 0) + this.#inlineRunning;
+    return this.#running.size + this.#aloneInThreads + this.#inlineRunning;
   }
 
   /**
@@ -273,6 +290,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
   async close(): Promise<void> {
     this.#closing.abort(new EngineClosedError());
     for (const { task } of this.#waiting.splice(0)) this.#onOutcome(task, closedOutcome());
+    for (const tell of this.#aloneWaiting.splice(0)) tell(false);
     for (const timer of this.#hardDeadlines.values()) clearTimeout(timer);
     this.#hardDeadlines.clear();
     this.#closeChannel.postMessage('close');
@@ -301,6 +319,14 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
    */
   async #runAlone(task: T, timeoutMs: number | undefined): Promise<void> {
     const isolated = this.#isolated!;
+    // Piscina would queue the rest itself, but a thread of a pool with no minimum that dies does
+    // not wake that queue: an attempt queued behind crashing ones would wait for good. A slot is
+    // passed on, not given back, so none is taken twice.
+    if (this.#aloneInThreads < this.#aloneLimit) this.#aloneInThreads++;
+    else if (!(await new Promise<boolean>((tell) => this.#aloneWaiting.push(tell)))) {
+      this.#onOutcome(task, closedOutcome());
+      return;
+    }
     // The hard deadline runs from the attempt's start in its thread (which says so), not from
     // here: waiting for a free thread is not the attempt's time.
     let deadline: AbortController | undefined;
@@ -322,7 +348,6 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
       });
       signal = AbortSignal.any([signal, hard.signal]);
     }
-    this.#aloneRunning++;
     const startedAt = Date.now();
     let outcome: ActivityOutcome;
     try {
@@ -349,7 +374,9 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
       isSettled = true;
       clearTimeout(timer);
       if (startId !== undefined) this.#onStarted.delete(startId);
-      this.#aloneRunning--;
+      const next = this.#aloneWaiting.shift();
+      if (next) next(true);
+      else this.#aloneInThreads--;
     }
     this.#onOutcome(task, outcome);
   }

@@ -131,6 +131,8 @@ class EngineImpl implements Engine, ActorHost {
   #pollRunning: Promise<void> | undefined;
   #pollAgain = false;
   #closing: Promise<void> | undefined;
+  /** Set the moment close() is called, before anything it does can call back into the engine. */
+  #isClosing = false;
   readonly errors: WorkflowErrors = workflowErrors;
   readonly metrics = new Registry();
   metricsUrl: string | undefined;
@@ -220,7 +222,7 @@ class EngineImpl implements Engine, ActorHost {
   }
 
   release(workflowId: string, effects: Effects): void {
-    if (this.#closing) return;
+    if (this.#isClosing) return;
     const m = this.#m;
     if (effects.receivedAt !== undefined) {
       m.stepCommitted(effects.workflowName, (performance.now() - effects.receivedAt) / 1000);
@@ -320,6 +322,7 @@ class EngineImpl implements Engine, ActorHost {
   }
 
   close(): Promise<void> {
+    this.#isClosing = true;
     this.#closing ??= this.#shutdown();
     return this.#closing;
   }
@@ -365,7 +368,7 @@ class EngineImpl implements Engine, ActorHost {
   }
 
   #checkOpen(): void {
-    if (this.#closing) throw new EngineClosedError();
+    if (this.#isClosing) throw new EngineClosedError();
   }
 
   /**
@@ -399,12 +402,12 @@ class EngineImpl implements Engine, ActorHost {
   }
 
   #deliver(workflowId: string, message: ActorMessage, seed?: WorkflowRow): void {
-    if (!this.#closing) this.#system.deliver(workflowId, message, seed);
+    if (!this.#isClosing) this.#system.deliver(workflowId, message, seed);
   }
 
   /** Starts, and activity outcomes (after a recovery, many for workflows not in memory). */
   #deliverWhenRoom(workflowId: string, message: ActorMessage, seed?: WorkflowRow): void {
-    if (!this.#closing) this.#system.deliverWhenRoom(workflowId, message, seed);
+    if (!this.#isClosing) this.#system.deliverWhenRoom(workflowId, message, seed);
   }
 
   #dispatch(task: TaskRow): void {
@@ -419,7 +422,7 @@ class EngineImpl implements Engine, ActorHost {
   /** What the pool reports for each attempt: complete it, retry it, or fail it for good. */
   #onOutcome(task: TaskRow, outcome: ActivityOutcome): void {
     this.#inFlightTasks.delete(task.workflowId, task.commandId);
-    if (this.#closing) return;
+    if (this.#isClosing) return;
     const { workflowId, commandId, attempt } = task;
     const scheduleToStart = Math.max(0, outcome.startedAt - task.visibleAt) / 1000;
     const run = outcome.durationMs / 1000;
@@ -473,7 +476,7 @@ class EngineImpl implements Engine, ActorHost {
    * ends with the engine, whatever the database said (its error is the cause).
    */
   #startFailure(error: unknown): Error {
-    return this.#closing ? new EngineClosedError({ cause: error }) : coerceError(error);
+    return this.#isClosing ? new EngineClosedError({ cause: error }) : coerceError(error);
   }
 
   #onFlushFailed(workflowIds: ReadonlySet<string>, error: unknown): void {
@@ -486,7 +489,7 @@ class EngineImpl implements Engine, ActorHost {
   }
 
   async #recoverWithRetry(workflowIds: string[]): Promise<void> {
-    for (let attempt = 1; !this.#closing; attempt++) {
+    for (let attempt = 1; !this.#isClosing; attempt++) {
       try {
         await this.#recover(workflowIds);
         return;
@@ -506,7 +509,7 @@ class EngineImpl implements Engine, ActorHost {
       timersFor(sql, tables, names, workflowIds),
       pendingTasks(sql, tables, names, workflowIds),
     ]);
-    if (this.#closing) return;
+    if (this.#isClosing) return;
     this.#handleStarts(starts, now);
     for (const t of timers) {
       this.#timers.arm(timerKey(t.workflowId, t.commandId), t.dueAt, {
@@ -546,7 +549,7 @@ class EngineImpl implements Engine, ActorHost {
     setImmediate(() => {
       const ids = [...this.#inboxToRead];
       this.#inboxToRead.clear();
-      if (this.#closing) return;
+      if (this.#isClosing) return;
       this.#pollInbox(ids).catch((error: unknown) => this.logger.warn({ err: error }, 'reading the inbox failed'));
     });
   }
@@ -563,7 +566,7 @@ class EngineImpl implements Engine, ActorHost {
 
   /** Coalesces poll requests (timer, NOTIFY) so at most one poll runs and one waits. */
   #requestPoll(): void {
-    if (this.#closing) return;
+    if (this.#isClosing) return;
     if (this.#pollRunning) {
       this.#pollAgain = true;
       return;
@@ -587,7 +590,7 @@ class EngineImpl implements Engine, ActorHost {
         now + this.#options.pollIntervalMs * 2,
         RECOVERY_BATCH,
       );
-      if (this.#closing) return;
+      if (this.#isClosing) return;
       this.#handleStarts(starts, now);
       await this.#pollInbox();
     } catch (error) {

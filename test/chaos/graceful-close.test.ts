@@ -5,10 +5,12 @@
  */
 import { describe, expect, it } from 'vitest';
 
+import { MetricName, type WorkflowContext } from 'duraflow';
+
 import { expectedMixed, mixed, waitsForGo } from '../fixtures/workflows.js';
 import { ChaosRig, expectNothingLostOrDoubled, printRun } from '../helpers/chaos-rig.js';
 import { backends, serverBackends } from '../helpers/database.js';
-import { fixtureActivities, startEngine } from '../helpers/engines.js';
+import { fixtureActivities, readMetric, startEngine } from '../helpers/engines.js';
 import { waitFor } from '../helpers/wait-for.js';
 
 describe.each(backends)('close and restart on $name', (backend) => {
@@ -44,6 +46,28 @@ describe.each(backends)('close and restart on $name', (backend) => {
       } finally {
         await engine.close();
       }
+    } finally {
+      await db.drop();
+    }
+  });
+});
+
+/** Waits `ms` in an activity (a close aborts the attempt). */
+async function waitsOnce(ctx: WorkflowContext, ms: number): Promise<number> {
+  return ctx.activities<{ wait(ms: number): Promise<number> }>().wait(ms);
+}
+
+describe.each(backends)('closing with attempts waiting for a thread on $name', (backend) => {
+  it('charges no attempt that the close kept from running', async () => {
+    const db = await backend.schema();
+    try {
+      // One slot in all: one attempt runs, two wait in the pool when the engine closes.
+      const engine = await startEngine(db, { workflows: { waitsOnce }, activities: fixtureActivities, activityThreads: 1, activityConcurrency: 1 });
+      for (const id of ['w-0', 'w-1', 'w-2']) await engine.startWorkflow(waitsOnce, 60_000, { workflowId: id });
+      await waitFor(async () => (await readMetric(engine, MetricName.ActivityTasksQueued)) === 2, 'two attempts to wait for the slot');
+      await engine.close();
+      // A charged attempt would have stored its retry (retry state lives in activity_tasks).
+      expect(await db.query(`SELECT workflow_id, attempt FROM "${db.schema}".activity_tasks`)).toEqual([]);
     } finally {
       await db.drop();
     }

@@ -168,10 +168,20 @@ describe('ActivityPool attempts with a timeout', () => {
   it('counts attempts waiting for a single-attempt thread as queued, not also as running', async () => {
     const { pool, run } = await openPool();
     close = () => pool.close();
-    const alone = Array.from({ length: 4 }, () => run('wait', 1_500, { isolate: true }));
+    // Two batch threads: eight single-attempt threads at most.
+    const alone = Array.from({ length: 10 }, () => run('wait', 1_500, { isolate: true }));
     await waitFor(() => pool.queued === 2, 'two attempts to wait for a thread');
-    expect(pool.running).toBe(2);
+    expect(pool.running).toBe(8);
     await Promise.all(alone);
+  });
+
+  it('runs an attempt that waited for a single-attempt thread when every attempt ahead of it killed its thread', async () => {
+    const { pool, run } = await openPool(16, new URL('../../../dist/test/fixtures/poison-activities.js', import.meta.url));
+    close = () => pool.close();
+    const crashing = Array.from({ length: 8 }, () => run('exitThread', undefined, { isolate: true }));
+    const waiting = run('double', 21, { isolate: true });
+    expect((await Promise.allSettled(crashing)).map((o) => o.status)).toEqual(crashing.map(() => 'rejected'));
+    expect(await waiting).toBe(42);
   });
 
   it('settles every attempt when it closes, those waiting for a slot too', async () => {
