@@ -327,6 +327,12 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
       this.#onOutcome(task, closedOutcome());
       return;
     }
+    // Handed a slot as the pool closed (by an outcome that closed it, say): it runs no more.
+    if (this.#closing.signal.aborted) {
+      this.#passAloneSlot();
+      this.#onOutcome(task, closedOutcome());
+      return;
+    }
     // The hard deadline runs from the attempt's start in its thread (which says so), not from
     // here: waiting for a free thread is not the attempt's time.
     let deadline: AbortController | undefined;
@@ -374,11 +380,16 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
       isSettled = true;
       clearTimeout(timer);
       if (startId !== undefined) this.#onStarted.delete(startId);
-      const next = this.#aloneWaiting.shift();
-      if (next) next(true);
-      else this.#aloneInThreads--;
+      this.#passAloneSlot();
     }
     this.#onOutcome(task, outcome);
+  }
+
+  /** Hands a single-attempt slot to the next attempt waiting for one, or frees it. */
+  #passAloneSlot(): void {
+    const next = this.#aloneWaiting.shift();
+    if (next) next(true);
+    else this.#aloneInThreads--;
   }
 
   #schedulePump(): void {

@@ -194,4 +194,28 @@ describe('ActivityPool attempts with a timeout', () => {
     await pool.close();
     expect((await outcomes).map((o) => o.status)).toEqual(['rejected', 'rejected', 'rejected', 'rejected']);
   });
+
+  it('tells an attempt that is handed a single-attempt slot as the pool closes that it may not run', async () => {
+    // One batch thread: four single-attempt slots. The first attempt's outcome closes the pool,
+    // and hands its slot to the fifth.
+    let closing: Promise<void> | undefined;
+    const outcomes = new Map<number, ActivityOutcome>();
+    const pool: ActivityPool = await ActivityPool.create<PoolTask>(
+      { moduleUrl: fixtureActivities, threads: 1, concurrencyPerThread: 16, inline: {}, maxHeapMb: undefined, maxPayloadBytes: 1 << 20 },
+      (task, outcome) => {
+        outcomes.set(task.commandId, outcome);
+        if (task.commandId === 0) closing ??= pool.close();
+      },
+      (error) => {
+        throw error;
+      },
+    );
+    for (const [commandId, ms] of [300, 60_000, 60_000, 60_000, 60_000].entries()) {
+      pool.submit({ name: 'wait', input: JSON.stringify(ms), workflowId: 'w', commandId, attempt: 1 }, undefined, true);
+    }
+    await waitFor(() => closing !== undefined, 'the first attempt to end');
+    await closing;
+    await waitFor(() => outcomes.size === 5, 'every attempt to settle');
+    expect(outcomes.get(4)).toMatchObject({ ok: false, failure: { name: 'EngineClosedError' } });
+  });
 });
