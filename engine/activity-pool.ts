@@ -76,6 +76,15 @@ function toActivityTask(task: PoolTask, timeoutMs: number | undefined, startId?:
   return attempt;
 }
 
+/**
+ * Whether an activity whose last attempt failed with `lastFailure` (its stored JSON) must run
+ * alone from now on: that attempt took its thread down, or blocked it past its timeout, and in a
+ * batch it would take its neighbours' progress down with the thread again.
+ */
+export function mustRunAlone(lastFailure: string | null | undefined): boolean {
+  return typeof lastFailure === 'string' && (lastFailure.includes('"name":"ActivityThreadError"') || lastFailure.includes('"threadTerminated":true'));
+}
+
 /** The outcome of an attempt that the pool's close kept from running. */
 function closedOutcome(): ActivityOutcome {
   return { ok: false, failure: toFailure(new EngineClosedError()), startedAt: Date.now(), durationMs: 0 };

@@ -17,7 +17,7 @@ import { dueStarts } from '../storage/sql/workflows.js';
 import type { Sql, Tables } from '../storage/sql.js';
 import { Wal, type WalObserver } from '../storage/wal.js';
 import type { ActivityOutcome } from './activity-context.js';
-import { ActivityPool } from './activity-pool.js';
+import { ActivityPool, mustRunAlone } from './activity-pool.js';
 import { type Client, handleFor } from './client.js';
 import type { JsonCodec } from './codec.js';
 import { EngineClosedError, UnknownWorkflowError, WorkflowAlreadyExistsError } from './errors.js';
@@ -412,11 +412,7 @@ class EngineImpl implements Engine, ActorHost {
 
   #dispatch(task: TaskRow): void {
     if (!this.#inFlightTasks.add(task.workflowId, task.commandId)) return;
-    // An activity whose last attempt took its thread down, or blocked it past its timeout, runs
-    // alone from then on: a batch would lose its neighbours' progress with the thread.
-    const hasCrashedThread =
-      (task.lastFailure?.includes('"name":"ActivityThreadError"') || task.lastFailure?.includes('"threadTerminated":true')) ?? false;
-    this.#pool.submit(task, this.#activityOptions(task.options).startToCloseTimeoutMs, hasCrashedThread);
+    this.#pool.submit(task, this.#activityOptions(task.options).startToCloseTimeoutMs, mustRunAlone(task.lastFailure));
   }
 
   /** What the pool reports for each attempt: complete it, retry it, or fail it for good. */

@@ -6,7 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 
 // The compiled pool: its threads load compiled JavaScript.
 import type { ActivityOutcome } from '../../../dist/engine/activity-context.js';
-import { ActivityPool, type PoolTask } from '../../../dist/engine/activity-pool.js';
+import { ActivityPool, mustRunAlone, type PoolTask } from '../../../dist/engine/activity-pool.js';
 import { fixtureActivities } from '../../helpers/engines.js';
 import { waitFor } from '../../helpers/wait-for.js';
 
@@ -30,7 +30,9 @@ async function openPool(concurrencyPerThread = 16, moduleUrl = fixtureActivities
     new Promise((resolve, reject) => {
       const commandId = next++;
       waiting.set(commandId, (outcome) =>
-        outcome.ok ? resolve(outcome.result === undefined ? undefined : JSON.parse(outcome.result)) : reject(new Error(outcome.failure.message)),
+        outcome.ok
+          ? resolve(outcome.result === undefined ? undefined : JSON.parse(outcome.result))
+          : reject(Object.assign(new Error(outcome.failure.message), { failure: outcome.failure })),
       );
       pool.submit(
         { name, input: input === undefined ? undefined : JSON.stringify(input), workflowId: 'w', commandId, attempt: 1 },
@@ -217,5 +219,22 @@ describe('ActivityPool attempts with a timeout', () => {
     await closing;
     await waitFor(() => outcomes.size === 5, 'every attempt to settle');
     expect(outcomes.get(4)).toMatchObject({ ok: false, failure: { name: 'EngineClosedError' } });
+  });
+
+  it('has an activity run alone from now on after its attempt killed or blocked its thread, not after it failed', async () => {
+    const { pool, run } = await openPool(16, new URL('../../../dist/test/fixtures/poison-activities.js', import.meta.url));
+    close = () => pool.close();
+    // The failures as the engine stores them: the attempt's error, as JSON.
+    const lastFailure = async (name: string, options: { timeoutMs?: number; isolate?: boolean }): Promise<string> =>
+      run(name, undefined, options).then(
+        () => {
+          throw new Error(`${name} succeeded`);
+        },
+        (error: Error) => JSON.stringify((error as Error & { failure: unknown }).failure),
+      );
+    expect(mustRunAlone(await lastFailure('exitThread', { isolate: true }))).toBe(true);
+    expect(mustRunAlone(await lastFailure('busyLoop', { timeoutMs: 100, isolate: true }))).toBe(true);
+    expect(mustRunAlone(await lastFailure('throwUnreadable', {}))).toBe(false);
+    expect(mustRunAlone(undefined)).toBe(false);
   });
 });
