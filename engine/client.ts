@@ -21,8 +21,9 @@ export interface Client {
     options?: StartWorkflowOptions,
   ): Promise<WorkflowHandle<Output>>;
   /**
-   * Delivers an event to a pending or running workflow (kept until the workflow takes it).
-   * Rejects with `WorkflowNotFoundError`, or `WorkflowClosedError` if it has ended.
+   * Delivers an event to a pending or running workflow (kept until the workflow takes it; one it
+   * never takes is deleted an hour after it ends). Rejects with `WorkflowNotFoundError`, or
+   * `WorkflowClosedError` if it has ended.
    */
   sendEvent(workflowId: string, eventName: string, payload?: unknown, options?: SendEventOptions): Promise<void>;
   /** The workflow's state, history and variables. Rejects with `WorkflowNotFoundError`. */

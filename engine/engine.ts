@@ -598,8 +598,9 @@ class EngineImpl implements Engine, ActorHost {
 /**
  * Starts an engine: connects (or opens the embedded database), applies the schema, loads the
  * activities module in its threads, and recovers every unfinished workflow it registers.
- * Rejects with TypeError/RangeError for bad options and `ConfigurationError` for an unusable
- * activities module.
+ * Rejects with TypeError/RangeError for bad options, `ConfigurationError` for an unusable
+ * activities module or a database that refuses to be opened, and `DatabaseUnavailableError` for
+ * one that cannot be reached.
  */
 export async function createEngine(options: EngineOptions): Promise<Engine> {
   const resolved = resolveEngineOptions(options);

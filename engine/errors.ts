@@ -202,7 +202,8 @@ export class ConfigurationError extends EngineError {
 ConfigurationError.prototype.name = 'ConfigurationError';
 
 /**
- * The database could not be reached for `databaseRetryMs` (connections refused, cut or hanging).
+ * The database could not be reached: by a call, for `databaseRetryMs` (connections refused, cut
+ * or hanging); by `createEngine` or `createClient`, at once.
  * Safe to retry: a start or an event that may have been stored is recognised as the same one when
  * retried with the same `workflowId` or `eventId`.
  */

@@ -22,13 +22,15 @@ export interface ConnectionOptions {
    */
   database?: string | PGlite;
   /**
-   * Folder of the embedded database, created if missing; `memory://` keeps it in memory only.
-   * Ignored when `database` is set. @default './.duraflow'
+   * Folder of the embedded database (a path or a `file://` URL), created if missing; `memory://`
+   * keeps it in memory only; another `scheme://` is a TypeError. Ignored when `database` is set.
+   * @default './.duraflow'
    */
   dataDir?: string;
   /**
    * Postgres schema holding duraflow's tables: lower-case letters, digits and `_`, starting with
-   * a letter or `_`, at most 48 characters. @default 'duraflow'
+   * a letter or `_`, at most 48 characters, and not one Postgres reserves (`pg_…`,
+   * `information_schema`). @default 'duraflow'
    */
   schema?: string;
   /** Connections in the `pg` pool (ignored for PGlite). @default 10 */
@@ -55,7 +57,10 @@ export interface EngineOptions extends ConnectionOptions {
   activities?: URL | string;
   /** Activities run on the engine thread instead (cheap, non-blocking functions). @default {} */
   inlineActivities?: Record<string, ActivityFunction>;
-  /** Worker threads for activities. @default os.availableParallelism() */
+  /**
+   * Worker threads for activities; up to four times as many more start when attempts must run
+   * alone (after a thread died or was blocked), and go when idle. @default os.availableParallelism()
+   */
   activityThreads?: number;
   /** Attempts one activity thread runs at once (activities are mostly I/O-bound). @default 256 */
   activityConcurrency?: number;

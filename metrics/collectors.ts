@@ -37,7 +37,7 @@ export function registerQueueGauges(registry: Registry, depths: QueueDepths): vo
   gauge(MetricName.ActivityTasksRunning, 'Activity attempts running.', depths.activityTasksRunning);
   gauge(MetricName.TimersArmed, 'Durable timers armed in memory (sleeps, timeouts, retries, starts).', depths.timersArmed);
   gauge(MetricName.TimersOverdue, 'Armed timers past their due time and not yet fired.', depths.timersOverdue);
-  gauge(MetricName.WorkflowsPending, 'Delayed starts armed in memory (this engine\'s own, and those due before its next poll).', depths.workflowsPending);
+  gauge(MetricName.WorkflowsPending, 'Delayed starts armed in memory (this engine\'s own, and those due within two poll intervals).', depths.workflowsPending);
   gauge(
     MetricName.WorkflowsWaitingForRoom,
     'Workflows with a start or an activity result waiting for room among the actors in memory.',
