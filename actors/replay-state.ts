@@ -41,7 +41,7 @@ function seededRandom(seed: string): () => number {
 
 const isActivity = (c: Completion): boolean => c.kind === 'activity';
 
-const ignore = (): void => undefined;
+const noop = (): void => undefined;
 
 /**
  * Rejects what workflow code may await only later (`const b = pay(); await a; await b`), and marks
@@ -52,7 +52,7 @@ const ignore = (): void => undefined;
  */
 function rejectHandled(completion: { reject: (error: Error) => void; promise?: Promise<unknown> }, error: Error): void {
   completion.reject(error);
-  completion.promise?.catch(ignore);
+  completion.promise?.catch(noop);
 }
 
 function isThenable(value: unknown): value is PromiseLike<unknown> {

@@ -139,12 +139,13 @@ function isSameParking(stored: string | null, failure: SerializedFailure): boole
   } catch {
     return false;
   }
-  const [before, now] = [was.details as Record<string, unknown> | undefined, failure.details as Record<string, unknown>];
+  const storedDetails = was.details as Record<string, unknown> | undefined;
+  const details = failure.details as Record<string, unknown>;
   return (
     was.name === failure.name &&
     was.message === failure.message &&
-    before !== undefined &&
-    Object.keys(now).every((key) => before[key] === now[key])
+    storedDetails !== undefined &&
+    Object.keys(details).every((key) => storedDetails[key] === details[key])
   );
 }
 

@@ -85,6 +85,11 @@ export function mustRunAlone(lastFailure: string | null | undefined): boolean {
   return typeof lastFailure === 'string' && (lastFailure.includes('"name":"ActivityThreadError"') || lastFailure.includes('"threadTerminated":true'));
 }
 
+/** How long a thread may stay blocked by an attempt with this timeout before it is terminated. */
+function hardDeadlineMs(timeoutMs: number): number {
+  return Math.min(timeoutMs + HARD_TIMEOUT_GRACE_MS, MAX_DELAY_MS);
+}
+
 /** The outcome of an attempt that the pool's close kept from running. */
 function closedOutcome(): ActivityOutcome {
   return { ok: false, failure: toFailure(new EngineClosedError()), startedAt: Date.now(), durationMs: 0 };
@@ -110,16 +115,22 @@ function threadFailure(error: unknown, startedAt: number): ActivityOutcome {
  * threads, except that attempts which are on average cheaper than a wake-up go to as few threads
  * as it takes to give each at least MIN_CHEAP_BATCH of them. Outcomes come back grouped per
  * thread tick on a BroadcastChannel, and those ready when a batch ends with Piscina's reply to
- * it. A thread that dies fails the attempts of its batch that had not reported (retryable);
- * Piscina replaces the thread.
+ * it.
  *
  * An attempt with a timeout is batched too, and times out in its thread (its signal aborts). A
- * thread that stays blocked past the timeout and a grace cannot say so: the pool terminates it,
- * which fails it like a thread that died. Attempts that must run alone (the survivors of a thread
- * that died, and an activity that killed or blocked its thread before) go to a second Piscina
- * pool of single-attempt threads, started when needed: there a thread holds one attempt, so a
- * crash or a block names its culprit, and Piscina terminates the thread of one that blocks past
- * its timeout. Those threads never wait for the batch threads to empty, nor hold them up.
+ * thread that stays blocked past the timeout and a grace cannot say so: the pool terminates it.
+ * When a batch thread dies or is terminated (Piscina replaces it), the unreported attempts of a
+ * batch it had started run again, each alone, uncharged: they shared the thread with whatever
+ * killed or blocked it and cannot be blamed for it. A batch it is known not to have started is
+ * queued again under new ids.
+ *
+ * Attempts that run alone (those survivors, and an activity whose last attempt killed or blocked
+ * its thread) go to a second Piscina pool of single-attempt threads, started when needed: there a
+ * thread holds one attempt, so a crash or a block names its culprit and is reported, and Piscina
+ * terminates the thread of one that blocks past its timeout. They wait in this pool's own queue
+ * for one of ALONE_THREADS_PER_THREAD × threads slots (Piscina's queue stalls for good when the
+ * threads ahead of it die), and never wait for the batch threads to empty, nor hold them up.
+ * `close()` settles every attempt not yet started with EngineClosedError.
  */
 export class ActivityPool<T extends PoolTask = PoolTask> {
   readonly #piscina: Piscina | undefined;
@@ -128,7 +139,10 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
   readonly #closing = new AbortController();
   readonly #closeChannel: BroadcastChannel;
   readonly #results: BroadcastChannel;
-  /** Abortable attempts waiting to hear that their thread started them, by start id. */
+  /**
+   * Attempts running alone with a timeout, waiting to hear that their thread started them, by
+   * start id: their hard deadline is armed then.
+   */
   readonly #onStarted = new Map<number, () => void>();
   readonly #threadNames: ReadonlySet<string>;
   readonly #capacity: number;
@@ -156,6 +170,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
   #inlineRunning = 0;
   /** Attempts handed to the single-attempt pool: never more than it has threads. */
   #aloneInThreads = 0;
+  /** The single-attempt pool's most threads (see `create`). */
   readonly #aloneLimit: number;
   /** Attempts waiting for a single-attempt thread: told whether they may run (not when closing). */
   readonly #aloneWaiting: ((mayRun: boolean) => void)[] = [];
@@ -225,8 +240,9 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
       concurrentTasksPerWorker: 1,
       idleTimeout: 30_000,
     });
-    // A thread that fails to start (or dies between tasks) emits 'error' on the pool; unheard, it
-    // would take the process down. Piscina replaces the thread; attempts on it report themselves.
+    // A thread that fails to start (or dies between tasks) emits 'error' on its pool; unheard, it
+    // would take the process down. Piscina replaces a batch thread (the single-attempt pool has no
+    // minimum, so it starts one when the next attempt comes); attempts on it report themselves.
     piscina.on('error', (error: unknown) => onThreadError(error));
     isolated.on('error', (error: unknown) => onThreadError(error));
     const fail = async (error: ConfigurationError): Promise<never> => {
@@ -252,7 +268,10 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
     return new ActivityPool(piscina, isolated, options, closeChannel, results, new Set(names), onOutcome);
   }
 
-  /** Attempts waiting for a free slot. */
+  /**
+   * Attempts waiting for a free slot. (Batches queued in Piscina, while a batch thread is being
+   * replaced, count once each, and their attempts count as running.)
+   */
   get queued(): number {
     return this.#waiting.length + (this.#piscina?.queueSize ?? 0) + this.#aloneWaiting.length;
   }
@@ -295,7 +314,10 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
     this.#schedulePump();
   }
 
-  /** Aborts every running attempt (their signals fire) and stops the threads. */
+  /**
+   * Settles attempts not yet started with an EngineClosedError outcome, aborts running ones (their
+   * signals fire), and stops both thread pools.
+   */
   async close(): Promise<void> {
     this.#closing.abort(new EngineClosedError());
     for (const { task } of this.#waiting.splice(0)) this.#onOutcome(task, closedOutcome());
@@ -359,7 +381,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
             if (!isSettled) hard.abort();
           });
         };
-        timer = setTimeout(check, Math.min(timeoutMs + HARD_TIMEOUT_GRACE_MS, MAX_DELAY_MS));
+        timer = setTimeout(check, hardDeadlineMs(timeoutMs));
       });
       signal = AbortSignal.any([signal, hard.signal]);
     }
@@ -465,9 +487,10 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
   }
 
   /**
-   * A batch has started on a thread. Should one of its attempts with a timeout neither end nor
-   * time out by its timeout plus the grace, that thread's event loop is blocked: it is
-   * terminated, and its batches fail over to the path for a thread that died.
+   * A batch with attempts that have a timeout started on `thread`: marks it started (a death now
+   * runs its attempts again alone rather than queueing it again) and arms each one's hard
+   * deadline. Should one neither end nor time out by then, the thread's event loop is blocked: it
+   * is terminated, and its batches fail over to the path for a thread that died.
    */
   #onBatchStarted({ batchStarted, timed, thread }: BatchStarted): void {
     const sent = this.#batches.get(batchStarted);
@@ -481,7 +504,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
         // again only after a turn: the check waits for it, so a late look cannot kill a thread
         // that answered in time.
         setImmediate(() => this.#terminateIfBlocked(id, thread));
-      }, Math.min(pending.timeoutMs + HARD_TIMEOUT_GRACE_MS, MAX_DELAY_MS));
+      }, hardDeadlineMs(pending.timeoutMs));
       this.#hardDeadlines.set(id, timer);
     }
   }

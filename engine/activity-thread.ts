@@ -108,8 +108,9 @@ export async function describe(): Promise<string[]> {
 }
 
 /**
- * Runs one attempt and returns its outcome (used for attempts that must be abortable). Tells the
- * main thread when it starts: its hard deadline counts from then, not from the queue.
+ * Runs one attempt alone (the single-attempt pool's task) and returns its outcome. With a timeout
+ * (`startId` set) it tells the main thread when it starts, after the module has loaded: its hard
+ * deadline counts from then, not from the queue.
  */
 export default async function runActivity(task: ActivityTask): Promise<ActivityOutcome> {
   if (task.startId !== undefined) {

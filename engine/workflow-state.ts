@@ -113,9 +113,9 @@ function waitingFromHistory(history: HistoryEvent[], timers: TimerRow[]): Waitin
 
 /**
  * Builds the public state from stored rows and, when the workflow is hot, its live actor.
- * `isRunHere` is set when the engine asking registers the workflow's name.
+ * `isRegisteredHere` is set when the engine asking registers the workflow's name.
  */
-export function buildWorkflowState(stored: StoredState, live: ActorSnapshot | undefined, now: number, isRunHere = false): WorkflowState {
+export function buildWorkflowState(stored: StoredState, live: ActorSnapshot | undefined, now: number, isRegisteredHere = false): WorkflowState {
   const { row } = stored;
   const history = stored.history.map(toHistoryEvent);
   let waitingOn: WaitingOn;
@@ -161,7 +161,7 @@ export function buildWorkflowState(stored: StoredState, live: ActorSnapshot | un
     state.pendingReason =
       row.start_at.getTime() > now
         ? `scheduled to start at ${row.start_at.toISOString()}`
-        : isRunHere
+        : isRegisteredHere
           ? 'due; waiting for room in the actor cache (maxCachedWorkflows is reached), or for the next poll'
           : `waiting for an engine that registers workflow ${JSON.stringify(row.name)}, or for room in its actor cache`;
   }

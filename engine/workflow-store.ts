@@ -244,13 +244,13 @@ export class WorkflowStore {
   }
 
   /**
-   * The workflow's state from the database, with live values from `live` when given; `runsHere`
-   * tells whether the engine asking registers a workflow name.
+   * The workflow's state from the database, with live values from `live` when given;
+   * `isRegisteredHere` tells whether the engine asking registers a workflow name.
    */
   async inspect(
     workflowId: string,
     live?: () => ActorSnapshot | undefined,
-    runsHere?: (workflowName: string) => boolean,
+    isRegisteredHere?: (workflowName: string) => boolean,
   ): Promise<WorkflowState> {
     this.#checkOpen();
     checkName(workflowId, 'workflowId');
@@ -268,7 +268,7 @@ export class WorkflowStore {
         return { row, history, tasks, timers, inbox };
       }),
     );
-    return buildWorkflowState(stored, live?.(), Date.now(), runsHere?.(stored.row.name));
+    return buildWorkflowState(stored, live?.(), Date.now(), isRegisteredHere?.(stored.row.name));
   }
 
   /**

@@ -37,9 +37,9 @@ export interface WalOptions {
    */
   maxFlushesInFlight?: number;
   /**
-   * Most characters one flush carries (payloads, and about a hundred per row); more
-   * pending goes in further flushes. Postgres reads a flush's history as one jsonb value, which
-   * must stay under 256 MB; escaping can double a payload in the document. @default 32 Mi
+   * Most characters one flush carries (payloads, and about a hundred per row); more pending goes
+   * in further flushes. The limit is for the history, which Postgres reads as one jsonb value that
+   * must stay under 256 MB (escaping can double a payload in it). @default 32 Mi
    */
   maxFlushChars?: number;
   /** History documents longer than this go to Postgres as json rather than jsonb. @default 64 Mi */
@@ -68,11 +68,11 @@ interface PendingStart {
   reject: (error: unknown) => void;
 }
 
-/** What a history row's fields other than its payload and workflow id add to a flush, at most. */
+/** What a row's fixed fields (all but its payloads and ids) add to a flush, at most. */
 const ROW_CHARS = 96;
 
 /** Characters a write adds to its flush's statement (payloads are most of it). */
-function documentChars(write: WorkflowWrite): number {
+function writeChars(write: WorkflowWrite): number {
   let chars = (write.vars?.length ?? 0) + (write.result?.length ?? 0) + (write.error?.length ?? 0) + (write.creates?.input?.length ?? 0);
   for (const row of write.history) chars += ROW_CHARS + write.workflowId.length + (row.payload?.length ?? 0);
   return chars;
@@ -105,7 +105,7 @@ class Batch {
   /** Whether all these writes and starts stay within `maxChars`. */
   fits(maxChars: number): boolean {
     let chars = 0;
-    for (const write of this.writes.values()) if ((chars += documentChars(write)) > maxChars) return false;
+    for (const write of this.writes.values()) if ((chars += writeChars(write)) > maxChars) return false;
     for (const { row } of this.starts) if ((chars += startChars(row)) > maxChars) return false;
     return true;
   }
@@ -123,7 +123,7 @@ class Batch {
     let chars = 0;
     for (const [id, write] of this.writes) {
       if (busy.has(id)) continue;
-      chars += documentChars(write);
+      chars += writeChars(write);
       if (taken.writes.size > 0 && chars > maxChars) break;
       taken.writes.set(id, write);
       taken.events += write.history.length;
@@ -407,8 +407,6 @@ export class Wal {
         return;
       }
     }
-    // Committed: whatever an observer or callback does, the batch stays committed and the
-    // others still run.
     // A refused creation wrote nothing, and its later writes were built on a workflow that is
     // someone else's.
     const refused = new Set<string>();
@@ -418,6 +416,8 @@ export class Wal {
       refused.add(id);
       refusedEvents += write.history.length;
     }
+    // Committed: whatever an observer or callback does, the batch stays committed and the
+    // others still run.
     try {
       this.#options.observer?.flushed({
         events: batch.events - refusedEvents,
