@@ -130,23 +130,18 @@ export interface ActorSnapshot {
   outstanding: Outstanding;
 }
 
-/** Whether the stored error `stored` already says `failure`: same divergence, whatever the stack. */
+/**
+ * Whether the stored error `stored` already says `failure`: the same divergence (its message names
+ * it whole), whatever the stack.
+ */
 function isSameParking(stored: string | null, failure: SerializedFailure): boolean {
   if (stored === null) return false;
-  let was: SerializedFailure;
   try {
-    was = JSON.parse(stored) as SerializedFailure;
+    const was = JSON.parse(stored) as SerializedFailure;
+    return was.name === failure.name && was.message === failure.message;
   } catch {
     return false;
   }
-  const storedDetails = was.details as Record<string, unknown> | undefined;
-  const details = failure.details as Record<string, unknown>;
-  return (
-    was.name === failure.name &&
-    was.message === failure.message &&
-    storedDetails !== undefined &&
-    Object.keys(details).every((key) => storedDetails[key] === details[key])
-  );
 }
 
 /**
@@ -763,8 +758,7 @@ export class WorkflowActor {
     const error = host.errors.nonDeterminism(this.workflowId, activation, commandId, expected, got);
     this.#state = 'parked';
     this.#replay = undefined;
-    // Where it diverged, as data for tools, not only inside the message.
-    const failure = { ...host.errors.toFailure(error), details: { activation, commandId, expected, got } };
+    const failure = host.errors.toFailure(error);
     host.logger.error({ workflowId: this.workflowId, err: error }, 'workflow parked');
     // Brought back while still parked (an event, a timer, a restart, from another build whose
     // stack differs), it is not parked anew.

@@ -112,6 +112,11 @@ export class NonDeterminismError extends EngineError {
     this.expected = expected;
     this.got = got;
   }
+
+  /** Where replay diverged, as data: what a stored failure keeps as `details`. */
+  get details(): { activation: number; commandId: number | null; expected: string; got: string } {
+    return { activation: this.activation, commandId: this.commandId, expected: this.expected, got: this.got };
+  }
 }
 NonDeterminismError.prototype.name = 'NonDeterminismError';
 
