@@ -9,7 +9,7 @@ import { type ActivityFunction, decodeInput, runAttempt } from './activity-runne
 import type { BatchStarted, BatchedOutcome } from './activity-thread.js';
 import { quotedName } from '../actors/history.js';
 import { JsonCodec } from './codec.js';
-import { ConfigurationError, EngineClosedError, ErrorCode, TimeoutError } from './errors.js';
+import { ConfigurationError, EngineClosedError, ErrorCode, TimeoutError, unknownActivityFailure } from './errors.js';
 import { toFailure } from './failure.js';
 import { MAX_DELAY_MS } from './timer-service.js';
 
@@ -193,7 +193,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
     this.#threadNames = threadNames;
     this.#capacity = options.threads * options.concurrencyPerThread;
     this.#perThread = options.concurrencyPerThread;
-    this.#aloneLimit = options.threads * ALONE_THREADS_PER_THREAD;
+    this.#aloneLimit = isolated?.options.maxThreads ?? 0;
     this.#codec = new JsonCodec(options.maxPayloadBytes);
     // Every inline attempt in flight listens on the closing signal.
     setMaxListeners(0, this.#closing.signal);
@@ -297,12 +297,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
       return;
     }
     if (!this.#piscina || !this.#threadNames.has(task.name)) {
-      const failure = {
-        name: 'UnknownActivityError',
-        message: `no activity is registered as ${JSON.stringify(task.name)}`,
-        code: ErrorCode.UnknownActivity,
-        nonRetryable: true,
-      };
+      const failure = unknownActivityFailure(task.name);
       queueMicrotask(() => this.#onOutcome(task, { ok: false, failure, startedAt: Date.now(), durationMs: 0 }));
       return;
     }

@@ -14,7 +14,7 @@ import { BroadcastChannel, threadId, workerData } from 'node:worker_threads';
 import { type ActivityOutcome, type ActivityTask, activityIdOf } from './activity-context.js';
 import { type ActivityFunction, decodeInput, runAttempt } from './activity-runner.js';
 import { JsonCodec } from './codec.js';
-import { EngineClosedError, ErrorCode } from './errors.js';
+import { EngineClosedError, unknownActivityFailure } from './errors.js';
 import { toFailure } from './failure.js';
 
 interface ThreadData {
@@ -132,12 +132,7 @@ async function runDecoded(task: Omit<ActivityTask, 'input'>, input: unknown): Pr
   if (typeof fn !== 'function') {
     return {
       ok: false,
-      failure: {
-        name: 'UnknownActivityError',
-        message: `the activities module exports no function named ${JSON.stringify(task.name)}`,
-        code: ErrorCode.UnknownActivity,
-        nonRetryable: true,
-      },
+      failure: unknownActivityFailure(task.name),
       startedAt: Date.now(),
       durationMs: 0,
     };

@@ -3,6 +3,7 @@
  * class, once an error may have crossed a thread (structured clone drops subclass identity).
  */
 
+import type { SerializedFailure } from '../actors/history.js';
 import { coerceError } from './failure.js';
 
 /** Codes of duraflow's errors. */
@@ -229,3 +230,13 @@ export class EngineClosedError extends EngineError {
   }
 }
 EngineClosedError.prototype.name = 'EngineClosedError';
+
+/** The failure of an attempt of an activity that no module or inline function provides: final. */
+export function unknownActivityFailure(name: string): SerializedFailure {
+  return {
+    name: 'UnknownActivityError',
+    message: `no activity is registered as ${JSON.stringify(name)}`,
+    code: ErrorCode.UnknownActivity,
+    nonRetryable: true,
+  };
+}
