@@ -113,8 +113,8 @@ class Batch {
   /**
    * Moves into a new batch, in append order, the writes of workflows not in `busy` and then the
    * starts whose id is neither busy nor has a write left here, until the next would take it past
-   * `maxChars` (the first write and the first start are taken whatever their size). The rest (and their callbacks) stay for a
-   * later flush, so two flushes in flight never hold the same id. A start goes with a write of its
+   * `maxChars` (the first write and the first start are taken whatever their size). The rest (and
+   * their callbacks) stay for a later flush, so two flushes in flight never hold the same id. A start goes with a write of its
    * id, so a step that creates its workflow still meets, in the same batch, a start of that id
    * appended after it, and wins (see `startsToInsert`).
    */
