@@ -231,6 +231,18 @@ export class ActorSystem {
     this.admitWaiting();
   }
 
+  /**
+   * Kills the actors of workflows named in `names` (this engine no longer runs them), and forgets
+   * what waited for room for them. An actor still loading its row drops itself once it sees the
+   * name is not run here.
+   */
+  dropNamed(names: ReadonlySet<string>): void {
+    const ids: string[] = [];
+    for (const [id, { actor }] of this.#entries) if (names.has(actor.workflowName)) ids.push(id);
+    for (const [id, { seed }] of this.#waiting) if (seed && names.has(seed.name)) this.#waiting.delete(id);
+    this.drop(ids);
+  }
+
   /** Waits until every mailbox is empty (more messages may still arrive afterwards). */
   async drain(): Promise<void> {
     for (;;) {

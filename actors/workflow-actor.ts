@@ -252,6 +252,11 @@ export class WorkflowActor {
     return { vars: this.#replay.vars(), outstanding: this.#replay.outstanding() };
   }
 
+  /** The workflow's name, once its row is known (empty while it loads). */
+  get workflowName(): string {
+    return this.#name;
+  }
+
   /** Stops the actor for good; nothing it has not flushed will be released. */
   kill(): void {
     this.#state = 'dropped';
@@ -318,7 +323,7 @@ export class WorkflowActor {
     const host = this.#host;
     const now = Date.now();
     const activation = this.#activation + 1;
-    const write = emptyWrite(this.workflowId);
+    const write = emptyWrite(this.workflowId, this.#name);
     const effects = noEffects(this.#name);
     let rs = this.#replay;
     if (rs) rs.now = now;
@@ -604,7 +609,7 @@ export class WorkflowActor {
 
   /** Events for a finished workflow are consumed without effect, so they are not re-delivered. */
   #consumeStrayEvents(messages: readonly ActorMessage[]): void {
-    const write = emptyWrite(this.workflowId);
+    const write = emptyWrite(this.workflowId, this.#name);
     for (const m of messages) {
       if (m.type === 'event' && !this.#consumedInbox?.has(m.inboxId)) {
         (this.#consumedInbox ??= new Set()).add(m.inboxId);
@@ -714,7 +719,7 @@ export class WorkflowActor {
     if (this.#parkedError !== null) {
       // The code now matches its history again: the workflow leaves the parked state.
       this.#parkedError = null;
-      this.#enqueue({ ...emptyWrite(this.workflowId), error: null }, noEffects(this.#name));
+      this.#enqueue({ ...emptyWrite(this.workflowId, this.#name), error: null }, noEffects(this.#name));
     }
   }
 
@@ -765,7 +770,7 @@ export class WorkflowActor {
     if (!isSameParking(this.#parkedError, failure)) {
       host.observer.parked(this.workflowId, error);
       this.#parkedError = JSON.stringify(failure);
-      this.#enqueue({ ...emptyWrite(this.workflowId), error: this.#parkedError }, noEffects(this.#name));
+      this.#enqueue({ ...emptyWrite(this.workflowId, this.#name), error: this.#parkedError }, noEffects(this.#name));
     }
   }
 

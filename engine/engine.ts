@@ -11,6 +11,7 @@ import type { Logger } from '../storage/logger.js';
 import { retryDelayMs } from '../storage/backoff.js';
 import type { NewWorkflowRow, TaskRow, WorkflowRow } from '../storage/rows.js';
 import { firstEventsOfParked, type InboxRow, inboxFor } from '../storage/sql/inbox.js';
+import { LeaseLostError } from '../storage/sql/leases.js';
 import { pendingTasks } from '../storage/sql/tasks.js';
 import { timersFor } from '../storage/sql/timers.js';
 import { dueStarts } from '../storage/sql/workflows.js';
@@ -23,6 +24,7 @@ import type { JsonCodec } from './codec.js';
 import { EngineClosedError, UnknownWorkflowError, WorkflowAlreadyExistsError } from './errors.js';
 import { coerceError } from './failure.js';
 import { InFlightTasks } from './in-flight-tasks.js';
+import { type LeaseChanges, LeaseKeeper } from './lease-keeper.js';
 import { type EngineOptions, type ResolvedEngineOptions, resolveEngineOptions } from './options.js';
 import { type ActivityOptions, nextAttemptAt, parseActivityOptions, resolveRetryPolicy } from './retry-policy.js';
 import { type ArmedTimer, TimerService } from './timer-service.js';
@@ -72,10 +74,11 @@ export interface Engine extends Omit<Client, 'startWorkflow'> {
   readonly metricsUrl: string | undefined;
 }
 
+/** What an armed timer does when it fires; each names its workflow's name, whose lease it needs. */
 type TimerPayload =
-  | { kind: 'timer'; workflowId: string; commandId: number }
-  | { kind: 'retry'; task: TaskRow }
-  | { kind: 'start'; workflowId: string };
+  | { kind: 'timer'; workflowId: string; workflowName: string; commandId: number }
+  | { kind: 'retry'; workflowName: string; task: TaskRow }
+  | { kind: 'start'; workflowId: string; workflowName: string };
 
 /** Rows read per recovery query. */
 const RECOVERY_BATCH = 10_000;
@@ -120,10 +123,12 @@ class EngineImpl implements Engine, ActorHost {
   readonly #system: ActorSystem;
   readonly #timers: TimerService<TimerPayload>;
   readonly #namesByFunction = new Map<WorkflowFunction<never, unknown>, string>();
-  readonly #registeredNames: string[];
+  readonly #leases: LeaseKeeper;
+  /** Set until the first claim's names are recovered by `recoverAll`. */
+  #isStarting = true;
   readonly #parsedOptions = new Map<string, ActivityOptions>();
-  /** Starts made together with their first step, not yet committed: how to settle each. */
-  readonly #creations = new Map<string, (error?: Error) => void>();
+  /** Starts made together with their first step, not yet committed: each row, and how to settle its call. */
+  readonly #creations = new Map<string, { row: NewWorkflowRow; settle: (error?: Error) => void }>();
   readonly #inboxToRead = new Set<string>();
   /** Activity attempts handed to the pool and not yet reported back. */
   readonly #inFlightTasks = new InFlightTasks();
@@ -162,10 +167,21 @@ class EngineImpl implements Engine, ActorHost {
       cleanupFailed: (error) => this.logger.warn({ err: error }, 'deleting expired flush tokens and events failed; will retry'),
     };
     for (const [name, fn] of options.workflows) this.#namesByFunction.set(fn, name);
-    this.#registeredNames = [...options.workflows.keys()];
+    this.#leases = new LeaseKeeper({
+      sql: store.sql,
+      tables: store.tables,
+      names: [...options.workflows.keys()],
+      ttlMs: options.leaseTtlMs,
+      isExclusive: store.isExclusive,
+      logger: options.logger,
+      onChange: (changes) => this.#onLeaseChange(changes),
+    });
+    const leases = this.#leases;
     this.wal = new Wal({
       sql: store.sql,
       tables: store.tables,
+      // The embedded database has no other engine to fence off.
+      lease: store.isExclusive ? undefined : { owner: leases.owner, epochOf: (name) => leases.epochOf(name) },
       highWaterEvents: options.walHighWaterEvents,
       onFlushFailed: (ids, error) => this.#onFlushFailed(ids, error),
       observer: walObserver,
@@ -187,6 +203,7 @@ class EngineImpl implements Engine, ActorHost {
       workflowsPending: () => this.#timers.count((p) => p.kind === 'start'),
       workflowsWaitingForRoom: () => this.#system.waitingWorkflows,
       resultWaiters: () => this.#store.waiters.size,
+      leasesHeld: () => this.#leases.held.length,
     });
     this.#poll = setInterval(() => {
       // An actor that has had its turn in memory counts as parked from then on: no commit or
@@ -195,7 +212,8 @@ class EngineImpl implements Engine, ActorHost {
       this.#requestPoll();
     }, options.pollIntervalMs);
     store.onNotice((payload) => {
-      if (payload !== Notice.Done) this.#requestPoll();
+      if (payload === Notice.Lease) void this.#leases.claim();
+      else if (payload !== Notice.Done) this.#requestPoll();
     });
   }
 
@@ -217,8 +235,9 @@ class EngineImpl implements Engine, ActorHost {
     return this.#options.logger;
   }
 
+  /** The workflow function of `name` if this engine runs it now: it registers it and holds its lease. */
   workflow(name: string): WorkflowFunction | undefined {
-    return this.#options.workflows.get(name) as WorkflowFunction | undefined;
+    return this.#leases.holds(name) ? (this.#options.workflows.get(name) as WorkflowFunction | undefined) : undefined;
   }
 
   release(workflowId: string, effects: Effects): void {
@@ -228,16 +247,23 @@ class EngineImpl implements Engine, ActorHost {
       m.stepCommitted(effects.workflowName, (performance.now() - effects.receivedAt) / 1000);
     }
     if (effects.isStarted) m.workflowStarted(effects.workflowName);
-    for (const task of effects.dispatch) this.#dispatch(task);
-    for (const task of effects.retries) {
-      this.#timers.arm(retryKey(workflowId, task.commandId), task.visibleAt, { kind: 'retry', task });
-    }
-    for (const timer of effects.armTimers) {
-      this.#timers.arm(timerKey(workflowId, timer.commandId), timer.dueAt, {
-        kind: 'timer',
-        workflowId,
-        commandId: timer.commandId,
-      });
+    const { workflowName } = effects;
+    // Committed under the lease, but the lease went before this answer came: the new owner
+    // recovers these from the database.
+    const isOwned = this.#leases.holds(workflowName);
+    if (isOwned) {
+      for (const task of effects.dispatch) this.#dispatch(task);
+      for (const task of effects.retries) {
+        this.#timers.arm(retryKey(workflowId, task.commandId), task.visibleAt, { kind: 'retry', workflowName, task });
+      }
+      for (const timer of effects.armTimers) {
+        this.#timers.arm(timerKey(workflowId, timer.commandId), timer.dueAt, {
+          kind: 'timer',
+          workflowId,
+          workflowName,
+          commandId: timer.commandId,
+        });
+      }
     }
     for (const commandId of effects.disarmTimers) this.#timers.disarm(timerKey(workflowId, commandId));
     for (const commandId of effects.disarmRetries) this.#timers.disarm(retryKey(workflowId, commandId));
@@ -270,7 +296,8 @@ class EngineImpl implements Engine, ActorHost {
     }
     const row = this.#store.prepareStart(name, input, options);
     const isImmediate = row.startAt <= Date.now();
-    if (isImmediate && !this.#system.get(row.id) && this.#system.makeRoomForStart()) {
+    const isOwned = this.#leases.holds(name);
+    if (isOwned && isImmediate && !this.#system.get(row.id) && this.#system.makeRoomForStart()) {
       await this.#createWithFirstStep(row);
       return handleFor<Output>(this, row.id);
     }
@@ -279,10 +306,13 @@ class EngineImpl implements Engine, ActorHost {
       throw this.#startFailure(error);
     });
     if (!isStored) throw new WorkflowAlreadyExistsError(row.id);
-    if (isImmediate) {
+    if (!isOwned) {
+      // Another engine holds the name's lease (this one waits to take over): it runs the start.
+      await this.#store.notifyEngines(Notice.Start);
+    } else if (isImmediate) {
       this.#deliverWhenRoom(row.id, { type: 'start' }, seedRow(row));
     } else {
-      this.#timers.arm(startKey(row.id), row.startAt, { kind: 'start', workflowId: row.id });
+      this.#timers.arm(startKey(row.id), row.startAt, { kind: 'start', workflowId: row.id, workflowName: name });
     }
     return handleFor<Output>(this, row.id);
   }
@@ -292,7 +322,7 @@ class EngineImpl implements Engine, ActorHost {
     const stored = await this.#store.storeEvent(workflowId, eventName, payload, options);
     // A duplicate was delivered (or will be, by the poll) when it was first stored.
     if ('isDuplicate' in stored) return;
-    if (this.#options.workflows.has(stored.workflowName)) {
+    if (this.#leases.holds(stored.workflowName)) {
       // Stored: if the engine began closing meanwhile, its next start delivers it.
       this.#deliver(workflowId, {
         type: 'event',
@@ -310,7 +340,7 @@ class EngineImpl implements Engine, ActorHost {
     return this.#store.inspect(
       workflowId,
       () => this.#system.get(workflowId)?.snapshot(),
-      (name) => this.#registeredNames.includes(name),
+      (name) => this.#leases.holds(name),
     );
   }
 
@@ -329,9 +359,15 @@ class EngineImpl implements Engine, ActorHost {
 
   // --- internals ---
 
-  /** Re-delivers everything the database says is unfinished for this engine's workflows. */
+  /**
+   * Claims the leases of the registered names, then re-delivers everything the database says is
+   * unfinished for the names claimed. Names another engine holds are taken over later, when its
+   * lease ends.
+   */
   async recoverAll(): Promise<void> {
-    await this.#recover(undefined);
+    await this.#leases.start();
+    this.#isStarting = false;
+    await this.#recover(this.#leases.held, undefined);
   }
 
   /** Starts the `/metrics` server if the options asked for one. */
@@ -359,9 +395,13 @@ class EngineImpl implements Engine, ActorHost {
     await step(() => this.#system.drain());
     await step(() => this.wal.close());
     await step(() => this.#pollRunning);
+    // After the last flush: an engine waiting for these names takes them now, not at expiry.
+    await step(async () => {
+      if (await this.#leases.close()) await this.#store.notifyEngines(Notice.Lease);
+    });
     this.#system.close();
     // Creations whose first step never reached the database (it was refused, closing).
-    for (const settle of [...this.#creations.values()]) settle(closed);
+    for (const { settle } of [...this.#creations.values()]) settle(closed);
     await step(() => this.#metricsServer?.close());
     await step(() => this.#store.close());
     if (errors.length > 0) throw new AggregateError(errors, 'closing the engine failed');
@@ -378,12 +418,16 @@ class EngineImpl implements Engine, ActorHost {
    */
   #createWithFirstStep(row: NewWorkflowRow): Promise<void> {
     return new Promise((resolve, reject) => {
-      const settle = (error?: Error): void => {
-        if (this.#creations.get(row.id) === settle) this.#creations.delete(row.id);
-        if (error) reject(error);
-        else resolve();
+      const creation = {
+        row,
+        settle: (error?: Error): void => {
+          if (this.#creations.get(row.id) === creation) this.#creations.delete(row.id);
+          if (error) reject(error);
+          else resolve();
+        },
       };
-      this.#creations.set(row.id, settle);
+      const { settle } = creation;
+      this.#creations.set(row.id, creation);
       this.#system.deliver(row.id, { type: 'start' }, seedRow(row), {
         row,
         onCreated: () => settle(),
@@ -453,6 +497,7 @@ class EngineImpl implements Engine, ActorHost {
   #onTimer(timer: ArmedTimer<TimerPayload>): void {
     const p = timer.payload;
     this.#m.timerFired(Math.max(0, Date.now() - timer.dueAt) / 1000);
+    if (!this.#leases.holds(p.workflowName)) return;
     switch (p.kind) {
       case 'timer':
         this.#deliver(p.workflowId, { type: 'timerFired', commandId: p.commandId });
@@ -476,18 +521,64 @@ class EngineImpl implements Engine, ActorHost {
   }
 
   #onFlushFailed(workflowIds: ReadonlySet<string>, error: unknown): void {
-    this.logger.error({ err: error, workflows: workflowIds.size }, 'WAL flush failed; rebuilding the workflows in it');
+    const isLeaseLost = error instanceof LeaseLostError;
+    if (isLeaseLost) {
+      this.logger.warn({ workflows: workflowIds.size }, 'a flush wrote workflows whose lease this engine lost; rebuilding those it still holds');
+    } else {
+      this.logger.error({ err: error, workflows: workflowIds.size }, 'WAL flush failed; rebuilding the workflows in it');
+    }
     this.#system.drop(workflowIds);
-    // A workflow whose creation failed with the flush does not exist: its start call fails.
+    // A workflow whose creation failed with the flush does not exist: its start call fails, or,
+    // when only the lease was lost, is stored as a plain start for the engine that holds it.
     const failure = this.#startFailure(error);
-    for (const id of workflowIds) this.#creations.get(id)?.(failure);
-    this.recover(workflowIds);
+    for (const id of workflowIds) {
+      const creation = this.#creations.get(id);
+      if (!creation) continue;
+      if (isLeaseLost && !this.#isClosing) this.#storeForOwner(creation.row, creation.settle);
+      else creation.settle(failure);
+    }
+    // Which names are gone is known once a claim has asked: rebuild only what is still held.
+    if (isLeaseLost) void this.#leases.claim().then(() => this.recover(workflowIds));
+    else this.recover(workflowIds);
   }
 
-  async #recoverWithRetry(workflowIds: string[]): Promise<void> {
+  /** Stores a start whose first step could not be committed here, for the name's holder to run. */
+  #storeForOwner(row: NewWorkflowRow, settle: (error?: Error) => void): void {
+    this.wal.enqueueStart(row).then(
+      (isStored) => {
+        if (!isStored) {
+          settle(new WorkflowAlreadyExistsError(row.id));
+          return;
+        }
+        settle();
+        void this.#store.notifyEngines(Notice.Start);
+      },
+      (error: unknown) => settle(this.#startFailure(error)),
+    );
+  }
+
+  /**
+   * A lost name's workflows stop here at once: their actors go (what they had not flushed is
+   * fenced off anyway), and so do their timers; their activities still running report to no one.
+   * A gained name's unfinished work is recovered, as at a start.
+   */
+  #onLeaseChange({ gained, lost }: LeaseChanges): void {
+    if (lost.length > 0) {
+      this.logger.warn({ names: lost }, 'another engine took over the leases of these workflow names; stopped running them');
+      const isLost = new Set(lost);
+      this.#system.dropNamed(isLost);
+      this.#timers.disarmWhere((p) => isLost.has(p.workflowName));
+    }
+    if (gained.length > 0) {
+      this.logger.info({ names: gained, owner: this.#leases.owner }, 'holding the leases of these workflow names');
+      if (!this.#isStarting) void this.#recoverNamesWithRetry(gained);
+    }
+  }
+
+  async #recoverNamesWithRetry(names: string[]): Promise<void> {
     for (let attempt = 1; !this.#isClosing; attempt++) {
       try {
-        await this.#recover(workflowIds);
+        await this.#recover(names.filter((name) => this.#leases.holds(name)), undefined);
         return;
       } catch (error) {
         this.logger.warn({ err: error, attempt }, 'recovery failed; retrying');
@@ -496,9 +587,22 @@ class EngineImpl implements Engine, ActorHost {
     }
   }
 
-  async #recover(workflowIds: string[] | undefined): Promise<void> {
+  async #recoverWithRetry(workflowIds: string[]): Promise<void> {
+    for (let attempt = 1; !this.#isClosing; attempt++) {
+      try {
+        await this.#recover(this.#leases.held, workflowIds);
+        return;
+      } catch (error) {
+        this.logger.warn({ err: error, attempt }, 'recovery failed; retrying');
+        await new Promise((resolve) => setTimeout(resolve, retryDelayMs(attempt, 100, 5_000)));
+      }
+    }
+  }
+
+  /** Re-delivers what the database says is unfinished for `names` (and, if given, `workflowIds` only). */
+  async #recover(names: string[], workflowIds: string[] | undefined): Promise<void> {
+    if (names.length === 0) return;
     const { sql, tables } = this;
-    const names = this.#registeredNames;
     const now = Date.now();
     const [starts, timers, tasks] = await Promise.all([
       dueStarts(sql, tables, names, now + this.#options.pollIntervalMs * 2, RECOVERY_BATCH, workflowIds),
@@ -511,14 +615,15 @@ class EngineImpl implements Engine, ActorHost {
       this.#timers.arm(timerKey(t.workflowId, t.commandId), t.dueAt, {
         kind: 'timer',
         workflowId: t.workflowId,
+        workflowName: t.workflowName,
         commandId: t.commandId,
       });
     }
-    for (const task of tasks) {
+    for (const { task, workflowName } of tasks) {
       if (task.visibleAt <= now) this.#dispatch(task);
-      else this.#timers.arm(retryKey(task.workflowId, task.commandId), task.visibleAt, { kind: 'retry', task });
+      else this.#timers.arm(retryKey(task.workflowId, task.commandId), task.visibleAt, { kind: 'retry', workflowName, task });
     }
-    await this.#pollInbox(workflowIds);
+    await this.#pollInbox(names, workflowIds);
     // Parked workflows with events come back too: code that matches their history may run them on.
     this.#deliverEvents(await firstEventsOfParked(sql, tables, names, workflowIds));
   }
@@ -530,7 +635,7 @@ class EngineImpl implements Engine, ActorHost {
       // query began), and a stale 'pending' seed would start it a second time. A fresh actor
       // reads the row; one in memory ignores a start it is past.
       if (dueAt <= now) this.#deliverWhenRoom(row.id, { type: 'start' });
-      else this.#timers.arm(startKey(row.id), dueAt, { kind: 'start', workflowId: row.id });
+      else this.#timers.arm(startKey(row.id), dueAt, { kind: 'start', workflowId: row.id, workflowName: row.name });
     }
   }
 
@@ -546,12 +651,13 @@ class EngineImpl implements Engine, ActorHost {
       const ids = [...this.#inboxToRead];
       this.#inboxToRead.clear();
       if (this.#isClosing) return;
-      this.#pollInbox(ids).catch((error: unknown) => this.logger.warn({ err: error }, 'reading the inbox failed'));
+      this.#pollInbox(this.#leases.held, ids).catch((error: unknown) => this.logger.warn({ err: error }, 'reading the inbox failed'));
     });
   }
 
-  async #pollInbox(workflowIds?: string[]): Promise<void> {
-    this.#deliverEvents(await inboxFor(this.sql, this.tables, this.#registeredNames, workflowIds));
+  async #pollInbox(names: string[], workflowIds?: string[]): Promise<void> {
+    if (names.length === 0) return;
+    this.#deliverEvents(await inboxFor(this.sql, this.tables, names, workflowIds));
   }
 
   #deliverEvents(events: readonly InboxRow[]): void {
@@ -578,17 +684,13 @@ class EngineImpl implements Engine, ActorHost {
 
   async #pollOnce(): Promise<void> {
     try {
+      const names = this.#leases.held;
+      if (names.length === 0) return;
       const now = Date.now();
-      const starts = await dueStarts(
-        this.sql,
-        this.tables,
-        this.#registeredNames,
-        now + this.#options.pollIntervalMs * 2,
-        RECOVERY_BATCH,
-      );
+      const starts = await dueStarts(this.sql, this.tables, names, now + this.#options.pollIntervalMs * 2, RECOVERY_BATCH);
       if (this.#isClosing) return;
       this.#handleStarts(starts, now);
-      await this.#pollInbox();
+      await this.#pollInbox(names);
     } catch (error) {
       this.logger.warn({ err: error }, 'polling for starts and events failed');
     }

@@ -79,6 +79,13 @@ export interface EngineOptions extends ConnectionOptions {
    * (`engine.metricsUrl` tells which). @default not served (still readable via `engine.metrics`)
    */
   metrics?: { port?: number; host?: string };
+  /**
+   * How long this engine's claim on its workflow names lasts without renewal, in ms (it renews
+   * every third of it). Another engine registering the same names takes them over once the lease
+   * expires: after a crash of this one, at most this long (on the embedded database, which one
+   * process owns, at once). @default 10000
+   */
+  leaseTtlMs?: number;
 }
 
 /** Options of `createClient`. */
@@ -116,6 +123,7 @@ export interface ResolvedEngineOptions extends ResolvedConnection {
   pollIntervalMs: number;
   walHighWaterEvents: number;
   metrics: { port: number; host: string } | undefined;
+  leaseTtlMs: number;
 }
 
 /** Logs warnings and errors to stderr; ignores the rest. */
@@ -142,6 +150,11 @@ function positiveInt(value: unknown, name: string, fallback: number, allowInfini
 /** A delay a timer can keep: past 2^31-1 ms Node fires it at once (a poll every millisecond). */
 function atMostATimer(ms: number, name: string): number {
   if (ms > MAX_DELAY_MS) throw new RangeError(`options.${name} must be at most ${MAX_DELAY_MS} ms (24.8 days), got ${ms}`);
+  return ms;
+}
+
+function atLeast(ms: number, min: number, name: string): number {
+  if (ms < min) throw new RangeError(`options.${name} must be at least ${min} ms, got ${ms}`);
   return ms;
 }
 
@@ -238,6 +251,7 @@ export function resolveEngineOptions(options: EngineOptions): ResolvedEngineOpti
     maxCachedWorkflows: positiveInt(options.maxCachedWorkflows, 'maxCachedWorkflows', 10_000, true),
     pollIntervalMs: atMostATimer(positiveInt(options.pollIntervalMs, 'pollIntervalMs', 2_000), 'pollIntervalMs'),
     walHighWaterEvents: positiveInt(options.walHighWaterEvents, 'walHighWaterEvents', 50_000),
+    leaseTtlMs: atLeast(atMostATimer(positiveInt(options.leaseTtlMs, 'leaseTtlMs', 10_000), 'leaseTtlMs'), 500, 'leaseTtlMs'),
     metrics: resolveMetrics(options.metrics),
   };
 }

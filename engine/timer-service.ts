@@ -76,6 +76,11 @@ export class TimerService<Payload> {
     }
   }
 
+  /** Disarms every timer whose payload satisfies `predicate`. */
+  disarmWhere(predicate: (payload: Payload) => boolean): void {
+    for (const [key, timer] of this.#byKey) if (predicate(timer.payload)) this.disarm(key);
+  }
+
   close(): void {
     this.#isClosed = true;
     if (this.#handle) clearTimeout(this.#handle);

@@ -65,7 +65,7 @@ export interface WorkflowHandle<Output = unknown> {
 }
 
 /** NOTIFY payloads on the schema's channel. */
-export const Notice = { Start: 'start', Event: 'event', Done: 'done' } as const;
+export const Notice = { Start: 'start', Event: 'event', Done: 'done', Lease: 'lease' } as const;
 
 async function openSql(connection: ResolvedConnection, isMigrating: boolean): Promise<Sql> {
   const { database, logger } = connection;
@@ -123,6 +123,8 @@ export class WorkflowStore {
   readonly tables: Tables;
   readonly codec: JsonCodec;
   readonly logger: Logger;
+  /** The database is the embedded one (or a PGlite instance): this process alone can reach it. */
+  readonly isExclusive: boolean;
   readonly waiters = new ResultWaiters();
   #unlisten: (() => Promise<void>) | undefined;
   #onNotice: ((payload: string) => void) | undefined;
@@ -137,6 +139,7 @@ export class WorkflowStore {
   readonly #retryMs: number;
 
   private constructor(sql: Sql, tables: Tables, connection: ResolvedConnection) {
+    this.isExclusive = typeof connection.database !== 'string';
     this.sql = sql;
     this.tables = tables;
     this.codec = new JsonCodec(connection.maxPayloadBytes);
@@ -235,7 +238,7 @@ export class WorkflowStore {
    * a notice that fails is logged, not thrown (a caller would retry what is done), and the
    * engines' poll finds the work instead.
    */
-  async notifyEngines(notice: (typeof Notice)['Start' | 'Event']): Promise<void> {
+  async notifyEngines(notice: (typeof Notice)['Start' | 'Event' | 'Lease']): Promise<void> {
     try {
       await notify(this.sql, this.tables, notice);
     } catch (error) {

@@ -15,6 +15,7 @@ export interface QueueDepths {
   workflowsPending(): number;
   workflowsWaitingForRoom(): number;
   resultWaiters(): number;
+  leasesHeld(): number;
 }
 
 /** Registers one gauge per queue depth, each reading `depths` when scraped. */
@@ -44,4 +45,5 @@ export function registerQueueGauges(registry: Registry, depths: QueueDepths): vo
     depths.workflowsWaitingForRoom,
   );
   gauge(MetricName.ResultWaiters, 'Callers waiting in result() on this engine.', depths.resultWaiters);
+  gauge(MetricName.LeasesHeld, 'Workflow names whose lease this engine holds (it runs their workflows).', depths.leasesHeld);
 }

@@ -23,6 +23,7 @@ export const MetricName = {
   WorkflowsPending: 'duraflow_workflows_pending',
   WorkflowsWaitingForRoom: 'duraflow_workflows_waiting_for_room',
   ResultWaiters: 'duraflow_result_waiters',
+  LeasesHeld: 'duraflow_leases_held',
 
   // Latencies and sizes (histograms)
   WalFlushDuration: 'duraflow_wal_flush_duration_seconds',

@@ -61,6 +61,10 @@ export interface NewWorkflowRow {
 /** Everything one step of one workflow writes, committed atomically with other workflows'. */
 export interface WorkflowWrite {
   workflowId: string;
+  /** The workflow's name: the flush checks this engine still holds its lease. */
+  workflowName: string;
+  /** The epoch of that lease when the write was appended (set by the WAL; merged writes keep the first). */
+  leaseEpoch?: string;
   /** Rows continuing the workflow's history; their seqs are contiguous with what is stored. */
   history: HistoryRow[];
   status?: 'running' | 'completed' | 'failed';
@@ -87,9 +91,10 @@ export interface WorkflowWrite {
 }
 
 /** A write with nothing in it yet. */
-export function emptyWrite(workflowId: string): WorkflowWrite {
+export function emptyWrite(workflowId: string, workflowName: string): WorkflowWrite {
   return {
     workflowId,
+    workflowName,
     history: [],
     // Most steps touch none of these: they share one empty list until their first item.
     timersInsert: NO_ITEMS,

@@ -42,6 +42,7 @@ export interface Tables {
   readonly activityTasks: string;
   readonly inbox: string;
   readonly walCommits: string;
+  readonly leases: string;
   readonly migrations: string;
   /** NOTIFY channel shared by every process on this schema. */
   readonly channel: string;
@@ -73,6 +74,7 @@ export function tablesFor(schema: string): Tables {
     activityTasks: `${q}.activity_tasks`,
     inbox: `${q}.inbox`,
     walCommits: `${q}.wal_commits`,
+    leases: `${q}.leases`,
     migrations: `${q}.migrations`,
     channel: `duraflow_${schema}`,
   };

@@ -6,6 +6,7 @@ import { appended } from './lists.js';
 import { isRetryable } from './pg-errors.js';
 import { deleteTask, deleteTimer, type NewWorkflowRow, upsertTask, type WorkflowWrite } from './rows.js';
 import { committedFlush, deleteExpired, flushBatch } from './sql/flush-batch.js';
+import { type FenceParams, LeaseLostError } from './sql/leases.js';
 import type { Sql, Tables } from './sql.js';
 
 /** What the WAL reports to whoever watches it (metrics, logs). */
@@ -45,6 +46,12 @@ export interface WalOptions {
   /** History documents longer than this go to Postgres as json rather than jsonb. @default 64 Mi */
   maxJsonbChars?: number;
   observer?: WalObserver;
+  /**
+   * The engine's leases: each write is stamped with the epoch of its workflow name's lease when
+   * it is appended (`epochOf`; undefined for a name not held), and its flush commits only if
+   * `owner` still holds that epoch (else LeaseLostError). @default no check
+   */
+  lease?: { owner: string; epochOf: (workflowName: string) => string | undefined };
 }
 
 /** How often flushes also delete commit tokens older than an hour. */
@@ -193,6 +200,24 @@ export function mergeWrite(into: WorkflowWrite, next: WorkflowWrite): void {
   into.creates ??= next.creates;
 }
 
+/** The epoch of a write whose name this engine did not hold: no lease has it, so its flush fails. */
+const NO_LEASE = '0';
+
+/** The (name, epoch) pairs the writes were built under, each once. */
+function fenceOf(owner: string, writes: readonly WorkflowWrite[]): FenceParams {
+  const seen = new Set<string>();
+  const names: string[] = [];
+  const epochs: string[] = [];
+  for (const { workflowName, leaseEpoch = NO_LEASE } of writes) {
+    const key = `${workflowName}\0${leaseEpoch}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    names.push(workflowName);
+    epochs.push(leaseEpoch);
+  }
+  return { owner, names, epochs };
+}
+
 /**
  * The starts a batch inserts, by id. One row per id, or the statement fails as a whole: the first
  * start of an id, and none for an id a step of this batch creates (its first step has run already).
@@ -288,6 +313,8 @@ export class Wal {
    */
   enqueue(write: WorkflowWrite, onDurable?: (isRefused: boolean) => void): void {
     if (this.#isClosed) throw new WalClosedError();
+    // Stamped now, not at the flush: the write was built on what the engine knew under this epoch.
+    if (this.#options.lease) write.leaseEpoch = this.#options.lease.epochOf(write.workflowName) ?? NO_LEASE;
     this.#pending.add(write, onDurable);
     this.#schedule();
   }
@@ -440,7 +467,13 @@ export class Wal {
   }
 
   #fail(batch: Batch, error: unknown): void {
-    for (const start of batch.starts) start.reject(error);
+    if (error instanceof LeaseLostError && !this.#isClosed) {
+      // Starts need no lease: they go again, first, in the next flush.
+      this.#pending.starts.unshift(...batch.starts);
+      this.#schedule();
+    } else {
+      for (const start of batch.starts) start.reject(error);
+    }
     const ids = new Set(batch.writes.keys());
     // Later writes of these workflows were built on the state that just failed to commit.
     this.#pending.discard(ids);
@@ -469,13 +502,14 @@ export class Wal {
   }
 
   async #commit(batch: Batch, starts: ReadonlyMap<string, NewWorkflowRow>, token: string): Promise<Set<string>> {
-    const { inserted } = await flushBatch(
-      this.#options.sql,
-      this.#options.tables,
-      [...starts.values()],
-      [...batch.writes.values()],
-      { token, maxJsonbChars: this.#options.maxJsonbChars },
-    );
+    const writes = [...batch.writes.values()];
+    const lease = this.#options.lease;
+    const fence = lease && writes.length > 0 ? fenceOf(lease.owner, writes) : undefined;
+    const { inserted } = await flushBatch(this.#options.sql, this.#options.tables, [...starts.values()], writes, {
+      token,
+      maxJsonbChars: this.#options.maxJsonbChars,
+      fence,
+    });
     return inserted;
   }
 

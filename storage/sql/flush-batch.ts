@@ -1,6 +1,7 @@
 import { isRaisedBy } from '../pg-errors.js';
 import { changesRow, type NewWorkflowRow, type WorkflowWrite } from '../rows.js';
 import type { Queryable, Tables } from '../sql.js';
+import { type FenceParams, LeaseLostError } from './leases.js';
 
 /** What one flush changed. */
 export interface FlushResult {
@@ -10,6 +11,8 @@ export interface FlushResult {
 
 /** Marks the error the statement raises on purpose when a row to update is missing. */
 const MISSING_ROW_MARKER = 'duraflow-missing-workflow-row';
+/** Marks the error the statement raises on purpose when the engine no longer holds a lease. */
+const LEASE_LOST_MARKER = 'duraflow-lease-lost';
 
 /**
  * One part of the flush statement: a CTE over its own parameters (`$n` in the text is the part's
@@ -42,6 +45,21 @@ function historyCte(t: Tables, type: 'json' | 'jsonb', withCreates: boolean): st
 const MAX_JSONB_CHARS = 64 * 1024 * 1024;
 
 const PARTS = {
+  // The engine still holds each name it writes at the epoch it knows. FOR SHARE: another engine's
+  // takeover (which raises the epoch) waits for this statement to commit, and one that committed
+  // first makes the row fail the epoch test here, so the cast in `fenced` aborts the statement.
+  fence: {
+    params: 3,
+    cte: (t) => `leased AS (
+    SELECT l.name FROM ${t.leases} l JOIN unnest($2::text[], $3::bigint[]) AS u(n, e) ON l.name = u.n AND l.epoch = u.e
+    WHERE l.owner = $1
+    FOR SHARE OF l),
+  fenced AS (
+    SELECT CASE WHEN n <> cardinality($2::text[])
+      THEN ('${LEASE_LOST_MARKER}: this engine no longer holds the lease of ' || (cardinality($2::text[]) - n) || ' workflow name(s) it wrote')::int
+      ELSE n END AS held
+    FROM (SELECT count(*)::int AS n FROM leased) c)`,
+  },
   // A row with the same id and the same start token is this start's own, committed by an
   // earlier try whose answer was lost: it counts as inserted (the no-op update returns it).
   // A start made together with its first step comes in with that step's status, vars and times.
@@ -175,7 +193,7 @@ function flushStatement(t: Tables, present: readonly PartName[], key: string): s
   // With nothing to read back (no starts, no updates to count, no notice), the last part (the
   // flush's token) is the statement itself rather than a SELECT over the CTEs: tens of µs a flush.
   const last: Part = PARTS[present.at(-1)!];
-  const isAnswered = has('starts') || has('updates') || has('notify') || !last.main;
+  const isAnswered = has('fence') || has('starts') || has('updates') || has('notify') || !last.main;
   let offset = 0;
   const clauses = present.map((name, i) => {
     const part: Part = PARTS[name];
@@ -191,7 +209,8 @@ function flushStatement(t: Tables, present: readonly PartName[], key: string): s
     text = `WITH ${clauses.join(',\n  ')}
 SELECT ${has('starts') ? `(SELECT coalesce(array_agg(id), '{}') FROM ins_wf)` : `'{}'::text[]`} AS inserted,
        ${has('updates') ? '(SELECT updated FROM checked)' : '0'} AS updated,
-       ${has('notify') ? '(SELECT count(*) FROM note)::int' : '0'} AS notified`;
+       ${has('notify') ? '(SELECT count(*) FROM note)::int' : '0'} AS notified,
+       ${has('fence') ? '(SELECT held FROM fenced)' : '0'} AS held`;
   }
   statements.set(cacheKey, text);
   return text;
@@ -203,6 +222,8 @@ export interface FlushOptions {
   token?: string;
   /** History documents longer than this go as json, not jsonb. @default MAX_JSONB_CHARS */
   maxJsonbChars?: number;
+  /** The leases the writes need (an engine's flushes; a client's start has none). */
+  fence?: FenceParams;
 }
 
 /** A history row as the flush document carries it; `creates` only on a workflow's creating step. */
@@ -327,6 +348,9 @@ function collectParams(
   if (taskDeletes.length > 0) params.set('taskDeletes', [taskDeletes.map((x) => x.w), taskDeletes.map((x) => x.c)]);
   if (inbox.length > 0) params.set('inboxConsumed', [inbox]);
   if (notify) params.set('notify', [t.channel]);
+  if (options.fence && options.fence.names.length > 0) {
+    params.set('fence', [options.fence.owner, options.fence.names, options.fence.epochs]);
+  }
   if (options.token !== undefined) params.set(created.length > 0 ? 'commitWithStarts' : 'commit', [options.token]);
   return params;
 }
@@ -390,6 +414,10 @@ export async function flushBatch(
     .catch((error: unknown) => {
       if (isRaisedBy(error, MISSING_ROW_MARKER)) {
         throw new MissingWorkflowRowError(String((error as Error).message), { cause: error });
+      }
+      if (isRaisedBy(error, LEASE_LOST_MARKER)) {
+        const reason = new RegExp(`${LEASE_LOST_MARKER}: ([^"]*)`).exec((error as Error).message)?.[1];
+        throw new LeaseLostError(reason ?? 'this engine no longer holds a lease it wrote under', { cause: error });
       }
       throw error;
     });

@@ -3,6 +3,7 @@ import type { Queryable, Tables } from '../sql.js';
 
 interface PendingRow {
   workflow_id: string;
+  name: string;
   command_id: number;
   payload: string;
   at: Date;
@@ -15,16 +16,16 @@ interface PendingRow {
  * Activities of running workflows (whose name is in `workflowNames`, optionally only those in
  * `workflowIds`) that were scheduled and have not finished: each ActivityScheduled event without
  * an ActivityCompleted or ActivityFailed of the same command, with its retry state if an attempt
- * already failed. A recovery query; the hot path never reads it.
+ * already failed, and its workflow's name. A recovery query; the hot path never reads it.
  */
 export async function pendingTasks(
   db: Queryable,
   t: Tables,
   workflowNames: readonly string[],
   workflowIds?: readonly string[],
-): Promise<TaskRow[]> {
+): Promise<{ task: TaskRow; workflowName: string }[]> {
   const { rows } = await db.query<PendingRow>(
-    `SELECT s.workflow_id, s.command_id, s.payload, s.at, a.attempt, a.visible_at, a.last_failure
+    `SELECT s.workflow_id, w.name, s.command_id, s.payload, s.at, a.attempt, a.visible_at, a.last_failure
      FROM ${t.workflows} w
      JOIN ${t.history} s ON s.workflow_id = w.id AND s.type = 'ActivityScheduled'
      LEFT JOIN ${t.activityTasks} a ON a.workflow_id = s.workflow_id AND a.command_id = s.command_id
@@ -39,7 +40,7 @@ export async function pendingTasks(
   );
   return rows.map((r) => {
     const scheduled = JSON.parse(r.payload) as { activityName: string; input?: unknown; options?: unknown };
-    return {
+    const task: TaskRow = {
       workflowId: r.workflow_id,
       commandId: r.command_id,
       name: scheduled.activityName,
@@ -50,6 +51,7 @@ export async function pendingTasks(
       scheduledAt: r.at.getTime(),
       lastFailure: r.last_failure,
     };
+    return { task, workflowName: r.name };
   });
 }
 

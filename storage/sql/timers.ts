@@ -3,20 +3,20 @@ import type { Queryable, Tables } from '../sql.js';
 
 /**
  * Pending timers of workflows whose name is in `workflowNames` (and, optionally, whose id is in
- * `workflowIds`), earliest first.
+ * `workflowIds`), earliest first, each with its workflow's name.
  */
 export async function timersFor(
   db: Queryable,
   t: Tables,
   workflowNames: readonly string[],
   workflowIds?: readonly string[],
-): Promise<TimerRow[]> {
-  const { rows } = await db.query<{ workflow_id: string; command_id: number; due_at: Date }>(
-    `SELECT x.workflow_id, x.command_id, x.due_at FROM ${t.timers} x
+): Promise<(TimerRow & { workflowName: string })[]> {
+  const { rows } = await db.query<{ workflow_id: string; name: string; command_id: number; due_at: Date }>(
+    `SELECT x.workflow_id, w.name, x.command_id, x.due_at FROM ${t.timers} x
      JOIN ${t.workflows} w ON w.id = x.workflow_id
      WHERE w.name = ANY($1::text[]) AND ($2::text[] IS NULL OR x.workflow_id = ANY($2::text[]))
      ORDER BY x.due_at`,
     [workflowNames, workflowIds ?? null],
   );
-  return rows.map((r) => ({ workflowId: r.workflow_id, commandId: r.command_id, dueAt: r.due_at.getTime() }));
+  return rows.map((r) => ({ workflowId: r.workflow_id, workflowName: r.name, commandId: r.command_id, dueAt: r.due_at.getTime() }));
 }

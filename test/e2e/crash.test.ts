@@ -35,7 +35,8 @@ describe.each(backends)('crash recovery on $name', (backend) => {
   it(`finishes all ${COUNT} workflows of an engine killed with SIGKILL, each exactly once`, async () => {
     const dataDir = backend.name === 'pglite' ? await mkdtemp(path.join(tmpdir(), 'duraflow-crash-')) : undefined;
     const schema = `crash_${Date.now().toString(36)}`;
-    const env: Record<string, string> = { DURAFLOW_SCHEMA: schema, START_COUNT: String(COUNT) };
+    // A short lease: on Postgres the new engine takes the names over once the killed one's expires.
+    const env: Record<string, string> = { DURAFLOW_SCHEMA: schema, START_COUNT: String(COUNT), LEASE_TTL_MS: '2000' };
     if (dataDir) {
       env.DURAFLOW_DATA_DIR = dataDir;
       env.DATABASE_URL = '';

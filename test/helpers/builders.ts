@@ -13,7 +13,7 @@ export function makeWrite(
   count: number,
   extra: Partial<WorkflowWrite> = {},
 ): WorkflowWrite {
-  const w = emptyWrite(workflowId);
+  const w = emptyWrite(workflowId, 'wf');
   for (let i = 1; i <= count; i++) {
     w.history.push({ seq: from + i, activation: 1, type: 'TimerFired', commandId: from + i, payload: null, at: 1_000 });
   }

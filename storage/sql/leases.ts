@@ -1,0 +1,58 @@
+import type { Queryable, Tables } from '../sql.js';
+
+/**
+ * Leases: which engine runs the workflows of each name. An engine claims the names it registers;
+ * a name whose lease is held by another engine and has not expired stays that engine's. Times
+ * come from the database's clock, never a local one. The epoch grows each time a name changes
+ * hands, and every flush of an engine checks, in its own statement, that it still holds the epoch
+ * of each name it writes (`FenceParams`), so an engine that lost a name can never write it again.
+ */
+
+/** What a flush checks: this owner still holds each of these names at these epochs. */
+export interface FenceParams {
+  owner: string;
+  names: string[];
+  epochs: string[];
+}
+
+/** A flush wrote workflows of a name whose lease this engine no longer holds; nothing of it was stored. */
+export class LeaseLostError extends Error {
+  readonly code = 'DURAFLOW_LEASE_LOST';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'LeaseLostError';
+  }
+}
+
+/**
+ * Claims or renews the leases of `names` for `owner` until `ttlMs` from now: a name is taken if
+ * it has no lease, this owner holds it, or its lease expired (or whatever its lease, with
+ * `isExclusive`: the caller knows no other engine can reach this database). Returns the names
+ * now held, with their epochs (as text: bigint).
+ */
+export async function claimLeases(
+  db: Queryable,
+  t: Tables,
+  names: readonly string[],
+  owner: string,
+  ttlMs: number,
+  isExclusive: boolean,
+): Promise<Map<string, string>> {
+  const { rows } = await db.query<{ name: string; epoch: string }>(
+    `INSERT INTO ${t.leases} AS l (name, owner, epoch, expires_at)
+     SELECT n, $2, 1, now() + $3 * interval '1 millisecond' FROM unnest($1::text[]) AS n
+     ON CONFLICT (name) DO UPDATE SET
+       owner = excluded.owner,
+       epoch = CASE WHEN l.owner = excluded.owner THEN l.epoch ELSE l.epoch + 1 END,
+       expires_at = excluded.expires_at
+     WHERE l.owner = excluded.owner OR l.expires_at <= now() OR $4::bool
+     RETURNING name, epoch::text`,
+    [names, owner, ttlMs, isExclusive],
+  );
+  return new Map(rows.map((r) => [r.name, r.epoch]));
+}
+
+/** Ends `owner`'s leases of `names` now, so a waiting engine can take them at once. */
+export async function releaseLeases(db: Queryable, t: Tables, names: readonly string[], owner: string): Promise<void> {
+  await db.query(`UPDATE ${t.leases} SET expires_at = now() WHERE name = ANY($1::text[]) AND owner = $2`, [names, owner]);
+}

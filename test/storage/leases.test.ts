@@ -1,0 +1,85 @@
+import { describe, expect, it } from 'vitest';
+
+import { flushBatch } from '../../storage/sql/flush-batch.js';
+import { claimLeases, LeaseLostError, releaseLeases } from '../../storage/sql/leases.js';
+import { Wal } from '../../storage/wal.js';
+import { makeStartRow, makeWrite } from '../helpers/builders.js';
+import { backends } from '../helpers/database.js';
+import { useStore } from '../helpers/storage.js';
+
+describe.each(backends)('workflow leases on $name', (backend) => {
+  const store = useStore(backend);
+
+  it('gives a name to one owner at a time, raising the epoch at each change of hands', async () => {
+    const { sql, tables } = store();
+    const claim = (owner: string, names: string[], isExclusive = false) => claimLeases(sql, tables, names, owner, 60_000, isExclusive);
+
+    expect(await claim('a', ['x', 'y'])).toEqual(new Map([['x', '1'], ['y', '1']]));
+    // Held and unexpired: another engine gets nothing; the holder renews under the same epoch.
+    expect(await claim('b', ['x', 'y', 'z'])).toEqual(new Map([['z', '1']]));
+    expect(await claim('a', ['x', 'y'])).toEqual(new Map([['x', '1'], ['y', '1']]));
+    // Released: the next claim takes it under a new epoch, and the old holder cannot renew it.
+    await releaseLeases(sql, tables, ['x'], 'a');
+    expect(await claim('b', ['x'])).toEqual(new Map([['x', '2']]));
+    expect(await claim('a', ['x', 'y'])).toEqual(new Map([['y', '1']]));
+    // Only the holder can release.
+    await releaseLeases(sql, tables, ['x'], 'a');
+    expect(await claim('a', ['x'])).toEqual(new Map());
+    // An engine that owns the database outright (the embedded one) takes it whatever its lease.
+    expect(await claim('c', ['x'], true)).toEqual(new Map([['x', '3']]));
+  });
+
+  it('takes an expired lease', async () => {
+    const { sql, tables, db } = store();
+    await claimLeases(sql, tables, ['x'], 'a', 60_000, false);
+    await db.query(`UPDATE "${db.schema}".leases SET expires_at = now() - interval '1 second'`);
+    expect(await claimLeases(sql, tables, ['x'], 'b', 60_000, false)).toEqual(new Map([['x', '2']]));
+  });
+
+  it('refuses a flush whose lease epoch is not the current one, and stores none of it', async () => {
+    const { sql, tables, db } = store();
+    await claimLeases(sql, tables, ['other'], 'a', 60_000, false);
+    await flushBatch(sql, tables, [makeStartRow('w1')], []);
+    // The write's name has no lease at all.
+    await expect(
+      flushBatch(sql, tables, [], [makeWrite('w1', 0, 2)], { fence: { owner: 'a', names: ['wf'], epochs: ['1'] } }),
+    ).rejects.toBeInstanceOf(LeaseLostError);
+    await claimLeases(sql, tables, ['wf'], 'a', 60_000, false);
+    // Another owner, or the right owner under an old epoch, is refused too.
+    await expect(
+      flushBatch(sql, tables, [], [makeWrite('w1', 0, 2)], { fence: { owner: 'b', names: ['wf'], epochs: ['1'] } }),
+    ).rejects.toBeInstanceOf(LeaseLostError);
+    await db.query(`UPDATE "${db.schema}".leases SET epoch = 2 WHERE name = 'wf'`);
+    await expect(
+      flushBatch(sql, tables, [], [makeWrite('w1', 0, 2)], { fence: { owner: 'a', names: ['wf'], epochs: ['1'] } }),
+    ).rejects.toBeInstanceOf(LeaseLostError);
+    expect(await db.query(`SELECT * FROM "${db.schema}".history`)).toEqual([]);
+    await flushBatch(sql, tables, [], [makeWrite('w1', 0, 2)], { fence: { owner: 'a', names: ['wf'], epochs: ['2'] } });
+    expect(await db.query(`SELECT seq FROM "${db.schema}".history ORDER BY seq`)).toEqual([{ seq: 1 }, { seq: 2 }]);
+  });
+
+  it('stamps each write with the epoch it was appended under: a later claim does not make it valid', async () => {
+    const { sql, tables, db } = store();
+    await flushBatch(sql, tables, [makeStartRow('w1')], []);
+    const epochs = new Map([['wf', '1']]);
+    await claimLeases(sql, tables, ['wf'], 'a', 60_000, false);
+    const failed: unknown[] = [];
+    const wal = new Wal({
+      sql,
+      tables,
+      highWaterEvents: 1000,
+      lease: { owner: 'a', epochOf: (name) => epochs.get(name) },
+      onFlushFailed: (_ids, error) => failed.push(error),
+    });
+    // The lease changed hands twice meanwhile; the write is appended under epoch 1, and this
+    // engine learns of epoch 3 before the flush: the write was built on what it knew under 1.
+    await db.query(`UPDATE "${db.schema}".leases SET epoch = 3`);
+    wal.enqueue(makeWrite('w1', 0, 1));
+    epochs.set('wf', '3');
+    await wal.drain();
+    expect(failed).toEqual([expect.any(LeaseLostError)]);
+    wal.enqueue(makeWrite('w1', 0, 1));
+    await wal.close();
+    expect(await db.query(`SELECT seq FROM "${db.schema}".history`)).toEqual([{ seq: 1 }]);
+  });
+});
