@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 /**
- * duraflow's command line: reads a workflow's state from the database, without its code.
+ * duraflow's command line: reads a workflow's state, or which engine runs each workflow name,
+ * from the database, without the workflows' code.
  *
  *   duraflow inspect <workflowId> [--database URL | --data-dir DIR] [--schema NAME]
+ *   duraflow leases [--database URL | --data-dir DIR] [--schema NAME]
  *
  * Without --database or --data-dir it uses DATABASE_URL, else the embedded database in
  * ./.duraflow (which must not be open in another process at the same time). It only reads: a
@@ -12,7 +14,8 @@ import { parseArgs } from 'node:util';
 
 import { createClient, EngineError } from '../engine/index.js';
 
-const USAGE = 'usage: duraflow inspect <workflowId> [--database URL | --data-dir DIR] [--schema NAME]';
+const OPTIONS = '[--database URL | --data-dir DIR] [--schema NAME]';
+const USAGE = `usage: duraflow inspect <workflowId> ${OPTIONS}\n       duraflow leases ${OPTIONS}`;
 
 async function main(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -26,7 +29,9 @@ async function main(argv: string[]): Promise<number> {
     },
   });
   const [command, workflowId] = positionals;
-  if (values.help || command !== 'inspect' || !workflowId || positionals.length > 2) {
+  const isInspect = command === 'inspect' && workflowId !== undefined && positionals.length === 2;
+  const isLeases = command === 'leases' && positionals.length === 1;
+  if (values.help || !(isInspect || isLeases)) {
     console.error(USAGE);
     return values.help ? 0 : 2;
   }
@@ -38,8 +43,8 @@ async function main(argv: string[]): Promise<number> {
     migrate: false,
   });
   try {
-    const state = await client.inspect(workflowId);
-    process.stdout.write(`${JSON.stringify(state, null, 2)}\n`);
+    const shown = isInspect ? await client.inspect(workflowId!) : await client.leases();
+    process.stdout.write(`${JSON.stringify(shown, null, 2)}\n`);
     return 0;
   } finally {
     await client.close();

@@ -1,5 +1,5 @@
 import { type ClientOptions, resolveConnection } from './options.js';
-import type { ResultOptions, SendEventOptions, StartWorkflowOptions, WorkflowHandle } from './workflow-store.js';
+import type { LeaseState, ResultOptions, SendEventOptions, StartWorkflowOptions, WorkflowHandle } from './workflow-store.js';
 import { Notice, WorkflowStore } from './workflow-store.js';
 import { WorkflowAlreadyExistsError } from './errors.js';
 import { checkName } from './validate.js';
@@ -33,6 +33,8 @@ export interface Client {
    * if it failed, `WorkflowNotFoundError`, or `TimeoutError` after `timeoutMs`.
    */
   result<Output = unknown>(workflowId: string, options?: ResultOptions): Promise<Output>;
+  /** Which engine holds the lease of each workflow name, so runs its workflows, by name. */
+  leases(): Promise<LeaseState[]>;
   /** Releases the connection. */
   close(): Promise<void>;
 }
@@ -70,6 +72,10 @@ class ClientImpl implements Client {
 
   async result<Output>(workflowId: string, options?: ResultOptions): Promise<Output> {
     return this.#store.result<Output>(workflowId, options);
+  }
+
+  async leases(): Promise<LeaseState[]> {
+    return this.#store.leases();
   }
 
   async close(): Promise<void> {

@@ -32,6 +32,7 @@ import { checkName } from './validate.js';
 import { workflowErrors } from './workflow-errors.js';
 import type { WorkflowState } from './workflow-state.js';
 import {
+  type LeaseState,
   Notice,
   type ResultOptions,
   type SendEventOptions,
@@ -349,6 +350,11 @@ class EngineImpl implements Engine, ActorHost {
     // A workflow running in this engine's memory, or started here and waiting for room, settles
     // its waiters when its end commits: no need to ask the database first.
     return this.#store.result<Output>(workflowId, options, this.#system.isRunningHere(workflowId));
+  }
+
+  async leases(): Promise<LeaseState[]> {
+    this.#checkOpen();
+    return this.#store.leases();
   }
 
   close(): Promise<void> {

@@ -4,7 +4,7 @@ export type { Engine, WorkflowInput, WorkflowOutput } from './engine.js';
 export { createClient } from './client.js';
 export type { Client } from './client.js';
 export type { ClientOptions, ConnectionOptions, EngineOptions, Logger } from './options.js';
-export type { ResultOptions, SendEventOptions, StartWorkflowOptions, WorkflowHandle } from './workflow-store.js';
+export type { LeaseState, ResultOptions, SendEventOptions, StartWorkflowOptions, WorkflowHandle } from './workflow-store.js';
 export type { WaitingActivity, WaitingOn, WorkflowState } from './workflow-state.js';
 export type { HistoryEvent, SerializedFailure } from '../actors/history.js';
 export { EventType } from '../actors/history.js';

@@ -9,6 +9,7 @@ import { NoEmbeddedDatabaseError, PgliteDriver } from '../storage/pglite-driver.
 import type { NewWorkflowRow } from '../storage/rows.js';
 import { inboxOf, insertEvent } from '../storage/sql/inbox.js';
 import { flushBatch } from '../storage/sql/flush-batch.js';
+import { readLeases } from '../storage/sql/leases.js';
 import { tasksOf } from '../storage/sql/tasks.js';
 import { finishedAmong, loadHistory, loadWorkflow, notify, timersOf } from '../storage/sql/workflows.js';
 import { type Sql, type Tables, tablesFor } from '../storage/sql.js';
@@ -62,6 +63,19 @@ export interface WorkflowHandle<Output = unknown> {
   readonly workflowId: string;
   /** Resolves with the workflow's result; rejects with `WorkflowFailedError` if its code threw. */
   result(options?: ResultOptions): Promise<Output>;
+}
+
+/** Which engine runs the workflows of a name (see `Client.leases`). */
+export interface LeaseState {
+  workflowName: string;
+  /** The holding engine: `host:pid:random`, new at each start of an engine. */
+  owner: string;
+  /** Raised each time the name changes hands. */
+  epoch: number;
+  /** When the lease ends unless renewed (every third of `leaseTtlMs`). */
+  expiresAt: Date;
+  /** Past `expiresAt` by the database's clock: the holder closed or stopped, and any engine registering the name may take it. */
+  isExpired: boolean;
 }
 
 /** NOTIFY payloads on the schema's channel. */
@@ -250,6 +264,19 @@ export class WorkflowStore {
    * The workflow's state from the database, with live values from `live` when given;
    * `isRegisteredHere` tells whether the engine asking registers a workflow name.
    */
+  /** Which engine holds the lease of each workflow name (see `Client.leases`). */
+  async leases(): Promise<LeaseState[]> {
+    this.#checkOpen();
+    const rows = await this.#withRetries('reading the leases', () => readLeases(this.sql, this.tables));
+    return rows.map((r) => ({
+      workflowName: r.name,
+      owner: r.owner,
+      epoch: Number(r.epoch),
+      expiresAt: r.expires_at,
+      isExpired: r.is_expired,
+    }));
+  }
+
   async inspect(
     workflowId: string,
     live?: () => ActorSnapshot | undefined,

@@ -205,13 +205,13 @@ const NO_LEASE = '0';
 
 /** The (name, epoch) pairs the writes were built under, each once. */
 function fenceOf(owner: string, writes: readonly WorkflowWrite[]): FenceParams {
-  const seen = new Set<string>();
   const names: string[] = [];
   const epochs: string[] = [];
+  // A batch holds a handful of names: a linear look beats building a key per write.
   for (const { workflowName, leaseEpoch = NO_LEASE } of writes) {
-    const key = `${workflowName}\0${leaseEpoch}`;
-    if (seen.has(key)) continue;
-    seen.add(key);
+    let isKnown = false;
+    for (let i = 0; i < names.length && !isKnown; i++) isKnown = names[i] === workflowName && epochs[i] === leaseEpoch;
+    if (isKnown) continue;
     names.push(workflowName);
     epochs.push(leaseEpoch);
   }

@@ -52,6 +52,23 @@ export async function claimLeases(
   return new Map(rows.map((r) => [r.name, r.epoch]));
 }
 
+/** A lease as stored, with whether it has expired by the database's clock. */
+export interface LeaseRow {
+  name: string;
+  owner: string;
+  epoch: string;
+  expires_at: Date;
+  is_expired: boolean;
+}
+
+/** Every lease of the schema, by workflow name. */
+export async function readLeases(db: Queryable, t: Tables): Promise<LeaseRow[]> {
+  const { rows } = await db.query<LeaseRow>(
+    `SELECT name, owner, epoch::text, expires_at, expires_at <= now() AS is_expired FROM ${t.leases} ORDER BY name`,
+  );
+  return rows;
+}
+
 /** Ends `owner`'s leases of `names` now, so a waiting engine can take them at once. */
 export async function releaseLeases(db: Queryable, t: Tables, names: readonly string[], owner: string): Promise<void> {
   await db.query(`UPDATE ${t.leases} SET expires_at = now() WHERE name = ANY($1::text[]) AND owner = $2`, [names, owner]);

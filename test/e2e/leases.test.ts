@@ -1,3 +1,6 @@
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+
 import { describe, expect, it } from 'vitest';
 
 import type { WorkflowContext } from 'duraflow';
@@ -7,6 +10,9 @@ import { spawnFixture } from '../helpers/child-engine.js';
 import { backends, serverBackends, useSchema } from '../helpers/database.js';
 import { fixtureActivities, openClient, readMetric, startEngine } from '../helpers/engines.js';
 import { waitFor } from '../helpers/wait-for.js';
+
+const run = promisify(execFile);
+const cli = new URL('../../dist/bin/duraflow.js', import.meta.url).pathname;
 
 type WhoAmI = { whoAmI(): Promise<string> };
 
@@ -40,19 +46,27 @@ describe.each(serverBackends)('several engines registering the same workflows on
     const handles = await Promise.all(Array.from({ length: 10 }, (_, i) => b.startWorkflow(tagged, { wait: false }, { workflowId: `l-${i}` })));
     expect(await Promise.all(handles.map((h) => h.result()))).toEqual(handles.map(() => 'a'));
 
+    const beforeClose = await b.leases();
+    expect(beforeClose).toEqual([{ workflowName: 'tagged', owner: expect.stringContaining(`:${process.pid}:`), epoch: 1, expiresAt: expect.any(Date), isExpired: false }]);
     const waiting = await b.startWorkflow(tagged, { wait: true }, { workflowId: 'l-wait' });
     await waitFor(async () => (await b.inspect('l-wait')).waitingOn.events.length > 0, 'the workflow to wait on the holder');
     await a.close();
     await waitFor(async () => (await readMetric(b, HELD)) === 1, 'the second engine to take the lease', 10_000);
     await b.sendEvent('l-wait', 'go');
     expect(await waiting.result()).toBe('b');
-    const [lease] = await db().query<{ owner: string; epoch: string }>(`SELECT owner, epoch::text FROM "${db().schema}".leases`);
-    expect(lease!.epoch).toBe('2');
+    const [before] = beforeClose;
+    const after = await b.leases();
+    expect(after).toEqual([{ workflowName: 'tagged', owner: expect.any(String), epoch: 2, expiresAt: expect.any(Date), isExpired: false }]);
+    expect(after[0]!.owner).not.toBe(before!.owner);
+    // The CLI shows the same, from another process.
+    const { stdout } = await run(process.execPath, [cli, 'leases', '--database', process.env.DATABASE_URL!, '--schema', db().schema]);
+    expect(JSON.parse(stdout)).toEqual(JSON.parse(JSON.stringify(await b.leases())).map((l: object) => ({ ...l, expiresAt: expect.any(String) })));
     await b.close();
+    expect((await b.leases().catch((e: Error) => e.name))).toBe('EngineClosedError');
   });
 
   it('takes over the workflows of an engine killed with SIGKILL once its lease expires', async () => {
-    const count = 40;
+    const count = 200;
     const child = spawnFixture('engine-process.js', {
       DATABASE_URL: process.env.DATABASE_URL!,
       DURAFLOW_SCHEMA: db().schema,
@@ -63,11 +77,20 @@ describe.each(serverBackends)('several engines registering the same workflows on
       await child.line(/^started \d+/);
       const standby = await startEngine(db(), { workflows: { mixed, waitsForGo }, activities: fixtureActivities });
       expect(await readMetric(standby, HELD)).toBe(0);
+      // Killed with three quarters of its workflows somewhere in between.
+      await child.line(/^quarter done/);
       child.process.kill('SIGKILL');
       expect(await child.exited).toBeNull();
+      const late = await standby.startWorkflow(waitsForGo, { label: 'after the kill' });
+      await waitFor(async () => (await readMetric(standby, HELD)) === 2, 'the standby to take both names over', 10_000);
       const results = await Promise.all(Array.from({ length: count }, (_, i) => standby.result<number>(`w-${i}`, { timeoutMs: 30_000 })));
       expect(results).toEqual(results.map((_, i) => expectedMixed(i)));
-      expect(await readMetric(standby, HELD)).toBe(2);
+      await standby.sendEvent(late.workflowId, 'go', 1);
+      expect(await late.result()).toEqual({ label: 'after the kill', ev: 1 });
+      const startedTwice = await db().query(
+        `SELECT workflow_id FROM "${db().schema}".history WHERE type IN ('WorkflowStarted', 'WorkflowCompleted') GROUP BY workflow_id, type HAVING count(*) > 1`,
+      );
+      expect(startedTwice).toEqual([]);
       await standby.close();
     } finally {
       child.process.kill('SIGKILL');
