@@ -574,6 +574,9 @@ class EngineImpl implements Engine, ActorHost {
       const isLost = new Set(lost);
       this.#system.dropNamed(isLost);
       this.#timers.disarmWhere((p) => isLost.has(p.workflowName));
+      // A creation's first step cannot commit now (if it was written, its flush fails and comes
+      // here too; the start's token makes the second store find the first): store it for the holder.
+      for (const { row, settle } of [...this.#creations.values()]) if (isLost.has(row.name)) this.#storeForOwner(row, settle);
     }
     if (gained.length > 0) {
       this.logger.info({ names: gained, owner: this.#leases.owner }, 'holding the leases of these workflow names');
