@@ -181,7 +181,7 @@ class EngineImpl implements Engine, ActorHost {
     this.wal = new Wal({
       sql: store.sql,
       tables: store.tables,
-      // The embedded database has no other engine to fence off.
+      // The embedded database in dataDir has no other engine to fence off.
       lease: store.isExclusive ? undefined : { owner: leases.owner, epochOf: (name) => leases.epochOf(name) },
       highWaterEvents: options.walHighWaterEvents,
       onFlushFailed: (ids, error) => this.#onFlushFailed(ids, error),

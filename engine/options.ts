@@ -82,8 +82,8 @@ export interface EngineOptions extends ConnectionOptions {
   /**
    * How long this engine's claim on its workflow names lasts without renewal, in ms (it renews
    * every third of it). Another engine registering the same names takes them over once the lease
-   * expires: after a crash of this one, at most this long (on the embedded database, which one
-   * process owns, at once). @default 10000
+   * expires: after a crash of this one, at most this long (on the embedded database in `dataDir`,
+   * which one process owns, at once). @default 10000
    */
   leaseTtlMs?: number;
 }

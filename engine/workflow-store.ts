@@ -137,7 +137,10 @@ export class WorkflowStore {
   readonly tables: Tables;
   readonly codec: JsonCodec;
   readonly logger: Logger;
-  /** The database is the embedded one (or a PGlite instance): this process alone can reach it. */
+  /**
+   * The database is the embedded one in `dataDir`, which its lock file gives to this process
+   * alone. (A PGlite instance passed in may be shared by engines in the process.)
+   */
   readonly isExclusive: boolean;
   readonly waiters = new ResultWaiters();
   #unlisten: (() => Promise<void>) | undefined;
@@ -153,7 +156,7 @@ export class WorkflowStore {
   readonly #retryMs: number;
 
   private constructor(sql: Sql, tables: Tables, connection: ResolvedConnection) {
-    this.isExclusive = typeof connection.database !== 'string';
+    this.isExclusive = connection.database === undefined;
     this.sql = sql;
     this.tables = tables;
     this.codec = new JsonCodec(connection.maxPayloadBytes);

@@ -1,14 +1,19 @@
 import { execFile } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { promisify } from 'node:util';
+
+import { PGlite } from '@electric-sql/pglite';
 
 import { describe, expect, it } from 'vitest';
 
-import type { WorkflowContext } from 'duraflow';
+import { createEngine, type WorkflowContext } from 'duraflow';
 
 import { expectedMixed, mixed, waitsForGo } from '../fixtures/workflows.js';
 import { spawnFixture } from '../helpers/child-engine.js';
 import { backends, serverBackends, useSchema } from '../helpers/database.js';
-import { fixtureActivities, openClient, readMetric, startEngine } from '../helpers/engines.js';
+import { fixtureActivities, openClient, quietLogger, readMetric, startEngine, trackedEngines } from '../helpers/engines.js';
 import { waitFor } from '../helpers/wait-for.js';
 
 const run = promisify(execFile);
@@ -141,17 +146,43 @@ describe.each(serverBackends)('several engines registering the same workflows on
   });
 });
 
-describe.each(backends.filter((b) => b.name === 'pglite'))('an engine on the embedded database', (backend) => {
+describe('an engine on the embedded database in a data directory', () => {
+  it('takes its leases at once, whatever an earlier holder left: no other process can open the directory', async () => {
+    const dataDir = await mkdtemp(path.join(tmpdir(), 'duraflow-leases-'));
+    const open = (name: string) =>
+      createEngine({ dataDir, workflows: { tagged }, inlineActivities: { whoAmI: async () => name }, logger: quietLogger });
+    try {
+      await (await open('first')).close();
+      // As a process killed while holding them would leave them: unexpired, someone else's.
+      const db = new PGlite(dataDir);
+      await db.query(`UPDATE duraflow.leases SET owner = 'killed', expires_at = now() + interval '1 hour'`);
+      await db.close();
+      const engine = await open('second');
+      trackedEngines.add(engine);
+      try {
+        expect(await readMetric(engine, HELD)).toBe(1);
+        expect(await (await engine.startWorkflow(tagged, { wait: false })).result()).toBe('second');
+      } finally {
+        trackedEngines.delete(engine);
+        await engine.close();
+      }
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe.each(backends.filter((b) => b.name === 'pglite'))('engines sharing one PGlite instance on $name', (backend) => {
   const db = useSchema(backend);
 
-  it('takes its leases at once, whatever an earlier holder left: no other process can reach the database', async () => {
-    const first = await startEngine(db(), { workflows: { tagged }, inlineActivities: { whoAmI: async () => 'first' } });
-    await first.close();
-    // As a process killed while holding them would leave them: unexpired, someone else's.
-    await db().query(`UPDATE "${db().schema}".leases SET owner = 'killed', expires_at = now() + interval '1 hour'`);
-    const engine = await startEngine(db(), { workflows: { tagged }, inlineActivities: { whoAmI: async () => 'second' } });
-    expect(await readMetric(engine, HELD)).toBe(1);
-    expect(await (await engine.startWorkflow(tagged, { wait: false })).result()).toBe('second');
-    await engine.close();
+  it('run each name on one of them, as on a server: a PGlite passed in may be shared in the process', async () => {
+    const a = await startEngine(db(), { workflows: { tagged }, inlineActivities: { whoAmI: async () => 'a' }, leaseTtlMs: 60_000 });
+    const b = await startEngine(db(), { workflows: { tagged }, inlineActivities: { whoAmI: async () => 'b' }, leaseTtlMs: 60_000 });
+    expect([await readMetric(a, HELD), await readMetric(b, HELD)]).toEqual([1, 0]);
+    expect(await (await b.startWorkflow(tagged, { wait: false })).result()).toBe('a');
+    await a.close();
+    await waitFor(async () => (await readMetric(b, HELD)) === 1, 'the second engine to take the lease', 10_000);
+    expect(await (await b.startWorkflow(tagged, { wait: false })).result()).toBe('b');
+    await b.close();
   });
 });
