@@ -249,10 +249,9 @@ class EngineImpl implements Engine, ActorHost {
     }
     if (effects.isStarted) m.workflowStarted(effects.workflowName);
     const { workflowName } = effects;
-    // Committed under the lease, but the lease went before this answer came: the new owner
-    // recovers these from the database.
-    const isOwned = this.#leases.holds(workflowName);
-    if (isOwned) {
+    // Committed under the lease, but the lease went (or may have: renewals are overdue) before
+    // this answer came: whoever holds it next recovers these from the database.
+    if (this.#leases.mayAct(workflowName)) {
       for (const task of effects.dispatch) this.#dispatch(task);
       for (const task of effects.retries) {
         this.#timers.arm(retryKey(workflowId, task.commandId), task.visibleAt, { kind: 'retry', workflowName, task });
@@ -503,7 +502,7 @@ class EngineImpl implements Engine, ActorHost {
   #onTimer(timer: ArmedTimer<TimerPayload>): void {
     const p = timer.payload;
     this.#m.timerFired(Math.max(0, Date.now() - timer.dueAt) / 1000);
-    if (!this.#leases.holds(p.workflowName)) return;
+    if (!this.#leases.mayAct(p.workflowName)) return;
     switch (p.kind) {
       case 'timer':
         this.#deliver(p.workflowId, { type: 'timerFired', commandId: p.commandId });
@@ -566,13 +565,16 @@ class EngineImpl implements Engine, ActorHost {
   /**
    * A lost name's workflows stop here at once: their actors go (what they had not flushed is
    * fenced off anyway), and so do their timers; their activities still running report to no one.
-   * A gained name's unfinished work is recovered, as at a start.
+   * A gained name's unfinished work is recovered, as at a start; so is a kept name's, after side
+   * effects were held back while its lease was overdue.
    */
-  #onLeaseChange({ gained, lost }: LeaseChanges): void {
+  #onLeaseChange({ gained, lost, resumed }: LeaseChanges): void {
     if (lost.length > 0) {
       this.logger.warn({ names: lost }, 'another engine took over the leases of these workflow names; stopped running them');
       const isLost = new Set(lost);
       this.#system.dropNamed(isLost);
+      // Their ends will be announced by another engine: callers waiting here hear of them from the database.
+      this.#store.watchWaitersFromElsewhere();
       this.#timers.disarmWhere((p) => isLost.has(p.workflowName));
       // A creation's first step cannot commit now (if it was written, its flush fails and comes
       // here too; the start's token makes the second store find the first): store it for the holder.
@@ -580,8 +582,12 @@ class EngineImpl implements Engine, ActorHost {
     }
     if (gained.length > 0) {
       this.logger.info({ names: gained, owner: this.#leases.owner }, 'holding the leases of these workflow names');
-      if (!this.#isStarting) void this.#recoverNamesWithRetry(gained);
     }
+    if (resumed.length > 0) {
+      this.logger.info({ names: resumed }, 'the leases of these workflow names are renewed again; recovering what was held back');
+    }
+    const toRecover = [...gained, ...resumed];
+    if (toRecover.length > 0 && !this.#isStarting) void this.#recoverNamesWithRetry(toRecover);
   }
 
   async #recoverNamesWithRetry(names: string[]): Promise<void> {
@@ -619,8 +625,10 @@ class EngineImpl implements Engine, ActorHost {
       pendingTasks(sql, tables, names, workflowIds),
     ]);
     if (this.#isClosing) return;
+    // The names may have gone while the queries ran.
     this.#handleStarts(starts, now);
     for (const t of timers) {
+      if (!this.#leases.mayAct(t.workflowName)) continue;
       this.#timers.arm(timerKey(t.workflowId, t.commandId), t.dueAt, {
         kind: 'timer',
         workflowId: t.workflowId,
@@ -629,6 +637,7 @@ class EngineImpl implements Engine, ActorHost {
       });
     }
     for (const { task, workflowName } of tasks) {
+      if (!this.#leases.mayAct(workflowName)) continue;
       if (task.visibleAt <= now) this.#dispatch(task);
       else this.#timers.arm(retryKey(task.workflowId, task.commandId), task.visibleAt, { kind: 'retry', workflowName, task });
     }
@@ -639,6 +648,7 @@ class EngineImpl implements Engine, ActorHost {
 
   #handleStarts(rows: WorkflowRow[], now: number): void {
     for (const row of rows) {
+      if (!this.#leases.mayAct(row.name)) continue;
       const dueAt = row.start_at.getTime();
       // No seed: a poll's rows may be stale (the workflow started, ran and left memory since the
       // query began), and a stale 'pending' seed would start it a second time. A fresh actor

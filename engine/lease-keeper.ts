@@ -11,6 +11,11 @@ export interface LeaseChanges {
   gained: string[];
   /** Names it must stop running at once (another engine took them, or their epoch changed). */
   lost: string[];
+  /**
+   * Names it kept, after a time when their leases were overdue and side effects were held back
+   * (`mayAct`): what was held back must be recovered.
+   */
+  resumed: string[];
 }
 
 export interface LeaseKeeperOptions {
@@ -29,7 +34,9 @@ export interface LeaseKeeperOptions {
  * third of the lease's time to live after: a claim renews the names it holds and takes those whose
  * lease expired (their engine stopped or stalled). A claim that fails (the database is away) keeps
  * what it held: the flushes' epoch check keeps the writes safe meanwhile, and the next claim that
- * gets through tells whether another engine took a name.
+ * gets through tells whether another engine took a name. Side effects (dispatching activities,
+ * firing timers) need more: a lease that cannot have expired yet by this process's clock (`mayAct`),
+ * since an engine that took the name over may be running them already.
  */
 export class LeaseKeeper {
   /** Names this engine and process hold, in leases, under this id. */
@@ -38,8 +45,13 @@ export class LeaseKeeper {
   readonly #epochs = new Map<string, string>();
   #timer: NodeJS.Timeout | undefined;
   #claiming: Promise<void> | undefined;
-  #claimAgain = false;
+  /** The claim that starts after the running one, which calls made meanwhile share. */
+  #nextClaim: Promise<void> | undefined;
   #isClosed = false;
+  /** performance.now() before which no lease held can have expired: the last claim's send time + TTL. */
+  #currentUntil = 0;
+  /** Set when `mayAct` refused a held name because its lease was overdue. */
+  #hasHeldBack = false;
 
   constructor(options: LeaseKeeperOptions) {
     this.#options = options;
@@ -52,6 +64,19 @@ export class LeaseKeeper {
 
   holds(name: string): boolean {
     return this.#epochs.has(name);
+  }
+
+  /**
+   * Whether this engine may release side effects of `name`'s workflows now: it holds the name, and
+   * its lease cannot have expired (renewals failed for less than its time to live; always on the
+   * embedded database, which no other engine can reach). What is refused comes back by recovery
+   * once a renewal gets through (`resumed`).
+   */
+  mayAct(name: string): boolean {
+    if (!this.#epochs.has(name)) return false;
+    if (this.#options.isExclusive || performance.now() < this.#currentUntil) return true;
+    this.#hasHeldBack = true;
+    return false;
   }
 
   /** Names held now. */
@@ -67,25 +92,28 @@ export class LeaseKeeper {
   }
 
   /**
-   * Claims now (a notice said a lease was released, or a flush found one lost). Calls made while a
-   * claim runs share one more claim after it.
+   * Claims now (a notice said a lease was released, or a flush found one lost); resolves after a
+   * claim that started after this call. Calls made while a claim runs share the one after it.
    */
   claim(): Promise<void> {
     if (this.#isClosed) return Promise.resolve();
     if (this.#claiming) {
-      this.#claimAgain = true;
-      return this.#claiming;
+      this.#nextClaim ??= this.#claiming.then(() => this.#claimLogged());
+      return this.#nextClaim;
     }
-    this.#claiming = this.#claim()
+    return this.#claimLogged();
+  }
+
+  #claimLogged(): Promise<void> {
+    this.#nextClaim = undefined;
+    if (this.#isClosed) return Promise.resolve();
+    const claiming = this.#claim()
       .catch((error: unknown) => this.#options.logger.warn({ err: error }, 'renewing the workflow leases failed; will retry'))
       .finally(() => {
-        this.#claiming = undefined;
-        if (this.#claimAgain) {
-          this.#claimAgain = false;
-          void this.claim();
-        }
+        if (this.#claiming === claiming) this.#claiming = undefined;
       });
-    return this.#claiming;
+    this.#claiming = claiming;
+    return claiming;
   }
 
   /**
@@ -111,8 +139,13 @@ export class LeaseKeeper {
 
   async #claim(): Promise<void> {
     const { sql, tables, names, ttlMs, isExclusive } = this.#options;
-    const claimed = await claimLeases(sql, tables, names, this.owner, ttlMs, isExclusive);
+    const sentAt = performance.now();
+    // Sorted: claims of engines registering overlapping names lock the rows in one order.
+    const claimed = await claimLeases(sql, tables, [...names].sort(), this.owner, ttlMs, isExclusive);
     if (this.#isClosed) return;
+    this.#currentUntil = sentAt + ttlMs;
+    const isResuming = this.#hasHeldBack;
+    this.#hasHeldBack = false;
     const gained: string[] = [];
     const lost: string[] = [];
     for (const [name, epoch] of this.#epochs) {
@@ -122,11 +155,12 @@ export class LeaseKeeper {
       lost.push(name);
       this.#epochs.delete(name);
     }
+    const resumed = isResuming ? [...this.#epochs.keys()] : [];
     for (const [name, epoch] of claimed) {
       if (this.#epochs.has(name)) continue;
       gained.push(name);
       this.#epochs.set(name, epoch);
     }
-    if (gained.length > 0 || lost.length > 0) this.#options.onChange({ gained, lost });
+    if (gained.length > 0 || lost.length > 0 || resumed.length > 0) this.#options.onChange({ gained, lost, resumed });
   }
 }

@@ -17,6 +17,8 @@ interface Waiter {
   resolve: (outcome: Outcome) => void;
   reject: (error: Error) => void;
   timer: NodeJS.Timeout | undefined;
+  /** This process runs the workflow and settles the wait itself (no database re-read needed). */
+  isHere: boolean;
 }
 
 /**
@@ -55,7 +57,7 @@ export class ResultWaiters {
   ): { promise: Promise<Outcome>; cancel: () => void } {
     let waiter!: Waiter;
     const promise = new Promise<Outcome>((resolve, reject) => {
-      waiter = { resolve, reject, timer: undefined };
+      waiter = { resolve, reject, timer: undefined, isHere: isRunningHere };
     });
     // The caller may still be reading the database when a close or timeout rejects this; it awaits
     // the promise afterwards, so the rejection is not unhandled (fastq's fork idiom).
@@ -67,16 +69,13 @@ export class ResultWaiters {
     }
     set.add(waiter);
     this.#callers++;
-    if (!isRunningHere) {
-      this.#elsewhere.set(workflowId, (this.#elsewhere.get(workflowId) ?? 0) + 1);
-      this.#keepAlive ??= setInterval(() => undefined, 2 ** 30);
-    }
+    if (!isRunningHere) this.#addElsewhere(workflowId);
     const cancel = (): void => {
       if (waiter.timer) clearTimeout(waiter.timer);
       if (!set.delete(waiter)) return;
       this.#callers--;
       if (set.size === 0 && this.#waiters.get(workflowId) === set) this.#waiters.delete(workflowId);
-      if (!isRunningHere) {
+      if (!waiter.isHere) {
         const left = (this.#elsewhere.get(workflowId) ?? 1) - 1;
         if (left > 0) this.#elsewhere.set(workflowId, left);
         else this.#elsewhere.delete(workflowId);
@@ -96,6 +95,25 @@ export class ResultWaiters {
       timeOutIn(timeoutMs);
     }
     return { promise, cancel };
+  }
+
+  /**
+   * This process no longer settles the waits it registered as its own (it stopped running some
+   * workflows): from now on they are re-read from the database like the others.
+   */
+  moveAllElsewhere(): void {
+    for (const [workflowId, set] of this.#waiters) {
+      for (const waiter of set) {
+        if (!waiter.isHere) continue;
+        waiter.isHere = false;
+        this.#addElsewhere(workflowId);
+      }
+    }
+  }
+
+  #addElsewhere(workflowId: string): void {
+    this.#elsewhere.set(workflowId, (this.#elsewhere.get(workflowId) ?? 0) + 1);
+    this.#keepAlive ??= setInterval(() => undefined, 2 ** 30);
   }
 
   settle(workflowId: string, outcome: Outcome): void {

@@ -357,6 +357,15 @@ export class WorkflowStore {
     return this.#nextCheck;
   }
 
+  /**
+   * This process stopped running some workflows (another engine took their names): callers
+   * waiting here for their ends are answered from the database from now on, starting now.
+   */
+  watchWaitersFromElsewhere(): void {
+    this.waiters.moveAllElsewhere();
+    this.#checkWaitersUntilDone(1);
+  }
+
   /** Ends waiting calls and closes the database; a second call resolves when the first is done. */
   close(): Promise<void> {
     this.#closed ??= this.#close();

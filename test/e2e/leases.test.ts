@@ -8,12 +8,14 @@ import { PGlite } from '@electric-sql/pglite';
 
 import { describe, expect, it } from 'vitest';
 
-import { createEngine, type WorkflowContext } from 'duraflow';
+import { type ActivityContext, createEngine, type Engine, type WorkflowContext } from 'duraflow';
 
 import { expectedMixed, mixed, waitsForGo } from '../fixtures/workflows.js';
 import { spawnFixture } from '../helpers/child-engine.js';
-import { backends, serverBackends, useSchema } from '../helpers/database.js';
+import { backends, isWaitingForLock, lockTable, serverBackends, type TestSchema, useSchema } from '../helpers/database.js';
 import { fixtureActivities, openClient, quietLogger, readMetric, startEngine, trackedEngines } from '../helpers/engines.js';
+import { FaultProxy } from '../helpers/fault-proxy.js';
+import { heldActivity } from '../helpers/held-activity.js';
 import { waitFor } from '../helpers/wait-for.js';
 
 const run = promisify(execFile);
@@ -184,5 +186,203 @@ describe.each(backends.filter((b) => b.name === 'pglite'))('engines sharing one 
     await waitFor(async () => (await readMetric(b, HELD)) === 1, 'the second engine to take the lease', 10_000);
     expect(await (await b.startWorkflow(tagged, { wait: false })).result()).toBe('b');
     await b.close();
+  });
+});
+
+
+/** As if another engine took every name of the schema while this one stalled; then a claim learns it. */
+async function takeNamesElsewhere(db: TestSchema): Promise<void> {
+  await db.query(`UPDATE "${db.schema}".leases SET owner = 'elsewhere', epoch = epoch + 1, expires_at = now() + interval '1 hour'`);
+  await db.query(`SELECT pg_notify($1, 'lease')`, [`duraflow_${db.schema}`]);
+}
+
+async function endLeasesElsewhere(db: TestSchema): Promise<void> {
+  await db.query(`UPDATE "${db.schema}".leases SET expires_at = now() - interval '1 second'`);
+}
+
+async function waitsThenAsks(ctx: WorkflowContext): Promise<string> {
+  const { whoAmI } = ctx.activities<{ whoAmI(): Promise<string> }>();
+  await ctx.waitForEvent('go');
+  return whoAmI();
+}
+
+async function busy(ctx: WorkflowContext): Promise<string> {
+  const { work } = ctx.activities<{ work(): Promise<string> }>();
+  const [result] = await Promise.all([work(), ctx.sleep(3_600_000)]);
+  return result;
+}
+
+async function sleeper(ctx: WorkflowContext): Promise<void> {
+  await ctx.waitForEvent('go');
+  await ctx.sleep(3_600_000);
+}
+
+async function waiter(ctx: WorkflowContext): Promise<void> {
+  await ctx.waitForEvent('never');
+}
+
+async function retried(ctx: WorkflowContext): Promise<string> {
+  const { flaky } = ctx.activities<{ flaky(): Promise<string> }>({ retry: { initialIntervalMs: 3_000, backoffCoefficient: 1 } });
+  return flaky();
+}
+
+/** An engine on `proxy`, whose flaky activity fails its first attempt and records every attempt. */
+function engineBehind(proxy: FaultProxy, db: TestSchema, name: string, attempts: number[], leaseTtlMs: number): Promise<Engine> {
+  return createEngine({
+    database: proxy.url(process.env.DATABASE_URL!),
+    schema: db.schema,
+    workflows: { retried },
+    inlineActivities: {
+      flaky: async (_input: unknown, ctx: ActivityContext) => {
+        attempts.push(ctx.attempt);
+        if (ctx.attempt === 1) throw new Error('first attempt fails');
+        return name;
+      },
+    },
+    leaseTtlMs,
+    pollIntervalMs: 500,
+    logger: quietLogger,
+  });
+}
+
+// Races between losing a name and the work in flight for it (several engines need a server).
+describe.each(serverBackends)('losing a workflow name while work for it is in flight on $name', (backend) => {
+  const db = useSchema(backend);
+
+  it('answers a result() awaited on the engine that lost the name, once the new holder finishes the workflow', async () => {
+    const a = await startEngine(db(), { workflows: { waitsThenAsks }, inlineActivities: { whoAmI: async () => 'a' }, leaseTtlMs: 60_000 });
+    const b = await startEngine(db(), { workflows: { waitsThenAsks }, inlineActivities: { whoAmI: async () => 'b' }, leaseTtlMs: 600 });
+    try {
+      await a.startWorkflow(waitsThenAsks, undefined, { workflowId: 'r-1' });
+      await waitFor(async () => (await a.inspect('r-1')).waitingOn.events.length > 0, 'the wait on a');
+      // Awaited on a while a runs it in memory: a would settle it itself.
+      const awaited = a.result<string>('r-1', { timeoutMs: 15_000 });
+      await takeNamesElsewhere(db());
+      await waitFor(async () => (await readMetric(a, HELD)) === 0, 'a to give the name up');
+      await endLeasesElsewhere(db());
+      await waitFor(async () => (await readMetric(b, HELD)) === 1, 'b to take the name');
+      await b.sendEvent('r-1', 'go');
+      // b's own result() would settle a's waiters too (same process): read the database instead.
+      await waitFor(async () => (await b.inspect('r-1')).status === 'completed', 'b to finish the workflow');
+      expect(await awaited).toBe('b');
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+
+  it('neither dispatches activities nor arms timers of a name lost while its recovery read the database', async () => {
+    const onB = heldActivity();
+    const b = await startEngine(db(), { workflows: { busy }, inlineActivities: { work: onB.activity }, leaseTtlMs: 60_000 });
+    let callsOnA = 0;
+    const a = await startEngine(db(), { workflows: { busy }, inlineActivities: { work: async () => `a${++callsOnA}` }, leaseTtlMs: 60_000 });
+    let lock: { release(): Promise<void> } = { release: async () => undefined };
+    try {
+      await b.startWorkflow(busy, undefined, { workflowId: 'x-1' });
+      await waitFor(async () => (await b.inspect('x-1')).waitingOn.activities.length > 0, 'the activity to run on b');
+      // a's recovery of the name will wait on this lock (it reads activity_tasks).
+      lock = await lockTable(db(), 'activity_tasks');
+      await b.close(); // releases the name and notifies: a takes it and starts recovering it
+      await waitFor(async () => (await readMetric(a, HELD)) === 1, 'a to take the name');
+      await waitFor(() => isWaitingForLock(db(), 'ActivityScheduled'), "a's recovery to wait for the lock");
+      await takeNamesElsewhere(db());
+      await waitFor(async () => (await readMetric(a, HELD)) === 0, 'a to give the name up');
+      await lock.release();
+      await waitFor(async () => !(await isWaitingForLock(db(), 'ActivityScheduled')), 'the recovery to go on');
+      // The recovery's rows are handled in the turn its last query answers; a's flushes and polls
+      // come after: once a poll has run, any dispatch or timer would have happened.
+      const flushes = await readMetric(a, 'duraflow_wal_flushes_total');
+      await a.startWorkflow(busy, undefined, { workflowId: 'x-2' }); // stored for the holder: a commit after
+      await waitFor(async () => (await readMetric(a, 'duraflow_wal_flushes_total')) > flushes, 'a later flush');
+      expect(callsOnA, 'activities of a lost name run on a').toBe(0);
+      expect(await readMetric(a, 'duraflow_timers_armed'), 'timers of a lost name armed on a').toBe(0);
+    } finally {
+      await lock.release();
+      await a.close();
+      onB.release();
+    }
+  });
+
+  it('stores a start for the holder when the name is lost while its first step waits for room in the WAL', async () => {
+    // A WAL congested by a single step: a start's first step then waits for room before running.
+    const a = await startEngine(db(), { workflows: { sleeper, waiter }, leaseTtlMs: 60_000, walHighWaterEvents: 1 });
+    let lock: { release(): Promise<void> } = { release: async () => undefined };
+    try {
+      await a.startWorkflow(sleeper, undefined, { workflowId: 's-0' });
+      await waitFor(async () => (await a.inspect('s-0')).waitingOn.events.length > 0, 'the wait');
+      // The step after the event inserts a timer: its flush waits on this lock and the WAL stays congested.
+      lock = await lockTable(db(), 'timers');
+      await a.sendEvent('s-0', 'go');
+      await waitFor(() => isWaitingForLock(db(), 'ins_t'), 'the flush to wait for the lock');
+      const started = a.startWorkflow(waiter, undefined, { workflowId: 's-1' });
+      await takeNamesElsewhere(db());
+      await waitFor(async () => (await readMetric(a, HELD)) === 0, 'a to give the names up');
+      await lock.release(); // the blocked flush fails (LeaseLostError) and the WAL empties
+      expect((await started).workflowId).toBe('s-1');
+      expect(await db().query(`SELECT status FROM "${db().schema}".workflows WHERE id = 's-1'`)).toEqual([{ status: 'pending' }]);
+    } finally {
+      await lock.release();
+      await a.close();
+    }
+  });
+
+  it('runs no activity attempt once its lease may have expired while it was cut off, and another engine holds the name', async () => {
+    const proxy = await FaultProxy.start();
+    const attemptsOnA: number[] = [];
+    const attemptsOnB: number[] = [];
+    let a: Engine | undefined;
+    try {
+      a = await engineBehind(proxy, db(), 'a', attemptsOnA, 1_000);
+      const b = await startEngine(db(), {
+        workflows: { retried },
+        inlineActivities: {
+          flaky: async (_input: unknown, ctx: ActivityContext) => {
+            attemptsOnB.push(ctx.attempt);
+            return 'b';
+          },
+        },
+        leaseTtlMs: 600,
+      });
+      await a.startWorkflow(retried, undefined, { workflowId: 'o-1' });
+      // The first attempt failed on a and its retry (due in 3 s) is committed.
+      await waitFor(async () => (await db().query(`SELECT 1 FROM "${db().schema}".activity_tasks`)).length === 1, 'the retry row');
+      // a loses the database; its lease expires after 1 s and b takes the name.
+      await proxy.refuse();
+      proxy.cutAll();
+      await waitFor(async () => (await readMetric(b, HELD)) === 1, 'b to take the name', 10_000);
+      expect(await b.result('o-1', { timeoutMs: 15_000 })).toBe('b');
+      // a's own retry timer, due with b's, has fired (and was held back) once none is armed.
+      await waitFor(async () => (await readMetric(a!, 'duraflow_timers_armed')) === 0, "a's retry timer to fire");
+      expect(attemptsOnB).toEqual([2]);
+      expect(attemptsOnA, 'attempts run on a').toEqual([1]);
+      await b.close();
+    } finally {
+      await proxy.accept();
+      await a?.close().catch(() => undefined);
+      await proxy.close();
+    }
+  });
+
+  it('runs what it held back while cut off past its lease, once a renewal finds the name still its own', async () => {
+    const proxy = await FaultProxy.start();
+    const attempts: number[] = [];
+    let a: Engine | undefined;
+    try {
+      a = await engineBehind(proxy, db(), 'a', attempts, 1_000);
+      await a.startWorkflow(retried, undefined, { workflowId: 'k-1' });
+      await waitFor(async () => (await db().query(`SELECT 1 FROM "${db().schema}".activity_tasks`)).length === 1, 'the retry row');
+      await proxy.refuse();
+      proxy.cutAll();
+      // The retry comes due while the lease is overdue: it is held back, not run.
+      await waitFor(async () => (await readMetric(a!, 'duraflow_timers_armed')) === 0, 'the retry timer to fire');
+      expect(attempts).toEqual([1]);
+      await proxy.accept();
+      // No other engine took the name: the next renewal keeps it, and recovery runs the retry.
+      expect(await a.result('k-1', { timeoutMs: 20_000 })).toBe('a');
+      expect(attempts).toEqual([1, 2]);
+    } finally {
+      await proxy.accept();
+      await a?.close().catch(() => undefined);
+      await proxy.close();
+    }
   });
 });
