@@ -33,7 +33,10 @@ export interface Client {
    * if it failed, `WorkflowNotFoundError`, or `TimeoutError` after `timeoutMs`.
    */
   result<Output = unknown>(workflowId: string, options?: ResultOptions): Promise<Output>;
-  /** Which engine holds the lease of each workflow name, so runs its workflows, by name. */
+  /**
+   * The lease of each workflow name, by name: which engine runs its workflows (or last did: see
+   * `isExpired`). Retries for `databaseRetryMs` while the database is unreachable.
+   */
   leases(): Promise<LeaseState[]>;
   /** Releases the connection. */
   close(): Promise<void>;

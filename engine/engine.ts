@@ -65,8 +65,9 @@ export interface Engine extends Omit<Client, 'startWorkflow'> {
     options?: StartWorkflowOptions,
   ): Promise<WorkflowHandle<Output>>;
   /**
-   * Stops taking work, lets running steps commit, aborts running activities (they run again on
-   * the next start: at-least-once) and closes the database.
+   * Stops taking work, lets running steps commit, aborts running activities (they run again
+   * wherever the workflow runs next: at-least-once), ends this engine's leases (an engine waiting
+   * for its names takes them at once) and closes the database (not a PGlite instance passed in).
    */
   close(): Promise<void>;
   /** This engine's own prom-client registry (never the global one): serve it on your own route. */
@@ -718,7 +719,9 @@ class EngineImpl implements Engine, ActorHost {
 
 /**
  * Starts an engine: connects (or opens the embedded database), applies the schema, loads the
- * activities module in its threads, and recovers every unfinished workflow it registers.
+ * activities module in its threads, claims the leases of the workflow names it registers, and
+ * recovers the unfinished workflows of those it got. It does not wait for names another engine
+ * holds (one that crashed, too, until its lease expires): it takes them over when it can.
  * Rejects with TypeError/RangeError for bad options, `ConfigurationError` for an unusable
  * activities module or a database that refuses to be opened, and `DatabaseUnavailableError` for
  * one that cannot be reached.

@@ -140,8 +140,7 @@ export class LeaseKeeper {
   async #claim(): Promise<void> {
     const { sql, tables, names, ttlMs, isExclusive } = this.#options;
     const sentAt = performance.now();
-    // Sorted: claims of engines registering overlapping names lock the rows in one order.
-    const claimed = await claimLeases(sql, tables, [...names].sort(), this.owner, ttlMs, isExclusive);
+    const claimed = await claimLeases(sql, tables, names, this.owner, ttlMs, isExclusive);
     if (this.#isClosed) return;
     this.#currentUntil = sentAt + ttlMs;
     const isResuming = this.#hasHeldBack;

@@ -40,7 +40,7 @@ export interface ConnectionOptions {
   /** Largest JSON payload (input, result, event, variable), in bytes. @default 1048576 (1 MiB) */
   maxPayloadBytes?: number;
   /**
-   * How long a client call (start, event, inspect, result) keeps retrying while the database is
+   * How long a client call (start, event, inspect, result, leases) keeps retrying while the database is
    * unreachable before failing with DatabaseUnavailableError, in ms. @default 10000
    */
   databaseRetryMs?: number;
@@ -80,10 +80,12 @@ export interface EngineOptions extends ConnectionOptions {
    */
   metrics?: { port?: number; host?: string };
   /**
-   * How long this engine's claim on its workflow names lasts without renewal, in ms (it renews
-   * every third of it). Another engine registering the same names takes them over once the lease
-   * expires: after a crash of this one, at most this long (on the embedded database in `dataDir`,
-   * which one process owns, at once). @default 10000
+   * How long this engine's lease on its workflow names lasts without renewal, in ms: an integer
+   * from 500 to 2^31-1. It renews every third of it; another engine registering the same names
+   * claims them on the same beat of its own, so after a crash of this one they run elsewhere (or
+   * here, restarted) within about this long plus a third (on the embedded database in `dataDir`,
+   * which one process owns: at once). Shorter is a faster takeover, but a shorter database outage
+   * then holds back activities and timers (see `mayAct`). @default 10000
    */
   leaseTtlMs?: number;
 }

@@ -163,7 +163,7 @@ export function buildWorkflowState(stored: StoredState, live: ActorSnapshot | un
         ? `scheduled to start at ${row.start_at.toISOString()}`
         : isRegisteredHere
           ? 'due; waiting for room in the actor cache (maxCachedWorkflows is reached), or for the next poll'
-          : `waiting for an engine that registers workflow ${JSON.stringify(row.name)}, or for room in its actor cache`;
+          : `waiting for an engine that registers workflow ${JSON.stringify(row.name)} and holds its lease (that of one that crashed expires after its leaseTtlMs), or for room in its actor cache`;
   }
   return state;
 }

@@ -68,13 +68,17 @@ export interface WorkflowHandle<Output = unknown> {
 /** Which engine runs the workflows of a name (see `Client.leases`). */
 export interface LeaseState {
   workflowName: string;
-  /** The holding engine: `host:pid:random`, new at each start of an engine. */
+  /** The holding engine: `host:pid:` and 8 random hex digits, new at each start of an engine. */
   owner: string;
   /** Raised each time the name changes hands. */
   epoch: number;
   /** When the lease ends unless renewed (every third of `leaseTtlMs`). */
   expiresAt: Date;
-  /** Past `expiresAt` by the database's clock: the holder closed or stopped, and any engine registering the name may take it. */
+  /**
+   * Past `expiresAt` by the database's clock: the holder closed, crashed, stalled or cannot reach
+   * the database, and the next claim by an engine registering the name takes it (the holder's own,
+   * if it comes first). Rows are never deleted: a name no engine registers any more stays, expired.
+   */
   isExpired: boolean;
 }
 
@@ -263,10 +267,6 @@ export class WorkflowStore {
     }
   }
 
-  /**
-   * The workflow's state from the database, with live values from `live` when given;
-   * `isRegisteredHere` tells whether the engine asking registers a workflow name.
-   */
   /** Which engine holds the lease of each workflow name (see `Client.leases`). */
   async leases(): Promise<LeaseState[]> {
     this.#checkOpen();
@@ -280,6 +280,11 @@ export class WorkflowStore {
     }));
   }
 
+  /**
+   * The workflow's state from the database, with live values from `live` when given;
+   * `isRegisteredHere` tells whether the engine asking runs a workflow name now (registers it and
+   * holds its lease).
+   */
   async inspect(
     workflowId: string,
     live?: () => ActorSnapshot | undefined,

@@ -45,5 +45,5 @@ export function registerQueueGauges(registry: Registry, depths: QueueDepths): vo
     depths.workflowsWaitingForRoom,
   );
   gauge(MetricName.ResultWaiters, 'Callers waiting in result() on this engine.', depths.resultWaiters);
-  gauge(MetricName.LeasesHeld, 'Workflow names whose lease this engine holds (it runs their workflows).', depths.leasesHeld);
+  gauge(MetricName.LeasesHeld, 'Workflow names whose lease this engine held at its last successful claim (it runs their workflows).', depths.leasesHeld);
 }

@@ -48,13 +48,14 @@ const PARTS = {
   // The engine still holds each name it writes at the epoch it knows. FOR SHARE: another engine's
   // takeover (which raises the epoch) waits for this statement to commit, and one that committed
   // first makes the row fail the epoch test here, so the cast in `fenced` aborts the statement.
-  // Rows are locked in name order, as claims take them, so the two cannot deadlock.
+  // Rows are locked in byte order of their names, as claims take them, so the two cannot deadlock
+  // (whatever the database's collation).
   fence: {
     params: 3,
     cte: (t) => `leased AS (
     SELECT l.name FROM ${t.leases} l JOIN unnest($2::text[], $3::bigint[]) AS u(n, e) ON l.name = u.n AND l.epoch = u.e
     WHERE l.owner = $1
-    ORDER BY l.name
+    ORDER BY l.name COLLATE "C"
     FOR SHARE OF l),
   fenced AS (
     SELECT CASE WHEN n <> cardinality($2::text[])

@@ -5,7 +5,9 @@ import type { Queryable, Tables } from '../sql.js';
  * a name whose lease is held by another engine and has not expired stays that engine's. Times
  * come from the database's clock, never a local one. The epoch grows each time a name changes
  * hands, and every flush of an engine checks, in its own statement, that it still holds the epoch
- * of each name it writes (`FenceParams`), so an engine that lost a name can never write it again.
+ * of each name it writes (`FenceParams`), so an engine that lost a name can never again write
+ * under the epoch it lost: only after claiming the name back, under a new one. (An expired lease
+ * that no one took is renewed by its holder under the same epoch.)
  */
 
 /** What a flush checks: this owner still holds each of these names at these epochs. */
@@ -27,8 +29,9 @@ export class LeaseLostError extends Error {
 /**
  * Claims or renews the leases of `names` for `owner` until `ttlMs` from now: a name is taken if
  * it has no lease, this owner holds it, or its lease expired (or whatever its lease, with
- * `isExclusive`: the caller knows no other engine can reach this database). Returns the names
- * now held, with their epochs (as text: bigint).
+ * `isExclusive`: the caller knows no other engine can reach this database). Rows are taken in
+ * byte order of the names, as flushes lock them. Returns the names now held, with their epochs
+ * (as text: bigint).
  */
 export async function claimLeases(
   db: Queryable,
@@ -41,6 +44,7 @@ export async function claimLeases(
   const { rows } = await db.query<{ name: string; epoch: string }>(
     `INSERT INTO ${t.leases} AS l (name, owner, epoch, expires_at)
      SELECT n, $2, 1, now() + $3 * interval '1 millisecond' FROM unnest($1::text[]) AS n
+     ORDER BY n COLLATE "C"
      ON CONFLICT (name) DO UPDATE SET
        owner = excluded.owner,
        epoch = CASE WHEN l.owner = excluded.owner THEN l.epoch ELSE l.epoch + 1 END,

@@ -3,12 +3,18 @@
  * a child process, SIGKILLed 3 times at random moments while ~60 workflows of mixed kinds stream
  * in (half started by a client, half by the engine under fire), then checked from the database
  * and from the activities' side effects. First, the checks themselves: a checker that passes
- * everything would prove nothing.
+ * everything would prove nothing. Last, the short version of the lease-chaos driver
+ * (`npm run chaos:leases` runs a longer one): three engines registering the same workflows on one
+ * schema, and one of each fault on whichever holds the leases (SIGKILL, SIGSTOP past its lease,
+ * SIGTERM, a stall after which the first engine takes its names back under a new epoch), checked
+ * the same way plus a fencing audit: triggers record each row's writer and the lease at that
+ * moment, and no engine may write for a name whose lease it did not hold.
  */
 import { describe, expect, it } from 'vitest';
 
 import { type EffectRow, evaluateRun, type HistoryRow, type RunData, type RunRecord, type WorkflowRow } from '../fixtures/chaos-checks.js';
 import { runKillChaos } from '../fixtures/chaos-kill.js';
+import { runLeaseChaos } from '../fixtures/chaos-lease.js';
 import { expectedResult } from '../fixtures/chaos-workflows.js';
 import { serverBackends } from '../helpers/database.js';
 
@@ -125,5 +131,19 @@ describe.each(serverBackends)('kill chaos on $name', () => {
     expect(result.kills).toBe(3);
     expect(result.report.lost).toEqual([]);
     expect(result.report.doubled).toEqual([]);
+  });
+});
+
+describe.each(serverBackends)('several engines under faults on $name', () => {
+  it('lose, double and mis-fence nothing through a kill, a stop, a graceful close and a stale regain', async () => {
+    const exitCode = await runLeaseChaos({
+      engines: 3,
+      faults: 4,
+      workflows: 60,
+      leaseTtlMs: 1500,
+      actions: ['kill', 'stop', 'term', 'swap'],
+      database: process.env.DATABASE_URL,
+    });
+    expect(exitCode, 'violations are printed above').toBe(0);
   });
 });
