@@ -126,6 +126,8 @@ class EngineImpl implements Engine, ActorHost {
   readonly #timers: TimerService<TimerPayload>;
   readonly #namesByFunction = new Map<WorkflowFunction<never, unknown>, string>();
   readonly #leases: LeaseKeeper;
+  /** Side effects held back while a lease was overdue, by workflow name, in order (see #whenMayAct). */
+  readonly #heldBack = new Map<string, (() => void)[]>();
   /** Set until the first claim's names are recovered by `recoverAll`. */
   #isStarting = true;
   readonly #parsedOptions = new Map<string, ActivityOptions>();
@@ -250,9 +252,7 @@ class EngineImpl implements Engine, ActorHost {
     }
     if (effects.isStarted) m.workflowStarted(effects.workflowName);
     const { workflowName } = effects;
-    // Committed under the lease, but the lease went (or may have: renewals are overdue) before
-    // this answer came: whoever holds it next recovers these from the database.
-    if (this.#leases.mayAct(workflowName)) {
+    this.#whenMayAct(workflowName, () => {
       for (const task of effects.dispatch) this.#dispatch(task);
       for (const task of effects.retries) {
         this.#timers.arm(retryKey(workflowId, task.commandId), task.visibleAt, { kind: 'retry', workflowName, task });
@@ -265,9 +265,9 @@ class EngineImpl implements Engine, ActorHost {
           commandId: timer.commandId,
         });
       }
-    }
-    for (const commandId of effects.disarmTimers) this.#timers.disarm(timerKey(workflowId, commandId));
-    for (const commandId of effects.disarmRetries) this.#timers.disarm(retryKey(workflowId, commandId));
+      for (const commandId of effects.disarmTimers) this.#timers.disarm(timerKey(workflowId, commandId));
+      for (const commandId of effects.disarmRetries) this.#timers.disarm(retryKey(workflowId, commandId));
+    });
     // Actors become evictable once their writes commit: trim the cache here, not only on delivery.
     if (this.#system.size > this.#options.maxCachedWorkflows) this.#system.trim();
     this.#system.stepCommitted(workflowId);
@@ -503,7 +503,10 @@ class EngineImpl implements Engine, ActorHost {
   #onTimer(timer: ArmedTimer<TimerPayload>): void {
     const p = timer.payload;
     this.#m.timerFired(Math.max(0, Date.now() - timer.dueAt) / 1000);
-    if (!this.#leases.mayAct(p.workflowName)) return;
+    this.#whenMayAct(p.workflowName, () => this.#fire(p));
+  }
+
+  #fire(p: TimerPayload): void {
     switch (p.kind) {
       case 'timer':
         this.#deliver(p.workflowId, { type: 'timerFired', commandId: p.commandId });
@@ -566,13 +569,14 @@ class EngineImpl implements Engine, ActorHost {
   /**
    * A lost name's workflows stop here at once: their actors go (what they had not flushed is
    * fenced off anyway), and so do their timers; their activities still running report to no one.
-   * A gained name's unfinished work is recovered, as at a start; so is a kept name's, after side
-   * effects were held back while its lease was overdue.
+   * A gained name's unfinished work is recovered, as at a start; a kept name's side effects held
+   * back while its lease was overdue are released.
    */
   #onLeaseChange({ gained, lost, resumed }: LeaseChanges): void {
     if (lost.length > 0) {
       this.logger.warn({ names: lost }, 'another engine took over the leases of these workflow names; stopped running them');
       const isLost = new Set(lost);
+      for (const name of lost) this.#heldBack.delete(name);
       this.#system.dropNamed(isLost);
       // Their ends will be announced by another engine: callers waiting here hear of them from the database.
       this.#store.watchWaitersFromElsewhere();
@@ -584,11 +588,33 @@ class EngineImpl implements Engine, ActorHost {
     if (gained.length > 0) {
       this.logger.info({ names: gained, owner: this.#leases.owner }, 'holding the leases of these workflow names');
     }
+    if (gained.length > 0 && !this.#isStarting) void this.#recoverNamesWithRetry(gained);
     if (resumed.length > 0) {
-      this.logger.info({ names: resumed }, 'the leases of these workflow names are renewed again; recovering what was held back');
+      this.logger.info({ names: resumed }, 'the leases of these workflow names are renewed again; releasing what was held back');
+      for (const name of resumed) {
+        const effects = this.#heldBack.get(name) ?? [];
+        this.#heldBack.delete(name);
+        for (const effect of effects) this.#whenMayAct(name, effect);
+      }
     }
-    const toRecover = [...gained, ...resumed];
-    if (toRecover.length > 0 && !this.#isStarting) void this.#recoverNamesWithRetry(toRecover);
+  }
+
+  /**
+   * Runs a side effect of a workflow of `name` now if this engine may (it holds the lease, and the
+   * lease cannot have expired); keeps it, in order, if the lease is only overdue, for when a renewal
+   * finds the name still held; drops it if the name is gone (its holder recovers it from the
+   * database). Kept effects are released as they were, not re-read: a recovery would find work
+   * whose end still waits in the WAL, and run it again.
+   */
+  #whenMayAct(name: string, effect: () => void): void {
+    if (this.#leases.mayAct(name)) {
+      effect();
+      return;
+    }
+    if (!this.#leases.holds(name)) return;
+    let effects = this.#heldBack.get(name);
+    if (!effects) this.#heldBack.set(name, (effects = []));
+    effects.push(effect);
   }
 
   async #recoverNamesWithRetry(names: string[]): Promise<void> {
@@ -629,18 +655,20 @@ class EngineImpl implements Engine, ActorHost {
     // The names may have gone while the queries ran.
     this.#handleStarts(starts, now);
     for (const t of timers) {
-      if (!this.#leases.mayAct(t.workflowName)) continue;
-      this.#timers.arm(timerKey(t.workflowId, t.commandId), t.dueAt, {
-        kind: 'timer',
-        workflowId: t.workflowId,
-        workflowName: t.workflowName,
-        commandId: t.commandId,
-      });
+      this.#whenMayAct(t.workflowName, () =>
+        this.#timers.arm(timerKey(t.workflowId, t.commandId), t.dueAt, {
+          kind: 'timer',
+          workflowId: t.workflowId,
+          workflowName: t.workflowName,
+          commandId: t.commandId,
+        }),
+      );
     }
     for (const { task, workflowName } of tasks) {
-      if (!this.#leases.mayAct(workflowName)) continue;
-      if (task.visibleAt <= now) this.#dispatch(task);
-      else this.#timers.arm(retryKey(task.workflowId, task.commandId), task.visibleAt, { kind: 'retry', workflowName, task });
+      this.#whenMayAct(workflowName, () => {
+        if (task.visibleAt <= Date.now()) this.#dispatch(task);
+        else this.#timers.arm(retryKey(task.workflowId, task.commandId), task.visibleAt, { kind: 'retry', workflowName, task });
+      });
     }
     await this.#pollInbox(names, workflowIds);
     // Parked workflows with events come back too: code that matches their history may run them on.
@@ -649,13 +677,14 @@ class EngineImpl implements Engine, ActorHost {
 
   #handleStarts(rows: WorkflowRow[], now: number): void {
     for (const row of rows) {
-      if (!this.#leases.mayAct(row.name)) continue;
       const dueAt = row.start_at.getTime();
       // No seed: a poll's rows may be stale (the workflow started, ran and left memory since the
       // query began), and a stale 'pending' seed would start it a second time. A fresh actor
       // reads the row; one in memory ignores a start it is past.
-      if (dueAt <= now) this.#deliverWhenRoom(row.id, { type: 'start' });
-      else this.#timers.arm(startKey(row.id), dueAt, { kind: 'start', workflowId: row.id, workflowName: row.name });
+      this.#whenMayAct(row.name, () => {
+        if (dueAt <= now) this.#deliverWhenRoom(row.id, { type: 'start' });
+        else this.#timers.arm(startKey(row.id), dueAt, { kind: 'start', workflowId: row.id, workflowName: row.name });
+      });
     }
   }
 

@@ -13,7 +13,7 @@ export interface LeaseChanges {
   lost: string[];
   /**
    * Names it kept, after a time when their leases were overdue and side effects were held back
-   * (`mayAct`): what was held back must be recovered.
+   * (`mayAct`): what was held back may be released now.
    */
   resumed: string[];
 }
@@ -69,8 +69,8 @@ export class LeaseKeeper {
   /**
    * Whether this engine may release side effects of `name`'s workflows now: it holds the name, and
    * its lease cannot have expired (renewals failed for less than its time to live; always on the
-   * embedded database, which no other engine can reach). What is refused comes back by recovery
-   * once a renewal gets through (`resumed`).
+   * embedded database, which no other engine can reach). The caller keeps what is refused, for
+   * when a renewal finds the name still held (`resumed`).
    */
   mayAct(name: string): boolean {
     if (!this.#epochs.has(name)) return false;
@@ -86,7 +86,14 @@ export class LeaseKeeper {
 
   /** Claims once (its failure is thrown), then keeps claiming on the lease's beat. */
   async start(): Promise<void> {
-    await this.#claim();
+    const first = this.#claim();
+    // A notice meanwhile waits for this claim rather than running beside it.
+    this.#claiming = first.catch(() => undefined);
+    try {
+      await first;
+    } finally {
+      this.#claiming = undefined;
+    }
     this.#timer = setInterval(() => void this.claim(), Math.max(1, Math.floor(this.#options.ttlMs / 3)));
     this.#timer.unref();
   }
@@ -97,6 +104,7 @@ export class LeaseKeeper {
    */
   claim(): Promise<void> {
     if (this.#isClosed) return Promise.resolve();
+    if (this.#nextClaim) return this.#nextClaim;
     if (this.#claiming) {
       this.#nextClaim ??= this.#claiming.then(() => this.#claimLogged());
       return this.#nextClaim;
@@ -142,7 +150,8 @@ export class LeaseKeeper {
     const sentAt = performance.now();
     const claimed = await claimLeases(sql, tables, names, this.owner, ttlMs, isExclusive);
     if (this.#isClosed) return;
-    this.#currentUntil = sentAt + ttlMs;
+    // Answers may come out of order: the newest proof of the lease counts.
+    this.#currentUntil = Math.max(this.#currentUntil, sentAt + ttlMs);
     const isResuming = this.#hasHeldBack;
     this.#hasHeldBack = false;
     const gained: string[] = [];

@@ -221,6 +221,25 @@ async function waiter(ctx: WorkflowContext): Promise<void> {
   await ctx.waitForEvent('never');
 }
 
+async function once(ctx: WorkflowContext): Promise<string> {
+  const { work } = ctx.activities<{ work(): Promise<string> }>();
+  return work();
+}
+
+async function napper(ctx: WorkflowContext): Promise<string> {
+  await ctx.sleep(3_000);
+  return 'slept';
+}
+
+/** Flush statements of the schema waiting for a lock (the fence is their first part). */
+async function flushesWaitingForLock(db: TestSchema): Promise<number> {
+  const rows = await db.query(
+    `SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'WITH leased AS%' AND query LIKE '%' || $1 || '%'`,
+    [db.schema],
+  );
+  return rows.length;
+}
+
 async function retried(ctx: WorkflowContext): Promise<string> {
   const { flaky } = ctx.activities<{ flaky(): Promise<string> }>({ retry: { initialIntervalMs: 3_000, backoffCoefficient: 1 } });
   return flaky();
@@ -382,6 +401,61 @@ describe.each(serverBackends)('losing a workflow name while work for it is in fl
     } finally {
       await proxy.accept();
       await a?.close().catch(() => undefined);
+      await proxy.close();
+    }
+  });
+  it('releases once, not again, an activity whose end waits in the WAL when a renewal after an outage finds the name kept', async () => {
+    const proxy = await FaultProxy.start();
+    let calls = 0;
+    let finishFirst!: () => void;
+    const first = new Promise<void>((resolve) => (finishFirst = resolve));
+    let engine: Engine | undefined;
+    let lock: { release(): Promise<void> } = { release: async () => undefined };
+    try {
+      engine = await createEngine({
+        database: proxy.url(process.env.DATABASE_URL!),
+        schema: db().schema,
+        workflows: { once, napper },
+        inlineActivities: {
+          work: async () => {
+            calls++;
+            if (calls === 1) await first;
+            return 'done';
+          },
+        },
+        leaseTtlMs: 1_000,
+        pollIntervalMs: 500,
+        logger: quietLogger,
+      });
+      const a = engine;
+      const done = await a.startWorkflow(once, undefined, { workflowId: 'once-1' });
+      await waitFor(() => calls === 1, 'the activity to run');
+      const napping = await a.startWorkflow(napper, undefined, { workflowId: 'nap-1' });
+      await waitFor(async () => (await readMetric(a, 'duraflow_timers_armed')) === 1, 'the sleep timer');
+      // The database goes away (the only engine: nobody takes its names), and the sleep comes due
+      // with the lease overdue by the engine's clock: held back.
+      await proxy.refuse();
+      proxy.cutAll();
+      await waitFor(async () => (await readMetric(a, 'duraflow_timers_armed')) === 0, 'the timer to fire (held back)');
+      // The activity ends during the outage: its end waits in the WAL. Once the database is back,
+      // history writes wait on this lock while reads go on.
+      lock = await lockTable(db(), 'history', 'EXCLUSIVE');
+      const errors = await readMetric(a, 'duraflow_wal_flush_errors_total');
+      finishFirst();
+      await waitFor(async () => (await readMetric(a, 'duraflow_wal_flush_errors_total')) > errors, 'the flush of its end to fail');
+      await proxy.accept();
+      // Two flushes wait on the lock: the activity's end, and the step of the timer released
+      // after the renewal (it was due): by then the renewal has released all it held back.
+      await waitFor(async () => (await flushesWaitingForLock(db())) === 2, "the sleeper's step after the renewal");
+      await lock.release();
+      expect(await done.result({ timeoutMs: 20_000 })).toBe('done');
+      expect(await napping.result({ timeoutMs: 20_000 })).toBe('slept');
+      expect(calls, 'runs of an activity that completed once, with no failure').toBe(1);
+    } finally {
+      await lock.release();
+      await proxy.accept();
+      finishFirst?.();
+      await engine?.close().catch(() => undefined);
       await proxy.close();
     }
   });

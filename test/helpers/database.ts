@@ -100,14 +100,18 @@ export function useSchema(backend: Backend): () => TestSchema {
 }
 
 /**
- * Takes an exclusive lock on one of the schema's tables (Postgres only) until `release()`:
- * statements that read or write it wait.
+ * Takes a lock on one of the schema's tables (Postgres only) until `release()`: with ACCESS
+ * EXCLUSIVE, statements that read or write it wait; with EXCLUSIVE, only those that write it.
  */
-export async function lockTable(db: TestSchema, table: string): Promise<{ release(): Promise<void> }> {
+export async function lockTable(
+  db: TestSchema,
+  table: string,
+  mode: 'ACCESS EXCLUSIVE' | 'EXCLUSIVE' = 'ACCESS EXCLUSIVE',
+): Promise<{ release(): Promise<void> }> {
   const holder = new pg.Client({ connectionString: db.database as string });
   await holder.connect();
   await holder.query('BEGIN');
-  await holder.query(`LOCK TABLE "${db.schema}".${table} IN ACCESS EXCLUSIVE MODE`);
+  await holder.query(`LOCK TABLE "${db.schema}".${table} IN ${mode} MODE`);
   return {
     async release() {
       await holder.query('COMMIT').catch(() => undefined);
