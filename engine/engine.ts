@@ -126,8 +126,16 @@ class EngineImpl implements Engine, ActorHost {
   readonly #timers: TimerService<TimerPayload>;
   readonly #namesByFunction = new Map<WorkflowFunction<never, unknown>, string>();
   readonly #leases: LeaseKeeper;
-  /** Side effects held back while a lease was overdue, by workflow name, in order (see #whenMayAct). */
-  readonly #heldBack = new Map<string, (() => void)[]>();
+  /**
+   * Side effects held back while their lease was overdue (see #arm): timers to arm and timers that
+   * fired, by timer key, and activity attempts to dispatch, by retry key. Keyed, so a later disarm
+   * of the same timer or retry cancels them and a poll finding the same start again adds nothing.
+   */
+  readonly #held = {
+    arms: new Map<string, ArmedTimer<TimerPayload>>(),
+    fires: new Map<string, TimerPayload>(),
+    dispatches: new Map<string, { workflowName: string; task: TaskRow }>(),
+  };
   /** Set until the first claim's names are recovered by `recoverAll`. */
   #isStarting = true;
   readonly #parsedOptions = new Map<string, ActivityOptions>();
@@ -208,6 +216,7 @@ class EngineImpl implements Engine, ActorHost {
       workflowsWaitingForRoom: () => this.#system.waitingWorkflows,
       resultWaiters: () => this.#store.waiters.size,
       leasesHeld: () => this.#leases.held.length,
+      effectsHeldBack: () => this.#held.arms.size + this.#held.fires.size + this.#held.dispatches.size,
     });
     this.#poll = setInterval(() => {
       // An actor that has had its turn in memory counts as parked from then on: no commit or
@@ -251,9 +260,16 @@ class EngineImpl implements Engine, ActorHost {
       m.stepCommitted(effects.workflowName, (performance.now() - effects.receivedAt) / 1000);
     }
     if (effects.isStarted) m.workflowStarted(effects.workflowName);
-    // Checked here rather than through #whenMayAct: no closure per step on the hot path.
-    if (this.#leases.mayAct(effects.workflowName)) this.#releaseTimersAndTasks(workflowId, effects);
-    else this.#whenMayAct(effects.workflowName, () => this.#releaseTimersAndTasks(workflowId, effects));
+    const { workflowName } = effects;
+    for (const task of effects.dispatch) this.#dispatchOrHold(workflowName, task);
+    for (const task of effects.retries) {
+      this.#arm(retryKey(workflowId, task.commandId), task.visibleAt, { kind: 'retry', workflowName, task });
+    }
+    for (const timer of effects.armTimers) {
+      this.#arm(timerKey(workflowId, timer.commandId), timer.dueAt, { kind: 'timer', workflowId, workflowName, commandId: timer.commandId });
+    }
+    for (const commandId of effects.disarmTimers) this.#disarm(timerKey(workflowId, commandId));
+    for (const commandId of effects.disarmRetries) this.#disarm(retryKey(workflowId, commandId));
     // Actors become evictable once their writes commit: trim the cache here, not only on delivery.
     if (this.#system.size > this.#options.maxCachedWorkflows) this.#system.trim();
     this.#system.stepCommitted(workflowId);
@@ -263,24 +279,6 @@ class EngineImpl implements Engine, ActorHost {
       this.#store.waiters.settle(workflowId, effects.finished);
       this.#system.release(workflowId);
     }
-  }
-
-  #releaseTimersAndTasks(workflowId: string, effects: Effects): void {
-    const { workflowName } = effects;
-    for (const task of effects.dispatch) this.#dispatch(task);
-    for (const task of effects.retries) {
-      this.#timers.arm(retryKey(workflowId, task.commandId), task.visibleAt, { kind: 'retry', workflowName, task });
-    }
-    for (const timer of effects.armTimers) {
-      this.#timers.arm(timerKey(workflowId, timer.commandId), timer.dueAt, {
-        kind: 'timer',
-        workflowId,
-        workflowName,
-        commandId: timer.commandId,
-      });
-    }
-    for (const commandId of effects.disarmTimers) this.#timers.disarm(timerKey(workflowId, commandId));
-    for (const commandId of effects.disarmRetries) this.#timers.disarm(retryKey(workflowId, commandId));
   }
 
   recover(workflowIds: ReadonlySet<string>): void {
@@ -317,7 +315,7 @@ class EngineImpl implements Engine, ActorHost {
     } else if (isImmediate) {
       this.#deliverWhenRoom(row.id, { type: 'start' }, seedRow(row));
     } else {
-      this.#timers.arm(startKey(row.id), row.startAt, { kind: 'start', workflowId: row.id, workflowName: name });
+      this.#arm(startKey(row.id), row.startAt, { kind: 'start', workflowId: row.id, workflowName: name });
     }
     return handleFor<Output>(this, row.id);
   }
@@ -508,7 +506,7 @@ class EngineImpl implements Engine, ActorHost {
     const p = timer.payload;
     this.#m.timerFired(Math.max(0, Date.now() - timer.dueAt) / 1000);
     if (this.#leases.mayAct(p.workflowName)) this.#fire(p);
-    else this.#whenMayAct(p.workflowName, () => this.#fire(p));
+    else if (this.#leases.holds(p.workflowName)) this.#held.fires.set(timer.key, p);
   }
 
   #fire(p: TimerPayload): void {
@@ -581,7 +579,7 @@ class EngineImpl implements Engine, ActorHost {
     if (lost.length > 0) {
       this.logger.warn({ names: lost }, 'another engine took over the leases of these workflow names; stopped running them');
       const isLost = new Set(lost);
-      for (const name of lost) this.#heldBack.delete(name);
+      this.#forgetHeld((name) => isLost.has(name));
       this.#system.dropNamed(isLost);
       // Their ends will be announced by another engine: callers waiting here hear of them from the database.
       this.#store.watchWaitersFromElsewhere();
@@ -592,34 +590,67 @@ class EngineImpl implements Engine, ActorHost {
     }
     if (gained.length > 0) {
       this.logger.info({ names: gained, owner: this.#leases.owner }, 'holding the leases of these workflow names');
+      if (!this.#isStarting) void this.#recoverNamesWithRetry(gained);
     }
-    if (gained.length > 0 && !this.#isStarting) void this.#recoverNamesWithRetry(gained);
     if (resumed.length > 0) {
       this.logger.info({ names: resumed }, 'the leases of these workflow names are renewed again; releasing what was held back');
-      for (const name of resumed) {
-        const effects = this.#heldBack.get(name) ?? [];
-        this.#heldBack.delete(name);
-        for (const effect of effects) this.#whenMayAct(name, effect);
-      }
+      this.#releaseHeld(new Set(resumed));
     }
   }
 
   /**
-   * Runs a side effect of a workflow of `name` now if this engine may (it holds the lease, and the
-   * lease cannot have expired); keeps it, in order, if the lease is only overdue, for when a renewal
-   * finds the name still held; drops it if the name is gone (its holder recovers it from the
-   * database). Kept effects are released as they were, not re-read: a recovery would find work
-   * whose end still waits in the WAL, and run it again.
+   * Arms a timer if this engine may act for its workflow's name now (it holds the lease, and the
+   * lease cannot have expired); holds it back if the lease is only overdue, until a renewal finds
+   * the name still held; drops it if the name is gone (its holder recovers it from the database).
    */
-  #whenMayAct(name: string, effect: () => void): void {
-    if (this.#leases.mayAct(name)) {
-      effect();
-      return;
+  #arm(key: string, dueAt: number, payload: TimerPayload): void {
+    if (this.#leases.mayAct(payload.workflowName)) this.#timers.arm(key, dueAt, payload);
+    else if (this.#leases.holds(payload.workflowName)) this.#held.arms.set(key, { key, dueAt, payload });
+  }
+
+  /** Disarms a timer, and cancels its arming or its firing if either is held back. */
+  #disarm(key: string): void {
+    this.#timers.disarm(key);
+    this.#held.arms.delete(key);
+    this.#held.fires.delete(key);
+    this.#held.dispatches.delete(key);
+  }
+
+  /** Dispatches an attempt, as #arm arms a timer. */
+  #dispatchOrHold(workflowName: string, task: TaskRow): void {
+    if (this.#leases.mayAct(workflowName)) this.#dispatch(task);
+    else if (this.#leases.holds(workflowName)) this.#held.dispatches.set(retryKey(task.workflowId, task.commandId), { workflowName, task });
+  }
+
+  /**
+   * Releases what was held back for `names`, each again only if it may act now (iterating copies:
+   * what is held back again goes back in the maps).
+   */
+  #releaseHeld(names: ReadonlySet<string>): void {
+    const { arms, fires, dispatches } = this.#held;
+    for (const [key, { dueAt, payload }] of [...arms]) {
+      if (!names.has(payload.workflowName)) continue;
+      arms.delete(key);
+      this.#arm(key, dueAt, payload);
     }
-    if (!this.#leases.holds(name)) return;
-    let effects = this.#heldBack.get(name);
-    if (!effects) this.#heldBack.set(name, (effects = []));
-    effects.push(effect);
+    for (const [key, payload] of [...fires]) {
+      if (!names.has(payload.workflowName) || !this.#leases.mayAct(payload.workflowName)) continue;
+      fires.delete(key);
+      this.#fire(payload);
+    }
+    for (const [key, { workflowName, task }] of [...dispatches]) {
+      if (!names.has(workflowName)) continue;
+      dispatches.delete(key);
+      this.#dispatchOrHold(workflowName, task);
+    }
+  }
+
+  /** Drops what was held back for the names `isGone` accepts. */
+  #forgetHeld(isGone: (workflowName: string) => boolean): void {
+    const { arms, fires, dispatches } = this.#held;
+    for (const [key, { payload }] of arms) if (isGone(payload.workflowName)) arms.delete(key);
+    for (const [key, payload] of fires) if (isGone(payload.workflowName)) fires.delete(key);
+    for (const [key, { workflowName }] of dispatches) if (isGone(workflowName)) dispatches.delete(key);
   }
 
   async #recoverNamesWithRetry(names: string[]): Promise<void> {
@@ -660,20 +691,16 @@ class EngineImpl implements Engine, ActorHost {
     // The names may have gone while the queries ran.
     this.#handleStarts(starts, now);
     for (const t of timers) {
-      this.#whenMayAct(t.workflowName, () =>
-        this.#timers.arm(timerKey(t.workflowId, t.commandId), t.dueAt, {
-          kind: 'timer',
-          workflowId: t.workflowId,
-          workflowName: t.workflowName,
-          commandId: t.commandId,
-        }),
-      );
+      this.#arm(timerKey(t.workflowId, t.commandId), t.dueAt, {
+        kind: 'timer',
+        workflowId: t.workflowId,
+        workflowName: t.workflowName,
+        commandId: t.commandId,
+      });
     }
     for (const { task, workflowName } of tasks) {
-      this.#whenMayAct(workflowName, () => {
-        if (task.visibleAt <= Date.now()) this.#dispatch(task);
-        else this.#timers.arm(retryKey(task.workflowId, task.commandId), task.visibleAt, { kind: 'retry', workflowName, task });
-      });
+      if (task.visibleAt <= now) this.#dispatchOrHold(workflowName, task);
+      else this.#arm(retryKey(task.workflowId, task.commandId), task.visibleAt, { kind: 'retry', workflowName, task });
     }
     await this.#pollInbox(names, workflowIds);
     // Parked workflows with events come back too: code that matches their history may run them on.
@@ -686,10 +713,11 @@ class EngineImpl implements Engine, ActorHost {
       // No seed: a poll's rows may be stale (the workflow started, ran and left memory since the
       // query began), and a stale 'pending' seed would start it a second time. A fresh actor
       // reads the row; one in memory ignores a start it is past.
-      this.#whenMayAct(row.name, () => {
-        if (dueAt <= now) this.#deliverWhenRoom(row.id, { type: 'start' });
-        else this.#timers.arm(startKey(row.id), dueAt, { kind: 'start', workflowId: row.id, workflowName: row.name });
-      });
+      const payload: TimerPayload = { kind: 'start', workflowId: row.id, workflowName: row.name };
+      // A due start held back is a fired start timer: one per workflow however many polls find it.
+      if (dueAt > now) this.#arm(startKey(row.id), dueAt, payload);
+      else if (this.#leases.mayAct(row.name)) this.#deliverWhenRoom(row.id, { type: 'start' });
+      else if (this.#leases.holds(row.name)) this.#held.fires.set(startKey(row.id), payload);
     }
   }
 

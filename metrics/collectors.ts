@@ -16,6 +16,7 @@ export interface QueueDepths {
   workflowsWaitingForRoom(): number;
   resultWaiters(): number;
   leasesHeld(): number;
+  effectsHeldBack(): number;
 }
 
 /** Registers one gauge per queue depth, each reading `depths` when scraped. */
@@ -46,4 +47,9 @@ export function registerQueueGauges(registry: Registry, depths: QueueDepths): vo
   );
   gauge(MetricName.ResultWaiters, 'Callers waiting in result() on this engine.', depths.resultWaiters);
   gauge(MetricName.LeasesHeld, 'Workflow names whose lease this engine held at its last successful claim (it runs their workflows).', depths.leasesHeld);
+  gauge(
+    MetricName.EffectsHeldBack,
+    'Timers and activity attempts held back while a lease is overdue (no renewal for leaseTtlMs), until a renewal keeps the name.',
+    depths.effectsHeldBack,
+  );
 }

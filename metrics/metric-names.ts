@@ -24,6 +24,7 @@ export const MetricName = {
   WorkflowsWaitingForRoom: 'duraflow_workflows_waiting_for_room',
   ResultWaiters: 'duraflow_result_waiters',
   LeasesHeld: 'duraflow_leases_held',
+  EffectsHeldBack: 'duraflow_effects_held_back',
 
   // Latencies and sizes (histograms)
   WalFlushDuration: 'duraflow_wal_flush_duration_seconds',

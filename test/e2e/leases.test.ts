@@ -5,6 +5,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 
 import { PGlite } from '@electric-sql/pglite';
+import pg from 'pg';
 
 import { describe, expect, it } from 'vitest';
 
@@ -35,6 +36,7 @@ async function other(_ctx: WorkflowContext, n: number): Promise<number> {
 }
 
 const HELD = 'duraflow_leases_held';
+const HELD_BACK = 'duraflow_effects_held_back';
 
 // Several engines on one database need a server: the embedded database belongs to one process.
 describe.each(serverBackends)('several engines registering the same workflows on $name', (backend) => {
@@ -238,6 +240,38 @@ async function flushesWaitingForLock(db: TestSchema): Promise<number> {
     [db.schema],
   );
   return rows.length;
+}
+
+async function quick(_ctx: WorkflowContext): Promise<string> {
+  return 'quick';
+}
+
+/** Leaves an activity failing in retry backoff and ends when told to, without awaiting it. */
+async function abandons(ctx: WorkflowContext): Promise<string> {
+  const { flaky } = ctx.activities<{ flaky(): Promise<string> }>({ retry: { initialIntervalMs: 6_000, backoffCoefficient: 1 } });
+  void flaky().catch(() => undefined);
+  await ctx.waitForEvent('go');
+  return 'went';
+}
+
+/**
+ * Holds the lease rows FOR SHARE until `release()`: renewals (updates) wait, so the engine's lease
+ * goes overdue by its own clock, while its flushes (which lock the rows FOR SHARE too) commit.
+ */
+async function blockClaims(db: TestSchema): Promise<{ release(): Promise<void> }> {
+  const holder = new pg.Client({ connectionString: db.database as string });
+  await holder.connect();
+  await holder.query('BEGIN');
+  await holder.query(`SELECT 1 FROM "${db.schema}".leases FOR SHARE`);
+  let isReleased = false;
+  return {
+    async release() {
+      if (isReleased) return;
+      isReleased = true;
+      await holder.query('COMMIT').catch(() => undefined);
+      await holder.end().catch(() => undefined);
+    },
+  };
 }
 
 async function retried(ctx: WorkflowContext): Promise<string> {
@@ -457,6 +491,71 @@ describe.each(serverBackends)('losing a workflow name while work for it is in fl
       finishFirst?.();
       await engine?.close().catch(() => undefined);
       await proxy.close();
+    }
+  });
+  it('holds back a due start once, not once per poll that finds it, while its lease is overdue', async () => {
+    const a = await startEngine(db(), {
+      workflows: { quick, waitsForGo, napper },
+      leaseTtlMs: 1_000,
+      pollIntervalMs: 100,
+    });
+    const client = await openClient(db());
+    const claims = await blockClaims(db());
+    try {
+      await a.startWorkflow(waitsForGo, { label: 'probe' }, { workflowId: 'probe' });
+      const napping = await a.startWorkflow(napper, undefined, { workflowId: 'nap-1' });
+      // The nap's timer fires with the lease overdue (renewals wait on the lock): held back.
+      await waitFor(async () => (await readMetric(a, HELD_BACK)) === 1, 'the nap to be held back', 10_000);
+      // So is the start a client makes now, found due by the engine's polls.
+      await client.startWorkflow('quick', undefined, { workflowId: 'q-1' });
+      await waitFor(async () => (await readMetric(a, HELD_BACK)) === 2, 'the start to be held back');
+      // An event ends this workflow by a later poll (no side effect to hold), which finds the held
+      // start due again.
+      await client.sendEvent('probe', 'go');
+      await waitFor(async () => (await a.inspect('probe')).status === 'completed', 'a poll after the hold');
+      expect(await readMetric(a, HELD_BACK)).toBe(2);
+      await claims.release();
+      expect(await client.result('q-1', { timeoutMs: 10_000 })).toBe('quick');
+      expect(await napping.result({ timeoutMs: 10_000 })).toBe('slept');
+      expect(await readMetric(a, HELD_BACK)).toBe(0);
+    } finally {
+      await claims.release();
+      await client.close();
+      await a.close();
+    }
+  });
+
+  it('does not run a retry that a step committed while the lease was overdue cancelled', async () => {
+    const attempts: number[] = [];
+    const a = await startEngine(db(), {
+      workflows: { abandons, napper },
+      inlineActivities: {
+        flaky: async (_input: unknown, ctx: ActivityContext) => {
+          attempts.push(ctx.attempt);
+          throw new Error('fails');
+        },
+      },
+      leaseTtlMs: 1_000,
+    });
+    const claims = await blockClaims(db());
+    try {
+      await a.startWorkflow(abandons, undefined, { workflowId: 'ab-1' });
+      await waitFor(async () => (await db().query(`SELECT 1 FROM "${db().schema}".activity_tasks`)).length === 1, 'the retry row');
+      const napping = await a.startWorkflow(napper, undefined, { workflowId: 'nap-1' });
+      // The nap's timer fires with the lease overdue (renewals wait on the lock): held back.
+      await waitFor(async () => (await readMetric(a, HELD_BACK)) === 1, 'the nap to be held back', 10_000);
+      // This step commits (flushes still get through) and ends the workflow: its retry is cancelled
+      // at once, not held back with the other effects (its timer would fire meanwhile and run it).
+      await a.sendEvent('ab-1', 'go');
+      expect(await a.result('ab-1', { timeoutMs: 10_000 })).toBe('went');
+      expect(await readMetric(a, 'duraflow_timers_armed')).toBe(0);
+      await claims.release();
+      expect(await napping.result({ timeoutMs: 10_000 })).toBe('slept');
+      expect(await readMetric(a, HELD_BACK)).toBe(0);
+      expect(attempts, 'attempts of an activity whose retry was cancelled').toEqual([1]);
+    } finally {
+      await claims.release();
+      await a.close();
     }
   });
 });
