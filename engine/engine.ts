@@ -604,6 +604,8 @@ class EngineImpl implements Engine, ActorHost {
    * the name still held; drops it if the name is gone (its holder recovers it from the database).
    */
   #arm(key: string, dueAt: number, payload: TimerPayload): void {
+    // A retry supersedes an earlier attempt of the same activity held back (its retry key).
+    if (payload.kind === 'retry') this.#held.dispatches.delete(key);
     if (this.#leases.mayAct(payload.workflowName)) this.#timers.arm(key, dueAt, payload);
     else if (this.#leases.holds(payload.workflowName)) this.#held.arms.set(key, { key, dueAt, payload });
   }
@@ -616,10 +618,15 @@ class EngineImpl implements Engine, ActorHost {
     this.#held.dispatches.delete(key);
   }
 
-  /** Dispatches an attempt, as #arm arms a timer. */
+  /**
+   * Dispatches an attempt, as #arm arms a timer. One already running (a recovery found it again)
+   * is not held back: by the release it would have ended, and its end decides what comes next.
+   */
   #dispatchOrHold(workflowName: string, task: TaskRow): void {
     if (this.#leases.mayAct(workflowName)) this.#dispatch(task);
-    else if (this.#leases.holds(workflowName)) this.#held.dispatches.set(retryKey(task.workflowId, task.commandId), { workflowName, task });
+    else if (this.#leases.holds(workflowName) && !this.#inFlightTasks.has(task.workflowId, task.commandId)) {
+      this.#held.dispatches.set(retryKey(task.workflowId, task.commandId), { workflowName, task });
+    }
   }
 
   /**

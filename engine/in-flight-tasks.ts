@@ -24,6 +24,12 @@ export class InFlightTasks {
     return true;
   }
 
+  /** Whether an attempt of the task runs now. */
+  has(workflowId: string, commandId: number): boolean {
+    const running = this.#byWorkflow.get(workflowId);
+    return running === commandId || (typeof running === 'object' && running.has(commandId));
+  }
+
   /** Records that the task's attempt ended (whatever its outcome). */
   delete(workflowId: string, commandId: number): void {
     const running = this.#byWorkflow.get(workflowId);

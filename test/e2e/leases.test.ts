@@ -242,6 +242,13 @@ async function flushesWaitingForLock(db: TestSchema): Promise<number> {
   return rows.length;
 }
 
+/** An activity in flight beside a wait for an event. */
+async function pokedRetry(ctx: WorkflowContext): Promise<string> {
+  const { flaky } = ctx.activities<{ flaky(): Promise<string> }>({ retry: { initialIntervalMs: 4_000, backoffCoefficient: 1 } });
+  const [result] = await Promise.all([flaky(), ctx.waitForEvent('poke')]);
+  return result;
+}
+
 async function quick(_ctx: WorkflowContext): Promise<string> {
   return 'quick';
 }
@@ -553,6 +560,54 @@ describe.each(serverBackends)('losing a workflow name while work for it is in fl
       expect(await napping.result({ timeoutMs: 10_000 })).toBe('slept');
       expect(await readMetric(a, HELD_BACK)).toBe(0);
       expect(attempts, 'attempts of an activity whose retry was cancelled').toEqual([1]);
+    } finally {
+      await claims.release();
+      await a.close();
+    }
+  });
+  it('runs an activity once more, not twice, when its attempt ends while a recovery of its workflow is held back', async () => {
+    const attempts: number[] = [];
+    let failFirst!: () => void;
+    const gate = new Promise<void>((resolve) => (failFirst = resolve));
+    const schema = `"${db().schema}"`;
+    const a = await startEngine(db(), {
+      workflows: { pokedRetry, napper },
+      inlineActivities: {
+        flaky: async (_input: unknown, ctx: ActivityContext) => {
+          attempts.push(ctx.attempt);
+          if (ctx.attempt > 1) return 'ok';
+          await gate;
+          throw new Error('fails');
+        },
+      },
+      leaseTtlMs: 1_000,
+    });
+    // The first flush of an EventReceived row fails (a sequence is not rolled back with it): the
+    // engine drops the workflow's actor and recovers it from the database.
+    await db().query(`CREATE SEQUENCE ${schema}.fail_once`);
+    await db().query(`CREATE FUNCTION ${schema}.fail_once() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        IF NEW.type = 'EventReceived' AND nextval('${schema}.fail_once') = 1 THEN RAISE EXCEPTION 'this flush fails once'; END IF;
+        RETURN NEW;
+      END $$`);
+    await db().query(`CREATE TRIGGER fail_once BEFORE INSERT ON ${schema}.history FOR EACH ROW EXECUTE FUNCTION ${schema}.fail_once()`);
+    const claims = await blockClaims(db());
+    try {
+      await a.startWorkflow(pokedRetry, undefined, { workflowId: 'pr-1' });
+      await waitFor(() => attempts.length === 1, 'the first attempt to run');
+      const napping = await a.startWorkflow(napper, undefined, { workflowId: 'nap-1' });
+      await waitFor(async () => (await readMetric(a, HELD_BACK)) === 1, 'the nap to be held back', 10_000);
+      // The event's step fails to flush: the workflow is rebuilt, and its recovery finds attempt 1 running.
+      await a.sendEvent('pr-1', 'poke');
+      await waitFor(async () => (await readMetric(a, 'duraflow_actor_rehydrations_total')) >= 1, 'the workflow to be rebuilt');
+      // Attempt 1 fails: the rebuilt workflow commits attempt 2, whose timer is held back.
+      failFirst();
+      await waitFor(async () => (await db().query(`SELECT 1 FROM ${schema}.activity_tasks WHERE attempt = 2`)).length === 1, 'the retry row');
+      await waitFor(async () => (await readMetric(a, HELD_BACK)) === 2, 'the retry to be held back');
+      await claims.release();
+      expect(await a.result('pr-1', { timeoutMs: 15_000 })).toBe('ok');
+      expect(await napping.result({ timeoutMs: 10_000 })).toBe('slept');
+      expect(attempts).toEqual([1, 2]);
     } finally {
       await claims.release();
       await a.close();
