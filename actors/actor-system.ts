@@ -233,8 +233,9 @@ export class ActorSystem {
 
   /**
    * Kills the actors of workflows named in `names` (this engine no longer runs them), and forgets
-   * what waited for room for them. An actor still loading its row drops itself once it sees the
-   * name is not run here.
+   * the starts this engine stored for them that wait for room. What waits without a row (results,
+   * polled starts), and an actor still loading its row, drops itself once its row shows the name
+   * is not run here.
    */
   dropNamed(names: ReadonlySet<string>): void {
     const ids: string[] = [];

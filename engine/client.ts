@@ -34,8 +34,9 @@ export interface Client {
    */
   result<Output = unknown>(workflowId: string, options?: ResultOptions): Promise<Output>;
   /**
-   * The lease of each workflow name, by name: which engine runs its workflows (or last did: see
-   * `isExpired`). Retries for `databaseRetryMs` while the database is unreachable.
+   * One entry per workflow name ever leased on this schema, sorted by name: which engine runs its
+   * workflows, or last did (see `isExpired`); a name no engine registers any more stays listed,
+   * expired. Retries for `databaseRetryMs` while the database is unreachable.
    */
   leases(): Promise<LeaseState[]>;
   /** Releases the connection. */

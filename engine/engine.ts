@@ -9,7 +9,7 @@ import { EngineMetrics } from '../metrics/engine-metrics.js';
 import { type MetricsServer, startMetricsServer } from '../metrics/metrics-server.js';
 import type { Logger } from '../storage/logger.js';
 import { retryDelayMs } from '../storage/backoff.js';
-import type { NewWorkflowRow, TaskRow, WorkflowRow } from '../storage/rows.js';
+import { type NewWorkflowRow, pendingRowOf, type TaskRow, type WorkflowRow } from '../storage/rows.js';
 import { firstEventsOfParked, type InboxRow, inboxFor } from '../storage/sql/inbox.js';
 import { LeaseLostError } from '../storage/sql/leases.js';
 import { pendingTasks } from '../storage/sql/tasks.js';
@@ -24,6 +24,7 @@ import type { JsonCodec } from './codec.js';
 import { EngineClosedError, UnknownWorkflowError, WorkflowAlreadyExistsError } from './errors.js';
 import { coerceError } from './failure.js';
 import { InFlightTasks } from './in-flight-tasks.js';
+import { HeldBackEffects } from './held-back-effects.js';
 import { type LeaseChanges, LeaseKeeper } from './lease-keeper.js';
 import { type EngineOptions, type ResolvedEngineOptions, resolveEngineOptions } from './options.js';
 import { type ActivityOptions, nextAttemptAt, parseActivityOptions, resolveRetryPolicy } from './retry-policy.js';
@@ -89,22 +90,6 @@ const timerKey = (workflowId: string, commandId: number): string => `t\0${workfl
 const retryKey = (workflowId: string, commandId: number): string => `r\0${workflowId}\0${commandId}`;
 const startKey = (workflowId: string): string => `s\0${workflowId}`;
 
-function seedRow(row: NewWorkflowRow): WorkflowRow {
-  return {
-    id: row.id,
-    name: row.name,
-    version: row.version,
-    status: 'pending',
-    input: row.input ?? null,
-    result: null,
-    error: null,
-    vars: '{}',
-    start_at: new Date(row.startAt),
-    created_at: new Date(row.createdAt),
-    started_at: null,
-    completed_at: null,
-  };
-}
 
 /**
  * The engine: wires the store, the WAL, the actors, the activity pool and the timers, and
@@ -116,6 +101,11 @@ function seedRow(row: NewWorkflowRow): WorkflowRow {
  * - closing: nothing new is accepted; running steps finish and commit; activity outcomes that
  *   arrive are dropped (their tasks stay in the database and run again next time).
  * - closed: the database is released.
+ *
+ * And per workflow name, by its lease (LeaseKeeper):
+ * - held and fresh: its workflows run here and their side effects are released;
+ * - held and overdue: they still run, but their side effects are held back until a renewal;
+ * - not held: nothing of it runs here; its starts are stored for the holder, and polls skip it.
  */
 class EngineImpl implements Engine, ActorHost {
   readonly #options: ResolvedEngineOptions;
@@ -126,17 +116,8 @@ class EngineImpl implements Engine, ActorHost {
   readonly #timers: TimerService<TimerPayload>;
   readonly #namesByFunction = new Map<WorkflowFunction<never, unknown>, string>();
   readonly #leases: LeaseKeeper;
-  /**
-   * Side effects held back while their lease was overdue (see #arm): timers to arm and timers that
-   * fired, by timer key, and activity attempts to dispatch, by retry key. Keyed, so a later disarm
-   * of the same timer or retry cancels them and a poll finding the same start again adds nothing.
-   */
-  readonly #held = {
-    arms: new Map<string, ArmedTimer<TimerPayload>>(),
-    fires: new Map<string, TimerPayload>(),
-    dispatches: new Map<string, { workflowName: string; task: TaskRow }>(),
-  };
-  /** Set until the first claim's names are recovered by `recoverAll`. */
+  readonly #heldBack = new HeldBackEffects<TimerPayload>();
+  /** True until the first claim returns: names it gains are recovered by `recoverAll` (awaited), not by #onLeaseChange. */
   #isStarting = true;
   readonly #parsedOptions = new Map<string, ActivityOptions>();
   /** Starts made together with their first step, not yet committed: each row, and how to settle its call. */
@@ -216,7 +197,7 @@ class EngineImpl implements Engine, ActorHost {
       workflowsWaitingForRoom: () => this.#system.waitingWorkflows,
       resultWaiters: () => this.#store.waiters.size,
       leasesHeld: () => this.#leases.held.length,
-      effectsHeldBack: () => this.#held.arms.size + this.#held.fires.size + this.#held.dispatches.size,
+      effectsHeldBack: () => this.#heldBack.size,
     });
     this.#poll = setInterval(() => {
       // An actor that has had its turn in memory counts as parked from then on: no commit or
@@ -261,7 +242,7 @@ class EngineImpl implements Engine, ActorHost {
     }
     if (effects.isStarted) m.workflowStarted(effects.workflowName);
     const { workflowName } = effects;
-    for (const task of effects.dispatch) this.#dispatchOrHold(workflowName, task);
+    for (const task of effects.dispatch) this.#dispatchOrHoldBack(workflowName, task);
     for (const task of effects.retries) {
       this.#arm(retryKey(workflowId, task.commandId), task.visibleAt, { kind: 'retry', workflowName, task });
     }
@@ -282,7 +263,7 @@ class EngineImpl implements Engine, ActorHost {
   }
 
   recover(workflowIds: ReadonlySet<string>): void {
-    void this.#recoverWithRetry([...workflowIds]);
+    void this.#recoverWithRetry({ workflowIds: [...workflowIds] });
   }
 
   // --- public API ---
@@ -299,8 +280,8 @@ class EngineImpl implements Engine, ActorHost {
     }
     const row = this.#store.prepareStart(name, input, options);
     const isImmediate = row.startAt <= Date.now();
-    const isOwned = this.#leases.holds(name);
-    if (isOwned && isImmediate && !this.#system.get(row.id) && this.#system.makeRoomForStart()) {
+    const isHeld = this.#leases.holds(name);
+    if (isHeld && isImmediate && !this.#system.get(row.id) && this.#system.makeRoomForStart()) {
       await this.#createWithFirstStep(row);
       return handleFor<Output>(this, row.id);
     }
@@ -309,11 +290,11 @@ class EngineImpl implements Engine, ActorHost {
       throw this.#startFailure(error);
     });
     if (!isStored) throw new WorkflowAlreadyExistsError(row.id);
-    if (!isOwned) {
-      // Another engine holds the name's lease (this one waits to take over): it runs the start.
+    if (!isHeld) {
+      // Not this engine's name now: whoever holds it (now or later) runs the start.
       await this.#store.notifyEngines(Notice.Start);
     } else if (isImmediate) {
-      this.#deliverWhenRoom(row.id, { type: 'start' }, seedRow(row));
+      this.#deliverWhenRoom(row.id, { type: 'start' }, pendingRowOf(row));
     } else {
       this.#arm(startKey(row.id), row.startAt, { kind: 'start', workflowId: row.id, workflowName: name });
     }
@@ -436,7 +417,7 @@ class EngineImpl implements Engine, ActorHost {
       };
       const { settle } = creation;
       this.#creations.set(row.id, creation);
-      this.#system.deliver(row.id, { type: 'start' }, seedRow(row), {
+      this.#system.deliver(row.id, { type: 'start' }, pendingRowOf(row), {
         row,
         onCreated: () => settle(),
         onRefused: (held) => {
@@ -505,8 +486,9 @@ class EngineImpl implements Engine, ActorHost {
   #onTimer(timer: ArmedTimer<TimerPayload>): void {
     const p = timer.payload;
     this.#m.timerFired(Math.max(0, Date.now() - timer.dueAt) / 1000);
-    if (this.#leases.mayAct(p.workflowName)) this.#fire(p);
-    else if (this.#leases.holds(p.workflowName)) this.#held.fires.set(timer.key, p);
+    const gate = this.#leases.gate(p.workflowName);
+    if (gate === 'release') this.#fire(p);
+    else if (gate === 'holdBack') this.#heldBack.fire(timer.key, p);
   }
 
   #fire(p: TimerPayload): void {
@@ -546,7 +528,7 @@ class EngineImpl implements Engine, ActorHost {
     for (const id of workflowIds) {
       const creation = this.#creations.get(id);
       if (!creation) continue;
-      if (isLeaseLost && !this.#isClosing) this.#storeForOwner(creation.row, creation.settle);
+      if (isLeaseLost && !this.#isClosing) this.#storeForHolder(creation.row, creation.settle);
       else creation.settle(failure);
     }
     // Which names are gone is known once a claim has asked: rebuild only what is still held.
@@ -555,7 +537,7 @@ class EngineImpl implements Engine, ActorHost {
   }
 
   /** Stores a start whose first step could not be committed here, for the name's holder to run. */
-  #storeForOwner(row: NewWorkflowRow, settle: (error?: Error) => void): void {
+  #storeForHolder(row: NewWorkflowRow, settle: (error?: Error) => void): void {
     this.wal.enqueueStart(row).then(
       (isStored) => {
         if (!isStored) {
@@ -570,112 +552,83 @@ class EngineImpl implements Engine, ActorHost {
   }
 
   /**
-   * A lost name's workflows stop here at once: their actors go (what they had not flushed is
-   * fenced off anyway), and so do their timers; their activities still running report to no one.
-   * A gained name's unfinished work is recovered, as at a start; a kept name's side effects held
-   * back while its lease was overdue are released.
+   * After each claim that got through: a lost name's workflows stop here at once (their actors,
+   * timers and held-back effects go; what they had not flushed is fenced off anyway; their
+   * activities still running report to no one); a gained name's unfinished work is recovered, as
+   * at a start; and what was held back while a lease was overdue is released now that it is not.
    */
-  #onLeaseChange({ gained, lost, resumed }: LeaseChanges): void {
-    if (lost.length > 0) {
-      this.logger.warn({ names: lost }, 'another engine took over the leases of these workflow names; stopped running them');
-      const isLost = new Set(lost);
-      this.#forgetHeld((name) => isLost.has(name));
-      this.#system.dropNamed(isLost);
-      // Their ends will be announced by another engine: callers waiting here hear of them from the database.
-      this.#store.watchWaitersFromElsewhere();
-      this.#timers.disarmWhere((p) => isLost.has(p.workflowName));
-      // A creation's first step cannot commit now (if it was written, its flush fails and comes
-      // here too; the start's token makes the second store find the first): store it for the holder.
-      for (const { row, settle } of [...this.#creations.values()]) if (isLost.has(row.name)) this.#storeForOwner(row, settle);
-    }
+  #onLeaseChange({ gained, lost }: LeaseChanges): void {
+    if (lost.length > 0) this.#stopRunning(new Set(lost));
     if (gained.length > 0) {
       this.logger.info({ names: gained, owner: this.#leases.owner }, 'holding the leases of these workflow names');
-      if (!this.#isStarting) void this.#recoverNamesWithRetry(gained);
+      if (!this.#isStarting) void this.#recoverWithRetry({ names: gained });
     }
-    if (resumed.length > 0) {
-      this.logger.info({ names: resumed }, 'the leases of these workflow names are renewed again; releasing what was held back');
-      this.#releaseHeld(new Set(resumed));
-    }
+    if (this.#heldBack.size > 0) this.#releaseHeldBack();
+  }
+
+  #stopRunning(lost: ReadonlySet<string>): void {
+    this.logger.warn({ names: [...lost] }, 'another engine took over the leases of these workflow names; stopped running them');
+    this.#heldBack.drop((name) => lost.has(name));
+    this.#system.dropNamed(lost);
+    // Their ends will be announced by another engine: all callers waiting here read them from the database.
+    this.#store.watchWaitersFromElsewhere();
+    this.#timers.disarmWhere((p) => lost.has(p.workflowName));
+    // A creation's first step cannot commit now (if it was written, its flush fails and comes
+    // here too; the start's token makes the second store find the first): store it for the holder.
+    for (const { row, settle } of [...this.#creations.values()]) if (lost.has(row.name)) this.#storeForHolder(row, settle);
   }
 
   /**
-   * Arms a timer if this engine may act for its workflow's name now (it holds the lease, and the
-   * lease cannot have expired); holds it back if the lease is only overdue, until a renewal finds
-   * the name still held; drops it if the name is gone (its holder recovers it from the database).
+   * Arms a timer if the lease of its workflow's name lets this engine act now; holds it back if
+   * the lease is only overdue; drops it if the name is not held (see `LeaseKeeper.gate`).
    */
   #arm(key: string, dueAt: number, payload: TimerPayload): void {
-    // A retry supersedes an earlier attempt of the same activity held back (its retry key).
-    if (payload.kind === 'retry') this.#held.dispatches.delete(key);
-    if (this.#leases.mayAct(payload.workflowName)) this.#timers.arm(key, dueAt, payload);
-    else if (this.#leases.holds(payload.workflowName)) this.#held.arms.set(key, { key, dueAt, payload });
+    if (payload.kind === 'retry') this.#heldBack.supersedeDispatch(key);
+    const gate = this.#leases.gate(payload.workflowName);
+    if (gate === 'release') this.#timers.arm(key, dueAt, payload);
+    else if (gate === 'holdBack') this.#heldBack.arm({ key, dueAt, payload });
   }
 
-  /** Disarms a timer, and cancels its arming or its firing if either is held back. */
+  /** Disarms a timer, and cancels what is held back under its key (its arming, its firing, an attempt). */
   #disarm(key: string): void {
     this.#timers.disarm(key);
-    this.#held.arms.delete(key);
-    this.#held.fires.delete(key);
-    this.#held.dispatches.delete(key);
+    this.#heldBack.cancel(key);
   }
 
   /**
    * Dispatches an attempt, as #arm arms a timer. One already running (a recovery found it again)
    * is not held back: by the release it would have ended, and its end decides what comes next.
    */
-  #dispatchOrHold(workflowName: string, task: TaskRow): void {
-    if (this.#leases.mayAct(workflowName)) this.#dispatch(task);
-    else if (this.#leases.holds(workflowName) && !this.#inFlightTasks.has(task.workflowId, task.commandId)) {
-      this.#held.dispatches.set(retryKey(task.workflowId, task.commandId), { workflowName, task });
+  #dispatchOrHoldBack(workflowName: string, task: TaskRow): void {
+    const gate = this.#leases.gate(workflowName);
+    if (gate === 'release') this.#dispatch(task);
+    else if (gate === 'holdBack' && !this.#inFlightTasks.has(task.workflowId, task.commandId)) {
+      this.#heldBack.dispatch(retryKey(task.workflowId, task.commandId), { workflowName, task });
     }
+  }
+
+  /** Releases, through the same gates, everything held back (what still may not go is held again). */
+  #releaseHeldBack(): void {
+    const { arms, fires, dispatches } = this.#heldBack.takeAll();
+    this.logger.info({ effects: arms.length + fires.length + dispatches.length }, 'leases renewed again; releasing what was held back');
+    for (const { key, dueAt, payload } of arms) this.#arm(key, dueAt, payload);
+    for (const [key, payload] of fires) {
+      const gate = this.#leases.gate(payload.workflowName);
+      if (gate === 'release') this.#fire(payload);
+      else if (gate === 'holdBack') this.#heldBack.fire(key, payload);
+    }
+    for (const { workflowName, task } of dispatches) this.#dispatchOrHoldBack(workflowName, task);
   }
 
   /**
-   * Releases what was held back for `names`, each again only if it may act now (iterating copies:
-   * what is held back again goes back in the maps).
+   * Recovers the names held among `names` (default: all held), or only `workflowIds` of them,
+   * trying again with backoff until it succeeds or the engine closes.
    */
-  #releaseHeld(names: ReadonlySet<string>): void {
-    const { arms, fires, dispatches } = this.#held;
-    for (const [key, { dueAt, payload }] of [...arms]) {
-      if (!names.has(payload.workflowName)) continue;
-      arms.delete(key);
-      this.#arm(key, dueAt, payload);
-    }
-    for (const [key, payload] of [...fires]) {
-      if (!names.has(payload.workflowName) || !this.#leases.mayAct(payload.workflowName)) continue;
-      fires.delete(key);
-      this.#fire(payload);
-    }
-    for (const [key, { workflowName, task }] of [...dispatches]) {
-      if (!names.has(workflowName)) continue;
-      dispatches.delete(key);
-      this.#dispatchOrHold(workflowName, task);
-    }
-  }
-
-  /** Drops what was held back for the names `isGone` accepts. */
-  #forgetHeld(isGone: (workflowName: string) => boolean): void {
-    const { arms, fires, dispatches } = this.#held;
-    for (const [key, { payload }] of arms) if (isGone(payload.workflowName)) arms.delete(key);
-    for (const [key, payload] of fires) if (isGone(payload.workflowName)) fires.delete(key);
-    for (const [key, { workflowName }] of dispatches) if (isGone(workflowName)) dispatches.delete(key);
-  }
-
-  async #recoverNamesWithRetry(names: string[]): Promise<void> {
+  async #recoverWithRetry({ names, workflowIds }: { names?: string[]; workflowIds?: string[] }): Promise<void> {
     for (let attempt = 1; !this.#isClosing; attempt++) {
       try {
-        await this.#recover(names.filter((name) => this.#leases.holds(name)), undefined);
-        return;
-      } catch (error) {
-        this.logger.warn({ err: error, attempt }, 'recovery failed; retrying');
-        await new Promise((resolve) => setTimeout(resolve, retryDelayMs(attempt, 100, 5_000)));
-      }
-    }
-  }
-
-  async #recoverWithRetry(workflowIds: string[]): Promise<void> {
-    for (let attempt = 1; !this.#isClosing; attempt++) {
-      try {
-        await this.#recover(this.#leases.held, workflowIds);
+        const held = names ? names.filter((name) => this.#leases.holds(name)) : this.#leases.held;
+        await this.#recover(held, workflowIds);
         return;
       } catch (error) {
         this.logger.warn({ err: error, attempt }, 'recovery failed; retrying');
@@ -695,7 +648,6 @@ class EngineImpl implements Engine, ActorHost {
       pendingTasks(sql, tables, names, workflowIds),
     ]);
     if (this.#isClosing) return;
-    // The names may have gone while the queries ran.
     this.#handleStarts(starts, now);
     for (const t of timers) {
       this.#arm(timerKey(t.workflowId, t.commandId), t.dueAt, {
@@ -706,7 +658,7 @@ class EngineImpl implements Engine, ActorHost {
       });
     }
     for (const { task, workflowName } of tasks) {
-      if (task.visibleAt <= now) this.#dispatchOrHold(workflowName, task);
+      if (task.visibleAt <= now) this.#dispatchOrHoldBack(workflowName, task);
       else this.#arm(retryKey(task.workflowId, task.commandId), task.visibleAt, { kind: 'retry', workflowName, task });
     }
     await this.#pollInbox(names, workflowIds);
@@ -721,10 +673,14 @@ class EngineImpl implements Engine, ActorHost {
       // query began), and a stale 'pending' seed would start it a second time. A fresh actor
       // reads the row; one in memory ignores a start it is past.
       const payload: TimerPayload = { kind: 'start', workflowId: row.id, workflowName: row.name };
+      if (dueAt > now) {
+        this.#arm(startKey(row.id), dueAt, payload);
+        continue;
+      }
       // A due start held back is a fired start timer: one per workflow however many polls find it.
-      if (dueAt > now) this.#arm(startKey(row.id), dueAt, payload);
-      else if (this.#leases.mayAct(row.name)) this.#deliverWhenRoom(row.id, { type: 'start' });
-      else if (this.#leases.holds(row.name)) this.#held.fires.set(startKey(row.id), payload);
+      const gate = this.#leases.gate(row.name);
+      if (gate === 'release') this.#deliverWhenRoom(row.id, { type: 'start' });
+      else if (gate === 'holdBack') this.#heldBack.fire(startKey(row.id), payload);
     }
   }
 

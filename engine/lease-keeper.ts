@@ -5,18 +5,16 @@ import type { Logger } from '../storage/logger.js';
 import { claimLeases, releaseLeases } from '../storage/sql/leases.js';
 import type { Sql, Tables } from '../storage/sql.js';
 
-/** What the keeper tells the engine after each claim. */
+/** What the keeper tells the engine after each claim that got through (both lists may be empty). */
 export interface LeaseChanges {
   /** Names this engine runs from now on (claimed, or claimed again under a new epoch). */
   gained: string[];
   /** Names it must stop running at once (another engine took them, or their epoch changed). */
   lost: string[];
-  /**
-   * Names it kept, after a time when their leases were overdue and side effects were held back
-   * (`mayAct`): what was held back may be released now.
-   */
-  resumed: string[];
 }
+
+/** What may happen now to a side effect of a workflow (see `LeaseKeeper.gate`). */
+export type Gate = 'release' | 'holdBack' | 'drop';
 
 export interface LeaseKeeperOptions {
   sql: Sql;
@@ -35,11 +33,18 @@ export interface LeaseKeeperOptions {
  * lease expired (their engine stopped or stalled). A claim that fails (the database is away) keeps
  * what it held: the flushes' epoch check keeps the writes safe meanwhile, and the next claim that
  * gets through tells whether another engine took a name. Side effects (dispatching activities,
- * firing timers) need more: a lease that cannot have expired yet by this process's clock (`mayAct`),
+ * firing timers) need more: a lease that cannot have expired yet by this process's clock (`gate`),
  * since an engine that took the name over may be running them already.
+ *
+ * Modes:
+ * - starting: the first claim runs; its failure is thrown to `start()`'s caller.
+ * - renewing: a claim every third of the TTL, at most one running and one queued behind it.
+ * - overdue: no claim got through for a TTL (`performance.now()` past `#safeUntil`): `gate` says
+ *   hold back for the names held, until the next claim that gets through.
+ * - closed: no more claims; the leases held are released.
  */
 export class LeaseKeeper {
-  /** Names this engine and process hold, in leases, under this id. */
+  /** This engine's id in the leases table (`host:pid:` and 8 hex digits), new for each engine. */
   readonly owner = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
   readonly #options: LeaseKeeperOptions;
   readonly #epochs = new Map<string, string>();
@@ -49,9 +54,7 @@ export class LeaseKeeper {
   #nextClaim: Promise<void> | undefined;
   #isClosed = false;
   /** performance.now() before which no lease held can have expired: the last claim's send time + TTL. */
-  #currentUntil = 0;
-  /** Set when `mayAct` refused a held name because its lease was overdue. */
-  #hasHeldBack = false;
+  #safeUntil = 0;
 
   constructor(options: LeaseKeeperOptions) {
     this.#options = options;
@@ -62,21 +65,21 @@ export class LeaseKeeper {
     return this.#epochs.get(name);
   }
 
+  /** Whether this engine holds `name`'s lease (as of its last claim that got through). */
   holds(name: string): boolean {
     return this.#epochs.has(name);
   }
 
   /**
-   * Whether this engine may release side effects of `name`'s workflows now: it holds the name, and
-   * its lease cannot have expired (renewals failed for less than its time to live; always on the
-   * embedded database, which no other engine can reach). The caller keeps what is refused, for
-   * when a renewal finds the name still held (`resumed`).
+   * What may happen now to a side effect of a workflow named `name`: released if this engine holds
+   * the name and its lease cannot have expired (renewals failed for less than its time to live;
+   * always on the embedded database, which no other engine can reach); held back if the lease is
+   * only overdue, until a claim gets through; dropped if the name is not held (whoever holds it
+   * recovers the work from the database).
    */
-  mayAct(name: string): boolean {
-    if (!this.#epochs.has(name)) return false;
-    if (this.#options.isExclusive || performance.now() < this.#currentUntil) return true;
-    this.#hasHeldBack = true;
-    return false;
+  gate(name: string): Gate {
+    if (!this.#epochs.has(name)) return 'drop';
+    return this.#options.isExclusive || performance.now() < this.#safeUntil ? 'release' : 'holdBack';
   }
 
   /** Names held now. */
@@ -94,7 +97,7 @@ export class LeaseKeeper {
     } finally {
       this.#claiming = undefined;
     }
-    this.#timer = setInterval(() => void this.claim(), Math.max(1, Math.floor(this.#options.ttlMs / 3)));
+    this.#timer = setInterval(() => void this.claim(), Math.floor(this.#options.ttlMs / 3));
     this.#timer.unref();
   }
 
@@ -106,7 +109,7 @@ export class LeaseKeeper {
     if (this.#isClosed) return Promise.resolve();
     if (this.#nextClaim) return this.#nextClaim;
     if (this.#claiming) {
-      this.#nextClaim ??= this.#claiming.then(() => this.#claimLogged());
+      this.#nextClaim = this.#claiming.then(() => this.#claimLogged());
       return this.#nextClaim;
     }
     return this.#claimLogged();
@@ -151,24 +154,21 @@ export class LeaseKeeper {
     const claimed = await claimLeases(sql, tables, names, this.owner, ttlMs, isExclusive);
     if (this.#isClosed) return;
     // Answers may come out of order: the newest proof of the lease counts.
-    this.#currentUntil = Math.max(this.#currentUntil, sentAt + ttlMs);
-    const isResuming = this.#hasHeldBack;
-    this.#hasHeldBack = false;
+    this.#safeUntil = Math.max(this.#safeUntil, sentAt + ttlMs);
     const gained: string[] = [];
     const lost: string[] = [];
     for (const [name, epoch] of this.#epochs) {
-      const now = claimed.get(name);
-      if (now === epoch) continue;
-      // Another epoch: someone else held it meanwhile, so what this engine knew of it is stale.
+      if (claimed.get(name) === epoch) continue;
+      // Not claimed (another engine holds it now) or under a new epoch (another held it
+      // meanwhile): what this engine knew of it is stale.
       lost.push(name);
       this.#epochs.delete(name);
     }
-    const resumed = isResuming ? [...this.#epochs.keys()] : [];
     for (const [name, epoch] of claimed) {
       if (this.#epochs.has(name)) continue;
       gained.push(name);
       this.#epochs.set(name, epoch);
     }
-    if (gained.length > 0 || lost.length > 0 || resumed.length > 0) this.#options.onChange({ gained, lost, resumed });
+    this.#options.onChange({ gained, lost });
   }
 }

@@ -84,8 +84,8 @@ export interface EngineOptions extends ConnectionOptions {
    * from 500 to 2^31-1. It renews every third of it; another engine registering the same names
    * claims them on the same beat of its own, so after a crash of this one they run elsewhere (or
    * here, restarted) within about this long plus a third (on the embedded database in `dataDir`,
-   * which one process owns: at once). Shorter is a faster takeover, but a shorter database outage
-   * then holds back activities and timers (see `mayAct`). @default 10000
+   * which one process owns: at once). Shorter is a faster takeover, but then a shorter database
+   * outage holds back activity dispatches and timers until a renewal gets through. @default 10000
    */
   leaseTtlMs?: number;
 }

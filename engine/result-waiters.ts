@@ -18,7 +18,7 @@ interface Waiter {
   reject: (error: Error) => void;
   timer: NodeJS.Timeout | undefined;
   /** This process runs the workflow and settles the wait itself (no database re-read needed). */
-  isHere: boolean;
+  isRunningHere: boolean;
 }
 
 /**
@@ -57,7 +57,7 @@ export class ResultWaiters {
   ): { promise: Promise<Outcome>; cancel: () => void } {
     let waiter!: Waiter;
     const promise = new Promise<Outcome>((resolve, reject) => {
-      waiter = { resolve, reject, timer: undefined, isHere: isRunningHere };
+      waiter = { resolve, reject, timer: undefined, isRunningHere };
     });
     // The caller may still be reading the database when a close or timeout rejects this; it awaits
     // the promise afterwards, so the rejection is not unhandled (fastq's fork idiom).
@@ -75,7 +75,7 @@ export class ResultWaiters {
       if (!set.delete(waiter)) return;
       this.#callers--;
       if (set.size === 0 && this.#waiters.get(workflowId) === set) this.#waiters.delete(workflowId);
-      if (!waiter.isHere) {
+      if (!waiter.isRunningHere) {
         const left = (this.#elsewhere.get(workflowId) ?? 1) - 1;
         if (left > 0) this.#elsewhere.set(workflowId, left);
         else this.#elsewhere.delete(workflowId);
@@ -104,8 +104,8 @@ export class ResultWaiters {
   moveAllElsewhere(): void {
     for (const [workflowId, set] of this.#waiters) {
       for (const waiter of set) {
-        if (!waiter.isHere) continue;
-        waiter.isHere = false;
+        if (!waiter.isRunningHere) continue;
+        waiter.isRunningHere = false;
         this.#addElsewhere(workflowId);
       }
     }

@@ -113,7 +113,8 @@ function waitingFromHistory(history: HistoryEvent[], timers: TimerRow[]): Waitin
 
 /**
  * Builds the public state from stored rows and, when the workflow is hot, its live actor.
- * `isRegisteredHere` is set when the engine asking registers the workflow's name.
+ * `isRegisteredHere` is set when the engine asking runs the workflow's name now (registers it and
+ * holds its lease).
  */
 export function buildWorkflowState(stored: StoredState, live: ActorSnapshot | undefined, now: number, isRegisteredHere = false): WorkflowState {
   const { row } = stored;

@@ -67,6 +67,7 @@ export interface WorkflowHandle<Output = unknown> {
 
 /** Which engine runs the workflows of a name (see `Client.leases`). */
 export interface LeaseState {
+  /** The workflow name leased. */
   workflowName: string;
   /** The holding engine: `host:pid:` and 8 random hex digits, new at each start of an engine. */
   owner: string;
@@ -77,7 +78,7 @@ export interface LeaseState {
   /**
    * Past `expiresAt` by the database's clock: the holder closed, crashed, stalled or cannot reach
    * the database, and the next claim by an engine registering the name takes it (the holder's own,
-   * if it comes first). Rows are never deleted: a name no engine registers any more stays, expired.
+   * if it comes first).
    */
   isExpired: boolean;
 }

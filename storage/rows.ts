@@ -172,3 +172,21 @@ export interface StoredHistoryRow {
   payload: string | null;
   at: Date;
 }
+
+/** The stored row of a start not begun yet, as a start made in this process seeds its actor with. */
+export function pendingRowOf(row: NewWorkflowRow): WorkflowRow {
+  return {
+    id: row.id,
+    name: row.name,
+    version: row.version,
+    status: 'pending',
+    input: row.input ?? null,
+    result: null,
+    error: null,
+    vars: '{}',
+    start_at: new Date(row.startAt),
+    created_at: new Date(row.createdAt),
+    started_at: null,
+    completed_at: null,
+  };
+}

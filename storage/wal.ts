@@ -249,7 +249,8 @@ function startsToInsert(batch: Batch): Map<string, NewWorkflowRow> {
  *
  * A batch that fails for good (a history row that exists already, i.e. a writer with a stale view;
  * any other constraint violation) is discarded together with the later writes of the same
- * workflows, and `onFlushFailed` names them.
+ * workflows, and `onFlushFailed` names them. So is one the lease check refuses, except its starts,
+ * which need no lease: they go first in the next flush.
  */
 export class Wal {
   readonly #options: WalOptions;

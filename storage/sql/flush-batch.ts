@@ -60,7 +60,7 @@ const PARTS = {
   fenced AS (
     SELECT CASE WHEN n <> cardinality($2::text[])
       THEN ('${LEASE_LOST_MARKER}: this engine no longer holds the lease of ' || (cardinality($2::text[]) - n) || ' workflow name(s) it wrote')::int
-      ELSE n END AS held
+      ELSE n END AS names_held
     FROM (SELECT count(*)::int AS n FROM leased) c)`,
   },
   // A row with the same id and the same start token is this start's own, committed by an
@@ -193,8 +193,9 @@ function flushStatement(t: Tables, present: readonly PartName[], key: string): s
   let text = statements.get(cacheKey);
   if (text) return text;
   const has = (name: PartName): boolean => present.includes(name);
-  // With nothing to read back (no starts, no updates to count, no notice), the last part (the
-  // flush's token) is the statement itself rather than a SELECT over the CTEs: tens of µs a flush.
+  // With nothing to read back (no starts, no updates to count, no notice, no fence), the last part
+  // (the flush's token) is the statement itself rather than a SELECT over the CTEs: tens of µs a
+  // flush. A fence must be read back: Postgres never runs a plain SELECT CTE nothing refers to.
   const last: Part = PARTS[present.at(-1)!];
   const isAnswered = has('fence') || has('starts') || has('updates') || has('notify') || !last.main;
   let offset = 0;
@@ -213,7 +214,7 @@ function flushStatement(t: Tables, present: readonly PartName[], key: string): s
 SELECT ${has('starts') ? `(SELECT coalesce(array_agg(id), '{}') FROM ins_wf)` : `'{}'::text[]`} AS inserted,
        ${has('updates') ? '(SELECT updated FROM checked)' : '0'} AS updated,
        ${has('notify') ? '(SELECT count(*) FROM note)::int' : '0'} AS notified,
-       ${has('fence') ? '(SELECT held FROM fenced)' : '0'} AS held`;
+       ${has('fence') ? '(SELECT names_held FROM fenced)' : '0'} AS fenced`;
   }
   statements.set(cacheKey, text);
   return text;

@@ -1,6 +1,4 @@
-import type { Queryable, Tables } from '../sql.js';
-
-/**
+/*
  * Leases: which engine runs the workflows of each name. An engine claims the names it registers;
  * a name whose lease is held by another engine and has not expired stays that engine's. Times
  * come from the database's clock, never a local one. The epoch grows each time a name changes
@@ -9,6 +7,7 @@ import type { Queryable, Tables } from '../sql.js';
  * under the epoch it lost: only after claiming the name back, under a new one. (An expired lease
  * that no one took is renewed by its holder under the same epoch.)
  */
+import type { Queryable, Tables } from '../sql.js';
 
 /** What a flush checks: this owner still holds each of these names at these epochs. */
 export interface FenceParams {
@@ -17,7 +16,10 @@ export interface FenceParams {
   epochs: string[];
 }
 
-/** A flush wrote workflows of a name whose lease this engine no longer holds; nothing of it was stored. */
+/**
+ * A flush wrote workflows of a name whose lease this engine no longer holds; nothing of it was
+ * stored. Internal: the engine handles it (the workflows are rebuilt or left to the holder).
+ */
 export class LeaseLostError extends Error {
   readonly code = 'DURAFLOW_LEASE_LOST';
   constructor(message: string, options?: { cause?: unknown }) {
