@@ -29,9 +29,9 @@ async function main(argv: string[]): Promise<number> {
     },
   });
   const [command, workflowId] = positionals;
-  const isInspect = command === 'inspect' && workflowId !== undefined && positionals.length === 2;
+  const inspected = command === 'inspect' && positionals.length === 2 ? workflowId : undefined;
   const isLeases = command === 'leases' && positionals.length === 1;
-  if (values.help || !(isInspect || isLeases)) {
+  if (values.help || !(inspected !== undefined || isLeases)) {
     console.error(USAGE);
     return values.help ? 0 : 2;
   }
@@ -43,7 +43,7 @@ async function main(argv: string[]): Promise<number> {
     migrate: false,
   });
   try {
-    const shown = isInspect ? await client.inspect(workflowId!) : await client.leases();
+    const shown = inspected !== undefined ? await client.inspect(inspected) : await client.leases();
     process.stdout.write(`${JSON.stringify(shown, null, 2)}\n`);
     return 0;
   } finally {

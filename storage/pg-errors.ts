@@ -59,3 +59,13 @@ export function isRetryable(error: unknown): boolean {
 export function isRaisedBy(error: unknown, marker: string): boolean {
   return codeOf(error) === '22P02' && error instanceof Error && error.message.includes(marker);
 }
+
+/**
+ * What a statement said when it aborted itself with `marker` (see `isRaisedBy`): the text after
+ * the marker, without the cast's own wording around it; undefined for any other error.
+ */
+export function raisedReason(error: unknown, marker: string): string | undefined {
+  if (!isRaisedBy(error, marker)) return undefined;
+  const message = (error as Error).message;
+  return message.slice(message.indexOf(marker) + marker.length).replace(/^: /, '').replace(/"$/, '');
+}

@@ -1,4 +1,4 @@
-import { isRaisedBy } from '../pg-errors.js';
+import { raisedReason } from '../pg-errors.js';
 import { changesRow, type NewWorkflowRow, type WorkflowWrite } from '../rows.js';
 import type { Queryable, Tables } from '../sql.js';
 import { type FenceParams, LeaseLostError } from './leases.js';
@@ -416,13 +416,10 @@ export async function flushBatch(
   const { rows } = await db
     .query<{ inserted: string[] }>(flushStatement(t, present, key), params, `df_${key}_${t.schema}`)
     .catch((error: unknown) => {
-      if (isRaisedBy(error, MISSING_ROW_MARKER)) {
-        throw new MissingWorkflowRowError(String((error as Error).message), { cause: error });
-      }
-      if (isRaisedBy(error, LEASE_LOST_MARKER)) {
-        const reason = new RegExp(`${LEASE_LOST_MARKER}: ([^"]*)`).exec((error as Error).message)?.[1];
-        throw new LeaseLostError(reason ?? 'this engine no longer holds a lease it wrote under', { cause: error });
-      }
+      const missing = raisedReason(error, MISSING_ROW_MARKER);
+      if (missing !== undefined) throw new MissingWorkflowRowError(missing, { cause: error });
+      const leaseLost = raisedReason(error, LEASE_LOST_MARKER);
+      if (leaseLost !== undefined) throw new LeaseLostError(leaseLost, { cause: error });
       throw error;
     });
   // A statement with nothing to read back returns no row: nothing was inserted.

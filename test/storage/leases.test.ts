@@ -41,9 +41,9 @@ describe.each(backends)('workflow leases on $name', (backend) => {
     await claimLeases(sql, tables, ['other'], 'a', 60_000, false);
     await flushBatch(sql, tables, [makeStartRow('w1')], []);
     // The write's name has no lease at all.
-    await expect(
-      flushBatch(sql, tables, [], [makeWrite('w1', 0, 2)], { fence: { owner: 'a', names: ['wf'], epochs: ['1'] } }),
-    ).rejects.toBeInstanceOf(LeaseLostError);
+    const refused = flushBatch(sql, tables, [], [makeWrite('w1', 0, 2)], { fence: { owner: 'a', names: ['wf'], epochs: ['1'] } });
+    await expect(refused).rejects.toBeInstanceOf(LeaseLostError);
+    await expect(refused).rejects.toThrow(/^this engine no longer holds the lease of 1 workflow name\(s\) it wrote$/);
     await claimLeases(sql, tables, ['wf'], 'a', 60_000, false);
     // Another owner, or the right owner under an old epoch, is refused too.
     await expect(
