@@ -39,11 +39,13 @@ export class HeldBackEffects<Payload extends { workflowName: string }> {
 
   /** A retry of the activity is armed: the attempt held before it must not run as well. */
   supersedeDispatch(retryKey: string): void {
-    this.#dispatches.delete(retryKey);
+    if (this.#dispatches.size > 0) this.#dispatches.delete(retryKey);
   }
 
   /** The timer or retry `key` is cancelled: nothing held of it may happen. */
   cancel(key: string): void {
+    // Called for every disarm a committed step makes; almost always nothing is held.
+    if (this.size === 0) return;
     this.#arms.delete(key);
     this.#fires.delete(key);
     this.#dispatches.delete(key);

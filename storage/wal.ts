@@ -469,8 +469,9 @@ export class Wal {
 
   #fail(batch: Batch, error: unknown): void {
     if (error instanceof LeaseLostError && !this.#isClosed) {
-      // Starts need no lease: they go again, first, in the next flush.
-      this.#pending.starts.unshift(...batch.starts);
+      // Starts need no lease: they go again, first, in the next flush. (Not a spread: a burst of
+      // starts can be more than an argument list holds.)
+      this.#pending.starts = batch.starts.concat(this.#pending.starts);
       this.#schedule();
     } else {
       for (const start of batch.starts) start.reject(error);

@@ -436,7 +436,7 @@ describe.each(serverBackends)('losing a workflow name while work for it is in fl
       await waitFor(async () => (await readMetric(a!, 'duraflow_timers_armed')) === 0, 'the retry timer to fire');
       expect(attempts).toEqual([1]);
       await proxy.accept();
-      // No other engine took the name: the next renewal keeps it, and recovery runs the retry.
+      // No other engine took the name: the next renewal keeps it and releases the held retry.
       expect(await a.result('k-1', { timeoutMs: 20_000 })).toBe('a');
       expect(attempts).toEqual([1, 2]);
     } finally {
@@ -445,6 +445,7 @@ describe.each(serverBackends)('losing a workflow name while work for it is in fl
       await proxy.close();
     }
   });
+
   it('releases once, not again, an activity whose end waits in the WAL when a renewal after an outage finds the name kept', async () => {
     const proxy = await FaultProxy.start();
     let calls = 0;

@@ -82,4 +82,18 @@ describe.each(backends)('workflow leases on $name', (backend) => {
     await wal.close();
     expect(await db.query(`SELECT seq FROM "${db.schema}".history`)).toEqual([{ seq: 1 }]);
   });
+  it('stores the starts of a flush the lease check refused, in the next flush', async () => {
+    const { sql, tables, db } = store();
+    await flushBatch(sql, tables, [makeStartRow('w1')], []);
+    const failed: unknown[] = [];
+    // This engine holds no lease for 'wf': a write of it fails the check, a start needs none.
+    const wal = new Wal({ sql, tables, highWaterEvents: 1000, lease: { owner: 'a', epochOf: () => undefined }, onFlushFailed: (_ids, error) => failed.push(error) });
+    wal.enqueue(makeWrite('w1', 0, 1));
+    const stored = wal.enqueueStart(makeStartRow('s1'));
+    expect(await stored).toBe(true);
+    await wal.close();
+    expect(failed).toEqual([expect.any(LeaseLostError)]);
+    expect(await db.query(`SELECT id FROM "${db.schema}".workflows ORDER BY id`)).toEqual([{ id: 's1' }, { id: 'w1' }]);
+    expect(await db.query(`SELECT seq FROM "${db.schema}".history`)).toEqual([]);
+  });
 });
