@@ -224,6 +224,9 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
         maxPayloadBytes: options.maxPayloadBytes,
       },
       ...(options.maxHeapMb ? { resourceLimits: { maxOldGenerationSizeMb: options.maxHeapMb } } : {}),
+      // Piscina's own run and wait histograms: a clock read and a record per batch on both sides,
+      // which nothing reads (the engine measures attempts itself).
+      recordTiming: false,
     };
     const piscina = new Piscina({
       ...threads,
