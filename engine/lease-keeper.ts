@@ -2,8 +2,10 @@ import { hostname } from 'node:os';
 import { randomUUID } from 'node:crypto';
 
 import type { Logger } from '../storage/logger.js';
-import { claimLeases, releaseLeases } from '../storage/sql/leases.js';
+import { claimLeases, readLeases, releaseLeases } from '../storage/sql/leases.js';
 import type { Sql, Tables } from '../storage/sql.js';
+
+import { hasEnded, thisProcess } from './process-identity.js';
 
 /** What the keeper tells the engine after each claim that got through (both lists may be empty). */
 export interface LeaseChanges {
@@ -46,6 +48,8 @@ export interface LeaseKeeperOptions {
 export class LeaseKeeper {
   /** This engine's id in the leases table (`host:pid:` and 8 hex digits), new for each engine. */
   readonly owner = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
+  /** Where this engine runs, stored with its leases so that one on the same machine can tell when it ends. */
+  readonly #process = thisProcess();
   readonly #options: LeaseKeeperOptions;
   readonly #epochs = new Map<string, string>();
   #timer: NodeJS.Timeout | undefined;
@@ -151,7 +155,8 @@ export class LeaseKeeper {
   async #claim(): Promise<void> {
     const { sql, tables, names, ttlMs, isExclusive } = this.#options;
     const sentAt = performance.now();
-    const claimed = await claimLeases(sql, tables, names, this.owner, ttlMs, isExclusive);
+    const endedOwners = isExclusive || this.#epochs.size === names.length ? [] : await this.#endedHolders();
+    const claimed = await claimLeases(sql, tables, names, { owner: this.owner, process: this.#process, isExclusive, endedOwners }, ttlMs);
     if (this.#isClosed) return;
     // Answers may come out of order: the newest proof of the lease counts.
     this.#safeUntil = Math.max(this.#safeUntil, sentAt + ttlMs);
@@ -170,5 +175,26 @@ export class LeaseKeeper {
       this.#epochs.set(name, epoch);
     }
     this.#options.onChange({ gained, lost });
+  }
+
+  /**
+   * Holders of names this engine registers whose process, on this machine, has ended (a crash, a
+   * kill): their leases can be taken now rather than at expiry, as when this engine restarts
+   * after being killed. Nothing of theirs can commit after the takeover: a flush they sent before
+   * dying holds the lease row until it ends, and then fails the epoch check if it comes later.
+   */
+  async #endedHolders(): Promise<string[]> {
+    const self = this.#process;
+    if (self === undefined) return [];
+    const registered = new Set(this.#options.names);
+    const ended = new Set<string>();
+    for (const lease of await readLeases(this.#options.sql, this.#options.tables)) {
+      if (!registered.has(lease.name) || lease.is_expired || lease.owner === this.owner || lease.process === null) continue;
+      if (ended.has(lease.owner) || (await hasEnded(lease.process, self))) ended.add(lease.owner);
+    }
+    if (ended.size > 0) {
+      this.#options.logger.info({ owners: [...ended] }, 'taking over the leases of engines on this machine whose process has ended');
+    }
+    return [...ended];
   }
 }

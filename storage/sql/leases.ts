@@ -28,32 +28,43 @@ export class LeaseLostError extends Error {
   }
 }
 
+/** Who claims, and what more than expiry lets it take a lease held by another. */
+export interface Claimant {
+  owner: string;
+  /** Where the owner runs (see `engine/process-identity.ts`), stored with each lease it holds. */
+  process: string | undefined;
+  /** The caller knows no other engine can reach this database: every lease is taken. */
+  isExclusive: boolean;
+  /** Holders whose process the caller saw has ended: their leases are taken, expired or not. */
+  endedOwners: readonly string[];
+}
+
 /**
- * Claims or renews the leases of `names` for `owner` until `ttlMs` from now: a name is taken if
- * it has no lease, this owner holds it, or its lease expired (or whatever its lease, with
- * `isExclusive`: the caller knows no other engine can reach this database). Rows are taken in
- * byte order of the names, as flushes lock them. Returns the names now held, with their epochs
- * (as text: bigint).
+ * Claims or renews the leases of `names` for `claimant.owner` until `ttlMs` from now: a name is
+ * taken if it has no lease, this owner holds it, its lease expired, or its holder is among
+ * `endedOwners` (and whatever its lease, with `isExclusive`). Rows are taken in byte order of the
+ * names, as flushes lock them. Returns the names now held, with their epochs (as text: bigint).
  */
 export async function claimLeases(
   db: Queryable,
   t: Tables,
   names: readonly string[],
-  owner: string,
+  claimant: Claimant,
   ttlMs: number,
-  isExclusive: boolean,
 ): Promise<Map<string, string>> {
+  const { owner, process, isExclusive, endedOwners } = claimant;
   const { rows } = await db.query<{ name: string; epoch: string }>(
-    `INSERT INTO ${t.leases} AS l (name, owner, epoch, expires_at)
-     SELECT n, $2, 1, now() + $3 * interval '1 millisecond' FROM unnest($1::text[]) AS n
+    `INSERT INTO ${t.leases} AS l (name, owner, epoch, expires_at, process)
+     SELECT n, $2, 1, now() + $3 * interval '1 millisecond', $5 FROM unnest($1::text[]) AS n
      ORDER BY n COLLATE "C"
      ON CONFLICT (name) DO UPDATE SET
        owner = excluded.owner,
        epoch = CASE WHEN l.owner = excluded.owner THEN l.epoch ELSE l.epoch + 1 END,
-       expires_at = excluded.expires_at
-     WHERE l.owner = excluded.owner OR l.expires_at <= now() OR $4::bool
+       expires_at = excluded.expires_at,
+       process = excluded.process
+     WHERE l.owner = excluded.owner OR l.expires_at <= now() OR $4::bool OR l.owner = ANY($6::text[])
      RETURNING name, epoch::text`,
-    [names, owner, ttlMs, isExclusive],
+    [names, owner, ttlMs, isExclusive, process ?? null, endedOwners],
   );
   return new Map(rows.map((r) => [r.name, r.epoch]));
 }
@@ -65,12 +76,14 @@ export interface LeaseRow {
   epoch: string;
   expires_at: Date;
   is_expired: boolean;
+  /** Where the holder runs, if its system told (see `Claimant.process`). */
+  process: string | null;
 }
 
 /** Every lease of the schema, by workflow name. */
 export async function readLeases(db: Queryable, t: Tables): Promise<LeaseRow[]> {
   const { rows } = await db.query<LeaseRow>(
-    `SELECT name, owner, epoch::text, expires_at, expires_at <= now() AS is_expired FROM ${t.leases} ORDER BY name`,
+    `SELECT name, owner, epoch::text, expires_at, expires_at <= now() AS is_expired, process FROM ${t.leases} ORDER BY name`,
   );
   return rows;
 }

@@ -12,7 +12,7 @@ import { describe, expect, it } from 'vitest';
 import { type ActivityContext, createEngine, type Engine, type WorkflowContext } from 'duraflow';
 
 import { expectedMixed, mixed, waitsForGo } from '../fixtures/workflows.js';
-import { spawnFixture } from '../helpers/child-engine.js';
+import { type Child, spawnFixture } from '../helpers/child-engine.js';
 import { backends, isWaitingForLock, lockTable, serverBackends, type TestSchema, useSchema } from '../helpers/database.js';
 import { fixtureActivities, openClient, quietLogger, readMetric, startEngine, trackedEngines } from '../helpers/engines.js';
 import { FaultProxy } from '../helpers/fault-proxy.js';
@@ -74,36 +74,93 @@ describe.each(serverBackends)('several engines registering the same workflows on
     expect((await b.leases().catch((e: Error) => e.name))).toBe('EngineClosedError');
   });
 
-  it('takes over the workflows of an engine killed with SIGKILL once its lease expires', async () => {
-    const count = 200;
+  /** An engine in a child process, started with `count` workflows under way; resolves once they are. */
+  async function childEngine(count: number, leaseTtlMs: number): Promise<Child> {
     const child = spawnFixture('engine-process.js', {
       DATABASE_URL: process.env.DATABASE_URL!,
       DURAFLOW_SCHEMA: db().schema,
       START_COUNT: String(count),
-      LEASE_TTL_MS: '1500',
+      LEASE_TTL_MS: String(leaseTtlMs),
     });
+    await child.line(/^started \d+/);
+    return child;
+  }
+
+  /** Every workflow the child started ends with the right result, each started and completed once. */
+  async function expectFinished(engine: Engine, count: number): Promise<void> {
+    const results = await Promise.all(Array.from({ length: count }, (_, i) => engine.result<number>(`w-${i}`, { timeoutMs: 30_000 })));
+    expect(results).toEqual(results.map((_, i) => expectedMixed(i)));
+    const twice = await db().query(
+      `SELECT workflow_id FROM "${db().schema}".history WHERE type IN ('WorkflowStarted', 'WorkflowCompleted') GROUP BY workflow_id, type HAVING count(*) > 1`,
+    );
+    expect(twice).toEqual([]);
+  }
+
+  it('takes over the workflows of an engine on another machine killed with SIGKILL once its lease expires', async () => {
+    const count = 200;
+    // The child's leases say it runs on another boot of another machine, where this process
+    // cannot see whether it ended: only expiry hands its names on.
+    await (await openClient(db())).close();
+    await db().query(`
+      CREATE FUNCTION "${db().schema}".elsewhere() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN NEW.process := 'another-boot' || substr(NEW.process, position(' ' in NEW.process)); RETURN NEW; END $$;
+      CREATE TRIGGER elsewhere BEFORE INSERT OR UPDATE ON "${db().schema}".leases FOR EACH ROW
+      WHEN (NEW.owner NOT LIKE '%:${process.pid}:%') EXECUTE FUNCTION "${db().schema}".elsewhere()`);
+    const child = await childEngine(count, 1500);
     try {
-      await child.line(/^started \d+/);
       const standby = await startEngine(db(), { workflows: { mixed, waitsForGo }, activities: fixtureActivities });
       expect(await readMetric(standby, HELD)).toBe(0);
       // Killed with three quarters of its workflows somewhere in between.
       await child.line(/^quarter done/);
+      const expiry = (await db().query<{ expires_at: Date }>(`SELECT max(expires_at) AS expires_at FROM "${db().schema}".leases`))[0]!.expires_at;
       child.process.kill('SIGKILL');
       expect(await child.exited).toBeNull();
       const late = await standby.startWorkflow(waitsForGo, { label: 'after the kill' });
       await waitFor(async () => (await readMetric(standby, HELD)) === 2, 'the standby to take both names over', 10_000);
-      const results = await Promise.all(Array.from({ length: count }, (_, i) => standby.result<number>(`w-${i}`, { timeoutMs: 30_000 })));
-      expect(results).toEqual(results.map((_, i) => expectedMixed(i)));
+      const [after] = await db().query<{ taken: boolean }>(`SELECT now() >= $1::timestamptz AS taken`, [expiry]);
+      expect(after!.taken).toBe(true);
+      await expectFinished(standby, count);
       await standby.sendEvent(late.workflowId, 'go', 1);
       expect(await late.result()).toEqual({ label: 'after the kill', ev: 1 });
-      const startedTwice = await db().query(
-        `SELECT workflow_id FROM "${db().schema}".history WHERE type IN ('WorkflowStarted', 'WorkflowCompleted') GROUP BY workflow_id, type HAVING count(*) > 1`,
-      );
-      expect(startedTwice).toEqual([]);
       await standby.close();
     } finally {
       child.process.kill('SIGKILL');
     }
+  });
+
+  it('takes over, before its lease expires, from an engine on this machine whose process was killed', async () => {
+    const count = 200;
+    // A lease of 15 s, claimed every 5 s: the standby's next claim sees the holder's process gone.
+    const child = await childEngine(count, 15_000);
+    try {
+      const standby = await startEngine(db(), { workflows: { mixed, waitsForGo }, activities: fixtureActivities, leaseTtlMs: 15_000 });
+      expect(await readMetric(standby, HELD)).toBe(0);
+      await child.line(/^quarter done/);
+      const expiry = (await db().query<{ expires_at: Date }>(`SELECT min(expires_at) AS expires_at FROM "${db().schema}".leases`))[0]!.expires_at;
+      child.process.kill('SIGKILL');
+      await child.exited;
+      await waitFor(async () => (await readMetric(standby, HELD)) === 2, 'the standby to take both names over', 10_000);
+      const [after] = await db().query<{ early: boolean }>(`SELECT now() < $1::timestamptz AS early`, [expiry]);
+      expect(after!.early).toBe(true);
+      expect((await standby.leases()).map((l) => l.epoch)).toEqual([2, 2]);
+      await expectFinished(standby, count);
+      await standby.close();
+    } finally {
+      child.process.kill('SIGKILL');
+    }
+  });
+
+  it('runs at once the workflows of the engine it replaces after a kill, whatever lease that engine had left', async () => {
+    const count = 100;
+    const child = await childEngine(count, 60_000);
+    await child.line(/^quarter done/);
+    child.process.kill('SIGKILL');
+    await child.exited;
+    // As a service restarted after a crash: its first claim finds its predecessor gone.
+    const restarted = await startEngine(db(), { workflows: { mixed, waitsForGo }, activities: fixtureActivities, leaseTtlMs: 60_000 });
+    expect(await readMetric(restarted, HELD)).toBe(2);
+    await expectFinished(restarted, count);
+    await restarted.close();
   });
 
   it('writes nothing more for a name whose lease another engine took, and runs it again once it can reclaim it', async () => {

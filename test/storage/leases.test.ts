@@ -1,18 +1,26 @@
 import { describe, expect, it } from 'vitest';
 
 import { flushBatch } from '../../storage/sql/flush-batch.js';
-import { claimLeases, LeaseLostError, releaseLeases } from '../../storage/sql/leases.js';
+import { type Claimant, claimLeases, LeaseLostError, readLeases, releaseLeases } from '../../storage/sql/leases.js';
 import { Wal } from '../../storage/wal.js';
 import { makeStartRow, makeWrite } from '../helpers/builders.js';
 import { backends } from '../helpers/database.js';
 import { useStore } from '../helpers/storage.js';
+
+const claimant = (owner: string, more: Partial<Claimant> = {}): Claimant => ({
+  owner,
+  process: undefined,
+  isExclusive: false,
+  endedOwners: [],
+  ...more,
+});
 
 describe.each(backends)('workflow leases on $name', (backend) => {
   const store = useStore(backend);
 
   it('gives a name to one owner at a time, raising the epoch at each change of hands', async () => {
     const { sql, tables } = store();
-    const claim = (owner: string, names: string[], isExclusive = false) => claimLeases(sql, tables, names, owner, 60_000, isExclusive);
+    const claim = (owner: string, names: string[], isExclusive = false) => claimLeases(sql, tables, names, claimant(owner, { isExclusive }), 60_000);
 
     expect(await claim('a', ['x', 'y'])).toEqual(new Map([['x', '1'], ['y', '1']]));
     // Held and unexpired: another engine gets nothing; the holder renews under the same epoch.
@@ -31,20 +39,34 @@ describe.each(backends)('workflow leases on $name', (backend) => {
 
   it('takes an expired lease', async () => {
     const { sql, tables, db } = store();
-    await claimLeases(sql, tables, ['x'], 'a', 60_000, false);
+    await claimLeases(sql, tables, ['x'], claimant('a'), 60_000);
     await db.query(`UPDATE "${db.schema}".leases SET expires_at = now() - interval '1 second'`);
-    expect(await claimLeases(sql, tables, ['x'], 'b', 60_000, false)).toEqual(new Map([['x', '2']]));
+    expect(await claimLeases(sql, tables, ['x'], claimant('b'), 60_000)).toEqual(new Map([['x', '2']]));
+  });
+
+  it('takes an unexpired lease whose holder the claimant saw end, and records where each holder runs', async () => {
+    const { sql, tables } = store();
+    await claimLeases(sql, tables, ['x', 'y'], claimant('a', { process: 'boot ns 10 100' }), 60_000);
+    // Another holder named as ended changes nothing; the holder named takes over under a new epoch.
+    expect(await claimLeases(sql, tables, ['x'], claimant('b', { endedOwners: ['c'] }), 60_000)).toEqual(new Map());
+    expect(await claimLeases(sql, tables, ['x'], claimant('b', { process: 'boot ns 11 200', endedOwners: ['a'] }), 60_000)).toEqual(
+      new Map([['x', '2']]),
+    );
+    expect((await readLeases(sql, tables)).map((l) => [l.name, l.owner, l.process, l.is_expired])).toEqual([
+      ['x', 'b', 'boot ns 11 200', false],
+      ['y', 'a', 'boot ns 10 100', false],
+    ]);
   });
 
   it('refuses a flush whose lease epoch is not the current one, and stores none of it', async () => {
     const { sql, tables, db } = store();
-    await claimLeases(sql, tables, ['other'], 'a', 60_000, false);
+    await claimLeases(sql, tables, ['other'], claimant('a'), 60_000);
     await flushBatch(sql, tables, [makeStartRow('w1')], []);
     // The write's name has no lease at all.
     const refused = flushBatch(sql, tables, [], [makeWrite('w1', 0, 2)], { fence: { owner: 'a', names: ['wf'], epochs: ['1'] } });
     await expect(refused).rejects.toBeInstanceOf(LeaseLostError);
     await expect(refused).rejects.toThrow(/^this engine no longer holds the lease of 1 workflow name\(s\) it wrote$/);
-    await claimLeases(sql, tables, ['wf'], 'a', 60_000, false);
+    await claimLeases(sql, tables, ['wf'], claimant('a'), 60_000);
     // Another owner, or the right owner under an old epoch, is refused too.
     await expect(
       flushBatch(sql, tables, [], [makeWrite('w1', 0, 2)], { fence: { owner: 'b', names: ['wf'], epochs: ['1'] } }),
@@ -62,7 +84,7 @@ describe.each(backends)('workflow leases on $name', (backend) => {
     const { sql, tables, db } = store();
     await flushBatch(sql, tables, [makeStartRow('w1')], []);
     const epochs = new Map([['wf', '1']]);
-    await claimLeases(sql, tables, ['wf'], 'a', 60_000, false);
+    await claimLeases(sql, tables, ['wf'], claimant('a'), 60_000);
     const failed: unknown[] = [];
     const wal = new Wal({
       sql,

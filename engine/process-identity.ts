@@ -1,0 +1,59 @@
+import { readFileSync, readlinkSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+
+/**
+ * Which process on which machine holds a lease, precisely enough for another process on the same
+ * machine to tell that it has ended: the boot (Linux's boot id), the pid namespace (two containers
+ * on one host may both run pid 1), the pid, and the process's start time (a pid reused by another
+ * process starts at another time). Written `boot ns pid start`; undefined where `/proc` does not
+ * tell (not Linux): leases held there end only by expiring.
+ */
+export function thisProcess(): string | undefined {
+  try {
+    const boot = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+    const namespace = readlinkSync('/proc/self/ns/pid');
+    const started = startTicks(readFileSync('/proc/self/stat', 'utf8'));
+    if (!boot || started === undefined) return undefined;
+    return `${boot} ${namespace} ${process.pid} ${started}`;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Whether the process `holder` names has certainly ended: it ran on this boot of this machine, in
+ * this pid namespace, and its pid is free, taken by a process started at another time, or a zombie.
+ * False whenever that cannot be told (another machine or container, an unreadable `/proc`): only
+ * expiry ends such a lease.
+ */
+export async function hasEnded(holder: string, self: string): Promise<boolean> {
+  const [boot, namespace, pidText, started] = holder.split(' ');
+  const [ownBoot, ownNamespace] = self.split(' ');
+  if (boot !== ownBoot || namespace !== ownNamespace || started === undefined) return false;
+  const pid = Number(pidText);
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  let stat: string;
+  try {
+    stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'ENOENT';
+  }
+  const ticks = startTicks(stat);
+  if (ticks === undefined) return false;
+  const state = stateOf(stat);
+  return state === 'Z' || state === 'X' || ticks !== started;
+}
+
+/** The fields of `/proc/<pid>/stat` after the command name, which may hold spaces and parentheses. */
+function fieldsAfterName(stat: string): string[] {
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+}
+
+function stateOf(stat: string): string | undefined {
+  return fieldsAfterName(stat)[0];
+}
+
+/** Field 22 of `/proc/<pid>/stat`: when the process started, in clock ticks since boot. */
+function startTicks(stat: string): string | undefined {
+  return fieldsAfterName(stat)[19];
+}
