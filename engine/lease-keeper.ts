@@ -48,8 +48,12 @@ export interface LeaseKeeperOptions {
 export class LeaseKeeper {
   /** This engine's id in the leases table (`host:pid:` and 8 hex digits), new for each engine. */
   readonly owner = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
-  /** Where this engine runs, stored with its leases so that one on the same machine can tell when it ends. */
-  readonly #process = thisProcess();
+  /**
+   * Where this engine runs, stored with its leases so that one on the same machine can tell when it
+   * ends, followed by its owner id: a lease whose owner an engine of an earlier release changed
+   * (its claim leaves `process` as it was) then names another owner, and is not taken for it.
+   */
+  readonly #process = withOwner(thisProcess(), this.owner);
   readonly #options: LeaseKeeperOptions;
   readonly #epochs = new Map<string, string>();
   #timer: NodeJS.Timeout | undefined;
@@ -189,7 +193,9 @@ export class LeaseKeeper {
     const registered = new Set(this.#options.names);
     const ended = new Set<string>();
     for (const lease of await readLeases(this.#options.sql, this.#options.tables)) {
-      if (!registered.has(lease.name) || lease.is_expired || lease.owner === this.owner || lease.process === null) continue;
+      if (!registered.has(lease.name) || lease.is_expired || lease.owner === this.owner) continue;
+      // Written by the owner itself, not left by an earlier holder (see `#process`).
+      if (lease.process === null || !lease.process.endsWith(` ${lease.owner}`)) continue;
       if (ended.has(lease.owner) || (await hasEnded(lease.process, self))) ended.add(lease.owner);
     }
     if (ended.size > 0) {
@@ -197,4 +203,9 @@ export class LeaseKeeper {
     }
     return [...ended];
   }
+}
+
+/** `identity` followed by `owner` (see `LeaseKeeper.#process`), or undefined where there is none. */
+function withOwner(identity: string | undefined, owner: string): string | undefined {
+  return identity === undefined ? undefined : `${identity} ${owner}`;
 }

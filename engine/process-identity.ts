@@ -3,15 +3,21 @@ import { readFile } from 'node:fs/promises';
 
 /**
  * Which process on which machine holds a lease, precisely enough for another process on the same
- * machine to tell that it has ended: the boot (Linux's boot id), the pid namespace (two containers
- * on one host may both run pid 1), the pid, and the process's start time (a pid reused by another
- * process starts at another time). Written `boot ns pid start`; undefined where `/proc` does not
- * tell (not Linux): leases held there end only by expiring.
+ * machine to tell that it has ended: the boot (Linux's boot id), the namespaces (the pid one: two
+ * containers on one host may both run pid 1; and the time one, which shifts the start times
+ * `/proc` shows), the pid, and the process's start time (a pid reused by another process starts
+ * at another time). Written `boot ns pid start`; undefined where `/proc` does not tell (not
+ * Linux), or tells of another pid namespace than this process's (a pid namespace entered without
+ * mounting its own `/proc`, where `/proc/<pid>` is another process than `pid`): leases held there
+ * end only by expiring.
  */
 export function thisProcess(): string | undefined {
   try {
     const boot = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
-    const namespace = readlinkSync('/proc/self/ns/pid');
+    // One pid only: `/proc` is this process's pid namespace's, where `/proc/<pid>` is `pid`.
+    const nsPid = /^NSpid:\s*(\d+)\s*$/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1];
+    if (nsPid !== String(process.pid)) return undefined;
+    const namespace = `${readlinkSync('/proc/self/ns/pid')}${timeNamespace()}`;
     const started = startTicks(readFileSync('/proc/self/stat', 'utf8'));
     if (!boot || started === undefined) return undefined;
     return `${boot} ${namespace} ${process.pid} ${started}`;
@@ -20,11 +26,22 @@ export function thisProcess(): string | undefined {
   }
 }
 
+/** `/time:[inode]`, or nothing before Linux 5.6 (no time namespaces). */
+function timeNamespace(): string {
+  try {
+    return `/${readlinkSync('/proc/self/ns/time')}`;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return '';
+    throw error;
+  }
+}
+
 /**
  * Whether the process `holder` names has certainly ended: it ran on this boot of this machine, in
- * this pid namespace, and its pid is free, taken by a process started at another time, or a zombie.
- * False whenever that cannot be told (another machine or container, an unreadable `/proc`): only
- * expiry ends such a lease.
+ * these namespaces, and its pid is free, taken by a process started at another time, or a zombie.
+ * False whenever that cannot be told (another machine or container, an unreadable `/proc`, a
+ * process `/proc` hides, as `hidepid=invisible` does another user's): only expiry ends such a
+ * lease. Any words after the start time are ignored.
  */
 export async function hasEnded(holder: string, self: string): Promise<boolean> {
   const [boot, namespace, pidText, started] = holder.split(' ');
@@ -36,12 +53,22 @@ export async function hasEnded(holder: string, self: string): Promise<boolean> {
   try {
     stat = await readFile(`/proc/${pid}/stat`, 'utf8');
   } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'ENOENT';
+    return (error as NodeJS.ErrnoException).code === 'ENOENT' && !pidExists(pid);
   }
   const ticks = startTicks(stat);
   if (ticks === undefined) return false;
   const state = stateOf(stat);
   return state === 'Z' || state === 'X' || ticks !== started;
+}
+
+/** Whether a process has `pid`, as the kernel says (`/proc` may hide one it runs). */
+function pidExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code !== 'ESRCH';
+  }
 }
 
 /** The fields of `/proc/<pid>/stat` after the command name, which may hold spaces and parentheses. */

@@ -31,7 +31,10 @@ export class LeaseLostError extends Error {
 /** Who claims, and what more than expiry lets it take a lease held by another. */
 export interface Claimant {
   owner: string;
-  /** Where the owner runs (see `engine/process-identity.ts`), stored with each lease it holds. */
+  /**
+   * Where the owner runs (see `engine/process-identity.ts`; the engine adds its owner id after it),
+   * stored with each lease it holds.
+   */
   process: string | undefined;
   /** The caller knows no other engine can reach this database: every lease is taken. */
   isExclusive: boolean;

@@ -82,7 +82,10 @@ describe.each(serverBackends)('several engines registering the same workflows on
       START_COUNT: String(count),
       LEASE_TTL_MS: String(leaseTtlMs),
     });
-    await child.line(/^started \d+/);
+    await child.line(/^started \d+/).catch((error: unknown) => {
+      child.process.kill('SIGKILL');
+      throw error;
+    });
     return child;
   }
 
@@ -153,14 +156,46 @@ describe.each(serverBackends)('several engines registering the same workflows on
   it('runs at once the workflows of the engine it replaces after a kill, whatever lease that engine had left', async () => {
     const count = 100;
     const child = await childEngine(count, 60_000);
-    await child.line(/^quarter done/);
-    child.process.kill('SIGKILL');
+    try {
+      await child.line(/^quarter done/);
+    } finally {
+      child.process.kill('SIGKILL');
+    }
     await child.exited;
     // As a service restarted after a crash: its first claim finds its predecessor gone.
     const restarted = await startEngine(db(), { workflows: { mixed, waitsForGo }, activities: fixtureActivities, leaseTtlMs: 60_000 });
     expect(await readMetric(restarted, HELD)).toBe(2);
     await expectFinished(restarted, count);
     await restarted.close();
+  });
+
+  it('leaves to an engine of the previous release, which writes no process, the names it took from one of this release that ended', async () => {
+    const child = spawnFixture('engine-process.js', { DATABASE_URL: process.env.DATABASE_URL!, DURAFLOW_SCHEMA: db().schema, LEASE_TTL_MS: '60000' });
+    try {
+      await child.line(/^ready/);
+      child.process.kill('SIGKILL');
+      await child.exited;
+      // Its leases expire, and an engine of the previous release (a rolling deploy) claims them with
+      // that release's statement, which knows no process column: the rows still name the child's.
+      await db().query(`UPDATE "${db().schema}".leases SET expires_at = now() - interval '1 second'`);
+      await db().query(
+        `INSERT INTO "${db().schema}".leases AS l (name, owner, epoch, expires_at)
+         SELECT n, 'previous-release:1:0000abcd', 1, now() + interval '1 hour' FROM unnest($1::text[]) AS n
+         ON CONFLICT (name) DO UPDATE SET
+           owner = excluded.owner,
+           epoch = CASE WHEN l.owner = excluded.owner THEN l.epoch ELSE l.epoch + 1 END,
+           expires_at = excluded.expires_at
+         WHERE l.owner = excluded.owner OR l.expires_at <= now()`,
+        [['mixed', 'waitsForGo']],
+      );
+      // That engine is alive: its names are not this one's before its lease expires.
+      const engine = await startEngine(db(), { workflows: { mixed, waitsForGo }, activities: fixtureActivities, leaseTtlMs: 60_000 });
+      expect(await readMetric(engine, HELD)).toBe(0);
+      expect((await engine.leases()).map((l) => l.owner)).toEqual(['previous-release:1:0000abcd', 'previous-release:1:0000abcd']);
+      await engine.close();
+    } finally {
+      child.process.kill('SIGKILL');
+    }
   });
 
   it('writes nothing more for a name whose lease another engine took, and runs it again once it can reclaim it', async () => {

@@ -1,22 +1,32 @@
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
 
 import { describe, expect, it } from 'vitest';
 
 import { hasEnded, thisProcess } from '../../../engine/process-identity.js';
+import { waitFor } from '../../helpers/wait-for.js';
 
 const identityModule = new URL('../../../dist/engine/process-identity.js', import.meta.url).href;
 
-/** A real node process that prints its identity and lives until its stdin closes. */
-async function otherProcess(): Promise<{ identity: string; end(): Promise<void> }> {
-  const child = spawn(
+/**
+ * A real node process that prints its identity and lives until its stdin closes; `wrapper` is a
+ * command that runs it (as `unshare ... node`).
+ */
+async function otherProcess(wrapper: string[] = []): Promise<{ identity: string; pid: number; end(): Promise<void> }> {
+  const argv = [
+    ...wrapper,
     process.execPath,
-    ['--input-type=module', '-e', `const { thisProcess } = await import(${JSON.stringify(identityModule)}); console.log(thisProcess()); process.stdin.resume();`],
-    { stdio: ['pipe', 'pipe', 'inherit'] },
-  );
+    '--input-type=module',
+    '-e',
+    `const { thisProcess } = await import(${JSON.stringify(identityModule)}); console.log(thisProcess()); process.stdin.resume();`,
+  ];
+  const child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'inherit'] });
   const [chunk] = (await once(child.stdout, 'data')) as [Buffer];
+  const identity = chunk.toString().trim();
   return {
-    identity: chunk.toString().trim(),
+    identity,
+    pid: Number(identity.split(' ')[2]),
     async end() {
       const exited = once(child, 'exit');
       child.stdin.end();
@@ -32,7 +42,7 @@ describe('telling whether a lease holder on this machine has ended', () => {
   it('names this process by boot, pid namespace, pid and start time', () => {
     const [boot, namespace, pid, started] = self.split(' ');
     expect(boot).toMatch(/^[0-9a-f-]{36}$/);
-    expect(namespace).toMatch(/^pid:\[\d+\]$/);
+    expect(namespace).toMatch(/^pid:\[\d+\](\/time:\[\d+\])?$/);
     expect(pid).toBe(String(process.pid));
     expect(started).toMatch(/^\d+$/);
   });
@@ -61,4 +71,82 @@ describe('telling whether a lease holder on this machine has ended', () => {
     expect(await hasEnded(`${boot} ${namespace} ${pid}`, self)).toBe(false);
     expect(await hasEnded(`${boot} ${namespace} not-a-pid ${started}`, self)).toBe(false);
   });
+
+  it('sees a stopped process alive, and a zombie ended', async () => {
+    const stopped = await otherProcess();
+    try {
+      process.kill(stopped.pid, 'SIGSTOP');
+      await waitFor(() => stateOf(stopped.pid) === 'T', 'the process to stop', 5_000);
+      expect(await hasEnded(stopped.identity, self)).toBe(false);
+    } finally {
+      process.kill(stopped.pid, 'SIGCONT');
+      await stopped.end();
+    }
+    // A node process that exits under a parent that never reaps it (sh exec'd into sleep).
+    const script = `const { thisProcess } = await import(${JSON.stringify(identityModule)}); console.log(thisProcess());`;
+    const parent = spawn('sh', ['-c', '"$0" --input-type=module -e "$1" & exec sleep 60', process.execPath, script], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    try {
+      const [chunk] = (await once(parent.stdout, 'data')) as [Buffer];
+      const zombie = chunk.toString().trim();
+      await waitFor(() => stateOf(Number(zombie.split(' ')[2])) === 'Z', 'the process to become a zombie', 10_000);
+      expect(await hasEnded(zombie, self)).toBe(true);
+    } finally {
+      parent.kill('SIGKILL');
+    }
+  });
+
+  // These need Linux namespaces (unshare), and the first, root.
+  const canUnshare = spawnSync('unshare', ['-Urpf', 'true']).status === 0;
+  const isRoot = process.getuid?.() === 0 && spawnSync('unshare', ['-m', 'true']).status === 0 && spawnSync('setpriv', ['--help']).status === 0;
+
+  it.runIf(isRoot)('does not take a live process that /proc hides (hidepid, as systemd ProtectProc=invisible) for an ended one', async () => {
+    const holder = await otherProcess();
+    try {
+      // Another user's view, through a /proc that shows each user only its own processes.
+      const check = `const { hasEnded, thisProcess } = await import(${JSON.stringify(identityModule)}); console.log(await hasEnded(${JSON.stringify(holder.identity)}, thisProcess()));`;
+      const run = spawnSync(
+        'unshare',
+        ['-m', 'sh', '-c', 'mount -t proc -o hidepid=2 proc /proc && exec setpriv --reuid=65534 --regid=65534 --clear-groups "$@"', 'sh'].concat([
+          process.execPath,
+          '--input-type=module',
+          '-e',
+          check,
+        ]),
+        { encoding: 'utf8' },
+      );
+      expect(run.stderr).toBe('');
+      expect(run.stdout.trim()).toBe('false');
+    } finally {
+      await holder.end();
+    }
+  });
+
+  it.runIf(canUnshare)('cannot tell, in a pid namespace whose /proc is another namespace\'s, so never takes itself for ended', () => {
+    const check = `const { hasEnded, thisProcess } = await import(${JSON.stringify(identityModule)}); const self = thisProcess(); console.log(self === undefined ? 'cannot tell' : await hasEnded(self, self));`;
+    // A new pid namespace (this process is pid 1 there) with the /proc of the one outside.
+    const run = spawnSync('unshare', ['-Urpf', process.execPath, '--input-type=module', '-e', check], { encoding: 'utf8' });
+    expect(run.stderr).toBe('');
+    expect(run.stdout.trim()).toBe('cannot tell');
+  });
+
+  it.runIf(canUnshare)('does not take a live process in another time namespace (its start time shifted) for an ended one', async () => {
+    const holder = await otherProcess(['unshare', '-UrT', '--boottime', '1000', '-f']);
+    try {
+      expect(holder.identity).not.toBe('undefined');
+      expect(await hasEnded(holder.identity, self)).toBe(false);
+    } finally {
+      await holder.end();
+    }
+  });
 });
+
+function stateOf(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0];
+  } catch {
+    return undefined;
+  }
+}
