@@ -159,8 +159,22 @@ export class LeaseKeeper {
   async #claim(): Promise<void> {
     const { sql, tables, names, ttlMs, isExclusive } = this.#options;
     const sentAt = performance.now();
-    const endedOwners = isExclusive || this.#epochs.size === names.length ? [] : await this.#endedHolders();
-    const claimed = await claimLeases(sql, tables, names, { owner: this.owner, process: this.#process, isExclusive, endedOwners }, ttlMs);
+    // Holding every name, a claim only renews; else it reads first whether anything can be taken,
+    // so that a standby's claims do not hold the leases table (and the holder's flushes) for
+    // nothing. The embedded database in `dataDir` is this engine's alone: it takes everything.
+    const { takesOver, endedOwners } =
+      this.#epochs.size === names.length
+        ? { takesOver: false, endedOwners: [] }
+        : isExclusive
+          ? { takesOver: true, endedOwners: [] }
+          : await this.#takeable();
+    const claimed = await claimLeases(
+      sql,
+      tables,
+      names,
+      { owner: this.owner, process: this.#process, takesOver, isExclusive, endedOwners },
+      ttlMs,
+    );
     if (this.#isClosed) return;
     // Answers may come out of order: the newest proof of the lease counts.
     this.#safeUntil = Math.max(this.#safeUntil, sentAt + ttlMs);
@@ -182,26 +196,36 @@ export class LeaseKeeper {
   }
 
   /**
-   * Holders of names this engine registers whose process, on this machine, has ended (a crash, a
-   * kill): their leases can be taken now rather than at expiry, as when this engine restarts
-   * after being killed. Nothing of theirs can commit after the takeover: a flush they sent before
-   * dying holds the lease row until it ends, and then fails the epoch check if it comes later.
+   * Whether a claim now could take a name this engine registers from another holder (its lease
+   * expired, it has no lease yet, or its holder ended), and which holders have ended: those on
+   * this machine whose process is gone (a crash, a kill), whose leases can be taken now rather
+   * than at expiry, as when this engine restarts after being killed. Nothing of theirs can commit
+   * after the takeover: a flush they sent before dying either ends before the takeover begins or
+   * reads the new epoch.
    */
-  async #endedHolders(): Promise<string[]> {
+  async #takeable(): Promise<{ takesOver: boolean; endedOwners: string[] }> {
     const self = this.#process;
-    if (self === undefined) return [];
-    const registered = new Set(this.#options.names);
+    const leases = new Map((await readLeases(this.#options.sql, this.#options.tables)).map((l) => [l.name, l]));
     const ended = new Set<string>();
-    for (const lease of await readLeases(this.#options.sql, this.#options.tables)) {
-      if (!registered.has(lease.name) || lease.is_expired || lease.owner === this.owner) continue;
+    let takesOver = false;
+    for (const name of this.#options.names) {
+      const lease = leases.get(name);
+      if (lease === undefined || (lease.is_expired && lease.owner !== this.owner)) {
+        takesOver = true;
+        continue;
+      }
+      if (lease.owner === this.owner || self === undefined) continue;
       // Written by the owner itself, not left by an earlier holder (see `#process`).
       if (lease.process === null || !lease.process.endsWith(` ${lease.owner}`)) continue;
-      if (ended.has(lease.owner) || (await hasEnded(lease.process, self))) ended.add(lease.owner);
+      if (ended.has(lease.owner) || (await hasEnded(lease.process, self))) {
+        ended.add(lease.owner);
+        takesOver = true;
+      }
     }
     if (ended.size > 0) {
       this.#options.logger.info({ owners: [...ended] }, 'taking over the leases of engines on this machine whose process has ended');
     }
-    return [...ended];
+    return { takesOver, endedOwners: [...ended] };
   }
 }
 

@@ -28,6 +28,17 @@ interface Part {
 
 const commitInsert = (t: Tables): string => `INSERT INTO ${t.walCommits} (token, inserted) VALUES ($1, ARRAY[]::text[])`;
 
+/** The token's insert, made only if the lease check holds (see `commitFenced`). */
+function fencedCommitInsert(t: Tables, inserted: string): string {
+  return `INSERT INTO ${t.walCommits} (token, inserted)
+    SELECT $1, ${inserted}
+    WHERE (SELECT CASE WHEN count(*) <> cardinality($3::text[])
+             THEN ('${LEASE_LOST_MARKER}: this engine no longer holds the lease of ' || (cardinality($3::text[]) - count(*)) || ' workflow name(s) it wrote')::int
+             ELSE 1 END
+           FROM ${t.leases} l JOIN unnest($3::text[], $4::bigint[]) AS u(n, e) ON l.name = u.n AND l.epoch = u.e
+           WHERE l.owner = $2) = 1`;
+}
+
 /** The history part over a document of type `type`; `withCreates` keeps creating steps' rows only if created. */
 function historyCte(t: Tables, type: 'json' | 'jsonb', withCreates: boolean): string {
   return `ins_h AS (
@@ -45,24 +56,6 @@ function historyCte(t: Tables, type: 'json' | 'jsonb', withCreates: boolean): st
 const MAX_JSONB_CHARS = 64 * 1024 * 1024;
 
 const PARTS = {
-  // The engine still holds each name it writes at the epoch it knows. FOR SHARE: another engine's
-  // takeover (which raises the epoch) waits for this statement to commit, and one that committed
-  // first makes the row fail the epoch test here, so the cast in `fenced` aborts the statement.
-  // Rows are locked in byte order of their names, as claims take them, so the two cannot deadlock
-  // (whatever the database's collation).
-  fence: {
-    params: 3,
-    cte: (t) => `leased AS (
-    SELECT l.name FROM ${t.leases} l JOIN unnest($2::text[], $3::bigint[]) AS u(n, e) ON l.name = u.n AND l.epoch = u.e
-    WHERE l.owner = $1
-    ORDER BY l.name COLLATE "C"
-    FOR SHARE OF l),
-  fenced AS (
-    SELECT CASE WHEN n <> cardinality($2::text[])
-      THEN ('${LEASE_LOST_MARKER}: this engine no longer holds the lease of ' || (cardinality($2::text[]) - n) || ' workflow name(s) it wrote')::int
-      ELSE n END AS names_held
-    FROM (SELECT count(*)::int AS n FROM leased) c)`,
-  },
   // A row with the same id and the same start token is this start's own, committed by an
   // earlier try whose answer was lost: it counts as inserted (the no-op update returns it).
   // A start made together with its first step comes in with that step's status, vars and times.
@@ -171,6 +164,24 @@ const PARTS = {
     cte: (t) => `ins_c AS (
     INSERT INTO ${t.walCommits} (token, inserted) SELECT $1, coalesce(array_agg(id), '{}') FROM ins_wf)`,
   },
+  // The token, recorded only if the engine still holds each name it writes at the epoch stamped
+  // on the write ($2 owner, $3 names, $4 epochs); else the cast aborts the whole statement. A
+  // plain read, no row lock: a takeover (which raises an epoch) holds the leases table in ACCESS
+  // EXCLUSIVE mode (see `claimLeases`), so it waits for every statement that has read the table,
+  // and a statement that comes to read it meanwhile waits for the takeover to commit, taking its
+  // snapshot after (Postgres locks a statement's tables before it takes its snapshot): it sees the
+  // new epoch.
+  commitFenced: {
+    params: 4,
+    cte: (t) => `ins_c AS (
+    ${fencedCommitInsert(t, 'ARRAY[]::text[]')})`,
+    main: (t) => fencedCommitInsert(t, 'ARRAY[]::text[]'),
+  },
+  commitWithStartsFenced: {
+    params: 4,
+    cte: (t) => `ins_c AS (
+    ${fencedCommitInsert(t, `(SELECT coalesce(array_agg(id), '{}') FROM ins_wf)`)})`,
+  },
 } satisfies Record<string, Part>;
 
 type PartName = keyof typeof PARTS;
@@ -193,11 +204,10 @@ function flushStatement(t: Tables, present: readonly PartName[], key: string): s
   let text = statements.get(cacheKey);
   if (text) return text;
   const has = (name: PartName): boolean => present.includes(name);
-  // With nothing to read back (no starts, no updates to count, no notice, no fence), the last part
-  // (the flush's token) is the statement itself rather than a SELECT over the CTEs: tens of µs a
-  // flush. A fence must be read back: Postgres never runs a plain SELECT CTE nothing refers to.
+  // With nothing to read back (no starts, no updates to count, no notice), the last part (the
+  // flush's token) is the statement itself rather than a SELECT over the CTEs: tens of µs a flush.
   const last: Part = PARTS[present.at(-1)!];
-  const isAnswered = has('fence') || has('starts') || has('updates') || has('notify') || !last.main;
+  const isAnswered = has('starts') || has('updates') || has('notify') || !last.main;
   let offset = 0;
   const clauses = present.map((name, i) => {
     const part: Part = PARTS[name];
@@ -213,8 +223,7 @@ function flushStatement(t: Tables, present: readonly PartName[], key: string): s
     text = `WITH ${clauses.join(',\n  ')}
 SELECT ${has('starts') ? `(SELECT coalesce(array_agg(id), '{}') FROM ins_wf)` : `'{}'::text[]`} AS inserted,
        ${has('updates') ? '(SELECT updated FROM checked)' : '0'} AS updated,
-       ${has('notify') ? '(SELECT count(*) FROM note)::int' : '0'} AS notified,
-       ${has('fence') ? '(SELECT names_held FROM fenced)' : '0'} AS fenced`;
+       ${has('notify') ? '(SELECT count(*) FROM note)::int' : '0'} AS notified`;
   }
   statements.set(cacheKey, text);
   return text;
@@ -352,10 +361,13 @@ function collectParams(
   if (taskDeletes.length > 0) params.set('taskDeletes', [taskDeletes.map((x) => x.w), taskDeletes.map((x) => x.c)]);
   if (inbox.length > 0) params.set('inboxConsumed', [inbox]);
   if (notify) params.set('notify', [t.channel]);
-  if (options.fence && options.fence.names.length > 0) {
-    params.set('fence', [options.fence.owner, options.fence.names, options.fence.epochs]);
+  const fence = options.fence && options.fence.names.length > 0 ? options.fence : undefined;
+  if (fence) {
+    if (options.token === undefined) throw new Error('a fenced flush needs a token: the check rides on its insert');
+    params.set(created.length > 0 ? 'commitWithStartsFenced' : 'commitFenced', [options.token, fence.owner, fence.names, fence.epochs]);
+  } else if (options.token !== undefined) {
+    params.set(created.length > 0 ? 'commitWithStarts' : 'commit', [options.token]);
   }
-  if (options.token !== undefined) params.set(created.length > 0 ? 'commitWithStarts' : 'commit', [options.token]);
   return params;
 }
 

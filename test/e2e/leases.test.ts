@@ -325,10 +325,13 @@ async function napper(ctx: WorkflowContext): Promise<string> {
   return 'slept';
 }
 
-/** Flush statements of the schema waiting for a lock (the fence is their first part). */
+/**
+ * Flush statements of the schema that write history waiting for a lock (recognised by their start:
+ * Postgres shows a statement's first kilobyte).
+ */
 async function flushesWaitingForLock(db: TestSchema): Promise<number> {
   const rows = await db.query(
-    `SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'WITH leased AS%' AND query LIKE '%' || $1 || '%'`,
+    `SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'WITH ins_h AS%' AND query LIKE '%' || $1 || '%'`,
     [db.schema],
   );
   return rows.length;
@@ -355,7 +358,7 @@ async function abandons(ctx: WorkflowContext): Promise<string> {
 
 /**
  * Holds the lease rows FOR SHARE until `release()`: renewals (updates) wait, so the engine's lease
- * goes overdue by its own clock, while its flushes (which lock the rows FOR SHARE too) commit.
+ * goes overdue by its own clock, while its flushes (which only read the rows) commit.
  */
 async function blockClaims(db: TestSchema): Promise<{ release(): Promise<void> }> {
   const holder = new pg.Client({ connectionString: db.database as string });

@@ -283,9 +283,9 @@ async function raceARetry(engine: Engine, db: TestSchema): Promise<WorkflowHandl
     const commits = await lockTable(db, 'wal_commits');
     locks.push(commits);
     failsOnceRuns[0]!.fail();
-    // The retry's is the only flush now. (Recognised by its start: Postgres shows only the first
-    // kilobyte of a statement, and the task upsert comes after the lease check and the history.)
-    await waitFor(() => isWaitingForLock(db, 'WITH leased AS'), 'the retry to be flushed');
+    // The retry's is the only flush now, and its task upsert its first part. (Recognised by its
+    // start: Postgres shows only the first kilobyte of a statement.)
+    await waitFor(() => isWaitingForLock(db, 'WITH up_a AS'), 'the retry to be flushed');
     await tasks.release();
     await waitFor(() => failsOnceRuns.length === 2, 'the recovery to run the first attempt again');
     await commits.release();

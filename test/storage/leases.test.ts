@@ -1,19 +1,25 @@
+import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 
 import { flushBatch } from '../../storage/sql/flush-batch.js';
 import { type Claimant, claimLeases, LeaseLostError, readLeases, releaseLeases } from '../../storage/sql/leases.js';
 import { Wal } from '../../storage/wal.js';
 import { makeStartRow, makeWrite } from '../helpers/builders.js';
-import { backends } from '../helpers/database.js';
+import { backends, isWaitingForLock, serverBackends, type TestSchema } from '../helpers/database.js';
 import { useStore } from '../helpers/storage.js';
+import { waitFor } from '../helpers/wait-for.js';
 
 const claimant = (owner: string, more: Partial<Claimant> = {}): Claimant => ({
   owner,
   process: undefined,
+  takesOver: true,
   isExclusive: false,
   endedOwners: [],
   ...more,
 });
+
+/** A flush's options with the lease check of `owner` at `epoch` of 'wf' (it rides on the token). */
+const fenced = (owner: string, epoch: string) => ({ token: `t-${Math.random()}`, fence: { owner, names: ['wf'], epochs: [epoch] } });
 
 describe.each(backends)('workflow leases on $name', (backend) => {
   const store = useStore(backend);
@@ -35,6 +41,15 @@ describe.each(backends)('workflow leases on $name', (backend) => {
     expect(await claim('a', ['x'])).toEqual(new Map());
     // An engine that owns the database outright (the embedded one) takes it whatever its lease.
     expect(await claim('c', ['x'], true)).toEqual(new Map([['x', '3']]));
+  });
+
+  it('renews only its own leases, and takes names no one held, unless it is told it may take over', async () => {
+    const { sql, tables, db } = store();
+    await claimLeases(sql, tables, ['x'], claimant('a'), 60_000);
+    await db.query(`UPDATE "${db.schema}".leases SET expires_at = now() - interval '1 second'`);
+    const renewal = claimant('b', { takesOver: false, isExclusive: true, endedOwners: ['a'] });
+    expect(await claimLeases(sql, tables, ['x', 'y'], renewal, 60_000)).toEqual(new Map([['y', '1']]));
+    expect(await claimLeases(sql, tables, ['x'], claimant('a', { takesOver: false }), 60_000)).toEqual(new Map([['x', '1']]));
   });
 
   it('takes an expired lease', async () => {
@@ -63,20 +78,20 @@ describe.each(backends)('workflow leases on $name', (backend) => {
     await claimLeases(sql, tables, ['other'], claimant('a'), 60_000);
     await flushBatch(sql, tables, [makeStartRow('w1')], []);
     // The write's name has no lease at all.
-    const refused = flushBatch(sql, tables, [], [makeWrite('w1', 0, 2)], { fence: { owner: 'a', names: ['wf'], epochs: ['1'] } });
+    const refused = flushBatch(sql, tables, [], [makeWrite('w1', 0, 2)], fenced('a', '1'));
     await expect(refused).rejects.toBeInstanceOf(LeaseLostError);
     await expect(refused).rejects.toThrow(/^this engine no longer holds the lease of 1 workflow name\(s\) it wrote$/);
     await claimLeases(sql, tables, ['wf'], claimant('a'), 60_000);
     // Another owner, or the right owner under an old epoch, is refused too.
     await expect(
-      flushBatch(sql, tables, [], [makeWrite('w1', 0, 2)], { fence: { owner: 'b', names: ['wf'], epochs: ['1'] } }),
+      flushBatch(sql, tables, [], [makeWrite('w1', 0, 2)], fenced('b', '1')),
     ).rejects.toBeInstanceOf(LeaseLostError);
     await db.query(`UPDATE "${db.schema}".leases SET epoch = 2 WHERE name = 'wf'`);
     await expect(
-      flushBatch(sql, tables, [], [makeWrite('w1', 0, 2)], { fence: { owner: 'a', names: ['wf'], epochs: ['1'] } }),
+      flushBatch(sql, tables, [], [makeWrite('w1', 0, 2)], fenced('a', '1')),
     ).rejects.toBeInstanceOf(LeaseLostError);
     expect(await db.query(`SELECT * FROM "${db.schema}".history`)).toEqual([]);
-    await flushBatch(sql, tables, [], [makeWrite('w1', 0, 2)], { fence: { owner: 'a', names: ['wf'], epochs: ['2'] } });
+    await flushBatch(sql, tables, [], [makeWrite('w1', 0, 2)], fenced('a', '2'));
     expect(await db.query(`SELECT seq FROM "${db.schema}".history ORDER BY seq`)).toEqual([{ seq: 1 }, { seq: 2 }]);
   });
 
@@ -119,3 +134,57 @@ describe.each(backends)('workflow leases on $name', (backend) => {
     expect(await db.query(`SELECT seq FROM "${db.schema}".history`)).toEqual([]);
   });
 });
+
+// Two connections at once: a server.
+describe.each(serverBackends)('taking a lease over while flushes run on $name', (backend) => {
+  const store = useStore(backend);
+
+  it('refuses a flush that comes while a takeover holds the leases table: it sees the new epoch', async () => {
+    const { sql, tables, db } = store();
+    await flushBatch(sql, tables, [makeStartRow('w0'), makeStartRow('w1')], []);
+    await claimLeases(sql, tables, ['wf'], claimant('a'), 60_000);
+    // The statement is prepared by now, and past Postgres's first five custom plans: the flush
+    // below runs a cached plan, whose table locks are taken when it is bound.
+    for (let i = 0; i < 6; i++) await flushBatch(sql, tables, [], [makeWrite('w0', i, 1)], fenced('a', '1'));
+    const takeover = await openTransaction(db);
+    await takeover.query(`LOCK TABLE "${db.schema}".leases IN ACCESS EXCLUSIVE MODE`);
+    await takeover.query(`UPDATE "${db.schema}".leases SET owner = 'b', epoch = epoch + 1`);
+    const flush = flushBatch(sql, tables, [], [makeWrite('w1', 0, 2)], fenced('a', '1'));
+    const outcome = flush.then(() => 'stored', (error: unknown) => error);
+    await waitFor(() => isWaitingForLock(db, 'wal_commits'), 'the flush to wait for the takeover');
+    await takeover.commit();
+    expect(await outcome).toBeInstanceOf(LeaseLostError);
+    expect(await db.query(`SELECT * FROM "${db.schema}".history WHERE workflow_id = 'w1'`)).toEqual([]);
+  });
+
+  it('begins a takeover only once a flush that read the leases table has ended, which commits under its epoch', async () => {
+    const { sql, tables, db } = store();
+    await flushBatch(sql, tables, [makeStartRow('w1')], []);
+    await claimLeases(sql, tables, ['wf'], claimant('a'), 60_000);
+    await db.query(`UPDATE "${db.schema}".leases SET expires_at = now() - interval '1 second'`);
+    // The flush has read the leases and waits, mid-statement, for a history row another
+    // transaction inserted (and will roll back).
+    const blocker = await openTransaction(db);
+    await blocker.query(`INSERT INTO "${db.schema}".history (workflow_id, seq, activation, type, at) VALUES ('w1', 1, 1, 'X', now())`);
+    const flush = flushBatch(sql, tables, [], [makeWrite('w1', 0, 2)], fenced('a', '1'));
+    await waitFor(() => isWaitingForLock(db, 'wal_commits'), 'the flush to wait for the row');
+    const claim = claimLeases(sql, tables, ['wf'], claimant('b'), 60_000);
+    await waitFor(() => isWaitingForLock(db, 'LOCK TABLE'), 'the takeover to wait for the flush');
+    await blocker.rollback();
+    await flush;
+    expect(await claim).toEqual(new Map([['wf', '2']]));
+    expect(await db.query(`SELECT seq FROM "${db.schema}".history ORDER BY seq`)).toEqual([{ seq: 1 }, { seq: 2 }]);
+  });
+});
+
+/** A transaction on its own connection, for holding locks while the code under test runs. */
+async function openTransaction(db: TestSchema): Promise<{ query(text: string): Promise<unknown>; commit(): Promise<void>; rollback(): Promise<void> }> {
+  const client = new pg.Client({ connectionString: db.database as string });
+  await client.connect();
+  await client.query('BEGIN');
+  const end = async (how: string): Promise<void> => {
+    await client.query(how);
+    await client.end();
+  };
+  return { query: (text) => client.query(text), commit: () => end('COMMIT'), rollback: () => end('ROLLBACK') };
+}
