@@ -32,7 +32,8 @@ export interface LeaseKeeperOptions {
 /**
  * Holds the leases of the workflow names an engine registers. It claims them at start and every
  * third of the lease's time to live after: a claim renews the names it holds and takes those whose
- * lease expired (their engine stopped or stalled). A claim that fails (the database is away) keeps
+ * lease expired (their engine stopped or stalled) or whose engine it saw end on this machine; it
+ * holds the leases table only when it may take one (see `claimLeases`). A claim that fails (the database is away) keeps
  * what it held: the flushes' epoch check keeps the writes safe meanwhile, and the next claim that
  * gets through tells whether another engine took a name. Side effects (dispatching activities,
  * firing timers) need more: a lease that cannot have expired yet by this process's clock (`gate`),

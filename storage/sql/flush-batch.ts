@@ -235,7 +235,7 @@ export interface FlushOptions {
   token?: string;
   /** History documents longer than this go as json, not jsonb. @default MAX_JSONB_CHARS */
   maxJsonbChars?: number;
-  /** The leases the writes need (an engine's flushes; a client's start has none). */
+  /** The leases the writes need (an engine's flushes; a client's start has none); needs `token`. */
   fence?: FenceParams;
 }
 
