@@ -32,8 +32,8 @@ export interface LeaseKeeperOptions {
 /**
  * Holds the leases of the workflow names an engine registers. It claims them at start and every
  * third of the lease's time to live after: a claim renews the names it holds and takes those whose
- * lease expired (their engine stopped or stalled) or whose engine it saw end on this machine; it
- * holds the leases table only when it may take one (see `claimLeases`). A claim that fails (the database is away) keeps
+ * lease expired (their engine stopped or stalled) or whose engine it saw end on this machine. A
+ * claim that fails (the database is away) keeps
  * what it held: the flushes' epoch check keeps the writes safe meanwhile, and the next claim that
  * gets through tells whether another engine took a name. Side effects (dispatching activities,
  * firing timers) need more: a lease that cannot have expired yet by this process's clock (`gate`),
@@ -160,22 +160,8 @@ export class LeaseKeeper {
   async #claim(): Promise<void> {
     const { sql, tables, names, ttlMs, isExclusive } = this.#options;
     const sentAt = performance.now();
-    // Holding every name, a claim only renews; else it reads first whether anything can be taken,
-    // so that a standby's claims do not hold the leases table (and the holder's flushes) for
-    // nothing. The embedded database in `dataDir` is this engine's alone: it takes everything.
-    const { takesOver, endedOwners } =
-      this.#epochs.size === names.length
-        ? { takesOver: false, endedOwners: [] }
-        : isExclusive
-          ? { takesOver: true, endedOwners: [] }
-          : await this.#takeable();
-    const claimed = await claimLeases(
-      sql,
-      tables,
-      names,
-      { owner: this.owner, process: this.#process, takesOver, isExclusive, endedOwners },
-      ttlMs,
-    );
+    const endedOwners = isExclusive || this.#epochs.size === names.length ? [] : await this.#endedHolders();
+    const claimed = await claimLeases(sql, tables, names, { owner: this.owner, process: this.#process, isExclusive, endedOwners }, ttlMs);
     if (this.#isClosed) return;
     // Answers may come out of order: the newest proof of the lease counts.
     this.#safeUntil = Math.max(this.#safeUntil, sentAt + ttlMs);
@@ -197,36 +183,26 @@ export class LeaseKeeper {
   }
 
   /**
-   * Whether a claim now could take a name this engine registers from another holder (its lease
-   * expired, it has no lease yet, or its holder ended), and which holders have ended: those on
-   * this machine whose process is gone (a crash, a kill), whose leases can be taken now rather
-   * than at expiry, as when this engine restarts after being killed. Nothing of theirs can commit
-   * after the takeover: a flush they sent before dying either ends before the takeover begins or
-   * reads the new epoch.
+   * Holders of names this engine registers whose process, on this machine, has ended (a crash, a
+   * kill): their leases can be taken now rather than at expiry, as when this engine restarts
+   * after being killed. Nothing of theirs can commit after the takeover: a flush they sent before
+   * dying holds the lease row until it ends, and then fails the epoch check if it comes later.
    */
-  async #takeable(): Promise<{ takesOver: boolean; endedOwners: string[] }> {
+  async #endedHolders(): Promise<string[]> {
     const self = this.#process;
-    const leases = new Map((await readLeases(this.#options.sql, this.#options.tables)).map((l) => [l.name, l]));
+    if (self === undefined) return [];
+    const registered = new Set(this.#options.names);
     const ended = new Set<string>();
-    let takesOver = false;
-    for (const name of this.#options.names) {
-      const lease = leases.get(name);
-      if (lease === undefined || (lease.is_expired && lease.owner !== this.owner)) {
-        takesOver = true;
-        continue;
-      }
-      if (lease.owner === this.owner || self === undefined) continue;
+    for (const lease of await readLeases(this.#options.sql, this.#options.tables)) {
+      if (!registered.has(lease.name) || lease.is_expired || lease.owner === this.owner) continue;
       // Written by the owner itself, not left by an earlier holder (see `#process`).
       if (lease.process === null || !lease.process.endsWith(` ${lease.owner}`)) continue;
-      if (ended.has(lease.owner) || (await hasEnded(lease.process, self))) {
-        ended.add(lease.owner);
-        takesOver = true;
-      }
+      if (ended.has(lease.owner) || (await hasEnded(lease.process, self))) ended.add(lease.owner);
     }
     if (ended.size > 0) {
       this.#options.logger.info({ owners: [...ended] }, 'taking over the leases of engines on this machine whose process has ended');
     }
-    return { takesOver, endedOwners: [...ended] };
+    return [...ended];
   }
 }
 

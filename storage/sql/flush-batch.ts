@@ -35,8 +35,10 @@ function fencedCommitInsert(t: Tables, inserted: string): string {
     WHERE (SELECT CASE WHEN count(*) <> cardinality($3::text[])
              THEN ('${LEASE_LOST_MARKER}: this engine no longer holds the lease of ' || (cardinality($3::text[]) - count(*)) || ' workflow name(s) it wrote')::int
              ELSE 1 END
-           FROM ${t.leases} l JOIN unnest($3::text[], $4::bigint[]) AS u(n, e) ON l.name = u.n AND l.epoch = u.e
-           WHERE l.owner = $2) = 1`;
+           FROM (SELECT FROM ${t.leases} l JOIN unnest($3::text[], $4::bigint[]) AS u(n, e) ON l.name = u.n AND l.epoch = u.e
+                 WHERE l.owner = $2
+                 ORDER BY l.name COLLATE "C"
+                 FOR SHARE OF l) held) = 1`;
 }
 
 /** The history part over a document of type `type`; `withCreates` keeps creating steps' rows only if created. */
@@ -165,12 +167,12 @@ const PARTS = {
     INSERT INTO ${t.walCommits} (token, inserted) SELECT $1, coalesce(array_agg(id), '{}') FROM ins_wf)`,
   },
   // The token, recorded only if the engine still holds each name it writes at the epoch stamped
-  // on the write ($2 owner, $3 names, $4 epochs); else the cast aborts the whole statement. A
-  // plain read, no row lock: a takeover (which raises an epoch) holds the leases table in ACCESS
-  // EXCLUSIVE mode (see `claimLeases`), so it waits for every statement that has read the table,
-  // and a statement that comes to read it meanwhile waits for the takeover to commit, taking its
-  // snapshot after (Postgres locks a statement's tables before it takes its snapshot): it sees the
-  // new epoch.
+  // on the write ($2 owner, $3 names, $4 epochs); else the cast aborts the whole statement.
+  // FOR SHARE: another engine's takeover (which raises the epoch) waits for this statement to
+  // commit, and one that committed first makes the row fail the epoch test here. Rows are locked
+  // in byte order of their names, as claims take them, so the two cannot deadlock whatever the
+  // database's collation. Riding on the token's insert, the check keeps a lone step's statement a
+  // plain INSERT (no SELECT over the CTEs to read a check back).
   commitFenced: {
     params: 4,
     cte: (t) => `ins_c AS (

@@ -358,7 +358,7 @@ async function abandons(ctx: WorkflowContext): Promise<string> {
 
 /**
  * Holds the lease rows FOR SHARE until `release()`: renewals (updates) wait, so the engine's lease
- * goes overdue by its own clock, while its flushes (which only read the rows) commit.
+ * goes overdue by its own clock, while its flushes (which lock the rows FOR SHARE too) commit.
  */
 async function blockClaims(db: TestSchema): Promise<{ release(): Promise<void> }> {
   const holder = new pg.Client({ connectionString: db.database as string });

@@ -12,7 +12,6 @@ import { waitFor } from '../helpers/wait-for.js';
 const claimant = (owner: string, more: Partial<Claimant> = {}): Claimant => ({
   owner,
   process: undefined,
-  takesOver: true,
   isExclusive: false,
   endedOwners: [],
   ...more,
@@ -41,15 +40,6 @@ describe.each(backends)('workflow leases on $name', (backend) => {
     expect(await claim('a', ['x'])).toEqual(new Map());
     // An engine that owns the database outright (the embedded one) takes it whatever its lease.
     expect(await claim('c', ['x'], true)).toEqual(new Map([['x', '3']]));
-  });
-
-  it('renews only its own leases, and takes names no one held, unless it is told it may take over', async () => {
-    const { sql, tables, db } = store();
-    await claimLeases(sql, tables, ['x'], claimant('a'), 60_000);
-    await db.query(`UPDATE "${db.schema}".leases SET expires_at = now() - interval '1 second'`);
-    const renewal = claimant('b', { takesOver: false, isExclusive: true, endedOwners: ['a'] });
-    expect(await claimLeases(sql, tables, ['x', 'y'], renewal, 60_000)).toEqual(new Map([['y', '1']]));
-    expect(await claimLeases(sql, tables, ['x'], claimant('a', { takesOver: false }), 60_000)).toEqual(new Map([['x', '1']]));
   });
 
   it('takes an expired lease', async () => {
@@ -139,15 +129,14 @@ describe.each(backends)('workflow leases on $name', (backend) => {
 describe.each(serverBackends)('taking a lease over while flushes run on $name', (backend) => {
   const store = useStore(backend);
 
-  it('refuses a flush that comes while a takeover holds the leases table: it sees the new epoch', async () => {
+  it('refuses a flush that comes while a takeover is under way: it sees the new epoch once that commits', async () => {
     const { sql, tables, db } = store();
     await flushBatch(sql, tables, [makeStartRow('w0'), makeStartRow('w1')], []);
     await claimLeases(sql, tables, ['wf'], claimant('a'), 60_000);
     // The statement is prepared by now, and past Postgres's first five custom plans: the flush
-    // below runs a cached plan, whose table locks are taken when it is bound.
+    // below runs a cached plan.
     for (let i = 0; i < 6; i++) await flushBatch(sql, tables, [], [makeWrite('w0', i, 1)], fenced('a', '1'));
     const takeover = await openTransaction(db);
-    await takeover.query(`LOCK TABLE "${db.schema}".leases IN ACCESS EXCLUSIVE MODE`);
     await takeover.query(`UPDATE "${db.schema}".leases SET owner = 'b', epoch = epoch + 1`);
     const flush = flushBatch(sql, tables, [], [makeWrite('w1', 0, 2)], fenced('a', '1'));
     const outcome = flush.then(() => 'stored', (error: unknown) => error);
@@ -157,19 +146,19 @@ describe.each(serverBackends)('taking a lease over while flushes run on $name', 
     expect(await db.query(`SELECT * FROM "${db.schema}".history WHERE workflow_id = 'w1'`)).toEqual([]);
   });
 
-  it('begins a takeover only once a flush that read the leases table has ended, which commits under its epoch', async () => {
+  it('makes a takeover wait for a flush in progress, which commits under its epoch', async () => {
     const { sql, tables, db } = store();
     await flushBatch(sql, tables, [makeStartRow('w1')], []);
     await claimLeases(sql, tables, ['wf'], claimant('a'), 60_000);
     await db.query(`UPDATE "${db.schema}".leases SET expires_at = now() - interval '1 second'`);
-    // The flush has read the leases and waits, mid-statement, for a history row another
+    // The flush has locked the lease row and waits, mid-statement, for a history row another
     // transaction inserted (and will roll back).
     const blocker = await openTransaction(db);
     await blocker.query(`INSERT INTO "${db.schema}".history (workflow_id, seq, activation, type, at) VALUES ('w1', 1, 1, 'X', now())`);
     const flush = flushBatch(sql, tables, [], [makeWrite('w1', 0, 2)], fenced('a', '1'));
     await waitFor(() => isWaitingForLock(db, 'wal_commits'), 'the flush to wait for the row');
     const claim = claimLeases(sql, tables, ['wf'], claimant('b'), 60_000);
-    await waitFor(() => isWaitingForLock(db, 'LOCK TABLE'), 'the takeover to wait for the flush');
+    await waitFor(() => isWaitingForLock(db, 'INTO "' + db.schema + '".leases'), 'the takeover to wait for the flush');
     await blocker.rollback();
     await flush;
     expect(await claim).toEqual(new Map([['wf', '2']]));
