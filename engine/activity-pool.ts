@@ -430,7 +430,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
     };
     // Busy: at the end of this turn, so every attempt released by this turn's commits and outcomes
     // joins the batches (a microtask would send a batch per commit or per group of outcomes). Idle
-    // (no attempt in a thread, so no outcome to wait for): once this commit's releases are done,
+    // (no batch out, so no batch outcome to come this turn): once this commit's releases are done,
     // so a lone workflow's next attempt does not wait for a turn of the event loop.
     if (this.#running.size === 0) queueMicrotask(pump);
     else setImmediate(pump);

@@ -2,10 +2,10 @@ import { hostname } from 'node:os';
 import { randomUUID } from 'node:crypto';
 
 import type { Logger } from '../storage/logger.js';
+import { hasProcessEnded, processIdentity } from '../storage/process-identity.js';
 import { claimLeases, readLeases, releaseLeases } from '../storage/sql/leases.js';
 import type { Sql, Tables } from '../storage/sql.js';
 
-import { hasEnded, thisProcess } from './process-identity.js';
 
 /** What the keeper tells the engine after each claim that got through (both lists may be empty). */
 export interface LeaseChanges {
@@ -33,9 +33,9 @@ export interface LeaseKeeperOptions {
  * Holds the leases of the workflow names an engine registers. It claims them at start and every
  * third of the lease's time to live after: a claim renews the names it holds and takes those whose
  * lease expired (their engine stopped or stalled) or whose engine it saw end on this machine. A
- * claim that fails (the database is away) keeps
- * what it held: the flushes' epoch check keeps the writes safe meanwhile, and the next claim that
- * gets through tells whether another engine took a name. Side effects (dispatching activities,
+ * claim that fails (the database is away) keeps what it held: the flushes' epoch check keeps the
+ * writes safe meanwhile, and the next claim that gets through tells whether another engine took a
+ * name. Side effects (dispatching activities,
  * firing timers) need more: a lease that cannot have expired yet by this process's clock (`gate`),
  * since an engine that took the name over may be running them already.
  *
@@ -50,11 +50,12 @@ export class LeaseKeeper {
   /** This engine's id in the leases table (`host:pid:` and 8 hex digits), new for each engine. */
   readonly owner = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
   /**
-   * Where this engine runs, stored with its leases so that one on the same machine can tell when it
-   * ends, followed by its owner id: a lease whose owner an engine of an earlier release changed
-   * (its claim leaves `process` as it was) then names another owner, and is not taken for it.
+   * Where this engine runs (see `processIdentity`), stored with its leases as `<identity> <owner>`
+   * so that an engine on the same machine can tell when it has ended. An engine of an earlier
+   * release claims without writing it: a row whose identity does not end with its owner was left
+   * by an earlier holder and says nothing about the current one.
    */
-  readonly #process = withOwner(thisProcess(), this.owner);
+  readonly #processIdentity: string | undefined;
   readonly #options: LeaseKeeperOptions;
   readonly #epochs = new Map<string, string>();
   #timer: NodeJS.Timeout | undefined;
@@ -67,6 +68,8 @@ export class LeaseKeeper {
 
   constructor(options: LeaseKeeperOptions) {
     this.#options = options;
+    const identity = processIdentity();
+    this.#processIdentity = identity === undefined ? undefined : `${identity} ${this.owner}`;
   }
 
   /** The epoch of `name`'s lease, if this engine holds it. */
@@ -160,8 +163,14 @@ export class LeaseKeeper {
   async #claim(): Promise<void> {
     const { sql, tables, names, ttlMs, isExclusive } = this.#options;
     const sentAt = performance.now();
-    const endedOwners = isExclusive || this.#epochs.size === names.length ? [] : await this.#endedHolders();
-    const claimed = await claimLeases(sql, tables, names, { owner: this.owner, process: this.#process, isExclusive, endedOwners }, ttlMs);
+    // Holding every name (or owning the database), a claim just renews; else it asks first which
+    // names it can take, and claims only those with its own: a claim of a name held by a live
+    // engine would only wait for that engine's flushes on the lease row, and hold up its next ones.
+    const { claimable, endedOwners } =
+      isExclusive || this.#epochs.size === names.length ? { claimable: names, endedOwners: [] } : await this.#claimable();
+    const claimant = { owner: this.owner, processIdentity: this.#processIdentity, isExclusive, endedOwners };
+    const claimed =
+      claimable.length === 0 ? new Map<string, string>() : await claimLeases(sql, tables, claimable, claimant, ttlMs);
     if (this.#isClosed) return;
     // Answers may come out of order: the newest proof of the lease counts.
     this.#safeUntil = Math.max(this.#safeUntil, sentAt + ttlMs);
@@ -183,30 +192,36 @@ export class LeaseKeeper {
   }
 
   /**
-   * Holders of names this engine registers whose process, on this machine, has ended (a crash, a
-   * kill): their leases can be taken now rather than at expiry, as when this engine restarts
-   * after being killed. Nothing of theirs can commit after the takeover: a flush they sent before
-   * dying holds the lease row until it ends, and then fails the epoch check if it comes later.
+   * The registered names a claim can get now: those this engine holds, those no one holds (no
+   * lease, or an expired one), and those whose holder ran on this machine and has ended (a crash,
+   * a kill), which need not wait for expiry, as when this engine restarts after being killed.
+   * Nothing of an ended holder's can commit after the takeover: a flush it sent before dying
+   * either locked the lease row first, and the takeover waits for it, or reaches its lease check
+   * after the takeover and fails it.
    */
-  async #endedHolders(): Promise<string[]> {
-    const self = this.#process;
-    if (self === undefined) return [];
-    const registered = new Set(this.#options.names);
+  async #claimable(): Promise<{ claimable: string[]; endedOwners: string[] }> {
+    const own = this.#processIdentity;
+    const leases = new Map((await readLeases(this.#options.sql, this.#options.tables)).map((l) => [l.name, l]));
+    const claimable: string[] = [];
     const ended = new Set<string>();
-    for (const lease of await readLeases(this.#options.sql, this.#options.tables)) {
-      if (!registered.has(lease.name) || lease.is_expired || lease.owner === this.owner) continue;
-      // Written by the owner itself, not left by an earlier holder (see `#process`).
-      if (lease.process === null || !lease.process.endsWith(` ${lease.owner}`)) continue;
-      if (ended.has(lease.owner) || (await hasEnded(lease.process, self))) ended.add(lease.owner);
+    for (const name of this.#options.names) {
+      const lease = leases.get(name);
+      if (this.#epochs.has(name) || !lease || lease.is_expired || lease.owner === this.owner) {
+        claimable.push(name);
+        continue;
+      }
+      const identity = lease.process_identity;
+      // Written by the owner itself, not left by an earlier holder (see `#processIdentity`).
+      if (own === undefined || identity === null || !identity.endsWith(` ${lease.owner}`)) continue;
+      if (ended.has(lease.owner) || (await hasProcessEnded(identity, own))) {
+        ended.add(lease.owner);
+        claimable.push(name);
+      }
     }
     if (ended.size > 0) {
-      this.#options.logger.info({ owners: [...ended] }, 'taking over the leases of engines on this machine whose process has ended');
+      const message = 'taking over the leases of engines on this machine whose process has ended';
+      this.#options.logger.info({ owners: [...ended] }, message);
     }
-    return [...ended];
+    return { claimable, endedOwners: [...ended] };
   }
-}
-
-/** `identity` followed by `owner` (see `LeaseKeeper.#process`), or undefined where there is none. */
-function withOwner(identity: string | undefined, owner: string): string | undefined {
-  return identity === undefined ? undefined : `${identity} ${owner}`;
 }

@@ -2,6 +2,8 @@ import { randomUUID } from 'node:crypto';
 import { linkSync, mkdirSync, readFileSync, realpathSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
+import { bootId, processStartTicks } from './process-identity.js';
+
 /** Thrown when the embedded database's directory is open in a process already. */
 export class DataDirectoryInUseError extends Error {
   constructor(dataDir: string, pid: number, lockFile: string) {
@@ -31,20 +33,6 @@ interface Holder {
   token: string;
 }
 
-function readOrEmpty(file: string): string {
-  try {
-    return readFileSync(file, 'utf8');
-  } catch {
-    return '';
-  }
-}
-
-/** Field 22 of /proc/<pid>/stat, after the parenthesised command name, which may hold spaces. */
-function startTimeOf(pid: number): string {
-  const stat = readOrEmpty(`/proc/${pid}/stat`);
-  return stat === '' ? '' : (stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? '');
-}
-
 /**
  * The directory a PGlite `dataDir` names on disk, or undefined for one in memory ('' and
  * `memory://`). Read as PGlite reads it: its prefixes are case-sensitive, and anything else is a
@@ -66,8 +54,8 @@ export function lockDataDir(dir: string, shownAs: string): () => void {
   const lockFile = path.join(realpathSync(dir), LOCK_FILE);
   const me: Holder = {
     pid: process.pid,
-    boot: readOrEmpty('/proc/sys/kernel/random/boot_id').trim(),
-    start: startTimeOf(process.pid),
+    boot: bootId(),
+    start: processStartTicks(process.pid),
     token: randomUUID(),
   };
   if (!tryCreate(lockFile, me)) {
@@ -137,7 +125,7 @@ function isLive(holder: Holder, me: Holder, lockFile: string): boolean {
   if (holder.boot !== '' && me.boot !== '' && holder.boot !== me.boot) return false;
   if (holder.start !== '' && me.start !== '') {
     // The same pid and start time is a live process: this one (another thread, say) or the holder.
-    return startTimeOf(holder.pid) === holder.start;
+    return processStartTicks(holder.pid) === holder.start;
   }
   // Without start times: this pid on a lock is this process's only if it holds it.
   if (holder.pid === me.pid) return held.has(lockFile);

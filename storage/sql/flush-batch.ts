@@ -33,7 +33,8 @@ function fencedCommitInsert(t: Tables, inserted: string): string {
   return `INSERT INTO ${t.walCommits} (token, inserted)
     SELECT $1, ${inserted}
     WHERE (SELECT CASE WHEN count(*) <> cardinality($3::text[])
-             THEN ('${LEASE_LOST_MARKER}: this engine no longer holds the lease of ' || (cardinality($3::text[]) - count(*)) || ' workflow name(s) it wrote')::int
+             THEN ('${LEASE_LOST_MARKER}: this engine no longer holds the lease of '
+                   || (cardinality($3::text[]) - count(*)) || ' workflow name(s) it wrote')::int
              ELSE 1 END
            FROM (SELECT FROM ${t.leases} l JOIN unnest($3::text[], $4::bigint[]) AS u(n, e) ON l.name = u.n AND l.epoch = u.e
                  WHERE l.owner = $2
@@ -231,7 +232,7 @@ SELECT ${has('starts') ? `(SELECT coalesce(array_agg(id), '{}') FROM ins_wf)` : 
   return text;
 }
 
-/** How a flush identifies itself; see `commitToken`. */
+/** How a flush identifies itself; see `committedFlush`. */
 export interface FlushOptions {
   /** Recorded with the flush in the same statement (WAL flushes; a client's start has none). */
   token?: string;
@@ -366,7 +367,8 @@ function collectParams(
   const fence = options.fence && options.fence.names.length > 0 ? options.fence : undefined;
   if (fence) {
     if (options.token === undefined) throw new Error('a fenced flush needs a token: the check rides on its insert');
-    params.set(created.length > 0 ? 'commitWithStartsFenced' : 'commitFenced', [options.token, fence.owner, fence.names, fence.epochs]);
+    const part = created.length > 0 ? 'commitWithStartsFenced' : 'commitFenced';
+    params.set(part, [options.token, fence.owner, fence.names, fence.epochs]);
   } else if (options.token !== undefined) {
     params.set(created.length > 0 ? 'commitWithStarts' : 'commit', [options.token]);
   }

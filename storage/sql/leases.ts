@@ -31,11 +31,8 @@ export class LeaseLostError extends Error {
 /** Who claims, and what more than expiry lets it take a lease held by another. */
 export interface Claimant {
   owner: string;
-  /**
-   * Where the owner runs (see `engine/process-identity.ts`; the engine adds its owner id after it),
-   * stored with each lease it holds.
-   */
-  process: string | undefined;
+  /** Where the owner runs (see `processIdentity`), stored with each lease it holds. */
+  processIdentity: string | undefined;
   /** The caller knows no other engine can reach this database: every lease is taken. */
   isExclusive: boolean;
   /** Holders whose process the caller saw has ended: their leases are taken, expired or not. */
@@ -55,7 +52,7 @@ export async function claimLeases(
   claimant: Claimant,
   ttlMs: number,
 ): Promise<Map<string, string>> {
-  const { owner, process, isExclusive, endedOwners } = claimant;
+  const { owner, processIdentity, isExclusive, endedOwners } = claimant;
   const { rows } = await db.query<{ name: string; epoch: string }>(
     `INSERT INTO ${t.leases} AS l (name, owner, epoch, expires_at, process)
      SELECT n, $2, 1, now() + $3 * interval '1 millisecond', $5 FROM unnest($1::text[]) AS n
@@ -67,7 +64,7 @@ export async function claimLeases(
        process = excluded.process
      WHERE l.owner = excluded.owner OR l.expires_at <= now() OR $4::bool OR l.owner = ANY($6::text[])
      RETURNING name, epoch::text`,
-    [names, owner, ttlMs, isExclusive, process ?? null, endedOwners],
+    [names, owner, ttlMs, isExclusive, processIdentity ?? null, endedOwners],
   );
   return new Map(rows.map((r) => [r.name, r.epoch]));
 }
@@ -79,19 +76,26 @@ export interface LeaseRow {
   epoch: string;
   expires_at: Date;
   is_expired: boolean;
-  /** Where the holder runs, if its system told (see `Claimant.process`). */
-  process: string | null;
+  /** Where the holder runs, if its system told (see `Claimant.processIdentity`). */
+  process_identity: string | null;
 }
 
 /** Every lease of the schema, by workflow name. */
 export async function readLeases(db: Queryable, t: Tables): Promise<LeaseRow[]> {
   const { rows } = await db.query<LeaseRow>(
-    `SELECT name, owner, epoch::text, expires_at, expires_at <= now() AS is_expired, process FROM ${t.leases} ORDER BY name`,
+    `SELECT name, owner, epoch::text, expires_at, expires_at <= now() AS is_expired, process AS process_identity
+     FROM ${t.leases} ORDER BY name`,
   );
   return rows;
 }
 
 /** Ends `owner`'s leases of `names` now, so a waiting engine can take them at once. */
 export async function releaseLeases(db: Queryable, t: Tables, names: readonly string[], owner: string): Promise<void> {
-  await db.query(`UPDATE ${t.leases} SET expires_at = now() WHERE name = ANY($1::text[]) AND owner = $2`, [names, owner]);
+  // Rows locked in byte order, as claims take them: the two cannot deadlock.
+  await db.query(
+    `UPDATE ${t.leases} SET expires_at = now()
+     WHERE name IN (
+       SELECT name FROM ${t.leases} WHERE name = ANY($1::text[]) AND owner = $2 ORDER BY name COLLATE "C" FOR UPDATE)`,
+    [names, owner],
+  );
 }

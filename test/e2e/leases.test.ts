@@ -103,6 +103,7 @@ describe.each(serverBackends)('several engines registering the same workflows on
     const count = 200;
     // The child's leases say it runs on another boot of another machine, where this process
     // cannot see whether it ended: only expiry hands its names on.
+    // A client migrates the schema, so the trigger below has its table.
     await (await openClient(db())).close();
     await db().query(`
       CREATE FUNCTION "${db().schema}".elsewhere() RETURNS trigger LANGUAGE plpgsql AS $$

@@ -11,7 +11,7 @@ import { waitFor } from '../helpers/wait-for.js';
 
 const claimant = (owner: string, more: Partial<Claimant> = {}): Claimant => ({
   owner,
-  process: undefined,
+  processIdentity: undefined,
   isExclusive: false,
   endedOwners: [],
   ...more,
@@ -51,13 +51,13 @@ describe.each(backends)('workflow leases on $name', (backend) => {
 
   it('takes an unexpired lease whose holder the claimant saw end, and records where each holder runs', async () => {
     const { sql, tables } = store();
-    await claimLeases(sql, tables, ['x', 'y'], claimant('a', { process: 'boot ns 10 100' }), 60_000);
+    await claimLeases(sql, tables, ['x', 'y'], claimant('a', { processIdentity: 'boot ns 10 100' }), 60_000);
     // Another holder named as ended changes nothing; the holder named takes over under a new epoch.
     expect(await claimLeases(sql, tables, ['x'], claimant('b', { endedOwners: ['c'] }), 60_000)).toEqual(new Map());
-    expect(await claimLeases(sql, tables, ['x'], claimant('b', { process: 'boot ns 11 200', endedOwners: ['a'] }), 60_000)).toEqual(
+    expect(await claimLeases(sql, tables, ['x'], claimant('b', { processIdentity: 'boot ns 11 200', endedOwners: ['a'] }), 60_000)).toEqual(
       new Map([['x', '2']]),
     );
-    expect((await readLeases(sql, tables)).map((l) => [l.name, l.owner, l.process, l.is_expired])).toEqual([
+    expect((await readLeases(sql, tables)).map((l) => [l.name, l.owner, l.process_identity, l.is_expired])).toEqual([
       ['x', 'b', 'boot ns 11 200', false],
       ['y', 'a', 'boot ns 10 100', false],
     ]);
@@ -131,18 +131,19 @@ describe.each(serverBackends)('taking a lease over while flushes run on $name', 
 
   it('refuses a flush that comes while a takeover is under way: it sees the new epoch once that commits', async () => {
     const { sql, tables, db } = store();
-    await flushBatch(sql, tables, [makeStartRow('w0'), makeStartRow('w1')], []);
+    await flushBatch(sql, tables, [makeStartRow('w1')], []);
     await claimLeases(sql, tables, ['wf'], claimant('a'), 60_000);
-    // The statement is prepared by now, and past Postgres's first five custom plans: the flush
-    // below runs a cached plan.
-    for (let i = 0; i < 6; i++) await flushBatch(sql, tables, [], [makeWrite('w0', i, 1)], fenced('a', '1'));
     const takeover = await openTransaction(db);
-    await takeover.query(`UPDATE "${db.schema}".leases SET owner = 'b', epoch = epoch + 1`);
-    const flush = flushBatch(sql, tables, [], [makeWrite('w1', 0, 2)], fenced('a', '1'));
-    const outcome = flush.then(() => 'stored', (error: unknown) => error);
-    await waitFor(() => isWaitingForLock(db, 'wal_commits'), 'the flush to wait for the takeover');
-    await takeover.commit();
-    expect(await outcome).toBeInstanceOf(LeaseLostError);
+    try {
+      await takeover.query(`UPDATE "${db.schema}".leases SET owner = 'b', epoch = epoch + 1`);
+      const flush = flushBatch(sql, tables, [], [makeWrite('w1', 0, 2)], fenced('a', '1'));
+      const outcome = flush.then(() => 'stored', (error: unknown) => error);
+      await waitFor(() => isWaitingForLock(db, 'wal_commits'), 'the flush to wait for the takeover');
+      await takeover.commit();
+      expect(await outcome).toBeInstanceOf(LeaseLostError);
+    } finally {
+      await takeover.rollback();
+    }
     expect(await db.query(`SELECT * FROM "${db.schema}".history WHERE workflow_id = 'w1'`)).toEqual([]);
   });
 
@@ -154,14 +155,18 @@ describe.each(serverBackends)('taking a lease over while flushes run on $name', 
     // The flush has locked the lease row and waits, mid-statement, for a history row another
     // transaction inserted (and will roll back).
     const blocker = await openTransaction(db);
-    await blocker.query(`INSERT INTO "${db.schema}".history (workflow_id, seq, activation, type, at) VALUES ('w1', 1, 1, 'X', now())`);
-    const flush = flushBatch(sql, tables, [], [makeWrite('w1', 0, 2)], fenced('a', '1'));
-    await waitFor(() => isWaitingForLock(db, 'wal_commits'), 'the flush to wait for the row');
-    const claim = claimLeases(sql, tables, ['wf'], claimant('b'), 60_000);
-    await waitFor(() => isWaitingForLock(db, 'INTO "' + db.schema + '".leases'), 'the takeover to wait for the flush');
-    await blocker.rollback();
-    await flush;
-    expect(await claim).toEqual(new Map([['wf', '2']]));
+    try {
+      await blocker.query(`INSERT INTO "${db.schema}".history (workflow_id, seq, activation, type, at) VALUES ('w1', 1, 1, 'X', now())`);
+      const flush = flushBatch(sql, tables, [], [makeWrite('w1', 0, 2)], fenced('a', '1'));
+      await waitFor(() => isWaitingForLock(db, 'wal_commits'), 'the flush to wait for the row');
+      const claim = claimLeases(sql, tables, ['wf'], claimant('b'), 60_000);
+      await waitFor(() => isWaitingForLock(db, `INTO "${db.schema}".leases`), 'the takeover to wait for the flush');
+      await blocker.rollback();
+      await flush;
+      expect(await claim).toEqual(new Map([['wf', '2']]));
+    } finally {
+      await blocker.rollback();
+    }
     expect(await db.query(`SELECT seq FROM "${db.schema}".history ORDER BY seq`)).toEqual([{ seq: 1 }, { seq: 2 }]);
   });
 });
@@ -171,9 +176,13 @@ async function openTransaction(db: TestSchema): Promise<{ query(text: string): P
   const client = new pg.Client({ connectionString: db.database as string });
   await client.connect();
   await client.query('BEGIN');
+  let isEnded = false;
+  // Once only, so a `finally` can end it whatever the test got to.
   const end = async (how: string): Promise<void> => {
-    await client.query(how);
-    await client.end();
+    if (isEnded) return;
+    isEnded = true;
+    await client.query(how).catch(() => undefined);
+    await client.end().catch(() => undefined);
   };
   return { query: (text) => client.query(text), commit: () => end('COMMIT'), rollback: () => end('ROLLBACK') };
 }

@@ -70,6 +70,30 @@ describe('ActivityPool batching', () => {
     expect(pool.batchesSent - before).toBe(2);
   });
 
+  it('sends an attempt to an idle pool before the turn ends, and those of a busy one together at its end', async () => {
+    const { pool, run } = await openPool();
+    close = () => pool.close();
+    for (let i = 0; i < 40; i++) await run('threadOf');
+    // Idle: sent once this turn's synchronous work and its microtasks are done.
+    const idle = pool.batchesSent;
+    const first = run('threadOf');
+    await Promise.resolve();
+    await Promise.resolve();
+    expect(pool.batchesSent - idle).toBe(1);
+    // Busy (that batch is out): attempts submitted now, in separate microtasks, wait for the end of
+    // the turn and go together.
+    const busy = pool.batchesSent;
+    const more: Promise<unknown>[] = [];
+    for (let i = 0; i < 5; i++) {
+      more.push(run('threadOf'));
+      await Promise.resolve();
+    }
+    expect(pool.batchesSent - busy).toBe(0);
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    expect(pool.batchesSent - busy).toBe(1);
+    await Promise.all([first, ...more]);
+  });
+
   it('sends expensive attempts in separate batches, so each can have a thread of its own', async () => {
     const { pool, run } = await openPool();
     close = () => pool.close();

@@ -4,10 +4,10 @@ import { readFileSync } from 'node:fs';
 
 import { describe, expect, it } from 'vitest';
 
-import { hasEnded, thisProcess } from '../../../engine/process-identity.js';
+import { hasProcessEnded, processIdentity } from '../../../storage/process-identity.js';
 import { waitFor } from '../../helpers/wait-for.js';
 
-const identityModule = new URL('../../../dist/engine/process-identity.js', import.meta.url).href;
+const identityModule = new URL('../../../dist/storage/process-identity.js', import.meta.url).href;
 
 /**
  * A real node process that prints its identity and lives until its stdin closes; `wrapper` is a
@@ -19,7 +19,7 @@ async function otherProcess(wrapper: string[] = []): Promise<{ identity: string;
     process.execPath,
     '--input-type=module',
     '-e',
-    `const { thisProcess } = await import(${JSON.stringify(identityModule)}); console.log(thisProcess()); process.stdin.resume();`,
+    `const { processIdentity } = await import(${JSON.stringify(identityModule)}); console.log(processIdentity()); process.stdin.resume();`,
   ];
   const child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'inherit'] });
   const [chunk] = (await once(child.stdout, 'data')) as [Buffer];
@@ -35,9 +35,9 @@ async function otherProcess(wrapper: string[] = []): Promise<{ identity: string;
   };
 }
 
-// The machines this runs on are Linux, where /proc tells: elsewhere thisProcess() is undefined.
+// The machines this runs on are Linux, where /proc tells: elsewhere processIdentity() is undefined.
 describe('telling whether a lease holder on this machine has ended', () => {
-  const self = thisProcess()!;
+  const self = processIdentity()!;
 
   it('names this process by boot, pid namespace, pid and start time', () => {
     const [boot, namespace, pid, started] = self.split(' ');
@@ -50,26 +50,26 @@ describe('telling whether a lease holder on this machine has ended', () => {
   it('sees a process alive while it runs and ended once it exits', async () => {
     const other = await otherProcess();
     expect(other.identity.split(' ').slice(0, 2)).toEqual(self.split(' ').slice(0, 2));
-    expect(await hasEnded(other.identity, self)).toBe(false);
-    expect(await hasEnded(self, self)).toBe(false);
+    expect(await hasProcessEnded(other.identity, self)).toBe(false);
+    expect(await hasProcessEnded(self, self)).toBe(false);
     await other.end();
-    expect(await hasEnded(other.identity, self)).toBe(true);
+    expect(await hasProcessEnded(other.identity, self)).toBe(true);
   });
 
   it('sees a pid now held by a process started at another time as ended', async () => {
     const [boot, namespace, pid, started] = self.split(' ');
-    expect(await hasEnded(`${boot} ${namespace} ${pid} ${Number(started) - 1}`, self)).toBe(true);
+    expect(await hasProcessEnded(`${boot} ${namespace} ${pid} ${Number(started) - 1}`, self)).toBe(true);
   });
 
-  it('cannot tell, so never says ended, for another boot or pid namespace, or what it cannot read', async () => {
+  it('cannot tell, so never says ended, for another boot or pid namespace, or an identity it cannot read', async () => {
     const [boot, namespace, pid, started] = self.split(' ');
     const gone = await otherProcess();
     await gone.end();
     const [, , gonePid, goneStarted] = gone.identity.split(' ');
-    expect(await hasEnded(`another-boot ${namespace} ${gonePid} ${goneStarted}`, self)).toBe(false);
-    expect(await hasEnded(`${boot} pid:[1] ${gonePid} ${goneStarted}`, self)).toBe(false);
-    expect(await hasEnded(`${boot} ${namespace} ${pid}`, self)).toBe(false);
-    expect(await hasEnded(`${boot} ${namespace} not-a-pid ${started}`, self)).toBe(false);
+    expect(await hasProcessEnded(`another-boot ${namespace} ${gonePid} ${goneStarted}`, self)).toBe(false);
+    expect(await hasProcessEnded(`${boot} pid:[1] ${gonePid} ${goneStarted}`, self)).toBe(false);
+    expect(await hasProcessEnded(`${boot} ${namespace} ${pid}`, self)).toBe(false);
+    expect(await hasProcessEnded(`${boot} ${namespace} not-a-pid ${started}`, self)).toBe(false);
   });
 
   it('sees a stopped process alive, and a zombie ended', async () => {
@@ -77,13 +77,13 @@ describe('telling whether a lease holder on this machine has ended', () => {
     try {
       process.kill(stopped.pid, 'SIGSTOP');
       await waitFor(() => stateOf(stopped.pid) === 'T', 'the process to stop', 5_000);
-      expect(await hasEnded(stopped.identity, self)).toBe(false);
+      expect(await hasProcessEnded(stopped.identity, self)).toBe(false);
     } finally {
       process.kill(stopped.pid, 'SIGCONT');
       await stopped.end();
     }
     // A node process that exits under a parent that never reaps it (sh exec'd into sleep).
-    const script = `const { thisProcess } = await import(${JSON.stringify(identityModule)}); console.log(thisProcess());`;
+    const script = `const { processIdentity } = await import(${JSON.stringify(identityModule)}); console.log(processIdentity());`;
     const parent = spawn('sh', ['-c', '"$0" --input-type=module -e "$1" & exec sleep 60', process.execPath, script], {
       stdio: ['ignore', 'pipe', 'inherit'],
     });
@@ -91,13 +91,14 @@ describe('telling whether a lease holder on this machine has ended', () => {
       const [chunk] = (await once(parent.stdout, 'data')) as [Buffer];
       const zombie = chunk.toString().trim();
       await waitFor(() => stateOf(Number(zombie.split(' ')[2])) === 'Z', 'the process to become a zombie', 10_000);
-      expect(await hasEnded(zombie, self)).toBe(true);
+      expect(await hasProcessEnded(zombie, self)).toBe(true);
     } finally {
       parent.kill('SIGKILL');
     }
   });
 
-  // These need Linux namespaces (unshare), and the first, root.
+  // These need Linux namespaces (unshare), and the first, root: CI's machines have both (they run
+  // there); a developer's machine without them leaves them out.
   const canUnshare = spawnSync('unshare', ['-Urpf', 'true']).status === 0;
   const isRoot = process.getuid?.() === 0 && spawnSync('unshare', ['-m', 'true']).status === 0 && spawnSync('setpriv', ['--help']).status === 0;
 
@@ -105,7 +106,7 @@ describe('telling whether a lease holder on this machine has ended', () => {
     const holder = await otherProcess();
     try {
       // Another user's view, through a /proc that shows each user only its own processes.
-      const check = `const { hasEnded, thisProcess } = await import(${JSON.stringify(identityModule)}); console.log(await hasEnded(${JSON.stringify(holder.identity)}, thisProcess()));`;
+      const check = `const { hasProcessEnded, processIdentity } = await import(${JSON.stringify(identityModule)}); console.log(await hasProcessEnded(${JSON.stringify(holder.identity)}, processIdentity()));`;
       const run = spawnSync(
         'unshare',
         ['-m', 'sh', '-c', 'mount -t proc -o hidepid=2 proc /proc && exec setpriv --reuid=65534 --regid=65534 --clear-groups "$@"', 'sh'].concat([
@@ -124,7 +125,7 @@ describe('telling whether a lease holder on this machine has ended', () => {
   });
 
   it.runIf(canUnshare)('cannot tell, in a pid namespace whose /proc is another namespace\'s, so never takes itself for ended', () => {
-    const check = `const { hasEnded, thisProcess } = await import(${JSON.stringify(identityModule)}); const self = thisProcess(); console.log(self === undefined ? 'cannot tell' : await hasEnded(self, self));`;
+    const check = `const { hasProcessEnded, processIdentity } = await import(${JSON.stringify(identityModule)}); const self = processIdentity(); console.log(self === undefined ? 'cannot tell' : await hasProcessEnded(self, self));`;
     // A new pid namespace (this process is pid 1 there) with the /proc of the one outside.
     const run = spawnSync('unshare', ['-Urpf', process.execPath, '--input-type=module', '-e', check], { encoding: 'utf8' });
     expect(run.stderr).toBe('');
@@ -135,7 +136,7 @@ describe('telling whether a lease holder on this machine has ended', () => {
     const holder = await otherProcess(['unshare', '-UrT', '--boottime', '1000', '-f']);
     try {
       expect(holder.identity).not.toBe('undefined');
-      expect(await hasEnded(holder.identity, self)).toBe(false);
+      expect(await hasProcessEnded(holder.identity, self)).toBe(false);
     } finally {
       await holder.end();
     }

@@ -11,15 +11,15 @@ import { readFile } from 'node:fs/promises';
  * mounting its own `/proc`, where `/proc/<pid>` is another process than `pid`): leases held there
  * end only by expiring.
  */
-export function thisProcess(): string | undefined {
+export function processIdentity(): string | undefined {
   try {
-    const boot = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+    const boot = bootId();
     // One pid only: `/proc` is this process's pid namespace's, where `/proc/<pid>` is `pid`.
     const nsPid = /^NSpid:\s*(\d+)\s*$/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1];
     if (nsPid !== String(process.pid)) return undefined;
     const namespace = `${readlinkSync('/proc/self/ns/pid')}${timeNamespace()}`;
     const started = startTicks(readFileSync('/proc/self/stat', 'utf8'));
-    if (!boot || started === undefined) return undefined;
+    if (boot === '' || started === undefined) return undefined;
     return `${boot} ${namespace} ${process.pid} ${started}`;
   } catch {
     return undefined;
@@ -37,15 +37,15 @@ function timeNamespace(): string {
 }
 
 /**
- * Whether the process `holder` names has certainly ended: it ran on this boot of this machine, in
+ * Whether the process `holderIdentity` names has certainly ended: it ran on this boot of this machine, in
  * these namespaces, and its pid is free, taken by a process started at another time, or a zombie.
  * False whenever that cannot be told (another machine or container, an unreadable `/proc`, a
  * process `/proc` hides, as `hidepid=invisible` does another user's): only expiry ends such a
  * lease. Any words after the start time are ignored.
  */
-export async function hasEnded(holder: string, self: string): Promise<boolean> {
-  const [boot, namespace, pidText, started] = holder.split(' ');
-  const [ownBoot, ownNamespace] = self.split(' ');
+export async function hasProcessEnded(holderIdentity: string, ownIdentity: string): Promise<boolean> {
+  const [boot, namespace, pidText, started] = holderIdentity.split(' ');
+  const [ownBoot, ownNamespace] = ownIdentity.split(' ');
   if (boot !== ownBoot || namespace !== ownNamespace || started === undefined) return false;
   const pid = Number(pidText);
   if (!Number.isInteger(pid) || pid <= 0) return false;
@@ -53,7 +53,7 @@ export async function hasEnded(holder: string, self: string): Promise<boolean> {
   try {
     stat = await readFile(`/proc/${pid}/stat`, 'utf8');
   } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'ENOENT' && !pidExists(pid);
+    return (error as NodeJS.ErrnoException).code === 'ENOENT' && !isPidInUse(pid);
   }
   const ticks = startTicks(stat);
   if (ticks === undefined) return false;
@@ -62,7 +62,7 @@ export async function hasEnded(holder: string, self: string): Promise<boolean> {
 }
 
 /** Whether a process has `pid`, as the kernel says (`/proc` may hide one it runs). */
-function pidExists(pid: number): boolean {
+function isPidInUse(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
@@ -83,4 +83,22 @@ function stateOf(stat: string): string | undefined {
 /** Field 22 of `/proc/<pid>/stat`: when the process started, in clock ticks since boot. */
 function startTicks(stat: string): string | undefined {
   return fieldsAfterName(stat)[19];
+}
+
+/** The kernel's boot id, or '' where the system does not tell (a pid from before a reboot names nobody). */
+export function bootId(): string {
+  try {
+    return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+  } catch {
+    return '';
+  }
+}
+
+/** When process `pid` started, in clock ticks since boot; '' if it is gone or the system does not tell. */
+export function processStartTicks(pid: number): string {
+  try {
+    return startTicks(readFileSync(`/proc/${pid}/stat`, 'utf8')) ?? '';
+  } catch {
+    return '';
+  }
 }
