@@ -135,13 +135,13 @@ describe.each(serverBackends)('kill chaos on $name', () => {
 });
 
 describe.each(serverBackends)('several engines under faults on $name', () => {
-  it('lose, double and mis-fence nothing through a kill, a stop, a graceful close and a stale regain', async () => {
+  it('lose, double and mis-fence nothing through kills (seen here, and as if elsewhere), a stop, a graceful close and a stale regain', async () => {
     const exitCode = await runLeaseChaos({
       engines: 3,
-      faults: 4,
+      faults: 5,
       workflows: 60,
       leaseTtlMs: 1500,
-      actions: ['kill', 'stop', 'term', 'swap'],
+      actions: ['kill', 'far', 'stop', 'term', 'swap'],
       database: process.env.DATABASE_URL,
     });
     expect(exitCode, 'violations are printed above').toBe(0);
