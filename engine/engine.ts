@@ -486,9 +486,14 @@ class EngineImpl implements Engine, ActorHost {
   #onTimer(timer: ArmedTimer<TimerPayload>): void {
     const p = timer.payload;
     this.#m.timerFired(Math.max(0, Date.now() - timer.dueAt) / 1000);
+    this.#fireOrHoldBack(timer.key, p);
+  }
+
+  /** Carries out a fired timer, as #arm arms one: now, held back while the lease is overdue, or not at all. */
+  #fireOrHoldBack(key: string, p: TimerPayload): void {
     const gate = this.#leases.gate(p.workflowName);
     if (gate === 'release') this.#fire(p);
-    else if (gate === 'holdBack') this.#heldBack.fire(timer.key, p);
+    else if (gate === 'holdBack') this.#heldBack.fire(key, p);
   }
 
   #fire(p: TimerPayload): void {
@@ -612,11 +617,7 @@ class EngineImpl implements Engine, ActorHost {
     const { arms, fires, dispatches } = this.#heldBack.takeAll();
     this.logger.info({ effects: arms.length + fires.length + dispatches.length }, 'leases renewed again; releasing what was held back');
     for (const { key, dueAt, payload } of arms) this.#arm(key, dueAt, payload);
-    for (const [key, payload] of fires) {
-      const gate = this.#leases.gate(payload.workflowName);
-      if (gate === 'release') this.#fire(payload);
-      else if (gate === 'holdBack') this.#heldBack.fire(key, payload);
-    }
+    for (const [key, payload] of fires) this.#fireOrHoldBack(key, payload);
     for (const { workflowName, task } of dispatches) this.#dispatchOrHoldBack(workflowName, task);
   }
 
@@ -678,6 +679,7 @@ class EngineImpl implements Engine, ActorHost {
         continue;
       }
       // A due start held back is a fired start timer: one per workflow however many polls find it.
+      // Released now, it skips a fired timer's inbox read (#fire): the poll reads the inbox next.
       const gate = this.#leases.gate(row.name);
       if (gate === 'release') this.#deliverWhenRoom(row.id, { type: 'start' });
       else if (gate === 'holdBack') this.#heldBack.fire(startKey(row.id), payload);
