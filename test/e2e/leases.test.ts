@@ -74,19 +74,23 @@ describe.each(serverBackends)('several engines registering the same workflows on
     expect((await b.leases().catch((e: Error) => e.name))).toBe('EngineClosedError');
   });
 
-  /** An engine in a child process, started with `count` workflows under way; resolves once they are. */
-  async function childEngine(count: number, leaseTtlMs: number): Promise<Child> {
+  /**
+   * Runs `test` beside an engine in a child process, once it has `count` workflows under way; the
+   * child is killed afterwards, whatever the test got to.
+   */
+  async function withChildEngine(count: number, leaseTtlMs: number, test: (child: Child) => Promise<void>): Promise<void> {
     const child = spawnFixture('engine-process.js', {
       DATABASE_URL: process.env.DATABASE_URL!,
       DURAFLOW_SCHEMA: db().schema,
       START_COUNT: String(count),
       LEASE_TTL_MS: String(leaseTtlMs),
     });
-    await child.line(/^started \d+/).catch((error: unknown) => {
+    try {
+      await child.line(/^started \d+/);
+      await test(child);
+    } finally {
       child.process.kill('SIGKILL');
-      throw error;
-    });
-    return child;
+    }
   }
 
   /** Every workflow the child started ends with the right result, each started and completed once. */
@@ -135,8 +139,7 @@ describe.each(serverBackends)('several engines registering the same workflows on
       BEGIN NEW.process := 'another-boot' || substr(NEW.process, position(' ' in NEW.process)); RETURN NEW; END $$;
       CREATE TRIGGER elsewhere BEFORE INSERT OR UPDATE ON "${db().schema}".leases FOR EACH ROW
       WHEN (NEW.owner NOT LIKE '%:${process.pid}:%') EXECUTE FUNCTION "${db().schema}".elsewhere()`);
-    const child = await childEngine(count, 1500);
-    try {
+    await withChildEngine(count, 1500, async (child) => {
       const standby = await startEngine(db(), { workflows: { mixed, waitsForGo }, activities: fixtureActivities });
       expect(await readMetric(standby, HELD)).toBe(0);
       // Killed with three quarters of its workflows somewhere in between; a workflow is started
@@ -150,36 +153,29 @@ describe.each(serverBackends)('several engines registering the same workflows on
       await standby.sendEvent(late!.workflowId, 'go', 1);
       expect(await late!.result()).toEqual({ label: 'after the kill', ev: 1 });
       await standby.close();
-    } finally {
-      child.process.kill('SIGKILL');
-    }
+    });
   });
 
   it('takes over, before its lease expires, from an engine on this machine whose process was killed', async () => {
     const count = 200;
     // A lease of 15 s, claimed every 5 s: the standby's next claim sees the holder's process gone.
-    const child = await childEngine(count, 15_000);
-    try {
+    await withChildEngine(count, 15_000, async (child) => {
       const standby = await startEngine(db(), { workflows: { mixed, waitsForGo }, activities: fixtureActivities, leaseTtlMs: 15_000 });
       expect(await readMetric(standby, HELD)).toBe(0);
       expect((await killAndAwaitTakeover(child, standby)).isBeforeAnyExpiry).toBe(true);
       expect((await standby.leases()).map((l) => l.epoch)).toEqual([2, 2]);
       await expectFinished(standby, count);
       await standby.close();
-    } finally {
-      child.process.kill('SIGKILL');
-    }
+    });
   });
 
   it('runs at once the workflows of the engine it replaces after a kill, whatever lease that engine had left', async () => {
     const count = 100;
-    const child = await childEngine(count, 60_000);
-    try {
+    await withChildEngine(count, 60_000, async (child) => {
       await child.line(/^quarter done/);
-    } finally {
       child.process.kill('SIGKILL');
-    }
-    await child.exited;
+      await child.exited;
+    });
     // As a service restarted after a crash: its first claim finds its predecessor gone.
     const restarted = await startEngine(db(), { workflows: { mixed, waitsForGo }, activities: fixtureActivities, leaseTtlMs: 60_000 });
     expect(await readMetric(restarted, HELD)).toBe(2);
