@@ -232,15 +232,22 @@ SELECT ${has('starts') ? `(SELECT coalesce(array_agg(id), '{}') FROM ins_wf)` : 
   return text;
 }
 
-/** How a flush identifies itself; see `committedFlush`. */
-export interface FlushOptions {
-  /** Recorded with the flush in the same statement (WAL flushes; a client's start has none). */
-  token?: string;
+/** How a flush identifies itself (see `committedFlush`), and what it checks. */
+export type FlushOptions = {
   /** History documents longer than this go as json, not jsonb. @default MAX_JSONB_CHARS */
   maxJsonbChars?: number;
-  /** The leases the writes need (an engine's flushes; a client's start has none); needs `token`. */
-  fence?: FenceParams;
-}
+} & (
+  | {
+      /** Recorded with the flush in the same statement (WAL flushes; a client's start has none). */
+      token?: string;
+      fence?: undefined;
+    }
+  | {
+      token: string;
+      /** The leases the writes need (an engine's flushes): the check rides on the token's insert. */
+      fence: FenceParams | undefined;
+    }
+);
 
 /** A history row as the flush document carries it; `creates` only on a workflow's creating step. */
 type DocumentRow =
@@ -364,11 +371,9 @@ function collectParams(
   if (taskDeletes.length > 0) params.set('taskDeletes', [taskDeletes.map((x) => x.w), taskDeletes.map((x) => x.c)]);
   if (inbox.length > 0) params.set('inboxConsumed', [inbox]);
   if (notify) params.set('notify', [t.channel]);
-  const fence = options.fence && options.fence.names.length > 0 ? options.fence : undefined;
-  if (fence) {
-    if (options.token === undefined) throw new Error('a fenced flush needs a token: the check rides on its insert');
-    const part = created.length > 0 ? 'commitWithStartsFenced' : 'commitFenced';
-    params.set(part, [options.token, fence.owner, fence.names, fence.epochs]);
+  if (options.fence && options.fence.names.length > 0) {
+    const { owner, names, epochs } = options.fence;
+    params.set(created.length > 0 ? 'commitWithStartsFenced' : 'commitFenced', [options.token, owner, names, epochs]);
   } else if (options.token !== undefined) {
     params.set(created.length > 0 ? 'commitWithStarts' : 'commit', [options.token]);
   }
