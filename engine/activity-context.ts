@@ -9,7 +9,10 @@ export interface ActivityContext {
   readonly activityName: string;
   /** 1 for the first try. */
   readonly attempt: number;
-  /** Aborted when the engine closes or the attempt passes its `startToCloseTimeoutMs`. */
+  /**
+   * Aborted when the engine closes, when the attempt passes its `startToCloseTimeoutMs`, and when
+   * another engine takes over the workflow's name (reason: `NameTakenOverError`).
+   */
   readonly signal: AbortSignal;
   /**
    * If this attempt throws, run the next one `ms` milliseconds from now (overrides the backoff).
@@ -34,6 +37,8 @@ export interface ActivityTask {
   timeoutMs: number | undefined;
   /** Set when the pool must hear that a thread started the attempt (to arm its hard deadline). */
   startId?: number;
+  /** The pool's id of the attempt, by which it can be stopped (see `AttemptStops`). */
+  id?: number;
 }
 
 /** When an attempt ran: its start (epoch ms) and how long it took. */

@@ -5,11 +5,18 @@ import { BroadcastChannel } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 
 import { type ActivityOutcome, type ActivityTask, activityIdOf } from './activity-context.js';
-import { type ActivityFunction, decodeInput, runAttempt } from './activity-runner.js';
-import type { BatchStarted, BatchedOutcome } from './activity-thread.js';
+import { type ActivityFunction, AttemptStops, decodeInput, runAttempt } from './activity-runner.js';
+import type { BatchStarted, BatchedOutcome, ThreadControl } from './activity-thread.js';
 import { quotedName } from '../actors/history.js';
 import { JsonCodec } from './codec.js';
-import { ConfigurationError, EngineClosedError, ErrorCode, TimeoutError, unknownActivityFailure } from './errors.js';
+import {
+  ConfigurationError,
+  EngineClosedError,
+  ErrorCode,
+  NameTakenOverError,
+  TimeoutError,
+  unknownActivityFailure,
+} from './errors.js';
 import { toFailure } from './failure.js';
 import { MAX_DELAY_MS } from './timer-service.js';
 
@@ -60,11 +67,16 @@ export interface PoolTask {
 interface Pending<T extends PoolTask> {
   id: number;
   task: T;
+  /** The name of the attempt's workflow, whose lease it runs under. */
+  workflowName: string;
   timeoutMs: number | undefined;
+  /** Set by `abandon`: its end is reported with no outcome. */
+  isAbandoned?: true;
 }
 
-function toActivityTask(task: PoolTask, timeoutMs: number | undefined, startId?: number): ActivityTask {
+function toActivityTask(id: number, task: PoolTask, timeoutMs: number | undefined, startId?: number): ActivityTask {
   const attempt: ActivityTask = {
+    id,
     name: task.name,
     input: task.input,
     workflowId: task.workflowId,
@@ -107,7 +119,8 @@ function threadFailure(error: unknown, startedAt: number): ActivityOutcome {
 /**
  * Runs activity attempts: in Piscina worker threads for the activities module, on the engine
  * thread for inline activities. Every submitted attempt ends in exactly one call of `onOutcome`
- * with the task it was submitted with (no promise per attempt on the hot path).
+ * with the task it was submitted with (no promise per attempt on the hot path); an abandoned one
+ * (see `abandon`) with no outcome.
  *
  * Attempts wait in a queue here and go to the threads in batches, as many as there are free
  * slots (threads × concurrency), one Piscina task per batch: a Piscina dispatch costs tens of
@@ -134,7 +147,7 @@ function threadFailure(error: unknown, startedAt: number): ActivityOutcome {
  */
 export class ActivityPool<T extends PoolTask = PoolTask> {
   readonly #piscina: Piscina | undefined;
-  readonly #onOutcome: (task: T, outcome: ActivityOutcome) => void;
+  readonly #onOutcome: (task: T, outcome: ActivityOutcome | undefined) => void;
   readonly #inline: Readonly<Record<string, ActivityFunction>>;
   readonly #closing = new AbortController();
   readonly #closeChannel: BroadcastChannel;
@@ -167,7 +180,12 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
   #meanAttemptMs: number | undefined;
   #batchesSent = 0;
   #isPumpScheduled = false;
-  #inlineRunning = 0;
+  /** Inline attempts running, by id. */
+  readonly #inlineRunning = new Map<number, Pending<T>>();
+  /** Stops inline attempts, as each thread has its own for its attempts. */
+  readonly #inlineStops = new AttemptStops();
+  /** Attempts to run alone, by id, from their submission (through the wait for a slot) to their end. */
+  readonly #alone = new Map<number, Pending<T>>();
   /** Attempts handed to the single-attempt pool: never more than it has threads. */
   #aloneInThreads = 0;
   /** The single-attempt pool's most threads (see `create`). */
@@ -182,7 +200,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
     closeChannel: BroadcastChannel,
     results: BroadcastChannel,
     threadNames: ReadonlySet<string>,
-    onOutcome: (task: T, outcome: ActivityOutcome) => void,
+    onOutcome: (task: T, outcome: ActivityOutcome | undefined) => void,
   ) {
     this.#piscina = piscina;
     this.#isolated = isolated;
@@ -208,7 +226,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
   /** Starts the threads and checks that the module loads and exports functions. */
   static async create<T extends PoolTask>(
     options: ActivityPoolOptions,
-    onOutcome: (task: T, outcome: ActivityOutcome) => void,
+    onOutcome: (task: T, outcome: ActivityOutcome | undefined) => void,
     onThreadError: (error: unknown) => void,
   ): Promise<ActivityPool<T>> {
     const id = randomUUID();
@@ -286,30 +304,63 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
 
   /** Attempts running now, in threads and inline. */
   get running(): number {
-    return this.#running.size + this.#aloneInThreads + this.#inlineRunning;
+    return this.#running.size + this.#aloneInThreads + this.#inlineRunning.size;
   }
 
   /**
-   * Runs one attempt of `task`; `timeoutMs` is its startToCloseTimeoutMs, if any. `isolate` runs
-   * it alone on a thread (for an activity that killed or blocked its thread before).
+   * Runs one attempt of `task`, a task of a workflow named `workflowName`; `timeoutMs` is its
+   * startToCloseTimeoutMs, if any. `isolate` runs it alone on a thread (for an activity that killed
+   * or blocked its thread before).
    */
-  submit(task: T, timeoutMs: number | undefined, isolate = false): void {
+  submit(task: T, workflowName: string, timeoutMs: number | undefined, isolate = false): void {
     const inline = Object.hasOwn(this.#inline, task.name) ? this.#inline[task.name] : undefined;
-    if (inline) {
-      void this.#runInline(inline, task, timeoutMs);
-      return;
-    }
-    if (!this.#piscina || !this.#threadNames.has(task.name)) {
+    if (!inline && (!this.#piscina || !this.#threadNames.has(task.name))) {
       const failure = unknownActivityFailure(task.name);
       queueMicrotask(() => this.#onOutcome(task, { ok: false, failure, startedAt: Date.now(), durationMs: 0 }));
       return;
     }
-    if (isolate) {
-      void this.#runAlone(task, timeoutMs);
-      return;
+    const pending: Pending<T> = { id: this.#nextId++, task, workflowName, timeoutMs };
+    if (inline) {
+      void this.#runInline(inline, pending);
+    } else if (isolate) {
+      void this.#runAlone(pending);
+    } else {
+      this.#waiting.push(pending);
+      this.#schedulePump();
     }
-    this.#waiting.push({ id: this.#nextId++, task, timeoutMs });
-    this.#schedulePump();
+  }
+
+  /**
+   * Stops the attempts of workflows named in `workflowNames`, which another engine took over:
+   * queued ones never start, and running ones see their signal abort with NameTakenOverError.
+   * Each is reported with no outcome (a running one once it ended): its end is the new holder's
+   * to record, by running the activity again.
+   */
+  abandon(workflowNames: ReadonlySet<string>): void {
+    const isTheirs = (p: Pending<T>): boolean => workflowNames.has(p.workflowName);
+    const queued: Pending<T>[] = [];
+    let kept = 0;
+    for (const p of this.#waiting) {
+      if (isTheirs(p)) queued.push(p);
+      else this.#waiting[kept++] = p;
+    }
+    this.#waiting.length = kept;
+    const toThreads: [id: number, workflowName: string][] = [];
+    for (const running of [this.#running, this.#alone, this.#inlineRunning]) {
+      for (const p of running.values()) {
+        if (!isTheirs(p) || p.isAbandoned) continue;
+        p.isAbandoned = true;
+        if (running === this.#inlineRunning) this.#inlineStops.stop(p.id, new NameTakenOverError(p.workflowName));
+        else toThreads.push([p.id, p.workflowName]);
+      }
+    }
+    if (toThreads.length > 0) this.#closeChannel.postMessage({ stop: toThreads } satisfies ThreadControl);
+    for (const p of queued) this.#onOutcome(p.task, undefined);
+  }
+
+  /** Reports the end of an attempt: its outcome, or none if it was abandoned. */
+  #report(pending: Pending<T>, outcome: ActivityOutcome): void {
+    this.#onOutcome(pending.task, pending.isAbandoned ? undefined : outcome);
   }
 
   /**
@@ -322,44 +373,55 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
     for (const tell of this.#aloneWaiting.splice(0)) tell(false);
     for (const timer of this.#hardDeadlines.values()) clearTimeout(timer);
     this.#hardDeadlines.clear();
-    this.#closeChannel.postMessage('close');
+    this.#closeChannel.postMessage('close' satisfies ThreadControl);
     this.#closeChannel.close();
     this.#results.close();
     await Promise.all([this.#piscina?.destroy(), this.#isolated?.destroy()]);
   }
 
-  async #runInline(fn: ActivityFunction, task: T, timeoutMs: number | undefined): Promise<void> {
-    this.#inlineRunning++;
-    const attempt = toActivityTask(task, timeoutMs);
+  async #runInline(fn: ActivityFunction, pending: Pending<T>): Promise<void> {
+    this.#inlineRunning.set(pending.id, pending);
+    const attempt = toActivityTask(pending.id, pending.task, pending.timeoutMs);
     let outcome: ActivityOutcome;
     try {
-      outcome = await runAttempt(fn, attempt, decodeInput(attempt), this.#closing.signal, this.#codec);
+      outcome = await runAttempt(fn, attempt, decodeInput(attempt), this.#closing.signal, this.#codec, this.#inlineStops);
     } catch (error) {
       outcome = { ok: false, failure: toFailure(error), startedAt: Date.now(), durationMs: 0 };
     } finally {
-      this.#inlineRunning--;
+      this.#inlineRunning.delete(pending.id);
     }
-    this.#onOutcome(task, outcome);
+    this.#report(pending, outcome);
   }
 
   /**
    * Runs an attempt alone on a single-attempt thread: the survivors of a batch thread that died,
    * so the next crash names its culprit, and an activity that killed or blocked its thread before.
    */
-  async #runAlone(task: T, timeoutMs: number | undefined): Promise<void> {
+  async #runAlone(pending: Pending<T>): Promise<void> {
+    this.#alone.set(pending.id, pending);
+    try {
+      await this.#runAloneOnceSlotted(pending);
+    } finally {
+      this.#alone.delete(pending.id);
+    }
+  }
+
+  async #runAloneOnceSlotted(pending: Pending<T>): Promise<void> {
+    const { task, timeoutMs } = pending;
     const isolated = this.#isolated!;
     // Piscina would queue the rest itself, but a thread of a pool with no minimum that dies does
     // not wake that queue: an attempt queued behind crashing ones would wait for good. A slot is
     // passed on, not given back, so none is taken twice.
     if (this.#aloneInThreads < this.#aloneLimit) this.#aloneInThreads++;
     else if (!(await new Promise<boolean>((tell) => this.#aloneWaiting.push(tell)))) {
-      this.#onOutcome(task, closedOutcome());
+      this.#report(pending, closedOutcome());
       return;
     }
-    // Handed a slot as the pool closed (by an outcome that closed it, say): it runs no more.
-    if (this.#closing.signal.aborted) {
+    // Handed a slot as the pool closed (by an outcome that closed it, say), or abandoned while it
+    // waited for one: it runs no more.
+    if (this.#closing.signal.aborted || pending.isAbandoned) {
       this.#passAloneSlot();
-      this.#onOutcome(task, closedOutcome());
+      this.#report(pending, closedOutcome());
       return;
     }
     // The hard deadline runs from the attempt's start in its thread (which says so), not from
@@ -386,7 +448,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
     const startedAt = Date.now();
     let outcome: ActivityOutcome;
     try {
-      outcome = (await isolated.run(toActivityTask(task, timeoutMs, startId), { signal })) as ActivityOutcome;
+      outcome = (await isolated.run(toActivityTask(pending.id, task, timeoutMs, startId), { signal })) as ActivityOutcome;
     } catch (error) {
       outcome = deadline?.signal.aborted
         ? // It kept its thread busy past the timeout: Piscina terminated the thread.
@@ -411,7 +473,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
       if (startId !== undefined) this.#onStarted.delete(startId);
       this.#passAloneSlot();
     }
-    this.#onOutcome(task, outcome);
+    this.#report(pending, outcome);
   }
 
   /** Hands a single-attempt slot to the next attempt waiting for one, or frees it. */
@@ -476,8 +538,8 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
             for (const p of batch) {
               if (!this.#running.delete(p.id)) continue;
               this.#disarmHardDeadline(p.id);
-              if (this.#closing.signal.aborted) this.#onOutcome(p.task, closedOutcome());
-              else if (sent.isStarted) void this.#runAlone(p.task, p.timeoutMs);
+              if (this.#closing.signal.aborted || p.isAbandoned) this.#report(p, closedOutcome());
+              else if (sent.isStarted) void this.#runAlone(p);
               else again.push({ ...p, id: this.#nextId++ });
             }
             this.#waiting.unshift(...again);
@@ -537,11 +599,11 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
       if (pending.timeoutMs !== undefined) this.#disarmHardDeadline(id);
       this.#meanAttemptMs = this.#meanAttemptMs === undefined ? durationMs : this.#meanAttemptMs + (durationMs - this.#meanAttemptMs) / 16;
       if (isOk) {
-        this.#onOutcome(pending.task, { ok: true, result: payload as string | undefined, startedAt, durationMs });
+        this.#report(pending, { ok: true, result: payload as string | undefined, startedAt, durationMs });
       } else {
         const failure = payload as Extract<ActivityOutcome, { ok: false }>['failure'];
-        this.#onOutcome(
-          pending.task,
+        this.#report(
+          pending,
           retryAt === undefined
             ? { ok: false, failure, startedAt, durationMs }
             : { ok: false, failure, retryAt, startedAt, durationMs },

@@ -7,6 +7,48 @@ import { checkDurationMs, checkEpochMs } from './validate.js';
 /** An activity function as users write it. */
 export type ActivityFunction = (input: never, ctx: ActivityContext) => unknown;
 
+/** The most stops kept for attempts not (or no longer) running where they arrived. */
+const MAX_EARLY_STOPS = 4096;
+
+/**
+ * Stops attempts from outside their code, by the pool's attempt id (another engine took over their
+ * workflow's name). A stop can reach a thread before the attempt it names (it travels apart from
+ * the batch) or after it ended, and every thread hears every stop: those it cannot apply yet are
+ * kept, the oldest dropped past MAX_EARLY_STOPS. Nothing is kept per attempt unless it reads its
+ * signal.
+ */
+export class AttemptStops {
+  /** Stops not applied yet, by attempt id. */
+  readonly #early = new Map<number, unknown>();
+  /** Signals of running attempts that read theirs, by attempt id. */
+  readonly #signals = new Map<number, AbortController>();
+
+  stop(id: number, reason: unknown): void {
+    const signal = this.#signals.get(id);
+    if (signal) {
+      signal.abort(reason);
+      return;
+    }
+    this.#early.set(id, reason);
+    if (this.#early.size > MAX_EARLY_STOPS) this.#early.delete(this.#early.keys().next().value!);
+  }
+
+  /** Why attempt `id` is stopped, or undefined. */
+  reasonFor(id: number): unknown {
+    return this.#early.size === 0 ? undefined : this.#early.get(id);
+  }
+
+  /** The attempt made its signal: a later stop aborts it. */
+  watch(id: number, signal: AbortController): void {
+    this.#signals.set(id, signal);
+  }
+
+  ended(id: number): void {
+    if (this.#signals.size > 0) this.#signals.delete(id);
+    if (this.#early.size > 0) this.#early.delete(id);
+  }
+}
+
 /** The decoded input of `task` (each attempt gets its own copy). */
 export function decodeInput(task: ActivityTask): unknown {
   return task.input === undefined ? undefined : JSON.parse(task.input);
@@ -17,7 +59,7 @@ export function decodeInput(task: ActivityTask): unknown {
  * result (checked like every other payload: JSON only, within the size limit; a result that is
  * not is a non-retryable failure), or its error as plain data with any retry time the activity
  * asked for. Never throws. Shared by the activity threads and inline activities so both behave
- * the same.
+ * the same. An attempt that `stops` names (by `task.id`) before it begins does not run.
  */
 export async function runAttempt(
   fn: ActivityFunction,
@@ -25,7 +67,16 @@ export async function runAttempt(
   input: unknown,
   closing: AbortSignal,
   codec: JsonCodec,
+  stops?: AttemptStops,
 ): Promise<ActivityOutcome> {
+  const id = task.id;
+  if (stops && id !== undefined) {
+    const reason = stops.reasonFor(id);
+    if (reason !== undefined) {
+      stops.ended(id);
+      return { ok: false, failure: toFailure(reason), startedAt: Date.now(), durationMs: 0 };
+    }
+  }
   // A signal of its own per attempt: listeners an activity adds to it go away with the attempt
   // instead of piling up on a signal that lives as long as the thread. Made on first use, since
   // most activities never read it.
@@ -36,6 +87,12 @@ export async function runAttempt(
     controller = new AbortController();
     if (closing.aborted) onClose();
     else closing.addEventListener('abort', onClose, { once: true });
+    if (stops && id !== undefined) {
+      // A stop that came while the attempt ran without its signal applies now.
+      const reason = stops.reasonFor(id);
+      if (reason !== undefined) controller.abort(reason);
+      else stops.watch(id, controller);
+    }
     return controller;
   };
   let requestedAt: number | undefined;
@@ -90,5 +147,6 @@ export async function runAttempt(
   } finally {
     if (timer) clearTimeout(timer);
     if (controller) closing.removeEventListener('abort', onClose);
+    if (stops && id !== undefined) stops.ended(id);
   }
 }

@@ -12,9 +12,9 @@ import { setMaxListeners } from 'node:events';
 import { BroadcastChannel, threadId, workerData } from 'node:worker_threads';
 
 import { type ActivityOutcome, type ActivityTask, activityIdOf } from './activity-context.js';
-import { type ActivityFunction, decodeInput, runAttempt } from './activity-runner.js';
+import { type ActivityFunction, AttemptStops, decodeInput, runAttempt } from './activity-runner.js';
 import { JsonCodec } from './codec.js';
-import { EngineClosedError, unknownActivityFailure } from './errors.js';
+import { EngineClosedError, NameTakenOverError, unknownActivityFailure } from './errors.js';
 import { toFailure } from './failure.js';
 
 interface ThreadData {
@@ -37,6 +37,12 @@ type BatchedTask = [
   timeoutMs: number | null,
   input?: unknown,
 ];
+
+/**
+ * What the pool tells every thread: it closes, or these attempts (by id, with their workflow's
+ * name) are to stop because another engine took over their workflows.
+ */
+export type ThreadControl = 'close' | { stop: [id: number, workflowName: string][] };
 
 /**
  * Posted when a batch with attempts that have a timeout starts: which thread runs it (the batch
@@ -70,8 +76,13 @@ loaded.catch(() => undefined);
 const closing = new AbortController();
 // Every attempt in flight listens for the close.
 setMaxListeners(0, closing.signal);
+const stops = new AttemptStops();
 const closeChannel = new BroadcastChannel(data.closeChannel);
-closeChannel.onmessage = () => closing.abort(new EngineClosedError());
+closeChannel.onmessage = (event) => {
+  const message = (event as { data: ThreadControl }).data;
+  if (message === 'close') closing.abort(new EngineClosedError());
+  else for (const [id, workflowName] of message.stop) stops.stop(id, new NameTakenOverError(workflowName));
+};
 const results = new BroadcastChannel(data.resultsChannel);
 // The channels must not keep an idle thread alive.
 (closeChannel as unknown as { unref(): void }).unref();
@@ -137,7 +148,7 @@ async function runDecoded(task: Omit<ActivityTask, 'input'>, input: unknown): Pr
       durationMs: 0,
     };
   }
-  return runAttempt(fn as ActivityFunction, task, input, closing.signal, codec);
+  return runAttempt(fn as ActivityFunction, task, input, closing.signal, codec, stops);
 }
 
 /**
@@ -158,7 +169,7 @@ export async function runBatch(text: string): Promise<BatchedOutcome[]> {
       report(
         id,
         await runDecoded(
-          { name, workflowId, activityId: activityIdOf(workflowId, commandId), attempt, timeoutMs: timeoutMs ?? undefined },
+          { id, name, workflowId, activityId: activityIdOf(workflowId, commandId), attempt, timeoutMs: timeoutMs ?? undefined },
           input,
         ),
       ),

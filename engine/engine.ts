@@ -141,7 +141,7 @@ class EngineImpl implements Engine, ActorHost {
   constructor(
     options: ResolvedEngineOptions,
     store: WorkflowStore,
-    createPool: (onOutcome: (task: TaskRow, outcome: ActivityOutcome) => void) => ActivityPool<TaskRow>,
+    createPool: (onOutcome: (task: TaskRow, outcome: ActivityOutcome | undefined) => void) => ActivityPool<TaskRow>,
   ) {
     this.#options = options;
     this.#store = store;
@@ -443,15 +443,18 @@ class EngineImpl implements Engine, ActorHost {
     if (!this.#isClosing) this.#system.deliverWhenRoom(workflowId, message, seed);
   }
 
-  #dispatch(task: TaskRow): void {
+  #dispatch(workflowName: string, task: TaskRow): void {
     if (!this.#inFlightTasks.add(task.workflowId, task.commandId)) return;
-    this.#pool.submit(task, this.#activityOptions(task.options).startToCloseTimeoutMs, mustRunAlone(task.lastFailure));
+    this.#pool.submit(task, workflowName, this.#activityOptions(task.options).startToCloseTimeoutMs, mustRunAlone(task.lastFailure));
   }
 
-  /** What the pool reports for each attempt: complete it, retry it, or fail it for good. */
-  #onOutcome(task: TaskRow, outcome: ActivityOutcome): void {
+  /**
+   * What the pool reports for each attempt: complete it, retry it, or fail it for good. None for
+   * an attempt abandoned when another engine took over the name: that engine runs it again.
+   */
+  #onOutcome(task: TaskRow, outcome: ActivityOutcome | undefined): void {
     this.#inFlightTasks.delete(task.workflowId, task.commandId);
-    if (this.#isClosing) return;
+    if (this.#isClosing || outcome === undefined) return;
     const { workflowId, commandId, attempt } = task;
     const scheduleToStart = Math.max(0, outcome.startedAt - task.visibleAt) / 1000;
     const run = outcome.durationMs / 1000;
@@ -502,7 +505,7 @@ class EngineImpl implements Engine, ActorHost {
         this.#deliver(p.workflowId, { type: 'timerFired', commandId: p.commandId });
         break;
       case 'retry':
-        this.#dispatch(p.task);
+        this.#dispatch(p.workflowName, p.task);
         break;
       case 'start':
         this.#deliverWhenRoom(p.workflowId, { type: 'start' });
@@ -574,6 +577,7 @@ class EngineImpl implements Engine, ActorHost {
   #stopRunning(lost: ReadonlySet<string>): void {
     this.logger.warn({ names: [...lost] }, 'another engine took over the leases of these workflow names; stopped running them');
     this.#heldBack.drop((name) => lost.has(name));
+    this.#pool.abandon(lost);
     this.#system.dropNamed(lost);
     // Their ends will be announced by another engine: all callers waiting here read them from the database.
     this.#store.watchWaitersFromElsewhere();
@@ -606,7 +610,7 @@ class EngineImpl implements Engine, ActorHost {
    */
   #dispatchOrHoldBack(workflowName: string, task: TaskRow): void {
     const gate = this.#leases.gate(workflowName);
-    if (gate === 'release') this.#dispatch(task);
+    if (gate === 'release') this.#dispatch(workflowName, task);
     else if (gate === 'holdBack' && !this.#inFlightTasks.has(task.workflowId, task.commandId)) {
       this.#heldBack.dispatch(retryKey(task.workflowId, task.commandId), { workflowName, task });
     }
@@ -758,7 +762,7 @@ export async function createEngine(options: EngineOptions): Promise<Engine> {
   const store = await WorkflowStore.open(resolved);
   let pool: ActivityPool<TaskRow> | undefined;
   // The pool reports outcomes to the engine, which exists only once the pool does.
-  let report: (task: TaskRow, outcome: ActivityOutcome) => void = () => undefined;
+  let report: (task: TaskRow, outcome: ActivityOutcome | undefined) => void = () => undefined;
   try {
     pool = await ActivityPool.create<TaskRow>(
       {

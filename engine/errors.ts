@@ -22,6 +22,7 @@ export const ErrorCode = {
   Configuration: 'DURAFLOW_CONFIGURATION',
   DatabaseUnavailable: 'DURAFLOW_DATABASE_UNAVAILABLE',
   EngineClosed: 'DURAFLOW_ENGINE_CLOSED',
+  NameTakenOver: 'DURAFLOW_NAME_TAKEN_OVER',
   /** The `code` of an activity failure named UnknownActivityError (no class: it is only a cause). */
   UnknownActivity: 'DURAFLOW_UNKNOWN_ACTIVITY',
   /** The `code` of an activity failure named ActivityThreadError: its thread died under it. */
@@ -230,6 +231,23 @@ export class EngineClosedError extends EngineError {
   }
 }
 EngineClosedError.prototype.name = 'EngineClosedError';
+
+/**
+ * Why an activity's `signal` aborts when another engine takes over its workflow's name: this
+ * engine records nothing more for the workflow, and the new holder runs the activity again.
+ */
+export class NameTakenOverError extends EngineError {
+  readonly workflowName: string;
+
+  constructor(workflowName: string) {
+    super(
+      ErrorCode.NameTakenOver,
+      `another engine took over workflow name ${JSON.stringify(workflowName)}: this attempt's outcome will not be recorded, and that engine runs the activity again`,
+    );
+    this.workflowName = workflowName;
+  }
+}
+NameTakenOverError.prototype.name = 'NameTakenOverError';
 
 /** The failure of an attempt of an activity that no module or inline function provides: final. */
 export function unknownActivityFailure(name: string): SerializedFailure {

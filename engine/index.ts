@@ -28,6 +28,7 @@ export {
   EngineError,
   ErrorCode,
   InvalidArgumentError,
+  NameTakenOverError,
   NonDeterminismError,
   NonRetryableError,
   PayloadTooLargeError,

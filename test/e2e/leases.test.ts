@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -358,6 +358,12 @@ async function pokedRetry(ctx: WorkflowContext): Promise<string> {
   return result;
 }
 
+/** Runs the fixture activity that waits for its signal to abort. */
+async function awaitsAbort(ctx: WorkflowContext, input: { file: string; ms: number }): Promise<string> {
+  const { awaitAbort } = ctx.activities<{ awaitAbort(input: { file: string; ms: number }): Promise<string> }>();
+  return awaitAbort(input);
+}
+
 async function quick(_ctx: WorkflowContext): Promise<string> {
   return 'quick';
 }
@@ -491,6 +497,32 @@ describe.each(serverBackends)('losing a workflow name while work for it is in fl
     } finally {
       await lock.release();
       await a.close();
+    }
+  });
+
+  it('aborts the signal of an activity of a name another engine took over, and records nothing of its end', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'duraflow-taken-'));
+    const file = path.join(dir, 'attempt');
+    const linesOf = async (): Promise<string[]> => (await readFile(file, 'utf8').catch(() => '')).split('\n').filter(Boolean);
+    const a = await startEngine(db(), { workflows: { awaitsAbort }, activities: fixtureActivities, leaseTtlMs: 60_000 });
+    try {
+      await a.startWorkflow(awaitsAbort, { file, ms: 60_000 }, { workflowId: 't-1' });
+      await waitFor(async () => (await linesOf()).length === 1, 'the activity to start in its thread');
+      const rows = await db().query(`SELECT type FROM "${db().schema}".history WHERE workflow_id = 't-1' ORDER BY seq`);
+      await takeNamesElsewhere(db());
+      await waitFor(async () => (await linesOf()).length === 2, "the activity's signal to abort", 10_000);
+      expect(await linesOf()).toEqual(['started', 'NameTakenOverError DURAFLOW_NAME_TAKEN_OVER']);
+      expect(await readMetric(a, HELD)).toBe(0);
+      await waitFor(async () => (await readMetric(a, 'duraflow_activity_tasks_running')) === 0, 'the attempt to end');
+      // Its end is the new holder's to record: a wrote neither an outcome nor a retry.
+      const flushes = await readMetric(a, 'duraflow_wal_flushes_total');
+      await a.startWorkflow(awaitsAbort, { file, ms: 0 }, { workflowId: 't-2' }); // stored for the holder: a commit after
+      await waitFor(async () => (await readMetric(a, 'duraflow_wal_flushes_total')) > flushes, 'a later flush');
+      expect(await db().query(`SELECT type FROM "${db().schema}".history WHERE workflow_id = 't-1' ORDER BY seq`)).toEqual(rows);
+      expect(await db().query(`SELECT 1 FROM "${db().schema}".activity_tasks`)).toEqual([]);
+    } finally {
+      await a.close();
+      await rm(dir, { recursive: true, force: true });
     }
   });
 

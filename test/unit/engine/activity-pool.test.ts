@@ -7,20 +7,29 @@ import { afterEach, describe, expect, it } from 'vitest';
 // The compiled pool: its threads load compiled JavaScript.
 import type { ActivityOutcome } from '../../../dist/engine/activity-context.js';
 import { ActivityPool, mustRunAlone, type PoolTask } from '../../../dist/engine/activity-pool.js';
+import type { ActivityFunction } from '../../../dist/engine/activity-runner.js';
+import type { ActivityContext } from '../../../dist/engine/activity-context.js';
 import { fixtureActivities } from '../../helpers/engines.js';
 import { waitFor } from '../../helpers/wait-for.js';
 
-type Settle = (outcome: ActivityOutcome) => void;
+type Settle = (outcome: ActivityOutcome | undefined) => void;
+
+/** What `run` resolves to for an attempt reported with no outcome (abandoned). */
+const ABANDONED = Symbol('abandoned');
 
 interface Run {
-  (name: string, input?: unknown, options?: { timeoutMs?: number; isolate?: boolean }): Promise<unknown>;
+  (name: string, input?: unknown, options?: { timeoutMs?: number; isolate?: boolean; workflowName?: string }): Promise<unknown>;
 }
 
-async function openPool(concurrencyPerThread = 16, moduleUrl = fixtureActivities): Promise<{ pool: ActivityPool; run: Run }> {
+async function openPool(
+  concurrencyPerThread = 16,
+  moduleUrl = fixtureActivities,
+  inline: Record<string, ActivityFunction> = {},
+): Promise<{ pool: ActivityPool; run: Run }> {
   const waiting = new Map<number, Settle>();
   let next = 0;
   const pool = await ActivityPool.create<PoolTask>(
-    { moduleUrl, threads: 2, concurrencyPerThread, inline: {}, maxHeapMb: undefined, maxPayloadBytes: 1 << 20 },
+    { moduleUrl, threads: 2, concurrencyPerThread, inline, maxHeapMb: undefined, maxPayloadBytes: 1 << 20 },
     (task, outcome) => waiting.get(task.commandId)?.(outcome),
     (error) => {
       throw error;
@@ -30,12 +39,15 @@ async function openPool(concurrencyPerThread = 16, moduleUrl = fixtureActivities
     new Promise((resolve, reject) => {
       const commandId = next++;
       waiting.set(commandId, (outcome) =>
-        outcome.ok
-          ? resolve(outcome.result === undefined ? undefined : JSON.parse(outcome.result))
-          : reject(Object.assign(new Error(outcome.failure.message), { failure: outcome.failure })),
+        outcome === undefined
+          ? resolve(ABANDONED)
+          : outcome.ok
+            ? resolve(outcome.result === undefined ? undefined : JSON.parse(outcome.result))
+            : reject(Object.assign(new Error(outcome.failure.message), { failure: outcome.failure })),
       );
       pool.submit(
         { name, input: input === undefined ? undefined : JSON.stringify(input), workflowId: 'w', commandId, attempt: 1 },
+        options?.workflowName ?? 'wf',
         options?.timeoutMs,
         options?.isolate,
       );
@@ -225,7 +237,7 @@ describe('ActivityPool attempts with a timeout', () => {
     // One batch thread: four single-attempt slots. The first attempt's outcome closes the pool,
     // and hands its slot to the fifth.
     let closing: Promise<void> | undefined;
-    const outcomes = new Map<number, ActivityOutcome>();
+    const outcomes = new Map<number, ActivityOutcome | undefined>();
     const pool: ActivityPool = await ActivityPool.create<PoolTask>(
       { moduleUrl: fixtureActivities, threads: 1, concurrencyPerThread: 16, inline: {}, maxHeapMb: undefined, maxPayloadBytes: 1 << 20 },
       (task, outcome) => {
@@ -237,7 +249,7 @@ describe('ActivityPool attempts with a timeout', () => {
       },
     );
     for (const [commandId, ms] of [300, 60_000, 60_000, 60_000, 60_000].entries()) {
-      pool.submit({ name: 'wait', input: JSON.stringify(ms), workflowId: 'w', commandId, attempt: 1 }, undefined, true);
+      pool.submit({ name: 'wait', input: JSON.stringify(ms), workflowId: 'w', commandId, attempt: 1 }, 'wf', undefined, true);
     }
     await waitFor(() => closing !== undefined, 'the first attempt to end');
     await closing;
@@ -260,5 +272,80 @@ describe('ActivityPool attempts with a timeout', () => {
     expect(mustRunAlone(await lastFailure('busyLoop', { timeoutMs: 100, isolate: true }))).toBe(true);
     expect(mustRunAlone(await lastFailure('throwUnreadable', {}))).toBe(false);
     expect(mustRunAlone(undefined)).toBe(false);
+  });
+});
+
+/** Lines an `awaitAbort` attempt wrote to `file`: 'started', then its signal's reason ('name code'). */
+async function linesOf(file: string): Promise<string[]> {
+  return (await readFile(file, 'utf8').catch(() => '')).split('\n').filter(Boolean);
+}
+
+describe('ActivityPool attempts of a workflow name another engine took over', () => {
+  let close: (() => Promise<void>) | undefined;
+  let dir: string | undefined;
+  afterEach(async () => {
+    await close?.();
+    close = undefined;
+    if (dir) await rm(dir, { recursive: true, force: true });
+    dir = undefined;
+  });
+
+  it('never starts queued ones, aborts the signals of running ones with NameTakenOverError, and reports none', async () => {
+    // Two threads of one attempt each: a third attempt waits in the queue.
+    const { pool, run } = await openPool(1);
+    close = () => pool.close();
+    dir = await mkdtemp(path.join(tmpdir(), 'duraflow-abandon-'));
+    const lostFile = path.join(dir, 'lost');
+    const keptFile = path.join(dir, 'kept');
+    const queuedFile = path.join(dir, 'queued');
+    const lost = run('awaitAbort', { file: lostFile, ms: 60_000 }, { workflowName: 'lost' });
+    const kept = run('awaitAbort', { file: keptFile, ms: 500 }, { workflowName: 'kept' });
+    const queued = run('countedWait', { file: queuedFile, ms: 0 }, { workflowName: 'lost' });
+    await waitFor(async () => (await linesOf(lostFile)).length === 1 && (await linesOf(keptFile)).length === 1, 'both to start');
+    expect(pool.queued).toBe(1);
+
+    pool.abandon(new Set(['lost']));
+    expect(pool.queued).toBe(0);
+    expect(await queued).toBe(ABANDONED);
+    expect(await lost).toBe(ABANDONED);
+    expect(await linesOf(lostFile)).toEqual(['started', 'NameTakenOverError DURAFLOW_NAME_TAKEN_OVER']);
+    // The other name's attempt ran on, to its end, and was reported.
+    expect(await kept).toBe('ended');
+    expect(await linesOf(keptFile)).toEqual(['started', 'none none']);
+    // The threads are free again; the queued attempt never ran.
+    expect(await run('threadOf', undefined, { workflowName: 'lost' })).toEqual(expect.any(Number));
+    expect(await linesOf(queuedFile)).toEqual([]);
+  });
+
+  it('stops an attempt running alone, and one waiting for a single-attempt thread', async () => {
+    const { pool, run } = await openPool();
+    close = () => pool.close();
+    dir = await mkdtemp(path.join(tmpdir(), 'duraflow-abandon-'));
+    const files = Array.from({ length: 9 }, (_, i) => path.join(dir!, `alone-${i}`));
+    // Two batch threads: eight single-attempt slots, so the ninth waits for one.
+    const attempts = files.map((file) => run('awaitAbort', { file, ms: 60_000 }, { isolate: true, workflowName: 'lost' }));
+    await waitFor(async () => (await Promise.all(files.slice(0, 8).map(linesOf))).every((lines) => lines.length === 1), 'eight to start');
+    pool.abandon(new Set(['lost']));
+    expect(await Promise.all(attempts)).toEqual(files.map(() => ABANDONED));
+    for (const file of files.slice(0, 8)) expect(await linesOf(file)).toEqual(['started', 'NameTakenOverError DURAFLOW_NAME_TAKEN_OVER']);
+    expect(await linesOf(files[8]!)).toEqual([]);
+  });
+
+  it('aborts the signal of an inline attempt of the name, and reports it with no outcome', async () => {
+    const reasons: unknown[] = [];
+    const { pool, run } = await openPool(16, fixtureActivities, {
+      inlineAwait: (async (_input: never, ctx: ActivityContext) => {
+        reasons.push(await new Promise((resolve) => ctx.signal.addEventListener('abort', () => resolve(ctx.signal.reason))));
+        return 'ended';
+      }) as ActivityFunction,
+    });
+    close = () => pool.close();
+    const attempt = run('inlineAwait', undefined, { workflowName: 'lost' });
+    pool.abandon(new Set(['other']));
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    expect(reasons).toEqual([]);
+    pool.abandon(new Set(['lost']));
+    expect(await attempt).toBe(ABANDONED);
+    expect(reasons).toEqual([expect.objectContaining({ name: 'NameTakenOverError', workflowName: 'lost' })]);
   });
 });
