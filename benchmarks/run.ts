@@ -171,6 +171,9 @@ async function versions(database: string | undefined): Promise<Record<string, st
     node: process.version,
     pglite: pkg.dependencies['@electric-sql/pglite'] ?? '',
   };
+  // Which build ran, when run from a git checkout (recordings are compared across builds).
+  const commit = await run('git', ['rev-parse', '--short', 'HEAD'], { cwd: new URL('../..', import.meta.url) }).catch(() => undefined);
+  if (commit) out.commit = commit.stdout.trim();
   if (database) {
     const pool = new pg.Pool({ connectionString: database, max: 1 });
     const { rows } = await pool.query<{ server_version: string }>('SHOW server_version');
