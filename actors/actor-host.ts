@@ -20,6 +20,10 @@ export interface Codec {
   activityOptions(options: unknown): string;
   /** Checks a name workflow code passes (event, variable, activity); throws a typed error. */
   name(value: unknown, what: string): string;
+  /** Largest payload, in UTF-8 bytes of JSON. */
+  readonly maxPayloadBytes: number;
+  /** Throws a typed error if JSON `text` is longer than a payload may be. */
+  checkSize(text: string, what: string): void;
 }
 
 /** The errors workflow code sees, built by the engine so their classes are the public ones. */
@@ -101,6 +105,11 @@ export interface ActorHost {
    * engine re-delivers what the database says is pending for it.
    */
   recover(workflowIds: ReadonlySet<string>): void;
+  /**
+   * Called when an actor failed (loading, replaying or running a step) and was dropped: the
+   * engine rebuilds it from the database, after a growing pause if it keeps failing.
+   */
+  rebuild(workflowId: string): void;
   /** Delivers the workflow's unconsumed events again (an actor that let some go before its start). */
   readInbox(workflowId: string): void;
 }

@@ -80,6 +80,8 @@ export class ReplayState {
   #buffered: Map<string, unknown[]> | undefined;
   #handlers: Map<string, ((payload: unknown) => unknown)[]> | undefined;
   #vars: Map<string, string> | undefined;
+  /** About the length of `varsJson()` (names are counted unescaped). */
+  #varsChars = 2;
   #isVarsChanged = false;
   #isTerminal = false;
   /** Time of the current activation (epoch ms): `ctx.now()`. */
@@ -174,8 +176,21 @@ export class ReplayState {
     this.#codec.name(name, 'variable name');
     const encoded = this.#codec.encode(value, `variable "${name}"`) ?? 'null';
     this.#vars ??= new Map();
-    if (this.#vars.get(name) === encoded) return;
+    const previous = this.#vars.get(name);
+    if (previous === encoded) return;
     this.#vars.set(name, encoded);
+    // The variables are stored together, as one payload: together they must fit one.
+    const growth = encoded.length - (previous === undefined ? -(name.length + 4) : previous.length);
+    this.#varsChars += growth;
+    try {
+      // A UTF-16 unit is at most 3 UTF-8 bytes: build the JSON to measure only when it could matter.
+      if (this.#varsChars * 3 > this.#codec.maxPayloadBytes) this.#codec.checkSize(this.varsJson(), 'the workflow variables together');
+    } catch (error) {
+      if (previous === undefined) this.#vars.delete(name);
+      else this.#vars.set(name, previous);
+      this.#varsChars -= growth;
+      throw error;
+    }
     this.#isVarsChanged = true;
   }
 

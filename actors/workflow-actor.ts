@@ -651,7 +651,7 @@ export class WorkflowActor {
     } catch (error) {
       this.#host.logger.error({ err: error, workflowId: this.workflowId }, 'loading workflow failed');
       this.#drop();
-      this.#host.recover(new Set([this.workflowId]));
+      this.#host.rebuild(this.workflowId);
       return false;
     }
   }
@@ -780,7 +780,7 @@ export class WorkflowActor {
     this.#creation = undefined;
     const handed = this.#drop();
     if (creation) creation.onFailed(error, handed);
-    else this.#host.recover(new Set([this.workflowId]));
+    else this.#host.rebuild(this.workflowId);
   }
 
   #takeHeld(): ActorMessage[] {

@@ -27,6 +27,10 @@ export class JsonCodec implements Codec {
     this.#maxBytes = maxBytes;
   }
 
+  get maxPayloadBytes(): number {
+    return this.#maxBytes;
+  }
+
   encode(value: unknown, what: string): string | undefined {
     if (value === undefined) return undefined;
     let text: string | undefined;
@@ -40,12 +44,16 @@ export class JsonCodec implements Codec {
     }
     // A value whose toJSON() returns undefined has no JSON form: like undefined, it means "no value".
     if (text === undefined) return undefined;
+    this.checkSize(text, what);
+    return text;
+  }
+
+  checkSize(text: string, what: string): void {
     // A UTF-16 unit is at most 3 UTF-8 bytes: measure exactly only when it could matter.
     if (text.length * 3 > this.#maxBytes) {
       const bytes = Buffer.byteLength(text, 'utf8');
       if (bytes > this.#maxBytes) throw new PayloadTooLargeError(what, bytes, this.#maxBytes);
     }
-    return text;
   }
 
   activityOptions(options: unknown): string {

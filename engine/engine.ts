@@ -86,6 +86,15 @@ type TimerPayload =
 /** Rows read per recovery query. */
 const RECOVERY_BATCH = 10_000;
 
+/** First pause before rebuilding an actor that failed again, doubled at each failure up to REBUILD_MAX_MS. */
+const REBUILD_FIRST_MS = 100;
+const REBUILD_MAX_MS = 60_000;
+
+/** How long to wait before the rebuild after an actor's `failures`-th failure in a row: none after the first. */
+function rebuildDelayMs(failures: number): number {
+  return failures <= 1 ? 0 : Math.min(REBUILD_MAX_MS, REBUILD_FIRST_MS * 2 ** (failures - 2));
+}
+
 const timerKey = (workflowId: string, commandId: number): string => `t\0${workflowId}\0${commandId}`;
 const retryKey = (workflowId: string, commandId: number): string => `r\0${workflowId}\0${commandId}`;
 const startKey = (workflowId: string): string => `s\0${workflowId}`;
@@ -123,6 +132,14 @@ class EngineImpl implements Engine, ActorHost {
   /** Starts made together with their first step, not yet committed: each row, and how to settle its call. */
   readonly #creations = new Map<string, { row: NewWorkflowRow; settle: (error?: Error) => void }>();
   readonly #inboxToRead = new Set<string>();
+  /**
+   * Failures of each workflow's actor since its last committed step: one that fails the same way
+   * at every rebuild (a row it cannot read, a step it cannot store) is rebuilt with a growing
+   * pause, not in a loop.
+   */
+  readonly #actorFailures = new Map<string, number>();
+  /** Rebuilds waiting out their pause. */
+  readonly #rebuilds = new Set<NodeJS.Timeout>();
   /** Activity attempts handed to the pool and not yet reported back. */
   readonly #inFlightTasks = new InFlightTasks();
   readonly #poll: NodeJS.Timeout;
@@ -236,6 +253,7 @@ class EngineImpl implements Engine, ActorHost {
 
   release(workflowId: string, effects: Effects): void {
     if (this.#isClosing) return;
+    if (this.#actorFailures.size > 0) this.#actorFailures.delete(workflowId);
     const m = this.#m;
     if (effects.receivedAt !== undefined) {
       m.stepCommitted(effects.workflowName, (performance.now() - effects.receivedAt) / 1000);
@@ -264,6 +282,21 @@ class EngineImpl implements Engine, ActorHost {
 
   recover(workflowIds: ReadonlySet<string>): void {
     void this.#recoverWithRetry({ workflowIds: [...workflowIds] });
+  }
+
+  rebuild(workflowId: string): void {
+    const failures = (this.#actorFailures.get(workflowId) ?? 0) + 1;
+    this.#actorFailures.set(workflowId, failures);
+    const delayMs = rebuildDelayMs(failures);
+    if (delayMs === 0) {
+      this.recover(new Set([workflowId]));
+      return;
+    }
+    const timer = setTimeout(() => {
+      this.#rebuilds.delete(timer);
+      if (!this.#isClosing) this.recover(new Set([workflowId]));
+    }, delayMs);
+    this.#rebuilds.add(timer);
   }
 
   // --- public API ---
@@ -369,6 +402,7 @@ class EngineImpl implements Engine, ActorHost {
 
   async #shutdown(): Promise<void> {
     clearInterval(this.#poll);
+    for (const timer of this.#rebuilds) clearTimeout(timer);
     const closed = new EngineClosedError();
     this.#timers.close();
     const errors: unknown[] = [];

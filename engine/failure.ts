@@ -3,6 +3,20 @@ import type { SerializedFailure } from '../actors/history.js';
 export type { SerializedFailure };
 
 const MAX_CAUSE_DEPTH = 8;
+/**
+ * Longest message or stack kept, in characters, and longest details kept, as JSON: a failure is
+ * stored in history and copied into the failures that wrap it, so an error carrying megabytes
+ * (or more than a string can hold, once copied) must not make the step impossible to store.
+ */
+const MAX_FAILURE_TEXT = 32 * 1024;
+const MAX_FAILURE_DETAILS = 64 * 1024;
+
+/** `text` cut to MAX_FAILURE_TEXT characters, saying how much was left out. */
+function capped(text: string): string {
+  return text.length <= MAX_FAILURE_TEXT
+    ? text
+    : `${text.slice(0, MAX_FAILURE_TEXT)}… (${text.length - MAX_FAILURE_TEXT} more characters left out)`;
+}
 
 /**
  * Reads `key` of a thrown value without letting a hostile getter, proxy or toString escape: a
@@ -24,9 +38,18 @@ function safeString(value: unknown, fallback: string): string {
   }
 }
 
+/** `instanceof Error`, false for a value that cannot say (a revoked proxy throws when asked). */
+function isError(value: unknown): value is Error {
+  try {
+    return value instanceof Error;
+  } catch {
+    return false;
+  }
+}
+
 /** Wraps anything thrown into an Error (a thrown string or object becomes its message). */
 export function coerceError(thrown: unknown): Error {
-  if (thrown instanceof Error) return thrown;
+  if (isError(thrown)) return thrown;
   if (typeof thrown === 'object' && thrown !== null) {
     const message = read(thrown, 'message');
     const e = new Error(
@@ -42,12 +65,13 @@ export function coerceError(thrown: unknown): Error {
 /**
  * `value` as JSON would carry it (functions and symbols left out, `toJSON` applied), or undefined
  * if JSON cannot carry it: a value kept as is could still fail to be copied out of a thread (a
- * function inside, say), and that would take the thread down with it.
+ * function inside, say), and that would take the thread down with it. Details longer than
+ * MAX_FAILURE_DETAILS as JSON are left out too.
  */
 function asJson(value: unknown): unknown {
   try {
     const text = JSON.stringify(value);
-    return text === undefined ? undefined : JSON.parse(text);
+    return text === undefined || text.length > MAX_FAILURE_DETAILS ? undefined : JSON.parse(text);
   } catch {
     return undefined;
   }
@@ -56,18 +80,19 @@ function asJson(value: unknown): unknown {
 /**
  * The plain-JSON form of a thrown value, keeping name, message, stack, code, the non-retryable
  * mark, JSON details and the cause chain (go-workflows `FromError`, temporal `nonRetryable`).
- * Never throws, whatever was thrown.
+ * Never throws, whatever was thrown. Messages and stacks are cut to 32 Ki characters, names and
+ * codes to 256, and details over 64 Ki characters of JSON are left out.
  */
 export function toFailure(thrown: unknown, depth = 0): SerializedFailure {
   const error = coerceError(thrown);
   const failure: SerializedFailure = {
-    name: safeString(read(error, 'name'), 'Error') || 'Error',
-    message: safeString(read(error, 'message'), 'unreadable message'),
+    name: (safeString(read(error, 'name'), 'Error') || 'Error').slice(0, 256),
+    message: capped(safeString(read(error, 'message'), 'unreadable message')),
   };
   const stack = read(error, 'stack');
-  if (typeof stack === 'string' && stack) failure.stack = stack;
+  if (typeof stack === 'string' && stack) failure.stack = capped(stack);
   const code = read(error, 'code');
-  if (typeof code === 'string') failure.code = code;
+  if (typeof code === 'string') failure.code = code.slice(0, 256);
   if (read(error, 'nonRetryable') === true) failure.nonRetryable = true;
   const details = asJson(read(error, 'details'));
   if (details !== undefined) failure.details = details;

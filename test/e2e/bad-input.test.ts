@@ -14,6 +14,7 @@ import {
   createEngine,
   DatabaseUnavailableError,
   InvalidArgumentError,
+  type PayloadTooLargeError,
   UnknownWorkflowError,
   WorkflowAlreadyExistsError,
   type WorkflowContext,
@@ -51,6 +52,20 @@ async function farTimes(ctx: WorkflowContext): Promise<string[]> {
 async function twice(ctx: WorkflowContext, n: number): Promise<number> {
   await ctx.sleep(1);
   return ctx.activities<{ double(n: number): Promise<number> }>().double(n);
+}
+
+/** Sets variables of 300 KB each until one is refused; returns what the refusal said. */
+async function manyVars(ctx: WorkflowContext): Promise<unknown> {
+  await ctx.sleep(1);
+  for (let i = 0; i < 10; i++) {
+    try {
+      ctx.setVar(`v${i}`, 'x'.repeat(300_000));
+    } catch (error) {
+      const { name, code, message } = error as PayloadTooLargeError;
+      return { at: i, name, code, message };
+    }
+  }
+  return 'all set';
 }
 
 async function returnsBigInt(): Promise<unknown> {
@@ -182,6 +197,22 @@ describe.each(backends)('bad input on $name', (backend) => {
       const handle = await engine.startWorkflow(returnsBigInt, undefined);
       const error = await handle.result().catch((e: unknown) => e);
       expect((error as Error).cause).toMatchObject({ name: 'InvalidArgumentError', message: expect.stringMatching(/workflow result .*bigint/) });
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it('refuses a variable that would take the variables together over maxPayloadBytes, keeping the others', async () => {
+    const engine = await startEngine(db, { workflows: { manyVars }, maxPayloadBytes: 1024 * 1024 });
+    try {
+      const handle = await engine.startWorkflow(manyVars, undefined, { workflowId: 'vars' });
+      expect(await handle.result()).toEqual({
+        at: 3,
+        name: 'PayloadTooLargeError',
+        code: 'DURAFLOW_PAYLOAD_TOO_LARGE',
+        message: 'the workflow variables together is 1200033 bytes as JSON, over the limit of 1048576',
+      });
+      expect(Object.keys((await engine.inspect('vars')).vars)).toEqual(['v0', 'v1', 'v2']);
     } finally {
       await engine.close();
     }

@@ -137,6 +137,14 @@ async function throwsOddly(_ctx: WorkflowContext, kind: string): Promise<never> 
           throw new Error('the message getter throws');
         },
       };
+    case 'revoked-proxy': {
+      // Even `instanceof` throws on it.
+      const { proxy, revoke } = Proxy.revocable({}, {});
+      revoke();
+      throw proxy;
+    }
+    case 'megabytes':
+      throw Object.assign(new Error('m'.repeat(4_000_000)), { details: { blob: 'd'.repeat(4_000_000) } });
     default:
       throw new Error(`unknown kind ${kind}`);
   }
@@ -259,6 +267,23 @@ describe.each(backends)('poison workflows and activities on $name', (backend) =>
       const state = await engine.inspect('odd-getter');
       expect({ error: (error as Error).name, status: state.status }).toEqual({ error: 'WorkflowFailedError', status: 'failed' });
       expect(await (await engine.startWorkflow(normal, 8)).result()).toBe(normalResult(8));
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it('fails a workflow that throws a revoked proxy, or an error of megabytes, with a readable error of bounded size', async () => {
+    const engine = await startEngine(db, { workflows: { throwsOddly, normal }, activities: poisonActivities });
+    try {
+      const proxy = await engine.startWorkflow(throwsOddly, 'revoked-proxy', { workflowId: 'odd-proxy' });
+      const huge = await engine.startWorkflow(throwsOddly, 'megabytes', { workflowId: 'odd-huge' });
+      for (const handle of [proxy, huge]) await expect(handle.result({ timeoutMs: 10_000 })).rejects.toBeInstanceOf(WorkflowFailedError);
+      expect((await engine.inspect('odd-proxy')).error).toMatchObject({ name: 'Error', message: 'non-error thrown: object' });
+      const { error } = await engine.inspect('odd-huge');
+      expect(error?.message).toMatch(/^m+… \(3967232 more characters left out\)$/);
+      expect(error?.stack?.length).toBeLessThan(40_000);
+      expect(error?.details).toBeUndefined();
+      expect(await (await engine.startWorkflow(normal, 9)).result()).toBe(normalResult(9));
     } finally {
       await engine.close();
     }

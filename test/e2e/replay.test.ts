@@ -3,7 +3,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { MetricName, type WorkflowContext } from 'duraflow';
 
 import { backends, type TestSchema } from '../helpers/database.js';
-import { fixtureActivities, readMetric, startEngine } from '../helpers/engines.js';
+import { fixtureActivities, quietLogger, readMetric, startEngine } from '../helpers/engines.js';
 import { waitFor } from '../helpers/wait-for.js';
 
 type Fixtures = typeof import('../fixtures/activities.js');
@@ -21,6 +21,14 @@ async function everything(ctx: WorkflowContext, input: { n: number }): Promise<u
   const second = await Promise.race([hang(undefined), ctx.sleep(1).then(() => 'timer')]);
   ctx.setVar('done', true);
   return { doubled, first, second, random: Math.floor(ctx.random() * 1000) };
+}
+
+async function waitsForGo(ctx: WorkflowContext): Promise<string> {
+  return ctx.waitForEvent<string>('go');
+}
+
+async function quick(): Promise<string> {
+  return 'quick';
 }
 
 async function runAll(db: TestSchema, maxCachedWorkflows: number): Promise<unknown[]> {
@@ -47,6 +55,35 @@ describe.each(backends)('replay on $name', (backend) => {
   afterEach(async () => {
     await db.drop();
     await uncachedDb.drop();
+  });
+
+  it('rebuilds a workflow whose history it cannot read after a growing pause, not in a loop; the others go on', async () => {
+    const first = await startEngine(db, { workflows: { waitsForGo } });
+    await first.startWorkflow(waitsForGo, undefined, { workflowId: 'unreadable' });
+    await waitFor(async () => (await first.inspect('unreadable')).waitingOn.events.length > 0, 'the wait');
+    await first.close();
+    await db.query(`UPDATE "${db.schema}".history SET payload = '{' WHERE workflow_id = 'unreadable' AND type = 'WorkflowStarted'`);
+    const failedLoads: number[] = [];
+    const logger = {
+      ...quietLogger,
+      error(obj: object, msg?: string) {
+        if (msg === 'loading workflow failed') failedLoads.push(performance.now());
+        quietLogger.error(obj, msg);
+      },
+    };
+    const engine = await startEngine(db, { workflows: { waitsForGo, quick }, logger });
+    try {
+      await engine.sendEvent('unreadable', 'go', 'now');
+      await waitFor(() => failedLoads.length >= 4, 'four failed loads', 10_000);
+      // The first rebuild is at once; then each waits twice as long as the one before.
+      const gaps = failedLoads.slice(1, 4).map((at, i) => at - failedLoads[i]!);
+      expect(gaps[1]).toBeGreaterThanOrEqual(95);
+      expect(gaps[2]).toBeGreaterThanOrEqual(195);
+      expect(await (await engine.startWorkflow(quick, undefined)).result()).toBe('quick');
+      expect(await db.query(`SELECT status FROM "${db.schema}".workflows WHERE id = 'unreadable'`)).toEqual([{ status: 'running' }]);
+    } finally {
+      await engine.close();
+    }
   });
 
   it('gives the same results with one cached actor (constant rehydration) as with all cached', async () => {

@@ -28,6 +28,22 @@ describe('coerceError', () => {
     expect(coerceError(undefined).message).toBe('non-error thrown: undefined');
     expect(coerceError(Object.create(null)).message).toBe('non-error thrown: object');
   });
+
+  it('describes a value that throws when asked what it is: a revoked proxy, a proxy whose traps throw', () => {
+    const { proxy, revoke } = Proxy.revocable({}, {});
+    revoke();
+    const trapped = new Proxy(
+      {},
+      {
+        getPrototypeOf() {
+          throw new Error('no prototype for you');
+        },
+      },
+    );
+    expect(coerceError(proxy)).toMatchObject({ name: 'Error', message: 'non-error thrown: object' });
+    expect(coerceError(trapped)).toMatchObject({ name: 'Error', message: 'non-error thrown: [object Object]' });
+    expect(toFailure(proxy)).toMatchObject({ name: 'Error', message: 'non-error thrown: object' });
+  });
 });
 
 describe('toFailure / fromFailure', () => {
