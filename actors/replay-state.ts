@@ -80,8 +80,8 @@ export class ReplayState {
   #buffered: Map<string, unknown[]> | undefined;
   #handlers: Map<string, ((payload: unknown) => unknown)[]> | undefined;
   #vars: Map<string, string> | undefined;
-  /** About the length of `varsJson()` (names are counted unescaped). */
-  #varsChars = 2;
+  /** Length of the variables' values (their JSON), together. */
+  #valueChars = 0;
   #isVarsChanged = false;
   #isTerminal = false;
   /** Time of the current activation (epoch ms): `ctx.now()`. */
@@ -179,16 +179,19 @@ export class ReplayState {
     const previous = this.#vars.get(name);
     if (previous === encoded) return;
     this.#vars.set(name, encoded);
-    // The variables are stored together, as one payload: together they must fit one.
-    const growth = encoded.length - (previous === undefined ? -(name.length + 4) : previous.length);
-    this.#varsChars += growth;
+    // The variables are stored as one document, written again at every change: their values
+    // together must fit one payload.
+    const growth = encoded.length - (previous?.length ?? 0);
+    this.#valueChars += growth;
     try {
-      // A UTF-16 unit is at most 3 UTF-8 bytes: build the JSON to measure only when it could matter.
-      if (this.#varsChars * 3 > this.#codec.maxPayloadBytes) this.#codec.checkSize(this.varsJson(), 'the workflow variables together');
+      // A UTF-16 unit is at most 3 UTF-8 bytes: measure exactly only when it could matter.
+      if (this.#valueChars * 3 > this.#codec.maxPayloadBytes) {
+        this.#codec.checkSize([...this.#vars.values()].join(''), "the workflow variables' values together");
+      }
     } catch (error) {
       if (previous === undefined) this.#vars.delete(name);
       else this.#vars.set(name, previous);
-      this.#varsChars -= growth;
+      this.#valueChars -= growth;
       throw error;
     }
     this.#isVarsChanged = true;

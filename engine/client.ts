@@ -1,4 +1,4 @@
-import { type ClientOptions, resolveConnection } from './options.js';
+import { CLIENT_KEYS, checkOptionKeys, type ClientOptions, resolveConnection } from './options.js';
 import type { LeaseState, ResultOptions, SendEventOptions, StartWorkflowOptions, WorkflowHandle } from './workflow-store.js';
 import { Notice, WorkflowStore } from './workflow-store.js';
 import { WorkflowAlreadyExistsError } from './errors.js';
@@ -93,6 +93,7 @@ class ClientImpl implements Client {
  */
 export async function createClient(options: ClientOptions = {}): Promise<Client> {
   const connection = resolveConnection(options);
+  checkOptionKeys(options, CLIENT_KEYS);
   const { migrate = true } = options;
   if (typeof migrate !== 'boolean') throw new TypeError(`options.migrate must be a boolean, got ${typeof migrate}`);
   return new ClientImpl(await WorkflowStore.open(connection, migrate));

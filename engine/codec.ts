@@ -2,22 +2,39 @@ import type { Codec } from '../actors/actor-host.js';
 import { InvalidArgumentError, PayloadTooLargeError } from './errors.js';
 import { checkRetryPolicy } from './retry-policy.js';
 import { MAX_DELAY_MS } from './timer-service.js';
-import { checkName } from './validate.js';
+import { checkKnownKeys, checkName } from './validate.js';
+
+/** What JSON would turn into `{}` or an object of indices, losing what it holds. */
+function lossyKind(value: object): string | undefined {
+  if (value instanceof Map) return 'Map';
+  if (value instanceof Set) return 'Set';
+  if (value instanceof WeakMap || value instanceof WeakSet) return 'WeakMap or WeakSet';
+  if (ArrayBuffer.isView(value) || value instanceof ArrayBuffer || value instanceof SharedArrayBuffer) return 'binary buffer';
+  return undefined;
+}
 
 function rejectNonJson(this: unknown, key: string, value: unknown): unknown {
+  const where = (): string => (key === '' ? 'the top level' : `key ${JSON.stringify(key)}`);
   switch (typeof value) {
     case 'function':
     case 'symbol':
     case 'bigint':
-      throw new TypeError(`${typeof value} at ${key === '' ? 'the top level' : `key ${JSON.stringify(key)}`}`);
+      throw new TypeError(`${typeof value} at ${where()}`);
+    case 'object': {
+      // After toJSON: a Buffer (which has one) arrives here as a plain object and is kept.
+      const kind = value === null ? undefined : lossyKind(value);
+      if (kind) throw new TypeError(`${kind} at ${where()} (JSON would store it as an object without its contents)`);
+      return value;
+    }
     default:
       return value;
   }
 }
 
 /**
- * JSON data conversion with strict checks: functions, symbols, BigInts and cycles are refused
- * rather than silently dropped or crashing later, and payloads over `maxBytes` are refused. As in
+ * JSON data conversion with strict checks: functions, symbols, BigInts, cycles, Maps, Sets and
+ * binary buffers without a toJSON are refused rather than silently dropped, emptied or crashing
+ * later, and payloads over `maxBytes` are refused. As in
  * JSON, `undefined` object properties are left out and a top-level `undefined` means "no value".
  */
 export class JsonCodec implements Codec {
@@ -60,6 +77,7 @@ export class JsonCodec implements Codec {
     if (typeof options !== 'object' || options === null) {
       throw new InvalidArgumentError('activity options must be an object');
     }
+    checkKnownKeys(options, ['retry', 'startToCloseTimeoutMs'], 'activity options');
     const { retry, startToCloseTimeoutMs } = options as Record<string, unknown>;
     const checked: Record<string, unknown> = {};
     try {

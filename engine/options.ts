@@ -9,7 +9,7 @@ import type { Logger } from '../storage/logger.js';
 import { isValidSchemaName } from '../storage/sql.js';
 import type { ActivityFunction } from './activity-runner.js';
 import { MAX_DELAY_MS } from './timer-service.js';
-import { checkName } from './validate.js';
+import { checkKnownKeys, checkName } from './validate.js';
 import { checkRetryPolicy, DEFAULT_RETRY_POLICY, type ResolvedRetryPolicy, resolveRetryPolicy, type RetryPolicy } from './retry-policy.js';
 
 export type { Logger };
@@ -160,11 +160,36 @@ function atLeast(ms: number, min: number, name: string): number {
   return ms;
 }
 
+/** The options every connection takes (an engine's and a client's add their own). */
+const CONNECTION_KEYS = ['database', 'dataDir', 'schema', 'maxConnections', 'logger', 'maxPayloadBytes', 'databaseRetryMs'] as const;
+const ENGINE_KEYS = [
+  ...CONNECTION_KEYS,
+  'workflows',
+  'activities',
+  'inlineActivities',
+  'activityThreads',
+  'activityConcurrency',
+  'activityMaxHeapMb',
+  'retry',
+  'maxCachedWorkflows',
+  'pollIntervalMs',
+  'walHighWaterEvents',
+  'metrics',
+  'leaseTtlMs',
+] as const;
+/** The options of `createClient`. */
+export const CLIENT_KEYS = [...CONNECTION_KEYS, 'migrate'] as const;
+
+/** Throws a TypeError naming an option `options` has that is not one of `known`. */
+export function checkOptionKeys(options: object, known: readonly string[]): void {
+  checkKnownKeys(options, known, 'options', (message) => new TypeError(message));
+}
+
 /** Checks and completes the connection options; throws TypeError/RangeError naming the field. */
 export function resolveConnection(options: ConnectionOptions): ResolvedConnection {
   if (typeof options !== 'object' || options === null) throw new TypeError('options must be an object');
   const { database, dataDir = './.duraflow', schema = 'duraflow' } = options;
-  if (database !== undefined && typeof database !== 'string' && typeof database !== 'object') {
+  if (database !== undefined && !isUsableDatabase(database)) {
     throw new TypeError('options.database must be a postgres:// URL or a PGlite instance');
   }
   if (typeof database === 'string' && !/^postgres(ql)?:\/\//.test(database)) {
@@ -197,6 +222,14 @@ export function resolveConnection(options: ConnectionOptions): ResolvedConnectio
   };
 }
 
+/** A URL to check further, or an object that can be a PGlite instance (it has its methods). */
+function isUsableDatabase(database: unknown): boolean {
+  if (typeof database === 'string') return true;
+  if (typeof database !== 'object' || database === null) return false;
+  const db = database as Record<string, unknown>;
+  return typeof db.query === 'function' && typeof db.transaction === 'function';
+}
+
 function toModuleUrl(activities: URL | string): URL {
   if (activities instanceof URL) return activities;
   if (typeof activities !== 'string' || activities.length === 0) {
@@ -209,6 +242,7 @@ function toModuleUrl(activities: URL | string): URL {
 function resolveMetrics(metrics: EngineOptions['metrics']): ResolvedEngineOptions['metrics'] {
   if (metrics === undefined) return undefined;
   if (typeof metrics !== 'object' || metrics === null) throw new TypeError('options.metrics must be { port, host }');
+  checkKnownKeys(metrics, ['port', 'host'], 'options.metrics', (message) => new TypeError(message));
   const { port = 9464, host = '127.0.0.1' } = metrics;
   if (typeof port !== 'number' || !Number.isInteger(port) || port < 0 || port > 65535) {
     throw new RangeError(`options.metrics.port must be an integer 0..65535, got ${String(port)}`);
@@ -220,6 +254,7 @@ function resolveMetrics(metrics: EngineOptions['metrics']): ResolvedEngineOption
 /** Checks and completes the engine options; throws TypeError/RangeError naming the field. */
 export function resolveEngineOptions(options: EngineOptions): ResolvedEngineOptions {
   const connection = resolveConnection(options);
+  checkOptionKeys(options, ENGINE_KEYS);
   const { workflows, inlineActivities = {} } = options;
   if (typeof workflows !== 'object' || workflows === null) {
     throw new TypeError('options.workflows must be an object of workflow functions by name');

@@ -1,6 +1,7 @@
 import type { ActivityOptions, RetryPolicy } from '../actors/commands.js';
 import type { SerializedFailure } from '../actors/history.js';
 import { LATEST_TIME_MS } from '../storage/rows.js';
+import { checkKnownKeys } from './validate.js';
 
 export type { ActivityOptions, RetryPolicy };
 
@@ -22,6 +23,8 @@ export function checkRetryPolicy(policy: unknown, where: string): RetryPolicy {
   if (typeof policy !== 'object' || policy === null || Array.isArray(policy)) {
     throw new TypeError(`${where} must be an object`);
   }
+  const known = ['maxAttempts', 'initialIntervalMs', 'backoffCoefficient', 'maxIntervalMs', 'nonRetryable'];
+  checkKnownKeys(policy, known, where, (message) => new TypeError(message));
   const p = policy as Record<string, unknown>;
   const positive = (key: string, min: number): void => {
     const v = p[key];

@@ -43,3 +43,37 @@ export function checkDurationMs(ms: unknown, what: string): number {
   if (ms > LATEST_TIME_MS - Date.now()) throw new InvalidArgumentError(`${what} ${ms} ends beyond the range of a Date`);
   return ms;
 }
+
+/** Edits (insertions, deletions, substitutions) between `a` and `b`; stops counting past `limit`. */
+function editDistance(a: string, b: string, limit: number): number {
+  if (Math.abs(a.length - b.length) > limit) return limit + 1;
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i];
+    for (let j = 1; j <= b.length; j++) {
+      current[j] = Math.min(previous[j]! + 1, current[j - 1]! + 1, previous[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    previous = current;
+  }
+  return previous[b.length]!;
+}
+
+/**
+ * Throws (an error made by `fail`) if `options` has a key that is not one of `known`: a misspelt
+ * option (`workflowID`) would otherwise be ignored without a word and its default used. Names the
+ * key, the known one it is closest to, and every known one.
+ */
+export function checkKnownKeys(
+  options: object,
+  known: readonly string[],
+  what: string,
+  fail: (message: string) => Error = (message) => new InvalidArgumentError(message),
+): void {
+  for (const key of Object.keys(options)) {
+    if (known.includes(key)) continue;
+    const lower = key.toLowerCase();
+    const near = known.find((k) => k.toLowerCase() === lower) ?? known.find((k) => editDistance(k, key, 2) <= 2);
+    const shown = JSON.stringify(key.length > 60 ? `${key.slice(0, 60)}…` : key);
+    throw fail(`${what} has no option ${shown}${near ? ` (did you mean ${near}?)` : ''}; the options are ${known.join(', ')}`);
+  }
+}

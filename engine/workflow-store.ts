@@ -29,7 +29,7 @@ import {
 import { fromFailure } from './failure.js';
 import type { ResolvedConnection } from './options.js';
 import { type Outcome, resultTimeout, ResultWaiters } from './result-waiters.js';
-import { checkEpochMs, checkName } from './validate.js';
+import { checkEpochMs, checkKnownKeys, checkName } from './validate.js';
 import { buildWorkflowState, type WorkflowState } from './workflow-state.js';
 
 /** Options of `startWorkflow`. */
@@ -196,6 +196,7 @@ export class WorkflowStore {
   /** Checks the arguments of a start and builds the row; throws InvalidArgumentError. */
   prepareStart(workflowName: string, input: unknown, options: StartWorkflowOptions = {}): NewWorkflowRow {
     if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('start options must be an object');
+    checkKnownKeys(options, ['workflowId', 'version', 'startAt'], 'start options');
     const id = options.workflowId === undefined ? randomUUID() : checkName(options.workflowId, 'workflowId');
     const version = options.version === undefined ? '1' : checkName(options.version, 'version');
     const now = Date.now();
@@ -238,6 +239,7 @@ export class WorkflowStore {
     checkName(workflowId, 'workflowId');
     checkName(eventName, 'event name');
     if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('event options must be an object');
+    checkKnownKeys(options, ['eventId'], 'event options');
     const eventId = options.eventId === undefined ? randomUUID() : checkName(options.eventId, 'eventId');
     const encoded = this.codec.encode(payload, `payload of event "${eventName}"`);
     // Retrying is safe: the event id makes a retried insert find the row it stored.
@@ -318,6 +320,7 @@ export class WorkflowStore {
     this.#checkOpen();
     checkName(workflowId, 'workflowId');
     if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('result options must be an object');
+    checkKnownKeys(options, ['timeoutMs'], 'result options');
     const { timeoutMs } = options;
     if (timeoutMs !== undefined && (typeof timeoutMs !== 'number' || !(timeoutMs >= 0))) {
       throw new InvalidArgumentError('timeoutMs must be a number of milliseconds >= 0');

@@ -72,6 +72,28 @@ async function returnsBigInt(): Promise<unknown> {
   return { big: 10n };
 }
 
+const ENGINE_OPTIONS =
+  'database, dataDir, schema, maxConnections, logger, maxPayloadBytes, databaseRetryMs, workflows, activities, inlineActivities, ' +
+  'activityThreads, activityConcurrency, activityMaxHeapMb, retry, maxCachedWorkflows, pollIntervalMs, walHighWaterEvents, metrics, leaseTtlMs';
+
+/** Passes workflow-code calls a misspelt option each; returns what each threw. */
+async function misspelt(ctx: WorkflowContext): Promise<string[]> {
+  const thrown: string[] = [];
+  for (const call of [
+    () => ctx.activities({ timeout: 50 } as never),
+    () => ctx.activities({ retry: { maxAttempt: 1 } } as never),
+    () => void ctx.waitForEvent('x', { timeOutMs: 5 } as never),
+  ]) {
+    try {
+      call();
+      thrown.push('accepted');
+    } catch (error) {
+      thrown.push(`${(error as Error).name}: ${(error as Error).message}`);
+    }
+  }
+  return thrown;
+}
+
 const TABLES = ['workflows', 'history', 'timers', 'activity_tasks', 'inbox'];
 
 describe.each(backends)('bad input on $name', (backend) => {
@@ -122,6 +144,12 @@ describe.each(backends)('bad input on $name', (backend) => {
         ['over-long event name', () => client.sendEvent('taken', 'e'.repeat(1000)), InvalidArgumentError],
         ['non-string id', () => engine.inspect(42 as never), InvalidArgumentError],
         ['null result options', () => client.result('taken', null as never), InvalidArgumentError],
+        ['misspelt start option', () => engine.startWorkflow(idle, undefined, { workflowID: 'x' } as never), InvalidArgumentError],
+        ['misspelt event option', () => client.sendEvent('taken', 'x', 1, { eventID: 'e' } as never), InvalidArgumentError],
+        ['misspelt result option', () => client.result('taken', { timeout: 5 } as never), InvalidArgumentError],
+        ['Map input', () => engine.startWorkflow(idle, new Map([[1, 2]]) as never), InvalidArgumentError],
+        ['Set in an event payload', () => engine.sendEvent('taken', 'x', { s: new Set([1]) }), InvalidArgumentError],
+        ['typed array input', () => client.startWorkflow('idle', new Uint8Array([1])), InvalidArgumentError],
       ];
       for (const [what, call, type] of cases) {
         const error = await call().then(
@@ -131,6 +159,10 @@ describe.each(backends)('bad input on $name', (backend) => {
         expect(error, what).toBeInstanceOf(type);
         expect((error as { code?: string }).code, what).toMatch(/^DURAFLOW_/);
       }
+      await expect(engine.startWorkflow(idle, undefined, { workflowID: 'x' } as never)).rejects.toThrow(
+        'start options has no option "workflowID" (did you mean workflowId?); the options are workflowId, version, startAt',
+      );
+      await expect(engine.startWorkflow(idle, { at: new Map() } as never)).rejects.toThrow('Map at key "at"');
       expect(await snapshot()).toBe(before);
     } finally {
       await client.close();
@@ -191,6 +223,19 @@ describe.each(backends)('bad input on $name', (backend) => {
     }
   });
 
+  it('throws a misspelt option back at the workflow code that passed it', async () => {
+    const engine = await startEngine(db, { workflows: { misspelt } });
+    try {
+      expect(await (await engine.startWorkflow(misspelt, undefined)).result()).toEqual([
+        'InvalidArgumentError: activity options has no option "timeout"; the options are retry, startToCloseTimeoutMs',
+        expect.stringMatching(/^InvalidArgumentError: activity options\.retry has no option "maxAttempt" \(did you mean maxAttempts\?\)/),
+        'TypeError: waitForEvent options has no option "timeOutMs"; the only one is timeoutMs',
+      ]);
+    } finally {
+      await engine.close();
+    }
+  });
+
   it('fails a workflow whose result is not JSON-serialisable, naming the problem', async () => {
     const engine = await startEngine(db, { workflows: { returnsBigInt } });
     try {
@@ -210,7 +255,7 @@ describe.each(backends)('bad input on $name', (backend) => {
         at: 3,
         name: 'PayloadTooLargeError',
         code: 'DURAFLOW_PAYLOAD_TOO_LARGE',
-        message: 'the workflow variables together is 1200033 bytes as JSON, over the limit of 1048576',
+        message: "the workflow variables' values together is 1200008 bytes as JSON, over the limit of 1048576",
       });
       expect(Object.keys((await engine.inspect('vars')).vars)).toEqual(['v0', 'v1', 'v2']);
     } finally {
@@ -243,6 +288,21 @@ describe.each(backends)('bad input on $name', (backend) => {
       await expect(startEngine(db, { workflows: { idle }, activities: empty })).rejects.toThrow(/exports no functions/);
       await expect(startEngine(db, { workflows: { idle: 'nope' as never } })).rejects.toBeInstanceOf(TypeError);
       await expect(startEngine(db, { workflows: { idle }, maxCachedWorkflows: 0 })).rejects.toBeInstanceOf(RangeError);
+      await expect(startEngine(db, { workflows: { idle }, maxCachedWorkflow: 5 } as never)).rejects.toThrow(
+        new TypeError(`options has no option "maxCachedWorkflow" (did you mean maxCachedWorkflows?); the options are ${ENGINE_OPTIONS}`),
+      );
+      await expect(startEngine(db, { workflows: { idle }, retry: { maxAttempt: 1 } as never })).rejects.toThrow(
+        /^options\.retry has no option "maxAttempt" \(did you mean maxAttempts\?\)/,
+      );
+      await expect(startEngine(db, { workflows: { idle }, metrics: { prot: 1 } as never })).rejects.toBeInstanceOf(TypeError);
+      for (const database of [null, {}]) {
+        await expect(createEngine({ database: database as never, workflows: { idle }, logger: quietLogger })).rejects.toThrow(
+          new TypeError('options.database must be a postgres:// URL or a PGlite instance'),
+        );
+      }
+      await expect(createClient({ database: db.database, schema: db.schema, migrat: false } as never)).rejects.toThrow(
+        /^options has no option "migrat" \(did you mean migrate\?\)/,
+      );
       // Past what a timer keeps, the poll would run every millisecond.
       await expect(startEngine(db, { workflows: { idle }, pollIntervalMs: 2 ** 31 })).rejects.toThrow('options.pollIntervalMs must be at most');
     } finally {

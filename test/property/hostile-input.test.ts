@@ -203,9 +203,7 @@ function surprisingButJson(): Payload[] {
     -Infinity,
     -0,
     { n: NaN, i: Infinity, z: -0 },
-    new Map([[1, 2]]),
-    new Set([1]),
-    new Uint8Array([1, 2]),
+    Buffer.from([1, 2]),
     /re/g,
     new Error('an error object'),
     new Number(3),
@@ -250,6 +248,11 @@ const POISONS: [string, () => unknown][] = [
       return a;
     },
   ],
+  // JSON would keep these as objects without their contents.
+  ['Map', () => new Map([[1, 2]])],
+  ['Set', () => new Set([1])],
+  ['typed array', () => new Uint8Array([1, 2])],
+  ['ArrayBuffer', () => new ArrayBuffer(2)],
   ['toJSON returning a BigInt', () => ({ toJSON: () => 1n })],
   [
     'toJSON that throws',

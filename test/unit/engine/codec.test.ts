@@ -96,9 +96,13 @@ describe('JsonCodec.activityOptions', () => {
     });
   });
 
-  it('leaves out fields it does not know, also inside the retry policy', () => {
-    expect(codec.activityOptions({ taskQueue: 'q' })).toBe('{}');
-    expect(JSON.parse(codec.activityOptions({ retry: { maxAttempts: 2, extra: 10n } }))).toEqual({ retry: { maxAttempts: 2 } });
+  it('refuses fields it does not know, also inside the retry policy, naming them', () => {
+    const unknown = thrown(() => codec.activityOptions({ taskQueue: 'q' }));
+    expect(unknown).toBeInstanceOf(InvalidArgumentError);
+    expect((unknown as Error).message).toBe('activity options has no option "taskQueue"; the options are retry, startToCloseTimeoutMs');
+    const inRetry = thrown(() => codec.activityOptions({ retry: { maxAttempts: 2, extra: 10n } }));
+    expect(inRetry).toBeInstanceOf(InvalidArgumentError);
+    expect((inRetry as Error).message).toMatch(/^activity options\.retry has no option "extra"; the options are maxAttempts, /);
   });
 
   it('refuses an array as the retry policy', () => {
