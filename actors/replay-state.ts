@@ -160,6 +160,7 @@ export class ReplayState {
 
   onEvent(name: string, handler: (payload: unknown) => unknown): void {
     this.#codec.name(name, 'event name');
+    if (typeof handler !== 'function') throw new TypeError(`the handler of onEvent("${name}") must be a function, got ${typeof handler}`);
     this.#handlers ??= new Map();
     const handlers = this.#handlers.get(name);
     if (handlers) handlers.push(handler);

@@ -21,7 +21,7 @@ import type { ActivityOutcome } from './activity-context.js';
 import { ActivityPool, mustRunAlone } from './activity-pool.js';
 import { type Client, handleFor } from './client.js';
 import type { JsonCodec } from './codec.js';
-import { EngineClosedError, UnknownWorkflowError, WorkflowAlreadyExistsError } from './errors.js';
+import { ConfigurationError, EngineClosedError, UnknownWorkflowError, WorkflowAlreadyExistsError } from './errors.js';
 import { coerceError } from './failure.js';
 import { InFlightTasks } from './in-flight-tasks.js';
 import { HeldBackEffects } from './held-back-effects.js';
@@ -396,7 +396,12 @@ class EngineImpl implements Engine, ActorHost {
   async serveMetrics(): Promise<void> {
     const config = this.#options.metrics;
     if (!config) return;
-    this.#metricsServer = await startMetricsServer(this.metrics, config.port, config.host);
+    try {
+      this.#metricsServer = await startMetricsServer(this.metrics, config.port, config.host);
+    } catch (error) {
+      const reason = error instanceof Error ? error.message : String(error);
+      throw new ConfigurationError(`the metrics server cannot listen on ${config.host}:${config.port}: ${reason}`, { cause: error });
+    }
     this.metricsUrl = this.#metricsServer.url;
   }
 

@@ -144,8 +144,18 @@ function positiveInt(value: unknown, name: string, fallback: number, allowInfini
   if (value === undefined) return fallback;
   if (allowInfinity && value === Infinity) return value;
   if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) {
-    throw new RangeError(`options.${name} must be a positive integer, got ${String(value)}`);
+    // A number in a string ('10', from an environment variable, say) is shown as the string it is.
+    const shown = typeof value === 'string' ? `the string ${JSON.stringify(value.slice(0, 60))}` : String(value);
+    throw new RangeError(`options.${name} must be a positive integer, got ${shown}`);
   }
+  return value;
+}
+
+/** Most activity threads: each is a V8 isolate of its own (tens of MB), and they share the cores. */
+const MAX_ACTIVITY_THREADS = 1024;
+
+function atMost(value: number, max: number, name: string): number {
+  if (value > max) throw new RangeError(`options.${name} must be at most ${max}, got ${value}`);
   return value;
 }
 
@@ -236,6 +246,10 @@ function toModuleUrl(activities: URL | string): URL {
     throw new TypeError('options.activities must be a URL or a file path');
   }
   if (/^(file|data):/.test(activities)) return new URL(activities);
+  // Node loads modules from files only: another scheme would be taken for a relative path.
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(activities)) {
+    throw new TypeError(`options.activities must be a file path, a file: URL or a data: URL, got ${JSON.stringify(activities.slice(0, 60))}`);
+  }
   return pathToFileURL(path.resolve(activities));
 }
 
@@ -280,7 +294,11 @@ export function resolveEngineOptions(options: EngineOptions): ResolvedEngineOpti
     workflows: byName,
     activities: options.activities === undefined ? undefined : toModuleUrl(options.activities),
     inlineActivities,
-    activityThreads: positiveInt(options.activityThreads, 'activityThreads', os.availableParallelism()),
+    activityThreads: atMost(
+      positiveInt(options.activityThreads, 'activityThreads', os.availableParallelism()),
+      MAX_ACTIVITY_THREADS,
+      'activityThreads',
+    ),
     activityConcurrency: positiveInt(options.activityConcurrency, 'activityConcurrency', 256),
     activityMaxHeapMb:
       options.activityMaxHeapMb === undefined ? undefined : positiveInt(options.activityMaxHeapMb, 'activityMaxHeapMb', 0),

@@ -76,10 +76,11 @@ const ENGINE_OPTIONS =
   'database, dataDir, schema, maxConnections, logger, maxPayloadBytes, databaseRetryMs, workflows, activities, inlineActivities, ' +
   'activityThreads, activityConcurrency, activityMaxHeapMb, retry, maxCachedWorkflows, pollIntervalMs, walHighWaterEvents, metrics, leaseTtlMs';
 
-/** Passes workflow-code calls a misspelt option each; returns what each threw. */
+/** Passes workflow-code calls a misspelt option (or a handler that is no function) each; returns what each threw. */
 async function misspelt(ctx: WorkflowContext): Promise<string[]> {
   const thrown: string[] = [];
   for (const call of [
+    () => ctx.onEvent('x', 'not a function' as never),
     () => ctx.activities({ timeout: 50 } as never),
     () => ctx.activities({ retry: { maxAttempt: 1 } } as never),
     () => void ctx.waitForEvent('x', { timeOutMs: 5 } as never),
@@ -223,10 +224,11 @@ describe.each(backends)('bad input on $name', (backend) => {
     }
   });
 
-  it('throws a misspelt option back at the workflow code that passed it', async () => {
+  it('throws a misspelt option, or a handler that is not a function, back at the workflow code that passed it', async () => {
     const engine = await startEngine(db, { workflows: { misspelt } });
     try {
       expect(await (await engine.startWorkflow(misspelt, undefined)).result()).toEqual([
+        'TypeError: the handler of onEvent("x") must be a function, got string',
         'InvalidArgumentError: activity options has no option "timeout"; the options are retry, startToCloseTimeoutMs',
         expect.stringMatching(/^InvalidArgumentError: activity options\.retry has no option "maxAttempt" \(did you mean maxAttempts\?\)/),
         'TypeError: waitForEvent options has no option "timeOutMs"; the only one is timeoutMs',
@@ -288,6 +290,18 @@ describe.each(backends)('bad input on $name', (backend) => {
       await expect(startEngine(db, { workflows: { idle }, activities: empty })).rejects.toThrow(/exports no functions/);
       await expect(startEngine(db, { workflows: { idle: 'nope' as never } })).rejects.toBeInstanceOf(TypeError);
       await expect(startEngine(db, { workflows: { idle }, maxCachedWorkflows: 0 })).rejects.toBeInstanceOf(RangeError);
+      await expect(startEngine(db, { workflows: { idle }, activityThreads: '10' as never })).rejects.toThrow(
+        new RangeError('options.activityThreads must be a positive integer, got the string "10"'),
+      );
+      await expect(startEngine(db, { workflows: { idle }, activityThreads: 100_000 })).rejects.toThrow(
+        new RangeError('options.activityThreads must be at most 1024, got 100000'),
+      );
+      await expect(startEngine(db, { workflows: { idle }, activities: 'https://example.com/a.js' })).rejects.toThrow(
+        /^options\.activities must be a file path, a file: URL or a data: URL/,
+      );
+      const unreachable = startEngine(db, { workflows: { idle }, metrics: { host: 'no-such-host.invalid', port: 0 } });
+      await expect(unreachable).rejects.toBeInstanceOf(ConfigurationError);
+      await expect(unreachable).rejects.toThrow(/^the metrics server cannot listen on no-such-host\.invalid:0: /);
       await expect(startEngine(db, { workflows: { idle }, maxCachedWorkflow: 5 } as never)).rejects.toThrow(
         new TypeError(`options has no option "maxCachedWorkflow" (did you mean maxCachedWorkflows?); the options are ${ENGINE_OPTIONS}`),
       );
