@@ -6,7 +6,7 @@ import { appended } from './lists.js';
 import { isRetryable } from './pg-errors.js';
 import { deleteTask, deleteTimer, type NewWorkflowRow, upsertTask, type WorkflowWrite } from './rows.js';
 import { committedFlush, deleteExpired, flushBatch } from './sql/flush-batch.js';
-import { type FenceParams, LeaseLostError } from './sql/leases.js';
+import { type FenceParams, heldEpochs, LeaseLostError } from './sql/leases.js';
 import type { Sql, Tables } from './sql.js';
 
 /** What the WAL reports to whoever watches it (metrics, logs). */
@@ -394,7 +394,7 @@ export class Wal {
 
   async #commitWithRetry(batch: Batch): Promise<void> {
     const token = randomUUID();
-    const starts = startsToInsert(batch);
+    let starts = startsToInsert(batch);
     let inserted: Set<string> | undefined;
     // Set once a try failed in a way that leaves its outcome unknown (the connection dropped
     // around the commit): every later failure first asks whether that try committed after all.
@@ -431,6 +431,19 @@ export class Wal {
           await sleep(retryDelayMs(attempt, 50, 5_000));
           continue;
         }
+        // Refused for a lease lost: only the writes made under it fail. The others go again at
+        // once (the statement stored nothing), rather than be rebuilt and their activities run again.
+        if (error instanceof LeaseLostError && !this.#isClosed) {
+          const lost = await this.#writesUnderLostLeases(batch);
+          if (lost !== undefined && lost.size > 0 && lost.size < batch.writes.size) {
+            batch.discard(lost);
+            this.#pending.discard(lost);
+            this.#options.onFlushFailed(lost, error);
+            // A start meets again the step that would have created its workflow.
+            starts = startsToInsert(batch);
+            continue;
+          }
+        }
         this.#fail(batch, error);
         return;
       }
@@ -465,6 +478,26 @@ export class Wal {
         this.#options.observer?.callbackFailed(error);
       }
     }
+  }
+
+  /**
+   * The workflows of `batch` whose write was made under a lease epoch this engine does not hold
+   * now; undefined if the database did not say.
+   */
+  async #writesUnderLostLeases(batch: Batch): Promise<Set<string> | undefined> {
+    const lease = this.#options.lease;
+    if (!lease) return undefined;
+    const names = new Set<string>();
+    for (const write of batch.writes.values()) names.add(write.workflowName);
+    let held: Map<string, string>;
+    try {
+      held = await heldEpochs(this.#options.sql, this.#options.tables, lease.owner, [...names]);
+    } catch {
+      return undefined;
+    }
+    const lost = new Set<string>();
+    for (const [id, write] of batch.writes) if (held.get(write.workflowName) !== (write.leaseEpoch ?? NO_LEASE)) lost.add(id);
+    return lost;
   }
 
   #fail(batch: Batch, error: unknown): void {

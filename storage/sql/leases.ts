@@ -28,6 +28,15 @@ export class LeaseLostError extends Error {
   }
 }
 
+/** The epoch `owner` holds each of `names` under now, by name; a name it does not hold is absent. */
+export async function heldEpochs(db: Queryable, t: Tables, owner: string, names: readonly string[]): Promise<Map<string, string>> {
+  const { rows } = await db.query<{ name: string; epoch: string }>(
+    `SELECT name, epoch::text AS epoch FROM ${t.leases} WHERE owner = $1 AND name = ANY($2::text[])`,
+    [owner, names],
+  );
+  return new Map(rows.map((row) => [row.name, row.epoch]));
+}
+
 /** Who claims, and what more than expiry lets it take a lease held by another. */
 export interface Claimant {
   owner: string;

@@ -109,6 +109,33 @@ describe.each(backends)('workflow leases on $name', (backend) => {
     await wal.close();
     expect(await db.query(`SELECT seq FROM "${db.schema}".history`)).toEqual([{ seq: 1 }]);
   });
+  it('fails only the writes of a name whose lease was lost; the others in the same flush commit', async () => {
+    const { sql, tables, db } = store();
+    await flushBatch(sql, tables, [makeStartRow('w1'), { ...makeStartRow('w2'), name: 'other' }], []);
+    const epochs = await claimLeases(sql, tables, ['wf', 'other'], claimant('a'), 60_000);
+    const failed: [string[], unknown][] = [];
+    const wal = new Wal({
+      sql,
+      tables,
+      highWaterEvents: 1000,
+      lease: { owner: 'a', epochOf: (name) => epochs.get(name) },
+      onFlushFailed: (ids, error) => failed.push([[...ids], error]),
+    });
+    // Another engine took 'wf'; this one has not learnt it yet.
+    await db.query(`UPDATE "${db.schema}".leases SET owner = 'b', epoch = epoch + 1 WHERE name = 'wf'`);
+    const durable: string[] = [];
+    wal.enqueue(makeWrite('w1', 0, 1), (isRefused) => durable.push(`w1 ${isRefused}`));
+    wal.enqueue({ ...makeWrite('w2', 0, 2), workflowName: 'other' }, (isRefused) => durable.push(`w2 ${isRefused}`));
+    await wal.drain();
+    expect(failed).toEqual([[['w1'], expect.any(LeaseLostError)]]);
+    expect(durable).toEqual(['w2 false']);
+    expect(await db.query(`SELECT workflow_id, seq FROM "${db.schema}".history ORDER BY 1, 2`)).toEqual([
+      { workflow_id: 'w2', seq: 1 },
+      { workflow_id: 'w2', seq: 2 },
+    ]);
+    await wal.close();
+  });
+
   it('stores the starts of a flush the lease check refused, in the next flush', async () => {
     const { sql, tables, db } = store();
     await flushBatch(sql, tables, [makeStartRow('w1')], []);
