@@ -20,6 +20,8 @@ export interface Codec {
   activityOptions(options: unknown): string;
   /** Checks a name workflow code passes (event, variable, activity); throws a typed error. */
   name(value: unknown, what: string): string;
+  /** Checks an options object workflow code passes: an object with none but the `known` keys. */
+  options(value: unknown, known: readonly string[], what: string): void;
   /** Largest payload, in UTF-8 bytes of JSON. */
   readonly maxPayloadBytes: number;
   /** Throws a typed error if JSON `text` is longer than a payload may be. */

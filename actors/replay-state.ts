@@ -158,6 +158,11 @@ export class ReplayState {
     return promise;
   }
 
+  /** Throws a typed error naming what is wrong with an options object the workflow code passed. */
+  checkOptions(options: unknown, known: readonly string[], what: string): void {
+    this.#codec.options(options, known, what);
+  }
+
   onEvent(name: string, handler: (payload: unknown) => unknown): void {
     this.#codec.name(name, 'event name');
     if (typeof handler !== 'function') throw new TypeError(`the handler of onEvent("${name}") must be a function, got ${typeof handler}`);

@@ -155,10 +155,7 @@ export class WorkflowContextImpl implements WorkflowContext {
   }
 
   waitForEvent<Payload>(name: string, options: WaitForEventOptions = {}): Promise<Payload> {
-    if (typeof options !== 'object' || options === null) throw new TypeError('waitForEvent options must be an object');
-    for (const key of Object.keys(options)) {
-      if (key !== 'timeoutMs') throw new TypeError(`waitForEvent options has no option ${JSON.stringify(key)}; the only one is timeoutMs`);
-    }
+    this.#state.checkOptions(options, ['timeoutMs'], 'waitForEvent options');
     const timeoutAt =
       options.timeoutMs === undefined
         ? undefined

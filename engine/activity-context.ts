@@ -37,8 +37,9 @@ export interface ActivityTask {
   timeoutMs: number | undefined;
   /** Set when the pool must hear that a thread started the attempt (to arm its hard deadline). */
   startId?: number;
-  /** The pool's id of the attempt, by which it can be stopped (see `AttemptStops`). */
+  /** The pool's id of the attempt and its workflow name's short name there, by which it can be stopped (see `AttemptStops`). */
   id?: number;
+  group?: string;
 }
 
 /** When an attempt ran: its start (epoch ms) and how long it took. */

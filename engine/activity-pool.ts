@@ -69,14 +69,18 @@ interface Pending<T extends PoolTask> {
   task: T;
   /** The name of the attempt's workflow, whose lease it runs under. */
   workflowName: string;
+  /** The pool's short name for `workflowName`, sent with the attempt (see `AttemptStops`). */
+  group: string;
   timeoutMs: number | undefined;
   /** Set by `abandon`: its end is reported with no outcome. */
   isAbandoned?: true;
 }
 
-function toActivityTask(id: number, task: PoolTask, timeoutMs: number | undefined, startId?: number): ActivityTask {
+function toActivityTask(pending: Pending<PoolTask>, startId?: number): ActivityTask {
+  const { id, group, task, timeoutMs } = pending;
   const attempt: ActivityTask = {
     id,
+    group,
     name: task.name,
     input: task.input,
     workflowId: task.workflowId,
@@ -147,7 +151,7 @@ function threadFailure(error: unknown, startedAt: number): ActivityOutcome {
  */
 export class ActivityPool<T extends PoolTask = PoolTask> {
   readonly #piscina: Piscina | undefined;
-  readonly #onOutcome: (task: T, outcome: ActivityOutcome | undefined) => void;
+  readonly #onOutcome: (task: T, outcome: ActivityOutcome | undefined, workflowName: string) => void;
   readonly #inline: Readonly<Record<string, ActivityFunction>>;
   readonly #closing = new AbortController();
   readonly #closeChannel: BroadcastChannel;
@@ -186,12 +190,16 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
   readonly #inlineStops = new AttemptStops();
   /** Attempts to run alone, by id, from their submission (through the wait for a slot) to their end. */
   readonly #alone = new Map<number, Pending<T>>();
+  /** Short names of the workflow names attempts were submitted for (see `AttemptStops`). */
+  readonly #groups = new Map<string, string>();
+  /** Every stop sent to the threads, by group: sent again to each thread that starts later. */
+  readonly #stops = new Map<string, [group: string, maxId: number, workflowName: string]>();
   /** Attempts handed to the single-attempt pool: never more than it has threads. */
   #aloneInThreads = 0;
   /** The single-attempt pool's most threads (see `create`). */
   readonly #aloneLimit: number;
   /** Attempts waiting for a single-attempt thread: told whether they may run (not when closing). */
-  readonly #aloneWaiting: ((mayRun: boolean) => void)[] = [];
+  readonly #aloneWaiting: { pending: Pending<T>; tell: (mayRun: boolean) => void }[] = [];
 
   private constructor(
     piscina: Piscina | undefined,
@@ -200,7 +208,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
     closeChannel: BroadcastChannel,
     results: BroadcastChannel,
     threadNames: ReadonlySet<string>,
-    onOutcome: (task: T, outcome: ActivityOutcome | undefined) => void,
+    onOutcome: (task: T, outcome: ActivityOutcome | undefined, workflowName: string) => void,
   ) {
     this.#piscina = piscina;
     this.#isolated = isolated;
@@ -216,9 +224,10 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
     // Every inline attempt in flight listens on the closing signal.
     setMaxListeners(0, this.#closing.signal);
     results.onmessage = (event) => {
-      const data = (event as { data: BatchedOutcome[] | { started: number } | BatchStarted }).data;
+      const data = (event as { data: BatchedOutcome[] | { started: number } | { ready: number } | BatchStarted }).data;
       if (Array.isArray(data)) this.#onOutcomes(data);
       else if ('started' in data) this.#onStarted.get(data.started)?.();
+      else if ('ready' in data) this.#sendStops();
       else this.#onBatchStarted(data);
     };
   }
@@ -226,7 +235,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
   /** Starts the threads and checks that the module loads and exports functions. */
   static async create<T extends PoolTask>(
     options: ActivityPoolOptions,
-    onOutcome: (task: T, outcome: ActivityOutcome | undefined) => void,
+    onOutcome: (task: T, outcome: ActivityOutcome | undefined, workflowName: string) => void,
     onThreadError: (error: unknown) => void,
   ): Promise<ActivityPool<T>> {
     const id = randomUUID();
@@ -316,10 +325,12 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
     const inline = Object.hasOwn(this.#inline, task.name) ? this.#inline[task.name] : undefined;
     if (!inline && (!this.#piscina || !this.#threadNames.has(task.name))) {
       const failure = unknownActivityFailure(task.name);
-      queueMicrotask(() => this.#onOutcome(task, { ok: false, failure, startedAt: Date.now(), durationMs: 0 }));
+      queueMicrotask(() => this.#onOutcome(task, { ok: false, failure, startedAt: Date.now(), durationMs: 0 }, workflowName));
       return;
     }
-    const pending: Pending<T> = { id: this.#nextId++, task, workflowName, timeoutMs };
+    let group = this.#groups.get(workflowName);
+    if (group === undefined) this.#groups.set(workflowName, (group = this.#groups.size.toString(36)));
+    const pending: Pending<T> = { id: this.#nextId++, task, workflowName, group, timeoutMs };
     if (inline) {
       void this.#runInline(inline, pending);
     } else if (isolate) {
@@ -337,6 +348,15 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
    * to record, by running the activity again.
    */
   abandon(workflowNames: ReadonlySet<string>): void {
+    // Every attempt of these names so far: ids only grow.
+    const maxId = this.#nextId - 1;
+    for (const name of workflowNames) {
+      const group = this.#groups.get(name);
+      if (group === undefined) continue;
+      this.#stops.set(group, [group, maxId, name]);
+      this.#inlineStops.stop(group, maxId, new NameTakenOverError(name));
+    }
+    this.#sendStops();
     const isTheirs = (p: Pending<T>): boolean => workflowNames.has(p.workflowName);
     const queued: Pending<T>[] = [];
     let kept = 0;
@@ -345,22 +365,28 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
       else this.#waiting[kept++] = p;
     }
     this.#waiting.length = kept;
-    const toThreads: [id: number, workflowName: string][] = [];
     for (const running of [this.#running, this.#alone, this.#inlineRunning]) {
-      for (const p of running.values()) {
-        if (!isTheirs(p) || p.isAbandoned) continue;
-        p.isAbandoned = true;
-        if (running === this.#inlineRunning) this.#inlineStops.stop(p.id, new NameTakenOverError(p.workflowName));
-        else toThreads.push([p.id, p.workflowName]);
-      }
+      for (const p of running.values()) if (isTheirs(p)) p.isAbandoned = true;
     }
-    if (toThreads.length > 0) this.#closeChannel.postMessage({ stop: toThreads } satisfies ThreadControl);
-    for (const p of queued) this.#onOutcome(p.task, undefined);
+    // Those still waiting for a single-attempt slot are told now that they may not run.
+    const toldOff = this.#aloneWaiting.filter(({ pending }) => pending.isAbandoned);
+    if (toldOff.length > 0) {
+      const stillWaiting = this.#aloneWaiting.filter(({ pending }) => !pending.isAbandoned);
+      this.#aloneWaiting.length = 0;
+      for (const waiting of stillWaiting) this.#aloneWaiting.push(waiting);
+      for (const { tell } of toldOff) tell(false);
+    }
+    for (const p of queued) this.#onOutcome(p.task, undefined, p.workflowName);
+  }
+
+  /** Tells every thread (those that started since too) which attempts are to stop. */
+  #sendStops(): void {
+    if (this.#stops.size > 0) this.#closeChannel.postMessage({ stop: [...this.#stops.values()] } satisfies ThreadControl);
   }
 
   /** Reports the end of an attempt: its outcome, or none if it was abandoned. */
   #report(pending: Pending<T>, outcome: ActivityOutcome): void {
-    this.#onOutcome(pending.task, pending.isAbandoned ? undefined : outcome);
+    this.#onOutcome(pending.task, pending.isAbandoned ? undefined : outcome, pending.workflowName);
   }
 
   /**
@@ -369,8 +395,8 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
    */
   async close(): Promise<void> {
     this.#closing.abort(new EngineClosedError());
-    for (const { task } of this.#waiting.splice(0)) this.#onOutcome(task, closedOutcome());
-    for (const tell of this.#aloneWaiting.splice(0)) tell(false);
+    for (const p of this.#waiting.splice(0)) this.#report(p, closedOutcome());
+    for (const { tell } of this.#aloneWaiting.splice(0)) tell(false);
     for (const timer of this.#hardDeadlines.values()) clearTimeout(timer);
     this.#hardDeadlines.clear();
     this.#closeChannel.postMessage('close' satisfies ThreadControl);
@@ -381,7 +407,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
 
   async #runInline(fn: ActivityFunction, pending: Pending<T>): Promise<void> {
     this.#inlineRunning.set(pending.id, pending);
-    const attempt = toActivityTask(pending.id, pending.task, pending.timeoutMs);
+    const attempt = toActivityTask(pending);
     let outcome: ActivityOutcome;
     try {
       outcome = await runAttempt(fn, attempt, decodeInput(attempt), this.#closing.signal, this.#codec, this.#inlineStops);
@@ -413,7 +439,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
     // not wake that queue: an attempt queued behind crashing ones would wait for good. A slot is
     // passed on, not given back, so none is taken twice.
     if (this.#aloneInThreads < this.#aloneLimit) this.#aloneInThreads++;
-    else if (!(await new Promise<boolean>((tell) => this.#aloneWaiting.push(tell)))) {
+    else if (!(await new Promise<boolean>((tell) => this.#aloneWaiting.push({ pending, tell })))) {
       this.#report(pending, closedOutcome());
       return;
     }
@@ -448,7 +474,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
     const startedAt = Date.now();
     let outcome: ActivityOutcome;
     try {
-      outcome = (await isolated.run(toActivityTask(pending.id, task, timeoutMs, startId), { signal })) as ActivityOutcome;
+      outcome = (await isolated.run(toActivityTask(pending, startId), { signal })) as ActivityOutcome;
     } catch (error) {
       outcome = deadline?.signal.aborted
         ? // It kept its thread busy past the timeout: Piscina terminated the thread.
@@ -479,7 +505,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
   /** Hands a single-attempt slot to the next attempt waiting for one, or frees it. */
   #passAloneSlot(): void {
     const next = this.#aloneWaiting.shift();
-    if (next) next(true);
+    if (next) next.tell(true);
     else this.#aloneInThreads--;
   }
 
@@ -513,8 +539,8 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
       // One string per batch: cloning it into the thread is a copy, where an array of task
       // objects would be cloned field by field. Inputs are JSON already and are spliced in.
       let text = '[';
-      for (const { id, task, timeoutMs } of batch) {
-        text += `${text === '[' ? '' : ','}[${id},${quotedName(task.name)},${JSON.stringify(task.workflowId)},${task.commandId},${task.attempt},${timeoutMs ?? 'null'}${task.input === undefined ? '' : `,${task.input}`}]`;
+      for (const { id, task, timeoutMs, group } of batch) {
+        text += `${text === '[' ? '' : ','}[${id},${quotedName(task.name)},${JSON.stringify(task.workflowId)},${task.commandId},${task.attempt},${timeoutMs ?? 'null'},"${group}"${task.input === undefined ? '' : `,${task.input}`}]`;
       }
       this.#batchesSent++;
       const first = batch[0]!.id;

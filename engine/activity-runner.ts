@@ -7,45 +7,41 @@ import { checkDurationMs, checkEpochMs } from './validate.js';
 /** An activity function as users write it. */
 export type ActivityFunction = (input: never, ctx: ActivityContext) => unknown;
 
-/** The most stops kept for attempts not (or no longer) running where they arrived. */
-const MAX_EARLY_STOPS = 4096;
-
 /**
- * Stops attempts from outside their code, by the pool's attempt id (another engine took over their
- * workflow's name). A stop can reach a thread before the attempt it names (it travels apart from
- * the batch) or after it ended, and every thread hears every stop: those it cannot apply yet are
- * kept, the oldest dropped past MAX_EARLY_STOPS. Nothing is kept per attempt unless it reads its
- * signal.
+ * Stops attempts from outside their code when another engine took over their workflow's name:
+ * every attempt of that name with an id up to a bound (the pool's ids grow, so the attempts made
+ * before the takeover). A stop is kept per name, not per attempt, so it applies to attempts that
+ * reach a thread after it as well as to those running, and what is kept stays as small as the
+ * set of names. Nothing is kept per attempt unless it reads its signal.
  */
 export class AttemptStops {
-  /** Stops not applied yet, by attempt id. */
-  readonly #early = new Map<number, unknown>();
+  /** Per name stopped: the attempts up to `maxId` are stopped, for `reason`. */
+  readonly #stopped = new Map<string, { maxId: number; reason: unknown }>();
   /** Signals of running attempts that read theirs, by attempt id. */
-  readonly #signals = new Map<number, AbortController>();
+  readonly #signals = new Map<number, { group: string; controller: AbortController }>();
 
-  stop(id: number, reason: unknown): void {
-    const signal = this.#signals.get(id);
-    if (signal) {
-      signal.abort(reason);
-      return;
-    }
-    this.#early.set(id, reason);
-    if (this.#early.size > MAX_EARLY_STOPS) this.#early.delete(this.#early.keys().next().value!);
+  /** Stops the attempts of `group` (a workflow name, or the pool's short name for it) up to `maxId`. */
+  stop(group: string, maxId: number, reason: unknown): void {
+    const known = this.#stopped.get(group);
+    if (known && known.maxId >= maxId) return;
+    this.#stopped.set(group, { maxId, reason });
+    for (const [id, signal] of this.#signals) if (signal.group === group && id <= maxId) signal.controller.abort(reason);
   }
 
-  /** Why attempt `id` is stopped, or undefined. */
-  reasonFor(id: number): unknown {
-    return this.#early.size === 0 ? undefined : this.#early.get(id);
+  /** Why attempt `id` of `group` is stopped, or undefined. */
+  reasonFor(id: number, group: string): unknown {
+    if (this.#stopped.size === 0) return undefined;
+    const stopped = this.#stopped.get(group);
+    return stopped && id <= stopped.maxId ? stopped.reason : undefined;
   }
 
   /** The attempt made its signal: a later stop aborts it. */
-  watch(id: number, signal: AbortController): void {
-    this.#signals.set(id, signal);
+  watch(id: number, group: string, controller: AbortController): void {
+    this.#signals.set(id, { group, controller });
   }
 
   ended(id: number): void {
     if (this.#signals.size > 0) this.#signals.delete(id);
-    if (this.#early.size > 0) this.#early.delete(id);
   }
 }
 
@@ -69,13 +65,11 @@ export async function runAttempt(
   codec: JsonCodec,
   stops?: AttemptStops,
 ): Promise<ActivityOutcome> {
-  const id = task.id;
-  if (stops && id !== undefined) {
-    const reason = stops.reasonFor(id);
-    if (reason !== undefined) {
-      stops.ended(id);
-      return { ok: false, failure: toFailure(reason), startedAt: Date.now(), durationMs: 0 };
-    }
+  const { id, group } = task;
+  const isStoppable = stops !== undefined && id !== undefined && group !== undefined;
+  if (isStoppable) {
+    const reason = stops.reasonFor(id, group);
+    if (reason !== undefined) return { ok: false, failure: toFailure(reason), startedAt: Date.now(), durationMs: 0 };
   }
   // A signal of its own per attempt: listeners an activity adds to it go away with the attempt
   // instead of piling up on a signal that lives as long as the thread. Made on first use, since
@@ -87,11 +81,11 @@ export async function runAttempt(
     controller = new AbortController();
     if (closing.aborted) onClose();
     else closing.addEventListener('abort', onClose, { once: true });
-    if (stops && id !== undefined) {
+    if (isStoppable) {
       // A stop that came while the attempt ran without its signal applies now.
-      const reason = stops.reasonFor(id);
+      const reason = stops.reasonFor(id, group);
       if (reason !== undefined) controller.abort(reason);
-      else stops.watch(id, controller);
+      else stops.watch(id, group, controller);
     }
     return controller;
   };
@@ -147,6 +141,6 @@ export async function runAttempt(
   } finally {
     if (timer) clearTimeout(timer);
     if (controller) closing.removeEventListener('abort', onClose);
-    if (stops && id !== undefined) stops.ended(id);
+    if (isStoppable) stops.ended(id);
   }
 }

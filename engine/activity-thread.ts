@@ -35,14 +35,18 @@ type BatchedTask = [
   commandId: number,
   attempt: number,
   timeoutMs: number | null,
+  /** The pool's short name for the workflow's name (see `AttemptStops`). */
+  group: string,
   input?: unknown,
 ];
 
 /**
- * What the pool tells every thread: it closes, or these attempts (by id, with their workflow's
- * name) are to stop because another engine took over their workflows.
+ * What the pool tells every thread: it closes, or the attempts of these workflow names (by the
+ * pool's short name for each) up to `maxId` are to stop, because another engine took the names
+ * over. The pool sends every stop again when a thread says it is ready, so a thread that started
+ * after a stop was sent hears it too.
  */
-export type ThreadControl = 'close' | { stop: [id: number, workflowName: string][] };
+export type ThreadControl = 'close' | { stop: [group: string, maxId: number, workflowName: string][] };
 
 /**
  * Posted when a batch with attempts that have a timeout starts: which thread runs it (the batch
@@ -81,12 +85,14 @@ const closeChannel = new BroadcastChannel(data.closeChannel);
 closeChannel.onmessage = (event) => {
   const message = (event as { data: ThreadControl }).data;
   if (message === 'close') closing.abort(new EngineClosedError());
-  else for (const [id, workflowName] of message.stop) stops.stop(id, new NameTakenOverError(workflowName));
+  else for (const [group, maxId, workflowName] of message.stop) stops.stop(group, maxId, new NameTakenOverError(workflowName));
 };
 const results = new BroadcastChannel(data.resultsChannel);
 // The channels must not keep an idle thread alive.
 (closeChannel as unknown as { unref(): void }).unref();
 (results as unknown as { unref(): void }).unref();
+// Listening now: the pool sends every stop so far (a broadcast reaches only those listening).
+results.postMessage({ ready: threadId });
 
 let ready: BatchedOutcome[] = [];
 let isPostScheduled = false;
@@ -165,11 +171,11 @@ export async function runBatch(text: string): Promise<BatchedOutcome[]> {
     results.postMessage({ batchStarted: batch[0]![0], timed, thread: threadId } satisfies BatchStarted);
   }
   await Promise.all(
-    batch.map(async ([id, name, workflowId, commandId, attempt, timeoutMs, input]) =>
+    batch.map(async ([id, name, workflowId, commandId, attempt, timeoutMs, group, input]) =>
       report(
         id,
         await runDecoded(
-          { id, name, workflowId, activityId: activityIdOf(workflowId, commandId), attempt, timeoutMs: timeoutMs ?? undefined },
+          { id, group, name, workflowId, activityId: activityIdOf(workflowId, commandId), attempt, timeoutMs: timeoutMs ?? undefined },
           input,
         ),
       ),

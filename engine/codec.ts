@@ -113,6 +113,11 @@ export class JsonCodec implements Codec {
     return checkName(value, what);
   }
 
+  options(value: unknown, known: readonly string[], what: string): void {
+    if (typeof value !== 'object' || value === null) throw new InvalidArgumentError(`${what} must be an object`);
+    checkKnownKeys(value, known, what);
+  }
+
   decode(text: string | null | undefined): unknown {
     return text === null || text === undefined ? undefined : JSON.parse(text);
   }

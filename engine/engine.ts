@@ -138,8 +138,8 @@ class EngineImpl implements Engine, ActorHost {
    * pause, not in a loop.
    */
   readonly #actorFailures = new Map<string, number>();
-  /** Rebuilds waiting out their pause. */
-  readonly #rebuilds = new Set<NodeJS.Timeout>();
+  /** Rebuilds waiting out their pause, by workflow. */
+  readonly #rebuilds = new Map<string, NodeJS.Timeout>();
   /** Activity attempts handed to the pool and not yet reported back. */
   readonly #inFlightTasks = new InFlightTasks();
   readonly #poll: NodeJS.Timeout;
@@ -158,11 +158,13 @@ class EngineImpl implements Engine, ActorHost {
   constructor(
     options: ResolvedEngineOptions,
     store: WorkflowStore,
-    createPool: (onOutcome: (task: TaskRow, outcome: ActivityOutcome | undefined) => void) => ActivityPool<TaskRow>,
+    createPool: (
+      onOutcome: (task: TaskRow, outcome: ActivityOutcome | undefined, workflowName: string) => void,
+    ) => ActivityPool<TaskRow>,
   ) {
     this.#options = options;
     this.#store = store;
-    this.#pool = createPool((task, outcome) => this.#onOutcome(task, outcome));
+    this.#pool = createPool((task, outcome, workflowName) => this.#onOutcome(task, outcome, workflowName));
     const m = new EngineMetrics(this.metrics);
     this.#m = m;
     this.observer = {
@@ -287,16 +289,24 @@ class EngineImpl implements Engine, ActorHost {
   rebuild(workflowId: string): void {
     const failures = (this.#actorFailures.get(workflowId) ?? 0) + 1;
     this.#actorFailures.set(workflowId, failures);
+    // One rebuild waits at a time; what comes for the workflow meanwhile is dropped (#isPaused),
+    // and the rebuild's recovery reads it again from the database.
+    if (this.#rebuilds.has(workflowId)) return;
     const delayMs = rebuildDelayMs(failures);
     if (delayMs === 0) {
       this.recover(new Set([workflowId]));
       return;
     }
     const timer = setTimeout(() => {
-      this.#rebuilds.delete(timer);
+      this.#rebuilds.delete(workflowId);
       if (!this.#isClosing) this.recover(new Set([workflowId]));
     }, delayMs);
-    this.#rebuilds.add(timer);
+    this.#rebuilds.set(workflowId, timer);
+  }
+
+  /** Whether the workflow waits out a pause before its rebuild (see `rebuild`). */
+  #isPaused(workflowId: string): boolean {
+    return this.#rebuilds.size > 0 && this.#rebuilds.has(workflowId);
   }
 
   // --- public API ---
@@ -407,7 +417,7 @@ class EngineImpl implements Engine, ActorHost {
 
   async #shutdown(): Promise<void> {
     clearInterval(this.#poll);
-    for (const timer of this.#rebuilds) clearTimeout(timer);
+    for (const timer of this.#rebuilds.values()) clearTimeout(timer);
     const closed = new EngineClosedError();
     this.#timers.close();
     const errors: unknown[] = [];
@@ -474,12 +484,12 @@ class EngineImpl implements Engine, ActorHost {
   }
 
   #deliver(workflowId: string, message: ActorMessage, seed?: WorkflowRow): void {
-    if (!this.#isClosing) this.#system.deliver(workflowId, message, seed);
+    if (!this.#isClosing && !this.#isPaused(workflowId)) this.#system.deliver(workflowId, message, seed);
   }
 
   /** Starts, and activity outcomes (after a recovery, many for workflows not in memory). */
   #deliverWhenRoom(workflowId: string, message: ActorMessage, seed?: WorkflowRow): void {
-    if (!this.#isClosing) this.#system.deliverWhenRoom(workflowId, message, seed);
+    if (!this.#isClosing && !this.#isPaused(workflowId)) this.#system.deliverWhenRoom(workflowId, message, seed);
   }
 
   #dispatch(workflowName: string, task: TaskRow): void {
@@ -491,9 +501,15 @@ class EngineImpl implements Engine, ActorHost {
    * What the pool reports for each attempt: complete it, retry it, or fail it for good. None for
    * an attempt abandoned when another engine took over the name: that engine runs it again.
    */
-  #onOutcome(task: TaskRow, outcome: ActivityOutcome | undefined): void {
+  #onOutcome(task: TaskRow, outcome: ActivityOutcome | undefined, workflowName: string): void {
     this.#inFlightTasks.delete(task.workflowId, task.commandId);
-    if (this.#isClosing || outcome === undefined) return;
+    if (this.#isClosing) return;
+    if (outcome === undefined) {
+      // Taken back while the abandoned attempt ran on: the recovery then could not run the task
+      // (it was still in flight), so it runs now.
+      if (this.#leases.holds(workflowName)) this.recover(new Set([task.workflowId]));
+      return;
+    }
     const { workflowId, commandId, attempt } = task;
     const scheduleToStart = Math.max(0, outcome.startedAt - task.visibleAt) / 1000;
     const run = outcome.durationMs / 1000;
@@ -801,7 +817,7 @@ export async function createEngine(options: EngineOptions): Promise<Engine> {
   const store = await WorkflowStore.open(resolved);
   let pool: ActivityPool<TaskRow> | undefined;
   // The pool reports outcomes to the engine, which exists only once the pool does.
-  let report: (task: TaskRow, outcome: ActivityOutcome | undefined) => void = () => undefined;
+  let report: (task: TaskRow, outcome: ActivityOutcome | undefined, workflowName: string) => void = () => undefined;
   try {
     pool = await ActivityPool.create<TaskRow>(
       {
@@ -812,7 +828,7 @@ export async function createEngine(options: EngineOptions): Promise<Engine> {
         maxHeapMb: resolved.activityMaxHeapMb,
         maxPayloadBytes: resolved.maxPayloadBytes,
       },
-      (task, outcome) => report(task, outcome),
+      (task, outcome, workflowName) => report(task, outcome, workflowName),
       (error) => resolved.logger.error({ err: error }, 'an activity thread failed'),
     );
     const created = pool;

@@ -231,7 +231,7 @@ describe.each(backends)('bad input on $name', (backend) => {
         'TypeError: the handler of onEvent("x") must be a function, got string',
         'InvalidArgumentError: activity options has no option "timeout"; the options are retry, startToCloseTimeoutMs',
         expect.stringMatching(/^InvalidArgumentError: activity options\.retry has no option "maxAttempt" \(did you mean maxAttempts\?\)/),
-        'TypeError: waitForEvent options has no option "timeOutMs"; the only one is timeoutMs',
+        'InvalidArgumentError: waitForEvent options has no option "timeOutMs" (did you mean timeoutMs?); the options are timeoutMs',
       ]);
     } finally {
       await engine.close();

@@ -526,6 +526,35 @@ describe.each(serverBackends)('losing a workflow name while work for it is in fl
     }
   });
 
+  it('runs an activity again once it takes a name back while the attempt it abandoned, which ignored its signal, was still running', async () => {
+    let calls = 0;
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    const a = await startEngine(db(), {
+      workflows: { once },
+      // Ignores its signal: it ends when released, whatever happened meanwhile.
+      inlineActivities: { work: async () => (++calls, await released, `call ${calls}`) },
+      leaseTtlMs: 60_000,
+    });
+    try {
+      const handle = await a.startWorkflow(once, undefined, { workflowId: 'g-1' });
+      await waitFor(() => calls === 1, 'the activity to start');
+      await takeNamesElsewhere(db());
+      await waitFor(async () => (await readMetric(a, HELD)) === 0, 'a to give the name up');
+      // The other engine's lease ends before it ran anything: a takes the name back and recovers
+      // the workflow, whose activity is still in flight here.
+      await endLeasesElsewhere(db());
+      await db().query(`SELECT pg_notify($1, 'lease')`, [`duraflow_${db().schema}`]);
+      await waitFor(async () => (await readMetric(a, HELD)) === 1, 'a to take the name back');
+      release();
+      expect(await handle.result({ timeoutMs: 15_000 })).toBe('call 2');
+      expect(calls).toBe(2);
+    } finally {
+      release();
+      await a.close();
+    }
+  });
+
   it('runs no activity attempt once its lease may have expired while it was cut off, and another engine holds the name', async () => {
     const proxy = await FaultProxy.start();
     const attemptsOnA: number[] = [];

@@ -71,7 +71,8 @@ describe.each(backends)('replay on $name', (backend) => {
         quietLogger.error(obj, msg);
       },
     };
-    const engine = await startEngine(db, { workflows: { waitsForGo, quick }, logger });
+    // Polls that find the event (every 50 ms) must not load it again during a pause.
+    const engine = await startEngine(db, { workflows: { waitsForGo, quick }, logger, pollIntervalMs: 50 });
     try {
       await engine.sendEvent('unreadable', 'go', 'now');
       await waitFor(() => failedLoads.length >= 4, 'four failed loads', 10_000);

@@ -331,6 +331,19 @@ describe('ActivityPool attempts of a workflow name another engine took over', ()
     expect(await linesOf(files[8]!)).toEqual([]);
   });
 
+  it('stops an attempt sent to a thread that starts after the stop was sent', async () => {
+    // Single-attempt threads start on demand: this attempt's thread is not there yet.
+    const { pool, run } = await openPool();
+    close = () => pool.close();
+    dir = await mkdtemp(path.join(tmpdir(), 'duraflow-abandon-'));
+    const file = path.join(dir, 'late');
+    const attempt = run('awaitAbort', { file, ms: 60_000 }, { isolate: true, workflowName: 'lost' });
+    pool.abandon(new Set(['lost']));
+    expect(await attempt).toBe(ABANDONED);
+    // It did not run, or ran and saw its signal abort: not to its end.
+    expect([[], ['started', 'NameTakenOverError DURAFLOW_NAME_TAKEN_OVER']]).toContainEqual(await linesOf(file));
+  });
+
   it('aborts the signal of an inline attempt of the name, and reports it with no outcome', async () => {
     const reasons: unknown[] = [];
     const { pool, run } = await openPool(16, fixtureActivities, {
