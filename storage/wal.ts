@@ -376,13 +376,14 @@ export class Wal {
 
   async #flush(batch: Batch): Promise<void> {
     this.#inFlight.add(batch);
-    for (const id of batch.writes.keys()) this.#busy.add(id);
-    for (const { row } of batch.starts) this.#busy.add(row.id);
+    // Kept apart: a retry may drop writes from the batch, and their ids must be freed all the same.
+    const ids = [...batch.writes.keys()];
+    for (const { row } of batch.starts) ids.push(row.id);
+    for (const id of ids) this.#busy.add(id);
     await this.#commitWithRetry(batch);
     this.#cleanUpNowAndThen();
     this.#inFlight.delete(batch);
-    for (const id of batch.writes.keys()) this.#busy.delete(id);
-    for (const { row } of batch.starts) this.#busy.delete(row.id);
+    for (const id of ids) this.#busy.delete(id);
     this.#wakeUncongested();
     this.#startFlushes();
     if (this.#inFlight.size === 0 && this.#pending.isEmpty) {
@@ -426,23 +427,23 @@ export class Wal {
         const isTransient = isRetryableError || isUnanswered;
         // Closing gives a lost connection a few more tries, not an outage's worth of them.
         const willRetry = isTransient && (!this.#isClosed || attempt < CLOSING_RETRIES);
-        this.#options.observer?.flushFailed(error, willRetry);
+        // Refused for a lease lost: only the writes made under it fail. The others go again at
+        // once (the statement stored nothing), rather than be rebuilt and their activities run again.
+        const isLeaseLost = !willRetry && error instanceof LeaseLostError && !this.#isClosed;
+        const lost = isLeaseLost ? await this.#writesUnderLostLeases(batch) : undefined;
+        const isPartial = lost !== undefined && lost.size > 0 && lost.size < batch.writes.size;
+        this.#options.observer?.flushFailed(error, willRetry || isPartial);
         if (willRetry) {
           await sleep(retryDelayMs(attempt, 50, 5_000));
           continue;
         }
-        // Refused for a lease lost: only the writes made under it fail. The others go again at
-        // once (the statement stored nothing), rather than be rebuilt and their activities run again.
-        if (error instanceof LeaseLostError && !this.#isClosed) {
-          const lost = await this.#writesUnderLostLeases(batch);
-          if (lost !== undefined && lost.size > 0 && lost.size < batch.writes.size) {
-            batch.discard(lost);
-            this.#pending.discard(lost);
-            this.#options.onFlushFailed(lost, error);
-            // A start meets again the step that would have created its workflow.
-            starts = startsToInsert(batch);
-            continue;
-          }
+        if (isPartial) {
+          batch.discard(lost);
+          this.#pending.discard(lost);
+          this.#options.onFlushFailed(lost, error);
+          // A start meets again the step that would have created its workflow.
+          starts = startsToInsert(batch);
+          continue;
         }
         this.#fail(batch, error);
         return;

@@ -244,6 +244,25 @@ describe.each(serverBackends)('several engines registering the same workflows on
     await a.close();
   });
 
+  it('commits the steps of other names in a flush refused for one lost name, and stores the start of the lost one for its holder', async () => {
+    const a = await startEngine(db(), { workflows: { tagged, other }, inlineActivities: { whoAmI: async () => 'a' }, leaseTtlMs: 60_000 });
+    try {
+      // Another engine took 'tagged' while this one stalled; it has not renewed since.
+      await db().query(`UPDATE "${db().schema}".leases SET owner = 'elsewhere', epoch = epoch + 1, expires_at = now() + interval '1 hour'
+        WHERE name = 'tagged'`);
+      // Both first steps go in one flush, refused for 'tagged' only.
+      const [lost, kept] = await Promise.all([
+        a.startWorkflow(tagged, { wait: false }, { workflowId: 's-lost' }),
+        a.startWorkflow(other, 1, { workflowId: 's-kept' }),
+      ]);
+      expect(await kept.result({ timeoutMs: 10_000 })).toBe(2);
+      expect(lost.workflowId).toBe('s-lost');
+      expect((await a.inspect('s-lost')).status).toBe('pending');
+    } finally {
+      await a.close();
+    }
+  });
+
   it('runs engines of different workflow names side by side on one schema', async () => {
     const a = await engineNamed('a', 60_000);
     const b = await startEngine(db(), { workflows: { other } });

@@ -133,7 +133,16 @@ describe.each(backends)('workflow leases on $name', (backend) => {
       { workflow_id: 'w2', seq: 1 },
       { workflow_id: 'w2', seq: 2 },
     ]);
+    // The name comes back: the failed workflow's next write, built anew, goes in the next flush.
+    await db.query(`UPDATE "${db.schema}".leases SET expires_at = now() - interval '1 second' WHERE name = 'wf'`);
+    for (const [name, epoch] of await claimLeases(sql, tables, ['wf'], claimant('a'), 60_000)) epochs.set(name, epoch);
+    wal.enqueue(makeWrite('w1', 0, 1), (isRefused) => durable.push(`w1 ${isRefused}`));
+    expect(await wal.enqueueStart(makeStartRow('w3'))).toBe(true);
     await wal.close();
+    expect(durable).toEqual(['w2 false', 'w1 false']);
+    expect(await db.query(`SELECT workflow_id, seq FROM "${db.schema}".history WHERE workflow_id = 'w1'`)).toEqual([
+      { workflow_id: 'w1', seq: 1 },
+    ]);
   });
 
   it('stores the starts of a flush the lease check refused, in the next flush', async () => {
