@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 
 import type { ActorSnapshot } from '../actors/workflow-actor.js';
 import type { Logger } from '../storage/logger.js';
-import { migrate, migrationState } from '../storage/migrate.js';
+import { ForeignSchemaError, migrate, migrationState } from '../storage/migrate.js';
 import { PgDriver } from '../storage/pg-driver.js';
 import { DataDirectoryInUseError } from '../storage/data-dir-lock.js';
 import { NoEmbeddedDatabaseError, PgliteDriver } from '../storage/pglite-driver.js';
@@ -114,6 +114,7 @@ async function openSql(connection: ResolvedConnection, isMigrating: boolean): Pr
  */
 function openFailure(error: unknown): Error {
   if (error instanceof EngineError) return error;
+  if (error instanceof ForeignSchemaError) return new ConfigurationError(error.message, { cause: error });
   if (isRetryable(error)) return new DatabaseUnavailableError('opening the database', error);
   const message = error instanceof Error ? error.message : String(error);
   return new ConfigurationError(`the database refused to be opened: ${message}`, { cause: error });

@@ -1,6 +1,7 @@
 import { readdir, readFile } from 'node:fs/promises';
 
-import type { Sql, Tables } from './sql.js';
+import { isAlreadyThere } from './pg-errors.js';
+import type { Queryable, Sql, Tables } from './sql.js';
 
 const MIGRATIONS_DIR = new URL('./migrations/', import.meta.url);
 
@@ -21,6 +22,47 @@ async function loadMigrations(): Promise<Migration[]> {
   );
 }
 
+/**
+ * The schema holds tables duraflow did not make (another application's or tool's, in a schema
+ * they share): nothing is read from them or written to the schema.
+ */
+export class ForeignSchemaError extends Error {
+  constructor(schema: string, what: string) {
+    super(`schema "${schema}" ${what}: give duraflow a schema of its own (the default is "duraflow")`);
+    this.name = 'ForeignSchemaError';
+  }
+}
+
+/** The columns of duraflow's `migrations` table, by name. */
+const MIGRATIONS_COLUMNS = 'applied_at,name,version';
+
+/**
+ * Whether the schema has a `migrations` table; refuses one that is not duraflow's (another tool's
+ * in a shared schema, `public` say), which it could otherwise take for its own record.
+ */
+async function hasOwnMigrationsTable(sql: Queryable, tables: Tables, migrations: readonly Migration[]): Promise<boolean> {
+  const { rows } = await sql.query<{ column_name: string }>(
+    `SELECT column_name FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'migrations' ORDER BY column_name`,
+    [tables.schema],
+  );
+  if (rows.length === 0) return false;
+  const columns = rows.map((row) => row.column_name).join(',');
+  if (columns !== MIGRATIONS_COLUMNS) {
+    throw new ForeignSchemaError(tables.schema, `has a table "migrations" that is not duraflow's (its columns are ${columns})`);
+  }
+  const applied = await sql.query<{ version: number; name: string }>(`SELECT version, name FROM ${tables.migrations}`);
+  for (const row of applied.rows) {
+    const ours = migrations.find((m) => m.version === row.version);
+    if (ours && ours.name !== row.name) {
+      throw new ForeignSchemaError(
+        tables.schema,
+        `has a table "migrations" that is not duraflow's (its version ${row.version} is ${JSON.stringify(row.name)}, not ${JSON.stringify(ours.name)})`,
+      );
+    }
+  }
+  return true;
+}
+
 /** How far a schema is migrated; `applied` is undefined when it holds no duraflow tables. */
 export interface MigrationState {
   applied: number | undefined;
@@ -29,11 +71,9 @@ export interface MigrationState {
 
 /** Reads how far `tables.schema` is migrated, writing nothing (not even the schema). */
 export async function migrationState(sql: Sql, tables: Tables): Promise<MigrationState> {
-  const newest = Math.max(...(await loadMigrations()).map((m) => m.version));
-  const { rows } = await sql.query(`SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = $1 AND tablename = 'migrations'`, [
-    tables.schema,
-  ]);
-  if (rows.length === 0) return { applied: undefined, newest };
+  const migrations = await loadMigrations();
+  const newest = Math.max(...migrations.map((m) => m.version));
+  if (!(await hasOwnMigrationsTable(sql, tables, migrations))) return { applied: undefined, newest };
   const versions = await sql.query<{ applied: number | null }>(`SELECT max(version) AS applied FROM ${tables.migrations}`);
   return { applied: versions.rows[0]?.applied ?? undefined, newest };
 }
@@ -50,6 +90,7 @@ export async function migrate(sql: Sql, tables: Tables): Promise<void> {
     await tx.query('SET TRANSACTION ISOLATION LEVEL READ COMMITTED');
     await tx.query(`SELECT pg_advisory_xact_lock(hashtext($1))`, [`duraflow:${tables.schema}`]);
     await tx.query(`CREATE SCHEMA IF NOT EXISTS "${tables.schema}"`);
+    await hasOwnMigrationsTable(tx, tables, migrations);
     await tx.query(
       `CREATE TABLE IF NOT EXISTS ${tables.migrations} (
          version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`,
@@ -60,7 +101,11 @@ export async function migrate(sql: Sql, tables: Tables): Promise<void> {
     await tx.query(`SELECT set_config('search_path', $1, true)`, [`"${tables.schema}"`]);
     for (const migration of migrations) {
       if (applied.has(migration.version)) continue;
-      await tx.exec(migration.sql);
+      await tx.exec(migration.sql).catch((error: unknown) => {
+        if (!isAlreadyThere(error)) throw error;
+        const reason = error instanceof Error ? error.message : String(error);
+        throw new ForeignSchemaError(tables.schema, `already has what duraflow's migration ${migration.name} creates (${reason})`);
+      });
       await tx.query(`INSERT INTO ${tables.migrations} (version, name) VALUES ($1, $2)`, [
         migration.version,
         migration.name,

@@ -52,6 +52,12 @@ export function isRetryable(error: unknown): boolean {
   );
 }
 
+/** Whether `error` says a table, index or other object a statement creates exists already. */
+export function isAlreadyThere(error: unknown): boolean {
+  const code = codeOf(error);
+  return code === '42P07' || code === '42710';
+}
+
 /**
  * Whether `error` is the failure a statement provokes on purpose to abort itself: a text cast to
  * int (SQLSTATE 22P02) of a message starting with `marker`.

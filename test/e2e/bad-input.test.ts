@@ -265,6 +265,37 @@ describe.each(backends)('bad input on $name', (backend) => {
     }
   });
 
+  it('refuses a schema that holds tables it did not make, naming them, and changes nothing in it', async () => {
+    const tablesOf = async () =>
+      db.query(`SELECT table_name FROM information_schema.tables WHERE table_schema = $1 ORDER BY 1`, [db.schema]);
+    const open = (migrate = true) =>
+      migrate
+        ? createEngine({ database: db.database, schema: db.schema, workflows: { idle }, logger: quietLogger })
+        : createClient({ database: db.database, schema: db.schema, logger: quietLogger, migrate: false });
+    await db.query(`CREATE SCHEMA IF NOT EXISTS "${db.schema}"`);
+    // Another tool's record of its migrations, under the same name.
+    await db.query(`CREATE TABLE "${db.schema}".migrations (id serial PRIMARY KEY, "timestamp" bigint NOT NULL, name text NOT NULL)`);
+    for (const migrate of [true, false]) {
+      const refused = open(migrate);
+      await expect(refused).rejects.toBeInstanceOf(ConfigurationError);
+      await expect(refused).rejects.toThrow(
+        `schema "${db.schema}" has a table "migrations" that is not duraflow's (its columns are id,name,timestamp): give duraflow a schema of its own`,
+      );
+    }
+    // One with duraflow's columns, but not its migrations.
+    await db.query(`DROP TABLE "${db.schema}".migrations`);
+    await db.query(`CREATE TABLE "${db.schema}".migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
+    await db.query(`INSERT INTO "${db.schema}".migrations (version, name) VALUES (1, 'create_users')`);
+    await expect(open()).rejects.toThrow(`its version 1 is "create_users", not "0001_init.sql"`);
+    // An application's table of the same name as one of duraflow's.
+    await db.query(`DROP TABLE "${db.schema}".migrations`);
+    await db.query(`CREATE TABLE "${db.schema}".workflows (id serial PRIMARY KEY, title text)`);
+    const taken = open();
+    await expect(taken).rejects.toBeInstanceOf(ConfigurationError);
+    await expect(taken).rejects.toThrow(`schema "${db.schema}" already has what duraflow's migration 0001_init.sql creates`);
+    expect(await tablesOf()).toEqual([{ table_name: 'workflows' }]);
+  });
+
   it('opens a client with migrate off only on a schema this version migrated, writing nothing', async () => {
     const options = { database: db.database, schema: db.schema, logger: quietLogger, migrate: false };
     await expect(createClient(options)).rejects.toThrow(`schema "${db.schema}" holds no duraflow tables`);
