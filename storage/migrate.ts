@@ -28,35 +28,45 @@ async function loadMigrations(): Promise<Migration[]> {
  */
 export class ForeignSchemaError extends Error {
   constructor(schema: string, what: string) {
-    super(`schema "${schema}" ${what}: give duraflow a schema of its own (the default is "duraflow")`);
+    super(`schema "${schema}" ${what}: give duraflow a schema that no other tool or application uses`);
     this.name = 'ForeignSchemaError';
   }
 }
 
-/** The columns of duraflow's `migrations` table, by name. */
-const MIGRATIONS_COLUMNS = 'applied_at,name,version';
+/** The columns duraflow's `migrations` table has, with their types (a later version may add more). */
+const MIGRATIONS_COLUMNS: readonly string[] = ['applied_at timestamp with time zone', 'name text', 'version integer'];
+
+/** How duraflow names a migration: its file's name, which starts with its version. */
+const MIGRATION_NAME = /^(\d{4})_.+\.sql$/;
 
 /**
  * Whether the schema has a `migrations` table; refuses one that is not duraflow's (another tool's
- * in a shared schema, `public` say), which it could otherwise take for its own record.
+ * in a shared schema, `public` say), which it could otherwise take for its own record and write
+ * into. Read from the catalog, which shows every column whatever the caller may read.
  */
 async function hasOwnMigrationsTable(sql: Queryable, tables: Tables, migrations: readonly Migration[]): Promise<boolean> {
-  const { rows } = await sql.query<{ column_name: string }>(
-    `SELECT column_name FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'migrations' ORDER BY column_name`,
+  const { rows } = await sql.query<{ is_table: boolean; col: string | null }>(
+    `SELECT c.relkind IN ('r', 'p') AS is_table, a.attname || ' ' || format_type(a.atttypid, a.atttypmod) AS col
+     FROM pg_catalog.pg_class c
+     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+     LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+     WHERE n.nspname = $1 AND c.relname = 'migrations'
+     ORDER BY col`,
     [tables.schema],
   );
   if (rows.length === 0) return false;
-  const columns = rows.map((row) => row.column_name).join(',');
-  if (columns !== MIGRATIONS_COLUMNS) {
-    throw new ForeignSchemaError(tables.schema, `has a table "migrations" that is not duraflow's (its columns are ${columns})`);
+  const columns = rows.map((row) => row.col).filter((col): col is string => col !== null);
+  if (!rows[0]!.is_table || !MIGRATIONS_COLUMNS.every((col) => columns.includes(col))) {
+    throw new ForeignSchemaError(tables.schema, `has a "migrations" that is not duraflow's table (its columns are ${columns.join(', ') || 'none'})`);
   }
-  const applied = await sql.query<{ version: number; name: string }>(`SELECT version, name FROM ${tables.migrations}`);
-  for (const row of applied.rows) {
-    const ours = migrations.find((m) => m.version === row.version);
-    if (ours && ours.name !== row.name) {
+  const applied = await sql.query<{ version: number; name: string }>(`SELECT version, name FROM ${tables.migrations} ORDER BY version`);
+  for (const { version, name } of applied.rows) {
+    const ours = migrations.find((m) => m.version === version);
+    const named = MIGRATION_NAME.exec(name);
+    if (ours ? ours.name !== name : !named || Number(named[1]) !== version) {
       throw new ForeignSchemaError(
         tables.schema,
-        `has a table "migrations" that is not duraflow's (its version ${row.version} is ${JSON.stringify(row.name)}, not ${JSON.stringify(ours.name)})`,
+        `has a table "migrations" that is not duraflow's (its version ${version} is ${JSON.stringify(name)}${ours ? `, not ${JSON.stringify(ours.name)}` : ''})`,
       );
     }
   }

@@ -279,7 +279,7 @@ describe.each(backends)('bad input on $name', (backend) => {
       const refused = open(migrate);
       await expect(refused).rejects.toBeInstanceOf(ConfigurationError);
       await expect(refused).rejects.toThrow(
-        `schema "${db.schema}" has a table "migrations" that is not duraflow's (its columns are id,name,timestamp): give duraflow a schema of its own`,
+        `schema "${db.schema}" has a "migrations" that is not duraflow's table (its columns are id integer, name text, timestamp bigint): give duraflow a schema that no other tool or application uses`,
       );
     }
     // One with duraflow's columns, but not its migrations.
@@ -287,6 +287,14 @@ describe.each(backends)('bad input on $name', (backend) => {
     await db.query(`CREATE TABLE "${db.schema}".migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
     await db.query(`INSERT INTO "${db.schema}".migrations (version, name) VALUES (1, 'create_users')`);
     await expect(open()).rejects.toThrow(`its version 1 is "create_users", not "0001_init.sql"`);
+    // Or none of duraflow's versions at all.
+    await db.query(`UPDATE "${db.schema}".migrations SET version = 20240115`);
+    for (const migrate of [true, false]) await expect(open(migrate)).rejects.toThrow(`its version 20240115 is "create_users")`);
+    // Or duraflow's columns under other types.
+    await db.query(`DROP TABLE "${db.schema}".migrations`);
+    await db.query(`CREATE TABLE "${db.schema}".migrations (version bigint PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
+    await expect(open()).rejects.toThrow('(its columns are applied_at timestamp with time zone, name text, version bigint)');
+    expect(await db.query(`SELECT * FROM "${db.schema}".migrations`)).toEqual([]);
     // An application's table of the same name as one of duraflow's.
     await db.query(`DROP TABLE "${db.schema}".migrations`);
     await db.query(`CREATE TABLE "${db.schema}".workflows (id serial PRIMARY KEY, title text)`);
