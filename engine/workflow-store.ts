@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 
 import type { ActorSnapshot } from '../actors/workflow-actor.js';
 import type { Logger } from '../storage/logger.js';
-import { ForeignSchemaError, migrate, migrationState } from '../storage/migrate.js';
+import { ForeignSchemaError, type MigrationState, migrate, migrationState } from '../storage/migrate.js';
 import { PgDriver } from '../storage/pg-driver.js';
 import { DataDirectoryInUseError } from '../storage/data-dir-lock.js';
 import { NoEmbeddedDatabaseError, PgliteDriver } from '../storage/pglite-driver.js';
@@ -120,8 +120,8 @@ function openFailure(error: unknown): Error {
   return new ConfigurationError(`the database refused to be opened: ${message}`, { cause: error });
 }
 
-/** Refuses a schema that lacks this version's tables, naming what it found. */
-async function checkMigrated(sql: Sql, tables: Tables): Promise<void> {
+/** Refuses a schema that lacks this version's tables, naming what it found; returns where it is. */
+async function checkMigrated(sql: Sql, tables: Tables): Promise<MigrationState> {
   const { applied, newest } = await migrationState(sql, tables);
   if (applied === undefined) {
     throw new ConfigurationError(`schema "${tables.schema}" holds no duraflow tables (and none are created when migrate is false)`);
@@ -131,6 +131,7 @@ async function checkMigrated(sql: Sql, tables: Tables): Promise<void> {
       `schema "${tables.schema}" is at migration ${applied} and this version needs ${newest}: open an engine or a client with migrate on to upgrade it`,
     );
   }
+  return { applied, newest };
 }
 
 /**
@@ -178,8 +179,14 @@ export class WorkflowStore {
     const tables = tablesFor(connection.schema);
     const sql = await openSql(connection, isMigrating);
     try {
-      if (isMigrating) await migrate(sql, tables);
-      else await checkMigrated(sql, tables);
+      const { applied = 0, newest } = isMigrating ? await migrate(sql, tables) : await checkMigrated(sql, tables);
+      // During a rolling deploy the old version runs on beside the new one: told, not refused.
+      if (applied > newest) {
+        connection.logger.warn(
+          { schema: tables.schema, applied, newest },
+          `schema "${tables.schema}" was migrated by a newer duraflow (to migration ${applied}; this version knows up to ${newest}): upgrade this process, as what the newer version changed may fail here`,
+        );
+      }
       const store = new WorkflowStore(sql, tables, connection);
       store.#unlisten = await sql.listen(tables.channel, (payload) => store.#notice(payload));
       return store;

@@ -90,11 +90,13 @@ export async function migrationState(sql: Sql, tables: Tables): Promise<Migratio
 
 /**
  * Brings `tables.schema` up to the newest migration. Forward-only and idempotent; an advisory
- * lock keyed by the schema name serialises engines that start together.
+ * lock keyed by the schema name serialises engines that start together. Returns where the schema
+ * now is (further than this version's newest if a newer version migrated it).
  */
-export async function migrate(sql: Sql, tables: Tables): Promise<void> {
+export async function migrate(sql: Sql, tables: Tables): Promise<MigrationState> {
   const migrations = await loadMigrations();
-  await sql.transaction(async (tx) => {
+  const newest = Math.max(...migrations.map((m) => m.version));
+  return sql.transaction(async (tx) => {
     // Whatever the database's default: a migrator that waited on the lock must then read what the
     // holder committed, which a snapshot taken before the wait (repeatable read) would not show.
     await tx.query('SET TRANSACTION ISOLATION LEVEL READ COMMITTED');
@@ -121,5 +123,6 @@ export async function migrate(sql: Sql, tables: Tables): Promise<void> {
         migration.name,
       ]);
     }
+    return { applied: Math.max(newest, ...applied), newest };
   });
 }

@@ -304,6 +304,25 @@ describe.each(backends)('bad input on $name', (backend) => {
     expect(await tablesOf()).toEqual([{ table_name: 'workflows' }]);
   });
 
+  it('warns, and runs on, on a schema a newer duraflow migrated further', async () => {
+    await (await openClient(db)).close();
+    await db.query(`INSERT INTO "${db.schema}".migrations (version, name) VALUES (99, '0099_from_the_future.sql')`);
+    const warnings: string[] = [];
+    const logger = { ...quietLogger, warn: (_obj: object, msg?: string) => void warnings.push(msg ?? '') };
+    const engine = await createEngine({ database: db.database, schema: db.schema, workflows: { twice }, inlineActivities: { double: async (n: number) => n * 2 }, logger });
+    try {
+      expect(warnings.filter((m) => m.includes('newer duraflow'))).toEqual([
+        expect.stringMatching(new RegExp(`^schema "${db.schema}" was migrated by a newer duraflow \\(to migration 99; this version knows up to \\d+\\)`)),
+      ]);
+      expect(await (await engine.startWorkflow(twice, 4)).result()).toBe(8);
+    } finally {
+      await engine.close();
+    }
+    const client = await createClient({ database: db.database, schema: db.schema, logger, migrate: false });
+    await client.close();
+    expect(warnings.filter((m) => m.includes('newer duraflow'))).toHaveLength(2);
+  });
+
   it('opens a client with migrate off only on a schema this version migrated, writing nothing', async () => {
     const options = { database: db.database, schema: db.schema, logger: quietLogger, migrate: false };
     await expect(createClient(options)).rejects.toThrow(`schema "${db.schema}" holds no duraflow tables`);
