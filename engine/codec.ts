@@ -13,17 +13,22 @@ function lossyKind(value: object): string | undefined {
   return undefined;
 }
 
+/** Where in a value the replacer is, for its errors. */
+function placeOf(key: string): string {
+  return key === '' ? 'the top level' : `key ${JSON.stringify(key)}`;
+}
+
+// Called for every value a payload holds: nothing is allocated unless it throws.
 function rejectNonJson(this: unknown, key: string, value: unknown): unknown {
-  const where = (): string => (key === '' ? 'the top level' : `key ${JSON.stringify(key)}`);
   switch (typeof value) {
     case 'function':
     case 'symbol':
     case 'bigint':
-      throw new TypeError(`${typeof value} at ${where()}`);
+      throw new TypeError(`${typeof value} at ${placeOf(key)}`);
     case 'object': {
       // After toJSON: a Buffer (which has one) arrives here as a plain object and is kept.
       const kind = value === null ? undefined : lossyKind(value);
-      if (kind) throw new TypeError(`${kind} at ${where()} (JSON would store it as an object without its contents)`);
+      if (kind) throw new TypeError(`${kind} at ${placeOf(key)} (JSON would store it as an object without its contents)`);
       return value;
     }
     default:
@@ -34,8 +39,8 @@ function rejectNonJson(this: unknown, key: string, value: unknown): unknown {
 /**
  * JSON data conversion with strict checks: functions, symbols, BigInts, cycles, Maps, Sets and
  * binary buffers without a toJSON are refused rather than silently dropped, emptied or crashing
- * later, and payloads over `maxBytes` are refused. As in
- * JSON, `undefined` object properties are left out and a top-level `undefined` means "no value".
+ * later, and payloads over `maxBytes` are refused. As in JSON, `undefined` object properties are
+ * left out and a top-level `undefined` means "no value".
  */
 export class JsonCodec implements Codec {
   readonly #maxBytes: number;
