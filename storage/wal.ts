@@ -376,14 +376,13 @@ export class Wal {
 
   async #flush(batch: Batch): Promise<void> {
     this.#inFlight.add(batch);
-    // Kept apart: a retry may drop writes from the batch, and their ids must be freed all the same.
-    const ids = [...batch.writes.keys()];
-    for (const { row } of batch.starts) ids.push(row.id);
-    for (const id of ids) this.#busy.add(id);
+    for (const id of batch.writes.keys()) this.#busy.add(id);
+    for (const { row } of batch.starts) this.#busy.add(row.id);
     await this.#commitWithRetry(batch);
     this.#cleanUpNowAndThen();
     this.#inFlight.delete(batch);
-    for (const id of ids) this.#busy.delete(id);
+    for (const id of batch.writes.keys()) this.#busy.delete(id);
+    for (const { row } of batch.starts) this.#busy.delete(row.id);
     this.#wakeUncongested();
     this.#startFlushes();
     if (this.#inFlight.size === 0 && this.#pending.isEmpty) {
@@ -439,6 +438,8 @@ export class Wal {
         }
         if (isPartial) {
           batch.discard(lost);
+          // Out of the batch, so out of #flush's release at its end: freed here.
+          for (const id of lost) this.#busy.delete(id);
           this.#pending.discard(lost);
           this.#options.onFlushFailed(lost, error);
           // A start meets again the step that would have created its workflow.
