@@ -26,10 +26,13 @@ interface Part {
   main?: (t: Tables) => string;
 }
 
-const commitInsert = (t: Tables): string => `INSERT INTO ${t.walCommits} (token, inserted) VALUES ($1, ARRAY[]::text[])`;
-
-/** The token's insert, made only if the lease check holds (see `commitFenced`). */
-function fencedCommitInsert(t: Tables, inserted: string): string {
+/**
+ * The flush's token insert, with the ids of the workflows the flush created (`withStarts`: read
+ * from `ins_wf`), and only if the lease check holds (`isFenced`: see `commitFenced`).
+ */
+function tokenInsert(t: Tables, withStarts: boolean, isFenced: boolean): string {
+  const inserted = withStarts ? `(SELECT coalesce(array_agg(id), '{}') FROM ins_wf)` : 'ARRAY[]::text[]';
+  if (!isFenced) return `INSERT INTO ${t.walCommits} (token, inserted) SELECT $1, ${inserted}`;
   return `INSERT INTO ${t.walCommits} (token, inserted)
     SELECT $1, ${inserted}
     WHERE (SELECT CASE WHEN count(*) <> cardinality($3::text[])
@@ -158,14 +161,12 @@ const PARTS = {
   // The flush's token, so a flush whose answer was lost can be told committed or not.
   commit: {
     params: 1,
-    cte: (t) => `ins_c AS (
-    ${commitInsert(t)})`,
-    main: commitInsert,
+    cte: (t) => `ins_c AS (${tokenInsert(t, false, false)})`,
+    main: (t) => tokenInsert(t, false, false),
   },
   commitWithStarts: {
     params: 1,
-    cte: (t) => `ins_c AS (
-    INSERT INTO ${t.walCommits} (token, inserted) SELECT $1, coalesce(array_agg(id), '{}') FROM ins_wf)`,
+    cte: (t) => `ins_c AS (${tokenInsert(t, true, false)})`,
   },
   // The token, recorded only if the engine still holds each name it writes at the epoch stamped
   // on the write ($2 owner, $3 names, $4 epochs); else the cast aborts the whole statement.
@@ -176,14 +177,12 @@ const PARTS = {
   // plain INSERT (no SELECT over the CTEs to read a check back).
   commitFenced: {
     params: 4,
-    cte: (t) => `ins_c AS (
-    ${fencedCommitInsert(t, 'ARRAY[]::text[]')})`,
-    main: (t) => fencedCommitInsert(t, 'ARRAY[]::text[]'),
+    cte: (t) => `ins_c AS (${tokenInsert(t, false, true)})`,
+    main: (t) => tokenInsert(t, false, true),
   },
   commitWithStartsFenced: {
     params: 4,
-    cte: (t) => `ins_c AS (
-    ${fencedCommitInsert(t, `(SELECT coalesce(array_agg(id), '{}') FROM ins_wf)`)})`,
+    cte: (t) => `ins_c AS (${tokenInsert(t, true, true)})`,
   },
 } satisfies Record<string, Part>;
 
