@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { linkSync, mkdirSync, readFileSync, realpathSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
-import { bootId, processStartTicks } from './process-identity.js';
+import { bootId, isPidInUse, processStartTicks } from './process-identity.js';
 
 /** Thrown when the embedded database's directory is open in a process already. */
 export class DataDirectoryInUseError extends Error {
@@ -129,13 +129,7 @@ function isLive(holder: Holder, me: Holder, lockFile: string): boolean {
   }
   // Without start times: this pid on a lock is this process's only if it holds it.
   if (holder.pid === me.pid) return held.has(lockFile);
-  try {
-    process.kill(holder.pid, 0);
-    return true;
-  } catch (error) {
-    // EPERM: the process exists but belongs to another user.
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
+  return isPidInUse(holder.pid);
 }
 
 function removeIfPresent(file: string): void {

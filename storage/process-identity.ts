@@ -61,8 +61,11 @@ export async function hasProcessEnded(holderIdentity: string, ownIdentity: strin
   return state === 'Z' || state === 'X' || ticks !== started;
 }
 
-/** Whether a process has `pid`, as the kernel says (`/proc` may hide one it runs). */
-function isPidInUse(pid: number): boolean {
+/**
+ * Whether a process has `pid`, as the kernel says (`/proc` may hide one it runs; one of another
+ * user's is there all the same).
+ */
+export function isPidInUse(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
