@@ -103,11 +103,6 @@ export interface ActorHost {
   /** Called after the step behind `effects` committed. */
   release(workflowId: string, effects: Effects): void;
   /**
-   * Called when an actor had to be dropped with messages it could not keep (a failed load): the
-   * engine re-delivers what the database says is pending for it.
-   */
-  recover(workflowIds: ReadonlySet<string>): void;
-  /**
    * Called when an actor failed (loading, replaying or running a step) and was dropped: the
    * engine rebuilds it from the database, after a growing pause if it keeps failing.
    */

@@ -86,13 +86,13 @@ type TimerPayload =
 /** Rows read per recovery query. */
 const RECOVERY_BATCH = 10_000;
 
-/** First pause before rebuilding an actor that failed again, doubled at each failure up to REBUILD_MAX_MS. */
-const REBUILD_FIRST_MS = 100;
-const REBUILD_MAX_MS = 60_000;
-
-/** How long to wait before the rebuild after an actor's `failures`-th failure in a row: none after the first. */
+/**
+ * How long to wait before the rebuild after an actor's `failures`-th failure in a row: none after
+ * the first, then from 100 ms doubling up to a minute (jittered, so actors failed together by one
+ * outage do not come back together).
+ */
 function rebuildDelayMs(failures: number): number {
-  return failures <= 1 ? 0 : Math.min(REBUILD_MAX_MS, REBUILD_FIRST_MS * 2 ** (failures - 2));
+  return failures <= 1 ? 0 : retryDelayMs(failures - 2, 100, 60_000);
 }
 
 const timerKey = (workflowId: string, commandId: number): string => `t\0${workflowId}\0${commandId}`;
@@ -282,8 +282,9 @@ class EngineImpl implements Engine, ActorHost {
     }
   }
 
-  recover(workflowIds: ReadonlySet<string>): void {
-    void this.#recoverWithRetry({ workflowIds: [...workflowIds] });
+  /** Re-delivers what the database says is unfinished for these workflows. */
+  #recoverWorkflows(workflowIds: string[]): void {
+    void this.#recoverWithRetry({ workflowIds });
   }
 
   rebuild(workflowId: string): void {
@@ -294,12 +295,12 @@ class EngineImpl implements Engine, ActorHost {
     if (this.#rebuilds.has(workflowId)) return;
     const delayMs = rebuildDelayMs(failures);
     if (delayMs === 0) {
-      this.recover(new Set([workflowId]));
+      this.#recoverWorkflows([workflowId]);
       return;
     }
     const timer = setTimeout(() => {
       this.#rebuilds.delete(workflowId);
-      if (!this.#isClosing) this.recover(new Set([workflowId]));
+      if (!this.#isClosing) this.#recoverWorkflows([workflowId]);
     }, delayMs);
     this.#rebuilds.set(workflowId, timer);
   }
@@ -507,7 +508,7 @@ class EngineImpl implements Engine, ActorHost {
     if (outcome === undefined) {
       // Taken back while the abandoned attempt ran on: the recovery then could not run the task
       // (it was still in flight), so it runs now.
-      if (this.#leases.holds(workflowName)) this.recover(new Set([task.workflowId]));
+      if (this.#leases.holds(workflowName)) this.#recoverWorkflows([task.workflowId]);
       return;
     }
     const { workflowId, commandId, attempt } = task;
@@ -594,9 +595,10 @@ class EngineImpl implements Engine, ActorHost {
       if (isLeaseLost && !this.#isClosing) this.#storeForHolder(creation.row, creation.settle);
       else creation.settle(failure);
     }
-    // Which names are gone is known once a claim has asked: rebuild only what is still held.
-    if (isLeaseLost) void this.#leases.claim().then(() => this.recover(workflowIds));
-    else this.recover(workflowIds);
+    // Which names are gone is known once a claim has asked: rebuild only what is still held. A
+    // batch that failed otherwise is rebuilt as any failed actor is, with backoff if it fails again.
+    if (isLeaseLost) void this.#leases.claim().then(() => this.#recoverWorkflows([...workflowIds]));
+    else for (const id of workflowIds) this.rebuild(id);
   }
 
   /** Stores a start whose first step could not be committed here, for the name's holder to run. */

@@ -34,7 +34,7 @@ function actorWithCommits(): { actor: WorkflowActor; writes: WorkflowWrite[]; re
     },
     workflow: () => callsOneActivity,
     release: (_id: string, effects: Effects) => released.push(effects),
-    recover() {},
+    rebuild() {},
     readInbox() {},
   } as unknown as ActorHost;
   const seed = { id: 'w', name: 'callsOneActivity', version: '1', status: 'pending', input: null, error: null } as WorkflowRow;
