@@ -72,8 +72,6 @@ interface Pending<T extends PoolTask> {
   /** The pool's short name for `workflowName`, sent with the attempt (see `AttemptStops`). */
   group: string;
   timeoutMs: number | undefined;
-  /** Set by `abandon`: its end is reported with no outcome. */
-  isAbandoned?: true;
 }
 
 function toActivityTask(pending: Pending<PoolTask>, startId?: number): ActivityTask {
@@ -184,12 +182,12 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
   #meanAttemptMs: number | undefined;
   #batchesSent = 0;
   #isPumpScheduled = false;
-  /** Inline attempts running, by id. */
-  readonly #inlineRunning = new Map<number, Pending<T>>();
-  /** Stops inline attempts, as each thread has its own for its attempts. */
-  readonly #inlineStops = new AttemptStops();
-  /** Attempts to run alone, by id, from their submission (through the wait for a slot) to their end. */
-  readonly #alone = new Map<number, Pending<T>>();
+  #inlineRunning = 0;
+  /**
+   * Every stop `abandon` made: it tells which attempts are abandoned (see `#isAbandoned`), and
+   * aborts the signals of inline ones, as each thread's own does for its attempts.
+   */
+  readonly #stopped = new AttemptStops();
   /** Short names of the workflow names attempts were submitted for (see `AttemptStops`). */
   readonly #groups = new Map<string, string>();
   /** Every stop sent to the threads, by group: sent again to each thread that starts later. */
@@ -313,7 +311,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
 
   /** Attempts running now, in threads and inline. */
   get running(): number {
-    return this.#running.size + this.#aloneInThreads + this.#inlineRunning.size;
+    return this.#running.size + this.#aloneInThreads + this.#inlineRunning;
   }
 
   /**
@@ -354,7 +352,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
       const group = this.#groups.get(name);
       if (group === undefined) continue;
       this.#stops.set(group, [group, maxId, name]);
-      this.#inlineStops.stop(group, maxId, new NameTakenOverError(name));
+      this.#stopped.stop(group, maxId, new NameTakenOverError(name));
     }
     this.#sendStops();
     const isTheirs = (p: Pending<T>): boolean => workflowNames.has(p.workflowName);
@@ -365,17 +363,16 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
       else this.#waiting[kept++] = p;
     }
     this.#waiting.length = kept;
-    for (const running of [this.#running, this.#alone, this.#inlineRunning]) {
-      for (const p of running.values()) if (isTheirs(p)) p.isAbandoned = true;
+    // Those waiting for a single-attempt slot are told now that they may not run; running ones
+    // are reported with no outcome once they end (#report).
+    const toldOff: ((mayRun: boolean) => void)[] = [];
+    kept = 0;
+    for (const waiting of this.#aloneWaiting) {
+      if (isTheirs(waiting.pending)) toldOff.push(waiting.tell);
+      else this.#aloneWaiting[kept++] = waiting;
     }
-    // Those still waiting for a single-attempt slot are told now that they may not run.
-    const toldOff = this.#aloneWaiting.filter(({ pending }) => pending.isAbandoned);
-    if (toldOff.length > 0) {
-      const stillWaiting = this.#aloneWaiting.filter(({ pending }) => !pending.isAbandoned);
-      this.#aloneWaiting.length = 0;
-      for (const waiting of stillWaiting) this.#aloneWaiting.push(waiting);
-      for (const { tell } of toldOff) tell(false);
-    }
+    this.#aloneWaiting.length = kept;
+    for (const tell of toldOff) tell(false);
     for (const p of queued) this.#onOutcome(p.task, undefined, p.workflowName);
   }
 
@@ -384,9 +381,14 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
     if (this.#stops.size > 0) this.#closeChannel.postMessage({ stop: [...this.#stops.values()] } satisfies ThreadControl);
   }
 
+  /** Whether `abandon` stopped the attempt: ids only grow, so a stop covers every attempt made before it. */
+  #isAbandoned(pending: Pending<T>): boolean {
+    return this.#stopped.reasonFor(pending.id, pending.group) !== undefined;
+  }
+
   /** Reports the end of an attempt: its outcome, or none if it was abandoned. */
   #report(pending: Pending<T>, outcome: ActivityOutcome): void {
-    this.#onOutcome(pending.task, pending.isAbandoned ? undefined : outcome, pending.workflowName);
+    this.#onOutcome(pending.task, this.#isAbandoned(pending) ? undefined : outcome, pending.workflowName);
   }
 
   /**
@@ -406,15 +408,15 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
   }
 
   async #runInline(fn: ActivityFunction, pending: Pending<T>): Promise<void> {
-    this.#inlineRunning.set(pending.id, pending);
+    this.#inlineRunning++;
     const attempt = toActivityTask(pending);
     let outcome: ActivityOutcome;
     try {
-      outcome = await runAttempt(fn, attempt, decodeInput(attempt), this.#closing.signal, this.#codec, this.#inlineStops);
+      outcome = await runAttempt(fn, attempt, decodeInput(attempt), this.#closing.signal, this.#codec, this.#stopped);
     } catch (error) {
       outcome = { ok: false, failure: toFailure(error), startedAt: Date.now(), durationMs: 0 };
     } finally {
-      this.#inlineRunning.delete(pending.id);
+      this.#inlineRunning--;
     }
     this.#report(pending, outcome);
   }
@@ -424,15 +426,6 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
    * so the next crash names its culprit, and an activity that killed or blocked its thread before.
    */
   async #runAlone(pending: Pending<T>): Promise<void> {
-    this.#alone.set(pending.id, pending);
-    try {
-      await this.#runAloneOnceSlotted(pending);
-    } finally {
-      this.#alone.delete(pending.id);
-    }
-  }
-
-  async #runAloneOnceSlotted(pending: Pending<T>): Promise<void> {
     const { task, timeoutMs } = pending;
     const isolated = this.#isolated!;
     // Piscina would queue the rest itself, but a thread of a pool with no minimum that dies does
@@ -445,7 +438,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
     }
     // Handed a slot as the pool closed (by an outcome that closed it, say), or abandoned while it
     // waited for one: it runs no more.
-    if (this.#closing.signal.aborted || pending.isAbandoned) {
+    if (this.#closing.signal.aborted || this.#isAbandoned(pending)) {
       this.#passAloneSlot();
       this.#report(pending, closedOutcome());
       return;
@@ -564,7 +557,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
             for (const p of batch) {
               if (!this.#running.delete(p.id)) continue;
               this.#disarmHardDeadline(p.id);
-              if (this.#closing.signal.aborted || p.isAbandoned) this.#report(p, closedOutcome());
+              if (this.#closing.signal.aborted || this.#isAbandoned(p)) this.#report(p, closedOutcome());
               else if (sent.isStarted) void this.#runAlone(p);
               else again.push({ ...p, id: this.#nextId++ });
             }
