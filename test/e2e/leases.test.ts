@@ -31,6 +31,11 @@ async function tagged(ctx: WorkflowContext, input: { wait: boolean }): Promise<s
   return whoAmI();
 }
 
+/** `tagged` under a second name, so one engine holds two names. */
+async function taggedToo(ctx: WorkflowContext, input: { wait: boolean }): Promise<string> {
+  return tagged(ctx, input);
+}
+
 async function other(_ctx: WorkflowContext, n: number): Promise<number> {
   return n + 1;
 }
@@ -259,6 +264,37 @@ describe.each(serverBackends)('several engines registering the same workflows on
       expect(lost.workflowId).toBe('s-lost');
       expect((await a.inspect('s-lost')).status).toBe('pending');
     } finally {
+      await a.close();
+    }
+  });
+
+  it('rebuilds none of the workflows of other names whose steps shared a flush refused for one lost name', async () => {
+    const a = await startEngine(db(), { workflows: { tagged, taggedToo }, inlineActivities: { whoAmI: async () => 'a' }, leaseTtlMs: 60_000 });
+    let lock: { release(): Promise<void> } = { release: async () => undefined };
+    try {
+      const handles = await Promise.all(
+        ['t-lost', 'b-1', 'b-2', 't-kept'].map((id) => a.startWorkflow(id === 't-lost' ? tagged : taggedToo, { wait: true }, { workflowId: id })),
+      );
+      for (const { workflowId } of handles) await waitFor(async () => (await a.inspect(workflowId)).waitingOn.events.length > 0, `${workflowId}'s wait`);
+      // Both flushes in flight wait on a lock, so the next two steps are batched together.
+      lock = await lockTable(db(), 'wal_commits');
+      await a.sendEvent('b-1', 'go');
+      await waitFor(async () => (await flushesWaitingForLock(db())) === 1, 'the first flush to wait');
+      await a.sendEvent('b-2', 'go');
+      await waitFor(async () => (await flushesWaitingForLock(db())) === 2, 'the second flush to wait');
+      await db().query(`UPDATE "${db().schema}".leases SET owner = 'elsewhere', epoch = epoch + 1, expires_at = now() + interval '1 hour'
+        WHERE name = 'tagged'`);
+      await a.sendEvent('t-lost', 'go');
+      await a.sendEvent('t-kept', 'go');
+      const rebuilt = await readMetric(a, 'duraflow_actor_rehydrations_total');
+      await lock.release();
+      expect(await a.result('t-kept', { timeoutMs: 10_000 })).toBe('a');
+      await waitFor(async () => (await readMetric(a, HELD)) === 1, 'a to give up the lost name');
+      expect(await readMetric(a, 'duraflow_wal_flush_errors_total')).toBeGreaterThan(0);
+      // Its step committed in the retried batch: its actor was not dropped and rebuilt.
+      expect(await readMetric(a, 'duraflow_actor_rehydrations_total')).toBe(rebuilt);
+    } finally {
+      await lock.release();
       await a.close();
     }
   });
@@ -552,7 +588,13 @@ describe.each(serverBackends)('losing a workflow name while work for it is in fl
     const a = await startEngine(db(), {
       workflows: { once },
       // Ignores its signal: it ends when released, whatever happened meanwhile.
-      inlineActivities: { work: async () => (++calls, await released, `call ${calls}`) },
+      inlineActivities: {
+        work: async () => {
+          const call = ++calls;
+          await released;
+          return `call ${call}`;
+        },
+      },
       leaseTtlMs: 60_000,
     });
     try {

@@ -299,10 +299,12 @@ describe('ActivityPool attempts of a workflow name another engine took over', ()
     const keptFile = path.join(dir, 'kept');
     const queuedFile = path.join(dir, 'queued');
     const lost = run('awaitAbort', { file: lostFile, ms: 60_000 }, { workflowName: 'lost' });
-    const kept = run('awaitAbort', { file: keptFile, ms: 500 }, { workflowName: 'kept' });
+    const kept = run('awaitAbort', { file: keptFile, ms: 2_000 }, { workflowName: 'kept' });
     const queued = run('countedWait', { file: queuedFile, ms: 0 }, { workflowName: 'lost' });
     await waitFor(async () => (await linesOf(lostFile)).length === 1 && (await linesOf(keptFile)).length === 1, 'both to start');
     expect(pool.queued).toBe(1);
+    // Still running when the stop comes, so its end below shows the stop passed it by.
+    expect(await linesOf(keptFile)).toEqual(['started']);
 
     pool.abandon(new Set(['lost']));
     expect(pool.queued).toBe(0);
