@@ -94,6 +94,8 @@ function checkDuration(ms: unknown, now: number, what: string): number {
   return ms;
 }
 
+const WAIT_FOR_EVENT_KEYS = ['timeoutMs'];
+
 /** The WorkflowContext of one run, over its ReplayState. */
 export class WorkflowContextImpl implements WorkflowContext {
   readonly #state: ReplayState;
@@ -155,7 +157,7 @@ export class WorkflowContextImpl implements WorkflowContext {
   }
 
   waitForEvent<Payload>(name: string, options: WaitForEventOptions = {}): Promise<Payload> {
-    this.#state.checkOptions(options, ['timeoutMs'], 'waitForEvent options');
+    this.#state.checkOptions(options, WAIT_FOR_EVENT_KEYS, 'waitForEvent options');
     const timeoutAt =
       options.timeoutMs === undefined
         ? undefined

@@ -505,17 +505,19 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
   #schedulePump(): void {
     if (this.#isPumpScheduled) return;
     this.#isPumpScheduled = true;
-    const pump = (): void => {
-      this.#isPumpScheduled = false;
-      this.#pump();
-    };
     // Busy: at the end of this turn, so every attempt released by this turn's commits and outcomes
     // joins the batches (a microtask would send a batch per commit or per group of outcomes). Idle
     // (no batch out, so no batch outcome to come this turn): once this commit's releases are done,
     // so a lone workflow's next attempt does not wait for a turn of the event loop.
-    if (this.#running.size === 0) queueMicrotask(pump);
-    else setImmediate(pump);
+    if (this.#running.size === 0) queueMicrotask(this.#scheduledPump);
+    else setImmediate(this.#scheduledPump);
   }
+
+  /** The pump as scheduled: made once, not per scheduling. */
+  readonly #scheduledPump = (): void => {
+    this.#isPumpScheduled = false;
+    this.#pump();
+  };
 
   #pump(): void {
     const piscina = this.#piscina;

@@ -6,6 +6,8 @@ import { checkKnownKeys, checkName } from './validate.js';
 
 /** What JSON would turn into `{}` or an object of indices, losing what it holds. */
 function lossyKind(value: object): string | undefined {
+  // Arrays are the common objects inside payloads, and never lossy.
+  if (Array.isArray(value)) return undefined;
   if (value instanceof Map) return 'Map';
   if (value instanceof Set) return 'Set';
   if (value instanceof WeakMap || value instanceof WeakSet) return 'WeakMap or WeakSet';

@@ -17,14 +17,15 @@ export const DEFAULT_RETRY_POLICY: ResolvedRetryPolicy = Object.freeze({
   nonRetryable: [],
 });
 
+const RETRY_POLICY_KEYS = ['maxAttempts', 'initialIntervalMs', 'backoffCoefficient', 'maxIntervalMs', 'nonRetryable'];
+
 /** Throws a RangeError or TypeError naming the first bad field of `policy`. */
 export function checkRetryPolicy(policy: unknown, where: string): RetryPolicy {
   if (policy === undefined) return {};
   if (typeof policy !== 'object' || policy === null || Array.isArray(policy)) {
     throw new TypeError(`${where} must be an object`);
   }
-  const known = ['maxAttempts', 'initialIntervalMs', 'backoffCoefficient', 'maxIntervalMs', 'nonRetryable'];
-  checkKnownKeys(policy, known, where, (message) => new TypeError(message));
+  checkKnownKeys(policy, RETRY_POLICY_KEYS, where, (message) => new TypeError(message));
   const p = policy as Record<string, unknown>;
   const positive = (key: string, min: number): void => {
     const v = p[key];
