@@ -40,11 +40,12 @@ const MIGRATIONS_COLUMNS: readonly string[] = ['applied_at timestamp with time z
 const MIGRATION_NAME = /^(\d{4})_.+\.sql$/;
 
 /**
- * Whether the schema has a `migrations` table; refuses one that is not duraflow's (another tool's
- * in a shared schema, `public` say), which it could otherwise take for its own record and write
- * into. Read from the catalog, which shows every column whatever the caller may read.
+ * The versions applied to the schema, read from its `migrations` table; undefined if it has none.
+ * Refuses a table that is not duraflow's (another tool's in a shared schema, `public` say), which
+ * it could otherwise take for its own record and write into. The columns are read from the
+ * catalog, which shows every one whatever the caller may read.
  */
-async function hasOwnMigrationsTable(sql: Queryable, tables: Tables, migrations: readonly Migration[]): Promise<boolean> {
+async function appliedVersions(sql: Queryable, tables: Tables, migrations: readonly Migration[]): Promise<number[] | undefined> {
   const { rows } = await sql.query<{ is_table: boolean; col: string | null }>(
     `SELECT c.relkind IN ('r', 'p') AS is_table, a.attname || ' ' || format_type(a.atttypid, a.atttypmod) AS col
      FROM pg_catalog.pg_class c
@@ -54,7 +55,7 @@ async function hasOwnMigrationsTable(sql: Queryable, tables: Tables, migrations:
      ORDER BY col`,
     [tables.schema],
   );
-  if (rows.length === 0) return false;
+  if (rows.length === 0) return undefined;
   const columns = rows.map((row) => row.col).filter((col): col is string => col !== null);
   if (!rows[0]!.is_table || !MIGRATIONS_COLUMNS.every((col) => columns.includes(col))) {
     throw new ForeignSchemaError(tables.schema, `has a "migrations" that is not duraflow's table (its columns are ${columns.join(', ') || 'none'})`);
@@ -70,7 +71,7 @@ async function hasOwnMigrationsTable(sql: Queryable, tables: Tables, migrations:
       );
     }
   }
-  return true;
+  return applied.rows.map((row) => row.version);
 }
 
 /** How far a schema is migrated; `applied` is undefined when it holds no duraflow tables. */
@@ -83,9 +84,8 @@ export interface MigrationState {
 export async function migrationState(sql: Sql, tables: Tables): Promise<MigrationState> {
   const migrations = await loadMigrations();
   const newest = Math.max(...migrations.map((m) => m.version));
-  if (!(await hasOwnMigrationsTable(sql, tables, migrations))) return { applied: undefined, newest };
-  const versions = await sql.query<{ applied: number | null }>(`SELECT max(version) AS applied FROM ${tables.migrations}`);
-  return { applied: versions.rows[0]?.applied ?? undefined, newest };
+  const versions = await appliedVersions(sql, tables, migrations);
+  return { applied: versions?.length ? Math.max(...versions) : undefined, newest };
 }
 
 /**
@@ -102,13 +102,14 @@ export async function migrate(sql: Sql, tables: Tables): Promise<MigrationState>
     await tx.query('SET TRANSACTION ISOLATION LEVEL READ COMMITTED');
     await tx.query(`SELECT pg_advisory_xact_lock(hashtext($1))`, [`duraflow:${tables.schema}`]);
     await tx.query(`CREATE SCHEMA IF NOT EXISTS "${tables.schema}"`);
-    await hasOwnMigrationsTable(tx, tables, migrations);
-    await tx.query(
-      `CREATE TABLE IF NOT EXISTS ${tables.migrations} (
-         version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`,
-    );
-    const { rows } = await tx.query<{ version: number }>(`SELECT version FROM ${tables.migrations}`);
-    const applied = new Set(rows.map((r) => r.version));
+    const versions = await appliedVersions(tx, tables, migrations);
+    if (versions === undefined) {
+      await tx.query(
+        `CREATE TABLE ${tables.migrations} (
+           version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`,
+      );
+    }
+    const applied = new Set(versions);
     // Scoped to this transaction, so a caller's own session settings are untouched.
     await tx.query(`SELECT set_config('search_path', $1, true)`, [`"${tables.schema}"`]);
     for (const migration of migrations) {
