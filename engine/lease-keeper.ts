@@ -192,8 +192,9 @@ export class LeaseKeeper {
   }
 
   /**
-   * The registered names a claim can get now: those this engine holds, those no one holds (no
-   * lease, or an expired one), and those whose holder ran on this machine and has ended (a crash,
+   * The registered names a claim can get now: those whose lease rows show this engine holding
+   * them, those no one holds (no lease, or an expired one), and those whose holder ran on this
+   * machine and has ended (a crash,
    * a kill), which need not wait for expiry, as when this engine restarts after being killed.
    * Nothing of an ended holder's can commit after the takeover: a flush it sent before dying
    * either locked the lease row first, and the takeover waits for it, or reaches its lease check
@@ -206,7 +207,9 @@ export class LeaseKeeper {
     const ended = new Set<string>();
     for (const name of this.#options.names) {
       const lease = leases.get(name);
-      if (this.#epochs.has(name) || !lease || lease.is_expired || lease.owner === this.owner) {
+      // A name this engine held that the read shows another owner holding live is lost: not
+      // claimed, so its holder's row is not touched (the claim's answer, lacking it, says so).
+      if (!lease || lease.is_expired || lease.owner === this.owner) {
         claimable.push(name);
         continue;
       }
