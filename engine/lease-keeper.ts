@@ -194,8 +194,8 @@ export class LeaseKeeper {
   /**
    * The registered names a claim can get now: those whose lease rows show this engine holding
    * them, those no one holds (no lease, or an expired one), and those whose holder ran on this
-   * machine and has ended (a crash,
-   * a kill), which need not wait for expiry, as when this engine restarts after being killed.
+   * machine and has ended (a crash, a kill), which need not wait for expiry, as when this engine
+   * restarts after being killed.
    * Nothing of an ended holder's can commit after the takeover: a flush it sent before dying
    * either locked the lease row first, and the takeover waits for it, or reaches its lease check
    * after the takeover and fails it.
