@@ -39,6 +39,8 @@ export interface WorkflowErrors {
     expected: string,
     got: string,
   ): Error;
+  /** A row of the workflow's history whose payload replay cannot read (see `payloadOf`). */
+  unreadableHistory(workflowId: string, seq: number, eventType: string, cause: Error): Error;
   /** Plain-JSON form of anything thrown. */
   toFailure(error: unknown): SerializedFailure;
 }

@@ -129,9 +129,28 @@ export function completedPayload(activityName: string, attempts: number, result:
   return `{"activityName":${quotedName(activityName)},"attempts":${attempts}${result === undefined ? '' : `,"result":${result}`}}`;
 }
 
-/** Decodes a stored row into its public form. */
-export function toHistoryEvent(row: StoredHistoryRow): HistoryEvent {
-  const p = (row.payload ? JSON.parse(row.payload) : {}) as Record<string, unknown>;
+/**
+ * The payload of a stored row, as an object. A payload that is not a JSON object (a row written
+ * by hand, say) throws what `unreadable` makes of the reason, so that each reader names the row
+ * in its own typed error instead of throwing JSON.parse's.
+ */
+export function payloadOf(row: StoredHistoryRow, unreadable: (cause: Error) => Error): Record<string, unknown> {
+  if (!row.payload) return {};
+  let payload: unknown;
+  try {
+    payload = JSON.parse(row.payload);
+  } catch (error) {
+    throw unreadable(error as Error);
+  }
+  if (typeof payload !== 'object' || payload === null || Array.isArray(payload)) {
+    const kind = payload === null ? 'null' : Array.isArray(payload) ? 'an array' : `a ${typeof payload}`;
+    throw unreadable(new TypeError(`the payload is JSON ${kind}, not an object`));
+  }
+  return payload as Record<string, unknown>;
+}
+
+/** Builds the public form of a stored row from the row and its payload (see `payloadOf`). */
+export function toHistoryEvent(row: StoredHistoryRow, p: Record<string, unknown>): HistoryEvent {
   const base = { seq: row.seq, activation: row.activation, at: row.at };
   const commandId = row.command_id ?? 0;
   switch (row.type) {

@@ -15,6 +15,7 @@ import {
   completedPayload,
   EventType,
   jsonObject,
+  payloadOf,
   scheduledPayload,
   type SerializedFailure,
   str,
@@ -667,7 +668,9 @@ export class WorkflowActor {
       if (rs) rs.now = firstAt;
       for (; i < rows.length && rows[i]!.activation === activation; i++) {
         const row = rows[i]!;
-        const payload = (row.payload ? JSON.parse(row.payload) : {}) as Record<string, unknown>;
+        // Unreadable, the row fails the load (see #load) as the typed error naming it: nothing
+        // stored is touched, and the rebuilds back off until the row is repaired.
+        const payload = payloadOf(row, (cause) => this.#host.errors.unreadableHistory(this.workflowId, row.seq, row.type, cause));
         if (!INBOUND_TYPES.has(row.type)) {
           recorded.push(identityOfRow(row, payload));
           continue;

@@ -23,6 +23,7 @@ export const ErrorCode = {
   DatabaseUnavailable: 'DURAFLOW_DATABASE_UNAVAILABLE',
   EngineClosed: 'DURAFLOW_ENGINE_CLOSED',
   NameTakenOver: 'DURAFLOW_NAME_TAKEN_OVER',
+  UnreadableHistory: 'DURAFLOW_UNREADABLE_HISTORY',
   /** The `code` of an activity failure named UnknownActivityError (no class: it is only a cause). */
   UnknownActivity: 'DURAFLOW_UNKNOWN_ACTIVITY',
   /** The `code` of an activity failure named ActivityThreadError: its thread died under it. */
@@ -248,6 +249,32 @@ export class NameTakenOverError extends EngineError {
   }
 }
 NameTakenOverError.prototype.name = 'NameTakenOverError';
+
+/**
+ * A row of a workflow's stored history is not what duraflow wrote: its payload is not a JSON
+ * object (the row was written or changed by hand, say). `inspect` throws it; an engine that
+ * replays the workflow fails the workflow's actor with it, and tries again after a growing pause.
+ * Nothing stored is changed: once the row is repaired, the workflow goes on.
+ */
+export class UnreadableHistoryError extends EngineError {
+  readonly workflowId: string;
+  /** The row's `seq`: its position in the workflow's history (1, 2, 3, …). */
+  readonly seq: number;
+  /** The row's event type. */
+  readonly eventType: string;
+
+  constructor(workflowId: string, seq: number, eventType: string, cause: unknown) {
+    super(
+      ErrorCode.UnreadableHistory,
+      `workflow ${JSON.stringify(workflowId)} has a history row that cannot be read: seq ${seq} (${eventType}): ${coerceError(cause).message}`,
+      { cause },
+    );
+    this.workflowId = workflowId;
+    this.seq = seq;
+    this.eventType = eventType;
+  }
+}
+UnreadableHistoryError.prototype.name = 'UnreadableHistoryError';
 
 /** The failure of an attempt of an activity that no module or inline function provides: final. */
 export function unknownActivityFailure(name: string): SerializedFailure {

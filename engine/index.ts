@@ -34,6 +34,7 @@ export {
   PayloadTooLargeError,
   TimeoutError,
   UnknownWorkflowError,
+  UnreadableHistoryError,
   WorkflowAlreadyExistsError,
   WorkflowClosedError,
   WorkflowFailedError,

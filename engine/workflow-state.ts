@@ -1,6 +1,7 @@
 import type { ActorSnapshot } from '../actors/workflow-actor.js';
-import { type HistoryEvent, type SerializedFailure, toHistoryEvent } from '../actors/history.js';
+import { type HistoryEvent, payloadOf, type SerializedFailure, toHistoryEvent } from '../actors/history.js';
 import type { StoredHistoryRow, TaskRow, TimerRow, WorkflowRow } from '../storage/rows.js';
+import { UnreadableHistoryError } from './errors.js';
 
 type RetryState = Pick<TaskRow, 'commandId' | 'attempt' | 'visibleAt' | 'lastFailure'>;
 
@@ -118,7 +119,9 @@ function waitingFromHistory(history: HistoryEvent[], timers: TimerRow[]): Waitin
  */
 export function buildWorkflowState(stored: StoredState, live: ActorSnapshot | undefined, now: number, isRegisteredHere = false): WorkflowState {
   const { row } = stored;
-  const history = stored.history.map(toHistoryEvent);
+  const history = stored.history.map((r) =>
+    toHistoryEvent(r, payloadOf(r, (cause) => new UnreadableHistoryError(row.id, r.seq, r.type, cause))),
+  );
   let waitingOn: WaitingOn;
   if (live) {
     const o = live.outstanding;

@@ -1,9 +1,9 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
-import { MetricName, type WorkflowContext } from 'duraflow';
+import { ErrorCode, MetricName, UnreadableHistoryError, type WorkflowContext } from 'duraflow';
 
 import { backends, type TestSchema } from '../helpers/database.js';
-import { fixtureActivities, quietLogger, readMetric, startEngine } from '../helpers/engines.js';
+import { fixtureActivities, openClient, quietLogger, readMetric, startEngine } from '../helpers/engines.js';
 import { waitFor } from '../helpers/wait-for.js';
 
 type Fixtures = typeof import('../fixtures/activities.js');
@@ -57,17 +57,21 @@ describe.each(backends)('replay on $name', (backend) => {
     await uncachedDb.drop();
   });
 
-  it('rebuilds a workflow whose history it cannot read after a growing pause, not in a loop; the others go on', async () => {
+  it('rebuilds a workflow whose history it cannot read after a growing pause, not in a loop, failing it with UnreadableHistoryError; the others go on', async () => {
     const first = await startEngine(db, { workflows: { waitsForGo } });
     await first.startWorkflow(waitsForGo, undefined, { workflowId: 'unreadable' });
     await waitFor(async () => (await first.inspect('unreadable')).waitingOn.events.length > 0, 'the wait');
     await first.close();
     await db.query(`UPDATE "${db.schema}".history SET payload = '{' WHERE workflow_id = 'unreadable' AND type = 'WorkflowStarted'`);
     const failedLoads: number[] = [];
+    const loadErrors: unknown[] = [];
     const logger = {
       ...quietLogger,
       error(obj: object, msg?: string) {
-        if (msg === 'loading workflow failed') failedLoads.push(performance.now());
+        if (msg === 'loading workflow failed') {
+          failedLoads.push(performance.now());
+          loadErrors.push((obj as { err?: unknown }).err);
+        }
         quietLogger.error(obj, msg);
       },
     };
@@ -82,8 +86,49 @@ describe.each(backends)('replay on $name', (backend) => {
       expect(gaps[1]).toBeGreaterThanOrEqual(45);
       expect(gaps[2]).toBeGreaterThanOrEqual(95);
       expect(await (await engine.startWorkflow(quick, undefined)).result()).toBe('quick');
+      // Every failure names the row, not JSON.parse's SyntaxError; and the row is left as it was.
+      for (const error of loadErrors) {
+        expect(error).toBeInstanceOf(UnreadableHistoryError);
+        expect(error).toMatchObject({ code: ErrorCode.UnreadableHistory, workflowId: 'unreadable', seq: 1, eventType: 'WorkflowStarted' });
+      }
       expect(await db.query(`SELECT status FROM "${db.schema}".workflows WHERE id = 'unreadable'`)).toEqual([{ status: 'running' }]);
+      expect(await db.query(`SELECT payload FROM "${db.schema}".history WHERE workflow_id = 'unreadable' AND seq = 1`)).toEqual([{ payload: '{' }]);
     } finally {
+      await engine.close();
+    }
+  });
+
+  it('inspect names the workflow and the history row it cannot read, and changes nothing stored', async () => {
+    const engine = await startEngine(db, { workflows: { waitsForGo } });
+    const client = await openClient(db);
+    try {
+      await engine.startWorkflow(waitsForGo, undefined, { workflowId: 'hand-edited' });
+      await waitFor(async () => (await engine.inspect('hand-edited')).waitingOn.events.length > 0, 'the wait');
+      const stored = async (): Promise<unknown[]> => [
+        await db.query(`SELECT * FROM "${db.schema}".workflows WHERE id = 'hand-edited'`),
+        await db.query(`SELECT * FROM "${db.schema}".history WHERE workflow_id = 'hand-edited' ORDER BY seq`),
+      ];
+      // Not JSON, and JSON that is not an object: the second row, the wait, either way.
+      for (const payload of ['{"eventName":', '["go"]']) {
+        await db.query(`UPDATE "${db.schema}".history SET payload = $1 WHERE workflow_id = 'hand-edited' AND seq = 2`, [payload]);
+        const before = await stored();
+        for (const reader of [engine, client]) {
+          const error = await reader.inspect('hand-edited').then(
+            () => 'inspected',
+            (e: unknown) => e,
+          );
+          expect(error).toBeInstanceOf(UnreadableHistoryError);
+          expect(error).toMatchObject({
+            code: ErrorCode.UnreadableHistory,
+            workflowId: 'hand-edited',
+            seq: 2,
+            eventType: 'EventWaitStarted',
+          });
+        }
+        expect(await stored()).toEqual(before);
+      }
+    } finally {
+      await client.close();
       await engine.close();
     }
   });
