@@ -9,6 +9,7 @@ import type { TaskRow, TimerRow } from '../storage/rows.js';
 import type { Sql, Tables } from '../storage/sql.js';
 import type { Wal } from '../storage/wal.js';
 import type { SerializedFailure } from './history.js';
+import type { ActorMessage } from './messages.js';
 import type { WorkflowFunction } from './workflow-context.js';
 
 /** Turns values into stored JSON and back; throws a typed error naming what was wrong. */
@@ -107,8 +108,10 @@ export interface ActorHost {
   /**
    * Called when an actor failed (loading, replaying or running a step) and was dropped: the
    * engine rebuilds it from the database, after a growing pause if it keeps failing.
+   * `unprocessed` are the messages it had not processed: the database has their sources, except
+   * for activity retries, which the engine keeps for the rebuilt actor.
    */
-  rebuild(workflowId: string): void;
+  rebuild(workflowId: string, unprocessed?: readonly ActorMessage[]): void;
   /** Delivers the workflow's unconsumed events again (an actor that let some go before its start). */
   readInbox(workflowId: string): void;
 }

@@ -276,7 +276,7 @@ export class WorkflowActor {
       for (const message of batch) this.#held.push(message);
       return;
     }
-    if (this.#state === 'new' && !(await this.#load())) return;
+    if (this.#state === 'new' && !(await this.#load(batch))) return;
     if (this.#host.wal.isCongested) await this.#host.wal.whenUncongested();
     if (this.#state === 'dropped') return;
     let messages = batch;
@@ -620,7 +620,8 @@ export class WorkflowActor {
     this.#enqueue(write, noEffects(this.#name));
   }
 
-  async #load(): Promise<boolean> {
+  /** Loads the row and replays the history; `batch` is what the actor was handed meanwhile. */
+  async #load(batch: readonly ActorMessage[]): Promise<boolean> {
     const host = this.#host;
     const started = performance.now();
     try {
@@ -651,8 +652,7 @@ export class WorkflowActor {
       return state === 'live' || state === 'done';
     } catch (error) {
       this.#host.logger.error({ err: error, workflowId: this.workflowId }, 'loading workflow failed');
-      this.#drop();
-      this.#host.rebuild(this.workflowId);
+      this.#host.rebuild(this.workflowId, [...batch, ...this.#drop()]);
       return false;
     }
   }
@@ -783,7 +783,7 @@ export class WorkflowActor {
     this.#creation = undefined;
     const handed = this.#drop();
     if (creation) creation.onFailed(error, handed);
-    else this.#host.rebuild(this.workflowId);
+    else this.#host.rebuild(this.workflowId, handed);
   }
 
   #takeHeld(): ActorMessage[] {

@@ -9,6 +9,7 @@ import { EngineMetrics } from '../metrics/engine-metrics.js';
 import { type MetricsServer, startMetricsServer } from '../metrics/metrics-server.js';
 import type { Logger } from '../storage/logger.js';
 import { retryDelayMs } from '../storage/backoff.js';
+import { NO_ITEMS } from '../storage/lists.js';
 import { type NewWorkflowRow, pendingRowOf, type TaskRow, type WorkflowRow } from '../storage/rows.js';
 import { firstEventsOfParked, type InboxRow, inboxFor } from '../storage/sql/inbox.js';
 import { LeaseLostError } from '../storage/sql/leases.js';
@@ -140,6 +141,14 @@ class EngineImpl implements Engine, ActorHost {
   readonly #actorFailures = new Map<string, number>();
   /** Rebuilds waiting out their pause, by workflow. */
   readonly #rebuilds = new Map<string, NodeJS.Timeout>();
+  /**
+   * Retries of failed attempts that no actor stored: they came while their workflow was paused
+   * for a rebuild, or its actor failed before taking them. Unlike what else is dropped then, the
+   * database does not have them; the rebuild's recovery hands them to the rebuilt actor in place
+   * of the attempt the database still shows, so the attempt count and the backoff go on. By
+   * `retryKey`; each waits for a rebuild of its workflow, so none stays longer than that.
+   */
+  readonly #unstoredRetries = new Map<string, TaskRow>();
   /** Activity attempts handed to the pool and not yet reported back. */
   readonly #inFlightTasks = new InFlightTasks();
   readonly #poll: NodeJS.Timeout;
@@ -287,11 +296,13 @@ class EngineImpl implements Engine, ActorHost {
     void this.#recoverWithRetry({ workflowIds });
   }
 
-  rebuild(workflowId: string): void {
+  rebuild(workflowId: string, unprocessed: readonly ActorMessage[] = NO_ITEMS): void {
+    for (const message of unprocessed) this.#keepUnstoredRetry(message);
     const failures = (this.#actorFailures.get(workflowId) ?? 0) + 1;
     this.#actorFailures.set(workflowId, failures);
     // One rebuild waits at a time; what comes for the workflow meanwhile is dropped (#isPaused),
-    // and the rebuild's recovery reads it again from the database.
+    // and the rebuild's recovery reads it again from the database (or, for a retry, from
+    // #unstoredRetries).
     if (this.#rebuilds.has(workflowId)) return;
     const delayMs = rebuildDelayMs(failures);
     if (delayMs === 0) {
@@ -485,12 +496,38 @@ class EngineImpl implements Engine, ActorHost {
   }
 
   #deliver(workflowId: string, message: ActorMessage, seed?: WorkflowRow): void {
-    if (!this.#isClosing && !this.#isPaused(workflowId)) this.#system.deliver(workflowId, message, seed);
+    if (this.#isClosing) return;
+    if (this.#isPaused(workflowId)) this.#keepUnstoredRetry(message);
+    else this.#system.deliver(workflowId, message, seed);
   }
 
   /** Starts, and activity outcomes (after a recovery, many for workflows not in memory). */
   #deliverWhenRoom(workflowId: string, message: ActorMessage, seed?: WorkflowRow): void {
-    if (!this.#isClosing && !this.#isPaused(workflowId)) this.#system.deliverWhenRoom(workflowId, message, seed);
+    if (this.#isClosing) return;
+    if (this.#isPaused(workflowId)) this.#keepUnstoredRetry(message);
+    else this.#system.deliverWhenRoom(workflowId, message, seed);
+  }
+
+  /** Keeps `message` for the workflow's rebuild if it is a retry (see #unstoredRetries). */
+  #keepUnstoredRetry(message: ActorMessage): void {
+    if (message.type !== 'activityRetry') return;
+    const { task } = message;
+    const key = retryKey(task.workflowId, task.commandId);
+    // Two attempts' retries (a recovery ran one again): the later attempt wins.
+    if ((this.#unstoredRetries.get(key)?.attempt ?? 0) <= task.attempt) this.#unstoredRetries.set(key, task);
+  }
+
+  /** Takes the unstored retries of `workflowIds` (see #unstoredRetries), by `retryKey`. */
+  #takeUnstoredRetries(workflowIds: readonly string[]): Map<string, TaskRow> | undefined {
+    if (this.#unstoredRetries.size === 0) return undefined;
+    const ids = new Set(workflowIds);
+    const taken = new Map<string, TaskRow>();
+    for (const [key, task] of this.#unstoredRetries) {
+      if (!ids.has(task.workflowId)) continue;
+      taken.set(key, task);
+      this.#unstoredRetries.delete(key);
+    }
+    return taken;
   }
 
   #dispatch(workflowName: string, task: TaskRow): void {
@@ -687,10 +724,12 @@ class EngineImpl implements Engine, ActorHost {
    * trying again with backoff until it succeeds or the engine closes.
    */
   async #recoverWithRetry({ names, workflowIds }: { names?: string[]; workflowIds?: string[] }): Promise<void> {
+    // Taken now, as the pause (if any) ends: those that come later wait for a later rebuild.
+    const unstoredRetries = workflowIds && this.#takeUnstoredRetries(workflowIds);
     for (let attempt = 1; !this.#isClosing; attempt++) {
       try {
         const held = names ? names.filter((name) => this.#leases.holds(name)) : this.#leases.held;
-        await this.#recover(held, workflowIds);
+        await this.#recover(held, workflowIds, unstoredRetries);
         return;
       } catch (error) {
         this.logger.warn({ err: error, attempt }, 'recovery failed; retrying');
@@ -699,8 +738,12 @@ class EngineImpl implements Engine, ActorHost {
     }
   }
 
-  /** Re-delivers what the database says is unfinished for `names` (and, if given, `workflowIds` only). */
-  async #recover(names: string[], workflowIds: string[] | undefined): Promise<void> {
+  /**
+   * Re-delivers what the database says is unfinished for `names` (and, if given, `workflowIds`
+   * only); an activity with a retry in `unstoredRetries` gets that retry instead of its stored
+   * attempt.
+   */
+  async #recover(names: string[], workflowIds: string[] | undefined, unstoredRetries?: ReadonlyMap<string, TaskRow>): Promise<void> {
     if (names.length === 0) return;
     const { sql, tables } = this;
     const now = Date.now();
@@ -720,6 +763,12 @@ class EngineImpl implements Engine, ActorHost {
       });
     }
     for (const { task, workflowName } of tasks) {
+      const retry = unstoredRetries?.get(retryKey(task.workflowId, task.commandId));
+      if (retry && retry.attempt > task.attempt) {
+        // The rebuilt actor stores it and arms it, as the failed one would have.
+        this.#deliverWhenRoom(task.workflowId, { type: 'activityRetry', commandId: task.commandId, task: retry });
+        continue;
+      }
       if (task.visibleAt <= now) this.#dispatchOrHoldBack(workflowName, task);
       else this.#arm(retryKey(task.workflowId, task.commandId), task.visibleAt, { kind: 'retry', workflowName, task });
     }

@@ -3,7 +3,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { type ActivityFunction, ActivityFailure, type Engine, MetricName, type WorkflowContext, type WorkflowHandle } from 'duraflow';
 
 import { backends, isWaitingForLock, lockTable, serverBackends, type TestSchema, useSchema } from '../helpers/database.js';
-import { fixtureActivities, readMetric, startEngine } from '../helpers/engines.js';
+import { fixtureActivities, openClient, quietLogger, readMetric, startEngine } from '../helpers/engines.js';
 import { waitFor } from '../helpers/wait-for.js';
 
 type Fixtures = typeof import('../fixtures/activities.js');
@@ -346,6 +346,100 @@ describe.each(serverBackends)('a retry racing a recovery on $name', (backend) =>
       expect(await taskRows(db)).toEqual([]);
     } finally {
       vi.useRealTimers();
+      await engine.close();
+    }
+  });
+});
+
+/*
+ * An actor that keeps failing is rebuilt after a growing pause, and what comes for its workflow
+ * during the pause is dropped: the rebuild's recovery reads it again from the database. The retry
+ * of an attempt that failed in the pause is not in the database yet (the actor stores it), so the
+ * rebuild must get it some other way, or the attempt count and the backoff start over.
+ */
+
+/** How long the retry of `counted`'s first attempt waits. */
+const RETRY_DELAY_MS = 1_000;
+
+/** The runs of `counted` in the engine under test: the attempt each was, and when it began. */
+let countedRuns: { attempt: number; at: number }[] = [];
+let failFirstRun: (() => void) | undefined;
+/** Its first run fails when the test says so; the others return which attempt they were. */
+const counted: ActivityFunction = (_input, ctx) => {
+  countedRuns.push({ attempt: ctx.attempt, at: Date.now() });
+  if (countedRuns.length > 1) return `attempt ${ctx.attempt}`;
+  return new Promise<string>((_resolve, reject) => (failFirstRun = () => reject(new Error('the first run fails'))));
+};
+
+/** An attempt that ends only with its engine. */
+const untilClosed: ActivityFunction = (_input, ctx) =>
+  new Promise<never>((_resolve, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason)));
+
+async function countsAttempts(ctx: WorkflowContext): Promise<string> {
+  const { counted } = ctx.activities<{ counted(): Promise<string> }>({
+    retry: { initialIntervalMs: RETRY_DELAY_MS, maxAttempts: 3 },
+  });
+  return counted();
+}
+
+describe.each(backends)('a retry during a rebuild on $name', (backend) => {
+  const schema = useSchema(backend);
+
+  it('goes on with the next attempt after its backoff when the attempt failed while the workflow was paused for rebuilds that kept failing', async () => {
+    const db = schema();
+    // The first attempt is stored as scheduled, and runs on when the next engine starts.
+    const first = await startEngine(db, { workflows: { countsAttempts }, inlineActivities: { counted: untilClosed } });
+    try {
+      await first.startWorkflow(countsAttempts, undefined, { workflowId: 'counter' });
+    } finally {
+      await first.close();
+    }
+    // Its history unreadable, the workflow fails to load at every rebuild until it is repaired;
+    // the event makes each rebuild's recovery load it again.
+    const [started] = await db.query<{ payload: string }>(
+      `SELECT payload FROM "${db.schema}".history WHERE workflow_id = 'counter' AND seq = 1`,
+    );
+    await db.query(`UPDATE "${db.schema}".history SET payload = '{' WHERE workflow_id = 'counter' AND seq = 1`);
+    const client = await openClient(db);
+    await client.sendEvent('counter', 'poke');
+    await client.close();
+
+    countedRuns = [];
+    failFirstRun = undefined;
+    let loadFailures = 0;
+    let failedAt: number | undefined;
+    let loadFailuresBefore = 0;
+    const logger = {
+      ...quietLogger,
+      error(obj: object, msg?: string) {
+        quietLogger.error(obj, msg);
+        if (msg !== 'loading workflow failed') return;
+        // From the second failure in a row on, the rebuild waits out a pause, which starts as this
+        // returns: the attempt's failure reaches the engine (in microtasks) within it.
+        if (++loadFailures >= 2 && failFirstRun && failedAt === undefined) {
+          failedAt = Date.now();
+          loadFailuresBefore = loadFailures;
+          failFirstRun();
+        }
+      },
+    };
+    // No polls: after the pause, the retry handed on by the rebuild is the first message that
+    // comes for the workflow (the rebuild's read of the inbox comes after it).
+    const engine = await startEngine(db, {
+      workflows: { countsAttempts },
+      inlineActivities: { counted },
+      logger,
+      pollIntervalMs: 600_000,
+    });
+    try {
+      const failedInAPause = await waitFor(() => failedAt, 'the first attempt to fail while the workflow is paused');
+      // The rebuilt actor that takes the retry fails to load too, and hands it back.
+      await waitFor(() => loadFailures > loadFailuresBefore, 'the rebuild after the pause to fail as well');
+      await db.query(`UPDATE "${db.schema}".history SET payload = $1 WHERE workflow_id = 'counter' AND seq = 1`, [started!.payload]);
+      expect(await engine.result('counter', { timeoutMs: 20_000 })).toBe('attempt 2');
+      expect(countedRuns.map((run) => run.attempt)).toEqual([1, 2]);
+      expect(countedRuns[1]!.at - failedInAPause).toBeGreaterThanOrEqual(RETRY_DELAY_MS);
+    } finally {
       await engine.close();
     }
   });
