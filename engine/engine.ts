@@ -2,6 +2,7 @@ import { Registry } from 'prom-client';
 
 import type { ActorHost, ActorObserver, Effects, WorkflowErrors } from '../actors/actor-host.js';
 import { ActorSystem } from '../actors/actor-system.js';
+import { EventType } from '../actors/history.js';
 import type { ActorMessage } from '../actors/messages.js';
 import type { WorkflowFunction } from '../actors/workflow-context.js';
 import { registerQueueGauges } from '../metrics/collectors.js';
@@ -22,7 +23,13 @@ import type { ActivityOutcome } from './activity-context.js';
 import { ActivityPool, mustRunAlone } from './activity-pool.js';
 import { type Client, handleFor } from './client.js';
 import type { JsonCodec } from './codec.js';
-import { ConfigurationError, EngineClosedError, UnknownWorkflowError, WorkflowAlreadyExistsError } from './errors.js';
+import {
+  ConfigurationError,
+  EngineClosedError,
+  UnknownWorkflowError,
+  UnreadableHistoryError,
+  WorkflowAlreadyExistsError,
+} from './errors.js';
 import { coerceError } from './failure.js';
 import { InFlightTasks } from './in-flight-tasks.js';
 import { HeldBackEffects } from './held-back-effects.js';
@@ -750,7 +757,11 @@ class EngineImpl implements Engine, ActorHost {
     const [starts, timers, tasks] = await Promise.all([
       dueStarts(sql, tables, names, now + this.#options.pollIntervalMs * 2, RECOVERY_BATCH, workflowIds),
       timersFor(sql, tables, names, workflowIds),
-      pendingTasks(sql, tables, names, workflowIds),
+      pendingTasks(sql, tables, names, workflowIds, (workflowId, seq, cause) => {
+        // Not run: its workflow cannot take its outcome either, as replay fails on the same row.
+        const error = new UnreadableHistoryError(workflowId, seq, EventType.ActivityScheduled, cause);
+        this.logger.error({ err: error, workflowId }, 'an unfinished activity cannot be read; it is not run');
+      }),
     ]);
     if (this.#isClosing) return;
     this.#handleStarts(starts, now);

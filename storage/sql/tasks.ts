@@ -4,6 +4,7 @@ import type { Queryable, Tables } from '../sql.js';
 interface PendingRow {
   workflow_id: string;
   name: string;
+  seq: number;
   command_id: number;
   payload: string;
   at: Date;
@@ -12,20 +13,30 @@ interface PendingRow {
   last_failure: string | null;
 }
 
+/** The scheduled activity a stored ActivityScheduled payload names; throws if it names none. */
+function scheduledOf(payload: string): { activityName: string; input?: unknown; options?: unknown } {
+  const scheduled = JSON.parse(payload) as { activityName?: unknown } | null;
+  if (typeof scheduled?.activityName !== 'string') throw new TypeError('the payload names no activity');
+  return scheduled as { activityName: string };
+}
+
 /**
  * Activities of running workflows (whose name is in `workflowNames`, optionally only those in
  * `workflowIds`) that were scheduled and have not finished: each ActivityScheduled event without
  * an ActivityCompleted or ActivityFailed of the same command, with its retry state if an attempt
  * already failed, and its workflow's name. A recovery query; the hot path never reads it.
+ * An event whose payload cannot be read (a row written by hand, say) is left out and handed to
+ * `onUnreadable` with its seq: one such row must not stop the recovery of every other workflow.
  */
 export async function pendingTasks(
   db: Queryable,
   t: Tables,
   workflowNames: readonly string[],
-  workflowIds?: readonly string[],
+  workflowIds: readonly string[] | undefined,
+  onUnreadable: (workflowId: string, seq: number, cause: Error) => void,
 ): Promise<{ task: TaskRow; workflowName: string }[]> {
   const { rows } = await db.query<PendingRow>(
-    `SELECT s.workflow_id, w.name, s.command_id, s.payload, s.at, a.attempt, a.visible_at, a.last_failure
+    `SELECT s.workflow_id, w.name, s.seq, s.command_id, s.payload, s.at, a.attempt, a.visible_at, a.last_failure
      FROM ${t.workflows} w
      JOIN ${t.history} s ON s.workflow_id = w.id AND s.type = 'ActivityScheduled'
      LEFT JOIN ${t.activityTasks} a ON a.workflow_id = s.workflow_id AND a.command_id = s.command_id
@@ -38,8 +49,15 @@ export async function pendingTasks(
      ORDER BY coalesce(a.visible_at, s.at)`,
     [workflowNames, workflowIds ?? null],
   );
-  return rows.map((r) => {
-    const scheduled = JSON.parse(r.payload) as { activityName: string; input?: unknown; options?: unknown };
+  const tasks: { task: TaskRow; workflowName: string }[] = [];
+  for (const r of rows) {
+    let scheduled: { activityName: string; input?: unknown; options?: unknown };
+    try {
+      scheduled = scheduledOf(r.payload);
+    } catch (error) {
+      onUnreadable(r.workflow_id, r.seq, error as Error);
+      continue;
+    }
     const task: TaskRow = {
       workflowId: r.workflow_id,
       commandId: r.command_id,
@@ -51,8 +69,9 @@ export async function pendingTasks(
       scheduledAt: r.at.getTime(),
       lastFailure: r.last_failure,
     };
-    return { task, workflowName: r.name };
-  });
+    tasks.push({ task, workflowName: r.name });
+  }
+  return tasks;
 }
 
 /** The retry state of one workflow's activities (for inspect). */

@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
-import { ErrorCode, MetricName, UnreadableHistoryError, type WorkflowContext } from 'duraflow';
+import { type ActivityFunction, ErrorCode, MetricName, UnreadableHistoryError, type WorkflowContext } from 'duraflow';
 
 import { backends, type TestSchema } from '../helpers/database.js';
 import { fixtureActivities, openClient, quietLogger, readMetric, startEngine } from '../helpers/engines.js';
@@ -95,6 +95,49 @@ describe.each(backends)('replay on $name', (backend) => {
       expect(await db.query(`SELECT payload FROM "${db.schema}".history WHERE workflow_id = 'unreadable' AND seq = 1`)).toEqual([{ payload: '{' }]);
     } finally {
       await engine.close();
+    }
+  });
+
+  it('starts and runs the other workflows when an unfinished activity cannot be read, naming its row, and runs it once the row is repaired', async () => {
+    async function awaitsWork(ctx: WorkflowContext): Promise<string> {
+      return ctx.activities<{ work(): Promise<string> }>().work();
+    }
+    const untilClosed: ActivityFunction = (_input, ctx) =>
+      new Promise<never>((_resolve, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason)));
+    const first = await startEngine(db, { workflows: { awaitsWork }, inlineActivities: { work: untilClosed } });
+    try {
+      await first.startWorkflow(awaitsWork, undefined, { workflowId: 'unreadable-task' });
+    } finally {
+      await first.close();
+    }
+    const scheduled = `SELECT payload FROM "${db.schema}".history WHERE workflow_id = 'unreadable-task' AND seq = 2`;
+    const [stored] = await db.query<{ payload: string }>(scheduled);
+    await db.query(`UPDATE "${db.schema}".history SET payload = '{' WHERE workflow_id = 'unreadable-task' AND seq = 2`);
+    const errors: unknown[] = [];
+    const logger = {
+      ...quietLogger,
+      error(obj: object, msg?: string) {
+        if (msg === 'an unfinished activity cannot be read; it is not run') errors.push((obj as { err?: unknown }).err);
+        quietLogger.error(obj, msg);
+      },
+    };
+    // The recovery at the start reads every unfinished activity: this one must not stop it.
+    const second = await startEngine(db, { workflows: { awaitsWork, quick }, inlineActivities: { work: () => 'worked' }, logger });
+    try {
+      expect(await (await second.startWorkflow(quick, undefined)).result()).toBe('quick');
+      expect(errors).toHaveLength(1);
+      expect(errors[0]).toBeInstanceOf(UnreadableHistoryError);
+      expect(errors[0]).toMatchObject({ workflowId: 'unreadable-task', seq: 2, eventType: 'ActivityScheduled' });
+      expect(await db.query(scheduled)).toEqual([{ payload: '{' }]);
+    } finally {
+      await second.close();
+    }
+    await db.query(`UPDATE "${db.schema}".history SET payload = $1 WHERE workflow_id = 'unreadable-task' AND seq = 2`, [stored!.payload]);
+    const repaired = await startEngine(db, { workflows: { awaitsWork }, inlineActivities: { work: () => 'worked' } });
+    try {
+      expect(await repaired.result('unreadable-task', { timeoutMs: 10_000 })).toBe('worked');
+    } finally {
+      await repaired.close();
     }
   });
 
