@@ -101,7 +101,11 @@ type ActorState =
   | 'unstarted'
   /** Running in memory, replay done. */
   | 'live'
-  /** Completed or failed; only consumes stray inbox rows. */
+  /**
+   * Completed or failed; ignores what still reaches it. An event stored before the end committed
+   * stays unconsumed, shown in `queuedEvents` until the hourly cleanup deletes it (the inbox reads
+   * skip ended workflows, so it is not delivered again).
+   */
   | 'done'
   /** Replay did not match the code (NonDeterminismError): ignores messages until rebuilt. */
   | 'parked'
@@ -311,9 +315,6 @@ export class WorkflowActor {
       }
       case 'live':
         await this.#activate(messages, receivedAt);
-        return;
-      case 'done':
-        this.#consumeStrayEvents(messages);
         return;
       default:
         return;
@@ -606,18 +607,6 @@ export class WorkflowActor {
       }
       this.#host.release(this.workflowId, effects);
     });
-  }
-
-  /** Events for a finished workflow are consumed without effect, so they are not re-delivered. */
-  #consumeStrayEvents(messages: readonly ActorMessage[]): void {
-    const write = emptyWrite(this.workflowId, this.#name);
-    for (const m of messages) {
-      if (m.type === 'event' && !this.#consumedInbox?.has(m.inboxId)) {
-        (this.#consumedInbox ??= new Set()).add(m.inboxId);
-        write.inboxDelete = appended(write.inboxDelete, m.inboxId);
-      }
-    }
-    this.#enqueue(write, noEffects(this.#name));
   }
 
   /** Loads the row and replays the history; `batch` is what the actor was handed meanwhile. */

@@ -1,9 +1,9 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
-import { TimeoutError, type WorkflowContext, WorkflowClosedError } from 'duraflow';
+import { MetricName, TimeoutError, type WorkflowContext, WorkflowClosedError } from 'duraflow';
 
-import { backends, type TestSchema } from '../helpers/database.js';
-import { openClient, startEngine } from '../helpers/engines.js';
+import { backends, lockTable, serverBackends, type TestSchema, useSchema } from '../helpers/database.js';
+import { openClient, readMetric, startEngine } from '../helpers/engines.js';
 import { heldActivity } from '../helpers/held-activity.js';
 import { waitFor } from '../helpers/wait-for.js';
 
@@ -298,6 +298,41 @@ describe.each(backends)('events and delayed starts on $name', (backend) => {
       expect((await restarted.inspect('stale')).waitingOn.events).toEqual([expect.objectContaining({ eventName: 'close' })]);
     } finally {
       await restarted.close();
+    }
+  });
+});
+
+describe.each(serverBackends)('an event racing the end of its workflow on $name', (backend) => {
+  const db = useSchema(backend);
+
+  it('keeps an event stored before the ending step committed among the queued events, not consumed unseen', async () => {
+    const engine = await startEngine(db(), { workflows: { delayedWait } });
+    try {
+      const handle = await engine.startWorkflow(delayedWait, undefined, { workflowId: 'ends' });
+      await waitFor(async () => (await engine.inspect('ends')).waitingOn.events.length > 0, 'the wait');
+      // Flushes wait for this lock: the step that ends the workflow runs but does not commit.
+      const lock = await lockTable(db(), 'wal_commits');
+      try {
+        await engine.sendEvent('ends', 'go', 'first');
+        await waitFor(async () => (await readMetric(engine, MetricName.WalFlushesInFlight)) === 1, 'the ending step in flight');
+        // The end is not committed, so this send is stored (and acknowledged); it reaches the
+        // workflow after the step that ended it.
+        await engine.sendEvent('ends', 'go', 'second', { eventId: 'second' });
+      } finally {
+        await lock.release();
+      }
+      expect(await handle.result()).toBe('first');
+    } finally {
+      // Whatever the engine did with the second event is committed once it has closed.
+      await engine.close();
+    }
+    const client = await openClient(db());
+    try {
+      const ended = await client.inspect('ends');
+      expect(ended.history.filter((e) => e.type === 'EventReceived')).toHaveLength(1);
+      expect(ended.queuedEvents).toEqual([{ eventName: 'go', payload: 'second' }]);
+    } finally {
+      await client.close();
     }
   });
 });

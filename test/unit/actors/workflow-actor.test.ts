@@ -78,4 +78,17 @@ describe('WorkflowActor', () => {
     // Two upserts of one row would fail the whole flush (and every workflow in it).
     expect(writes.at(-1)!.tasksUpsert).toEqual([again]);
   });
+
+  it('leaves an event that reaches it after its end in the inbox, for inspect to show', async () => {
+    const { actor, writes, released } = actorWithCommits();
+    await step(actor, released, { type: 'start' });
+    const commandId = writes[0]!.history.find((row) => row.type === 'ActivityScheduled')!.commandId!;
+    const effects = await step(actor, released, { type: 'activityCompleted', commandId, result: '"done"', attempts: 1 });
+    expect(effects.finished?.status).toBe('completed');
+    const before = writes.length;
+    // Stored while the ending step was being committed, delivered after it.
+    actor.push({ type: 'event', inboxId: 7, name: 'late', payload: '1' });
+    await actor.drained();
+    expect(writes.slice(before).flatMap((w) => w.inboxDelete)).toEqual([]);
+  });
 });
