@@ -754,7 +754,7 @@ class EngineImpl implements Engine, ActorHost {
     if (names.length === 0) return;
     const { sql, tables } = this;
     const now = Date.now();
-    const [starts, timers, tasks] = await Promise.all([
+    const [starts, timers, tasks, events] = await Promise.all([
       dueStarts(sql, tables, names, now + this.#options.pollIntervalMs * 2, RECOVERY_BATCH, workflowIds),
       timersFor(sql, tables, names, workflowIds),
       pendingTasks(sql, tables, names, workflowIds, (workflowId, seq, cause) => {
@@ -762,17 +762,10 @@ class EngineImpl implements Engine, ActorHost {
         const error = new UnreadableHistoryError(workflowId, seq, EventType.ActivityScheduled, cause);
         this.logger.error({ err: error, workflowId }, 'an unfinished activity cannot be read; it is not run');
       }),
+      inboxFor(sql, tables, names, workflowIds),
     ]);
     if (this.#isClosing) return;
     this.#handleStarts(starts, now);
-    for (const t of timers) {
-      this.#arm(timerKey(t.workflowId, t.commandId), t.dueAt, {
-        kind: 'timer',
-        workflowId: t.workflowId,
-        workflowName: t.workflowName,
-        commandId: t.commandId,
-      });
-    }
     for (const { task, workflowName } of tasks) {
       const retry = unstoredRetries?.get(retryKey(task.workflowId, task.commandId));
       if (retry && retry.attempt > task.attempt) {
@@ -783,7 +776,27 @@ class EngineImpl implements Engine, ActorHost {
       if (task.visibleAt <= now) this.#dispatchOrHoldBack(workflowName, task);
       else this.#arm(retryKey(task.workflowId, task.commandId), task.visibleAt, { kind: 'retry', workflowName, task });
     }
-    await this.#pollInbox(names, workflowIds);
+    // Timers that came due while no engine ran them fire in time order with the events sent
+    // meanwhile, as they would have with an engine running: an event sent before a wait timed out
+    // takes the wait, one sent after it does not. (Armed, a due timer would fire only after them.)
+    const recovered = timers.map((t) => ({
+      key: timerKey(t.workflowId, t.commandId),
+      dueAt: t.dueAt,
+      payload: { kind: 'timer', workflowId: t.workflowId, workflowName: t.workflowName, commandId: t.commandId } as const,
+    }));
+    let next = 0;
+    const fireDueBy = (at: number): void => {
+      for (; next < recovered.length && recovered[next]!.dueAt <= Math.min(at, now); next++) {
+        this.#disarm(recovered[next]!.key);
+        this.#onTimer(recovered[next]!);
+      }
+    };
+    for (const e of events) {
+      fireDueBy(e.createdAt);
+      this.#deliverEvents([e]);
+    }
+    fireDueBy(now);
+    for (const { key, dueAt, payload } of recovered.slice(next)) this.#arm(key, dueAt, payload);
     // Parked workflows with events come back too: code that matches their history may run them on.
     this.#deliverEvents(await firstEventsOfParked(sql, tables, names, workflowIds));
   }

@@ -6,6 +6,8 @@ export interface InboxRow {
   workflowId: string;
   name: string;
   payload: string | undefined;
+  /** When it was stored (epoch ms, the database's clock). */
+  createdAt: number;
 }
 
 /** What `insertEvent` did. */
@@ -79,7 +81,7 @@ export async function inboxFor(
   limit = 10_000,
 ): Promise<InboxRow[]> {
   const { rows } = await db.query<StoredEvent>(
-    `SELECT i.id, i.workflow_id, i.name, i.payload ${unconsumedOfNamed(t)}
+    `SELECT i.id, i.workflow_id, i.name, i.payload, i.created_at ${unconsumedOfNamed(t)}
        AND ((w.status = 'running' AND w.error IS NULL)
             OR (w.status = 'pending' AND w.start_at <= to_timestamp($3 / 1000.0)))
      ORDER BY i.id LIMIT $4`,
@@ -102,7 +104,7 @@ export async function firstEventsOfParked(
   limit = 10_000,
 ): Promise<InboxRow[]> {
   const { rows } = await db.query<StoredEvent>(
-    `SELECT DISTINCT ON (i.workflow_id) i.id, i.workflow_id, i.name, i.payload ${unconsumedOfNamed(t)}
+    `SELECT DISTINCT ON (i.workflow_id) i.id, i.workflow_id, i.name, i.payload, i.created_at ${unconsumedOfNamed(t)}
        AND w.status = 'running' AND w.error IS NOT NULL
      ORDER BY i.workflow_id, i.id LIMIT $3`,
     [workflowNames, workflowIds ?? null, limit],
@@ -116,17 +118,18 @@ interface StoredEvent {
   workflow_id: string;
   name: string;
   payload: string | null;
+  created_at: Date;
 }
 
 function toInboxRow(r: StoredEvent): InboxRow {
-  return { id: Number(r.id), workflowId: r.workflow_id, name: r.name, payload: r.payload ?? undefined };
+  return { id: Number(r.id), workflowId: r.workflow_id, name: r.name, payload: r.payload ?? undefined, createdAt: r.created_at.getTime() };
 }
 
 /** Events of one workflow not yet consumed (for inspect). */
 export async function inboxOf(db: Queryable, t: Tables, workflowId: string): Promise<InboxRow[]> {
-  const { rows } = await db.query<{ id: string; name: string; payload: string | null }>(
-    `SELECT id, name, payload FROM ${t.inbox} WHERE workflow_id = $1 AND consumed_at IS NULL ORDER BY id`,
+  const { rows } = await db.query<Omit<StoredEvent, 'workflow_id'>>(
+    `SELECT id, name, payload, created_at FROM ${t.inbox} WHERE workflow_id = $1 AND consumed_at IS NULL ORDER BY id`,
     [workflowId],
   );
-  return rows.map((r) => ({ id: Number(r.id), workflowId, name: r.name, payload: r.payload ?? undefined }));
+  return rows.map((r) => toInboxRow({ ...r, workflow_id: workflowId }));
 }

@@ -279,6 +279,36 @@ describe.each(backends)('events and delayed starts on $name', (backend) => {
     }
   });
 
+  it('orders the events and wait timeouts that came while no engine ran by their time, at the restart', async () => {
+    const engine = await startEngine(db, { workflows: { approvalWithTimeout } });
+    try {
+      for (const workflowId of ['in-time', 'too-late']) {
+        await engine.startWorkflow(approvalWithTimeout, { timeoutMs: 3_600_000 }, { workflowId });
+        await waitFor(async () => (await engine.inspect(workflowId)).waitingOn.events.length > 0, 'the wait');
+      }
+    } finally {
+      await engine.close();
+    }
+    const client = await openClient(db);
+    try {
+      for (const workflowId of ['in-time', 'too-late']) await client.sendEvent(workflowId, 'approve', { by: workflowId });
+    } finally {
+      await client.close();
+    }
+    // Time passes with no engine running: one approval was sent before its wait timed out, the
+    // other after.
+    const schema = `"${db.schema}"`;
+    await db.query(`UPDATE ${schema}.timers SET due_at = now() - interval '2 minutes'`);
+    await db.query(`UPDATE ${schema}.inbox SET created_at = now() - CASE workflow_id WHEN 'in-time' THEN interval '3 minutes' ELSE interval '1 minute' END`);
+    const restarted = await startEngine(db, { workflows: { approvalWithTimeout } });
+    try {
+      expect(await restarted.result('in-time', { timeoutMs: 10_000 })).toBe('approved by in-time');
+      expect(await restarted.result('too-late', { timeoutMs: 10_000 })).toBe('timed out');
+    } finally {
+      await restarted.close();
+    }
+  });
+
   it('deletes a timer row that outlived its wait when it fires', async () => {
     const engine = await startEngine(db, { workflows: { approvalOnOpen } });
     try {
