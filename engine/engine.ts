@@ -26,6 +26,7 @@ import type { JsonCodec } from './codec.js';
 import {
   ConfigurationError,
   EngineClosedError,
+  InvalidArgumentError,
   UnknownWorkflowError,
   UnreadableHistoryError,
   WorkflowAlreadyExistsError,
@@ -131,7 +132,8 @@ class EngineImpl implements Engine, ActorHost {
   readonly wal: Wal;
   readonly #system: ActorSystem;
   readonly #timers: TimerService<TimerPayload>;
-  readonly #namesByFunction = new Map<WorkflowFunction<never, unknown>, string>();
+  /** The names each workflow function is registered under (one, unless aliased). */
+  readonly #namesByFunction = new Map<WorkflowFunction<never, unknown>, string[]>();
   readonly #leases: LeaseKeeper;
   readonly #heldBack = new HeldBackEffects<TimerPayload>();
   /** True until the first claim returns: names it gains are recovered by `recoverAll` (awaited), not by #onLeaseChange. */
@@ -194,7 +196,11 @@ class EngineImpl implements Engine, ActorHost {
       callbackFailed: (error) => this.logger.error({ err: error }, 'releasing a committed step failed'),
       cleanupFailed: (error) => this.logger.warn({ err: error }, 'deleting expired flush tokens and events failed; will retry'),
     };
-    for (const [name, fn] of options.workflows) this.#namesByFunction.set(fn, name);
+    for (const [name, fn] of options.workflows) {
+      const names = this.#namesByFunction.get(fn);
+      if (names) names.push(name);
+      else this.#namesByFunction.set(fn, [name]);
+    }
     this.#leases = new LeaseKeeper({
       sql: store.sql,
       tables: store.tables,
@@ -336,7 +342,7 @@ class EngineImpl implements Engine, ActorHost {
     options?: StartWorkflowOptions,
   ): Promise<WorkflowHandle<Output>> {
     this.#checkOpen();
-    const name = typeof workflow === 'function' ? this.#namesByFunction.get(workflow) : checkName(workflow, 'workflow name');
+    const name = typeof workflow === 'function' ? this.#nameOf(workflow) : checkName(workflow, 'workflow name');
     if (name === undefined || !this.#options.workflows.has(name)) {
       throw new UnknownWorkflowError(typeof workflow === 'function' ? workflow.name || '<anonymous>' : workflow);
     }
@@ -361,6 +367,17 @@ class EngineImpl implements Engine, ActorHost {
       this.#arm(startKey(row.id), row.startAt, { kind: 'start', workflowId: row.id, workflowName: name });
     }
     return handleFor<Output>(this, row.id);
+  }
+
+  /** The name a workflow function is registered under; one registered under several is refused. */
+  #nameOf(workflow: WorkflowFunction<never, unknown>): string | undefined {
+    const names = this.#namesByFunction.get(workflow);
+    if (names && names.length > 1) {
+      throw new InvalidArgumentError(
+        `workflow function ${workflow.name || '<anonymous>'} is registered under several names (${names.map((n) => JSON.stringify(n)).join(', ')}): start it by name`,
+      );
+    }
+    return names?.[0];
   }
 
   async sendEvent(workflowId: string, eventName: string, payload?: unknown, options?: SendEventOptions): Promise<void> {

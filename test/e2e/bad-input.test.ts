@@ -171,6 +171,23 @@ describe.each(backends)('bad input on $name', (backend) => {
     }
   });
 
+  it('refuses to start by its function a workflow registered under two names, naming both, and stores nothing', async () => {
+    // The same function under a new name and its old one, kept for workflows already started.
+    const engine = await startEngine(db, { workflows: { orders: idle, legacyOrders: idle } });
+    try {
+      const before = await snapshot();
+      const error = await engine.startWorkflow(idle, undefined, { workflowId: 'which' }).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(InvalidArgumentError);
+      expect((error as Error).message).toContain('"orders", "legacyOrders"');
+      expect(await snapshot()).toBe(before);
+      // By name, either starts.
+      await engine.startWorkflow('legacyOrders', undefined, { workflowId: 'which' });
+      expect((await engine.inspect('which')).workflowName).toBe('legacyOrders');
+    } finally {
+      await engine.close();
+    }
+  });
+
   it('refuses an id taken before this engine started: its first step runs but nothing of it is stored', async () => {
     async function quick(ctx: WorkflowContext, input: { n: number }): Promise<number> {
       ctx.setVar('n', input.n);
