@@ -108,6 +108,13 @@ const timerKey = (workflowId: string, commandId: number): string => `t\0${workfl
 const retryKey = (workflowId: string, commandId: number): string => `r\0${workflowId}\0${commandId}`;
 const startKey = (workflowId: string): string => `s\0${workflowId}`;
 
+/** An attempt's failure as the pool reports it: the activity's retry, or its final failure. */
+type AttemptFailure = Extract<ActorMessage, { type: 'activityRetry' | 'activityFailed' }>;
+
+/** The attempt whose failure `message` reports. */
+const failedAttemptOf = (message: AttemptFailure): number =>
+  message.type === 'activityRetry' ? message.task.attempt - 1 : message.attempts;
+
 
 /**
  * The engine: wires the store, the WAL, the actors, the activity pool and the timers, and
@@ -151,13 +158,14 @@ class EngineImpl implements Engine, ActorHost {
   /** Rebuilds waiting out their pause, by workflow. */
   readonly #rebuilds = new Map<string, NodeJS.Timeout>();
   /**
-   * Retries of failed attempts that no actor stored: they came while their workflow was paused
-   * for a rebuild, or its actor failed before taking them. Unlike what else is dropped then, the
-   * database does not have them; the rebuild's recovery hands them to the rebuilt actor in place
-   * of the attempt the database still shows, so the attempt count and the backoff go on. By
+   * Failed attempts that no actor stored (their retries, or their activities' final failures):
+   * they came while their workflow was paused for a rebuild, or its actor failed before taking
+   * them. Unlike what else is dropped then, the database does not have them; the rebuild's
+   * recovery hands them to the rebuilt actor in place of the attempt the database still shows,
+   * so the attempt count and the backoff go on, and a last attempt is not run again. By
    * `retryKey`; each waits for a rebuild of its workflow, so none stays longer than that.
    */
-  readonly #unstoredRetries = new Map<string, TaskRow>();
+  readonly #unstoredFailures = new Map<string, { workflowId: string; message: AttemptFailure }>();
   /** Activity attempts handed to the pool and not yet reported back. */
   readonly #inFlightTasks = new InFlightTasks();
   readonly #poll: NodeJS.Timeout;
@@ -310,12 +318,12 @@ class EngineImpl implements Engine, ActorHost {
   }
 
   rebuild(workflowId: string, unprocessed: readonly ActorMessage[] = NO_ITEMS): void {
-    for (const message of unprocessed) this.#keepUnstoredRetry(message);
+    for (const message of unprocessed) this.#keepUnstoredFailure(workflowId, message);
     const failures = (this.#actorFailures.get(workflowId) ?? 0) + 1;
     this.#actorFailures.set(workflowId, failures);
     // One rebuild waits at a time; what comes for the workflow meanwhile is dropped (#isPaused),
-    // and the rebuild's recovery reads it again from the database (or, for a retry, from
-    // #unstoredRetries).
+    // and the rebuild's recovery reads it again from the database (or, for a failed attempt, from
+    // #unstoredFailures).
     if (this.#rebuilds.has(workflowId)) return;
     const delayMs = rebuildDelayMs(failures);
     if (delayMs === 0) {
@@ -521,35 +529,35 @@ class EngineImpl implements Engine, ActorHost {
 
   #deliver(workflowId: string, message: ActorMessage, seed?: WorkflowRow): void {
     if (this.#isClosing) return;
-    if (this.#isPaused(workflowId)) this.#keepUnstoredRetry(message);
+    if (this.#isPaused(workflowId)) this.#keepUnstoredFailure(workflowId, message);
     else this.#system.deliver(workflowId, message, seed);
   }
 
   /** Starts, and activity outcomes (after a recovery, many for workflows not in memory). */
   #deliverWhenRoom(workflowId: string, message: ActorMessage, seed?: WorkflowRow): void {
     if (this.#isClosing) return;
-    if (this.#isPaused(workflowId)) this.#keepUnstoredRetry(message);
+    if (this.#isPaused(workflowId)) this.#keepUnstoredFailure(workflowId, message);
     else this.#system.deliverWhenRoom(workflowId, message, seed);
   }
 
-  /** Keeps `message` for the workflow's rebuild if it is a retry (see #unstoredRetries). */
-  #keepUnstoredRetry(message: ActorMessage): void {
-    if (message.type !== 'activityRetry') return;
-    const { task } = message;
-    const key = retryKey(task.workflowId, task.commandId);
-    // Two attempts' retries (a recovery ran one again): the later attempt wins.
-    if ((this.#unstoredRetries.get(key)?.attempt ?? 0) <= task.attempt) this.#unstoredRetries.set(key, task);
+  /** Keeps `message` for the workflow's rebuild if it reports a failed attempt (see #unstoredFailures). */
+  #keepUnstoredFailure(workflowId: string, message: ActorMessage): void {
+    if (message.type !== 'activityRetry' && message.type !== 'activityFailed') return;
+    const key = retryKey(workflowId, message.commandId);
+    const kept = this.#unstoredFailures.get(key);
+    // Two attempts' failures (a recovery ran one again): the later attempt wins.
+    if (!kept || failedAttemptOf(kept.message) <= failedAttemptOf(message)) this.#unstoredFailures.set(key, { workflowId, message });
   }
 
-  /** Takes the unstored retries of `workflowIds` (see #unstoredRetries), by `retryKey`. */
-  #takeUnstoredRetries(workflowIds: readonly string[]): Map<string, TaskRow> | undefined {
-    if (this.#unstoredRetries.size === 0) return undefined;
+  /** Takes the unstored failures of `workflowIds` (see #unstoredFailures), by `retryKey`. */
+  #takeUnstoredFailures(workflowIds: readonly string[]): Map<string, AttemptFailure> | undefined {
+    if (this.#unstoredFailures.size === 0) return undefined;
     const ids = new Set(workflowIds);
-    const taken = new Map<string, TaskRow>();
-    for (const [key, task] of this.#unstoredRetries) {
-      if (!ids.has(task.workflowId)) continue;
-      taken.set(key, task);
-      this.#unstoredRetries.delete(key);
+    const taken = new Map<string, AttemptFailure>();
+    for (const [key, { workflowId, message }] of this.#unstoredFailures) {
+      if (!ids.has(workflowId)) continue;
+      taken.set(key, message);
+      this.#unstoredFailures.delete(key);
     }
     return taken;
   }
@@ -749,11 +757,11 @@ class EngineImpl implements Engine, ActorHost {
    */
   async #recoverWithRetry({ names, workflowIds }: { names?: string[]; workflowIds?: string[] }): Promise<void> {
     // Taken now, as the pause (if any) ends: those that come later wait for a later rebuild.
-    const unstoredRetries = workflowIds && this.#takeUnstoredRetries(workflowIds);
+    const unstoredFailures = workflowIds && this.#takeUnstoredFailures(workflowIds);
     for (let attempt = 1; !this.#isClosing; attempt++) {
       try {
         const held = names ? names.filter((name) => this.#leases.holds(name)) : this.#leases.held;
-        await this.#recover(held, workflowIds, unstoredRetries);
+        await this.#recover(held, workflowIds, unstoredFailures);
         return;
       } catch (error) {
         this.logger.warn({ err: error, attempt }, 'recovery failed; retrying');
@@ -764,10 +772,10 @@ class EngineImpl implements Engine, ActorHost {
 
   /**
    * Re-delivers what the database says is unfinished for `names` (and, if given, `workflowIds`
-   * only); an activity with a retry in `unstoredRetries` gets that retry instead of its stored
-   * attempt.
+   * only); an activity whose stored attempt failed, as `unstoredFailures` has it, gets that
+   * failure instead of running the attempt again.
    */
-  async #recover(names: string[], workflowIds: string[] | undefined, unstoredRetries?: ReadonlyMap<string, TaskRow>): Promise<void> {
+  async #recover(names: string[], workflowIds: string[] | undefined, unstoredFailures?: ReadonlyMap<string, AttemptFailure>): Promise<void> {
     if (names.length === 0) return;
     const { sql, tables } = this;
     const now = Date.now();
@@ -784,10 +792,10 @@ class EngineImpl implements Engine, ActorHost {
     if (this.#isClosing) return;
     this.#handleStarts(starts, now);
     for (const { task, workflowName } of tasks) {
-      const retry = unstoredRetries?.get(retryKey(task.workflowId, task.commandId));
-      if (retry && retry.attempt > task.attempt) {
-        // The rebuilt actor stores it and arms it, as the failed one would have.
-        this.#deliverWhenRoom(task.workflowId, { type: 'activityRetry', commandId: task.commandId, task: retry });
+      const failure = unstoredFailures?.get(retryKey(task.workflowId, task.commandId));
+      if (failure && failedAttemptOf(failure) >= task.attempt) {
+        // The rebuilt actor stores it (and arms a retry), as the failed one would have.
+        this.#deliverWhenRoom(task.workflowId, failure);
         continue;
       }
       if (task.visibleAt <= now) this.#dispatchOrHoldBack(workflowName, task);

@@ -382,63 +382,101 @@ async function countsAttempts(ctx: WorkflowContext): Promise<string> {
   return counted();
 }
 
+/** Like `countsAttempts`, with no attempt after the first: what its failure said, if it failed. */
+async function triesOnce(ctx: WorkflowContext): Promise<string> {
+  const { counted } = ctx.activities<{ counted(): Promise<string> }>({ retry: { maxAttempts: 1 } });
+  try {
+    return await counted();
+  } catch (error) {
+    return `failed after ${(error as ActivityFailure).attempts}`;
+  }
+}
+
+/**
+ * Starts `workflow` as 'counter' in an engine whose `counted` does not end, makes the workflow's
+ * history unreadable, and starts a second engine in which the first run of `counted` fails while
+ * the workflow waits out a rebuild's pause; returns once the rebuild after that pause failed too.
+ * `repair` makes the history readable again.
+ */
+async function failFirstRunInAPause(
+  db: TestSchema,
+  workflow: (ctx: WorkflowContext) => Promise<string>,
+): Promise<{ engine: Engine; failedInAPause: number; repair(): Promise<void> }> {
+  const workflows = { [workflow.name]: workflow };
+  // The first attempt is stored as scheduled, and runs on when the next engine starts.
+  const first = await startEngine(db, { workflows, inlineActivities: { counted: untilClosed } });
+  try {
+    await first.startWorkflow(workflow, undefined, { workflowId: 'counter' });
+  } finally {
+    await first.close();
+  }
+  // Its history unreadable, the workflow fails to load at every rebuild until it is repaired;
+  // the event makes each rebuild's recovery load it again.
+  const [started] = await db.query<{ payload: string }>(
+    `SELECT payload FROM "${db.schema}".history WHERE workflow_id = 'counter' AND seq = 1`,
+  );
+  await db.query(`UPDATE "${db.schema}".history SET payload = '{' WHERE workflow_id = 'counter' AND seq = 1`);
+  const client = await openClient(db);
+  await client.sendEvent('counter', 'poke');
+  await client.close();
+
+  countedRuns = [];
+  failFirstRun = undefined;
+  let loadFailures = 0;
+  let failedAt: number | undefined;
+  let loadFailuresBefore = 0;
+  const logger = {
+    ...quietLogger,
+    error(obj: object, msg?: string) {
+      quietLogger.error(obj, msg);
+      if (msg !== 'loading workflow failed') return;
+      // From the second failure in a row on, the rebuild waits out a pause, which starts as this
+      // returns: the attempt's failure reaches the engine (in microtasks) within it.
+      if (++loadFailures >= 2 && failFirstRun && failedAt === undefined) {
+        failedAt = Date.now();
+        loadFailuresBefore = loadFailures;
+        failFirstRun();
+      }
+    },
+  };
+  // No polls: after the pause, the retry handed on by the rebuild is the first message that
+  // comes for the workflow (the rebuild's read of the inbox comes after it).
+  const engine = await startEngine(db, { workflows, inlineActivities: { counted }, logger, pollIntervalMs: 600_000 });
+  try {
+    const failedInAPause = await waitFor(() => failedAt, 'the first attempt to fail while the workflow is paused');
+    // The rebuilt actor that takes the outcome fails to load too, and hands it back.
+    await waitFor(() => loadFailures > loadFailuresBefore, 'the rebuild after the pause to fail as well');
+    const repair = async (): Promise<void> => {
+      await db.query(`UPDATE "${db.schema}".history SET payload = $1 WHERE workflow_id = 'counter' AND seq = 1`, [started!.payload]);
+    };
+    return { engine, failedInAPause, repair };
+  } catch (error) {
+    await engine.close();
+    throw error;
+  }
+}
+
 describe.each(backends)('a retry during a rebuild on $name', (backend) => {
   const schema = useSchema(backend);
 
   it('goes on with the next attempt after its backoff when the attempt failed while the workflow was paused for rebuilds that kept failing', async () => {
-    const db = schema();
-    // The first attempt is stored as scheduled, and runs on when the next engine starts.
-    const first = await startEngine(db, { workflows: { countsAttempts }, inlineActivities: { counted: untilClosed } });
+    const { engine, failedInAPause, repair } = await failFirstRunInAPause(schema(), countsAttempts);
     try {
-      await first.startWorkflow(countsAttempts, undefined, { workflowId: 'counter' });
-    } finally {
-      await first.close();
-    }
-    // Its history unreadable, the workflow fails to load at every rebuild until it is repaired;
-    // the event makes each rebuild's recovery load it again.
-    const [started] = await db.query<{ payload: string }>(
-      `SELECT payload FROM "${db.schema}".history WHERE workflow_id = 'counter' AND seq = 1`,
-    );
-    await db.query(`UPDATE "${db.schema}".history SET payload = '{' WHERE workflow_id = 'counter' AND seq = 1`);
-    const client = await openClient(db);
-    await client.sendEvent('counter', 'poke');
-    await client.close();
-
-    countedRuns = [];
-    failFirstRun = undefined;
-    let loadFailures = 0;
-    let failedAt: number | undefined;
-    let loadFailuresBefore = 0;
-    const logger = {
-      ...quietLogger,
-      error(obj: object, msg?: string) {
-        quietLogger.error(obj, msg);
-        if (msg !== 'loading workflow failed') return;
-        // From the second failure in a row on, the rebuild waits out a pause, which starts as this
-        // returns: the attempt's failure reaches the engine (in microtasks) within it.
-        if (++loadFailures >= 2 && failFirstRun && failedAt === undefined) {
-          failedAt = Date.now();
-          loadFailuresBefore = loadFailures;
-          failFirstRun();
-        }
-      },
-    };
-    // No polls: after the pause, the retry handed on by the rebuild is the first message that
-    // comes for the workflow (the rebuild's read of the inbox comes after it).
-    const engine = await startEngine(db, {
-      workflows: { countsAttempts },
-      inlineActivities: { counted },
-      logger,
-      pollIntervalMs: 600_000,
-    });
-    try {
-      const failedInAPause = await waitFor(() => failedAt, 'the first attempt to fail while the workflow is paused');
-      // The rebuilt actor that takes the retry fails to load too, and hands it back.
-      await waitFor(() => loadFailures > loadFailuresBefore, 'the rebuild after the pause to fail as well');
-      await db.query(`UPDATE "${db.schema}".history SET payload = $1 WHERE workflow_id = 'counter' AND seq = 1`, [started!.payload]);
+      await repair();
       expect(await engine.result('counter', { timeoutMs: 20_000 })).toBe('attempt 2');
       expect(countedRuns.map((run) => run.attempt)).toEqual([1, 2]);
       expect(countedRuns[1]!.at - failedInAPause).toBeGreaterThanOrEqual(RETRY_DELAY_MS);
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it('fails the activity without running it again when its last attempt failed while the workflow was paused for rebuilds that kept failing', async () => {
+    const { engine, repair } = await failFirstRunInAPause(schema(), triesOnce);
+    try {
+      await repair();
+      expect(await engine.result('counter', { timeoutMs: 20_000 })).toBe('failed after 1');
+      expect(countedRuns.map((run) => run.attempt)).toEqual([1]);
     } finally {
       await engine.close();
     }
