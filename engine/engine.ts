@@ -786,6 +786,10 @@ class EngineImpl implements Engine, ActorHost {
         // Not run: its workflow cannot take its outcome either, as replay fails on the same row.
         const error = new UnreadableHistoryError(workflowId, seq, EventType.ActivityScheduled, cause);
         this.logger.error({ err: error, workflowId }, 'an unfinished activity cannot be read; it is not run');
+        // Nothing else would read the row again (no outcome will come, and a workflow rebuilt
+        // later does not dispatch what it awaits): rebuilds with the growing pause look until
+        // it is repaired.
+        if (!this.#isClosing) this.rebuild(workflowId);
       }),
       inboxFor(sql, tables, names, workflowIds),
     ]);
