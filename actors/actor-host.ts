@@ -109,7 +109,7 @@ export interface ActorHost {
    * Called when an actor failed (loading, replaying or running a step) and was dropped: the
    * engine rebuilds it from the database, after a growing pause if it keeps failing.
    * `unprocessed` are the messages it had not processed: the database has their sources, except
-   * for failed attempts (retries, final failures), which the engine keeps for the rebuilt actor.
+   * for the outcomes of activity attempts, which the engine keeps for the rebuilt actor.
    */
   rebuild(workflowId: string, unprocessed?: readonly ActorMessage[]): void;
   /** Delivers the workflow's unconsumed events again (an actor that let some go before its start). */

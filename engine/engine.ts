@@ -108,11 +108,11 @@ const timerKey = (workflowId: string, commandId: number): string => `t\0${workfl
 const retryKey = (workflowId: string, commandId: number): string => `r\0${workflowId}\0${commandId}`;
 const startKey = (workflowId: string): string => `s\0${workflowId}`;
 
-/** An attempt's failure as the pool reports it: the activity's retry, or its final failure. */
-type AttemptFailure = Extract<ActorMessage, { type: 'activityRetry' | 'activityFailed' }>;
+/** How an attempt ended, as the pool reports it: the activity completed, will be retried, or failed. */
+type AttemptOutcome = Extract<ActorMessage, { type: 'activityCompleted' | 'activityRetry' | 'activityFailed' }>;
 
-/** The attempt whose failure `message` reports. */
-const failedAttemptOf = (message: AttemptFailure): number =>
+/** The attempt whose end `message` reports. */
+const endedAttemptOf = (message: AttemptOutcome): number =>
   message.type === 'activityRetry' ? message.task.attempt - 1 : message.attempts;
 
 
@@ -158,14 +158,15 @@ class EngineImpl implements Engine, ActorHost {
   /** Rebuilds waiting out their pause, by workflow. */
   readonly #rebuilds = new Map<string, NodeJS.Timeout>();
   /**
-   * Failed attempts that no actor stored (their retries, or their activities' final failures):
-   * they came while their workflow was paused for a rebuild, or its actor failed before taking
-   * them. Unlike what else is dropped then, the database does not have them; the rebuild's
-   * recovery hands them to the rebuilt actor in place of the attempt the database still shows,
-   * so the attempt count and the backoff go on, and a last attempt is not run again. By
-   * `retryKey`; each waits for a rebuild of its workflow, so none stays longer than that.
+   * Outcomes of attempts that no actor stored (results, retries, final failures): they came
+   * while their workflow was paused for a rebuild, or its actor failed before taking them. Unlike
+   * what else is dropped then, the database does not have them; the rebuild's recovery hands them
+   * to the rebuilt actor in place of the attempt the database still shows, so the attempt count
+   * and the backoff go on, and an attempt that ended is not run again (at every rebuild, while a
+   * history row cannot be read). By `retryKey`; each waits for a rebuild of its workflow, so none
+   * stays longer than that.
    */
-  readonly #unstoredFailures = new Map<string, { workflowId: string; message: AttemptFailure }>();
+  readonly #unstoredOutcomes = new Map<string, { workflowId: string; message: AttemptOutcome }>();
   /** Activity attempts handed to the pool and not yet reported back. */
   readonly #inFlightTasks = new InFlightTasks();
   readonly #poll: NodeJS.Timeout;
@@ -318,12 +319,12 @@ class EngineImpl implements Engine, ActorHost {
   }
 
   rebuild(workflowId: string, unprocessed: readonly ActorMessage[] = NO_ITEMS): void {
-    for (const message of unprocessed) this.#keepUnstoredFailure(workflowId, message);
+    for (const message of unprocessed) this.#keepUnstoredOutcome(workflowId, message);
     const failures = (this.#actorFailures.get(workflowId) ?? 0) + 1;
     this.#actorFailures.set(workflowId, failures);
     // One rebuild waits at a time; what comes for the workflow meanwhile is dropped (#isPaused),
-    // and the rebuild's recovery reads it again from the database (or, for a failed attempt, from
-    // #unstoredFailures).
+    // and the rebuild's recovery reads it again from the database (or, for an attempt's outcome,
+    // from #unstoredOutcomes).
     if (this.#rebuilds.has(workflowId)) return;
     const delayMs = rebuildDelayMs(failures);
     if (delayMs === 0) {
@@ -529,35 +530,35 @@ class EngineImpl implements Engine, ActorHost {
 
   #deliver(workflowId: string, message: ActorMessage, seed?: WorkflowRow): void {
     if (this.#isClosing) return;
-    if (this.#isPaused(workflowId)) this.#keepUnstoredFailure(workflowId, message);
+    if (this.#isPaused(workflowId)) this.#keepUnstoredOutcome(workflowId, message);
     else this.#system.deliver(workflowId, message, seed);
   }
 
   /** Starts, and activity outcomes (after a recovery, many for workflows not in memory). */
   #deliverWhenRoom(workflowId: string, message: ActorMessage, seed?: WorkflowRow): void {
     if (this.#isClosing) return;
-    if (this.#isPaused(workflowId)) this.#keepUnstoredFailure(workflowId, message);
+    if (this.#isPaused(workflowId)) this.#keepUnstoredOutcome(workflowId, message);
     else this.#system.deliverWhenRoom(workflowId, message, seed);
   }
 
-  /** Keeps `message` for the workflow's rebuild if it reports a failed attempt (see #unstoredFailures). */
-  #keepUnstoredFailure(workflowId: string, message: ActorMessage): void {
-    if (message.type !== 'activityRetry' && message.type !== 'activityFailed') return;
+  /** Keeps `message` for the workflow's rebuild if it reports how an attempt ended (see #unstoredOutcomes). */
+  #keepUnstoredOutcome(workflowId: string, message: ActorMessage): void {
+    if (message.type !== 'activityCompleted' && message.type !== 'activityRetry' && message.type !== 'activityFailed') return;
     const key = retryKey(workflowId, message.commandId);
-    const kept = this.#unstoredFailures.get(key);
-    // Two attempts' failures (a recovery ran one again): the later attempt wins.
-    if (!kept || failedAttemptOf(kept.message) <= failedAttemptOf(message)) this.#unstoredFailures.set(key, { workflowId, message });
+    const kept = this.#unstoredOutcomes.get(key);
+    // Two attempts' outcomes (a recovery ran one again): the later attempt wins.
+    if (!kept || endedAttemptOf(kept.message) <= endedAttemptOf(message)) this.#unstoredOutcomes.set(key, { workflowId, message });
   }
 
-  /** Takes the unstored failures of `workflowIds` (see #unstoredFailures), by `retryKey`. */
-  #takeUnstoredFailures(workflowIds: readonly string[]): Map<string, AttemptFailure> | undefined {
-    if (this.#unstoredFailures.size === 0) return undefined;
+  /** Takes the unstored outcomes of `workflowIds` (see #unstoredOutcomes), by `retryKey`. */
+  #takeUnstoredOutcomes(workflowIds: readonly string[]): Map<string, AttemptOutcome> | undefined {
+    if (this.#unstoredOutcomes.size === 0) return undefined;
     const ids = new Set(workflowIds);
-    const taken = new Map<string, AttemptFailure>();
-    for (const [key, { workflowId, message }] of this.#unstoredFailures) {
+    const taken = new Map<string, AttemptOutcome>();
+    for (const [key, { workflowId, message }] of this.#unstoredOutcomes) {
       if (!ids.has(workflowId)) continue;
       taken.set(key, message);
-      this.#unstoredFailures.delete(key);
+      this.#unstoredOutcomes.delete(key);
     }
     return taken;
   }
@@ -757,11 +758,11 @@ class EngineImpl implements Engine, ActorHost {
    */
   async #recoverWithRetry({ names, workflowIds }: { names?: string[]; workflowIds?: string[] }): Promise<void> {
     // Taken now, as the pause (if any) ends: those that come later wait for a later rebuild.
-    const unstoredFailures = workflowIds && this.#takeUnstoredFailures(workflowIds);
+    const unstoredOutcomes = workflowIds && this.#takeUnstoredOutcomes(workflowIds);
     for (let attempt = 1; !this.#isClosing; attempt++) {
       try {
         const held = names ? names.filter((name) => this.#leases.holds(name)) : this.#leases.held;
-        await this.#recover(held, workflowIds, unstoredFailures);
+        await this.#recover(held, workflowIds, unstoredOutcomes);
         return;
       } catch (error) {
         this.logger.warn({ err: error, attempt }, 'recovery failed; retrying');
@@ -772,10 +773,10 @@ class EngineImpl implements Engine, ActorHost {
 
   /**
    * Re-delivers what the database says is unfinished for `names` (and, if given, `workflowIds`
-   * only); an activity whose stored attempt failed, as `unstoredFailures` has it, gets that
-   * failure instead of running the attempt again.
+   * only); an activity whose stored attempt ended, as `unstoredOutcomes` has it, gets that
+   * outcome instead of running the attempt again.
    */
-  async #recover(names: string[], workflowIds: string[] | undefined, unstoredFailures?: ReadonlyMap<string, AttemptFailure>): Promise<void> {
+  async #recover(names: string[], workflowIds: string[] | undefined, unstoredOutcomes?: ReadonlyMap<string, AttemptOutcome>): Promise<void> {
     if (names.length === 0) return;
     const { sql, tables } = this;
     const now = Date.now();
@@ -796,10 +797,10 @@ class EngineImpl implements Engine, ActorHost {
     if (this.#isClosing) return;
     this.#handleStarts(starts, now);
     for (const { task, workflowName } of tasks) {
-      const failure = unstoredFailures?.get(retryKey(task.workflowId, task.commandId));
-      if (failure && failedAttemptOf(failure) >= task.attempt) {
-        // The rebuilt actor stores it (and arms a retry), as the failed one would have.
-        this.#deliverWhenRoom(task.workflowId, failure);
+      const outcome = unstoredOutcomes?.get(retryKey(task.workflowId, task.commandId));
+      if (outcome && endedAttemptOf(outcome) >= task.attempt) {
+        // The rebuilt actor stores it (and arms a retry), as the actor that failed would have.
+        this.#deliverWhenRoom(task.workflowId, outcome);
         continue;
       }
       if (task.visibleAt <= now) this.#dispatchOrHoldBack(workflowName, task);

@@ -459,6 +459,44 @@ async function failFirstRunInAPause(
 describe.each(backends)('a retry during a rebuild on $name', (backend) => {
   const schema = useSchema(backend);
 
+  it('runs an activity once, not at every rebuild, when its workflow fails to load its result until the history is repaired', async () => {
+    const db = schema();
+    const first = await startEngine(db, { workflows: { countsAttempts }, inlineActivities: { counted: untilClosed } });
+    try {
+      await first.startWorkflow(countsAttempts, undefined, { workflowId: 'counter' });
+    } finally {
+      await first.close();
+    }
+    const [started] = await db.query<{ payload: string }>(
+      `SELECT payload FROM "${db.schema}".history WHERE workflow_id = 'counter' AND seq = 1`,
+    );
+    await db.query(`UPDATE "${db.schema}".history SET payload = '{' WHERE workflow_id = 'counter' AND seq = 1`);
+    let runs = 0;
+    let loadFailures = 0;
+    const logger = {
+      ...quietLogger,
+      error(obj: object, msg?: string) {
+        quietLogger.error(obj, msg);
+        if (msg === 'loading workflow failed') loadFailures++;
+      },
+    };
+    // The recovery at the start runs the attempt; its result makes the workflow load, which fails.
+    const engine = await startEngine(db, {
+      workflows: { countsAttempts },
+      inlineActivities: { counted: (_input, ctx) => `run ${++runs} as attempt ${ctx.attempt}` },
+      logger,
+    });
+    try {
+      await waitFor(() => loadFailures >= 4, 'four failed loads', 10_000);
+      expect(runs).toBe(1);
+      await db.query(`UPDATE "${db.schema}".history SET payload = $1 WHERE workflow_id = 'counter' AND seq = 1`, [started!.payload]);
+      expect(await engine.result('counter', { timeoutMs: 20_000 })).toBe('run 1 as attempt 1');
+      expect(runs).toBe(1);
+    } finally {
+      await engine.close();
+    }
+  });
+
   it('goes on with the next attempt after its backoff when the attempt failed while the workflow was paused for rebuilds that kept failing', async () => {
     const { engine, failedInAPause, repair } = await failFirstRunInAPause(schema(), countsAttempts);
     try {
