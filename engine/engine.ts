@@ -163,10 +163,11 @@ class EngineImpl implements Engine, ActorHost {
    * what else is dropped then, the database does not have them; the rebuild's recovery hands them
    * to the rebuilt actor in place of the attempt the database still shows, so the attempt count
    * and the backoff go on, and an attempt that ended is not run again (at every rebuild, while a
-   * history row cannot be read). By `retryKey`; each waits for a rebuild of its workflow, so none
-   * stays longer than that.
+   * history row cannot be read). By workflow, then command: a rebuild takes its workflow's
+   * without scanning everyone's, after an outage paused thousands. Each waits for a rebuild of its
+   * workflow, so none stays longer than that.
    */
-  readonly #unstoredOutcomes = new Map<string, { workflowId: string; message: AttemptOutcome }>();
+  readonly #unstoredOutcomes = new Map<string, Map<number, AttemptOutcome>>();
   /** Activity attempts handed to the pool and not yet reported back. */
   readonly #inFlightTasks = new InFlightTasks();
   readonly #poll: NodeJS.Timeout;
@@ -319,6 +320,8 @@ class EngineImpl implements Engine, ActorHost {
   }
 
   rebuild(workflowId: string, unprocessed: readonly ActorMessage[] = NO_ITEMS): void {
+    // Closing: a pause timer now would keep the process alive up to a minute for nothing.
+    if (this.#isClosing) return;
     for (const message of unprocessed) this.#keepUnstoredOutcome(workflowId, message);
     const failures = (this.#actorFailures.get(workflowId) ?? 0) + 1;
     this.#actorFailures.set(workflowId, failures);
@@ -544,21 +547,22 @@ class EngineImpl implements Engine, ActorHost {
   /** Keeps `message` for the workflow's rebuild if it reports how an attempt ended (see #unstoredOutcomes). */
   #keepUnstoredOutcome(workflowId: string, message: ActorMessage): void {
     if (message.type !== 'activityCompleted' && message.type !== 'activityRetry' && message.type !== 'activityFailed') return;
-    const key = retryKey(workflowId, message.commandId);
-    const kept = this.#unstoredOutcomes.get(key);
+    let ofWorkflow = this.#unstoredOutcomes.get(workflowId);
+    if (!ofWorkflow) this.#unstoredOutcomes.set(workflowId, (ofWorkflow = new Map()));
+    const kept = ofWorkflow.get(message.commandId);
     // Two attempts' outcomes (a recovery ran one again): the later attempt wins.
-    if (!kept || endedAttemptOf(kept.message) <= endedAttemptOf(message)) this.#unstoredOutcomes.set(key, { workflowId, message });
+    if (!kept || endedAttemptOf(kept) <= endedAttemptOf(message)) ofWorkflow.set(message.commandId, message);
   }
 
   /** Takes the unstored outcomes of `workflowIds` (see #unstoredOutcomes), by `retryKey`. */
   #takeUnstoredOutcomes(workflowIds: readonly string[]): Map<string, AttemptOutcome> | undefined {
     if (this.#unstoredOutcomes.size === 0) return undefined;
-    const ids = new Set(workflowIds);
     const taken = new Map<string, AttemptOutcome>();
-    for (const [key, { workflowId, message }] of this.#unstoredOutcomes) {
-      if (!ids.has(workflowId)) continue;
-      taken.set(key, message);
-      this.#unstoredOutcomes.delete(key);
+    for (const workflowId of workflowIds) {
+      const ofWorkflow = this.#unstoredOutcomes.get(workflowId);
+      if (!ofWorkflow) continue;
+      this.#unstoredOutcomes.delete(workflowId);
+      for (const [commandId, message] of ofWorkflow) taken.set(retryKey(workflowId, commandId), message);
     }
     return taken;
   }
