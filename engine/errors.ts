@@ -24,6 +24,7 @@ export const ErrorCode = {
   EngineClosed: 'DURAFLOW_ENGINE_CLOSED',
   NameTakenOver: 'DURAFLOW_NAME_TAKEN_OVER',
   UnreadableHistory: 'DURAFLOW_UNREADABLE_HISTORY',
+  EventIdReused: 'DURAFLOW_EVENT_ID_REUSED',
   /** The `code` of an activity failure named UnknownActivityError (no class: it is only a cause). */
   UnknownActivity: 'DURAFLOW_UNKNOWN_ACTIVITY',
   /** The `code` of an activity failure named ActivityThreadError: its thread died under it. */
@@ -232,6 +233,26 @@ export class EngineClosedError extends EngineError {
   }
 }
 EngineClosedError.prototype.name = 'EngineClosedError';
+
+/**
+ * `sendEvent` with an `eventId` the workflow already has for an event of another name or payload:
+ * a retried send repeats both, so this is two events under one id. The first is kept as it was;
+ * the second is not stored.
+ */
+export class EventIdReusedError extends EngineError {
+  readonly workflowId: string;
+  readonly eventId: string;
+
+  constructor(workflowId: string, eventId: string) {
+    super(
+      ErrorCode.EventIdReused,
+      `workflow ${JSON.stringify(workflowId)} already has event id ${JSON.stringify(eventId)} for an event of another name or payload; the first is kept`,
+    );
+    this.workflowId = workflowId;
+    this.eventId = eventId;
+  }
+}
+EventIdReusedError.prototype.name = 'EventIdReusedError';
 
 /**
  * Why an activity's `signal` aborts when another engine takes over its workflow's name: this

@@ -27,6 +27,7 @@ export {
   EngineClosedError,
   EngineError,
   ErrorCode,
+  EventIdReusedError,
   InvalidArgumentError,
   NameTakenOverError,
   NonDeterminismError,

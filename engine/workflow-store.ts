@@ -21,6 +21,7 @@ import {
   DatabaseUnavailableError,
   EngineClosedError,
   EngineError,
+  EventIdReusedError,
   InvalidArgumentError,
   WorkflowClosedError,
   WorkflowFailedError,
@@ -258,6 +259,7 @@ export class WorkflowStore {
       case 'stored':
         return { inboxId: stored.id, workflowName: stored.workflowName, payload: encoded };
       case 'duplicate':
+        if (stored.isSame === false) throw new EventIdReusedError(workflowId, eventId);
         return { isDuplicate: true };
       case 'refused':
         if (stored.status === 'missing') throw new WorkflowNotFoundError(workflowId);

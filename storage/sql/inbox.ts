@@ -13,8 +13,11 @@ export interface InboxRow {
 /** What `insertEvent` did. */
 export type InsertEventResult =
   | { outcome: 'stored'; id: number; workflowName: string }
-  /** An event with this id was stored before (consumed or not, its workflow finished or not). */
-  | { outcome: 'duplicate' }
+  /**
+   * An event with this id was stored before (consumed or not, its workflow finished or not);
+   * `isSame` says whether with this name and payload, when this statement could see it.
+   */
+  | { outcome: 'duplicate'; isSame: boolean | undefined }
   | { outcome: 'refused'; status: 'missing' | 'completed' | 'failed' };
 
 /**
@@ -33,7 +36,7 @@ export async function insertEvent(
   // The workflow's row is read FOR SHARE: a send racing the step that ends the workflow waits for
   // its commit and then sees the end, so it is refused rather than stored where nothing will ever
   // take it.
-  const { rows } = await db.query<{ id: string | null; existing: string | null; name: string | null; status: string | null }>(
+  const { rows } = await db.query<{ id: string | null; isSame: boolean | null; name: string | null; status: string | null }>(
     `WITH w AS (
        SELECT id, name, status FROM ${t.workflows} WHERE id = $1 FOR SHARE
      ), ins AS (
@@ -43,7 +46,7 @@ export async function insertEvent(
        RETURNING id
      )
      SELECT (SELECT id FROM ins) AS id,
-            (SELECT id FROM ${t.inbox} WHERE workflow_id = $1 AND event_id = $4) AS existing,
+            (SELECT name = $2 AND payload IS NOT DISTINCT FROM $3 FROM ${t.inbox} WHERE workflow_id = $1 AND event_id = $4) AS "isSame",
             (SELECT name FROM w) AS name,
             (SELECT status FROM w) AS status`,
     [workflowId, name, payload ?? null, eventId],
@@ -53,7 +56,8 @@ export async function insertEvent(
   if (row.id !== null) return { outcome: 'stored', id: Number(row.id), workflowName: row.name };
   // Nothing inserted for an open workflow means the id was taken, by a send this snapshot may not
   // even see (a concurrent one that committed while this insert waited for it).
-  if (row.existing !== null || row.status === 'pending' || row.status === 'running') return { outcome: 'duplicate' };
+  // The payloads compare as the codec wrote them: a retry of a send encodes the same value the same way.
+  if (row.isSame !== null || row.status === 'pending' || row.status === 'running') return { outcome: 'duplicate', isSame: row.isSame ?? undefined };
   return { outcome: 'refused', status: row.status as 'completed' | 'failed' };
 }
 

@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
-import { MetricName, TimeoutError, type WorkflowContext, WorkflowClosedError } from 'duraflow';
+import { EventIdReusedError, MetricName, TimeoutError, type WorkflowContext, WorkflowClosedError } from 'duraflow';
 
 import { backends, lockTable, serverBackends, type TestSchema, useSchema } from '../helpers/database.js';
 import { openClient, readMetric, startEngine } from '../helpers/engines.js';
@@ -159,6 +159,36 @@ describe.each(backends)('events and delayed starts on $name', (backend) => {
       );
       const received = (await engine.inspect(handle.workflowId)).history.filter((e) => e.type === 'EventReceived');
       expect(received).toHaveLength(1);
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it('refuses an event id sent again with another payload or name, keeping the first event as it was', async () => {
+    const engine = await startEngine(db, { workflows: { approval } });
+    try {
+      const handle = await engine.startWorkflow(approval, { busyFirst: false });
+      await engine.sendEvent(handle.workflowId, 'approve', { by: 'ops' }, { eventId: 'approval-1' });
+      const otherPayload = engine.sendEvent(handle.workflowId, 'approve', { by: 'intruder' }, { eventId: 'approval-1' });
+      await expect(otherPayload).rejects.toBeInstanceOf(EventIdReusedError);
+      await expect(otherPayload).rejects.toMatchObject({ code: 'DURAFLOW_EVENT_ID_REUSED', workflowId: handle.workflowId, eventId: 'approval-1' });
+      await expect(engine.sendEvent(handle.workflowId, 'reject', { by: 'ops' }, { eventId: 'approval-1' })).rejects.toBeInstanceOf(
+        EventIdReusedError,
+      );
+      await expect(engine.sendEvent(handle.workflowId, 'approve', undefined, { eventId: 'approval-1' })).rejects.toBeInstanceOf(
+        EventIdReusedError,
+      );
+      expect(await handle.result()).toEqual({ by: 'ops' });
+      // After the event was taken, a true retry is still a duplicate, and a different one still refused.
+      await engine.sendEvent(handle.workflowId, 'approve', { by: 'ops' }, { eventId: 'approval-1' });
+      await expect(engine.sendEvent(handle.workflowId, 'approve', { by: 'late' }, { eventId: 'approval-1' })).rejects.toBeInstanceOf(
+        EventIdReusedError,
+      );
+      const rows = await db.query<{ name: string; payload: string }>(
+        `SELECT name, payload FROM "${db.schema}".inbox WHERE workflow_id = $1`,
+        [handle.workflowId],
+      );
+      expect(rows).toEqual([{ name: 'approve', payload: JSON.stringify({ by: 'ops' }) }]);
     } finally {
       await engine.close();
     }

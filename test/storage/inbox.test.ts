@@ -69,7 +69,7 @@ describe.each(backends)('insertEvent on $name', (backend) => {
     ]);
     expect(await db.query(`SELECT token FROM "${db.schema}".wal_commits`)).toEqual([{ token: 'recent' }]);
     // Within the hour a resent event is known; after it, it is a new one.
-    expect(await insertEvent(sql, tables, 'open', 'go', undefined, 'recent')).toEqual({ outcome: 'duplicate' });
+    expect(await insertEvent(sql, tables, 'open', 'go', undefined, 'recent')).toEqual({ outcome: 'duplicate', isSame: true });
     expect(await insertEvent(sql, tables, 'open', 'go', undefined, 'old')).toMatchObject({ outcome: 'stored' });
   });
 
@@ -77,7 +77,7 @@ describe.each(backends)('insertEvent on $name', (backend) => {
     await flushBatch(sql, tables, [makeStartRow('other')], []);
     expect(await insertEvent(sql, tables, 'open', 'shipped', undefined, 'shipped')).toMatchObject({ outcome: 'stored' });
     expect(await insertEvent(sql, tables, 'other', 'shipped', undefined, 'shipped')).toMatchObject({ outcome: 'stored' });
-    expect(await insertEvent(sql, tables, 'other', 'shipped', undefined, 'shipped')).toEqual({ outcome: 'duplicate' });
+    expect(await insertEvent(sql, tables, 'other', 'shipped', undefined, 'shipped')).toEqual({ outcome: 'duplicate', isSame: true });
     const rows = await db.query(`SELECT workflow_id FROM "${db.schema}".inbox WHERE event_id = 'shipped' ORDER BY id`);
     expect(rows).toEqual([{ workflow_id: 'open' }, { workflow_id: 'other' }]);
   });
@@ -112,7 +112,11 @@ describe.each(backends)('insertEvent on $name', (backend) => {
   it('stores an event once per id, and refuses missing and finished workflows', async () => {
     const first = await insertEvent(sql, tables, 'open', 'go', '1', 'e1');
     expect(first).toMatchObject({ outcome: 'stored', workflowName: 'wf' });
-    expect(await insertEvent(sql, tables, 'open', 'go', '1', 'e1')).toEqual({ outcome: 'duplicate' });
+    expect(await insertEvent(sql, tables, 'open', 'go', '1', 'e1')).toEqual({ outcome: 'duplicate', isSame: true });
+    // The same id with another payload or name is not a retry of that send: the caller is told.
+    expect(await insertEvent(sql, tables, 'open', 'go', '2', 'e1')).toEqual({ outcome: 'duplicate', isSame: false });
+    expect(await insertEvent(sql, tables, 'open', 'went', '1', 'e1')).toEqual({ outcome: 'duplicate', isSame: false });
+    expect(await insertEvent(sql, tables, 'open', 'go', undefined, 'e1')).toEqual({ outcome: 'duplicate', isSame: false });
     expect(await insertEvent(sql, tables, 'nobody', 'go', '1', 'e2')).toEqual({ outcome: 'refused', status: 'missing' });
     expect(await insertEvent(sql, tables, 'done', 'go', '1', 'e3')).toEqual({ outcome: 'refused', status: 'completed' });
     const rows = await db.query(`SELECT workflow_id, event_id FROM "${db.schema}".inbox ORDER BY id`);
@@ -123,7 +127,7 @@ describe.each(backends)('insertEvent on $name', (backend) => {
     expect(await insertEvent(sql, tables, 'open', 'go', '1', 'e1')).toMatchObject({ outcome: 'stored' });
     await db.query(`UPDATE "${db.schema}".inbox SET consumed_at = now()`);
     await db.query(`UPDATE "${db.schema}".workflows SET status = 'completed' WHERE id = 'open'`);
-    expect(await insertEvent(sql, tables, 'open', 'go', '1', 'e1')).toEqual({ outcome: 'duplicate' });
+    expect(await insertEvent(sql, tables, 'open', 'go', '1', 'e1')).toEqual({ outcome: 'duplicate', isSame: true });
   });
 });
 
@@ -160,7 +164,7 @@ describe.each(serverBackends)('insertEvent racing a concurrent send on $name', (
       // The racing insert waits on the unique index for the other transaction to end.
       await waitFor(() => isWaitingForLock(db, 'INSERT INTO'), 'the racing send to wait for the uncommitted one');
       await other.query('COMMIT');
-      expect(await racing).toEqual({ outcome: 'duplicate' });
+      expect(await racing).toEqual({ outcome: 'duplicate', isSame: undefined });
       expect(await db.query(`SELECT count(*)::int AS n FROM "${db.schema}".inbox`)).toEqual([{ n: 1 }]);
     } finally {
       await other.end();
