@@ -15,7 +15,7 @@ export type InsertEventResult =
   | { outcome: 'stored'; id: number; workflowName: string }
   /**
    * An event with this id was stored before (consumed or not, its workflow finished or not);
-   * `isSame` says whether with this name and payload, when this statement could see it.
+   * `isSame` says whether with this name and payload (undefined if that row is gone already).
    */
   | { outcome: 'duplicate'; isSame: boolean | undefined }
   | { outcome: 'refused'; status: 'missing' | 'completed' | 'failed' };
@@ -54,10 +54,17 @@ export async function insertEvent(
   const row = rows[0]!;
   if (row.name === null) return { outcome: 'refused', status: 'missing' };
   if (row.id !== null) return { outcome: 'stored', id: Number(row.id), workflowName: row.name };
-  // Nothing inserted for an open workflow means the id was taken, by a send this snapshot may not
-  // even see (a concurrent one that committed while this insert waited for it).
   // The payloads compare as the codec wrote them: a retry of a send encodes the same value the same way.
-  if (row.isSame !== null || row.status === 'pending' || row.status === 'running') return { outcome: 'duplicate', isSame: row.isSame ?? undefined };
+  if (row.isSame !== null) return { outcome: 'duplicate', isSame: row.isSame };
+  // Nothing inserted for an open workflow means the id was taken, by a send this snapshot does not
+  // see (a concurrent one that committed while this insert waited for it): a new statement does.
+  if (row.status === 'pending' || row.status === 'running') {
+    const again = await db.query<{ isSame: boolean }>(
+      `SELECT name = $2 AND payload IS NOT DISTINCT FROM $3 AS "isSame" FROM ${t.inbox} WHERE workflow_id = $1 AND event_id = $4`,
+      [workflowId, name, payload ?? null, eventId],
+    );
+    return { outcome: 'duplicate', isSame: again.rows[0]?.isSame };
+  }
   return { outcome: 'refused', status: row.status as 'completed' | 'failed' };
 }
 

@@ -164,8 +164,29 @@ describe.each(serverBackends)('insertEvent racing a concurrent send on $name', (
       // The racing insert waits on the unique index for the other transaction to end.
       await waitFor(() => isWaitingForLock(db, 'INSERT INTO'), 'the racing send to wait for the uncommitted one');
       await other.query('COMMIT');
-      expect(await racing).toEqual({ outcome: 'duplicate', isSame: undefined });
+      expect(await racing).toEqual({ outcome: 'duplicate', isSame: true });
       expect(await db.query(`SELECT count(*)::int AS n FROM "${db.schema}".inbox`)).toEqual([{ n: 1 }]);
+    } finally {
+      await other.end();
+    }
+  });
+
+  it('tells a send whose id another, uncommitted send holds with another payload that it is not the same event', async () => {
+    const { db, sql, tables } = store();
+    const other = new pg.Client({ connectionString: db.database as string });
+    await other.connect();
+    try {
+      await other.query('BEGIN');
+      await other.query(
+        `INSERT INTO "${db.schema}".inbox (workflow_id, name, payload, event_id) VALUES ('open', 'go', '1', 'e1')`,
+      );
+      const racing = insertEvent(sql, tables, 'open', 'go', '2', 'e1');
+      await waitFor(() => isWaitingForLock(db, 'INSERT INTO'), 'the racing send to wait for the uncommitted one');
+      await other.query('COMMIT');
+      // The first send's row is not in the racing statement's snapshot: taken for a retry, the
+      // second event would be acknowledged and never stored.
+      expect(await racing).toEqual({ outcome: 'duplicate', isSame: false });
+      expect(await db.query(`SELECT payload FROM "${db.schema}".inbox`)).toEqual([{ payload: '1' }]);
     } finally {
       await other.end();
     }
