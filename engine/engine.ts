@@ -796,7 +796,7 @@ class EngineImpl implements Engine, ActorHost {
         // it is repaired.
         if (!this.#isClosing) this.rebuild(workflowId);
       }),
-      inboxFor(sql, tables, names, workflowIds),
+      inboxFor(sql, tables, names, workflowIds, RECOVERY_BATCH),
     ]);
     if (this.#isClosing) return;
     this.#handleStarts(starts, now);
@@ -825,9 +825,17 @@ class EngineImpl implements Engine, ActorHost {
         this.#onTimer(recovered[next]!);
       }
     };
-    for (const e of events) {
-      fireDueBy(e.createdAt);
-      this.#deliverEvents([e]);
+    const dueCount = recovered.findIndex((t) => t.dueAt > now);
+    for (let page = events; ; ) {
+      for (const e of page) {
+        fireDueBy(e.createdAt);
+        this.#deliverEvents([e]);
+      }
+      // A full read may have left out events sent before timers still to fire: read on, or the
+      // timers would fire before them (the polls deliver the rest, after).
+      if (page.length < RECOVERY_BATCH || next >= (dueCount < 0 ? recovered.length : dueCount)) break;
+      page = await inboxFor(sql, tables, names, workflowIds, RECOVERY_BATCH, page.at(-1)!.id);
+      if (this.#isClosing) return;
     }
     fireDueBy(now);
     for (const { key, dueAt, payload } of recovered.slice(next)) this.#arm(key, dueAt, payload);

@@ -80,7 +80,7 @@ function unconsumedOfNamed(t: Tables): string {
 
 /**
  * Inbox rows of unfinished workflows whose name is in `workflowNames` (and, optionally, whose id is
- * in `workflowIds`), oldest first. Left out: events of a workflow whose start is still to come
+ * in `workflowIds`), oldest first, after the row `afterId` (for reading on where a full read ended). Left out: events of a workflow whose start is still to come
  * (they wait for it), and of a parked workflow (running, with an error), which takes none (see
  * `firstEventsOfParked`): thousands of either would fill every read's window and starve the rest.
  */
@@ -90,14 +90,16 @@ export async function inboxFor(
   workflowNames: readonly string[],
   workflowIds?: readonly string[],
   limit = 10_000,
+  afterId = 0,
 ): Promise<InboxRow[]> {
   const { rows } = await db.query<StoredEvent>(
     `SELECT i.id, i.workflow_id, i.name, i.payload, i.created_at ${unconsumedOfNamed(t)}
        AND ((w.status = 'running' AND w.error IS NULL)
             OR (w.status = 'pending' AND w.start_at <= to_timestamp($3 / 1000.0)))
+       AND i.id > $5
      ORDER BY i.id LIMIT $4`,
     // This process's clock, which also decides when it fires delayed starts.
-    [workflowNames, workflowIds ?? null, Date.now(), limit],
+    [workflowNames, workflowIds ?? null, Date.now(), limit, afterId],
   );
   return rows.map(toInboxRow);
 }

@@ -339,6 +339,42 @@ describe.each(backends)('events and delayed starts on $name', (backend) => {
     }
   });
 
+  it('orders by their time the wait timeouts and the events beyond the first read of the inbox, at the restart', async () => {
+    const engine = await startEngine(db, { workflows: { approvalWithTimeout } });
+    try {
+      for (const workflowId of ['busy', 'in-time', 'too-late']) {
+        await engine.startWorkflow(approvalWithTimeout, { timeoutMs: 3_600_000 }, { workflowId });
+        await waitFor(async () => (await engine.inspect(workflowId)).waitingOn.events.length > 0, 'the wait');
+      }
+    } finally {
+      await engine.close();
+    }
+    const schema = `"${db.schema}"`;
+    // More events, sent earlier, than one read of the inbox takes (10,000 rows).
+    await db.query(
+      `INSERT INTO ${schema}.inbox (workflow_id, name, event_id, created_at)
+       SELECT 'busy', 'noise', 'noise-' || i, now() - interval '10 minutes' FROM generate_series(1, 10001) AS i`,
+    );
+    const client = await openClient(db);
+    try {
+      for (const workflowId of ['in-time', 'too-late']) await client.sendEvent(workflowId, 'approve', { by: workflowId });
+    } finally {
+      await client.close();
+    }
+    await db.query(`UPDATE ${schema}.timers SET due_at = now() - interval '2 minutes' WHERE workflow_id <> 'busy'`);
+    await db.query(
+      `UPDATE ${schema}.inbox SET created_at = now() - CASE workflow_id WHEN 'in-time' THEN interval '3 minutes' ELSE interval '1 minute' END
+       WHERE workflow_id <> 'busy'`,
+    );
+    const restarted = await startEngine(db, { workflows: { approvalWithTimeout } });
+    try {
+      expect(await restarted.result('in-time', { timeoutMs: 30_000 })).toBe('approved by in-time');
+      expect(await restarted.result('too-late', { timeoutMs: 30_000 })).toBe('timed out');
+    } finally {
+      await restarted.close();
+    }
+  });
+
   it('deletes a timer row that outlived its wait when it fires', async () => {
     const engine = await startEngine(db, { workflows: { approvalOnOpen } });
     try {
