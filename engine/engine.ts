@@ -143,6 +143,8 @@ class EngineImpl implements Engine, ActorHost {
   readonly #namesByFunction = new Map<WorkflowFunction<never, unknown>, string[]>();
   readonly #leases: LeaseKeeper;
   readonly #heldBack = new HeldBackEffects<TimerPayload>();
+  /** Recoveries under way (settled promises, never rejected): the polls' inbox reads wait for them. */
+  readonly #recoveries = new Set<Promise<void>>();
   /** True until the first claim returns: names it gains are recovered by `recoverAll` (awaited), not by #onLeaseChange. */
   #isStarting = true;
   readonly #parsedOptions = new Map<string, ActivityOptions>();
@@ -778,10 +780,22 @@ class EngineImpl implements Engine, ActorHost {
   /**
    * Re-delivers what the database says is unfinished for `names` (and, if given, `workflowIds`
    * only); an activity whose stored attempt ended, as `unstoredOutcomes` has it, gets that
-   * outcome instead of running the attempt again.
+   * outcome instead of running the attempt again. The polls' inbox reads wait for it meanwhile.
    */
   async #recover(names: string[], workflowIds: string[] | undefined, unstoredOutcomes?: ReadonlyMap<string, AttemptOutcome>): Promise<void> {
     if (names.length === 0) return;
+    const recovery = this.#redeliver(names, workflowIds, unstoredOutcomes);
+    const settled = recovery.catch(() => undefined);
+    this.#recoveries.add(settled);
+    try {
+      await recovery;
+    } finally {
+      this.#recoveries.delete(settled);
+    }
+  }
+
+  /** The work of #recover. */
+  async #redeliver(names: string[], workflowIds: string[] | undefined, unstoredOutcomes?: ReadonlyMap<string, AttemptOutcome>): Promise<void> {
     const { sql, tables } = this;
     const now = Date.now();
     const [starts, timers, tasks, events] = await Promise.all([
@@ -880,6 +894,13 @@ class EngineImpl implements Engine, ActorHost {
 
   async #pollInbox(names: string[], workflowIds?: string[]): Promise<void> {
     if (names.length === 0) return;
+    if (this.#recoveries.size > 0) {
+      // A recovery fires the timers that came due in time order with the events it reads: the
+      // events delivered before it has would overtake those timers, however late they were sent.
+      this.logger.debug({ recoveries: this.#recoveries.size }, 'the inbox read waits for the recoveries under way');
+      await Promise.all(this.#recoveries);
+      if (this.#isClosing) return;
+    }
     this.#deliverEvents(await inboxFor(this.sql, this.tables, names, workflowIds));
   }
 

@@ -2,8 +2,8 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
 import { EventIdReusedError, MetricName, TimeoutError, type WorkflowContext, WorkflowClosedError } from 'duraflow';
 
-import { backends, lockTable, serverBackends, type TestSchema, useSchema } from '../helpers/database.js';
-import { openClient, readMetric, startEngine } from '../helpers/engines.js';
+import { backends, isWaitingForLock, lockTable, serverBackends, type TestSchema, useSchema } from '../helpers/database.js';
+import { openClient, quietLogger, readMetric, startEngine } from '../helpers/engines.js';
 import { heldActivity } from '../helpers/held-activity.js';
 import { waitFor } from '../helpers/wait-for.js';
 
@@ -429,6 +429,55 @@ describe.each(serverBackends)('an event racing the end of its workflow on $name'
       expect(ended.queuedEvents).toEqual([{ eventName: 'go', payload: 'second' }]);
     } finally {
       await client.close();
+    }
+  });
+});
+
+describe.each(serverBackends)('a poll during a recovery on $name', (backend) => {
+  const db = useSchema(backend);
+
+  it('leaves the events to the recovery under way, so a timer that came due before them fires first', async () => {
+    const engine = await startEngine(db(), { workflows: { approvalWithTimeout } });
+    try {
+      await engine.startWorkflow(approvalWithTimeout, { timeoutMs: 3_600_000 }, { workflowId: 'too-late' });
+      await waitFor(async () => (await engine.inspect('too-late')).waitingOn.events.length > 0, 'the wait');
+    } finally {
+      await engine.close();
+    }
+    const client = await openClient(db());
+    try {
+      await client.sendEvent('too-late', 'approve', { by: 'too-late' });
+    } finally {
+      await client.close();
+    }
+    // The approval came a minute after the wait had timed out, while no engine ran.
+    const schema = `"${db().schema}"`;
+    await db().query(`UPDATE ${schema}.timers SET due_at = now() - interval '2 minutes'`);
+    await db().query(`UPDATE ${schema}.inbox SET created_at = now() - interval '1 minute'`);
+    // The restart's recovery waits for this lock to read the timers; the polls go on meanwhile.
+    const lock = await lockTable(db(), 'timers');
+    let isPollDeferred = false;
+    const logger = {
+      ...quietLogger,
+      debug(_obj: object, msg?: string) {
+        if (msg?.includes('waits for the recoveries')) isPollDeferred = true;
+      },
+    };
+    const starting = startEngine(db(), { workflows: { approvalWithTimeout }, pollIntervalMs: 20, logger });
+    let restarted: Awaited<typeof starting> | undefined;
+    try {
+      await waitFor(() => isWaitingForLock(db(), 'x.due_at'), 'the recovery to wait for the timers');
+      // A poll either leaves the events to the recovery, or hands the approval over at once (the
+      // step that takes it then waits for the lock too, to delete the timer).
+      await waitFor(async () => isPollDeferred || (await isWaitingForLock(db(), 'ins_h AS')), 'a poll');
+    } finally {
+      await lock.release();
+      restarted = await starting;
+    }
+    try {
+      expect(await restarted.result('too-late', { timeoutMs: 10_000 })).toBe('timed out');
+    } finally {
+      await restarted.close();
     }
   });
 });
