@@ -35,11 +35,14 @@ async function main(argv: string[]): Promise<number> {
     console.error(USAGE);
     return values.help ? 0 : 2;
   }
-  const database = values.database ?? (values['data-dir'] ? undefined : process.env.DATABASE_URL);
+  // A flag given empty (`--schema "$UNSET"`) goes to createClient, which refuses it, rather than
+  // leaving its default to read another schema or database.
+  const dataDir = values['data-dir'];
+  const database = values.database ?? (dataDir !== undefined ? undefined : process.env.DATABASE_URL || undefined);
   const client = await createClient({
-    ...(database ? { database } : {}),
-    ...(values['data-dir'] ? { dataDir: values['data-dir'] } : {}),
-    ...(values.schema ? { schema: values.schema } : {}),
+    ...(database !== undefined ? { database } : {}),
+    ...(dataDir !== undefined ? { dataDir } : {}),
+    ...(values.schema !== undefined ? { schema: values.schema } : {}),
     migrate: false,
   });
   try {
