@@ -17,8 +17,11 @@ import { createClient, EngineError } from '../engine/index.js';
 const OPTIONS = '[--database URL | --data-dir DIR] [--schema NAME]';
 const USAGE = `usage: duraflow inspect <workflowId> ${OPTIONS}\n       duraflow leases ${OPTIONS}`;
 
-async function main(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
+/** Exit code of a command line that cannot be understood (as for a missing workflow id). */
+const USAGE_ERROR = 2;
+
+function parse(argv: string[]) {
+  return parseArgs({
     args: argv,
     allowPositionals: true,
     options: {
@@ -28,12 +31,30 @@ async function main(argv: string[]): Promise<number> {
       help: { type: 'boolean', short: 'h' },
     },
   });
+}
+
+async function main(argv: string[]): Promise<number> {
+  let parsed: ReturnType<typeof parse>;
+  try {
+    parsed = parse(argv);
+  } catch (error) {
+    // An unknown or valueless flag is a usage error like a missing argument, not a failure.
+    console.error(`duraflow: ${error instanceof Error ? error.message : String(error)}\n${USAGE}`);
+    return USAGE_ERROR;
+  }
+  const { values, positionals } = parsed;
+  if (values.help) {
+    console.log(USAGE);
+    return 0;
+  }
   const [command, workflowId] = positionals;
   const inspected = command === 'inspect' && positionals.length === 2 ? workflowId : undefined;
   const isLeases = command === 'leases' && positionals.length === 1;
-  if (values.help || !(inspected !== undefined || isLeases)) {
-    console.error(USAGE);
-    return values.help ? 0 : 2;
+  // One database or the other: with both, one would be ignored without a word.
+  const isAmbiguous = values.database !== undefined && values['data-dir'] !== undefined;
+  if (!(inspected !== undefined || isLeases) || isAmbiguous) {
+    console.error(isAmbiguous ? `duraflow: give --database or --data-dir, not both\n${USAGE}` : USAGE);
+    return USAGE_ERROR;
   }
   // A flag given empty (`--schema "$UNSET"`) goes to createClient, which refuses it, rather than
   // leaving its default to read another schema or database.

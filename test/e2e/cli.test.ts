@@ -65,3 +65,22 @@ describe('the CLI flags', () => {
     expect(noDataDir).toMatchObject({ code: 1, stderr: expect.stringContaining('options.dataDir') });
   });
 });
+
+describe('the CLI usage errors', () => {
+  it('exits with 2 and the usage for an unknown flag or a flag without its value', async () => {
+    for (const args of [['inspect', 'x', '--schem', 'a'], ['leases', '--schema'], ['inspect', 'x', '--verbose']]) {
+      const shown = await run(args);
+      expect(shown, args.join(' ')).toMatchObject({ code: 2, stdout: '', stderr: expect.stringContaining('usage: duraflow inspect') });
+    }
+  });
+
+  it('exits with 2 when given both --database and --data-dir, instead of ignoring one', async () => {
+    const shown = await run(['leases', '--database', 'postgres://127.0.0.1:1/x', '--data-dir', tmpdir()]);
+    expect(shown).toMatchObject({ code: 2, stdout: '', stderr: expect.stringContaining('usage: duraflow inspect') });
+  });
+
+  it('prints the usage asked for with --help on stdout and exits with 0', async () => {
+    const shown = await run(['--help']);
+    expect(shown).toMatchObject({ code: 0, stdout: expect.stringContaining('usage: duraflow inspect') });
+  });
+});
