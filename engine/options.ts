@@ -76,7 +76,8 @@ export interface EngineOptions extends ConnectionOptions {
   walHighWaterEvents?: number;
   /**
    * Serve the metrics registry on `http://host:port/metrics`. `port: 0` picks a free port
-   * (`engine.metricsUrl` tells which). @default not served (still readable via `engine.metrics`)
+   * (`engine.metricsUrl` tells which); `port` defaults to 9464 and `host` to `127.0.0.1`.
+   * @default not served (still readable via `engine.metrics`)
    */
   metrics?: { port?: number; host?: string };
   /**
