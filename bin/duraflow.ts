@@ -9,6 +9,7 @@
  * Without --database or --data-dir it uses DATABASE_URL, else the embedded database in
  * ./.duraflow (which must not be open in another process at the same time). It only reads: a
  * schema or data directory that holds no duraflow tables is an error, not something to create.
+ * Exit codes: 0 done, 1 failed, 2 a command line it cannot use, 3 no such workflow.
  */
 import { parseArgs } from 'node:util';
 
