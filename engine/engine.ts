@@ -82,7 +82,7 @@ export interface Engine extends Omit<Client, 'startWorkflow'> {
   close(): Promise<void>;
   /** This engine's own prom-client registry (never the global one): serve it on your own route. */
   readonly metrics: Registry;
-  /** Where the engine serves its metrics, when `options.metrics` asked it to. */
+  /** Where the engine serves its metrics, when `options.metrics` asked it to; undefined once closed. */
   readonly metricsUrl: string | undefined;
 }
 
@@ -491,6 +491,7 @@ class EngineImpl implements Engine, ActorHost {
     // Creations whose first step never reached the database (it was refused, closing).
     for (const { settle } of [...this.#creations.values()]) settle(closed);
     await step(() => this.#metricsServer?.close());
+    this.metricsUrl = undefined;
     await step(() => this.#store.close());
     if (errors.length > 0) throw new AggregateError(errors, 'closing the engine failed');
   }

@@ -368,6 +368,9 @@ describe.each(backends)('bad input on $name', (backend) => {
       await expect(startEngine(db, { workflows: { idle }, activityThreads: '10' as never })).rejects.toThrow(
         new RangeError('options.activityThreads must be a positive integer, got the string "10"'),
       );
+      await expect(startEngine(db, { workflows: { idle }, metrics: { port: '9464' as never } })).rejects.toThrow(
+        new RangeError('options.metrics.port must be an integer 0..65535, got the string "9464"'),
+      );
       await expect(startEngine(db, { workflows: { idle }, activityThreads: 100_000 })).rejects.toThrow(
         new RangeError('options.activityThreads must be at most 1024, got 100000'),
       );

@@ -145,6 +145,8 @@ describe.each(backends)('metrics on $name', (backend) => {
     } finally {
       await engine.close();
     }
+    // Nothing answers there any more, so the engine no longer says it does.
+    expect(engine.metricsUrl).toBeUndefined();
   });
 
   it('keeps two engines in one process in separate registries', async () => {
