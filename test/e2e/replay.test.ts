@@ -31,6 +31,31 @@ async function quick(): Promise<string> {
   return 'quick';
 }
 
+async function awaitsWork(ctx: WorkflowContext): Promise<string> {
+  return ctx.activities<{ work(): Promise<string> }>().work();
+}
+
+/** An attempt that ends only with its engine. */
+const untilClosed: ActivityFunction = (_input, ctx) =>
+  new Promise<never>((_resolve, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason)));
+
+/**
+ * Leaves `workflowId` awaiting an activity that no engine runs, then breaks the activity's
+ * ActivityScheduled row. Returns the query that reads that row and the payload it had.
+ */
+async function leaveUnreadableActivity(db: TestSchema, workflowId: string): Promise<{ scheduled: string; stored: string }> {
+  const first = await startEngine(db, { workflows: { awaitsWork }, inlineActivities: { work: untilClosed } });
+  try {
+    await first.startWorkflow(awaitsWork, undefined, { workflowId });
+  } finally {
+    await first.close();
+  }
+  const scheduled = `SELECT payload FROM "${db.schema}".history WHERE workflow_id = '${workflowId}' AND seq = 2`;
+  const [row] = await db.query<{ payload: string }>(scheduled);
+  await db.query(`UPDATE "${db.schema}".history SET payload = '{' WHERE workflow_id = $1 AND seq = 2`, [workflowId]);
+  return { scheduled, stored: row!.payload };
+}
+
 async function runAll(db: TestSchema, maxCachedWorkflows: number): Promise<unknown[]> {
   const engine = await startEngine(db, { workflows: { everything }, activities: fixtureActivities, maxCachedWorkflows });
   try {
@@ -99,20 +124,7 @@ describe.each(backends)('replay on $name', (backend) => {
   });
 
   it('starts and runs the other workflows when an unfinished activity cannot be read, naming its row, and runs it once the row is repaired', async () => {
-    async function awaitsWork(ctx: WorkflowContext): Promise<string> {
-      return ctx.activities<{ work(): Promise<string> }>().work();
-    }
-    const untilClosed: ActivityFunction = (_input, ctx) =>
-      new Promise<never>((_resolve, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason)));
-    const first = await startEngine(db, { workflows: { awaitsWork }, inlineActivities: { work: untilClosed } });
-    try {
-      await first.startWorkflow(awaitsWork, undefined, { workflowId: 'unreadable-task' });
-    } finally {
-      await first.close();
-    }
-    const scheduled = `SELECT payload FROM "${db.schema}".history WHERE workflow_id = 'unreadable-task' AND seq = 2`;
-    const [stored] = await db.query<{ payload: string }>(scheduled);
-    await db.query(`UPDATE "${db.schema}".history SET payload = '{' WHERE workflow_id = 'unreadable-task' AND seq = 2`);
+    const { scheduled, stored } = await leaveUnreadableActivity(db, 'unreadable-task');
     const errors: unknown[] = [];
     const logger = {
       ...quietLogger,
@@ -135,7 +147,7 @@ describe.each(backends)('replay on $name', (backend) => {
     } finally {
       await second.close();
     }
-    await db.query(`UPDATE "${db.schema}".history SET payload = $1 WHERE workflow_id = 'unreadable-task' AND seq = 2`, [stored!.payload]);
+    await db.query(`UPDATE "${db.schema}".history SET payload = $1 WHERE workflow_id = 'unreadable-task' AND seq = 2`, [stored]);
     const repaired = await startEngine(db, { workflows: { awaitsWork }, inlineActivities: { work: () => 'worked' } });
     try {
       expect(await repaired.result('unreadable-task', { timeoutMs: 10_000 })).toBe('worked');
@@ -145,20 +157,7 @@ describe.each(backends)('replay on $name', (backend) => {
   });
 
   it('runs an unfinished activity whose row could not be read once the row is repaired, without a restart', async () => {
-    async function awaitsWork(ctx: WorkflowContext): Promise<string> {
-      return ctx.activities<{ work(): Promise<string> }>().work();
-    }
-    const untilClosed: ActivityFunction = (_input, ctx) =>
-      new Promise<never>((_resolve, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason)));
-    const first = await startEngine(db, { workflows: { awaitsWork }, inlineActivities: { work: untilClosed } });
-    try {
-      await first.startWorkflow(awaitsWork, undefined, { workflowId: 'repaired-live' });
-    } finally {
-      await first.close();
-    }
-    const scheduled = `SELECT payload FROM "${db.schema}".history WHERE workflow_id = 'repaired-live' AND seq = 2`;
-    const [stored] = await db.query<{ payload: string }>(scheduled);
-    await db.query(`UPDATE "${db.schema}".history SET payload = '{' WHERE workflow_id = 'repaired-live' AND seq = 2`);
+    const { scheduled, stored } = await leaveUnreadableActivity(db, 'repaired-live');
     let skipped = 0;
     const logger = {
       ...quietLogger,
@@ -170,7 +169,7 @@ describe.each(backends)('replay on $name', (backend) => {
     const engine = await startEngine(db, { workflows: { awaitsWork }, inlineActivities: { work: () => 'worked' }, logger });
     try {
       await waitFor(() => skipped > 0, 'the recovery to leave the activity out');
-      await db.query(`UPDATE "${db.schema}".history SET payload = $1 WHERE workflow_id = 'repaired-live' AND seq = 2`, [stored!.payload]);
+      await db.query(`UPDATE "${db.schema}".history SET payload = $1 WHERE workflow_id = 'repaired-live' AND seq = 2`, [stored]);
       expect(await engine.result('repaired-live', { timeoutMs: 10_000 })).toBe('worked');
     } finally {
       await engine.close();

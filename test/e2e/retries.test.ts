@@ -393,6 +393,26 @@ async function triesOnce(ctx: WorkflowContext): Promise<string> {
 }
 
 /**
+ * Starts `workflow` as 'counter' in an engine whose `counted` does not end, then makes the
+ * workflow's history unreadable (its first row). Returns what makes it readable again.
+ */
+async function leaveUnreadable(db: TestSchema, workflow: (ctx: WorkflowContext) => Promise<string>): Promise<() => Promise<void>> {
+  const first = await startEngine(db, { workflows: { [workflow.name]: workflow }, inlineActivities: { counted: untilClosed } });
+  try {
+    await first.startWorkflow(workflow, undefined, { workflowId: 'counter' });
+  } finally {
+    await first.close();
+  }
+  const history = `"${db.schema}".history`;
+  const [started] = await db.query<{ payload: string }>(`SELECT payload FROM ${history} WHERE workflow_id = 'counter' AND seq = 1`);
+  const setPayload = (payload: string) => db.query(`UPDATE ${history} SET payload = $1 WHERE workflow_id = 'counter' AND seq = 1`, [payload]);
+  await setPayload('{');
+  return async () => {
+    await setPayload(started!.payload);
+  };
+}
+
+/**
  * Starts `workflow` as 'counter' in an engine whose `counted` does not end, makes the workflow's
  * history unreadable, and starts a second engine in which the first run of `counted` fails while
  * the workflow waits out a rebuild's pause; returns once the rebuild after that pause failed too.
@@ -403,19 +423,10 @@ async function failFirstRunInAPause(
   workflow: (ctx: WorkflowContext) => Promise<string>,
 ): Promise<{ engine: Engine; failedInAPause: number; repair(): Promise<void> }> {
   const workflows = { [workflow.name]: workflow };
-  // The first attempt is stored as scheduled, and runs on when the next engine starts.
-  const first = await startEngine(db, { workflows, inlineActivities: { counted: untilClosed } });
-  try {
-    await first.startWorkflow(workflow, undefined, { workflowId: 'counter' });
-  } finally {
-    await first.close();
-  }
-  // Its history unreadable, the workflow fails to load at every rebuild until it is repaired;
-  // the event makes each rebuild's recovery load it again.
-  const [started] = await db.query<{ payload: string }>(
-    `SELECT payload FROM "${db.schema}".history WHERE workflow_id = 'counter' AND seq = 1`,
-  );
-  await db.query(`UPDATE "${db.schema}".history SET payload = '{' WHERE workflow_id = 'counter' AND seq = 1`);
+  // The first attempt is stored as scheduled, and runs on when the next engine starts. Its
+  // history unreadable, the workflow fails to load at every rebuild until it is repaired; the
+  // event makes each rebuild's recovery load it again.
+  const repair = await leaveUnreadable(db, workflow);
   const client = await openClient(db);
   await client.sendEvent('counter', 'poke');
   await client.close();
@@ -446,9 +457,6 @@ async function failFirstRunInAPause(
     const failedInAPause = await waitFor(() => failedAt, 'the first attempt to fail while the workflow is paused');
     // The rebuilt actor that takes the outcome fails to load too, and hands it back.
     await waitFor(() => loadFailures > loadFailuresBefore, 'the rebuild after the pause to fail as well');
-    const repair = async (): Promise<void> => {
-      await db.query(`UPDATE "${db.schema}".history SET payload = $1 WHERE workflow_id = 'counter' AND seq = 1`, [started!.payload]);
-    };
     return { engine, failedInAPause, repair };
   } catch (error) {
     await engine.close();
@@ -461,16 +469,7 @@ describe.each(backends)('a retry during a rebuild on $name', (backend) => {
 
   it('runs an activity once, not at every rebuild, when its workflow fails to load its result until the history is repaired', async () => {
     const db = schema();
-    const first = await startEngine(db, { workflows: { countsAttempts }, inlineActivities: { counted: untilClosed } });
-    try {
-      await first.startWorkflow(countsAttempts, undefined, { workflowId: 'counter' });
-    } finally {
-      await first.close();
-    }
-    const [started] = await db.query<{ payload: string }>(
-      `SELECT payload FROM "${db.schema}".history WHERE workflow_id = 'counter' AND seq = 1`,
-    );
-    await db.query(`UPDATE "${db.schema}".history SET payload = '{' WHERE workflow_id = 'counter' AND seq = 1`);
+    const repair = await leaveUnreadable(db, countsAttempts);
     let runs = 0;
     let loadFailures = 0;
     const logger = {
@@ -489,7 +488,7 @@ describe.each(backends)('a retry during a rebuild on $name', (backend) => {
     try {
       await waitFor(() => loadFailures >= 4, 'four failed loads', 10_000);
       expect(runs).toBe(1);
-      await db.query(`UPDATE "${db.schema}".history SET payload = $1 WHERE workflow_id = 'counter' AND seq = 1`, [started!.payload]);
+      await repair();
       expect(await engine.result('counter', { timeoutMs: 20_000 })).toBe('run 1 as attempt 1');
       expect(runs).toBe(1);
     } finally {

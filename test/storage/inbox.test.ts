@@ -2,7 +2,7 @@ import pg from 'pg';
 import { beforeEach, describe, expect, it } from 'vitest';
 
 import { deleteExpired, flushBatch } from '../../storage/sql/flush-batch.js';
-import { firstEventsOfParked, inboxFor, insertEvent } from '../../storage/sql/inbox.js';
+import { firstEventsOfParked, inboxFor, type InsertEventResult, insertEvent } from '../../storage/sql/inbox.js';
 import type { Sql, Tables } from '../../storage/sql.js';
 import { makeStartRow } from '../helpers/builders.js';
 import { type Backend, backends, isWaitingForLock, serverBackends, type TestSchema } from '../helpers/database.js';
@@ -151,7 +151,8 @@ describe.each(serverBackends)('insertEvent racing a concurrent send on $name', (
     }
   });
 
-  it('takes a send whose id another, uncommitted send holds as a duplicate once that one commits', async () => {
+  /** Sends `payload` under the id of another send that commits only once this one waits for it. */
+  async function behindUncommittedSend(payload: string): Promise<{ racing: InsertEventResult; stored: unknown[] }> {
     const { db, sql, tables } = store();
     const other = new pg.Client({ connectionString: db.database as string });
     await other.connect();
@@ -160,35 +161,23 @@ describe.each(serverBackends)('insertEvent racing a concurrent send on $name', (
       await other.query(
         `INSERT INTO "${db.schema}".inbox (workflow_id, name, payload, event_id) VALUES ('open', 'go', '1', 'e1')`,
       );
-      const racing = insertEvent(sql, tables, 'open', 'go', '1', 'e1');
+      const racing = insertEvent(sql, tables, 'open', 'go', payload, 'e1');
       // The racing insert waits on the unique index for the other transaction to end.
       await waitFor(() => isWaitingForLock(db, 'INSERT INTO'), 'the racing send to wait for the uncommitted one');
       await other.query('COMMIT');
-      expect(await racing).toEqual({ outcome: 'duplicate', isSame: true });
-      expect(await db.query(`SELECT count(*)::int AS n FROM "${db.schema}".inbox`)).toEqual([{ n: 1 }]);
+      return { racing: await racing, stored: await db.query(`SELECT payload FROM "${db.schema}".inbox`) };
     } finally {
       await other.end();
     }
+  }
+
+  it('takes a send whose id another, uncommitted send holds as a duplicate once that one commits', async () => {
+    expect(await behindUncommittedSend('1')).toEqual({ racing: { outcome: 'duplicate', isSame: true }, stored: [{ payload: '1' }] });
   });
 
   it('tells a send whose id another, uncommitted send holds with another payload that it is not the same event', async () => {
-    const { db, sql, tables } = store();
-    const other = new pg.Client({ connectionString: db.database as string });
-    await other.connect();
-    try {
-      await other.query('BEGIN');
-      await other.query(
-        `INSERT INTO "${db.schema}".inbox (workflow_id, name, payload, event_id) VALUES ('open', 'go', '1', 'e1')`,
-      );
-      const racing = insertEvent(sql, tables, 'open', 'go', '2', 'e1');
-      await waitFor(() => isWaitingForLock(db, 'INSERT INTO'), 'the racing send to wait for the uncommitted one');
-      await other.query('COMMIT');
-      // The first send's row is not in the racing statement's snapshot: taken for a retry, the
-      // second event would be acknowledged and never stored.
-      expect(await racing).toEqual({ outcome: 'duplicate', isSame: false });
-      expect(await db.query(`SELECT payload FROM "${db.schema}".inbox`)).toEqual([{ payload: '1' }]);
-    } finally {
-      await other.end();
-    }
+    // The first send's row is not in the racing statement's snapshot: taken for a retry, the
+    // second event would be acknowledged and never stored.
+    expect(await behindUncommittedSend('2')).toEqual({ racing: { outcome: 'duplicate', isSame: false }, stored: [{ payload: '1' }] });
   });
 });
