@@ -400,6 +400,12 @@ class EngineImpl implements Engine, ActorHost {
     // A duplicate was delivered (or will be, by the poll) when it was first stored.
     if ('isDuplicate' in stored) return;
     if (this.#leases.holds(stored.workflowName)) {
+      // A recovery under way fires the timers that came due in time order with the events it
+      // reads: delivered now, this one would overtake them. The inbox read waits for it.
+      if (this.#recoveries.size > 0) {
+        this.readInbox(workflowId);
+        return;
+      }
       // Stored: if the engine began closing meanwhile, its next start delivers it.
       this.#deliver(workflowId, {
         type: 'event',

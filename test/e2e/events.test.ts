@@ -481,3 +481,33 @@ describe.each(serverBackends)('a poll during a recovery on $name', (backend) => 
     }
   });
 });
+
+describe.each(serverBackends)('an event sent through an engine taking a name over on $name', (backend) => {
+  const db = useSchema(backend);
+
+  it('waits for the recovery under way, so a timer that came due before it fires first', async () => {
+    const holder = await startEngine(db(), { workflows: { approvalWithTimeout } });
+    const standby = await startEngine(db(), { workflows: { approvalWithTimeout } });
+    try {
+      await holder.startWorkflow(approvalWithTimeout, { timeoutMs: 3_600_000 }, { workflowId: 'taken-over' });
+      await waitFor(async () => (await holder.inspect('taken-over')).waitingOn.events.length > 0, 'the wait');
+      // The wait timed out a minute ago, as far as the database knows (the holder armed its timer
+      // for an hour and is not told).
+      await db().query(`UPDATE "${db().schema}".timers SET due_at = now() - interval '1 minute'`);
+      // The standby's recovery, once the holder hands the name over, waits for this lock to read
+      // the timers.
+      const lock = await lockTable(db(), 'timers');
+      try {
+        await holder.close();
+        await waitFor(() => isWaitingForLock(db(), 'x.due_at'), 'the standby to recover the name');
+        await standby.sendEvent('taken-over', 'approve', { by: 'too late' });
+      } finally {
+        await lock.release();
+      }
+      expect(await standby.result('taken-over', { timeoutMs: 10_000 })).toBe('timed out');
+    } finally {
+      await holder.close();
+      await standby.close();
+    }
+  });
+});
