@@ -178,6 +178,9 @@ class EngineImpl implements Engine, ActorHost {
   #closing: Promise<void> | undefined;
   /** Set the moment close() is called, before anything it does can call back into the engine. */
   #isClosing = false;
+  /** Resolves the moment close() is called: it ends the pauses between recovery attempts. */
+  readonly #closeCalled: Promise<void>;
+  #resolveCloseCalled!: () => void;
   readonly errors: WorkflowErrors = workflowErrors;
   readonly metrics = new Registry();
   metricsUrl: string | undefined;
@@ -194,6 +197,7 @@ class EngineImpl implements Engine, ActorHost {
   ) {
     this.#options = options;
     this.#store = store;
+    this.#closeCalled = new Promise((resolve) => (this.#resolveCloseCalled = resolve));
     this.#pool = createPool((task, outcome, workflowName) => this.#onOutcome(task, outcome, workflowName));
     const m = new EngineMetrics(this.metrics);
     this.#m = m;
@@ -441,6 +445,7 @@ class EngineImpl implements Engine, ActorHost {
 
   close(): Promise<void> {
     this.#isClosing = true;
+    this.#resolveCloseCalled();
     this.#closing ??= this.#shutdown();
     return this.#closing;
   }
@@ -772,6 +777,19 @@ class EngineImpl implements Engine, ActorHost {
   async #recoverWithRetry({ names, workflowIds }: { names?: string[]; workflowIds?: string[] }): Promise<void> {
     // Taken now, as the pause (if any) ends: those that come later wait for a later rebuild.
     const unstoredOutcomes = workflowIds && this.#takeUnstoredOutcomes(workflowIds);
+    // Under way until an attempt succeeds, pauses included: an inbox read let through between two
+    // attempts would deliver events before the due timers the next attempt fires.
+    const retrying = this.#retryRecovery(names, workflowIds, unstoredOutcomes);
+    this.#recoveries.add(retrying);
+    try {
+      await retrying;
+    } finally {
+      this.#recoveries.delete(retrying);
+    }
+  }
+
+  /** The work of #recoverWithRetry; never rejects. */
+  async #retryRecovery(names: string[] | undefined, workflowIds: string[] | undefined, unstoredOutcomes?: ReadonlyMap<string, AttemptOutcome>): Promise<void> {
     for (let attempt = 1; !this.#isClosing; attempt++) {
       try {
         const held = names ? names.filter((name) => this.#leases.holds(name)) : this.#leases.held;
@@ -779,7 +797,10 @@ class EngineImpl implements Engine, ActorHost {
         return;
       } catch (error) {
         this.logger.warn({ err: error, attempt }, 'recovery failed; retrying');
-        await new Promise((resolve) => setTimeout(resolve, retryDelayMs(attempt, 100, 5_000)));
+        // Cut short by close(), whose poll waits for this recovery.
+        let pause: NodeJS.Timeout | undefined;
+        await Promise.race([new Promise((resolve) => (pause = setTimeout(resolve, retryDelayMs(attempt, 100, 5_000)))), this.#closeCalled]);
+        clearTimeout(pause);
       }
     }
   }

@@ -511,3 +511,43 @@ describe.each(serverBackends)('an event sent through an engine taking a name ove
     }
   });
 });
+
+describe.each(serverBackends)('an event sent through an engine whose takeover recovery is retried on $name', (backend) => {
+  const db = useSchema(backend);
+
+  it('waits for the retry, so a timer that came due before it fires first', async () => {
+    let failedRecoveries = 0;
+    const logger = {
+      ...quietLogger,
+      warn: (_obj: object, msg?: string) => {
+        if (msg === 'recovery failed; retrying') failedRecoveries++;
+      },
+    };
+    const holder = await startEngine(db(), { workflows: { approvalWithTimeout } });
+    const standby = await startEngine(db(), { workflows: { approvalWithTimeout }, logger });
+    try {
+      await holder.startWorkflow(approvalWithTimeout, { timeoutMs: 3_600_000 }, { workflowId: 'retried-takeover' });
+      await waitFor(async () => (await holder.inspect('retried-takeover')).waitingOn.events.length > 0, 'the wait');
+      await db().query(`UPDATE "${db().schema}".timers SET due_at = now() - interval '1 minute'`);
+      const lock = await lockTable(db(), 'timers');
+      try {
+        await holder.close();
+        await waitFor(() => isWaitingForLock(db(), 'x.due_at'), 'the standby to recover the name');
+        // The first attempt fails; the next one, after a pause, waits for the lock again.
+        await db().query(
+          `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+           WHERE wait_event_type = 'Lock' AND query LIKE '%' || $1 || '%' AND query LIKE '%x.due_at%'`,
+          [db().schema],
+        );
+        await waitFor(() => failedRecoveries > 0, 'the first recovery attempt to fail');
+        await standby.sendEvent('retried-takeover', 'approve', { by: 'too late' });
+      } finally {
+        await lock.release();
+      }
+      expect(await standby.result('retried-takeover', { timeoutMs: 10_000 })).toBe('timed out');
+    } finally {
+      await holder.close();
+      await standby.close();
+    }
+  });
+});
