@@ -157,7 +157,7 @@ describe.each(backends)('replay on $name', (backend) => {
   });
 
   it('runs an unfinished activity whose row could not be read once the row is repaired, without a restart', async () => {
-    const { scheduled, stored } = await leaveUnreadableActivity(db, 'repaired-live');
+    const { stored } = await leaveUnreadableActivity(db, 'repaired-live');
     let skipped = 0;
     const logger = {
       ...quietLogger,
