@@ -485,37 +485,40 @@ describe.each(serverBackends)('a poll during a recovery on $name', (backend) => 
 describe.each(serverBackends)('an event sent through an engine taking a name over on $name', (backend) => {
   const db = useSchema(backend);
 
-  it('waits for the recovery under way, so a timer that came due before it fires first', async () => {
+  /**
+   * Hands `workflowId`, waiting for an event with a timeout that came due a minute ago as far as
+   * the database knows (its holder armed the timer for an hour and is not told), to a standby
+   * whose recovery of the name waits for a lock on the timers; `meanwhile` runs while it waits,
+   * then the approval is sent through the standby and the lock released. Returns the result.
+   */
+  async function sendLateThroughTakeover(workflowId: string, meanwhile?: () => Promise<void>, logger?: typeof quietLogger): Promise<unknown> {
     const holder = await startEngine(db(), { workflows: { approvalWithTimeout } });
-    const standby = await startEngine(db(), { workflows: { approvalWithTimeout } });
+    const standby = await startEngine(db(), { workflows: { approvalWithTimeout }, ...(logger ? { logger } : {}) });
     try {
-      await holder.startWorkflow(approvalWithTimeout, { timeoutMs: 3_600_000 }, { workflowId: 'taken-over' });
-      await waitFor(async () => (await holder.inspect('taken-over')).waitingOn.events.length > 0, 'the wait');
-      // The wait timed out a minute ago, as far as the database knows (the holder armed its timer
-      // for an hour and is not told).
+      await holder.startWorkflow(approvalWithTimeout, { timeoutMs: 3_600_000 }, { workflowId });
+      await waitFor(async () => (await holder.inspect(workflowId)).waitingOn.events.length > 0, 'the wait');
       await db().query(`UPDATE "${db().schema}".timers SET due_at = now() - interval '1 minute'`);
-      // The standby's recovery, once the holder hands the name over, waits for this lock to read
-      // the timers.
       const lock = await lockTable(db(), 'timers');
       try {
         await holder.close();
         await waitFor(() => isWaitingForLock(db(), 'x.due_at'), 'the standby to recover the name');
-        await standby.sendEvent('taken-over', 'approve', { by: 'too late' });
+        await meanwhile?.();
+        await standby.sendEvent(workflowId, 'approve', { by: 'too late' });
       } finally {
         await lock.release();
       }
-      expect(await standby.result('taken-over', { timeoutMs: 10_000 })).toBe('timed out');
+      return await standby.result(workflowId, { timeoutMs: 10_000 });
     } finally {
       await holder.close();
       await standby.close();
     }
+  }
+
+  it('waits for the recovery under way, so a timer that came due before it fires first', async () => {
+    expect(await sendLateThroughTakeover('taken-over')).toBe('timed out');
   });
-});
 
-describe.each(serverBackends)('an event sent through an engine whose takeover recovery is retried on $name', (backend) => {
-  const db = useSchema(backend);
-
-  it('waits for the retry, so a timer that came due before it fires first', async () => {
+  it('waits for a retried recovery between its attempts, so a timer that came due before it fires first', async () => {
     let failedRecoveries = 0;
     const logger = {
       ...quietLogger,
@@ -523,31 +526,15 @@ describe.each(serverBackends)('an event sent through an engine whose takeover re
         if (msg === 'recovery failed; retrying') failedRecoveries++;
       },
     };
-    const holder = await startEngine(db(), { workflows: { approvalWithTimeout } });
-    const standby = await startEngine(db(), { workflows: { approvalWithTimeout }, logger });
-    try {
-      await holder.startWorkflow(approvalWithTimeout, { timeoutMs: 3_600_000 }, { workflowId: 'retried-takeover' });
-      await waitFor(async () => (await holder.inspect('retried-takeover')).waitingOn.events.length > 0, 'the wait');
-      await db().query(`UPDATE "${db().schema}".timers SET due_at = now() - interval '1 minute'`);
-      const lock = await lockTable(db(), 'timers');
-      try {
-        await holder.close();
-        await waitFor(() => isWaitingForLock(db(), 'x.due_at'), 'the standby to recover the name');
-        // The first attempt fails; the next one, after a pause, waits for the lock again.
-        await db().query(
-          `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-           WHERE wait_event_type = 'Lock' AND query LIKE '%' || $1 || '%' AND query LIKE '%x.due_at%'`,
-          [db().schema],
-        );
-        await waitFor(() => failedRecoveries > 0, 'the first recovery attempt to fail');
-        await standby.sendEvent('retried-takeover', 'approve', { by: 'too late' });
-      } finally {
-        await lock.release();
-      }
-      expect(await standby.result('retried-takeover', { timeoutMs: 10_000 })).toBe('timed out');
-    } finally {
-      await holder.close();
-      await standby.close();
-    }
+    const failFirstAttempt = async (): Promise<void> => {
+      // The first attempt fails; the next one, after a pause, waits for the lock again.
+      await db().query(
+        `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE wait_event_type = 'Lock' AND query LIKE '%' || $1 || '%' AND query LIKE '%x.due_at%'`,
+        [db().schema],
+      );
+      await waitFor(() => failedRecoveries > 0, 'the first recovery attempt to fail');
+    };
+    expect(await sendLateThroughTakeover('retried-takeover', failFirstAttempt, logger)).toBe('timed out');
   });
 });
