@@ -1,9 +1,10 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
-import { type ActivityFunction, ErrorCode, MetricName, UnreadableHistoryError, type WorkflowContext } from 'duraflow';
+import { ErrorCode, MetricName, UnreadableHistoryError, type WorkflowContext } from 'duraflow';
 
 import { backends, type TestSchema } from '../helpers/database.js';
 import { fixtureActivities, openClient, quietLogger, readMetric, startEngine } from '../helpers/engines.js';
+import { untilClosed } from '../helpers/held-activity.js';
 import { waitFor } from '../helpers/wait-for.js';
 
 type Fixtures = typeof import('../fixtures/activities.js');
@@ -34,10 +35,6 @@ async function quick(): Promise<string> {
 async function awaitsWork(ctx: WorkflowContext): Promise<string> {
   return ctx.activities<{ work(): Promise<string> }>().work();
 }
-
-/** An attempt that ends only with its engine. */
-const untilClosed: ActivityFunction = (_input, ctx) =>
-  new Promise<never>((_resolve, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason)));
 
 /**
  * Leaves `workflowId` awaiting an activity that no engine runs, then breaks the activity's

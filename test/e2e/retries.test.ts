@@ -4,6 +4,7 @@ import { type ActivityFunction, ActivityFailure, type Engine, MetricName, type W
 
 import { backends, isWaitingForLock, lockTable, serverBackends, type TestSchema, useSchema } from '../helpers/database.js';
 import { fixtureActivities, openClient, quietLogger, readMetric, startEngine } from '../helpers/engines.js';
+import { untilClosed } from '../helpers/held-activity.js';
 import { waitFor } from '../helpers/wait-for.js';
 
 type Fixtures = typeof import('../fixtures/activities.js');
@@ -370,10 +371,6 @@ const counted: ActivityFunction = (_input, ctx) => {
   if (countedRuns.length > 1) return `attempt ${ctx.attempt}`;
   return new Promise<string>((_resolve, reject) => (failFirstRun = () => reject(new Error('the first run fails'))));
 };
-
-/** An attempt that ends only with its engine. */
-const untilClosed: ActivityFunction = (_input, ctx) =>
-  new Promise<never>((_resolve, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason)));
 
 async function countsAttempts(ctx: WorkflowContext): Promise<string> {
   const { counted } = ctx.activities<{ counted(): Promise<string> }>({

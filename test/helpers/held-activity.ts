@@ -11,3 +11,7 @@ export function heldActivity(): { activity: ActivityFunction; release: () => voi
     });
   return { activity, release };
 }
+
+/** An inline activity whose attempt ends only with its engine (it never settles otherwise). */
+export const untilClosed: ActivityFunction = (_input, ctx) =>
+  new Promise<never>((_resolve, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason)));
