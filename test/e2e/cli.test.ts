@@ -1,35 +1,16 @@
-import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { createEngine } from 'duraflow';
 
 import { waitsForGo } from '../fixtures/workflows.js';
+import { runCli as run } from '../helpers/cli.js';
 import { quietLogger } from '../helpers/engines.js';
 import { waitFor } from '../helpers/wait-for.js';
-
-const execute = promisify(execFile);
-const cli = new URL('../../dist/bin/duraflow.js', import.meta.url).pathname;
-
-interface Ran {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs the CLI without DATABASE_URL, so only its flags say where to read. */
-async function run(args: string[]): Promise<Ran> {
-  const env = { ...process.env };
-  delete env.DATABASE_URL;
-  return execute(process.execPath, [cli, ...args], { env }).then(
-    ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
-    (error: Ran) => ({ code: error.code, stdout: error.stdout, stderr: error.stderr }),
-  );
-}
 
 describe('the CLI flags', () => {
   let dataDir: string;
@@ -51,6 +32,19 @@ describe('the CLI flags', () => {
     const shown = await run(['inspect', 'cli-flags', '--data-dir', dataDir]);
     expect(shown.code).toBe(0);
     expect(JSON.parse(shown.stdout)).toMatchObject({ workflowId: 'cli-flags', status: 'running' });
+    expect(JSON.parse(shown.stdout)).toMatchObject({ vars: { label: 'flags', stage: 'waiting' } });
+  });
+
+  it('exits with 3 for a workflow the data directory does not hold', async () => {
+    const missing = await run(['inspect', 'nope', '--data-dir', dataDir]);
+    expect(missing).toMatchObject({ code: 3, stderr: expect.stringMatching(/no workflow with id "nope"/) });
+  });
+
+  it('refuses a data directory with no database in it, and does not make one', async () => {
+    const empty = path.join(dataDir, 'mistyped');
+    const noDatabase = await run(['inspect', 'cli-flags', '--data-dir', empty]);
+    expect(noDatabase).toMatchObject({ code: 1, stderr: expect.stringContaining(`no embedded database in ${JSON.stringify(empty)}`) });
+    expect(existsSync(empty)).toBe(false);
   });
 
   it('refuses an empty --schema rather than reading the default schema', async () => {

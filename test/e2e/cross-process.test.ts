@@ -1,23 +1,15 @@
-import { execFile } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { promisify } from 'node:util';
-
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
-import { createEngine, type WorkflowContext } from 'duraflow';
+import type { WorkflowContext } from 'duraflow';
 
 import { expectedMixed, mixed, waitsForGo } from '../fixtures/workflows.js';
 import { spawnFixture } from '../helpers/child-engine.js';
+import { runCli } from '../helpers/cli.js';
 import { FaultProxy } from '../helpers/fault-proxy.js';
 import { serverBackends, type TestSchema } from '../helpers/database.js';
 import { fixtureActivities, openClient, startEngine } from '../helpers/engines.js';
 import { waitFor } from '../helpers/wait-for.js';
 
-const run = promisify(execFile);
-const cli = new URL('../../dist/bin/duraflow.js', import.meta.url).pathname;
 
 // Several processes on one database need a server; the embedded database belongs to one process.
 async function quick(_ctx: WorkflowContext, n: number): Promise<number> {
@@ -42,7 +34,8 @@ describe.each(serverBackends)('other processes on $name', (backend) => {
       await waitFor(async () => (await engine.inspect('x-1')).vars.stage === 'waiting', 'the wait');
       const child = spawnFixture('client-process.js', env(), ['inspect', 'x-1']);
       expect(JSON.parse(await child.line(/^\{/))).toEqual({ label: 'from-engine', stage: 'waiting' });
-      const { stdout } = await run(process.execPath, [cli, 'inspect', 'x-1', '--database', process.env.DATABASE_URL!, '--schema', db.schema]);
+      const { code, stdout } = await runCli(['inspect', 'x-1', '--database', process.env.DATABASE_URL!, '--schema', db.schema]);
+      expect(code).toBe(0);
       const state = JSON.parse(stdout);
       expect(state).toMatchObject({ workflowId: 'x-1', status: 'running', vars: { stage: 'waiting' } });
       expect(state.waitingOn.events).toEqual([expect.objectContaining({ eventName: 'go' })]);
@@ -55,9 +48,7 @@ describe.each(serverBackends)('other processes on $name', (backend) => {
 
   it('lets the CLI create nothing: a mistyped schema is an error, and stays absent', async () => {
     const mistyped = `${db.schema}_typo`;
-    const failed = await run(process.execPath, [cli, 'inspect', 'x-1', '--database', process.env.DATABASE_URL!, '--schema', mistyped]).catch(
-      (e: { code: number; stderr: string }) => e,
-    );
+    const failed = await runCli(['inspect', 'x-1', '--database', process.env.DATABASE_URL!, '--schema', mistyped]);
     expect(failed).toMatchObject({ code: 1, stderr: expect.stringContaining(`schema "${mistyped}" holds no duraflow tables`) });
     expect(await db.query(`SELECT 1 FROM information_schema.schemata WHERE schema_name = $1`, [mistyped])).toEqual([]);
   });
@@ -152,32 +143,6 @@ describe.each(serverBackends)('other processes on $name', (backend) => {
       }
     } finally {
       await client.close();
-    }
-  });
-});
-
-describe('the CLI on the embedded database', () => {
-  it('prints the state of a workflow from a data directory', async () => {
-    const dataDir = await mkdtemp(path.join(tmpdir(), 'duraflow-cli-'));
-    try {
-      const engine = await createEngine({ dataDir, workflows: { waitsForGo } });
-      try {
-        await engine.startWorkflow(waitsForGo, { label: 'on-disk' }, { workflowId: 'cli-1' });
-        await waitFor(async () => (await engine.inspect('cli-1')).vars.stage === 'waiting', 'the wait');
-      } finally {
-        await engine.close();
-      }
-      const { stdout } = await run(process.execPath, [cli, 'inspect', 'cli-1', '--data-dir', dataDir]);
-      expect(JSON.parse(stdout)).toMatchObject({ workflowId: 'cli-1', status: 'running', vars: { label: 'on-disk', stage: 'waiting' } });
-      const missing = await run(process.execPath, [cli, 'inspect', 'nope', '--data-dir', dataDir]).catch((e: { code: number; stderr: string }) => e);
-      expect(missing).toMatchObject({ code: 3, stderr: expect.stringMatching(/no workflow with id "nope"/) });
-      // A data directory with no database in it is an error, and is not made one.
-      const empty = path.join(dataDir, 'mistyped');
-      const noDatabase = await run(process.execPath, [cli, 'inspect', 'cli-1', '--data-dir', empty]).catch((e: { code: number; stderr: string }) => e);
-      expect(noDatabase).toMatchObject({ code: 1, stderr: expect.stringContaining(`no embedded database in ${JSON.stringify(empty)}`) });
-      expect(existsSync(empty)).toBe(false);
-    } finally {
-      await rm(dataDir, { recursive: true, force: true });
     }
   });
 });

@@ -1,8 +1,6 @@
-import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 
 import { PGlite } from '@electric-sql/pglite';
 import pg from 'pg';
@@ -13,14 +11,13 @@ import { type ActivityContext, createEngine, type Engine, type WorkflowContext, 
 
 import { expectedMixed, mixed, waitsForGo } from '../fixtures/workflows.js';
 import { type Child, spawnFixture } from '../helpers/child-engine.js';
+import { runCli } from '../helpers/cli.js';
 import { backends, isWaitingForLock, lockTable, serverBackends, type TestSchema, useSchema } from '../helpers/database.js';
 import { fixtureActivities, openClient, quietLogger, readMetric, startEngine, trackedEngines } from '../helpers/engines.js';
 import { FaultProxy } from '../helpers/fault-proxy.js';
 import { heldActivity } from '../helpers/held-activity.js';
 import { waitFor } from '../helpers/wait-for.js';
 
-const run = promisify(execFile);
-const cli = new URL('../../dist/bin/duraflow.js', import.meta.url).pathname;
 
 type WhoAmI = { whoAmI(): Promise<string> };
 
@@ -73,7 +70,8 @@ describe.each(serverBackends)('several engines registering the same workflows on
     expect(after).toEqual([{ workflowName: 'tagged', owner: expect.any(String), epoch: 2, expiresAt: expect.any(Date), isExpired: false }]);
     expect(after[0]!.owner).not.toBe(before!.owner);
     // The CLI shows the same, from another process.
-    const { stdout } = await run(process.execPath, [cli, 'leases', '--database', process.env.DATABASE_URL!, '--schema', db().schema]);
+    const { code, stdout } = await runCli(['leases', '--database', process.env.DATABASE_URL!, '--schema', db().schema]);
+    expect(code).toBe(0);
     expect(JSON.parse(stdout)).toEqual(JSON.parse(JSON.stringify(await b.leases())).map((l: object) => ({ ...l, expiresAt: expect.any(String) })));
     await b.close();
     expect((await b.leases().catch((e: Error) => e.name))).toBe('EngineClosedError');
