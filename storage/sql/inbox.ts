@@ -32,10 +32,12 @@ export async function insertEvent(
   payload: string | undefined,
   eventId: string,
 ): Promise<InsertEventResult> {
-  // Every subquery sees the snapshot from before the insert: `existing` is an earlier send's row.
+  // Every subquery sees the snapshot from before the insert: `isSame` reads an earlier send's row.
   // The workflow's row is read FOR SHARE: a send racing the step that ends the workflow waits for
   // its commit and then sees the end, so it is refused rather than stored where nothing will ever
   // take it.
+  // The row this id already has, compared with this send ($1..$4 as bound below).
+  const sameAsStored = `SELECT name = $2 AND payload IS NOT DISTINCT FROM $3 AS "isSame" FROM ${t.inbox} WHERE workflow_id = $1 AND event_id = $4`;
   const { rows } = await db.query<{ id: string | null; isSame: boolean | null; name: string | null; status: string | null }>(
     `WITH w AS (
        SELECT id, name, status FROM ${t.workflows} WHERE id = $1 FOR SHARE
@@ -46,7 +48,7 @@ export async function insertEvent(
        RETURNING id
      )
      SELECT (SELECT id FROM ins) AS id,
-            (SELECT name = $2 AND payload IS NOT DISTINCT FROM $3 FROM ${t.inbox} WHERE workflow_id = $1 AND event_id = $4) AS "isSame",
+            (${sameAsStored}) AS "isSame",
             (SELECT name FROM w) AS name,
             (SELECT status FROM w) AS status`,
     [workflowId, name, payload ?? null, eventId],
@@ -59,10 +61,7 @@ export async function insertEvent(
   // Nothing inserted for an open workflow means the id was taken, by a send this snapshot does not
   // see (a concurrent one that committed while this insert waited for it): a new statement does.
   if (row.status === 'pending' || row.status === 'running') {
-    const again = await db.query<{ isSame: boolean }>(
-      `SELECT name = $2 AND payload IS NOT DISTINCT FROM $3 AS "isSame" FROM ${t.inbox} WHERE workflow_id = $1 AND event_id = $4`,
-      [workflowId, name, payload ?? null, eventId],
-    );
+    const again = await db.query<{ isSame: boolean }>(sameAsStored, [workflowId, name, payload ?? null, eventId]);
     return { outcome: 'duplicate', isSame: again.rows[0]?.isSame };
   }
   return { outcome: 'refused', status: row.status as 'completed' | 'failed' };
