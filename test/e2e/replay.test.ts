@@ -79,7 +79,7 @@ describe.each(backends)('replay on $name', (backend) => {
     await uncachedDb.drop();
   });
 
-  it('rebuilds a workflow whose history it cannot read after a growing pause, not in a loop, failing it with UnreadableHistoryError; the others go on', async () => {
+  it('rebuilds a workflow whose history it cannot read after a growing pause, not in a loop, its loads failing with UnreadableHistoryError while it stays running; the others go on', async () => {
     const first = await startEngine(db, { workflows: { waitsForGo } });
     await first.startWorkflow(waitsForGo, undefined, { workflowId: 'unreadable' });
     await waitFor(async () => (await first.inspect('unreadable')).waitingOn.events.length > 0, 'the wait');
