@@ -460,7 +460,7 @@ class EngineImpl implements Engine, ActorHost {
   async recoverAll(): Promise<void> {
     await this.#leases.start();
     this.#isStarting = false;
-    await this.#recover(this.#leases.held, undefined);
+    await this.#underWay(this.#recover(this.#leases.held, undefined));
   }
 
   /** Starts the `/metrics` server if the options asked for one. */
@@ -774,17 +774,22 @@ class EngineImpl implements Engine, ActorHost {
    * Recovers the names held among `names` (default: all held), or only `workflowIds` of them,
    * trying again with backoff until it succeeds or the engine closes.
    */
-  async #recoverWithRetry({ names, workflowIds }: { names?: string[]; workflowIds?: string[] }): Promise<void> {
+  #recoverWithRetry({ names, workflowIds }: { names?: string[]; workflowIds?: string[] }): Promise<void> {
     // Taken now, as the pause (if any) ends: those that come later wait for a later rebuild.
     const unstoredOutcomes = workflowIds && this.#takeUnstoredOutcomes(workflowIds);
     // Under way until an attempt succeeds, pauses included: an inbox read let through between two
     // attempts would deliver events before the due timers the next attempt fires.
-    const retrying = this.#retryRecovery(names, workflowIds, unstoredOutcomes);
-    this.#recoveries.add(retrying);
+    return this.#underWay(this.#retryRecovery(names, workflowIds, unstoredOutcomes));
+  }
+
+  /** Counts `recovery` under way until it settles (see #recoveries), and passes its outcome on. */
+  async #underWay(recovery: Promise<void>): Promise<void> {
+    const settled = recovery.catch(() => undefined);
+    this.#recoveries.add(settled);
     try {
-      await retrying;
+      await recovery;
     } finally {
-      this.#recoveries.delete(retrying);
+      this.#recoveries.delete(settled);
     }
   }
 
@@ -808,22 +813,11 @@ class EngineImpl implements Engine, ActorHost {
   /**
    * Re-delivers what the database says is unfinished for `names` (and, if given, `workflowIds`
    * only); an activity whose stored attempt ended, as `unstoredOutcomes` has it, gets that
-   * outcome instead of running the attempt again. The polls' inbox reads wait for it meanwhile.
+   * outcome instead of running the attempt again. Callers count it under way (#underWay), so
+   * the polls' inbox reads wait for it.
    */
   async #recover(names: string[], workflowIds: string[] | undefined, unstoredOutcomes?: ReadonlyMap<string, AttemptOutcome>): Promise<void> {
     if (names.length === 0) return;
-    const recovery = this.#redeliver(names, workflowIds, unstoredOutcomes);
-    const settled = recovery.catch(() => undefined);
-    this.#recoveries.add(settled);
-    try {
-      await recovery;
-    } finally {
-      this.#recoveries.delete(settled);
-    }
-  }
-
-  /** The work of #recover. */
-  async #redeliver(names: string[], workflowIds: string[] | undefined, unstoredOutcomes?: ReadonlyMap<string, AttemptOutcome>): Promise<void> {
     const { sql, tables } = this;
     const now = Date.now();
     const [starts, timers, tasks, events] = await Promise.all([
