@@ -849,19 +849,18 @@ class EngineImpl implements Engine, ActorHost {
     // Timers that came due while no engine ran them fire in time order with the events sent
     // meanwhile, as they would have with an engine running: an event sent before a wait timed out
     // takes the wait, one sent after it does not. (Armed, a due timer would fire only after them.)
-    const recovered = timers.map((t) => ({
-      key: timerKey(t.workflowId, t.commandId),
-      dueAt: t.dueAt,
-      payload: { kind: 'timer', workflowId: t.workflowId, workflowName: t.workflowName, commandId: t.commandId } as const,
-    }));
+    // Timers come ordered by dueAt: the first `dueCount` are due now, the rest are armed.
+    const due = timers.findIndex((t) => t.dueAt > now);
+    const dueCount = due < 0 ? timers.length : due;
     let next = 0;
     const fireDueBy = (at: number): void => {
-      for (; next < recovered.length && recovered[next]!.dueAt <= Math.min(at, now); next++) {
-        this.#disarm(recovered[next]!.key);
-        this.#onTimer(recovered[next]!);
+      for (; next < dueCount && timers[next]!.dueAt <= at; next++) {
+        const { workflowId, workflowName, commandId, dueAt } = timers[next]!;
+        const key = timerKey(workflowId, commandId);
+        this.#disarm(key);
+        this.#onTimer({ key, dueAt, payload: { kind: 'timer', workflowId, workflowName, commandId } });
       }
     };
-    const dueCount = recovered.findIndex((t) => t.dueAt > now);
     for (let page = events; ; ) {
       for (const e of page) {
         fireDueBy(e.createdAt);
@@ -869,12 +868,15 @@ class EngineImpl implements Engine, ActorHost {
       }
       // A full read may have left out events sent before timers still to fire: read on, or the
       // timers would fire before them (the polls deliver the rest, after).
-      if (page.length < RECOVERY_BATCH || next >= (dueCount < 0 ? recovered.length : dueCount)) break;
+      if (page.length < RECOVERY_BATCH || next >= dueCount) break;
       page = await inboxFor(sql, tables, names, workflowIds, RECOVERY_BATCH, page.at(-1)!.id);
       if (this.#isClosing) return;
     }
     fireDueBy(now);
-    for (const { key, dueAt, payload } of recovered.slice(next)) this.#arm(key, dueAt, payload);
+    for (; next < timers.length; next++) {
+      const { workflowId, workflowName, commandId, dueAt } = timers[next]!;
+      this.#arm(timerKey(workflowId, commandId), dueAt, { kind: 'timer', workflowId, workflowName, commandId });
+    }
     // Parked workflows with events come back too: code that matches their history may run them on.
     this.#deliverEvents(await firstEventsOfParked(sql, tables, names, workflowIds));
   }
