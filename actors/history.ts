@@ -130,21 +130,26 @@ export function completedPayload(activityName: string, attempts: number, result:
 }
 
 /**
- * The payload of a stored row, as an object. A payload that is not a JSON object (a row written
- * by hand, say) throws what `unreadable` makes of the reason, so that each reader names the row
- * in its own typed error instead of throwing JSON.parse's.
+ * The payload of a stored row of `workflowId`, as an object. A payload that is not a JSON object
+ * (a row written by hand, say) throws `errors.unreadableHistory` naming the row, instead of
+ * JSON.parse's error. Passing the factory, not a closure over the row, keeps replay from
+ * allocating one per row.
  */
-export function payloadOf(row: StoredHistoryRow, unreadable: (cause: Error) => Error): Record<string, unknown> {
+export function payloadOf(
+  row: StoredHistoryRow,
+  workflowId: string,
+  errors: { unreadableHistory(workflowId: string, seq: number, eventType: string, cause: Error): Error },
+): Record<string, unknown> {
   if (!row.payload) return {};
   let payload: unknown;
   try {
     payload = JSON.parse(row.payload);
   } catch (error) {
-    throw unreadable(error as Error);
+    throw errors.unreadableHistory(workflowId, row.seq, row.type, error as Error);
   }
   if (typeof payload !== 'object' || payload === null || Array.isArray(payload)) {
     const kind = payload === null ? 'null' : Array.isArray(payload) ? 'an array' : `a ${typeof payload}`;
-    throw unreadable(new TypeError(`the payload is JSON ${kind}, not an object`));
+    throw errors.unreadableHistory(workflowId, row.seq, row.type, new TypeError(`the payload is JSON ${kind}, not an object`));
   }
   return payload as Record<string, unknown>;
 }

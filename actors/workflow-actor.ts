@@ -659,7 +659,7 @@ export class WorkflowActor {
         const row = rows[i]!;
         // Unreadable, the row fails the load (see #load) as the typed error naming it: nothing
         // stored is touched, and the rebuilds back off until the row is repaired.
-        const payload = payloadOf(row, (cause) => this.#host.errors.unreadableHistory(this.workflowId, row.seq, row.type, cause));
+        const payload = payloadOf(row, this.workflowId, this.#host.errors);
         if (!INBOUND_TYPES.has(row.type)) {
           recorded.push(identityOfRow(row, payload));
           continue;

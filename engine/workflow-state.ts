@@ -1,7 +1,7 @@
 import type { ActorSnapshot } from '../actors/workflow-actor.js';
 import { type HistoryEvent, payloadOf, type SerializedFailure, toHistoryEvent } from '../actors/history.js';
 import type { StoredHistoryRow, TaskRow, TimerRow, WorkflowRow } from '../storage/rows.js';
-import { UnreadableHistoryError } from './errors.js';
+import { workflowErrors } from './workflow-errors.js';
 
 type RetryState = Pick<TaskRow, 'commandId' | 'attempt' | 'visibleAt' | 'lastFailure'>;
 
@@ -119,9 +119,7 @@ function waitingFromHistory(history: HistoryEvent[], timers: TimerRow[]): Waitin
  */
 export function buildWorkflowState(stored: StoredState, live: ActorSnapshot | undefined, now: number, isRegisteredHere = false): WorkflowState {
   const { row } = stored;
-  const history = stored.history.map((r) =>
-    toHistoryEvent(r, payloadOf(r, (cause) => new UnreadableHistoryError(row.id, r.seq, r.type, cause))),
-  );
+  const history = stored.history.map((r) => toHistoryEvent(r, payloadOf(r, row.id, workflowErrors)));
   let waitingOn: WaitingOn;
   if (live) {
     const o = live.outstanding;
