@@ -115,6 +115,9 @@ type AttemptOutcome = Extract<ActorMessage, { type: 'activityCompleted' | 'activ
 const endedAttemptOf = (message: AttemptOutcome): number =>
   message.type === 'activityRetry' ? message.task.attempt - 1 : message.attempts;
 
+/** Outcomes of attempts no actor stored, by workflow, then command (see #unstoredOutcomes). */
+type OutcomesByWorkflow = Map<string, Map<number, AttemptOutcome>>;
+
 
 /**
  * The engine: wires the store, the WAL, the actors, the activity pool and the timers, and
@@ -169,7 +172,7 @@ class EngineImpl implements Engine, ActorHost {
    * without scanning everyone's, after an outage paused thousands. Each waits for a rebuild of its
    * workflow, so none stays longer than that.
    */
-  readonly #unstoredOutcomes = new Map<string, Map<number, AttemptOutcome>>();
+  readonly #unstoredOutcomes: OutcomesByWorkflow = new Map();
   /** Activity attempts handed to the pool and not yet reported back. */
   readonly #inFlightTasks = new InFlightTasks();
   readonly #poll: NodeJS.Timeout;
@@ -568,15 +571,15 @@ class EngineImpl implements Engine, ActorHost {
     if (!kept || endedAttemptOf(kept) <= endedAttemptOf(message)) ofWorkflow.set(message.commandId, message);
   }
 
-  /** Takes the unstored outcomes of `workflowIds` (see #unstoredOutcomes), by `retryKey`. */
-  #takeUnstoredOutcomes(workflowIds: readonly string[]): Map<string, AttemptOutcome> | undefined {
+  /** Takes the unstored outcomes of `workflowIds` (see #unstoredOutcomes). */
+  #takeUnstoredOutcomes(workflowIds: readonly string[]): OutcomesByWorkflow | undefined {
     if (this.#unstoredOutcomes.size === 0) return undefined;
-    const taken = new Map<string, AttemptOutcome>();
+    const taken: OutcomesByWorkflow = new Map();
     for (const workflowId of workflowIds) {
       const ofWorkflow = this.#unstoredOutcomes.get(workflowId);
       if (!ofWorkflow) continue;
       this.#unstoredOutcomes.delete(workflowId);
-      for (const [commandId, message] of ofWorkflow) taken.set(retryKey(workflowId, commandId), message);
+      taken.set(workflowId, ofWorkflow);
     }
     return taken;
   }
@@ -794,7 +797,7 @@ class EngineImpl implements Engine, ActorHost {
   }
 
   /** The work of #recoverWithRetry; never rejects. */
-  async #retryRecovery(names: string[] | undefined, workflowIds: string[] | undefined, unstoredOutcomes?: ReadonlyMap<string, AttemptOutcome>): Promise<void> {
+  async #retryRecovery(names: string[] | undefined, workflowIds: string[] | undefined, unstoredOutcomes?: OutcomesByWorkflow): Promise<void> {
     for (let attempt = 1; !this.#isClosing; attempt++) {
       try {
         const held = names ? names.filter((name) => this.#leases.holds(name)) : this.#leases.held;
@@ -816,7 +819,7 @@ class EngineImpl implements Engine, ActorHost {
    * outcome instead of running the attempt again. Callers count it under way (#underWay), so
    * the polls' inbox reads wait for it.
    */
-  async #recover(names: string[], workflowIds: string[] | undefined, unstoredOutcomes?: ReadonlyMap<string, AttemptOutcome>): Promise<void> {
+  async #recover(names: string[], workflowIds: string[] | undefined, unstoredOutcomes?: OutcomesByWorkflow): Promise<void> {
     if (names.length === 0) return;
     const { sql, tables } = this;
     const now = Date.now();
@@ -837,7 +840,7 @@ class EngineImpl implements Engine, ActorHost {
     if (this.#isClosing) return;
     this.#handleStarts(starts, now);
     for (const { task, workflowName } of tasks) {
-      const outcome = unstoredOutcomes?.get(retryKey(task.workflowId, task.commandId));
+      const outcome = unstoredOutcomes?.get(task.workflowId)?.get(task.commandId);
       if (outcome && endedAttemptOf(outcome) >= task.attempt) {
         // The rebuilt actor stores it (and arms a retry), as the actor that failed would have.
         this.#deliverWhenRoom(task.workflowId, outcome);
