@@ -833,7 +833,7 @@ class EngineImpl implements Engine, ActorHost {
         // Nothing else would read the row again (no outcome will come, and a workflow rebuilt
         // later does not dispatch what it awaits): rebuilds with the growing pause look until
         // it is repaired.
-        if (!this.#isClosing) this.rebuild(workflowId);
+        this.rebuild(workflowId);
       }),
       inboxFor(sql, tables, names, workflowIds, RECOVERY_BATCH),
     ]);
