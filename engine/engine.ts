@@ -12,7 +12,7 @@ import type { Logger } from '../storage/logger.js';
 import { retryDelayMs } from '../storage/backoff.js';
 import { NO_ITEMS } from '../storage/lists.js';
 import { type NewWorkflowRow, pendingRowOf, type TaskRow, type WorkflowRow } from '../storage/rows.js';
-import { firstEventsOfParked, type InboxRow, inboxFor } from '../storage/sql/inbox.js';
+import { type DeliverableEvent, firstEventsOfParked, inboxFor } from '../storage/sql/inbox.js';
 import { LeaseLostError } from '../storage/sql/leases.js';
 import { pendingTasks } from '../storage/sql/tasks.js';
 import { timersFor } from '../storage/sql/timers.js';
@@ -95,6 +95,13 @@ type TimerPayload =
 /** Rows read per recovery query. */
 const RECOVERY_BATCH = 10_000;
 
+/** The workflows a recovery re-delivers: of `names`, of `workflowIds` only; undefined means any. */
+interface RecoveryScope {
+  names: ReadonlySet<string> | undefined;
+  workflowIds: ReadonlySet<string> | undefined;
+}
+const EVERY_WORKFLOW: RecoveryScope = { names: undefined, workflowIds: undefined };
+
 /**
  * How long to wait before the rebuild after an actor's `failures`-th failure in a row: none after
  * the first, then from 100 ms doubling up to a minute (jittered, so actors failed together by one
@@ -146,8 +153,13 @@ class EngineImpl implements Engine, ActorHost {
   readonly #namesByFunction = new Map<WorkflowFunction<never, unknown>, string[]>();
   readonly #leases: LeaseKeeper;
   readonly #heldBack = new HeldBackEffects<TimerPayload>();
-  /** Recoveries under way (settled promises, never rejected): the polls' inbox reads wait for them. */
-  readonly #recoveries = new Set<Promise<void>>();
+  /**
+   * Recoveries under way (settled promises, never rejected), each with the workflows it covers:
+   * their events wait for it (see #pollInbox); other workflows' events are delivered meanwhile.
+   */
+  readonly #recoveries = new Map<Promise<void>, RecoveryScope>();
+  /** An event was left in the inbox for a recovery under way: poll once it settles. */
+  #pollAfterRecovery = false;
   /** True until the first claim returns: names it gains are recovered by `recoverAll` (awaited), not by #onLeaseChange. */
   #isStarting = true;
   readonly #parsedOptions = new Map<string, ActivityOptions>();
@@ -408,9 +420,9 @@ class EngineImpl implements Engine, ActorHost {
     if ('isDuplicate' in stored) return;
     if (this.#leases.holds(stored.workflowName)) {
       // A recovery under way fires the timers that came due in time order with the events it
-      // reads: delivered now, this one would overtake them. The inbox read waits for it.
-      if (this.#recoveries.size > 0) {
-        this.readInbox(workflowId);
+      // reads: delivered now, this one could overtake them. It or the poll after it delivers it.
+      if (this.#recoveries.size > 0 && this.#isRecovering(stored.workflowName, workflowId)) {
+        this.#pollAfterRecovery = true;
         return;
       }
       // Stored: if the engine began closing meanwhile, its next start delivers it.
@@ -463,7 +475,7 @@ class EngineImpl implements Engine, ActorHost {
   async recoverAll(): Promise<void> {
     await this.#leases.start();
     this.#isStarting = false;
-    await this.#underWay(this.#recover(this.#leases.held, undefined));
+    await this.#underWay(this.#recover(this.#leases.held, undefined), EVERY_WORKFLOW);
   }
 
   /** Starts the `/metrics` server if the options asked for one. */
@@ -497,6 +509,10 @@ class EngineImpl implements Engine, ActorHost {
     await step(() => this.#system.drain());
     await step(() => this.wal.close());
     await step(() => this.#pollRunning);
+    // A recovery that ran on beside the polls must not find the store closed under it.
+    await step(async () => {
+      await Promise.all(this.#recoveries.keys());
+    });
     // After the last flush: an engine waiting for these names takes them now, not at expiry.
     await step(async () => {
       if (await this.#leases.close()) await this.#store.notifyEngines(Notice.Lease);
@@ -782,18 +798,31 @@ class EngineImpl implements Engine, ActorHost {
     const unstoredOutcomes = workflowIds && this.#takeUnstoredOutcomes(workflowIds);
     // Under way until an attempt succeeds, pauses included: an inbox read let through between two
     // attempts would deliver events before the due timers the next attempt fires.
-    return this.#underWay(this.#retryRecovery(names, workflowIds, unstoredOutcomes));
+    const scope = { names: names && new Set(names), workflowIds: workflowIds && new Set(workflowIds) };
+    return this.#underWay(this.#retryRecovery(names, workflowIds, unstoredOutcomes), scope);
   }
 
-  /** Counts `recovery` under way until it settles (see #recoveries), and passes its outcome on. */
-  async #underWay(recovery: Promise<void>): Promise<void> {
+  /** Counts `recovery` of `scope` under way until it settles (see #recoveries), and passes its outcome on. */
+  async #underWay(recovery: Promise<void>, scope: RecoveryScope): Promise<void> {
     const settled = recovery.catch(() => undefined);
-    this.#recoveries.add(settled);
+    this.#recoveries.set(settled, scope);
     try {
       await recovery;
     } finally {
       this.#recoveries.delete(settled);
+      if (this.#pollAfterRecovery) {
+        this.#pollAfterRecovery = false;
+        this.#requestPoll();
+      }
     }
+  }
+
+  /** Whether a recovery under way covers the workflow (and so delivers its events itself). */
+  #isRecovering(workflowName: string, workflowId: string): boolean {
+    for (const { names, workflowIds } of this.#recoveries.values()) {
+      if ((names === undefined || names.has(workflowName)) && (workflowIds === undefined || workflowIds.has(workflowId))) return true;
+    }
+    return false;
   }
 
   /** The work of #recoverWithRetry; never rejects. */
@@ -921,17 +950,26 @@ class EngineImpl implements Engine, ActorHost {
 
   async #pollInbox(names: string[], workflowIds?: string[]): Promise<void> {
     if (names.length === 0) return;
-    if (this.#recoveries.size > 0) {
-      // A recovery fires the timers that came due in time order with the events it reads: the
-      // events delivered before it has would overtake those timers, however late they were sent.
-      this.logger.debug({ recoveries: this.#recoveries.size }, 'the inbox read waits for the recoveries under way');
-      await Promise.all(this.#recoveries);
-      if (this.#isClosing) return;
+    const events = await inboxFor(this.sql, this.tables, names, workflowIds);
+    if (this.#recoveries.size === 0) {
+      this.#deliverEvents(events);
+      return;
     }
-    this.#deliverEvents(await inboxFor(this.sql, this.tables, names, workflowIds));
+    // A recovery fires the timers that came due in time order with the events it reads: the
+    // events of its workflows delivered before it has would overtake those timers, however late
+    // they were sent. They stay in the inbox for it, or for the poll after it.
+    let left = 0;
+    for (const e of events) {
+      if (this.#isRecovering(e.workflowName, e.workflowId)) left++;
+      else this.#deliver(e.workflowId, { type: 'event', inboxId: e.id, name: e.name, payload: e.payload });
+    }
+    if (left > 0) {
+      this.#pollAfterRecovery = true;
+      this.logger.debug({ events: left }, 'events left to the recoveries under way');
+    }
   }
 
-  #deliverEvents(events: readonly InboxRow[]): void {
+  #deliverEvents(events: readonly DeliverableEvent[]): void {
     for (const e of events) {
       this.#deliver(e.workflowId, { type: 'event', inboxId: e.id, name: e.name, payload: e.payload });
     }

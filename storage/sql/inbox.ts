@@ -10,6 +10,11 @@ export interface InboxRow {
   createdAt: number;
 }
 
+/** An event as the engine's reads for delivery select it: with its workflow's name, whose lease delivery needs. */
+export interface DeliverableEvent extends InboxRow {
+  workflowName: string;
+}
+
 /** What `insertEvent` did. */
 export type InsertEventResult =
   | { outcome: 'stored'; id: number; workflowName: string }
@@ -90,9 +95,9 @@ export async function inboxFor(
   workflowIds?: readonly string[],
   limit = 10_000,
   afterId = 0,
-): Promise<InboxRow[]> {
-  const { rows } = await db.query<StoredEvent>(
-    `SELECT i.id, i.workflow_id, i.name, i.payload, i.created_at ${unconsumedOfNamed(t)}
+): Promise<DeliverableEvent[]> {
+  const { rows } = await db.query<StoredDeliverableEvent>(
+    `SELECT i.id, i.workflow_id, w.name AS workflow_name, i.name, i.payload, i.created_at ${unconsumedOfNamed(t)}
        AND ((w.status = 'running' AND w.error IS NULL)
             OR (w.status = 'pending' AND w.start_at <= to_timestamp($3 / 1000.0)))
        AND i.id > $5
@@ -100,7 +105,7 @@ export async function inboxFor(
     // This process's clock, which also decides when it fires delayed starts.
     [workflowNames, workflowIds ?? null, Date.now(), limit, afterId],
   );
-  return rows.map(toInboxRow);
+  return rows.map(toDeliverableEvent);
 }
 
 /**
@@ -114,14 +119,14 @@ export async function firstEventsOfParked(
   workflowNames: readonly string[],
   workflowIds?: readonly string[],
   limit = 10_000,
-): Promise<InboxRow[]> {
-  const { rows } = await db.query<StoredEvent>(
-    `SELECT DISTINCT ON (i.workflow_id) i.id, i.workflow_id, i.name, i.payload, i.created_at ${unconsumedOfNamed(t)}
+): Promise<DeliverableEvent[]> {
+  const { rows } = await db.query<StoredDeliverableEvent>(
+    `SELECT DISTINCT ON (i.workflow_id) i.id, i.workflow_id, w.name AS workflow_name, i.name, i.payload, i.created_at ${unconsumedOfNamed(t)}
        AND w.status = 'running' AND w.error IS NOT NULL
      ORDER BY i.workflow_id, i.id LIMIT $3`,
     [workflowNames, workflowIds ?? null, limit],
   );
-  return rows.map(toInboxRow);
+  return rows.map(toDeliverableEvent);
 }
 
 /** An inbox row as the reads above select it. */
@@ -133,8 +138,16 @@ interface StoredEvent {
   created_at: Date;
 }
 
+interface StoredDeliverableEvent extends StoredEvent {
+  workflow_name: string;
+}
+
 function toInboxRow(r: StoredEvent): InboxRow {
   return { id: Number(r.id), workflowId: r.workflow_id, name: r.name, payload: r.payload ?? undefined, createdAt: r.created_at.getTime() };
+}
+
+function toDeliverableEvent(r: StoredDeliverableEvent): DeliverableEvent {
+  return { ...toInboxRow(r), workflowName: r.workflow_name };
 }
 
 /** Events of one workflow not yet consumed (for inspect). */

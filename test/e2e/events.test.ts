@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
-import { EventIdReusedError, MetricName, TimeoutError, type WorkflowContext, WorkflowClosedError } from 'duraflow';
+import { type Engine, EventIdReusedError, MetricName, TimeoutError, type WorkflowContext, WorkflowClosedError } from 'duraflow';
 
 import { backends, isWaitingForLock, lockTable, serverBackends, type TestSchema, useSchema } from '../helpers/database.js';
 import { openClient, quietLogger, readMetric, startEngine } from '../helpers/engines.js';
@@ -460,7 +460,7 @@ describe.each(serverBackends)('a poll during a recovery on $name', (backend) => 
     const logger = {
       ...quietLogger,
       debug(_obj: object, msg?: string) {
-        if (msg?.includes('waits for the recoveries')) isPollDeferred = true;
+        if (msg?.includes('left to the recoveries under way')) isPollDeferred = true;
       },
     };
     const starting = startEngine(db(), { workflows: { approvalWithTimeout }, pollIntervalMs: 20, logger });
@@ -488,12 +488,17 @@ describe.each(serverBackends)('an event sent through an engine taking a name ove
   /**
    * Hands `workflowId`, waiting for an event with a timeout that came due a minute ago as far as
    * the database knows (its holder armed the timer for an hour and is not told), to a standby
-   * whose recovery of the name waits for a lock on the timers; `meanwhile` runs while it waits,
-   * then the approval is sent through the standby and the lock released. Returns the result.
+   * whose recovery of the name waits for a lock on the timers; `meanwhile` runs while it waits
+   * (the standby also runs `delayedWait`, a name it holds from the start), then the approval is
+   * sent through the standby and the lock released. Returns the result.
    */
-  async function sendLateThroughTakeover(workflowId: string, meanwhile?: () => Promise<void>, logger?: typeof quietLogger): Promise<unknown> {
+  async function sendLateThroughTakeover(
+    workflowId: string,
+    meanwhile?: (standby: Engine) => Promise<void>,
+    logger?: typeof quietLogger,
+  ): Promise<unknown> {
     const holder = await startEngine(db(), { workflows: { approvalWithTimeout } });
-    const standby = await startEngine(db(), { workflows: { approvalWithTimeout }, ...(logger ? { logger } : {}) });
+    const standby = await startEngine(db(), { workflows: { approvalWithTimeout, delayedWait }, ...(logger ? { logger } : {}) });
     try {
       await holder.startWorkflow(approvalWithTimeout, { timeoutMs: 3_600_000 }, { workflowId });
       await waitFor(async () => (await holder.inspect(workflowId)).waitingOn.events.length > 0, 'the wait');
@@ -502,7 +507,7 @@ describe.each(serverBackends)('an event sent through an engine taking a name ove
       try {
         await holder.close();
         await waitFor(() => isWaitingForLock(db(), 'x.due_at'), 'the standby to recover the name');
-        await meanwhile?.();
+        await meanwhile?.(standby);
         await standby.sendEvent(workflowId, 'approve', { by: 'too late' });
       } finally {
         await lock.release();
@@ -516,6 +521,19 @@ describe.each(serverBackends)('an event sent through an engine taking a name ove
 
   it('waits for the recovery under way, so a timer that came due before it fires first', async () => {
     expect(await sendLateThroughTakeover('taken-over')).toBe('timed out');
+  });
+
+  it('delivers the events of workflows the recovery does not cover while it waits', async () => {
+    let bystander: unknown;
+    const result = await sendLateThroughTakeover('taken-over-beside', async (standby) => {
+      await standby.startWorkflow(delayedWait, undefined, { workflowId: 'bystander' });
+      await standby.sendEvent('bystander', 'go', 'not held up');
+      bystander = await standby.result('bystander', { timeoutMs: 10_000 });
+      // Still under way: the event did not wait for it.
+      expect(await isWaitingForLock(db(), 'x.due_at')).toBe(true);
+    });
+    expect(bystander).toBe('not held up');
+    expect(result).toBe('timed out');
   });
 
   it('waits for a retried recovery between its attempts, so a timer that came due before it fires first', async () => {
