@@ -5,6 +5,7 @@
  */
 
 import type { StoredHistoryRow } from '../storage/rows.js';
+import type { ActivityOptions } from './commands.js';
 
 /** Every history event type. */
 export const EventType = {
@@ -63,7 +64,17 @@ interface EventBase {
 export type HistoryEvent = EventBase &
   (
     | { type: 'WorkflowStarted'; workflowName: string; version: string; input?: unknown }
-    | { type: 'ActivityScheduled'; commandId: number; activityName: string; input?: unknown }
+    | {
+        type: 'ActivityScheduled';
+        commandId: number;
+        activityName: string;
+        input?: unknown;
+        /**
+         * The call's `ctx.activities` options, as checked and stored (an unlimited `maxAttempts`
+         * as the largest safe integer).
+         */
+        options: ActivityOptions;
+      }
     | { type: 'ActivityCompleted'; commandId: number; activityName: string; attempts: number; result?: unknown }
     | {
         type: 'ActivityFailed';

@@ -47,6 +47,11 @@ describe.each(backends)('basics on $name', (backend) => {
         'WorkflowCompleted',
       ]);
       expect(state.history.map((e) => e.seq)).toEqual([1, 2, 3, 4, 5, 6]);
+      // Each call's activity options are in its event, as stored.
+      expect(state.history.flatMap((e) => (e.type === 'ActivityScheduled' ? [e.options] : []))).toEqual([
+        { retry: { maxAttempts: 3 } },
+        { retry: { maxAttempts: 3 } },
+      ]);
       // An ended workflow's result is there whatever the timeout, from any process.
       const client = await openClient(db);
       try {
