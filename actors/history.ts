@@ -4,6 +4,7 @@
  * the codec and spliced in, never encoded twice.
  */
 
+import { readHistoryPayload } from '../storage/history-payload.js';
 import type { StoredHistoryRow } from '../storage/rows.js';
 import type { ActivityOptions } from './commands.js';
 
@@ -141,28 +142,21 @@ export function completedPayload(activityName: string, attempts: number, result:
 }
 
 /**
- * The payload of a stored row of `workflowId`, as an object. A payload that is not a JSON object
- * (a row written by hand, say) throws `errors.unreadableHistory` naming the row, instead of
- * JSON.parse's error. Passing the factory, not a closure over the row, keeps replay from
- * allocating one per row.
+ * The payload of a stored row of `workflowId`, as an object. A payload duraflow did not write
+ * (see `readHistoryPayload`: a row written by hand, say) throws `errors.unreadableHistory` naming
+ * the row, instead of JSON.parse's error. Passing the factory, not a closure over the row, keeps
+ * replay from allocating one per row.
  */
 export function payloadOf(
   row: StoredHistoryRow,
   workflowId: string,
   errors: { unreadableHistory(workflowId: string, seq: number, eventType: string, cause: Error): Error },
 ): Record<string, unknown> {
-  if (!row.payload) return {};
-  let payload: unknown;
   try {
-    payload = JSON.parse(row.payload);
+    return readHistoryPayload(row.type, row.payload);
   } catch (error) {
     throw errors.unreadableHistory(workflowId, row.seq, row.type, error as Error);
   }
-  if (typeof payload !== 'object' || payload === null || Array.isArray(payload)) {
-    const kind = payload === null ? 'null' : Array.isArray(payload) ? 'an array' : `a ${typeof payload}`;
-    throw errors.unreadableHistory(workflowId, row.seq, row.type, new TypeError(`the payload is JSON ${kind}, not an object`));
-  }
-  return payload as Record<string, unknown>;
 }
 
 /** Builds the public form of a stored row from the row and its payload (see `payloadOf`). */

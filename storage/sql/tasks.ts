@@ -1,3 +1,4 @@
+import { readHistoryPayload } from '../history-payload.js';
 import type { TaskRow } from '../rows.js';
 import type { Queryable, Tables } from '../sql.js';
 
@@ -6,18 +7,11 @@ interface PendingRow {
   name: string;
   seq: number;
   command_id: number;
-  payload: string;
+  payload: string | null;
   at: Date;
   attempt: number | null;
   visible_at: Date | null;
   last_failure: string | null;
-}
-
-/** The scheduled activity a stored ActivityScheduled payload names; throws if it names none. */
-function scheduledOf(payload: string): { activityName: string; input?: unknown; options?: unknown } {
-  const scheduled = JSON.parse(payload) as { activityName?: unknown } | null;
-  if (typeof scheduled?.activityName !== 'string') throw new TypeError('the payload names no activity');
-  return scheduled as { activityName: string };
 }
 
 /**
@@ -51,9 +45,10 @@ export async function pendingTasks(
   );
   const tasks: { task: TaskRow; workflowName: string }[] = [];
   for (const r of rows) {
-    let scheduled: { activityName: string; input?: unknown; options?: unknown };
+    let scheduled: Record<string, unknown>;
     try {
-      scheduled = scheduledOf(r.payload);
+      // As replay reads it: a row this leaves out fails the rebuild of its workflow too.
+      scheduled = readHistoryPayload('ActivityScheduled', r.payload);
     } catch (error) {
       onUnreadable(r.workflow_id, r.seq, error as Error);
       continue;
@@ -61,7 +56,7 @@ export async function pendingTasks(
     const task: TaskRow = {
       workflowId: r.workflow_id,
       commandId: r.command_id,
-      name: scheduled.activityName,
+      name: scheduled.activityName as string,
       input: scheduled.input === undefined ? undefined : JSON.stringify(scheduled.input),
       options: JSON.stringify(scheduled.options ?? {}),
       attempt: r.attempt ?? 1,

@@ -36,6 +36,11 @@ async function awaitsWork(ctx: WorkflowContext): Promise<string> {
   return ctx.activities<{ work(): Promise<string> }>().work();
 }
 
+async function worksThenWaits(ctx: WorkflowContext): Promise<string> {
+  const worked = await ctx.activities<{ work(): Promise<string> }>().work();
+  return `${worked} ${await ctx.waitForEvent<string>('go')}`;
+}
+
 /**
  * Leaves `workflowId` awaiting an activity that no engine runs, then breaks the activity's
  * ActivityScheduled row. Returns the query that reads that row and the payload it had.
@@ -168,6 +173,48 @@ describe.each(backends)('replay on $name', (backend) => {
       await waitFor(() => skipped > 0, 'the recovery to leave the activity out');
       await db.query(`UPDATE "${db.schema}".history SET payload = $1 WHERE workflow_id = 'repaired-live' AND seq = 2`, [stored]);
       expect(await engine.result('repaired-live', { timeoutMs: 10_000 })).toBe('worked');
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it('takes an ActivityScheduled row that names no activity for an unreadable row, as the recovery does, not for changed code: the workflow is not parked, and runs on once the row is repaired', async () => {
+    const first = await startEngine(db, { workflows: { worksThenWaits }, inlineActivities: { work: () => 'worked' } });
+    try {
+      await first.startWorkflow(worksThenWaits, undefined, { workflowId: 'nameless' });
+      await waitFor(async () => (await first.inspect('nameless')).waitingOn.events.length > 0, 'the wait');
+    } finally {
+      await first.close();
+    }
+    // The finished activity's row: replay reads it, the recovery of unfinished ones does not.
+    const scheduled = `SELECT payload FROM "${db.schema}".history WHERE workflow_id = 'nameless' AND seq = 2`;
+    const [row] = await db.query<{ payload: string }>(scheduled);
+    await db.query(`UPDATE "${db.schema}".history SET payload = '{}' WHERE workflow_id = 'nameless' AND seq = 2`);
+    const loadErrors: unknown[] = [];
+    const logger = {
+      ...quietLogger,
+      error(obj: object, msg?: string) {
+        if (msg === 'loading workflow failed') loadErrors.push((obj as { err?: unknown }).err);
+        quietLogger.error(obj, msg);
+      },
+    };
+    const engine = await startEngine(db, { workflows: { worksThenWaits }, inlineActivities: { work: () => 'worked' }, logger });
+    try {
+      await engine.sendEvent('nameless', 'go', 'then');
+      await waitFor(() => loadErrors.length > 0, 'a failed load');
+      expect(loadErrors[0]).toBeInstanceOf(UnreadableHistoryError);
+      expect(loadErrors[0]).toMatchObject({ workflowId: 'nameless', seq: 2, eventType: 'ActivityScheduled' });
+      const inspected = await engine.inspect('nameless').then(
+        () => 'inspected',
+        (e: unknown) => e,
+      );
+      expect(inspected).toMatchObject({ code: ErrorCode.UnreadableHistory, workflowId: 'nameless', seq: 2 });
+      expect(await db.query(`SELECT status, error FROM "${db.schema}".workflows WHERE id = 'nameless'`)).toEqual([
+        { status: 'running', error: null },
+      ]);
+      expect(await db.query(scheduled)).toEqual([{ payload: '{}' }]);
+      await db.query(`UPDATE "${db.schema}".history SET payload = $1 WHERE workflow_id = 'nameless' AND seq = 2`, [row!.payload]);
+      expect(await engine.result('nameless', { timeoutMs: 10_000 })).toBe('worked then');
     } finally {
       await engine.close();
     }
