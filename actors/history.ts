@@ -4,7 +4,7 @@
  * the codec and spliced in, never encoded twice.
  */
 
-import { readHistoryPayload } from '../storage/history-payload.js';
+import { readHistoryPayload } from '../storage/stored-json.js';
 import type { StoredHistoryRow } from '../storage/rows.js';
 import type { ActivityOptions } from './commands.js';
 

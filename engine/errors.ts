@@ -24,6 +24,7 @@ export const ErrorCode = {
   EngineClosed: 'DURAFLOW_ENGINE_CLOSED',
   NameTakenOver: 'DURAFLOW_NAME_TAKEN_OVER',
   UnreadableHistory: 'DURAFLOW_UNREADABLE_HISTORY',
+  UnreadableState: 'DURAFLOW_UNREADABLE_STATE',
   EventIdReused: 'DURAFLOW_EVENT_ID_REUSED',
   /** The `code` of an activity failure named UnknownActivityError (no class: it is only a cause). */
   UnknownActivity: 'DURAFLOW_UNKNOWN_ACTIVITY',
@@ -296,6 +297,42 @@ export class UnreadableHistoryError extends EngineError {
   }
 }
 UnreadableHistoryError.prototype.name = 'UnreadableHistoryError';
+
+/**
+ * A stored value of a workflow besides its history, named as the field of `inspect`'s answer that
+ * shows it (`result()` reads `result` and `error` too).
+ */
+export type StoredField =
+  | 'input'
+  | 'result'
+  | 'error'
+  | 'vars'
+  | 'waitingOn.activities.lastFailure'
+  | 'queuedEvents.payload';
+
+/**
+ * A stored value of a workflow besides its history (see `StoredField`) is not what duraflow
+ * wrote: not JSON, or, for `vars`, `error` and `lastFailure`, not a JSON object (the row was
+ * changed by hand, say). `inspect` throws it, and `result()` for the `result` or `error` of an
+ * ended workflow; `cause` is the JSON error. Nothing stored is changed: once the value is
+ * repaired, the call succeeds.
+ */
+export class UnreadableStateError extends EngineError {
+  readonly workflowId: string;
+  readonly field: StoredField;
+
+  /** `of` says which activity or event the value belongs to, for the message. */
+  constructor(workflowId: string, field: StoredField, cause: unknown, of?: string) {
+    super(
+      ErrorCode.UnreadableState,
+      `workflow ${JSON.stringify(workflowId)} has a stored ${field}${of === undefined ? '' : ` (${of})`} that cannot be read: ${coerceError(cause).message}`,
+      { cause },
+    );
+    this.workflowId = workflowId;
+    this.field = field;
+  }
+}
+UnreadableStateError.prototype.name = 'UnreadableStateError';
 
 /** The failure of an attempt of an activity that no module or inline function provides: final. */
 export function unknownActivityFailure(name: string): SerializedFailure {

@@ -36,8 +36,10 @@ export {
   TimeoutError,
   UnknownWorkflowError,
   UnreadableHistoryError,
+  UnreadableStateError,
   WorkflowAlreadyExistsError,
   WorkflowClosedError,
   WorkflowFailedError,
   WorkflowNotFoundError,
 } from './errors.js';
+export type { StoredField } from './errors.js';

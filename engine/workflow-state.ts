@@ -1,6 +1,7 @@
 import type { ActorSnapshot } from '../actors/workflow-actor.js';
 import { type HistoryEvent, payloadOf, type SerializedFailure, toHistoryEvent } from '../actors/history.js';
 import type { StoredHistoryRow, TaskRow, TimerRow, WorkflowRow } from '../storage/rows.js';
+import { readStored, readStoredObject } from './read-stored.js';
 import { workflowErrors } from './workflow-errors.js';
 
 type RetryState = Pick<TaskRow, 'commandId' | 'attempt' | 'visibleAt' | 'lastFailure'>;
@@ -67,10 +68,6 @@ export interface StoredState {
   tasks: RetryState[];
   timers: TimerRow[];
   inbox: { name: string; payload: string | undefined }[];
-}
-
-function decode(text: string | null | undefined): unknown {
-  return text === null || text === undefined ? undefined : JSON.parse(text);
 }
 
 /** What a workflow awaits, derived from its committed history. */
@@ -140,23 +137,29 @@ export function buildWorkflowState(stored: StoredState, live: ActorSnapshot | un
     activity.attempt = task?.attempt ?? 1;
     if (!task) continue;
     activity.nextAttemptAt = new Date(task.visibleAt);
-    if (task.lastFailure) activity.lastFailure = JSON.parse(task.lastFailure) as SerializedFailure;
+    if (!task.lastFailure) continue;
+    const of = `activity #${activity.commandId}`;
+    activity.lastFailure = readStoredObject<SerializedFailure>(task.lastFailure, row.id, 'waitingOn.activities.lastFailure', of);
   }
   const state: WorkflowState = {
     workflowId: row.id,
     workflowName: row.name,
     version: row.version,
     status: row.status,
-    input: decode(row.input),
-    vars: live ? live.vars : (JSON.parse(row.vars) as Record<string, unknown>),
+    input: readStored(row.input, row.id, 'input'),
+    vars: live ? live.vars : readStoredObject<Record<string, unknown>>(row.vars, row.id, 'vars'),
     createdAt: row.created_at,
     startAt: row.start_at,
     history,
     waitingOn,
-    queuedEvents: stored.inbox.map((e) => ({ eventName: e.name, ...(e.payload === undefined ? {} : { payload: decode(e.payload) }) })),
+    queuedEvents: stored.inbox.map((e) =>
+      e.payload === undefined
+        ? { eventName: e.name }
+        : { eventName: e.name, payload: readStored(e.payload, row.id, 'queuedEvents.payload', `event ${JSON.stringify(e.name)}`) },
+    ),
   };
-  if (row.status === 'completed') state.result = decode(row.result);
-  if (row.error !== null) state.error = JSON.parse(row.error) as SerializedFailure;
+  if (row.status === 'completed') state.result = readStored(row.result, row.id, 'result');
+  if (row.error !== null) state.error = readStoredObject<SerializedFailure>(row.error, row.id, 'error');
   if (row.started_at) state.startedAt = row.started_at;
   if (row.completed_at) state.completedAt = row.completed_at;
   if (row.status === 'pending') {

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 
+import type { SerializedFailure } from '../actors/history.js';
 import type { ActorSnapshot } from '../actors/workflow-actor.js';
 import type { Logger } from '../storage/logger.js';
 import { ForeignSchemaError, type MigrationState, migrate, migrationState } from '../storage/migrate.js';
@@ -29,6 +30,7 @@ import {
 } from './errors.js';
 import { fromFailure } from './failure.js';
 import type { ResolvedConnection } from './options.js';
+import { readStored, readStoredObject } from './read-stored.js';
 import { type Outcome, resultTimeout, ResultWaiters } from './result-waiters.js';
 import { checkEpochMs, checkKnownKeys, checkName } from './validate.js';
 import { buildWorkflowState, type WorkflowState } from './workflow-state.js';
@@ -401,10 +403,12 @@ export class WorkflowStore {
 
   #toResult<Output>(workflowId: string, outcome: Outcome): Output {
     if (outcome.status === 'failed') {
-      const failure = outcome.error ? JSON.parse(outcome.error) : { name: 'Error', message: 'unknown failure' };
+      const failure = outcome.error
+        ? readStoredObject<SerializedFailure>(outcome.error, workflowId, 'error')
+        : { name: 'Error', message: 'unknown failure' };
       throw new WorkflowFailedError(workflowId, fromFailure(failure));
     }
-    return this.codec.decode(outcome.result) as Output;
+    return readStored(outcome.result, workflowId, 'result') as Output;
   }
 
   #notice(payload: string): void {

@@ -1,4 +1,4 @@
-import { readHistoryPayload } from '../history-payload.js';
+import { readHistoryPayload } from '../stored-json.js';
 import type { TaskRow } from '../rows.js';
 import type { Queryable, Tables } from '../sql.js';
 

@@ -1,8 +1,8 @@
 /**
- * The one rule by which a stored history payload is readable. Replay, `inspect` and the recovery
- * of unfinished activities all read rows through it, so they agree on which rows are unreadable
- * (a row written or changed by hand, say): none of them takes such a row for changed code. A pure
- * helper, no I/O: actors use it as they use `rows.ts`.
+ * The rules by which stored JSON text is readable: what duraflow wrote, not a row written or
+ * changed by hand, say. Replay, `inspect` and the recovery of unfinished activities read history
+ * payloads by the one rule below, so they agree on which rows are unreadable, and none of them
+ * takes such a row for changed code. Pure helpers, no I/O: actors use them as they use `rows.ts`.
  */
 
 /** Why JSON that parsed is not an object, e.g. "JSON null, not an object". */
