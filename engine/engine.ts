@@ -825,6 +825,14 @@ class EngineImpl implements Engine, ActorHost {
     return false;
   }
 
+  /** Whether a recovery under way covers every workflow of the name. */
+  #isRecoveringName(workflowName: string): boolean {
+    for (const { names, workflowIds } of this.#recoveries.values()) {
+      if (workflowIds === undefined && (names === undefined || names.has(workflowName))) return true;
+    }
+    return false;
+  }
+
   /** The work of #recoverWithRetry; never rejects. */
   async #retryRecovery(names: string[] | undefined, workflowIds: string[] | undefined, unstoredOutcomes?: OutcomesByWorkflow): Promise<void> {
     for (let attempt = 1; !this.#isClosing; attempt++) {
@@ -950,7 +958,16 @@ class EngineImpl implements Engine, ActorHost {
 
   async #pollInbox(names: string[], workflowIds?: string[]): Promise<void> {
     if (names.length === 0) return;
-    const events = await inboxFor(this.sql, this.tables, names, workflowIds);
+    // Names a recovery under way covers whole are not read: their events would only be left, and,
+    // more of them than one read takes, would keep the other names' events out of every read.
+    const leftNames = this.#recoveries.size === 0 ? [] : names.filter((name) => this.#isRecoveringName(name));
+    if (leftNames.length > 0) {
+      this.#pollAfterRecovery = true;
+      this.logger.debug({ names: leftNames }, 'the events of these names left to the recoveries under way');
+    }
+    const read = leftNames.length === 0 ? names : names.filter((name) => !leftNames.includes(name));
+    if (read.length === 0) return;
+    const events = await inboxFor(this.sql, this.tables, read, workflowIds);
     if (this.#recoveries.size === 0) {
       this.#deliverEvents(events);
       return;

@@ -536,6 +536,29 @@ describe.each(serverBackends)('an event sent through an engine taking a name ove
     expect(result).toBe('timed out');
   });
 
+  it('delivers an event sent from elsewhere to a workflow the recovery does not cover, however many of its own wait before it', async () => {
+    let bystander: unknown;
+    const result = await sendLateThroughTakeover('taken-over-backlog', async (standby) => {
+      await standby.startWorkflow(delayedWait, undefined, { workflowId: 'bystander-behind' });
+      // More events of the name under recovery than one inbox read takes, all older than the next.
+      await db().query(
+        `INSERT INTO "${db().schema}".inbox (workflow_id, name, payload, event_id)
+         SELECT 'taken-over-backlog', 'note', NULL, 'note-' || g FROM generate_series(1, 10000) g`,
+      );
+      const client = await openClient(db());
+      try {
+        await client.sendEvent('bystander-behind', 'go', 'not held up');
+      } finally {
+        await client.close();
+      }
+      bystander = await standby.result('bystander-behind', { timeoutMs: 10_000 });
+      // Still under way: the event did not wait for it.
+      expect(await isWaitingForLock(db(), 'x.due_at')).toBe(true);
+    });
+    expect(bystander).toBe('not held up');
+    expect(result).toBe('timed out');
+  });
+
   it('waits for a retried recovery between its attempts, so a timer that came due before it fires first', async () => {
     let failedRecoveries = 0;
     const logger = {
