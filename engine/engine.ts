@@ -160,6 +160,11 @@ class EngineImpl implements Engine, ActorHost {
   readonly #recoveries = new Map<Promise<void>, RecoveryScope>();
   /** An event was left in the inbox for a recovery under way: poll once it settles. */
   #pollAfterRecovery = false;
+  /**
+   * Events sent through this engine to workflows a recovery under way covers, by workflow, in the
+   * order sent: delivered once no recovery covers the workflow, and before any sent after them.
+   */
+  readonly #eventsAfterRecovery = new Map<string, { workflowName: string; events: ActorMessage[] }>();
   /** True until the first claim returns: names it gains are recovered by `recoverAll` (awaited), not by #onLeaseChange. */
   #isStarting = true;
   readonly #parsedOptions = new Map<string, ActivityOptions>();
@@ -419,19 +424,19 @@ class EngineImpl implements Engine, ActorHost {
     // A duplicate was delivered (or will be, by the poll) when it was first stored.
     if ('isDuplicate' in stored) return;
     if (this.#leases.holds(stored.workflowName)) {
+      const event: ActorMessage = { type: 'event', inboxId: stored.inboxId, name: eventName, payload: stored.payload };
       // A recovery under way fires the timers that came due in time order with the events it
-      // reads: delivered now, this one could overtake them. It or the poll after it delivers it.
-      if (this.#recoveries.size > 0 && this.#isRecovering(stored.workflowName, workflowId)) {
-        this.#pollAfterRecovery = true;
-        return;
+      // reads: delivered now, this one could overtake them. Held until it ends (the recovery may
+      // deliver it first, read from the inbox: the workflow takes it once), and so are the events
+      // sent after it, which would otherwise overtake it.
+      const held = this.#eventsAfterRecovery.get(workflowId);
+      if (held) held.events.push(event);
+      else if (this.#recoveries.size > 0 && this.#isRecovering(stored.workflowName, workflowId)) {
+        this.#eventsAfterRecovery.set(workflowId, { workflowName: stored.workflowName, events: [event] });
+      } else {
+        // Stored: if the engine began closing meanwhile, its next start delivers it.
+        this.#deliver(workflowId, event);
       }
-      // Stored: if the engine began closing meanwhile, its next start delivers it.
-      this.#deliver(workflowId, {
-        type: 'event',
-        inboxId: stored.inboxId,
-        name: eventName,
-        payload: stored.payload,
-      });
     } else {
       await this.#store.notifyEngines(Notice.Event);
     }
@@ -810,6 +815,12 @@ class EngineImpl implements Engine, ActorHost {
       await recovery;
     } finally {
       this.#recoveries.delete(settled);
+      this.logger.debug({ recoveries: this.#recoveries.size }, 'a recovery ended');
+      for (const [workflowId, { workflowName, events }] of this.#eventsAfterRecovery) {
+        if (this.#isRecovering(workflowName, workflowId)) continue;
+        this.#eventsAfterRecovery.delete(workflowId);
+        for (const event of events) this.#deliver(workflowId, event);
+      }
       if (this.#pollAfterRecovery) {
         this.#pollAfterRecovery = false;
         this.#requestPoll();
@@ -842,7 +853,7 @@ class EngineImpl implements Engine, ActorHost {
         return;
       } catch (error) {
         this.logger.warn({ err: error, attempt }, 'recovery failed; retrying');
-        // Cut short by close(), whose poll waits for this recovery.
+        // Cut short by close(), which waits for this recovery.
         let pause: NodeJS.Timeout | undefined;
         await Promise.race([new Promise((resolve) => (pause = setTimeout(resolve, retryDelayMs(attempt, 100, 5_000)))), this.#closeCalled]);
         clearTimeout(pause);
@@ -854,7 +865,7 @@ class EngineImpl implements Engine, ActorHost {
    * Re-delivers what the database says is unfinished for `names` (and, if given, `workflowIds`
    * only); an activity whose stored attempt ended, as `unstoredOutcomes` has it, gets that
    * outcome instead of running the attempt again. Callers count it under way (#underWay), so
-   * the polls' inbox reads wait for it.
+   * the events of the workflows it covers wait for it.
    */
   async #recover(names: string[], workflowIds: string[] | undefined, unstoredOutcomes?: OutcomesByWorkflow): Promise<void> {
     if (names.length === 0) return;

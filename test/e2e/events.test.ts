@@ -559,6 +559,39 @@ describe.each(serverBackends)('an event sent through an engine taking a name ove
     expect(result).toBe('timed out');
   });
 
+  it('delivers an event sent during the recovery before one sent the moment it ends', async () => {
+    const holder = await startEngine(db(), { workflows: { twoInOrder } });
+    let standby: Engine | undefined;
+    let second: Promise<void> | undefined;
+    const logger = {
+      ...quietLogger,
+      debug(_obj: object, msg?: string) {
+        // Before a poll could read the first event from the inbox (the start's own recovery ends
+        // before the standby is returned, so this is the takeover's).
+        if (msg === 'a recovery ended' && standby) second ??= standby.sendEvent('in-order', 'go', 'second');
+      },
+    };
+    standby = await startEngine(db(), { workflows: { twoInOrder }, logger });
+    try {
+      await holder.startWorkflow(twoInOrder, undefined, { workflowId: 'in-order' });
+      await waitFor(async () => (await holder.inspect('in-order')).waitingOn.events.length > 0, 'the wait');
+      const lock = await lockTable(db(), 'timers');
+      try {
+        await holder.close();
+        await waitFor(() => isWaitingForLock(db(), 'x.due_at'), 'the standby to recover the name');
+        await standby.sendEvent('in-order', 'go', 'first');
+      } finally {
+        await lock.release();
+      }
+      await waitFor(() => second !== undefined, 'the recovery to end');
+      await second;
+      expect(await standby.result('in-order', { timeoutMs: 10_000 })).toEqual(['first', 'second']);
+    } finally {
+      await holder.close();
+      await standby.close();
+    }
+  });
+
   it('waits for a retried recovery between its attempts, so a timer that came due before it fires first', async () => {
     let failedRecoveries = 0;
     const logger = {
