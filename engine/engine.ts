@@ -36,6 +36,7 @@ import { InFlightTasks } from './in-flight-tasks.js';
 import { HeldBackEffects } from './held-back-effects.js';
 import { type LeaseChanges, LeaseKeeper } from './lease-keeper.js';
 import { type EngineOptions, type ResolvedEngineOptions, resolveEngineOptions } from './options.js';
+import { type RecoveryScope, RecoveriesUnderWay } from './recoveries-under-way.js';
 import { type ActivityOptions, nextAttemptAt, parseActivityOptions, resolveRetryPolicy } from './retry-policy.js';
 import { type ArmedTimer, TimerService } from './timer-service.js';
 import { checkName } from './validate.js';
@@ -95,13 +96,6 @@ type TimerPayload =
 /** Rows read per recovery query. */
 const RECOVERY_BATCH = 10_000;
 
-/** The workflows a recovery re-delivers: of `names`, of `workflowIds` only; undefined means any. */
-interface RecoveryScope {
-  names: ReadonlySet<string> | undefined;
-  workflowIds: ReadonlySet<string> | undefined;
-}
-const EVERY_WORKFLOW: RecoveryScope = { names: undefined, workflowIds: undefined };
-
 /**
  * How long to wait before the rebuild after an actor's `failures`-th failure in a row: none after
  * the first, then from 100 ms doubling up to a minute (jittered, so actors failed together by one
@@ -157,7 +151,7 @@ class EngineImpl implements Engine, ActorHost {
    * Recoveries under way (settled promises, never rejected), each with the workflows it covers:
    * their events wait for it (see #pollInbox); other workflows' events are delivered meanwhile.
    */
-  readonly #recoveries = new Map<Promise<void>, RecoveryScope>();
+  readonly #recoveries = new RecoveriesUnderWay();
   /** An event was left in the inbox for a recovery under way: poll once it settles. */
   #pollAfterRecovery = false;
   /**
@@ -431,7 +425,7 @@ class EngineImpl implements Engine, ActorHost {
       // sent after it, which would otherwise overtake it.
       const held = this.#eventsAfterRecovery.get(workflowId);
       if (held) held.events.push(event);
-      else if (this.#recoveries.size > 0 && this.#isRecovering(stored.workflowName, workflowId)) {
+      else if (this.#recoveries.size > 0 && this.#recoveries.covers(stored.workflowName, workflowId)) {
         this.#eventsAfterRecovery.set(workflowId, { workflowName: stored.workflowName, events: [event] });
       } else {
         // Stored: if the engine began closing meanwhile, its next start delivers it.
@@ -480,7 +474,7 @@ class EngineImpl implements Engine, ActorHost {
   async recoverAll(): Promise<void> {
     await this.#leases.start();
     this.#isStarting = false;
-    await this.#underWay(this.#recover(this.#leases.held, undefined), EVERY_WORKFLOW);
+    await this.#underWay(this.#recover(this.#leases.held, undefined), {});
   }
 
   /** Starts the `/metrics` server if the options asked for one. */
@@ -516,7 +510,7 @@ class EngineImpl implements Engine, ActorHost {
     await step(() => this.#pollRunning);
     // A recovery that ran on beside the polls must not find the store closed under it.
     await step(async () => {
-      await Promise.all(this.#recoveries.keys());
+      await this.#recoveries.settled();
     });
     // After the last flush: an engine waiting for these names takes them now, not at expiry.
     await step(async () => {
@@ -803,21 +797,19 @@ class EngineImpl implements Engine, ActorHost {
     const unstoredOutcomes = workflowIds && this.#takeUnstoredOutcomes(workflowIds);
     // Under way until an attempt succeeds, pauses included: an inbox read let through between two
     // attempts would deliver events before the due timers the next attempt fires.
-    const scope = { names: names && new Set(names), workflowIds: workflowIds && new Set(workflowIds) };
-    return this.#underWay(this.#retryRecovery(names, workflowIds, unstoredOutcomes), scope);
+    return this.#underWay(this.#retryRecovery(names, workflowIds, unstoredOutcomes), { names, workflowIds });
   }
 
   /** Counts `recovery` of `scope` under way until it settles (see #recoveries), and passes its outcome on. */
   async #underWay(recovery: Promise<void>, scope: RecoveryScope): Promise<void> {
-    const settled = recovery.catch(() => undefined);
-    this.#recoveries.set(settled, scope);
+    this.#recoveries.add(recovery, scope);
     try {
       await recovery;
     } finally {
-      this.#recoveries.delete(settled);
+      // No longer counted (see RecoveriesUnderWay.add).
       this.logger.debug({ recoveries: this.#recoveries.size }, 'a recovery ended');
       for (const [workflowId, { workflowName, events }] of this.#eventsAfterRecovery) {
-        if (this.#isRecovering(workflowName, workflowId)) continue;
+        if (this.#recoveries.covers(workflowName, workflowId)) continue;
         this.#eventsAfterRecovery.delete(workflowId);
         for (const event of events) this.#deliver(workflowId, event);
       }
@@ -826,22 +818,6 @@ class EngineImpl implements Engine, ActorHost {
         this.#requestPoll();
       }
     }
-  }
-
-  /** Whether a recovery under way covers the workflow (and so delivers its events itself). */
-  #isRecovering(workflowName: string, workflowId: string): boolean {
-    for (const { names, workflowIds } of this.#recoveries.values()) {
-      if ((names === undefined || names.has(workflowName)) && (workflowIds === undefined || workflowIds.has(workflowId))) return true;
-    }
-    return false;
-  }
-
-  /** Whether a recovery under way covers every workflow of the name. */
-  #isRecoveringName(workflowName: string): boolean {
-    for (const { names, workflowIds } of this.#recoveries.values()) {
-      if (workflowIds === undefined && (names === undefined || names.has(workflowName))) return true;
-    }
-    return false;
   }
 
   /** The work of #recoverWithRetry; never rejects. */
@@ -971,7 +947,7 @@ class EngineImpl implements Engine, ActorHost {
     if (names.length === 0) return;
     // Names a recovery under way covers whole are not read: their events would only be left, and,
     // more of them than one read takes, would keep the other names' events out of every read.
-    const leftNames = this.#recoveries.size === 0 ? [] : names.filter((name) => this.#isRecoveringName(name));
+    const leftNames = this.#recoveries.size === 0 ? [] : names.filter((name) => this.#recoveries.coversName(name));
     if (leftNames.length > 0) {
       this.#pollAfterRecovery = true;
       this.logger.debug({ names: leftNames }, 'the events of these names left to the recoveries under way');
@@ -988,7 +964,7 @@ class EngineImpl implements Engine, ActorHost {
     // they were sent. They stay in the inbox for it, or for the poll after it.
     let left = 0;
     for (const e of events) {
-      if (this.#isRecovering(e.workflowName, e.workflowId)) left++;
+      if (this.#recoveries.covers(e.workflowName, e.workflowId)) left++;
       else this.#deliver(e.workflowId, { type: 'event', inboxId: e.id, name: e.name, payload: e.payload });
     }
     if (left > 0) {
