@@ -274,7 +274,9 @@ NameTakenOverError.prototype.name = 'NameTakenOverError';
 
 /**
  * A row of a workflow's stored history is not what duraflow wrote: its payload is not a JSON
- * object (the row was written or changed by hand, say). `inspect` throws it; an engine that
+ * object, or lacks a field replay reads or holds it in another form (an EventWaitStarted payload
+ * without its event's name, say), as a row written or changed by hand may. Such a row is never
+ * taken for changed code, so the workflow is not parked. `inspect` throws it; an engine that
  * replays the workflow fails the workflow's actor with it, and tries again after a growing pause.
  * Nothing stored is changed: once the row is repaired, the workflow goes on.
  */

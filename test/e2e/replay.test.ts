@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
-import { ErrorCode, MetricName, UnreadableHistoryError, type WorkflowContext } from 'duraflow';
+import { type ActivityFailure, ErrorCode, MetricName, UnreadableHistoryError, type WorkflowContext } from 'duraflow';
 
 import { backends, type TestSchema } from '../helpers/database.js';
 import { fixtureActivities, openClient, quietLogger, readMetric, startEngine } from '../helpers/engines.js';
@@ -40,6 +40,42 @@ async function worksThenWaits(ctx: WorkflowContext): Promise<string> {
   const worked = await ctx.activities<{ work(): Promise<string> }>().work();
   return `${worked} ${await ctx.waitForEvent<string>('go')}`;
 }
+
+/**
+ * Records a row of every type whose payload replay reads: an activity that failed for good, an
+ * event a wait took, and a wait for "go" it is left at.
+ */
+async function readsEveryPayload(ctx: WorkflowContext): Promise<string> {
+  const { refuse } = ctx.activities<{ refuse(): Promise<void> }>({ retry: { maxAttempts: 1 } });
+  const failed = await refuse().then(
+    () => 'not refused',
+    (error: ActivityFailure) => `${error.activityName} failed after ${error.attempts}`,
+  );
+  const first = await ctx.waitForEvent<string>('first');
+  return `${failed}, ${first} ${await ctx.waitForEvent<string>('go')}`;
+}
+
+const refused = {
+  refuse(): never {
+    throw new Error('refused');
+  },
+};
+
+/** A field replay reads, removed from its row or stored in another form, as by hand. */
+interface MisshapenField {
+  eventType: string;
+  change: string;
+  edit(payload: Record<string, unknown>): void;
+}
+
+const misshapenFields: MisshapenField[] = [
+  { eventType: 'EventWaitStarted', change: 'without eventName', edit: (p) => delete p.eventName },
+  { eventType: 'EventWaitStarted', change: 'with eventName a number', edit: (p) => (p.eventName = 7) },
+  { eventType: 'EventReceived', change: 'without inboxId', edit: (p) => delete p.inboxId },
+  { eventType: 'EventReceived', change: 'with resolves a string', edit: (p) => (p.resolves = String(p.resolves)) },
+  { eventType: 'ActivityFailed', change: 'without failure', edit: (p) => delete p.failure },
+  { eventType: 'ActivityFailed', change: 'with attempts a string', edit: (p) => (p.attempts = String(p.attempts)) },
+];
 
 /**
  * Leaves `workflowId` awaiting an activity that no engine runs, then breaks the activity's
@@ -217,6 +253,84 @@ describe.each(backends)('replay on $name', (backend) => {
       expect(await engine.result('nameless', { timeoutMs: 10_000 })).toBe('worked then');
     } finally {
       await engine.close();
+    }
+  });
+
+  it.each(misshapenFields)(
+    'takes an $eventType row $change for an unreadable row, not for changed code: the workflow is not parked, and runs on once the row is repaired',
+    async ({ eventType, change, edit }) => {
+      const engineOptions = { workflows: { readsEveryPayload }, inlineActivities: refused };
+      const first = await startEngine(db, engineOptions);
+      try {
+        await first.startWorkflow(readsEveryPayload, undefined, { workflowId: 'misshapen' });
+        await first.sendEvent('misshapen', 'first', 'one');
+        await waitFor(async () => (await first.inspect('misshapen')).waitingOn.events[0]?.eventName === 'go', 'the wait for go');
+      } finally {
+        await first.close();
+      }
+      const [row] = await db.query<{ seq: number; payload: string }>(
+        `SELECT seq, payload FROM "${db.schema}".history WHERE workflow_id = 'misshapen' AND type = $1 ORDER BY seq LIMIT 1`,
+        [eventType],
+      );
+      const payload = JSON.parse(row!.payload) as Record<string, unknown>;
+      edit(payload);
+      const broken = JSON.stringify(payload);
+      const setPayload = `UPDATE "${db.schema}".history SET payload = $1 WHERE workflow_id = 'misshapen' AND seq = $2`;
+      await db.query(setPayload, [broken, row!.seq]);
+      const loadErrors: unknown[] = [];
+      const logger = {
+        ...quietLogger,
+        error(obj: object, msg?: string) {
+          if (msg === 'loading workflow failed') loadErrors.push((obj as { err?: unknown }).err);
+          quietLogger.error(obj, msg);
+        },
+      };
+      const engine = await startEngine(db, { ...engineOptions, logger });
+      try {
+        await engine.sendEvent('misshapen', 'go', 'then');
+        await waitFor(() => loadErrors.length > 0, `a failed load (${eventType} ${change})`);
+        const unreadable = { code: ErrorCode.UnreadableHistory, workflowId: 'misshapen', seq: row!.seq, eventType };
+        expect(loadErrors[0]).toBeInstanceOf(UnreadableHistoryError);
+        expect(loadErrors[0]).toMatchObject(unreadable);
+        const inspected = await engine.inspect('misshapen').then(
+          () => 'inspected',
+          (e: unknown) => e,
+        );
+        expect(inspected).toBeInstanceOf(UnreadableHistoryError);
+        expect(inspected).toMatchObject(unreadable);
+        expect(await db.query(`SELECT status, error FROM "${db.schema}".workflows WHERE id = 'misshapen'`)).toEqual([
+          { status: 'running', error: null },
+        ]);
+        expect(await db.query(`SELECT payload FROM "${db.schema}".history WHERE workflow_id = 'misshapen' AND seq = $1`, [row!.seq])).toEqual([
+          { payload: broken },
+        ]);
+        await db.query(setPayload, [row!.payload, row!.seq]);
+        expect(await engine.result('misshapen', { timeoutMs: 10_000 })).toBe('refuse failed after 1, one then');
+      } finally {
+        await engine.close();
+      }
+    },
+  );
+
+  it('parks a workflow whose EventWaitStarted row names another event: well formed, the row is taken for changed code', async () => {
+    const first = await startEngine(db, { workflows: { waitsForGo } });
+    try {
+      await first.startWorkflow(waitsForGo, undefined, { workflowId: 'renamed' });
+      await waitFor(async () => (await first.inspect('renamed')).waitingOn.events.length > 0, 'the wait');
+    } finally {
+      await first.close();
+    }
+    await db.query(`UPDATE "${db.schema}".history SET payload = $1 WHERE workflow_id = 'renamed' AND type = 'EventWaitStarted'`, [
+      '{"eventName":"stop"}',
+    ]);
+    const second = await startEngine(db, { workflows: { waitsForGo } });
+    try {
+      await second.sendEvent('renamed', 'go', 'now');
+      const parked = await waitFor(async () => (await second.inspect('renamed')).error, 'the workflow to be parked');
+      expect(parked).toMatchObject({ name: 'NonDeterminismError' });
+      expect(parked.message).toMatch(/expected waitEvent #1 stop, got waitEvent #1 go/);
+    } finally {
+      await second.close();
     }
   });
 
