@@ -42,6 +42,11 @@ export interface WorkflowErrors {
   ): Error;
   /** A row of the workflow's history whose payload replay cannot read (see `payloadOf`). */
   unreadableHistory(workflowId: string, seq: number, eventType: string, cause: Error): Error;
+  /**
+   * The workflow's stored input cannot be decoded: duraflow encoded it at the start, so it was
+   * changed by hand, say.
+   */
+  unreadableInput(workflowId: string, cause: Error): Error;
   /** Plain-JSON form of anything thrown. */
   toFailure(error: unknown): SerializedFailure;
 }

@@ -332,8 +332,10 @@ export class WorkflowActor {
 
     for (const m of messages) {
       switch (m.type) {
-        case 'start':
+        case 'start': {
           if (this.#state !== 'unstarted') break;
+          // Before anything is recorded: an input that cannot be decoded fails the actor.
+          const input = this.#decodedInput();
           this.#record(
             write,
             activation,
@@ -348,8 +350,9 @@ export class WorkflowActor {
           this.#startedAt = now;
           effects.isStarted = true;
           this.#state = 'live';
-          rs = this.#begin(now);
+          rs = this.#begin(now, input);
           break;
+        }
         case 'timerFired':
           if (!rs) break;
           // The row goes even for a wait that is over: left (by an older version, say), it would
@@ -553,8 +556,21 @@ export class WorkflowActor {
     effects.finished = { status, result, error, startedAt: this.#startedAt };
   }
 
+  /**
+   * The workflow's input, decoded. Encoded by duraflow at the start, it decodes unless it was
+   * changed by hand: that is not the workflow's failure, nor changed code, but a row to repair, so
+   * the actor fails (the engine rebuilds it after a growing pause) and nothing is stored.
+   */
+  #decodedInput(): unknown {
+    try {
+      return this.#host.codec.decode(this.#input);
+    } catch (error) {
+      throw this.#host.errors.unreadableInput(this.workflowId, error as Error);
+    }
+  }
+
   /** Creates the replay state and calls the workflow function (its first synchronous part runs now). */
-  #begin(startedAt: number): ReplayState {
+  #begin(startedAt: number, input: unknown): ReplayState {
     const host = this.#host;
     const rs = new ReplayState(this.workflowId, host.codec, host.errors);
     rs.now = startedAt;
@@ -562,13 +578,6 @@ export class WorkflowActor {
     this.#replay = rs;
     const fn = host.workflow(this.#name);
     const ctx = new WorkflowContextImpl(rs, this.workflowId, this.#name, this.#version, startedAt);
-    let input: unknown;
-    try {
-      input = host.codec.decode(this.#input);
-    } catch (error) {
-      rs.fail(error);
-      return rs;
-    }
     // The function is called inside a promise chain so that a synchronous throw becomes a failure.
     new Promise<unknown>((resolve) => resolve(fn!(ctx, input as never))).then(
       (result) => rs.complete(result),
@@ -723,7 +732,8 @@ export class WorkflowActor {
   ): ReplayState {
     if (row.type === EventType.WorkflowStarted) {
       this.#startedAt = at;
-      return this.#begin(at);
+      // An input that cannot be decoded fails the load (see #load), as an unreadable row does.
+      return this.#begin(at, this.#decodedInput());
     }
     if (!rs) throw new UnknownCommandError(row.command_id ?? 0, row.type);
     const commandId = row.command_id ?? 0;

@@ -316,8 +316,10 @@ export type StoredField =
  * A stored value of a workflow besides its history (see `StoredField`) is not what duraflow
  * wrote: not JSON, or, for `vars`, `error` and `lastFailure`, not a JSON object (the row was
  * changed by hand, say). `inspect` throws it, and `result()` for the `result` or `error` of an
- * ended workflow; `cause` is the JSON error. Nothing stored is changed: once the value is
- * repaired, the call succeeds.
+ * ended workflow; `cause` is the JSON error. An engine that starts or replays a workflow whose
+ * `input` is so fails the workflow's actor with it (neither failing nor parking the workflow),
+ * and tries again after a growing pause. Nothing stored is changed: once the value is repaired,
+ * the call succeeds and the workflow runs.
  */
 export class UnreadableStateError extends EngineError {
   readonly workflowId: string;

@@ -1,5 +1,5 @@
 import type { WorkflowErrors } from '../actors/actor-host.js';
-import { ActivityFailure, NonDeterminismError, TimeoutError, UnreadableHistoryError } from './errors.js';
+import { ActivityFailure, NonDeterminismError, TimeoutError, UnreadableHistoryError, UnreadableStateError } from './errors.js';
 import { fromFailure, toFailure } from './failure.js';
 
 /** The errors workflow code sees, built from the public classes (the actors cannot import them). */
@@ -9,5 +9,6 @@ export const workflowErrors: WorkflowErrors = {
   nonDeterminism: (workflowId, activation, commandId, expected, got) =>
     new NonDeterminismError(workflowId, activation, commandId, expected, got),
   unreadableHistory: (workflowId, seq, eventType, cause) => new UnreadableHistoryError(workflowId, seq, eventType, cause),
+  unreadableInput: (workflowId, cause) => new UnreadableStateError(workflowId, 'input', cause),
   toFailure,
 };
