@@ -11,6 +11,7 @@ import type {
 import { loadHistory, loadWorkflow } from '../storage/sql/workflows.js';
 import { type ActorHost, type Effects, noEffects } from './actor-host.js';
 import { type CommandIdentity, describeIdentity, identityOf } from './commands.js';
+import { EventRoutingChangedError } from './event-routing-changed-error.js';
 import {
   completedPayload,
   EventType,
@@ -47,23 +48,6 @@ function drainWorkflowCode(): Promise<void> {
     ),
   );
   return sharedTick;
-}
-
-/** Replay handed a recorded event to another wait (or none) than the run that recorded it did. */
-class EventRoutingChangedError extends Error {
-  /** The wait concerned: the recorded one, else the one replay chose. */
-  readonly commandId: number | null;
-  readonly expected: string;
-  readonly got: string;
-  constructor(eventName: string, recorded: number | undefined, replayed: number | undefined) {
-    const taker = (wait: number | undefined): string =>
-      `event ${JSON.stringify(eventName)} ${wait === undefined ? 'taken by no wait' : `taken by wait #${wait}`}`;
-    super(`${taker(recorded)} on record, ${taker(replayed)} on replay`);
-    this.name = 'EventRoutingChangedError';
-    this.commandId = recorded ?? replayed ?? null;
-    this.expected = taker(recorded);
-    this.got = taker(replayed);
-  }
 }
 
 const INBOUND_TYPES: ReadonlySet<string> = new Set([
