@@ -28,6 +28,12 @@ export class PgDriver implements Sql {
   #listenClient: pg.Client | undefined;
   #listenConnecting: Promise<pg.Client> | undefined;
   #closed = false;
+  /**
+   * Statements and transactions under way, including those still waiting for a connection:
+   * `close()` lets them finish first, as a pool that is ending serves no waiting request (it would
+   * fail only at connectionTimeoutMillis, and not keep the process alive until then).
+   */
+  readonly #underWay = new Set<Promise<unknown>>();
 
   constructor(options: PgDriverOptions) {
     this.#options = options;
@@ -47,16 +53,34 @@ export class PgDriver implements Sql {
     this.#pool.on('connect', (client) => client.on('error', (error) => options.onError(error)));
   }
 
-  async query<Row>(text: string, params?: unknown[], name?: string): Promise<QueryResult<Row>> {
-    const result = await this.#pool.query(name ? { name, text, values: params } : { text, values: params });
-    return { rows: result.rows as Row[], rowCount: result.rowCount ?? 0 };
+  query<Row>(text: string, params?: unknown[], name?: string): Promise<QueryResult<Row>> {
+    return this.#track(async () => {
+      const result = await this.#pool.query(name ? { name, text, values: params } : { text, values: params });
+      return { rows: result.rows as Row[], rowCount: result.rowCount ?? 0 };
+    });
   }
 
-  async exec(script: string): Promise<void> {
-    await this.#pool.query(script);
+  exec(script: string): Promise<void> {
+    return this.#track(async () => {
+      await this.#pool.query(script);
+    });
   }
 
-  async transaction<T>(work: (tx: Queryable) => Promise<T>): Promise<T> {
+  transaction<T>(work: (tx: Queryable) => Promise<T>): Promise<T> {
+    return this.#track(() => this.#transaction(work));
+  }
+
+  async #track<T>(operation: () => Promise<T>): Promise<T> {
+    const running = operation();
+    this.#underWay.add(running);
+    try {
+      return await running;
+    } finally {
+      this.#underWay.delete(running);
+    }
+  }
+
+  async #transaction<T>(work: (tx: Queryable) => Promise<T>): Promise<T> {
     const client = await this.#pool.connect();
     let broken: Error | undefined;
     try {
@@ -112,6 +136,7 @@ export class PgDriver implements Sql {
     const listenClient = this.#listenClient;
     this.#listenClient = undefined;
     await listenClient?.end().catch(() => undefined);
+    while (this.#underWay.size > 0) await Promise.allSettled([...this.#underWay]);
     await this.#pool.end();
   }
 
