@@ -11,22 +11,35 @@ export interface ArmedTimer<Payload> {
   payload: Payload;
 }
 
+/** An armed timer in the heap, with the order it was armed in (ties on `dueAt` fire in that order). */
+interface HeapEntry<Payload> extends ArmedTimer<Payload> {
+  order: number;
+}
+
+/** Whether `a` fires before `b`: the earlier due, or, due at the same ms, the one armed first. */
+const isBefore = <Payload>(a: HeapEntry<Payload>, b: HeapEntry<Payload>): boolean =>
+  a.dueAt < b.dueAt || (a.dueAt === b.dueAt && a.order < b.order);
+
 /**
  * All of the engine's in-memory timers (workflow sleeps, event-wait timeouts, activity retries,
  * delayed starts) in one binary min-heap under a single `setTimeout` for the earliest. The timers
- * themselves are durable rows; this only decides when to act on the committed ones.
+ * themselves are durable rows; this only decides when to act on the committed ones. Timers due at
+ * the same ms fire in the order they were armed, as `setTimeout`'s do: a heap alone is not stable,
+ * and would hand a workflow the sleeps it started together in another order.
  *
  * Disarming is lazy: the entry stays in the heap and is skipped when it surfaces, because its key
  * no longer maps to it.
  */
 export class TimerService<Payload> {
-  readonly #heap: ArmedTimer<Payload>[] = [];
-  readonly #byKey = new Map<string, ArmedTimer<Payload>>();
+  readonly #heap: HeapEntry<Payload>[] = [];
+  readonly #byKey = new Map<string, HeapEntry<Payload>>();
   readonly #onFire: (timer: ArmedTimer<Payload>) => void;
   readonly #onError: (error: unknown) => void;
   #handle: NodeJS.Timeout | undefined;
   #handleDueAt = Infinity;
   #isClosed = false;
+  /** Arms so far: the next timer's `order`. */
+  #armed = 0;
 
   /** `onError` hears of a callback that threw; the other due timers fire regardless. */
   constructor(onFire: (timer: ArmedTimer<Payload>) => void, onError: (error: unknown) => void = () => undefined) {
@@ -60,7 +73,7 @@ export class TimerService<Payload> {
   /** Arms (or re-arms with a new time) the timer `key`. */
   arm(key: string, dueAt: number, payload: Payload): void {
     if (this.#isClosed) return;
-    const timer = { key, dueAt, payload };
+    const timer = { key, dueAt, payload, order: this.#armed++ };
     this.#byKey.set(key, timer);
     this.#push(timer);
     if (dueAt < this.#handleDueAt) this.#reschedule();
@@ -112,7 +125,7 @@ export class TimerService<Payload> {
       if (this.#byKey.get(top.key) !== top) continue; // disarmed or re-armed
       this.#byKey.delete(top.key);
       try {
-        this.#onFire(top);
+        this.#onFire({ key: top.key, dueAt: top.dueAt, payload: top.payload });
       } catch (error) {
         this.#onError(error);
       }
@@ -120,13 +133,13 @@ export class TimerService<Payload> {
     this.#reschedule();
   }
 
-  #push(timer: ArmedTimer<Payload>): void {
+  #push(timer: HeapEntry<Payload>): void {
     const heap = this.#heap;
     heap.push(timer);
     let i = heap.length - 1;
     while (i > 0) {
       const parent = (i - 1) >> 1;
-      if (heap[parent]!.dueAt <= timer.dueAt) break;
+      if (!isBefore(timer, heap[parent]!)) break;
       heap[i] = heap[parent]!;
       i = parent;
     }
@@ -142,8 +155,8 @@ export class TimerService<Payload> {
       const left = 2 * i + 1;
       if (left >= heap.length) break;
       const right = left + 1;
-      const child = right < heap.length && heap[right]!.dueAt < heap[left]!.dueAt ? right : left;
-      if (heap[child]!.dueAt >= last.dueAt) break;
+      const child = right < heap.length && isBefore(heap[right]!, heap[left]!) ? right : left;
+      if (!isBefore(heap[child]!, last)) break;
       heap[i] = heap[child]!;
       i = child;
     }

@@ -3,7 +3,8 @@ import type { Queryable, Tables } from '../sql.js';
 
 /**
  * Pending timers of workflows whose name is in `workflowNames` (and, optionally, whose id is in
- * `workflowIds`), earliest first, each with its workflow's name.
+ * `workflowIds`), earliest first (a workflow's timers due at the same ms in the order it started
+ * them), each with its workflow's name.
  */
 export async function timersFor(
   db: Queryable,
@@ -15,7 +16,7 @@ export async function timersFor(
     `SELECT x.workflow_id, w.name, x.command_id, x.due_at FROM ${t.timers} x
      JOIN ${t.workflows} w ON w.id = x.workflow_id
      WHERE w.name = ANY($1::text[]) AND ($2::text[] IS NULL OR x.workflow_id = ANY($2::text[]))
-     ORDER BY x.due_at`,
+     ORDER BY x.due_at, x.workflow_id, x.command_id`,
     [workflowNames, workflowIds ?? null],
   );
   return rows.map((r) => ({ workflowId: r.workflow_id, workflowName: r.name, commandId: r.command_id, dueAt: r.due_at.getTime() }));

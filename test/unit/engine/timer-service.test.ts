@@ -31,6 +31,14 @@ describe('TimerService', () => {
     expect(timers.size).toBe(0);
   });
 
+  it('fires timers due at the same ms in the order they were armed', () => {
+    const { timers, keys } = service();
+    for (let i = 0; i < 8; i++) timers.arm(`k${i}`, T0 + 10, 'p');
+    timers.arm('early', T0 + 5, 'p');
+    vi.advanceTimersByTime(10);
+    expect(keys()).toEqual(['early', 'k0', 'k1', 'k2', 'k3', 'k4', 'k5', 'k6', 'k7']);
+  });
+
   it('fires nothing before its time and each timer exactly once', () => {
     const { timers, keys } = service();
     timers.arm('a', T0 + 100, 'a');
