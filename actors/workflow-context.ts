@@ -79,7 +79,7 @@ export type WorkflowFunction<Input = never, Output = unknown> = (
 function toEpochMs(at: Date | number, what: string): number {
   const ms = at instanceof Date ? at.getTime() : at;
   if (typeof ms !== 'number' || !Number.isFinite(ms)) {
-    throw new TypeError(`${what} must be a Date or a finite number of epoch milliseconds`);
+    throw new TypeError(`${what} must be a Date or a finite number of epoch milliseconds, got ${String(at)}`);
   }
   if (Math.abs(ms) > LATEST_TIME_MS) throw new RangeError(`${what} ${ms} is outside the range of a Date`);
   return ms;

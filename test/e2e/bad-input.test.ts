@@ -35,6 +35,8 @@ async function farTimes(ctx: WorkflowContext): Promise<string[]> {
   for (const attempt of [
     () => ctx.sleep(1e300),
     () => ctx.sleepUntil(9e15),
+    () => ctx.sleepUntil(NaN),
+    () => ctx.sleepUntil(new Date('not a date')),
     () => ctx.waitForEvent('never', { timeoutMs: 8.64e15 }),
   ]) {
     try {
@@ -231,6 +233,8 @@ describe.each(backends)('bad input on $name', (backend) => {
       expect(await (await engine.startWorkflow(farTimes, undefined)).result()).toEqual([
         'RangeError: sleep duration 1e+300 ends beyond the range of a Date',
         'RangeError: sleepUntil time 9000000000000000 is outside the range of a Date',
+        'TypeError: sleepUntil time must be a Date or a finite number of epoch milliseconds, got NaN',
+        'TypeError: sleepUntil time must be a Date or a finite number of epoch milliseconds, got Invalid Date',
         'RangeError: timeoutMs 8640000000000000 ends beyond the range of a Date',
       ]);
       // Nothing failed around them: the other workflow is still running and reachable.
