@@ -34,6 +34,22 @@ function parse(argv: string[]) {
   });
 }
 
+/**
+ * Writes `text` to stdout and resolves once it has all been handed on: process.exit() drops what a
+ * pipe has not taken yet (`duraflow inspect … | jq` got the first 64 KiB). A reader that went away
+ * (`| head`) ends the output quietly, as it would a shell tool.
+ */
+function writeOut(text: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    // The write's callback reports its failure; the stream's 'error' event would be uncaught.
+    process.stdout.on('error', () => undefined);
+    process.stdout.write(text, (error) => {
+      if (error && (error as NodeJS.ErrnoException).code !== 'EPIPE') reject(error);
+      else resolve();
+    });
+  });
+}
+
 async function main(argv: string[]): Promise<number> {
   let parsed: ReturnType<typeof parse>;
   try {
@@ -69,7 +85,7 @@ async function main(argv: string[]): Promise<number> {
   });
   try {
     const shown = inspected !== undefined ? await client.inspect(inspected) : await client.leases();
-    process.stdout.write(`${JSON.stringify(shown, null, 2)}\n`);
+    await writeOut(`${JSON.stringify(shown, null, 2)}\n`);
     return 0;
   } finally {
     await client.close();

@@ -5,21 +5,29 @@ import path from 'node:path';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { createEngine } from 'duraflow';
+import { createEngine, type WorkflowContext } from 'duraflow';
 
 import { waitsForGo } from '../fixtures/workflows.js';
-import { runCli as run } from '../helpers/cli.js';
+import { runCli as run, runCliThroughPipe } from '../helpers/cli.js';
 import { quietLogger } from '../helpers/engines.js';
 import { waitFor } from '../helpers/wait-for.js';
+
+/** Keeps a variable larger than a pipe takes in one write, so the CLI's output must be drained. */
+async function holdsBigVar(ctx: WorkflowContext): Promise<unknown> {
+  ctx.setVar('blob', 'x'.repeat(300_000));
+  return ctx.waitForEvent('go');
+}
 
 describe('the CLI flags', () => {
   let dataDir: string;
   beforeAll(async () => {
     dataDir = await mkdtemp(path.join(tmpdir(), 'duraflow-cli-flags-'));
-    const engine = await createEngine({ dataDir, workflows: { waitsForGo }, logger: quietLogger });
+    const engine = await createEngine({ dataDir, workflows: { waitsForGo, holdsBigVar }, logger: quietLogger });
     try {
       await engine.startWorkflow(waitsForGo, { label: 'flags' }, { workflowId: 'cli-flags' });
+      await engine.startWorkflow(holdsBigVar, undefined, { workflowId: 'cli-big' });
       await waitFor(async () => (await engine.inspect('cli-flags')).vars.stage === 'waiting', 'the wait');
+      await waitFor(async () => (await engine.inspect('cli-big')).vars.blob !== undefined, 'the big variable');
     } finally {
       await engine.close();
     }
@@ -33,6 +41,13 @@ describe('the CLI flags', () => {
     expect(shown.code).toBe(0);
     expect(JSON.parse(shown.stdout)).toMatchObject({ workflowId: 'cli-flags', status: 'running' });
     expect(JSON.parse(shown.stdout)).toMatchObject({ vars: { label: 'flags', stage: 'waiting' } });
+  });
+
+  it('writes all of a large state to a pipe before it exits', async () => {
+    const shown = await runCliThroughPipe(['inspect', 'cli-big', '--data-dir', dataDir]);
+    expect(shown.code).toBe(0);
+    expect(shown.stdout.length, 'characters on stdout').toBeGreaterThan(300_000);
+    expect(JSON.parse(shown.stdout)).toMatchObject({ workflowId: 'cli-big', vars: { blob: 'x'.repeat(300_000) } });
   });
 
   it('exits with 3 for a workflow the data directory does not hold', async () => {
