@@ -92,6 +92,7 @@ export function noEffects(workflowName: string): Effects {
 
 /** Observations the actor layer reports (metrics, logs). */
 export interface ActorObserver {
+  /** A workflow was parked by a NonDeterminismError: called once its parking is stored. */
   parked(workflowId: string, error: Error): void;
   rehydrated(workflowId: string, events: number, seconds: number): void;
   evicted(workflowId: string): void;

@@ -570,7 +570,8 @@ export class WorkflowActor {
     return rs;
   }
 
-  #enqueue(write: WorkflowWrite, effects: Effects): void {
+  /** `onStored` runs once the write has committed (not when it was refused), before the release. */
+  #enqueue(write: WorkflowWrite, effects: Effects, onStored?: () => void): void {
     const isEmpty =
       write.history.length === 0 &&
       !changesRow(write) &&
@@ -598,6 +599,7 @@ export class WorkflowActor {
         if (!this.#host.wal.isClosed) this.#mailbox.pushFirst(held);
         creation.onCreated();
       }
+      onStored?.();
       this.#host.release(this.workflowId, effects);
     });
   }
@@ -754,9 +756,11 @@ export class WorkflowActor {
     // Brought back while still parked (an event, a timer, a restart, from another build whose
     // stack differs), it is not parked anew.
     if (!isSameParking(this.#parkedError, failure)) {
-      host.observer.parked(this.workflowId, error);
       this.#parkedError = JSON.stringify(failure);
-      this.#enqueue({ ...emptyWrite(this.workflowId, this.#name), error: this.#parkedError }, noEffects(this.#name));
+      // Counted once stored: a parking whose write fails is parked again by the rebuild.
+      this.#enqueue({ ...emptyWrite(this.workflowId, this.#name), error: this.#parkedError }, noEffects(this.#name), () =>
+        host.observer.parked(this.workflowId, error),
+      );
     }
   }
 

@@ -3,7 +3,8 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { MetricName, type WorkflowContext } from 'duraflow';
 
 import { backends, type TestSchema } from '../helpers/database.js';
-import { fixtureActivities, startEngine } from '../helpers/engines.js';
+import { fixtureActivities, readMetric, startEngine } from '../helpers/engines.js';
+import { waitFor } from '../helpers/wait-for.js';
 
 type Fixtures = typeof import('../fixtures/activities.js');
 
@@ -147,6 +148,42 @@ describe.each(backends)('metrics on $name', (backend) => {
     }
     // Nothing answers there any more, so the engine no longer says it does.
     expect(engine.metricsUrl).toBeUndefined();
+  });
+
+  it('counts a workflow parked once although its parking failed to be stored before', async () => {
+    async function changing(ctx: WorkflowContext): Promise<string> {
+      await ctx.activities<Fixtures>().echo('v1');
+      return ctx.waitForEvent('go');
+    }
+    const v1 = await startEngine(db, { workflows: { changing }, activities: fixtureActivities });
+    try {
+      await v1.startWorkflow(changing, undefined, { workflowId: 'to-park' });
+      await waitFor(async () => (await v1.inspect('to-park')).waitingOn.events.length > 0, 'the wait');
+    } finally {
+      await v1.close();
+    }
+    // The parking's write (the error on the workflow's row) fails for good until the trigger goes:
+    // each rebuild parks the workflow again, and only the stored parking is one.
+    const s = `"${db.schema}"`;
+    await db.query(`CREATE FUNCTION ${s}.refuse_parking() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'not yet'; END $$`);
+    await db.query(
+      `CREATE TRIGGER refuse_parking BEFORE UPDATE ON ${s}.workflows FOR EACH ROW WHEN (NEW.error IS NOT NULL) EXECUTE FUNCTION ${s}.refuse_parking()`,
+    );
+    async function changed(ctx: WorkflowContext): Promise<string> {
+      await ctx.activities<Fixtures>().double(1);
+      return ctx.waitForEvent('go');
+    }
+    const v2 = await startEngine(db, { workflows: { changing: changed }, activities: fixtureActivities });
+    try {
+      await v2.sendEvent('to-park', 'go');
+      await waitFor(async () => (await readMetric(v2, MetricName.WalFlushErrors)) >= 2, 'two parkings refused');
+      await db.query(`DROP TRIGGER refuse_parking ON ${s}.workflows`);
+      await waitFor(async () => (await readMetric(v2, MetricName.NonDeterminismErrors)) > 0, 'the parking stored');
+      expect((await v2.inspect('to-park')).error).toMatchObject({ name: 'NonDeterminismError' });
+      expect(await readMetric(v2, MetricName.NonDeterminismErrors)).toBe(1);
+    } finally {
+      await v2.close();
+    }
   });
 
   it('keeps two engines in one process in separate registries', async () => {
