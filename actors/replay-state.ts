@@ -87,6 +87,17 @@ export class ReplayState {
   /** Time of the current activation (epoch ms): `ctx.now()`. */
   now = 0;
   isReplaying = false;
+  /**
+   * Whether a step runs (its messages are applied or its code drains): the actor clears it once it
+   * took the step's commands, and sets it again at the next step.
+   */
+  isInStep = true;
+  /**
+   * Called instead of buffering a command workflow code emits while no step runs (it awaited
+   * something that is not a ctx command): no step would ever record it, and replay could not
+   * reproduce it.
+   */
+  onStray: ((command: Command) => void) | undefined;
 
   constructor(workflowId: string, codec: Codec, errors: WorkflowErrors) {
     this.#codec = codec;
@@ -333,7 +344,12 @@ export class ReplayState {
   #emit(command: Command): void {
     // Code that keeps running after the workflow returned (a lost Promise.race branch, say)
     // cannot add commands to a finished history.
-    if (!this.#isTerminal) this.#commands = appended(this.#commands, command);
+    if (this.#isTerminal) return;
+    if (!this.isInStep && this.onStray) {
+      this.onStray(command);
+      return;
+    }
+    this.#commands = appended(this.#commands, command);
   }
 
   #take<K extends Completion['kind']>(commandId: number, kind: K): Extract<Completion, { kind: K }> {

@@ -10,7 +10,7 @@ import type {
 } from '../storage/rows.js';
 import { loadHistory, loadWorkflow } from '../storage/sql/workflows.js';
 import { type ActorHost, type Effects, noEffects } from './actor-host.js';
-import { type CommandIdentity, describeIdentity, identityOf } from './commands.js';
+import { type Command, type CommandIdentity, describeIdentity, identityOf } from './commands.js';
 import { EventRoutingChangedError } from './event-routing-changed-error.js';
 import {
   completedPayload,
@@ -312,7 +312,10 @@ export class WorkflowActor {
     const write = emptyWrite(this.workflowId, this.#name);
     const effects = noEffects(this.#name);
     let rs = this.#replay;
-    if (rs) rs.now = now;
+    if (rs) {
+      rs.now = now;
+      rs.isInStep = true;
+    }
 
     for (const m of messages) {
       switch (m.type) {
@@ -413,6 +416,7 @@ export class WorkflowActor {
       const vars = rs.takeChangedVars();
       if (vars !== undefined) write.vars = vars;
     }
+    if (rs) rs.isInStep = false;
     if (write.history.length > 0) effects.receivedAt = receivedAt;
     this.#enqueue(write, effects);
   }
@@ -559,6 +563,7 @@ export class WorkflowActor {
     const rs = new ReplayState(this.workflowId, host.codec, host.errors);
     rs.now = startedAt;
     rs.isReplaying = this.#state === 'new';
+    rs.onStray = (command) => this.#stray(rs, command);
     this.#replay = rs;
     const fn = host.workflow(this.#name);
     const ctx = new WorkflowContextImpl(rs, this.workflowId, this.#name, this.#version, startedAt);
@@ -699,6 +704,7 @@ export class WorkflowActor {
       return;
     }
     rs.isReplaying = false;
+    rs.isInStep = false;
     rs.takeChangedVars();
     const activities = rs.outstanding().activities;
     if (activities.length > 0) this.#mayBeRetried = new Set(activities.map((a) => a.commandId));
@@ -762,6 +768,22 @@ export class WorkflowActor {
         host.observer.parked(this.workflowId, error),
       );
     }
+  }
+
+  /**
+   * Workflow code emitted `command` between steps, after awaiting something that is not a ctx
+   * command (a plain timer, I/O): no step records it, and replay, which runs no such thing, would
+   * not emit it. The workflow is parked, as for code that diverged from its history.
+   */
+  #stray(rs: ReplayState, command: Command): void {
+    // The code of a replaced run (a dropped actor's) may still be running: only the live one counts.
+    if (this.#state !== 'live' || this.#replay !== rs) return;
+    this.#park(
+      this.#activation + 1,
+      identityOf(command).commandId,
+      'no command between steps (ctx called after awaiting something that is not a ctx command)',
+      describeIdentity(identityOf(command)),
+    );
   }
 
   #crash(error: unknown): void {

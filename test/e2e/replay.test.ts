@@ -376,6 +376,31 @@ describe.each(backends)('replay on $name', (backend) => {
     expect(cached[3]).toMatchObject({ doubled: 6, first: 14, second: 'timer' });
   });
 
+  it('parks a workflow that calls ctx after awaiting something that is not a ctx command, instead of showing a wait no step recorded', async () => {
+    async function awaitsPlainTimer(ctx: WorkflowContext): Promise<string> {
+      const { echo } = ctx.activities<Fixtures>();
+      // Not a durable timer: it resolves between steps, when nothing can record what follows.
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      return (await echo('late')) as string;
+    }
+    const engine = await startEngine(db, { workflows: { awaitsPlainTimer }, activities: fixtureActivities });
+    try {
+      await engine.startWorkflow(awaitsPlainTimer, undefined, { workflowId: 'stray' });
+      const parked = await waitFor(async () => {
+        const s = await engine.inspect('stray');
+        return s.error && s;
+      }, 'the workflow to be parked');
+      expect(parked.status).toBe('running');
+      expect(parked.error).toMatchObject({ name: 'NonDeterminismError', code: 'DURAFLOW_NON_DETERMINISM' });
+      expect(parked.error!.details).toMatchObject({ activation: 2, commandId: 1, got: 'scheduleActivity #1 echo' });
+      expect(parked.waitingOn.activities).toEqual([]);
+      expect(parked.history.map((e) => e.type)).toEqual(['WorkflowStarted']);
+      expect(await readMetric(engine, MetricName.NonDeterminismErrors)).toBe(1);
+    } finally {
+      await engine.close();
+    }
+  });
+
   it('parks a workflow whose code changed under it with NonDeterminismError; others go on; the old code runs it on', async () => {
     async function changing(ctx: WorkflowContext): Promise<string> {
       const { echo } = ctx.activities<Fixtures>();

@@ -328,6 +328,23 @@ describe('ReplayState completion', () => {
   });
 });
 
+describe('ReplayState between steps', () => {
+  it('hands a command emitted while no step runs to onStray instead of buffering it', () => {
+    const rs = newState();
+    const strays: Command[] = [];
+    rs.onStray = (command) => strays.push(command);
+    void rs.startTimer(10);
+    rs.isInStep = false;
+    void rs.scheduleActivity('late', undefined, OPTIONS);
+    expect(strays).toEqual<Command[]>([{ kind: 'scheduleActivity', commandId: 2, name: 'late', input: undefined, options: OPTIONS }]);
+    expect(rs.takeCommands().map((c) => c.kind)).toEqual(['startTimer']);
+    rs.isInStep = true;
+    void rs.waitForEvent('e', undefined);
+    expect(rs.takeCommands().map((c) => c.kind)).toEqual(['waitEvent']);
+    expect(strays).toHaveLength(1);
+  });
+});
+
 describe('ReplayState random', () => {
   it('is seeded by the workflow id', () => {
     const a = newState('seed-a');
