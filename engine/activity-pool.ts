@@ -198,6 +198,10 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
   readonly #aloneLimit: number;
   /** Attempts waiting for a single-attempt thread: told whether they may run (not when closing). */
   readonly #aloneWaiting: { pending: Pending<T>; tell: (mayRun: boolean) => void }[] = [];
+  /** Threads listening for the close (each said it was ready), by thread id; some may be gone. */
+  readonly #readyThreads: Set<number>;
+  /** While closing: hears each thread that aborted its attempts' signals. */
+  #onThreadClosed: ((thread: number) => void) | undefined;
 
   private constructor(
     piscina: Piscina | undefined,
@@ -207,6 +211,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
     results: BroadcastChannel,
     threadNames: ReadonlySet<string>,
     onOutcome: (task: T, outcome: ActivityOutcome | undefined, workflowName: string) => void,
+    readyThreads: Set<number>,
   ) {
     this.#piscina = piscina;
     this.#isolated = isolated;
@@ -219,13 +224,16 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
     this.#perThread = options.concurrencyPerThread;
     this.#aloneLimit = isolated?.options.maxThreads ?? 0;
     this.#codec = new JsonCodec(options.maxPayloadBytes);
+    this.#readyThreads = readyThreads;
     // Every inline attempt in flight listens on the closing signal.
     setMaxListeners(0, this.#closing.signal);
     results.onmessage = (event) => {
-      const data = (event as { data: BatchedOutcome[] | { started: number } | { ready: number } | BatchStarted }).data;
+      const data = (event as { data: BatchedOutcome[] | { started: number } | { ready: number } | { closed: number } | BatchStarted })
+        .data;
       if (Array.isArray(data)) this.#onOutcomes(data);
       else if ('started' in data) this.#onStarted.get(data.started)?.();
-      else if ('ready' in data) this.#sendStops();
+      else if ('ready' in data) this.#onThreadReady(data.ready);
+      else if ('closed' in data) this.#onThreadClosed?.(data.closed);
       else this.#onBatchStarted(data);
     };
   }
@@ -239,7 +247,14 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
     const id = randomUUID();
     const closeChannel = new BroadcastChannel(`duraflow-close-${id}`);
     const results = new BroadcastChannel(`duraflow-results-${id}`);
-    if (!options.moduleUrl) return new ActivityPool(undefined, undefined, options, closeChannel, results, new Set(), onOutcome);
+    // Threads say they are ready as they start, before the pool exists: a broadcast nobody listens
+    // to is lost, and close() must know which threads to wait for.
+    const readyThreads = new Set<number>();
+    results.onmessage = (event) => {
+      const data = (event as { data: unknown }).data as { ready?: number };
+      if (typeof data.ready === 'number') readyThreads.add(data.ready);
+    };
+    if (!options.moduleUrl) return new ActivityPool(undefined, undefined, options, closeChannel, results, new Set(), onOutcome, readyThreads);
     const threads = {
       filename: new URL('./activity-thread-entry.cjs', import.meta.url).href,
       workerData: {
@@ -293,7 +308,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
     if (names.length === 0) {
       return fail(new ConfigurationError(`activities module ${options.moduleUrl.href} exports no functions`));
     }
-    return new ActivityPool(piscina, isolated, options, closeChannel, results, new Set(names), onOutcome);
+    return new ActivityPool(piscina, isolated, options, closeChannel, results, new Set(names), onOutcome, readyThreads);
   }
 
   /**
@@ -403,8 +418,46 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
     this.#hardDeadlines.clear();
     this.#closeChannel.postMessage('close' satisfies ThreadControl);
     this.#closeChannel.close();
+    await this.#threadsAborted();
     this.#results.close();
     await Promise.all([this.#piscina?.destroy(), this.#isolated?.destroy()]);
+  }
+
+  /** The threads that exist now (batch and single-attempt), by thread id. */
+  #liveThreads(): Set<number> {
+    return new Set([...(this.#piscina?.threads ?? []), ...(this.#isolated?.threads ?? [])].map((w) => w.threadId));
+  }
+
+  /** A thread listens for the close and for stops now: it hears every stop so far. */
+  #onThreadReady(thread: number): void {
+    this.#readyThreads.add(thread);
+    // Replaced threads never say goodbye: forget them, so the set stays as small as the pools.
+    if (this.#readyThreads.size > this.#capacity / this.#perThread + this.#aloneLimit) {
+      const live = this.#liveThreads();
+      for (const id of this.#readyThreads) if (!live.has(id)) this.#readyThreads.delete(id);
+    }
+    this.#sendStops();
+  }
+
+  /**
+   * Waits until every thread that may run attempts has aborted their signals on the close (at
+   * most HARD_TIMEOUT_GRACE_MS: a blocked thread never answers). Terminated before that, a
+   * thread's activities would never see their signals abort.
+   */
+  async #threadsAborted(): Promise<void> {
+    if (this.#running.size === 0 && this.#aloneInThreads === 0) return;
+    const live = this.#liveThreads();
+    const waiting = new Set([...this.#readyThreads].filter((id) => live.has(id)));
+    if (waiting.size === 0) return;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, HARD_TIMEOUT_GRACE_MS);
+      this.#onThreadClosed = (thread) => {
+        if (!waiting.delete(thread) || waiting.size > 0) return;
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+    this.#onThreadClosed = undefined;
   }
 
   async #runInline(fn: ActivityFunction, pending: Pending<T>): Promise<void> {
@@ -448,7 +501,9 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
     let deadline: AbortController | undefined;
     let startId: number | undefined;
     let timer: NodeJS.Timeout | undefined;
-    let signal = this.#closing.signal;
+    // Not the close's signal: Piscina would terminate the thread before the attempt saw its own
+    // signal abort (close() terminates it once it has).
+    let signal: AbortSignal | undefined;
     let isSettled = false;
     if (timeoutMs !== undefined) {
       const hard = (deadline = new AbortController());
@@ -462,7 +517,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
         };
         timer = setTimeout(check, hardDeadlineMs(timeoutMs));
       });
-      signal = AbortSignal.any([signal, hard.signal]);
+      signal = hard.signal;
     }
     const startedAt = Date.now();
     let outcome: ActivityOutcome;

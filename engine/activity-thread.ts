@@ -84,8 +84,15 @@ const stops = new AttemptStops();
 const closeChannel = new BroadcastChannel(data.closeChannel);
 closeChannel.onmessage = (event) => {
   const message = (event as { data: ThreadControl }).data;
-  if (message === 'close') closing.abort(new EngineClosedError());
-  else for (const [group, maxId, workflowName] of message.stop) stops.stop(group, maxId, new NameTakenOverError(workflowName));
+  if (message === 'close') {
+    closing.abort(new EngineClosedError());
+    // The pool terminates this thread once it hears that the attempts here saw their signals
+    // abort and had a turn to act on it; at once if none runs. Not from a callback alone: a Piscina
+    // thread left with no task waits for the next one with its event loop blocked, so the last
+    // task to end says it too.
+    if (tasksRunning === 0) sayClosed();
+    else setImmediate(sayClosed);
+  } else for (const [group, maxId, workflowName] of message.stop) stops.stop(group, maxId, new NameTakenOverError(workflowName));
 };
 const results = new BroadcastChannel(data.resultsChannel);
 // The channels must not keep an idle thread alive.
@@ -93,6 +100,23 @@ const results = new BroadcastChannel(data.resultsChannel);
 (results as unknown as { unref(): void }).unref();
 // Listening now: the pool sends every stop so far (a broadcast reaches only those listening).
 results.postMessage({ ready: threadId });
+
+/** Piscina tasks (batches, or attempts alone) running in this thread. */
+let tasksRunning = 0;
+
+function sayClosed(): void {
+  results.postMessage({ closed: threadId });
+}
+
+/** Counts a task while it runs (see the close). */
+async function counted<R>(task: () => Promise<R>): Promise<R> {
+  tasksRunning++;
+  try {
+    return await task();
+  } finally {
+    if (--tasksRunning === 0 && closing.signal.aborted) sayClosed();
+  }
+}
 
 let ready: BatchedOutcome[] = [];
 let isPostScheduled = false;
@@ -129,13 +153,15 @@ export async function describe(): Promise<string[]> {
  * (`startId` set) it tells the main thread when it starts, after the module has loaded: its hard
  * deadline counts from then, not from the queue.
  */
-export default async function runActivity(task: ActivityTask): Promise<ActivityOutcome> {
-  if (task.startId !== undefined) {
-    // A fresh thread loads the module first: that is not the attempt's time.
-    await loaded.catch(() => undefined);
-    results.postMessage({ started: task.startId });
-  }
-  return runDecoded(task, decodeInput(task));
+export default function runActivity(task: ActivityTask): Promise<ActivityOutcome> {
+  return counted(async () => {
+    if (task.startId !== undefined) {
+      // A fresh thread loads the module first: that is not the attempt's time.
+      await loaded.catch(() => undefined);
+      results.postMessage({ started: task.startId });
+    }
+    return runDecoded(task, decodeInput(task));
+  });
 }
 
 async function runDecoded(task: Omit<ActivityTask, 'input'>, input: unknown): Promise<ActivityOutcome> {
@@ -161,7 +187,11 @@ async function runDecoded(task: Omit<ActivityTask, 'input'>, input: unknown): Pr
  * Runs a batch of attempts concurrently. Outcomes ready before the batch ends are posted on the
  * results channel; the rest (of this batch or another on this thread) are returned.
  */
-export async function runBatch(text: string): Promise<BatchedOutcome[]> {
+export function runBatch(text: string): Promise<BatchedOutcome[]> {
+  return counted(() => runParsedBatch(text));
+}
+
+async function runParsedBatch(text: string): Promise<BatchedOutcome[]> {
   const batch = JSON.parse(text) as BatchedTask[];
   const timed = batch.filter((task) => task[5] !== null).map(([id]) => id);
   // Only these need it: a message on every batch would cost a lone workflow's every step. A fresh

@@ -280,6 +280,31 @@ async function linesOf(file: string): Promise<string[]> {
   return (await readFile(file, 'utf8').catch(() => '')).split('\n').filter(Boolean);
 }
 
+describe('ActivityPool close', () => {
+  let dir: string | undefined;
+  afterEach(async () => {
+    if (dir) await rm(dir, { recursive: true, force: true });
+    dir = undefined;
+  });
+
+  it('aborts the signals of the attempts running in threads, batched or alone, before it ends the threads', async () => {
+    const { pool, run } = await openPool();
+    dir = await mkdtemp(path.join(tmpdir(), 'duraflow-close-'));
+    const batchedFile = path.join(dir, 'batched');
+    const aloneFile = path.join(dir, 'alone');
+    const outcomes = Promise.allSettled([
+      run('awaitAbort', { file: batchedFile, ms: 60_000 }),
+      run('awaitAbort', { file: aloneFile, ms: 60_000 }, { isolate: true }),
+    ]);
+    await waitFor(async () => (await linesOf(batchedFile)).length === 1 && (await linesOf(aloneFile)).length === 1, 'both attempts to start');
+    await pool.close();
+    // The threads are gone: what their attempts wrote is all they will ever write.
+    expect(await linesOf(batchedFile)).toEqual(['started', 'EngineClosedError DURAFLOW_ENGINE_CLOSED']);
+    expect(await linesOf(aloneFile)).toEqual(['started', 'EngineClosedError DURAFLOW_ENGINE_CLOSED']);
+    await outcomes;
+  });
+});
+
 describe('ActivityPool attempts of a workflow name another engine took over', () => {
   let close: (() => Promise<void>) | undefined;
   let dir: string | undefined;
