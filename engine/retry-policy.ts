@@ -35,6 +35,10 @@ export function checkRetryPolicy(policy: unknown, where: string): RetryPolicy {
     }
   };
   positive('maxAttempts', 1);
+  // Attempts are counted whole: 2.5 would let a third run after the second.
+  if (typeof p.maxAttempts === 'number' && p.maxAttempts !== Infinity && !Number.isInteger(p.maxAttempts)) {
+    throw new RangeError(`${where}.maxAttempts must be a whole number (or Infinity), got ${p.maxAttempts}`);
+  }
   positive('initialIntervalMs', 0);
   positive('backoffCoefficient', 1);
   positive('maxIntervalMs', 0);

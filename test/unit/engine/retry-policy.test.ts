@@ -40,6 +40,8 @@ describe('checkRetryPolicy', () => {
     ['maxAttempts', 0],
     ['maxAttempts', -Infinity],
     ['maxAttempts', '3'],
+    // Attempts are whole: 2.5 would allow a third attempt after the second.
+    ['maxAttempts', 2.5],
     ['initialIntervalMs', -1],
     ['initialIntervalMs', Infinity],
     ['initialIntervalMs', Number.NaN],
