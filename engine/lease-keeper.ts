@@ -204,7 +204,7 @@ export class LeaseKeeper {
     const own = this.#processIdentity;
     const leases = new Map((await readLeases(this.#options.sql, this.#options.tables)).map((l) => [l.name, l]));
     const claimable: string[] = [];
-    const ended = new Set<string>();
+    const isEnded = new Map<string, boolean>();
     for (const name of this.#options.names) {
       const lease = leases.get(name);
       // A name this engine held that the read shows another owner holding live is lost: not
@@ -216,15 +216,17 @@ export class LeaseKeeper {
       const identity = lease.process_identity;
       // Written by the owner itself, not left by an earlier holder (see `#processIdentity`).
       if (own === undefined || identity === null || !identity.endsWith(` ${lease.owner}`)) continue;
-      if (ended.has(lease.owner) || (await hasProcessEnded(identity, own))) {
-        ended.add(lease.owner);
-        claimable.push(name);
-      }
+      // Asked once per owner and pass: asked again while its process dies, the answer could
+      // change midway, and two standbys would each take part of its names.
+      let hasEnded = isEnded.get(lease.owner);
+      if (hasEnded === undefined) isEnded.set(lease.owner, (hasEnded = await hasProcessEnded(identity, own)));
+      if (hasEnded) claimable.push(name);
     }
-    if (ended.size > 0) {
+    const ended = [...isEnded].filter(([, hasEnded]) => hasEnded).map(([owner]) => owner);
+    if (ended.length > 0) {
       const message = 'taking over the leases of engines on this machine whose process has ended';
-      this.#options.logger.info({ owners: [...ended] }, message);
+      this.#options.logger.info({ owners: ended }, message);
     }
-    return { claimable, endedOwners: [...ended] };
+    return { claimable, endedOwners: ended };
   }
 }
