@@ -891,7 +891,7 @@ class EngineImpl implements Engine, ActorHost {
     for (let page = events; ; ) {
       for (const e of page) {
         fireDueBy(e.createdAt);
-        this.#deliverEvents([e]);
+        this.#deliverEvent(e);
       }
       // A full read may have left out events sent before timers still to fire: read on, or the
       // timers would fire before them (the polls deliver the rest, after).
@@ -905,7 +905,7 @@ class EngineImpl implements Engine, ActorHost {
       this.#arm(timerKey(workflowId, commandId), dueAt, { kind: 'timer', workflowId, workflowName, commandId });
     }
     // Parked workflows with events come back too: code that matches their history may run them on.
-    this.#deliverEvents(await firstEventsOfParked(sql, tables, names, workflowIds));
+    for (const e of await firstEventsOfParked(sql, tables, names, workflowIds)) this.#deliverEvent(e);
   }
 
   #handleStarts(rows: WorkflowRow[], now: number): void {
@@ -947,25 +947,23 @@ class EngineImpl implements Engine, ActorHost {
     if (names.length === 0) return;
     // Names a recovery under way covers whole are not read: their events would only be left, and,
     // more of them than one read takes, would keep the other names' events out of every read.
-    const leftNames = this.#recoveries.size === 0 ? [] : names.filter((name) => this.#recoveries.coversName(name));
-    if (leftNames.length > 0) {
-      this.#pollAfterRecovery = true;
-      this.logger.debug({ names: leftNames }, 'the events of these names left to the recoveries under way');
+    let read = names;
+    if (this.#recoveries.size > 0) {
+      read = names.filter((name) => !this.#recoveries.coversName(name));
+      if (read.length < names.length) {
+        this.#pollAfterRecovery = true;
+        this.logger.debug({ names: names.length - read.length }, 'the events of these names left to the recoveries under way');
+      }
     }
-    const read = leftNames.length === 0 ? names : names.filter((name) => !leftNames.includes(name));
     if (read.length === 0) return;
     const events = await inboxFor(this.sql, this.tables, read, workflowIds);
-    if (this.#recoveries.size === 0) {
-      this.#deliverEvents(events);
-      return;
-    }
     // A recovery fires the timers that came due in time order with the events it reads: the
     // events of its workflows delivered before it has would overtake those timers, however late
     // they were sent. They stay in the inbox for it, or for the poll after it.
     let left = 0;
     for (const e of events) {
-      if (this.#recoveries.covers(e.workflowName, e.workflowId)) left++;
-      else this.#deliver(e.workflowId, { type: 'event', inboxId: e.id, name: e.name, payload: e.payload });
+      if (this.#recoveries.size > 0 && this.#recoveries.covers(e.workflowName, e.workflowId)) left++;
+      else this.#deliverEvent(e);
     }
     if (left > 0) {
       this.#pollAfterRecovery = true;
@@ -973,10 +971,8 @@ class EngineImpl implements Engine, ActorHost {
     }
   }
 
-  #deliverEvents(events: readonly DeliverableEvent[]): void {
-    for (const e of events) {
-      this.#deliver(e.workflowId, { type: 'event', inboxId: e.id, name: e.name, payload: e.payload });
-    }
+  #deliverEvent(e: DeliverableEvent): void {
+    this.#deliver(e.workflowId, { type: 'event', inboxId: e.id, name: e.name, payload: e.payload });
   }
 
   /** Coalesces poll requests (timer, NOTIFY) so at most one poll runs and one waits. */
