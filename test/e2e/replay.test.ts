@@ -3,7 +3,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { type ActivityFailure, ErrorCode, MetricName, UnreadableHistoryError, type WorkflowContext } from 'duraflow';
 
 import { backends, type TestSchema } from '../helpers/database.js';
-import { fixtureActivities, openClient, quietLogger, readMetric, startEngine } from '../helpers/engines.js';
+import { fixtureActivities, loggerKeeping, openClient, readMetric, startEngine } from '../helpers/engines.js';
 import { untilClosed } from '../helpers/held-activity.js';
 import { waitFor } from '../helpers/wait-for.js';
 
@@ -126,18 +126,7 @@ describe.each(backends)('replay on $name', (backend) => {
     await waitFor(async () => (await first.inspect('unreadable')).waitingOn.events.length > 0, 'the wait');
     await first.close();
     await db.query(`UPDATE "${db.schema}".history SET payload = '{' WHERE workflow_id = 'unreadable' AND type = 'WorkflowStarted'`);
-    const failedLoads: number[] = [];
-    const loadErrors: unknown[] = [];
-    const logger = {
-      ...quietLogger,
-      error(obj: object, msg?: string) {
-        if (msg === 'loading workflow failed') {
-          failedLoads.push(performance.now());
-          loadErrors.push((obj as { err?: unknown }).err);
-        }
-        quietLogger.error(obj, msg);
-      },
-    };
+    const { logger, errors: loadErrors, at: failedLoads } = loggerKeeping('loading workflow failed');
     // Polls that find the event (every 50 ms) must not load it again during a pause.
     const engine = await startEngine(db, { workflows: { waitsForGo, quick }, logger, pollIntervalMs: 50 });
     try {
@@ -163,14 +152,7 @@ describe.each(backends)('replay on $name', (backend) => {
 
   it('starts and runs the other workflows when an unfinished activity cannot be read, naming its row, and runs it once the row is repaired', async () => {
     const { scheduled, stored } = await leaveUnreadableActivity(db, 'unreadable-task');
-    const errors: unknown[] = [];
-    const logger = {
-      ...quietLogger,
-      error(obj: object, msg?: string) {
-        if (msg === 'an unfinished activity cannot be read; it is not run') errors.push((obj as { err?: unknown }).err);
-        quietLogger.error(obj, msg);
-      },
-    };
+    const { logger, errors } = loggerKeeping('an unfinished activity cannot be read; it is not run');
     // The recovery at the start reads every unfinished activity: this one must not stop it.
     const second = await startEngine(db, { workflows: { awaitsWork, quick }, inlineActivities: { work: () => 'worked' }, logger });
     try {
@@ -196,17 +178,10 @@ describe.each(backends)('replay on $name', (backend) => {
 
   it('runs an unfinished activity whose row could not be read once the row is repaired, without a restart', async () => {
     const { stored } = await leaveUnreadableActivity(db, 'repaired-live');
-    let skipped = 0;
-    const logger = {
-      ...quietLogger,
-      error(obj: object, msg?: string) {
-        if (msg === 'an unfinished activity cannot be read; it is not run') skipped++;
-        quietLogger.error(obj, msg);
-      },
-    };
+    const { logger, errors: skipped } = loggerKeeping('an unfinished activity cannot be read; it is not run');
     const engine = await startEngine(db, { workflows: { awaitsWork }, inlineActivities: { work: () => 'worked' }, logger });
     try {
-      await waitFor(() => skipped > 0, 'the recovery to leave the activity out');
+      await waitFor(() => skipped.length > 0, 'the recovery to leave the activity out');
       await db.query(`UPDATE "${db.schema}".history SET payload = $1 WHERE workflow_id = 'repaired-live' AND seq = 2`, [stored]);
       expect(await engine.result('repaired-live', { timeoutMs: 10_000 })).toBe('worked');
     } finally {
@@ -226,14 +201,7 @@ describe.each(backends)('replay on $name', (backend) => {
     const scheduled = `SELECT payload FROM "${db.schema}".history WHERE workflow_id = 'nameless' AND seq = 2`;
     const [row] = await db.query<{ payload: string }>(scheduled);
     await db.query(`UPDATE "${db.schema}".history SET payload = '{}' WHERE workflow_id = 'nameless' AND seq = 2`);
-    const loadErrors: unknown[] = [];
-    const logger = {
-      ...quietLogger,
-      error(obj: object, msg?: string) {
-        if (msg === 'loading workflow failed') loadErrors.push((obj as { err?: unknown }).err);
-        quietLogger.error(obj, msg);
-      },
-    };
+    const { logger, errors: loadErrors } = loggerKeeping('loading workflow failed');
     const engine = await startEngine(db, { workflows: { worksThenWaits }, inlineActivities: { work: () => 'worked' }, logger });
     try {
       await engine.sendEvent('nameless', 'go', 'then');
@@ -277,14 +245,7 @@ describe.each(backends)('replay on $name', (backend) => {
       const broken = JSON.stringify(payload);
       const setPayload = `UPDATE "${db.schema}".history SET payload = $1 WHERE workflow_id = 'misshapen' AND seq = $2`;
       await db.query(setPayload, [broken, row!.seq]);
-      const loadErrors: unknown[] = [];
-      const logger = {
-        ...quietLogger,
-        error(obj: object, msg?: string) {
-          if (msg === 'loading workflow failed') loadErrors.push((obj as { err?: unknown }).err);
-          quietLogger.error(obj, msg);
-        },
-      };
+      const { logger, errors: loadErrors } = loggerKeeping('loading workflow failed');
       const engine = await startEngine(db, { ...engineOptions, logger });
       try {
         await engine.sendEvent('misshapen', 'go', 'then');

@@ -8,7 +8,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ErrorCode, UnreadableStateError, type WorkflowContext } from 'duraflow';
 
 import { backends, type TestSchema } from '../helpers/database.js';
-import { openClient, quietLogger, startEngine } from '../helpers/engines.js';
+import { loggerKeeping, openClient, startEngine } from '../helpers/engines.js';
 import { waitFor } from '../helpers/wait-for.js';
 
 async function doubles(_ctx: WorkflowContext, input: { n: number }): Promise<number> {
@@ -21,23 +21,6 @@ async function doublesOnGo(ctx: WorkflowContext, input: { n: number }): Promise<
 }
 
 const BROKEN_INPUT = '{"n":';
-
-/** A logger that keeps the errors logged with `message`, and when they came. */
-function loggerKeeping(message: string): { logger: typeof quietLogger; errors: unknown[]; at: number[] } {
-  const errors: unknown[] = [];
-  const at: number[] = [];
-  const logger = {
-    ...quietLogger,
-    error(obj: object, msg?: string) {
-      if (msg === message) {
-        errors.push((obj as { err?: unknown }).err);
-        at.push(performance.now());
-      }
-      quietLogger.error(obj, msg);
-    },
-  };
-  return { logger, errors, at };
-}
 
 function expectUnreadableInput(error: unknown, workflowId: string): void {
   expect(error).toBeInstanceOf(UnreadableStateError);

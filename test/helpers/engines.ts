@@ -31,6 +31,23 @@ export const quietLogger = {
 export const fixtureActivities = new URL('../../dist/test/fixtures/activities.js', import.meta.url);
 
 /** An engine on the test's schema; closed by the test or, failing that, by the leak check. */
+/** A quiet logger that keeps the errors logged with `message`, and when they came. */
+export function loggerKeeping(message: string): { logger: typeof quietLogger; errors: unknown[]; at: number[] } {
+  const errors: unknown[] = [];
+  const at: number[] = [];
+  const logger = {
+    ...quietLogger,
+    error(obj: object, msg?: string) {
+      if (msg === message) {
+        errors.push((obj as { err?: unknown }).err);
+        at.push(performance.now());
+      }
+      quietLogger.error(obj, msg);
+    },
+  };
+  return { logger, errors, at };
+}
+
 export async function startEngine(db: TestSchema, options: Omit<EngineOptions, 'database' | 'schema'>): Promise<Engine> {
   return track(
     await createEngine({
