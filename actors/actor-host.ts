@@ -5,8 +5,7 @@
 
 import type { Logger } from '../storage/logger.js';
 import { NO_ITEMS } from '../storage/lists.js';
-import type { TaskRow, TimerRow } from '../storage/rows.js';
-import type { Sql, Tables } from '../storage/sql.js';
+import type { StoredHistoryRow, TaskRow, TimerRow, WorkflowRow } from '../storage/rows.js';
 import type { Wal } from '../storage/wal.js';
 import type { SerializedFailure } from './history.js';
 import type { ActorMessage } from './messages.js';
@@ -100,13 +99,15 @@ export interface ActorObserver {
 
 /** The engine, as the actors see it. */
 export interface ActorHost {
-  readonly sql: Sql;
-  readonly tables: Tables;
   readonly wal: Wal;
   readonly codec: Codec;
   readonly errors: WorkflowErrors;
   readonly logger: Logger;
   readonly observer: ActorObserver;
+  /** The workflow's stored row, or undefined if there is none: what a rebuilt actor starts from. */
+  loadWorkflow(workflowId: string): Promise<WorkflowRow | undefined>;
+  /** The workflow's stored history in seq order, which a rebuilt actor replays. */
+  loadHistory(workflowId: string): Promise<StoredHistoryRow[]>;
   /** The registered function for `name`, if this engine runs it. */
   workflow(name: string): WorkflowFunction | undefined;
   /** Called after the step behind `effects` committed. */

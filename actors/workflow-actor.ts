@@ -8,7 +8,6 @@ import type {
   WorkflowRow,
   WorkflowWrite,
 } from '../storage/rows.js';
-import { loadHistory, loadWorkflow } from '../storage/sql/workflows.js';
 import { type ActorHost, type Effects, noEffects } from './actor-host.js';
 import { type Command, type CommandIdentity, describeIdentity, identityOf } from './commands.js';
 import { EventRoutingChangedError } from './event-routing-changed-error.js';
@@ -614,7 +613,7 @@ export class WorkflowActor {
     const host = this.#host;
     const started = performance.now();
     try {
-      const row = this.#seed ?? (await loadWorkflow(host.sql, host.tables, this.workflowId));
+      const row = this.#seed ?? (await host.loadWorkflow(this.workflowId));
       this.#seed = undefined;
       if (this.#state !== 'new') return false; // killed while loading
       if (!row || !host.workflow(row.name)) {
@@ -633,7 +632,7 @@ export class WorkflowActor {
         this.#state = 'done';
         return true;
       }
-      const history = await loadHistory(host.sql, host.tables, this.workflowId);
+      const history = await host.loadHistory(this.workflowId);
       if (this.#state !== 'new') return false; // killed while loading
       await this.#replayHistory(history);
       host.observer.rehydrated(this.workflowId, history.length, (performance.now() - started) / 1000);

@@ -11,13 +11,12 @@ import { type MetricsServer, startMetricsServer } from '../metrics/metrics-serve
 import type { Logger } from '../storage/logger.js';
 import { retryDelayMs } from '../storage/backoff.js';
 import { NO_ITEMS } from '../storage/lists.js';
-import { type NewWorkflowRow, pendingRowOf, type TaskRow, type WorkflowRow } from '../storage/rows.js';
+import { type NewWorkflowRow, pendingRowOf, type StoredHistoryRow, type TaskRow, type WorkflowRow } from '../storage/rows.js';
 import { type DeliverableEvent, firstEventsOfParked, inboxFor } from '../storage/sql/inbox.js';
 import { LeaseLostError } from '../storage/sql/leases.js';
 import { pendingTasks } from '../storage/sql/tasks.js';
 import { timersFor } from '../storage/sql/timers.js';
-import { dueStarts } from '../storage/sql/workflows.js';
-import type { Sql, Tables } from '../storage/sql.js';
+import { dueStarts, loadHistory, loadWorkflow } from '../storage/sql/workflows.js';
 import { Wal, type WalObserver } from '../storage/wal.js';
 import type { ActivityOutcome } from './activity-context.js';
 import { ActivityPool, mustRunAlone } from './activity-pool.js';
@@ -284,12 +283,12 @@ class EngineImpl implements Engine, ActorHost {
 
   // --- ActorHost ---
 
-  get sql(): Sql {
-    return this.#store.sql;
+  loadWorkflow(workflowId: string): Promise<WorkflowRow | undefined> {
+    return loadWorkflow(this.#store.sql, this.#store.tables, workflowId);
   }
 
-  get tables(): Tables {
-    return this.#store.tables;
+  loadHistory(workflowId: string): Promise<StoredHistoryRow[]> {
+    return loadHistory(this.#store.sql, this.#store.tables, workflowId);
   }
 
   get codec(): JsonCodec {
@@ -845,7 +844,7 @@ class EngineImpl implements Engine, ActorHost {
    */
   async #recover(names: string[], workflowIds: string[] | undefined, unstoredOutcomes?: OutcomesByWorkflow): Promise<void> {
     if (names.length === 0) return;
-    const { sql, tables } = this;
+    const { sql, tables } = this.#store;
     const now = Date.now();
     const [starts, timers, tasks, events] = await Promise.all([
       dueStarts(sql, tables, names, now + this.#options.pollIntervalMs * 2, RECOVERY_BATCH, workflowIds),
@@ -956,7 +955,7 @@ class EngineImpl implements Engine, ActorHost {
       }
     }
     if (read.length === 0) return;
-    const events = await inboxFor(this.sql, this.tables, read, workflowIds);
+    const events = await inboxFor(this.#store.sql, this.#store.tables, read, workflowIds);
     // A recovery fires the timers that came due in time order with the events it reads: the
     // events of its workflows delivered before it has would overtake those timers, however late
     // they were sent. They stay in the inbox for it, or for the poll after it.
@@ -996,7 +995,7 @@ class EngineImpl implements Engine, ActorHost {
       const names = this.#leases.held;
       if (names.length === 0) return;
       const now = Date.now();
-      const starts = await dueStarts(this.sql, this.tables, names, now + this.#options.pollIntervalMs * 2, RECOVERY_BATCH);
+      const starts = await dueStarts(this.#store.sql, this.#store.tables, names, now + this.#options.pollIntervalMs * 2, RECOVERY_BATCH);
       if (this.#isClosing) return;
       this.#handleStarts(starts, now);
       await this.#pollInbox(names);
