@@ -3,7 +3,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { type ActivityFunction, ActivityFailure, type Engine, MetricName, type WorkflowContext, type WorkflowHandle } from 'duraflow';
 
 import { backends, isWaitingForLock, lockTable, serverBackends, type TestSchema, useSchema } from '../helpers/database.js';
-import { fixtureActivities, openClient, quietLogger, readMetric, startEngine } from '../helpers/engines.js';
+import { fixtureActivities, loggerKeeping, openClient, quietLogger, readMetric, startEngine } from '../helpers/engines.js';
 import { untilClosed } from '../helpers/held-activity.js';
 import { waitFor } from '../helpers/wait-for.js';
 
@@ -468,14 +468,7 @@ describe.each(backends)('a retry during a rebuild on $name', (backend) => {
     const db = schema();
     const repair = await leaveUnreadable(db, countsAttempts);
     let runs = 0;
-    let loadFailures = 0;
-    const logger = {
-      ...quietLogger,
-      error(obj: object, msg?: string) {
-        quietLogger.error(obj, msg);
-        if (msg === 'loading workflow failed') loadFailures++;
-      },
-    };
+    const { logger, errors: loadFailures } = loggerKeeping('loading workflow failed');
     // The recovery at the start runs the attempt; its result makes the workflow load, which fails.
     const engine = await startEngine(db, {
       workflows: { countsAttempts },
@@ -483,7 +476,7 @@ describe.each(backends)('a retry during a rebuild on $name', (backend) => {
       logger,
     });
     try {
-      await waitFor(() => loadFailures >= 4, 'four failed loads', 10_000);
+      await waitFor(() => loadFailures.length >= 4, 'four failed loads', 10_000);
       expect(runs).toBe(1);
       await repair();
       expect(await engine.result('counter', { timeoutMs: 20_000 })).toBe('run 1 as attempt 1');
