@@ -11,6 +11,7 @@ import pg from 'pg';
 
 import { measureLatencyFloor } from './baselines/latency-floor.js';
 import { measureInsertLimit } from './baselines/pg-limit.js';
+import { type CpuProfile, type ProfileSummary, summarizeProfile } from './profile.js';
 import {
   type BenchOptions,
   type HistoryColumns,
@@ -39,11 +40,14 @@ const USAGE = `usage: npm run bench -- [options]
   --compare             also run the baselines and DBOS (steps, and latency one at a time; Postgres only):
                         steps: the bare-insert limit; latency: the bare floor of commits and thread hops
   --repeat N            runs per side, alternating; medians are reported (default 1; 3 with --compare)
-  --json FILE           write every figure to FILE`;
+  --json FILE           write every figure to FILE
+  --profile FILE        CPU profile of the engine's main thread during the first measured run, written
+                        to FILE (.cpuprofile: a flame graph in Chrome DevTools or speedscope) and summed
+                        up after the table and in the JSON (not memory; a profiled run is a little slower)`;
 
 const run = promisify(execFile);
 
-function parse(): { options: BenchOptions; scenario: string; compare: boolean; repeat: number; json?: string } {
+function parse(): { options: BenchOptions; scenario: string; compare: boolean; repeat: number; json?: string; profile?: string } {
   const { values } = parseArgs({
     options: {
       scenario: { type: 'string', default: 'steps' },
@@ -60,6 +64,7 @@ function parse(): { options: BenchOptions; scenario: string; compare: boolean; r
       compare: { type: 'boolean', default: false },
       repeat: { type: 'string' },
       json: { type: 'string' },
+      profile: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -89,11 +94,15 @@ function parse(): { options: BenchOptions; scenario: string; compare: boolean; r
   if (values.compare && !(scenario === 'steps' || (scenario === 'latency' && rate === 0))) {
     refuse(`--compare has baselines for steps and for latency one at a time (no --rate), not for ${scenario}${rate > 0 ? ' at a rate' : ''}`);
   }
+  if (values.profile !== undefined && (values.profile === '' || scenario === 'memory')) {
+    refuse(values.profile === '' ? '--profile needs a file to write' : '--profile profiles this process, and the memory scenario runs in child processes');
+  }
   return {
     scenario,
     compare: values.compare!,
     repeat: int('repeat', values.repeat, values.compare ? 3 : 1),
     ...(values.json ? { json: values.json } : {}),
+    ...(values.profile ? { profile: values.profile } : {}),
     options: {
       database: values.database,
       workflows: int('workflows', values.workflows, defaultWorkflows),
@@ -206,6 +215,17 @@ function printTable(rows: RunResult[]): void {
   for (const l of lines) console.log(fmt(l));
 }
 
+function printProfile(summary: ProfileSummary, file: string): void {
+  console.log(
+    `\nmain thread, first run (${summary.sampledMs} ms sampled, ${file}): garbage collector ${summary.garbageCollectorPct}%, ` +
+      `idle ${summary.idlePct}%, V8 and Node outside JavaScript ${summary.programPct}%`,
+  );
+  console.log('self time by file:');
+  for (const f of summary.files) console.log(`${String(f.pct).padStart(6)}%  ${f.file}`);
+  console.log('self time by function:');
+  for (const f of summary.functions) console.log(`${String(f.pct).padStart(6)}%  ${f.function}`);
+}
+
 /** The memory scenario's child: one cache size, one JSON line on stdout. */
 async function memoryChild(): Promise<void> {
   const { values } = parseArgs({
@@ -234,16 +254,18 @@ async function memoryChild(): Promise<void> {
 
 async function main(): Promise<void> {
   if (process.argv.includes('--memory-child')) return memoryChild();
-  const { options, scenario, compare, repeat, json } = parse();
+  const { options, scenario, compare, repeat, json, profile: profileFile } = parse();
   if (compare && !options.database) {
     console.error('--compare needs --database: the baselines run on a Postgres server');
     process.exit(2);
   }
   const runs: { duraflow: RunResult[]; limit: RunResult[]; dbos: RunResult[] } = { duraflow: [], limit: [], dbos: [] };
+  let profile: CpuProfile | undefined;
   for (let i = 0; i < repeat; i++) {
     // Alternate the sides so drift on a noisy machine hits all of them alike.
     let history: HistoryColumns | undefined;
-    const ours = await runScenario(scenario, options, compare ? (rows) => (history = rows) : undefined);
+    const onProfile = profileFile && i === 0 ? (p: CpuProfile) => (profile = p) : undefined;
+    const ours = await runScenario(scenario, { ...options, onProfile }, compare ? (rows) => (history = rows) : undefined);
     runs.duraflow.push(...ours);
     // parse() took --compare only where there are baselines.
     if (!compare) continue;
@@ -282,6 +304,11 @@ async function main(): Promise<void> {
   }
   printTable(medians);
   for (const [k, v] of Object.entries(ratios)) console.log(`${k}: ${round(v, 3)}`);
+  const profileSummary = profile && summarizeProfile(profile);
+  if (profile && profileSummary) {
+    await writeFile(profileFile!, JSON.stringify(profile));
+    printProfile(profileSummary, profileFile!);
+  }
   if (json) {
     const report = {
       scenario,
@@ -290,6 +317,7 @@ async function main(): Promise<void> {
       versions: await versions(options.database),
       medians,
       ratios,
+      ...(profileSummary ? { profile: { file: profileFile, run: 1, ...profileSummary } } : {}),
       runs,
       at: new Date().toISOString(),
     };

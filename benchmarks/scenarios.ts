@@ -5,6 +5,7 @@ import pg from 'pg';
 
 import { createEngine, type Engine, MetricName } from 'duraflow';
 
+import { type CpuProfile, startCpuProfile } from './profile.js';
 import { Progress } from './progress.js';
 import { histogramQuantile, percentiles } from './stats.js';
 import { cpuMeter } from './system.js';
@@ -26,6 +27,8 @@ export interface BenchOptions {
   /** Run the activities on the engine thread instead of worker threads. */
   inline: boolean;
   quiet: boolean;
+  /** Profiles the main thread during the measured run (not the warm-up) and hands the profile here. */
+  onProfile?: (profile: CpuProfile) => void;
 }
 
 /** Every figure one run produced. */
@@ -204,9 +207,11 @@ async function throughput(
     await runBatch(Math.min(500, options.workflows), (i) => start(engine, i));
     const before = await readCounters(engine);
     const cpu = await cpuMeter();
+    const profiler = options.onProfile && (await startCpuProfile());
     const progress = options.quiet ? undefined : new Progress(label, options.workflows);
     const { seconds, latencies } = await runBatch(options.workflows, (i) => start(engine, i), progress);
     progress?.stop();
+    if (profiler) options.onProfile!(await profiler.stop());
     const usage = await cpu.stop();
     const after = await readCounters(engine);
     const events = after.events - before.events;
@@ -281,6 +286,7 @@ export async function runLatency(options: BenchOptions): Promise<RunResult> {
     for (let i = 0; i < 20; i++) await one();
     const before = await readCounters(engine);
     const cpu = await cpuMeter();
+    const profiler = options.onProfile && (await startCpuProfile());
     const progress = options.quiet ? undefined : new Progress('latency', options.workflows);
     const latencies: number[] = [];
     const began = performance.now();
@@ -307,6 +313,7 @@ export async function runLatency(options: BenchOptions): Promise<RunResult> {
     }
     progress?.stop();
     const seconds = (performance.now() - began) / 1000;
+    if (profiler) options.onProfile!(await profiler.stop());
     const usage = await cpu.stop();
     const after = await readCounters(engine);
     const stepCount = options.workflows * options.steps;

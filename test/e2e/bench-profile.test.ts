@@ -1,0 +1,56 @@
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+
+import type { CpuProfile, ProfileSummary } from '../../benchmarks/profile.js';
+
+const execute = promisify(execFile);
+const harness = new URL('../../dist/benchmarks/run.js', import.meta.url).pathname;
+
+/** The harness on the embedded database; resolves with its exit code and output either way. */
+function bench(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return execute(process.execPath, [harness, ...args], { timeout: 120_000 }).then(
+    ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
+    (error: { code: number; stdout: string; stderr: string }) => error,
+  );
+}
+
+describe('the benchmark harness with --profile', () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'duraflow-profile-'));
+  });
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('writes the main thread profile of the measured run and sums it up in the report', async () => {
+    const profileFile = join(dir, 'steps.cpuprofile');
+    const reportFile = join(dir, 'steps.json');
+    const run = await bench(['--scenario', 'steps', '--workflows', '100', '--steps', '3', '--profile', profileFile, '--json', reportFile]);
+    expect(run.stderr.includes('Error') ? run.stderr : '').toBe('');
+    expect(run.code).toBe(0);
+
+    const profile = JSON.parse(await readFile(profileFile, 'utf8')) as CpuProfile;
+    expect(profile.samples?.length).toBeGreaterThan(0);
+    const report = JSON.parse(await readFile(reportFile, 'utf8')) as { profile: ProfileSummary & { file: string; run: number } };
+    expect(report.profile.file).toBe(profileFile);
+    expect(report.profile.sampledMs).toBeGreaterThan(0);
+    // The engine's own code ran on the profiled thread.
+    expect(report.profile.files.map((f) => f.file)).toContain('dist/actors/workflow-actor.js');
+    expect(run.stdout).toContain(`main thread, first run (${report.profile.sampledMs} ms sampled, ${profileFile}): garbage collector`);
+  });
+
+  it('refuses --profile for the memory scenario and without a file, before running anything', async () => {
+    const memory = await bench(['--scenario', 'memory', '--profile', join(dir, 'memory.cpuprofile')]);
+    expect(memory.code).toBe(2);
+    expect(memory.stderr).toContain('--profile profiles this process, and the memory scenario runs in child processes');
+    const empty = await bench(['--scenario', 'steps', '--profile=']);
+    expect(empty.code).toBe(2);
+    expect(empty.stderr).toContain('--profile needs a file to write');
+  });
+});
