@@ -1,6 +1,7 @@
 import type { WorkflowRow } from '../storage/rows.js';
 import type { ActorHost } from './actor-host.js';
 import type { ActorMessage } from './messages.js';
+import type { ActorOwner } from './actor-owner.js';
 import { type Creation, WorkflowActor } from './workflow-actor.js';
 
 /** Actors examined per eviction pass, so a run of busy actors cannot make delivery O(n). */
@@ -47,6 +48,15 @@ export class ActorSystem {
   #tail: Entry | undefined;
   #isClosed = false;
   #isClosing = false;
+  readonly #owner: ActorOwner = {
+    dropped: (actor) => this.#forget(actor),
+    // A finished workflow's actor (brought back by a late message) leaves as `release` has it.
+    idleWithoutWrite: (actor) => {
+      if (this.#entries.get(actor.workflowId)?.actor !== actor) return;
+      if (actor.isFinished) this.release(actor.workflowId);
+      else this.stepCommitted(actor.workflowId);
+    },
+  };
 
   constructor(host: ActorHost, maxCached: number) {
     this.#host = host;
@@ -87,7 +97,7 @@ export class ActorSystem {
     if (entry) {
       this.#unlink(entry);
     } else {
-      const actor = new WorkflowActor(workflowId, this.#host, (dropped) => this.#forget(dropped), seed, creation);
+      const actor = new WorkflowActor(workflowId, this.#host, this.#owner, seed, creation);
       entry = { actor, since: performance.now(), prev: undefined, next: undefined };
       this.#entries.set(workflowId, entry);
     }
@@ -145,9 +155,10 @@ export class ActorSystem {
   }
 
   /**
-   * After a step of `workflowId` committed: if its actor parked (it now sleeps or waits for an
-   * event), a waiting workflow takes its place. Looking at this actor alone keeps it O(1) per step;
-   * the scans from the cold end run when a workflow finishes and on the poll's beat.
+   * After a step of `workflowId` committed, or its actor went idle writing nothing: if its actor
+   * parked (it now sleeps or waits for an event), a waiting workflow takes its place. Looking at
+   * this actor alone keeps it O(1) per step; the scans from the cold end run when a workflow
+   * finishes and on the poll's beat.
    */
   stepCommitted(workflowId: string): void {
     // Over the limit, evicting it would admit no one (the trim before this evicts parked ones).

@@ -9,6 +9,7 @@ import type {
   WorkflowWrite,
 } from '../storage/rows.js';
 import { type ActorHost, type Effects, noEffects } from './actor-host.js';
+import type { ActorOwner } from './actor-owner.js';
 import { type Command, type CommandIdentity, describeIdentity, identityOf } from './commands.js';
 import { EventRoutingChangedError } from './event-routing-changed-error.js';
 import {
@@ -146,7 +147,7 @@ export class WorkflowActor {
   readonly workflowId: string;
   readonly #host: ActorHost;
   readonly #mailbox: Mailbox<ActorMessage>;
-  readonly #onDropped: (actor: WorkflowActor) => void;
+  readonly #owner: ActorOwner;
   #seed: WorkflowRow | undefined;
   #creation: Creation | undefined;
   #state: ActorState = 'new';
@@ -176,13 +177,13 @@ export class WorkflowActor {
   constructor(
     workflowId: string,
     host: ActorHost,
-    onDropped: (actor: WorkflowActor) => void,
+    owner: ActorOwner,
     seed?: WorkflowRow,
     creation?: Creation,
   ) {
     this.workflowId = workflowId;
     this.#host = host;
-    this.#onDropped = onDropped;
+    this.#owner = owner;
     this.#seed = seed;
     this.#creation = creation;
     this.#mailbox = new Mailbox<ActorMessage>(
@@ -257,6 +258,14 @@ export class WorkflowActor {
   }
 
   async #handle(batch: readonly ActorMessage[], receivedAt: number): Promise<void> {
+    await this.#handleBatch(batch, receivedAt);
+    // No commit will come to say the actor may give way to workflows waiting for room.
+    if (this.#unflushed === 0 && this.#state !== 'dropped') {
+      void this.#mailbox.drained().then(() => this.#owner.idleWithoutWrite(this));
+    }
+  }
+
+  async #handleBatch(batch: readonly ActorMessage[], receivedAt: number): Promise<void> {
     if (this.#creation && this.#state !== 'new') {
       // After the creating step, until its commit: holding writes nothing, so it need not wait
       // for room in the WAL, and no batch is left in hand when a refusal drops the actor.
@@ -808,7 +817,7 @@ export class WorkflowActor {
     this.#state = 'dropped';
     const handed = this.#takeHeld();
     for (const message of this.#mailbox.kill()) handed.push(message);
-    this.#onDropped(this);
+    this.#owner.dropped(this);
     return handed;
   }
 }

@@ -4,6 +4,7 @@ import { type ActivityContext, type Engine, EngineClosedError, MetricName, type 
 
 import { backends, useSchema } from '../helpers/database.js';
 import { fixtureActivities, openClient, readMetric, startEngine } from '../helpers/engines.js';
+import { heldActivity } from '../helpers/held-activity.js';
 import { waitFor } from '../helpers/wait-for.js';
 
 type Fixtures = typeof import('../fixtures/activities.js');
@@ -188,6 +189,48 @@ describe.each(backends)('actor cache on $name', (backend) => {
       // Started twice, it would have written its first history rows again: a failed flush.
       expect(await readMetric(engine, MetricName.WalFlushErrors)).toBe(0);
       expect((await engine.inspect('waiting')).history.filter((e) => e.type === 'WorkflowStarted')).toHaveLength(1);
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it('admits the next waiting start after a late result brings a finished workflow back into memory', async () => {
+    const loser = heldActivity();
+    const blocker = heldActivity();
+    type Inline = { quick(n: number): Promise<number>; loser(): Promise<string>; blocker(): Promise<string> };
+    // Ends with the quick activity; the loser's result comes after the end.
+    async function racer(ctx: WorkflowContext): Promise<unknown> {
+      const { quick, loser } = ctx.activities<Inline>();
+      return Promise.race([quick(21), loser()]);
+    }
+    async function blocks(ctx: WorkflowContext): Promise<unknown> {
+      return ctx.activities<Inline>().blocker();
+    }
+    async function once(ctx: WorkflowContext): Promise<unknown> {
+      return ctx.activities<Inline>().quick(1);
+    }
+    const engine = await startEngine(db(), {
+      workflows: { racer, blocks, once },
+      inlineActivities: { quick: async (n: number) => n * 2, loser: loser.activity, blocker: blocker.activity },
+      maxCachedWorkflows: 1,
+      // No poll for ten minutes: only the actors' own progress admits what waits.
+      pollIntervalMs: 600_000,
+    });
+    try {
+      const racing = await engine.startWorkflow(racer, undefined, { workflowId: 'racer' });
+      const blocking = await engine.startWorkflow(blocks, undefined, { workflowId: 'blocks' });
+      const first = await engine.startWorkflow(once, undefined, { workflowId: 'first' });
+      expect(await racing.result()).toBe(42);
+      await waitFor(async () => (await engine.inspect('blocks')).waitingOn.activities.length > 0, 'blocks to run');
+      // The finished racer's late result waits for room behind the first start.
+      loser.release();
+      await waitFor(async () => (await readMetric(engine, MetricName.WorkflowsWaitingForRoom)) === 2, 'the late result to wait');
+      const second = await engine.startWorkflow(once, undefined, { workflowId: 'second' });
+      blocker.release();
+      expect(await blocking.result()).toBe('done');
+      expect(await first.result()).toBe(2);
+      // The racer's actor, loaded for its late result, writes nothing and must still give way.
+      expect(await second.result({ timeoutMs: 5_000 })).toBe(2);
     } finally {
       await engine.close();
     }

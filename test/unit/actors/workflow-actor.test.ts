@@ -38,7 +38,7 @@ function actorWithCommits(): { actor: WorkflowActor; writes: WorkflowWrite[]; re
     readInbox() {},
   } as unknown as ActorHost;
   const seed = { id: 'w', name: 'callsOneActivity', version: '1', status: 'pending', input: null, error: null } as WorkflowRow;
-  return { actor: new WorkflowActor('w', host, () => undefined, seed), writes, released };
+  return { actor: new WorkflowActor('w', host, { dropped() {}, idleWithoutWrite() {} }, seed), writes, released };
 }
 
 /** Pushes `message` and waits until the step it makes has been released. */
