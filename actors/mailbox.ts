@@ -45,6 +45,7 @@ const MAX_IDLE_QUEUES = 4096;
 export class Mailbox<Message> {
   readonly #handle: (batch: readonly Message[], receivedAt: number) => Promise<void>;
   readonly #onError: (error: unknown) => void;
+  readonly #onIdle: () => void;
   #queue: fastq.queue<Mailbox<unknown>, void> | undefined;
   // Empty, the shared list: a hot actor's mailbox sits empty for most of each step's round trip.
   #messages: readonly Message[] = NO_ITEMS;
@@ -57,10 +58,18 @@ export class Mailbox<Message> {
   #firstPushAt = 0;
   #idleWaiters: (() => void)[] | undefined;
 
-  /** `handle` gets each batch with the time its first message arrived (performance.now()). */
-  constructor(handle: (batch: readonly Message[], receivedAt: number) => Promise<void>, onError: (error: unknown) => void) {
+  /**
+   * `handle` gets each batch with the time its first message arrived (performance.now());
+   * `onIdle` is called whenever a run leaves nothing queued.
+   */
+  constructor(
+    handle: (batch: readonly Message[], receivedAt: number) => Promise<void>,
+    onError: (error: unknown) => void,
+    onIdle: () => void = noop,
+  ) {
     this.#handle = handle;
     this.#onError = onError;
+    this.#onIdle = onIdle;
   }
 
   /** Messages not yet handled: those waiting plus the batch being handled now. */
@@ -150,8 +159,10 @@ export class Mailbox<Message> {
     if (this.#queue && idleQueues.length < MAX_IDLE_QUEUES) idleQueues.push(this.#queue);
     this.#queue = undefined;
     const waiters = this.#idleWaiters;
-    if (!waiters) return;
-    this.#idleWaiters = undefined;
-    for (const resolve of waiters) resolve();
+    if (waiters) {
+      this.#idleWaiters = undefined;
+      for (const resolve of waiters) resolve();
+    }
+    if (!this.#isKilled) this.#onIdle();
   }
 }

@@ -189,6 +189,7 @@ export class WorkflowActor {
     this.#mailbox = new Mailbox<ActorMessage>(
       (batch, receivedAt) => this.#handle(batch, receivedAt),
       (error) => this.#crash(error),
+      () => this.#onIdle(),
     );
   }
 
@@ -257,15 +258,12 @@ export class WorkflowActor {
     return this.#mailbox.drained();
   }
 
-  async #handle(batch: readonly ActorMessage[], receivedAt: number): Promise<void> {
-    await this.#handleBatch(batch, receivedAt);
-    // No commit will come to say the actor may give way to workflows waiting for room.
-    if (this.#unflushed === 0 && this.#state !== 'dropped') {
-      void this.#mailbox.drained().then(() => this.#owner.idleWithoutWrite(this));
-    }
+  /** The mailbox ran dry. With nothing written, no commit will say the actor may give way. */
+  #onIdle(): void {
+    if (this.#unflushed === 0 && this.#state !== 'dropped') this.#owner.idleWithoutWrite(this);
   }
 
-  async #handleBatch(batch: readonly ActorMessage[], receivedAt: number): Promise<void> {
+  async #handle(batch: readonly ActorMessage[], receivedAt: number): Promise<void> {
     if (this.#creation && this.#state !== 'new') {
       // After the creating step, until its commit: holding writes nothing, so it need not wait
       // for room in the WAL, and no batch is left in hand when a refusal drops the actor.

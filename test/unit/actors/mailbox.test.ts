@@ -264,6 +264,34 @@ describe('Mailbox', () => {
     });
   });
 
+  it('calls onIdle when a run leaves nothing queued, not while more waits, and not once killed', async () => {
+    const handled: string[][] = [];
+    let idleAfter: number[] = [];
+    const gate = deferred();
+    const mailbox = new Mailbox<string>(
+      async (batch) => {
+        handled.push([...batch]);
+        if (handled.length === 1) await gate.promise;
+      },
+      () => undefined,
+      () => idleAfter.push(handled.length),
+    );
+    mailbox.push('a');
+    await settle();
+    mailbox.push('b');
+    gate.resolve();
+    await settle();
+    // The first run left 'b' waiting: only the second one ran the mailbox dry.
+    expect(handled).toEqual([['a'], ['b']]);
+    expect(idleAfter).toEqual([2]);
+
+    idleAfter = [];
+    mailbox.push('c');
+    mailbox.kill();
+    await settle();
+    expect(idleAfter).toEqual([]);
+  });
+
   it('pushFirst() on a killed mailbox does nothing', async () => {
     const box = gatedMailbox();
     box.mailbox.kill();
