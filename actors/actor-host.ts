@@ -46,6 +46,8 @@ export interface WorkflowErrors {
    * changed by hand, say.
    */
   unreadableInput(workflowId: string, cause: Error): Error;
+  /** An event's stored payload cannot be decoded (its inbox row was changed by hand, say). */
+  unreadableEvent(workflowId: string, eventName: string, cause: Error): Error;
   /** Plain-JSON form of anything thrown. */
   toFailure(error: unknown): SerializedFailure;
 }

@@ -44,7 +44,7 @@ const MAX_IDLE_QUEUES = 4096;
  */
 export class Mailbox<Message> {
   readonly #handle: (batch: readonly Message[], receivedAt: number) => Promise<void>;
-  readonly #onError: (error: unknown) => void;
+  readonly #onError: (error: unknown, batch: readonly Message[]) => void;
   readonly #onIdle: () => void;
   #queue: fastq.queue<Mailbox<unknown>, void> | undefined;
   // Empty, the shared list: a hot actor's mailbox sits empty for most of each step's round trip.
@@ -60,11 +60,12 @@ export class Mailbox<Message> {
 
   /**
    * `handle` gets each batch with the time its first message arrived (performance.now());
-   * `onIdle` is called whenever a run leaves nothing queued.
+   * `onError` gets what `handle` threw and the batch it was handling; `onIdle` is called whenever a
+   * run leaves nothing queued.
    */
   constructor(
     handle: (batch: readonly Message[], receivedAt: number) => Promise<void>,
-    onError: (error: unknown) => void,
+    onError: (error: unknown, batch: readonly Message[]) => void,
     onIdle: () => void = noop,
   ) {
     this.#handle = handle;
@@ -141,7 +142,7 @@ export class Mailbox<Message> {
       () => this.#settle(done),
       (error: unknown) => {
         try {
-          this.#onError(error);
+          this.#onError(error, batch);
         } catch {
           // onError is the last place to report to; the mailbox must keep serving regardless.
         }

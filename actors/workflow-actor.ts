@@ -188,7 +188,7 @@ export class WorkflowActor {
     this.#creation = creation;
     this.#mailbox = new Mailbox<ActorMessage>(
       (batch, receivedAt) => this.#handle(batch, receivedAt),
-      (error) => this.#crash(error),
+      (error, batch) => this.#crash(error, batch),
       () => this.#onIdle(),
     );
   }
@@ -397,7 +397,7 @@ export class WorkflowActor {
           (this.#consumedInbox ??= new Set()).add(m.inboxId);
           const row = this.#record(write, activation, now, EventType.EventReceived, null, null);
           write.inboxDelete = appended(write.inboxDelete, m.inboxId);
-          const { waiter, hadTimeout } = rs.deliverEvent(m.name, host.codec.decode(m.payload));
+          const { waiter, hadTimeout } = rs.deliverEvent(m.name, this.#decodedEvent(m.name, m.payload));
           // Which wait the event resolved is recorded so inspect can tell open waits from history.
           row.payload = jsonObject({
             eventName: str(m.name),
@@ -560,6 +560,15 @@ export class WorkflowActor {
       return this.#host.codec.decode(this.#input);
     } catch (error) {
       throw this.#host.errors.unreadableInput(this.workflowId, error as Error);
+    }
+  }
+
+  /** Fails the step (and the actor, rebuilt after a pause) rather than taking an event it cannot read. */
+  #decodedEvent(name: string, payload: string | undefined): unknown {
+    try {
+      return this.#host.codec.decode(payload);
+    } catch (error) {
+      throw this.#host.errors.unreadableEvent(this.workflowId, name, error as Error);
     }
   }
 
@@ -792,13 +801,14 @@ export class WorkflowActor {
     );
   }
 
-  #crash(error: unknown): void {
+  /** `batch` is what the failed run was handling: its activity outcomes go to the rebuild too. */
+  #crash(error: unknown, batch: readonly ActorMessage[]): void {
     this.#host.logger.error({ err: error, workflowId: this.workflowId }, 'actor failed; rebuilding it');
     const creation = this.#creation;
     this.#creation = undefined;
     const handed = this.#drop();
     if (creation) creation.onFailed(error, handed);
-    else this.#host.rebuild(this.workflowId, handed);
+    else this.#host.rebuild(this.workflowId, [...batch, ...handed]);
   }
 
   #takeHeld(): ActorMessage[] {

@@ -317,7 +317,8 @@ export type StoredField =
  * wrote: not JSON, or, for `vars`, `error` and `lastFailure`, not a JSON object (the row was
  * changed by hand, say). `inspect` throws it, and `result()` for the `result` or `error` of an
  * ended workflow; `cause` is the JSON error. An engine that starts or replays a workflow whose
- * `input` is so fails the workflow's actor with it (neither failing nor parking the workflow),
+ * `input` is so, or hands it an event whose payload is so, fails the workflow's actor with it
+ * (neither failing nor parking the workflow),
  * and tries again after a growing pause. Nothing stored is changed: once the value is repaired,
  * the call succeeds and the workflow runs.
  */

@@ -10,5 +10,7 @@ export const workflowErrors: WorkflowErrors = {
     new NonDeterminismError(workflowId, activation, commandId, expected, got),
   unreadableHistory: (workflowId, seq, eventType, cause) => new UnreadableHistoryError(workflowId, seq, eventType, cause),
   unreadableInput: (workflowId, cause) => new UnreadableStateError(workflowId, 'input', cause),
+  unreadableEvent: (workflowId, eventName, cause) =>
+    new UnreadableStateError(workflowId, 'queuedEvents.payload', cause, `event ${JSON.stringify(eventName)}`),
   toFailure,
 };
