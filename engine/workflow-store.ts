@@ -106,7 +106,12 @@ async function openSql(connection: ResolvedConnection, isMigrating: boolean): Pr
     if (error instanceof NoEmbeddedDatabaseError) {
       throw new ConfigurationError(`${error.message} (and none is created when migrate is false)`, { cause: error });
     }
-    throw error;
+    // A path that is a file, or a directory another program (or a first start killed midway)
+    // left without a whole database: PGlite's own error (a TypeError, say) would read as bad options.
+    const reason = error instanceof Error ? error.message : String(error);
+    throw new ConfigurationError(`the embedded database in ${JSON.stringify(connection.dataDir)} cannot be opened: ${reason}`, {
+      cause: error,
+    });
   }
 }
 

@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
@@ -418,6 +418,34 @@ describe('the embedded database directory', () => {
       expect(existsSync(dataDir)).toBe(false);
       await (await createClient({ dataDir, logger: quietLogger })).close();
       await (await createClient({ dataDir: `file://${dataDir}`, logger: quietLogger, migrate: false })).close();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses with ConfigurationError a path that is a file or a directory without a whole database, and keeps no lock', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'duraflow-dir-'));
+    const file = path.join(dir, 'a-file');
+    const broken = path.join(dir, 'broken');
+    try {
+      await writeFile(file, 'not a directory');
+      await mkdir(broken);
+      // What another program, or a first start killed while PGlite made the database, leaves.
+      await writeFile(path.join(broken, 'PG_VERSION'), '17\n');
+      for (const dataDir of [file, path.join(file, 'db'), broken]) {
+        for (const open of [
+          () => createEngine({ dataDir, logger: quietLogger, workflows: { idle } }),
+          () => createClient({ dataDir, logger: quietLogger }),
+        ]) {
+          const error = await open().then(
+            () => undefined,
+            (e: unknown) => e,
+          );
+          expect(error, dataDir).toBeInstanceOf(ConfigurationError);
+          expect(error, dataDir).toMatchObject({ message: expect.stringContaining(JSON.stringify(dataDir)), cause: expect.any(Error) });
+        }
+      }
+      expect(existsSync(path.join(broken, 'duraflow.lock'))).toBe(false);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
