@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { linkSync, mkdirSync, readFileSync, realpathSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
-import { bootId, isPidInUse, processStartTicks } from './process-identity.js';
+import { bootId, isPidInUse, isStillRunning, processStartTicks } from './process-identity.js';
 
 /** Thrown when the embedded database's directory is open in a process already. */
 export class DataDirectoryInUseError extends Error {
@@ -125,7 +125,7 @@ function isLive(holder: Holder, me: Holder, lockFile: string): boolean {
   if (holder.boot !== '' && me.boot !== '' && holder.boot !== me.boot) return false;
   if (holder.start !== '' && me.start !== '') {
     // The same pid and start time is a live process: this one (another thread, say) or the holder.
-    return processStartTicks(holder.pid) === holder.start;
+    return isStillRunning(holder.pid, holder.start);
   }
   // Without start times: this pid on a lock is this process's only if it holds it.
   if (holder.pid === me.pid) return held.has(lockFile);

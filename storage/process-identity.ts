@@ -88,6 +88,22 @@ function startTicks(stat: string): string | undefined {
   return fieldsAfterName(stat)[19];
 }
 
+/**
+ * Whether the process `pid` that started at `start` (clock ticks since boot) still runs: false once
+ * it has ended, a zombie not yet reaped included, or its pid went to a process started at another
+ * time. True where `/proc` hides it and the pid is in use (`hidepid`), since that cannot be told.
+ */
+export function isStillRunning(pid: number, start: string): boolean {
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return isPidInUse(pid);
+  }
+  const state = stateOf(stat);
+  return state !== 'Z' && state !== 'X' && startTicks(stat) === start;
+}
+
 /** The kernel's boot id, or '' where the system does not tell (a pid from before a reboot names nobody). */
 export function bootId(): string {
   try {

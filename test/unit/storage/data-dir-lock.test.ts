@@ -1,10 +1,13 @@
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
 import { DataDirectoryInUseError, directoryOf, lockDataDir } from '../../../storage/data-dir-lock.js';
+import { bootId } from '../../../storage/process-identity.js';
+import { waitFor } from '../../helpers/wait-for.js';
 
 describe('the data directory lock', () => {
   let dir: string;
@@ -42,6 +45,27 @@ describe('the data directory lock', () => {
       writeFileSync(lockFile, typeof left === 'string' ? left : JSON.stringify(left));
       lockDataDir(dir, 'db')();
       expect(existsSync(lockFile)).toBe(false);
+    }
+  });
+
+  it.runIf(existsSync('/proc/self/stat'))('takes over a lock whose holder died and was not reaped yet (a zombie)', async () => {
+    // The shell starts a process that ends at once, then becomes a sleep that never reaps it.
+    const parent = spawn('sh', ['-c', 'sleep 0 & echo $!; exec sleep 30'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    try {
+      let printed = '';
+      parent.stdout.on('data', (chunk: Buffer) => (printed += chunk.toString()));
+      const pid = await waitFor(() => /^(\d+)\n/.exec(printed)?.[1], 'the pid of the child');
+      const fieldsOf = (): string[] => {
+        const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+        return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      };
+      await waitFor(() => fieldsOf()[0] === 'Z', 'the child to be a zombie');
+      lockDataDir(dir, 'db')();
+      writeFileSync(lockFile, JSON.stringify({ pid: Number(pid), boot: bootId(), start: fieldsOf()[19], token: 'the dead one' }));
+      lockDataDir(dir, 'db')();
+      expect(existsSync(lockFile)).toBe(false);
+    } finally {
+      parent.kill();
     }
   });
 
