@@ -50,6 +50,19 @@ function writeOut(text: string): Promise<void> {
   });
 }
 
+/** What is wrong with a parsed command line, said in a sentence; undefined if it can be run. */
+function commandLineProblem(positionals: string[], values: ReturnType<typeof parse>['values']): string | undefined {
+  const [command, ...rest] = positionals;
+  if (command === undefined) return 'no command given (inspect or leases)';
+  if (command !== 'inspect' && command !== 'leases') return `unknown command ${JSON.stringify(command)} (inspect or leases)`;
+  if (command === 'inspect' && rest.length === 0) return 'inspect needs a workflow id';
+  const extra = rest.slice(command === 'inspect' ? 1 : 0);
+  if (extra.length > 0) return `unexpected argument ${JSON.stringify(extra[0])}`;
+  // One database or the other: with both, one would be ignored without a word.
+  if (values.database !== undefined && values['data-dir'] !== undefined) return 'give --database or --data-dir, not both';
+  return undefined;
+}
+
 async function main(argv: string[]): Promise<number> {
   let parsed: ReturnType<typeof parse>;
   try {
@@ -64,15 +77,13 @@ async function main(argv: string[]): Promise<number> {
     console.log(USAGE);
     return 0;
   }
-  const [command, workflowId] = positionals;
-  const inspected = command === 'inspect' && positionals.length === 2 ? workflowId : undefined;
-  const isLeases = command === 'leases' && positionals.length === 1;
-  // One database or the other: with both, one would be ignored without a word.
-  const isAmbiguous = values.database !== undefined && values['data-dir'] !== undefined;
-  if (!(inspected !== undefined || isLeases) || isAmbiguous) {
-    console.error(isAmbiguous ? `duraflow: give --database or --data-dir, not both\n${USAGE}` : USAGE);
+  const problem = commandLineProblem(positionals, values);
+  if (problem !== undefined) {
+    console.error(`duraflow: ${problem}\n${USAGE}`);
     return USAGE_ERROR;
   }
+  const [command, workflowId] = positionals;
+  const inspected = command === 'inspect' ? workflowId : undefined;
   // A flag given empty (`--schema "$UNSET"`) goes to createClient, which refuses it, rather than
   // leaving its default to read another schema or database.
   const dataDir = values['data-dir'];

@@ -83,6 +83,21 @@ describe('the CLI usage errors', () => {
     }
   });
 
+  it('exits with 2 and says what is wrong for a missing or unknown command, a missing id or an extra argument', async () => {
+    const cases: [string[], string][] = [
+      [[], 'duraflow: no command given'],
+      [['help'], 'duraflow: unknown command "help"'],
+      [['inspect'], 'duraflow: inspect needs a workflow id'],
+      [['inspect', 'a', 'b'], 'duraflow: unexpected argument "b"'],
+      [['leases', 'x'], 'duraflow: unexpected argument "x"'],
+    ];
+    for (const [args, said] of cases) {
+      const shown = await run(args);
+      expect(shown, args.join(' ')).toMatchObject({ code: 2, stdout: '', stderr: expect.stringContaining(said) });
+      expect(shown.stderr, args.join(' ')).toContain('usage: duraflow inspect');
+    }
+  });
+
   it('exits with 2 when given both --database and --data-dir, instead of ignoring one', async () => {
     const shown = await run(['leases', '--database', 'postgres://127.0.0.1:1/x', '--data-dir', tmpdir()]);
     expect(shown).toMatchObject({ code: 2, stdout: '', stderr: expect.stringContaining('usage: duraflow inspect') });
