@@ -215,6 +215,8 @@ export function resolveConnection(options: ConnectionOptions): ResolvedConnectio
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(dataDir) && !/^(file|memory):\/\//.test(dataDir)) {
     throw new TypeError(`options.dataDir must be a path, a file:// URL or memory://, got ${JSON.stringify(dataDir.slice(0, 60))}`);
   }
+  // PGlite takes what follows file:// for the path, and nothing there is no directory at all.
+  if (dataDir === 'file://') throw new TypeError('options.dataDir must name a directory after file://');
   if (typeof schema !== 'string' || !isValidSchemaName(schema)) {
     const shown = typeof schema === 'string' ? JSON.stringify(schema.slice(0, 60)) + (schema.length > 60 ? '…' : '') : typeof schema;
     throw new RangeError(

@@ -1210,6 +1210,7 @@ describe.each(backends)('hostile input on $name', (backend) => {
       ['activityMaxHeapMb 0', { activityMaxHeapMb: 0 }, 'RangeError'],
       ['dataDir FILE://', { dataDir: 'FILE:///tmp/duraflow-never' }, 'TypeError'],
       ['dataDir idb://', { dataDir: 'idb://duraflow-never' }, 'TypeError'],
+      ['dataDir file://', { dataDir: 'file://' }, 'TypeError'],
     ];
     for (const [what, options, type] of badOptions) {
       const field = what.split(' ')[0]!;
