@@ -55,6 +55,14 @@ export async function hasProcessEnded(holderIdentity: string, ownIdentity: strin
   } catch (error) {
     return (error as NodeJS.ErrnoException).code === 'ENOENT' && !isPidInUse(pid);
   }
+  return isOtherOrEnded(stat, started);
+}
+
+/**
+ * Whether `/proc/<pid>/stat` shows a process other than the one that started at `started`, or a
+ * zombie; false if its start time cannot be read.
+ */
+function isOtherOrEnded(stat: string, started: string): boolean {
   const ticks = startTicks(stat);
   if (ticks === undefined) return false;
   const state = stateOf(stat);
@@ -100,8 +108,7 @@ export function isStillRunning(pid: number, start: string): boolean {
   } catch {
     return isPidInUse(pid);
   }
-  const state = stateOf(stat);
-  return state !== 'Z' && state !== 'X' && startTicks(stat) === start;
+  return !isOtherOrEnded(stat, start);
 }
 
 /** The kernel's boot id, or '' where the system does not tell (a pid from before a reboot names nobody). */
