@@ -491,6 +491,9 @@ class EngineImpl implements Engine, ActorHost {
 
   async #shutdown(): Promise<void> {
     clearInterval(this.#poll);
+    // The WAL is closed only once the actors have run what they hold, which they could not do
+    // while waiting for room behind a flush that retries until the database is back.
+    this.wal.endBackpressure();
     for (const timer of this.#rebuilds.values()) clearTimeout(timer);
     const closed = new EngineClosedError();
     this.#timers.close();

@@ -262,6 +262,7 @@ export class Wal {
   readonly #maxChars: number;
   #isScheduled = false;
   #isClosed = false;
+  #isBackpressureOff = false;
   #lastCleanup = 0;
   #cleaning: Promise<void> | undefined;
   #idleWaiters: (() => void)[] = [];
@@ -297,7 +298,17 @@ export class Wal {
 
   /** Whether appenders should wait (`whenUncongested`) before producing more. */
   get isCongested(): boolean {
-    return this.pendingEvents > this.#options.highWaterEvents;
+    return !this.#isBackpressureOff && this.pendingEvents > this.#options.highWaterEvents;
+  }
+
+  /**
+   * Lets appenders go on without waiting for room from now on, those waiting included: their
+   * owner is closing, so only what is queued already still comes, and a flush retrying while the
+   * database is away must not hold those steps (and the close waiting for them) until it is back.
+   */
+  endBackpressure(): void {
+    this.#isBackpressureOff = true;
+    this.#wakeUncongested();
   }
 
   /** Resolves once the pending events fall below the high-water mark. */

@@ -8,18 +8,26 @@
  */
 import { describe, expect, it } from 'vitest';
 
-import { type Client, createClient, DatabaseUnavailableError, EngineClosedError, MetricName, TimeoutError } from 'duraflow';
+import { type Client, createClient, DatabaseUnavailableError, EngineClosedError, MetricName, TimeoutError, type WorkflowContext } from 'duraflow';
 
 import { waitsForGo } from '../fixtures/workflows.js';
 import { connectEcho, startEchoServer } from '../helpers/chaos-echo.js';
 import { ChaosRig, expectNothingLostOrDoubled, printRun } from '../helpers/chaos-rig.js';
 import { serverBackends, type TestSchema, useSchema } from '../helpers/database.js';
-import { readMetric, startEngine } from '../helpers/engines.js';
+import { fixtureActivities, readMetric, startEngine } from '../helpers/engines.js';
 import { FaultProxy } from '../helpers/fault-proxy.js';
 import { waitFor } from '../helpers/wait-for.js';
 
 /** How long each outage lasts (the fault itself, not a wait for anything). */
 const OUTAGE_MS = 3000;
+
+type Fixtures = typeof import('../fixtures/activities.js');
+
+/** Two activities at once, ending `first` and `second` ms after they start. */
+async function twoWaits(ctx: WorkflowContext, input: { first: number; second: number }): Promise<number[]> {
+  const { wait } = ctx.activities<Fixtures>();
+  return Promise.all([wait(input.first), wait(input.second)]);
+}
 
 const outage = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, OUTAGE_MS));
 
@@ -275,5 +283,43 @@ describe.each(serverBackends)('calls while the database is away on $name', (back
       expect((error as Error).cause).toMatchObject({ code: 'ECONNREFUSED' });
     }
     await proxy.close();
+  });
+
+  // Actors waiting for room in the WAL held close() until the database came back.
+  it('closes while its WAL is congested and the database refuses connections', async () => {
+    const db = schema();
+    const proxy = await FaultProxy.start();
+    const engine = await startEngine({ ...db, database: proxy.url(db.database as string) }, {
+      workflows: { twoWaits },
+      activities: fixtureActivities,
+      walHighWaterEvents: 1,
+      // Its close cannot end its lease (the database is away): the restart waits for it to expire.
+      leaseTtlMs: 1000,
+    });
+    try {
+      for (const id of ['a', 'b']) await engine.startWorkflow(twoWaits, { first: 300, second: 600 }, { workflowId: id });
+      await proxy.refuse();
+      proxy.cutAll();
+      await waitFor(async () => (await readMetric(engine, MetricName.ActivityAttempts)) >= 4, 'the four attempts to end');
+      await waitFor(async () => (await readMetric(engine, MetricName.WalFlushErrors)) >= 1, 'a flush to fail');
+      let hang: NodeJS.Timeout | undefined;
+      const closed = await Promise.race([
+        engine.close().then(() => 'closed'),
+        new Promise((resolve) => (hang = setTimeout(resolve, 8000, 'still closing after 8 s'))),
+      ]);
+      clearTimeout(hang);
+      expect(closed).toBe('closed');
+      await proxy.accept();
+      const restarted = await startEngine(db, { workflows: { twoWaits }, activities: fixtureActivities });
+      try {
+        for (const id of ['a', 'b']) expect(await restarted.result(id, { timeoutMs: 10_000 })).toEqual([300, 600]);
+      } finally {
+        await restarted.close();
+      }
+    } finally {
+      await proxy.accept();
+      await engine.close();
+      await proxy.close();
+    }
   });
 });
