@@ -389,7 +389,13 @@ export class Wal {
     this.#inFlight.add(batch);
     for (const id of batch.writes.keys()) this.#busy.add(id);
     for (const { row } of batch.starts) this.#busy.add(row.id);
-    await this.#commitWithRetry(batch);
+    try {
+      await this.#commitWithRetry(batch);
+    } catch (error) {
+      // Only the owner's code can throw here (the commit's own failures are handled): the batch
+      // must still leave the flight, or its workflows' later writes would wait for ever.
+      this.#report(() => this.#options.observer?.callbackFailed(error));
+    }
     this.#cleanUpNowAndThen();
     this.#inFlight.delete(batch);
     for (const id of batch.writes.keys()) this.#busy.delete(id);
@@ -442,7 +448,7 @@ export class Wal {
         const isLeaseLost = !willRetry && error instanceof LeaseLostError && !this.#isClosed;
         const lost = isLeaseLost ? await this.#writesUnderLostLeases(batch) : undefined;
         const isPartial = lost !== undefined && lost.size > 0 && lost.size < batch.writes.size;
-        this.#options.observer?.flushFailed(error, willRetry || isPartial);
+        this.#report(() => this.#options.observer?.flushFailed(error, willRetry || isPartial));
         if (willRetry) {
           await sleep(retryDelayMs(attempt, 50, 5_000));
           continue;
@@ -452,7 +458,7 @@ export class Wal {
           // Out of the batch, so out of #flush's release at its end: freed here.
           for (const id of lost) this.#busy.delete(id);
           this.#pending.discard(lost);
-          this.#options.onFlushFailed(lost, error);
+          this.#report(() => this.#options.onFlushFailed(lost, error));
           // A start meets again the step that would have created its workflow.
           starts = startsToInsert(batch);
           continue;
@@ -472,23 +478,31 @@ export class Wal {
     }
     // Committed: whatever an observer or callback does, the batch stays committed and the
     // others still run.
-    try {
+    this.#report(() =>
       this.#options.observer?.flushed({
         events: batch.events - refusedEvents,
         writes: batch.writes.size - refused.size,
         starts: batch.starts.length,
         seconds,
-      });
-    } catch (error) {
-      this.#options.observer?.callbackFailed(error);
-    }
+      }),
+    );
     for (const start of batch.starts) start.resolve(inserted.has(start.row.id) && starts.get(start.row.id) === start.row);
     if (refused.size > 0) this.#pending.discard(refused);
-    for (const { workflowId, callback } of batch.onDurable) {
+    for (const { workflowId, callback } of batch.onDurable) this.#report(() => callback(refused.has(workflowId)));
+  }
+
+  /**
+   * Runs an observer or a callback of the WAL's owner (which logs, say, with a logger that may
+   * throw): what it throws goes to `callbackFailed`, and never stops the WAL.
+   */
+  #report(call: () => void): void {
+    try {
+      call();
+    } catch (error) {
       try {
-        callback(refused.has(workflowId));
-      } catch (error) {
         this.#options.observer?.callbackFailed(error);
+      } catch {
+        // Reporting failed too: nothing is left to tell.
       }
     }
   }
@@ -525,7 +539,7 @@ export class Wal {
     const ids = new Set(batch.writes.keys());
     // Later writes of these workflows were built on the state that just failed to commit.
     this.#pending.discard(ids);
-    if (ids.size > 0) this.#options.onFlushFailed(ids, error);
+    if (ids.size > 0) this.#report(() => this.#options.onFlushFailed(ids, error));
   }
 
   /**
@@ -537,13 +551,7 @@ export class Wal {
     if (this.#isClosed || this.#cleaning || now - this.#lastCleanup < CLEANUP_INTERVAL_MS) return;
     this.#lastCleanup = now;
     this.#cleaning = deleteExpired(this.#options.sql, this.#options.tables, () => this.#isClosed)
-      .catch((error: unknown) => {
-        try {
-          this.#options.observer?.cleanupFailed(error);
-        } catch {
-          // Reporting failed too; the next cleanup tries again regardless.
-        }
-      })
+      .catch((error: unknown) => this.#report(() => this.#options.observer?.cleanupFailed(error)))
       .finally(() => {
         this.#cleaning = undefined;
       });

@@ -352,6 +352,27 @@ describe.each(backends)('Wal on $name', (backend) => {
     expect(await historyOf('a')).toEqual([1, 2]);
   });
 
+  it('goes on flushing when the owner, told of a failed flush, throws, and so does every observer', async () => {
+    const throws = (): never => {
+      throw new Error('the logger is broken');
+    };
+    const { wal } = open({
+      onFlushFailed: throws,
+      observer: { flushed: throws, flushFailed: throws, callbackFailed: throws, cleanupFailed: throws },
+    });
+    await start(wal, 'a');
+    const durable: string[] = [];
+    // No row for ghost: the flush fails for good, and everything told of it throws.
+    wal.enqueue(makeWrite('ghost', 0, 1, { status: 'running' }), () => durable.push('ghost'));
+    await wal.drain();
+    expect(wal.isFlushing).toBe(false);
+    wal.enqueue(makeWrite('a', 0, 1), () => durable.push('a'));
+    await wal.drain();
+    expect(durable).toEqual(['a']);
+    expect(await historyOf('a')).toEqual([1]);
+    await wal.close();
+  }, 10_000);
+
   it('refuses appends as soon as close() is called, and still commits what came before', async () => {
     const { wal } = open();
     await start(wal, 'a');
