@@ -7,7 +7,8 @@ import { createEngine } from 'duraflow';
 import { subscription } from './workflow.js';
 
 const engine = await createEngine({
-  database: process.env.DATABASE_URL,
+  // Set but empty counts as unset, as for the CLI.
+  database: process.env.DATABASE_URL || undefined,
   workflows: { subscription },
   activities: new URL('./activities.js', import.meta.url),
 });

@@ -3,7 +3,8 @@ import { createEngine } from 'duraflow';
 import { sum2rn } from './workflow.js';
 
 const engine = await createEngine({
-  database: process.env.DATABASE_URL,
+  // Set but empty counts as unset, as for the CLI.
+  database: process.env.DATABASE_URL || undefined,
   dataDir: process.env.DURAFLOW_DATA_DIR ?? './.duraflow',
   workflows: { sum2rn },
   activities: new URL('./activities.js', import.meta.url),
