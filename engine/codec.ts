@@ -12,6 +12,8 @@ function lossyKind(value: object): string | undefined {
   if (value instanceof Set) return 'Set';
   if (value instanceof WeakMap || value instanceof WeakSet) return 'WeakMap or WeakSet';
   if (ArrayBuffer.isView(value) || value instanceof ArrayBuffer || value instanceof SharedArrayBuffer) return 'binary buffer';
+  // An await left out (`return [pay(a), pay(b)]`): the value it stands for would be lost.
+  if (value instanceof Promise) return 'Promise';
   return undefined;
 }
 
@@ -39,8 +41,8 @@ function rejectNonJson(this: unknown, key: string, value: unknown): unknown {
 }
 
 /**
- * JSON data conversion with strict checks: functions, symbols, BigInts, cycles, Maps, Sets and
- * binary buffers without a toJSON are refused rather than silently dropped, emptied or crashing
+ * JSON data conversion with strict checks: functions, symbols, BigInts, cycles, Maps, Sets,
+ * promises and binary buffers without a toJSON are refused rather than silently dropped, emptied or crashing
  * later, and payloads over `maxBytes` are refused. As in JSON, `undefined` object properties are
  * left out and a top-level `undefined` means "no value".
  */

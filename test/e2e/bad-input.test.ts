@@ -153,6 +153,9 @@ describe.each(backends)('bad input on $name', (backend) => {
         ['Map input', () => engine.startWorkflow(idle, new Map([[1, 2]]) as never), InvalidArgumentError],
         ['Set in an event payload', () => engine.sendEvent('taken', 'x', { s: new Set([1]) }), InvalidArgumentError],
         ['typed array input', () => client.startWorkflow('idle', new Uint8Array([1])), InvalidArgumentError],
+        // An await left out: JSON would store the promise as {} and lose the value it stands for.
+        ['promise in an input', () => engine.startWorkflow(idle, { total: Promise.resolve(1) } as never), InvalidArgumentError],
+        ['promise as an event payload', () => client.sendEvent('taken', 'x', Promise.resolve(1)), InvalidArgumentError],
       ];
       for (const [what, call, type] of cases) {
         const error = await call().then(
@@ -166,6 +169,7 @@ describe.each(backends)('bad input on $name', (backend) => {
         'start options has no option "workflowID" (did you mean workflowId?); the options are workflowId, version, startAt',
       );
       await expect(engine.startWorkflow(idle, { at: new Map() } as never)).rejects.toThrow('Map at key "at"');
+      await expect(engine.startWorkflow(idle, [Promise.resolve(1)] as never)).rejects.toThrow('Promise at key "0"');
       expect(await snapshot()).toBe(before);
     } finally {
       await client.close();
