@@ -17,5 +17,9 @@ export type ActorMessage =
   | { type: 'activityRetry'; commandId: number; task: TaskRow }
   /** A durable timer is due (source: its timer row). */
   | { type: 'timerFired'; commandId: number }
-  /** An external event (source: its inbox row). */
-  | { type: 'event'; inboxId: number; name: string; payload: string | undefined };
+  /**
+   * An external event (source: its inbox row). `unconsumedBefore`, on an event handed over as it
+   * was sent, lists the workflow's events stored before it and not consumed then (null: too many
+   * to list): one the actor has not taken yet was sent from elsewhere and must reach it first.
+   */
+  | { type: 'event'; inboxId: number; name: string; payload: string | undefined; unconsumedBefore?: readonly number[] | null };

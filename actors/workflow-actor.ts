@@ -394,6 +394,11 @@ export class WorkflowActor {
           break;
         case 'event': {
           if (!rs || this.#consumedInbox?.has(m.inboxId)) break;
+          if (m.unconsumedBefore !== undefined && !this.#hasTaken(m.unconsumedBefore)) {
+            // Taken now, it would overtake them: the inbox read hands them all over in the order stored.
+            host.readInbox(this.workflowId);
+            break;
+          }
           (this.#consumedInbox ??= new Set()).add(m.inboxId);
           const row = this.#record(write, activation, now, EventType.EventReceived, null, null);
           write.inboxDelete = appended(write.inboxDelete, m.inboxId);
@@ -561,6 +566,13 @@ export class WorkflowActor {
     } catch (error) {
       throw this.#host.errors.unreadableInput(this.workflowId, error as Error);
     }
+  }
+
+  /** Whether this actor has taken every one of these events (null: more than could be listed). */
+  #hasTaken(inboxIds: readonly number[] | null): boolean {
+    if (inboxIds === null) return false;
+    for (const id of inboxIds) if (!this.#consumedInbox?.has(id)) return false;
+    return true;
   }
 
   /** Fails the step (and the actor, rebuilt after a pause) rather than taking an event it cannot read. */

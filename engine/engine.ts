@@ -417,7 +417,14 @@ class EngineImpl implements Engine, ActorHost {
     // A duplicate was delivered (or will be, by the poll) when it was first stored.
     if ('isDuplicate' in stored) return;
     if (this.#leases.holds(stored.workflowName)) {
-      const event: ActorMessage = { type: 'event', inboxId: stored.inboxId, name: eventName, payload: stored.payload };
+      // Events stored before it (sent from another process, the poll not there yet) go first.
+      const event: ActorMessage = {
+        type: 'event',
+        inboxId: stored.inboxId,
+        name: eventName,
+        payload: stored.payload,
+        unconsumedBefore: stored.unconsumedBefore,
+      };
       // A recovery under way fires the timers that came due in time order with the events it
       // reads: delivered now, this one could overtake them. Held until it ends (the recovery may
       // deliver it first, read from the inbox: the workflow takes it once), and so are the events

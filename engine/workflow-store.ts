@@ -242,15 +242,19 @@ export class WorkflowStore {
   }
 
   /**
-   * Stores an event for a running or pending workflow. Returns the inbox row and the workflow's
-   * name, or that the event was stored before; throws WorkflowNotFoundError or WorkflowClosedError.
+   * Stores an event for a running or pending workflow. Returns the inbox row, the workflow's name
+   * and its events stored before and not consumed yet (see `insertEvent`), or that the event was
+   * stored before; throws WorkflowNotFoundError or WorkflowClosedError.
    */
   async storeEvent(
     workflowId: string,
     eventName: string,
     payload: unknown,
     options: SendEventOptions = {},
-  ): Promise<{ inboxId: number; workflowName: string; payload: string | undefined } | { isDuplicate: true }> {
+  ): Promise<
+    | { inboxId: number; workflowName: string; payload: string | undefined; unconsumedBefore: number[] | null }
+    | { isDuplicate: true }
+  > {
     this.#checkOpen();
     checkName(workflowId, 'workflowId');
     checkName(eventName, 'event name');
@@ -264,7 +268,7 @@ export class WorkflowStore {
     );
     switch (stored.outcome) {
       case 'stored':
-        return { inboxId: stored.id, workflowName: stored.workflowName, payload: encoded };
+        return { inboxId: stored.id, workflowName: stored.workflowName, payload: encoded, unconsumedBefore: stored.unconsumedBefore };
       case 'duplicate':
         if (stored.isSame === false) throw new EventIdReusedError(workflowId, eventId);
         return { isDuplicate: true };

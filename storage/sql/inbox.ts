@@ -17,13 +17,20 @@ export interface DeliverableEvent extends InboxRow {
 
 /** What `insertEvent` did. */
 export type InsertEventResult =
-  | { outcome: 'stored'; id: number; workflowName: string }
+  /**
+   * `unconsumedBefore`: the workflow's events stored before this one and not consumed yet, oldest
+   * first; null when there are more than `MAX_LISTED_BEFORE`.
+   */
+  | { outcome: 'stored'; id: number; workflowName: string; unconsumedBefore: number[] | null }
   /**
    * An event with this id was stored before (consumed or not, its workflow finished or not);
    * `isSame` says whether with this name and payload (undefined if that row is gone already).
    */
   | { outcome: 'duplicate'; isSame: boolean | undefined }
   | { outcome: 'refused'; status: 'missing' | 'completed' | 'failed' };
+
+/** Most earlier unconsumed events `insertEvent` lists (a workflow rarely has more than a few). */
+const MAX_LISTED_BEFORE = 100;
 
 /**
  * Stores an event for a workflow that exists and has not finished, once per `eventId`. A retried
@@ -43,7 +50,14 @@ export async function insertEvent(
   // take it.
   // The row this id already has, compared with this send ($1..$4 as bound below).
   const sameAsStored = `SELECT name = $2 AND payload IS NOT DISTINCT FROM $3 AS "isSame" FROM ${t.inbox} WHERE workflow_id = $1 AND event_id = $4`;
-  const { rows } = await db.query<{ id: string | null; isSame: boolean | null; name: string | null; status: string | null }>(
+  // The statement's snapshot does not hold its own insert: `before` lists only earlier events.
+  const { rows } = await db.query<{
+    id: string | null;
+    isSame: boolean | null;
+    name: string | null;
+    status: string | null;
+    before: string[] | null;
+  }>(
     `WITH w AS (
        SELECT id, name, status FROM ${t.workflows} WHERE id = $1 FOR SHARE
      ), ins AS (
@@ -55,12 +69,16 @@ export async function insertEvent(
      SELECT (SELECT id FROM ins) AS id,
             (${sameAsStored}) AS "isSame",
             (SELECT name FROM w) AS name,
-            (SELECT status FROM w) AS status`,
+            (SELECT status FROM w) AS status,
+            (SELECT CASE WHEN count(*) > ${MAX_LISTED_BEFORE} THEN NULL ELSE coalesce(array_agg(id ORDER BY id), '{}') END
+             FROM (SELECT id FROM ${t.inbox} WHERE workflow_id = $1 AND consumed_at IS NULL ORDER BY id LIMIT ${MAX_LISTED_BEFORE + 1}) e) AS before`,
     [workflowId, name, payload ?? null, eventId],
   );
   const row = rows[0]!;
   if (row.name === null) return { outcome: 'refused', status: 'missing' };
-  if (row.id !== null) return { outcome: 'stored', id: Number(row.id), workflowName: row.name };
+  if (row.id !== null) {
+    return { outcome: 'stored', id: Number(row.id), workflowName: row.name, unconsumedBefore: row.before?.map(Number) ?? null };
+  }
   // The payloads compare as the codec wrote them: a retry of a send encodes the same value the same way.
   if (row.isSame !== null) return { outcome: 'duplicate', isSame: row.isSame };
   // Nothing inserted for an open workflow means the id was taken, by a send this snapshot does not

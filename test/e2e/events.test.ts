@@ -145,6 +145,24 @@ describe.each(backends)('events and delayed starts on $name', (backend) => {
     }
   });
 
+  it('delivers an event sent through the engine after one a client sent before it, in the order they were sent', async () => {
+    const engine = await startEngine(db, { workflows: { twoInOrder } });
+    const client = await openClient(db);
+    try {
+      // The engine hands its own sends to the workflow at once; the client's reaches it through
+      // the notice and the poll. Sent one after the other, they must arrive so too.
+      for (let round = 0; round < 5; round++) {
+        const handle = await engine.startWorkflow(twoInOrder, undefined);
+        await client.sendEvent(handle.workflowId, 'go', 'from the client');
+        await engine.sendEvent(handle.workflowId, 'go', 'from the engine');
+        expect(await handle.result()).toEqual(['from the client', 'from the engine']);
+      }
+    } finally {
+      await client.close();
+      await engine.close();
+    }
+  });
+
   it('takes a repeated send of a delivered event as done, even after the event ended the workflow', async () => {
     const engine = await startEngine(db, { workflows: { approval } });
     try {

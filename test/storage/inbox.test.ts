@@ -111,7 +111,7 @@ describe.each(backends)('insertEvent on $name', (backend) => {
 
   it('stores an event once per id, and refuses missing and finished workflows', async () => {
     const first = await insertEvent(sql, tables, 'open', 'go', '1', 'e1');
-    expect(first).toMatchObject({ outcome: 'stored', workflowName: 'wf' });
+    expect(first).toMatchObject({ outcome: 'stored', workflowName: 'wf', unconsumedBefore: [] });
     expect(await insertEvent(sql, tables, 'open', 'go', '1', 'e1')).toEqual({ outcome: 'duplicate', isSame: true });
     // The same id with another payload or name is not a retry of that send: the caller is told.
     expect(await insertEvent(sql, tables, 'open', 'go', '2', 'e1')).toEqual({ outcome: 'duplicate', isSame: false });
@@ -121,6 +121,11 @@ describe.each(backends)('insertEvent on $name', (backend) => {
     expect(await insertEvent(sql, tables, 'done', 'go', '1', 'e3')).toEqual({ outcome: 'refused', status: 'completed' });
     const rows = await db.query(`SELECT workflow_id, event_id FROM "${db.schema}".inbox ORDER BY id`);
     expect(rows).toEqual([{ workflow_id: 'open', event_id: 'e1' }]);
+    // The ones stored before and not consumed, for the engine to hand over first: e1, until consumed.
+    const second = await insertEvent(sql, tables, 'open', 'go', '1', 'e4');
+    expect(second).toMatchObject({ outcome: 'stored', unconsumedBefore: [first.outcome === 'stored' ? first.id : -1] });
+    await db.query(`UPDATE "${db.schema}".inbox SET consumed_at = now()`);
+    expect(await insertEvent(sql, tables, 'open', 'go', '1', 'e5')).toMatchObject({ outcome: 'stored', unconsumedBefore: [] });
   });
 
   it('takes a resend as a duplicate after its event ended the workflow', async () => {
