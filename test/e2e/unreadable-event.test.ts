@@ -4,11 +4,11 @@
  * pause; an activity attempt that ends meanwhile is kept for the rebuilt actor, not run again, and
  * the workflow goes on once the payload is repaired.
  */
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 
 import { ErrorCode, UnreadableStateError, type WorkflowContext } from 'duraflow';
 
-import { backends, type TestSchema } from '../helpers/database.js';
+import { backends, useSchema } from '../helpers/database.js';
 import { loggerKeeping, startEngine } from '../helpers/engines.js';
 import { heldActivity } from '../helpers/held-activity.js';
 import { waitFor } from '../helpers/wait-for.js';
@@ -22,15 +22,10 @@ async function activityAndEvent(ctx: WorkflowContext): Promise<[string, unknown]
 }
 
 describe.each(backends)('an unreadable event on $name', (backend) => {
-  let db: TestSchema;
-  beforeEach(async () => {
-    db = await backend.schema();
-  });
-  afterEach(async () => {
-    await db.drop();
-  });
+  const schema = useSchema(backend);
 
   it('fails the actor with UnreadableStateError naming the event, keeps an activity result that comes meanwhile, and runs on once the payload is repaired', async () => {
+    const db = schema();
     const hold = heldActivity();
     let runs = 0;
     const failures = loggerKeeping('actor failed; rebuilding it');
