@@ -62,7 +62,11 @@ export interface EngineOptions extends ConnectionOptions {
    * alone (after a thread died or was blocked), and go when idle. @default os.availableParallelism()
    */
   activityThreads?: number;
-  /** Attempts one activity thread runs at once (activities are mostly I/O-bound). @default 256 */
+  /**
+   * Attempts per activity thread run at once (activities are mostly I/O-bound): the pool runs at
+   * most `activityThreads` times this many; one thread may run more for a while, as threads take
+   * attempts in batches. @default 256
+   */
   activityConcurrency?: number;
   /** Heap limit of each activity thread in MiB; a thread past it is replaced. @default Node's */
   activityMaxHeapMb?: number;
