@@ -146,13 +146,15 @@ export class LeaseKeeper {
   async close(): Promise<boolean> {
     this.#isClosed = true;
     clearInterval(this.#timer);
+    const wasClaiming = this.#claiming !== undefined;
     await this.#claiming;
-    const held = this.held;
+    const isHolding = this.#epochs.size > 0;
     this.#epochs.clear();
-    if (held.length === 0) return false;
+    if (!isHolding && !wasClaiming) return false;
+    // Every registered name, not only those held: a claim under way when close() was called
+    // records nothing of what it took, which would stay taken until it expired.
     try {
-      await releaseLeases(this.#options.sql, this.#options.tables, held, this.owner);
-      return true;
+      return (await releaseLeases(this.#options.sql, this.#options.tables, this.#options.names, this.owner)) > 0;
     } catch (error) {
       // Best effort: unreleased, the leases expire in their time.
       this.#options.logger.warn({ err: error }, 'releasing the workflow leases failed; they expire on their own');

@@ -98,13 +98,17 @@ export async function readLeases(db: Queryable, t: Tables): Promise<LeaseRow[]> 
   return rows;
 }
 
-/** Ends `owner`'s leases of `names` now, so a waiting engine can take them at once. */
-export async function releaseLeases(db: Queryable, t: Tables, names: readonly string[], owner: string): Promise<void> {
+/**
+ * Ends `owner`'s leases of `names` now, so a waiting engine can take them at once (a name it does
+ * not hold is left alone); returns how many it ended.
+ */
+export async function releaseLeases(db: Queryable, t: Tables, names: readonly string[], owner: string): Promise<number> {
   // Rows locked in byte order, as claims take them: the two cannot deadlock.
-  await db.query(
+  const { rowCount } = await db.query(
     `UPDATE ${t.leases} SET expires_at = now()
      WHERE name IN (
        SELECT name FROM ${t.leases} WHERE name = ANY($1::text[]) AND owner = $2 ORDER BY name COLLATE "C" FOR UPDATE)`,
     [names, owner],
   );
+  return rowCount;
 }

@@ -1,11 +1,13 @@
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 
+import { LeaseKeeper } from '../../engine/lease-keeper.js';
 import { flushBatch } from '../../storage/sql/flush-batch.js';
 import { type Claimant, claimLeases, LeaseLostError, readLeases, releaseLeases } from '../../storage/sql/leases.js';
 import { Wal } from '../../storage/wal.js';
 import { makeStartRow, makeWrite } from '../helpers/builders.js';
 import { backends, isWaitingForLock, serverBackends, type TestSchema } from '../helpers/database.js';
+import { quietLogger } from '../helpers/engines.js';
 import { useStore } from '../helpers/storage.js';
 import { waitFor } from '../helpers/wait-for.js';
 
@@ -204,6 +206,28 @@ describe.each(serverBackends)('taking a lease over while flushes run on $name', 
       await blocker.rollback();
     }
     expect(await db.query(`SELECT seq FROM "${db.schema}".history ORDER BY seq`)).toEqual([{ seq: 1 }, { seq: 2 }]);
+  });
+
+  it('ends on close a lease that a claim still under way when close was called took', async () => {
+    const { sql, tables, db } = store();
+    // Another engine's lease that has run out: the keeper's next claim takes it.
+    await claimLeases(sql, tables, ['wf'], claimant('gone'), 60_000);
+    await db.query(`UPDATE "${db.schema}".leases SET expires_at = now()`);
+    const keeper = new LeaseKeeper({ sql, tables, names: ['wf'], ttlMs: 60_000, isExclusive: false, logger: quietLogger, onChange() {} });
+    const blocker = await openTransaction(db);
+    try {
+      await blocker.query(`LOCK TABLE "${db.schema}".leases IN EXCLUSIVE MODE`);
+      const claiming = keeper.claim();
+      await waitFor(() => isWaitingForLock(db, `INTO "${db.schema}".leases`), 'the claim to wait for the lock');
+      const closing = keeper.close();
+      await blocker.commit();
+      await claiming;
+      expect(await closing).toBe(true);
+    } finally {
+      await blocker.rollback();
+    }
+    const [lease] = await readLeases(sql, tables);
+    expect({ owner: lease!.owner, isExpired: lease!.is_expired }).toEqual({ owner: keeper.owner, isExpired: true });
   });
 });
 
