@@ -23,7 +23,7 @@ export interface WaitingActivity {
 /** What a running workflow is blocked on. */
 export interface WaitingOn {
   activities: WaitingActivity[];
-  /** Durable timers: sleeps and event-wait timeouts. */
+  /** Durable timers: sleeps and event-wait timeouts, next due first. */
   timers: { commandId: number; dueAt: Date }[];
   events: { commandId: number; eventName: string; timeoutAt?: Date }[];
 }
@@ -132,6 +132,9 @@ export function buildWorkflowState(stored: StoredState, live: ActorSnapshot | un
   } else {
     waitingOn = waitingFromHistory(history, stored.timers);
   }
+  // The actor lists its timers in the order they were started, the database by due time: one
+  // order for both, so an engine and a client show the same.
+  waitingOn.timers.sort((a, b) => a.dueAt.getTime() - b.dueAt.getTime() || a.commandId - b.commandId);
   for (const activity of waitingOn.activities) {
     const task = stored.tasks.find((t) => t.commandId === activity.commandId);
     activity.attempt = task?.attempt ?? 1;
