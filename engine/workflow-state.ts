@@ -56,7 +56,11 @@ export interface WorkflowState {
   pendingReason?: string;
   history: HistoryEvent[];
   waitingOn: WaitingOn;
-  /** Events delivered to the workflow but not yet consumed by it. */
+  /**
+   * Events stored for the workflow and not handed to it yet (sent before it started, while it was
+   * parked, or not delivered yet). One handed over is in `history` (`EventReceived`), including
+   * one that nothing waited for, which the workflow keeps for its next `waitForEvent`.
+   */
   queuedEvents: { eventName: string; payload?: unknown }[];
 }
 

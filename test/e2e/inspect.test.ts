@@ -14,6 +14,12 @@ async function twoTimers(ctx: WorkflowContext): Promise<void> {
   await sleep;
 }
 
+/** Waits for 'open', then takes one event of 'go': those sent before 'open' are handed to it and kept. */
+async function openThenTakeOne(ctx: WorkflowContext): Promise<unknown> {
+  await ctx.waitForEvent('open');
+  return ctx.waitForEvent('go');
+}
+
 describe.each(backends)('inspect on $name', (backend) => {
   let db: TestSchema;
   beforeEach(async () => {
@@ -35,6 +41,33 @@ describe.each(backends)('inspect on $name', (backend) => {
       const hot = await engine.inspect('timers');
       expect(cold.waitingOn.timers.map((t) => t.commandId)).toEqual([2, 1]);
       expect(hot.waitingOn).toEqual(cold.waitingOn);
+    } finally {
+      await client.close();
+      await engine.close();
+    }
+  });
+
+  it('lists in queuedEvents the events not handed to the workflow yet, not those it was handed and keeps', async () => {
+    const engine = await startEngine(db, { workflows: { openThenTakeOne } });
+    const client = await openClient(db);
+    try {
+      await engine.startWorkflow(openThenTakeOne, undefined, { workflowId: 'kept' });
+      await engine.sendEvent('kept', 'go', 'first');
+      await engine.sendEvent('kept', 'go', 'second');
+      const handed = await waitFor(async () => {
+        const state = await client.inspect('kept');
+        return state.history.filter((e) => e.type === 'EventReceived').length === 2 && state;
+      }, 'both events handed to the workflow');
+      expect(handed.status).toBe('running');
+      expect(handed.queuedEvents).toEqual([]);
+      expect(handed.history.filter((e) => e.type === 'EventReceived')).toEqual([
+        expect.not.objectContaining({ resolves: expect.anything() }),
+        expect.not.objectContaining({ resolves: expect.anything() }),
+      ]);
+      await engine.sendEvent('kept', 'open');
+      expect(await engine.result('kept', { timeoutMs: 10_000 })).toBe('first');
+      // The second was kept and never taken: the history has it, the inbox does not.
+      expect((await client.inspect('kept')).queuedEvents).toEqual([]);
     } finally {
       await client.close();
       await engine.close();
