@@ -78,6 +78,14 @@ export class ActivityFailure extends EngineError {
     this.activityName = activityName;
     this.attempts = attempts;
   }
+
+  /**
+   * The activity and its attempts, as data: what a stored failure keeps as `details`, so the
+   * error that `result()` and `inspect` rebuild from it still says them.
+   */
+  get details(): { activityName: string; attempts: number } {
+    return { activityName: this.activityName, attempts: this.attempts };
+  }
 }
 ActivityFailure.prototype.name = 'ActivityFailure';
 

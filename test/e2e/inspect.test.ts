@@ -1,9 +1,9 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
-import type { WorkflowContext } from 'duraflow';
+import { ErrorCode, type WorkflowContext, WorkflowFailedError } from 'duraflow';
 
 import { backends, type TestSchema } from '../helpers/database.js';
-import { openClient, startEngine } from '../helpers/engines.js';
+import { fixtureActivities, openClient, startEngine } from '../helpers/engines.js';
 import { waitFor } from '../helpers/wait-for.js';
 
 /** Sleeps long, and meanwhile waits for an event with a shorter timeout: two timers, the later one first. */
@@ -18,6 +18,13 @@ async function twoTimers(ctx: WorkflowContext): Promise<void> {
 async function openThenTakeOne(ctx: WorkflowContext): Promise<unknown> {
   await ctx.waitForEvent('open');
   return ctx.waitForEvent('go');
+}
+
+type Fixtures = typeof import('../fixtures/activities.js');
+
+/** Lets an activity that fails for good end the workflow: its ActivityFailure is the workflow's error. */
+async function uncaught(ctx: WorkflowContext): Promise<void> {
+  await ctx.activities<Fixtures>({ retry: { maxAttempts: 2, initialIntervalMs: 1 } }).alwaysFails();
 }
 
 describe.each(backends)('inspect on $name', (backend) => {
@@ -68,6 +75,23 @@ describe.each(backends)('inspect on $name', (backend) => {
       expect(await engine.result('kept', { timeoutMs: 10_000 })).toBe('first');
       // The second was kept and never taken: the history has it, the inbox does not.
       expect((await client.inspect('kept')).queuedEvents).toEqual([]);
+    } finally {
+      await client.close();
+      await engine.close();
+    }
+  });
+
+  it('keeps the activity name and attempts of an ActivityFailure that failed the workflow, for result and inspect', async () => {
+    const engine = await startEngine(db, { workflows: { uncaught }, activities: fixtureActivities });
+    const client = await openClient(db);
+    try {
+      await engine.startWorkflow(uncaught, undefined, { workflowId: 'uncaught' });
+      const failed = await client.result('uncaught', { timeoutMs: 10_000 }).catch((error: unknown) => error);
+      expect(failed).toBeInstanceOf(WorkflowFailedError);
+      const cause = (failed as WorkflowFailedError).cause as { code?: string; details?: unknown };
+      expect(cause.code).toBe(ErrorCode.ActivityFailure);
+      expect(cause.details).toEqual({ activityName: 'alwaysFails', attempts: 2 });
+      expect((await client.inspect('uncaught')).error?.details).toEqual({ activityName: 'alwaysFails', attempts: 2 });
     } finally {
       await client.close();
       await engine.close();
