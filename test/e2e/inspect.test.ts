@@ -1,8 +1,8 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 
 import { ErrorCode, type WorkflowContext, WorkflowFailedError } from 'duraflow';
 
-import { backends, type TestSchema } from '../helpers/database.js';
+import { backends, useSchema } from '../helpers/database.js';
 import { fixtureActivities, openClient, startEngine } from '../helpers/engines.js';
 import { waitFor } from '../helpers/wait-for.js';
 
@@ -28,15 +28,10 @@ async function uncaught(ctx: WorkflowContext): Promise<void> {
 }
 
 describe.each(backends)('inspect on $name', (backend) => {
-  let db: TestSchema;
-  beforeEach(async () => {
-    db = await backend.schema();
-  });
-  afterEach(async () => {
-    await db.drop();
-  });
+  const schema = useSchema(backend);
 
   it('lists the timers next due first, the same from the engine running the workflow and from a client', async () => {
+    const db = schema();
     const engine = await startEngine(db, { workflows: { twoTimers } });
     const client = await openClient(db);
     try {
@@ -55,6 +50,7 @@ describe.each(backends)('inspect on $name', (backend) => {
   });
 
   it('lists in queuedEvents the events not handed to the workflow yet, not those it was handed and keeps', async () => {
+    const db = schema();
     const engine = await startEngine(db, { workflows: { openThenTakeOne } });
     const client = await openClient(db);
     try {
@@ -82,6 +78,7 @@ describe.each(backends)('inspect on $name', (backend) => {
   });
 
   it('keeps the activity name and attempts of an ActivityFailure that failed the workflow, for result and inspect', async () => {
+    const db = schema();
     const engine = await startEngine(db, { workflows: { uncaught }, activities: fixtureActivities });
     const client = await openClient(db);
     try {
