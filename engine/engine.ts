@@ -305,13 +305,20 @@ class EngineImpl implements Engine, ActorHost {
   }
 
   release(workflowId: string, effects: Effects): void {
-    if (this.#isClosing) return;
-    if (this.#actorFailures.size > 0) this.#actorFailures.delete(workflowId);
     const m = this.#m;
     if (effects.receivedAt !== undefined) {
       m.stepCommitted(effects.workflowName, (performance.now() - effects.receivedAt) / 1000);
     }
     if (effects.isStarted) m.workflowStarted(effects.workflowName);
+    if (effects.finished) {
+      const { status, startedAt } = effects.finished;
+      m.workflowFinished(effects.workflowName, status, Math.max(0, Date.now() - startedAt) / 1000);
+      // Stored, the end is the caller's even if the step committed while the engine closes.
+      this.#store.waiters.settle(workflowId, effects.finished);
+    }
+    // Closing: what the step starts (activities, timers) is stored, for the next engine to run.
+    if (this.#isClosing) return;
+    if (this.#actorFailures.size > 0) this.#actorFailures.delete(workflowId);
     const { workflowName } = effects;
     for (const task of effects.dispatch) this.#dispatchOrHoldBack(workflowName, task);
     for (const task of effects.retries) {
@@ -325,12 +332,7 @@ class EngineImpl implements Engine, ActorHost {
     // Actors become evictable once their writes commit: trim the cache here, not only on delivery.
     if (this.#system.size > this.#options.maxCachedWorkflows) this.#system.trim();
     this.#system.stepCommitted(workflowId);
-    if (effects.finished) {
-      const { status, startedAt } = effects.finished;
-      m.workflowFinished(effects.workflowName, status, Math.max(0, Date.now() - startedAt) / 1000);
-      this.#store.waiters.settle(workflowId, effects.finished);
-      this.#system.release(workflowId);
-    }
+    if (effects.finished) this.#system.release(workflowId);
   }
 
   /** Re-delivers what the database says is unfinished for these workflows. */

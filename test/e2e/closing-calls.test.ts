@@ -2,8 +2,10 @@ import { describe, expect, it } from 'vitest';
 
 import { createClient, createEngine, ErrorCode, type WorkflowContext } from 'duraflow';
 
-import { backends, useSchema } from '../helpers/database.js';
-import { quietLogger } from '../helpers/engines.js';
+import { backends, isWaitingForLock, lockTable, serverBackends, useSchema } from '../helpers/database.js';
+import { quietLogger, startEngine } from '../helpers/engines.js';
+import { heldActivity } from '../helpers/held-activity.js';
+import { waitFor } from '../helpers/wait-for.js';
 
 async function idle(ctx: WorkflowContext): Promise<unknown> {
   return ctx.waitForEvent('never');
@@ -46,5 +48,34 @@ describe.each(backends)('calls under way when a client or an engine closes, on $
     await engine.close();
     expect(await settlesAtOnce(engineCalls)).toBe(true);
     expect(new Set(await engineCodes)).toEqual(new Set([ErrorCode.EngineClosed]));
+  });
+});
+
+describe.each(serverBackends)('a step that commits while its engine closes, on $name', (backend) => {
+  const db = useSchema(backend);
+
+  it('answers the result() waiting for a workflow whose last step commits during close()', async () => {
+    const hold = heldActivity();
+    async function oneStep(ctx: WorkflowContext): Promise<unknown> {
+      return ctx.activities<{ held(): Promise<string> }>().held();
+    }
+    const engine = await startEngine(db(), { workflows: { oneStep }, inlineActivities: { held: hold.activity } });
+    let lock: Awaited<ReturnType<typeof lockTable>> | undefined;
+    try {
+      await engine.startWorkflow(oneStep, undefined, { workflowId: 'last-step' });
+      await waitFor(async () => (await engine.inspect('last-step')).waitingOn.activities.length > 0, 'the activity to run');
+      const result = engine.result('last-step');
+      // The last step's flush waits on the lock until the engine is closing.
+      lock = await lockTable(db(), 'history', 'EXCLUSIVE');
+      hold.release();
+      await waitFor(() => isWaitingForLock(db(), 'history'), 'the last step to wait for the lock');
+      const closing = engine.close();
+      await lock.release();
+      await closing;
+      expect(await result).toBe('done');
+    } finally {
+      await lock?.release();
+      await engine.close();
+    }
   });
 });
