@@ -25,6 +25,7 @@ import type { JsonCodec } from './codec.js';
 import {
   ConfigurationError,
   EngineClosedError,
+  ErrorCode,
   InvalidArgumentError,
   UnknownWorkflowError,
   UnreadableHistoryError,
@@ -94,6 +95,12 @@ type TimerPayload =
 
 /** Rows read per recovery query. */
 const RECOVERY_BATCH = 10_000;
+
+/**
+ * The `activity` label of attempts of names no activity has: workflow code can call any name
+ * (`acts[fromInput]()`), and a label value per name would grow the metrics without bound.
+ */
+const UNKNOWN_ACTIVITY_LABEL = '(unknown)';
 
 /**
  * How long to wait before the rebuild after an actor's `failures`-th failure in a row: none after
@@ -629,10 +636,11 @@ class EngineImpl implements Engine, ActorHost {
       return;
     }
     const { workflowId, commandId, attempt } = task;
+    const label = !outcome.ok && outcome.failure.code === ErrorCode.UnknownActivity ? UNKNOWN_ACTIVITY_LABEL : task.name;
     const scheduleToStart = Math.max(0, outcome.startedAt - task.visibleAt) / 1000;
     const run = outcome.durationMs / 1000;
     if (outcome.ok) {
-      this.#m.activityAttempted(task.name, 'completed', scheduleToStart, run);
+      this.#m.activityAttempted(label, 'completed', scheduleToStart, run);
       this.#deliverWhenRoom(workflowId, { type: 'activityCompleted', commandId, result: outcome.result, attempts: attempt });
       return;
     }
@@ -640,11 +648,11 @@ class EngineImpl implements Engine, ActorHost {
     const policy = resolveRetryPolicy(this.#options.retry, options.retry);
     const next = nextAttemptAt(policy, attempt, outcome.failure, Date.now(), outcome.retryAt);
     if (next === undefined) {
-      this.#m.activityAttempted(task.name, 'failed', scheduleToStart, run);
+      this.#m.activityAttempted(label, 'failed', scheduleToStart, run);
       this.#deliverWhenRoom(workflowId, { type: 'activityFailed', commandId, failure: outcome.failure, attempts: attempt });
       return;
     }
-    this.#m.activityAttempted(task.name, 'retried', scheduleToStart, run);
+    this.#m.activityAttempted(label, 'retried', scheduleToStart, run);
     const retry: TaskRow = { ...task, attempt: attempt + 1, visibleAt: next, lastFailure: JSON.stringify(outcome.failure) };
     this.#deliverWhenRoom(workflowId, { type: 'activityRetry', commandId, task: retry });
   }

@@ -508,6 +508,11 @@ describe.each(backends)('poison workflows and activities on $name', (backend) =>
         attempts: 1,
         cause: { name: 'UnknownActivityError', code: 'DURAFLOW_UNKNOWN_ACTIVITY' },
       });
+      // Code can call any name: the metrics count them all under one label, not one each.
+      const other = await engine.startWorkflow(poisoned, { activity: 'norThisOne' as keyof Poison, maxAttempts: 5 });
+      await other.result();
+      const attempts = await engine.metrics.getSingleMetric('duraflow_activity_attempts_total')!.get();
+      expect(attempts.values.map((v) => [v.labels.activity, v.value])).toEqual([['(unknown)', 2]]);
     } finally {
       await engine.close();
     }
