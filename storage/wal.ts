@@ -73,6 +73,8 @@ interface PendingStart {
   row: NewWorkflowRow;
   resolve: (inserted: boolean) => void;
   reject: (error: unknown) => void;
+  /** Set once a flush it was in failed for another write: a second such failure rejects it. */
+  hasWaitedOut?: boolean;
 }
 
 /** What a row's fixed fields (all but its payloads and ids) add to a flush, at most. */
@@ -534,7 +536,22 @@ export class Wal {
       this.#pending.starts = batch.starts.concat(this.#pending.starts);
       this.#schedule();
     } else {
-      for (const start of batch.starts) start.reject(error);
+      // A flush failed for good by a write (a stale writer's history, say) would fail the starts
+      // beside it with that write's error: each goes again once, first, and fails only with a
+      // flush of its own second try. Closing, no flush is left to try again.
+      const again: PendingStart[] = [];
+      for (const start of batch.starts) {
+        if (this.#isClosed || start.hasWaitedOut) {
+          start.reject(error);
+        } else {
+          start.hasWaitedOut = true;
+          again.push(start);
+        }
+      }
+      if (again.length > 0) {
+        this.#pending.starts = again.concat(this.#pending.starts);
+        this.#schedule();
+      }
     }
     const ids = new Set(batch.writes.keys());
     // Later writes of these workflows were built on the state that just failed to commit.
