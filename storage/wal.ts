@@ -538,10 +538,12 @@ export class Wal {
     } else {
       // A flush failed for good by a write (a stale writer's history, say) would fail the starts
       // beside it with that write's error: each goes again once, first, and fails only with a
-      // flush of its own second try. Closing, no flush is left to try again.
+      // flush of its own second try. Starts alone failed by themselves; and closing, no flush is
+      // left to try again.
+      const mayGoAgain = batch.writes.size > 0 && !this.#isClosed;
       const again: PendingStart[] = [];
       for (const start of batch.starts) {
-        if (this.#isClosed || start.hasWaitedOut) {
+        if (!mayGoAgain || start.hasWaitedOut) {
           start.reject(error);
         } else {
           start.hasWaitedOut = true;
