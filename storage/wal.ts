@@ -391,13 +391,8 @@ export class Wal {
     this.#inFlight.add(batch);
     for (const id of batch.writes.keys()) this.#busy.add(id);
     for (const { row } of batch.starts) this.#busy.add(row.id);
-    try {
-      await this.#commitWithRetry(batch);
-    } catch (error) {
-      // Only the owner's code can throw here (the commit's own failures are handled): the batch
-      // must still leave the flight, or its workflows' later writes would wait for ever.
-      this.#report(() => this.#options.observer?.callbackFailed(error));
-    }
+    // Never throws: the commit's failures are handled, and the owner's callbacks go through #report.
+    await this.#commitWithRetry(batch);
     this.#cleanUpNowAndThen();
     this.#inFlight.delete(batch);
     for (const id of batch.writes.keys()) this.#busy.delete(id);
@@ -490,7 +485,14 @@ export class Wal {
     );
     for (const start of batch.starts) start.resolve(inserted.has(start.row.id) && starts.get(start.row.id) === start.row);
     if (refused.size > 0) this.#pending.discard(refused);
-    for (const { workflowId, callback } of batch.onDurable) this.#report(() => callback(refused.has(workflowId)));
+    // One per write, on every step's path: no closure for #report.
+    for (const { workflowId, callback } of batch.onDurable) {
+      try {
+        callback(refused.has(workflowId));
+      } catch (error) {
+        this.#callbackFailed(error);
+      }
+    }
   }
 
   /**
@@ -501,11 +503,15 @@ export class Wal {
     try {
       call();
     } catch (error) {
-      try {
-        this.#options.observer?.callbackFailed(error);
-      } catch {
-        // Reporting failed too: nothing is left to tell.
-      }
+      this.#callbackFailed(error);
+    }
+  }
+
+  #callbackFailed(error: unknown): void {
+    try {
+      this.#options.observer?.callbackFailed(error);
+    } catch {
+      // Reporting failed too: nothing is left to tell.
     }
   }
 
@@ -531,10 +537,8 @@ export class Wal {
 
   #fail(batch: Batch, error: unknown): void {
     if (error instanceof LeaseLostError && !this.#isClosed) {
-      // Starts need no lease: they go again, first, in the next flush. (Not a spread: a burst of
-      // starts can be more than an argument list holds.)
-      this.#pending.starts = batch.starts.concat(this.#pending.starts);
-      this.#schedule();
+      // Starts need no lease.
+      this.#startFirst(batch.starts);
     } else {
       // A flush failed for good by a write (a stale writer's history, say) would fail the starts
       // beside it with that write's error: each goes again once, first, and fails only with a
@@ -550,15 +554,20 @@ export class Wal {
           again.push(start);
         }
       }
-      if (again.length > 0) {
-        this.#pending.starts = again.concat(this.#pending.starts);
-        this.#schedule();
-      }
+      this.#startFirst(again);
     }
     const ids = new Set(batch.writes.keys());
     // Later writes of these workflows were built on the state that just failed to commit.
     this.#pending.discard(ids);
     if (ids.size > 0) this.#report(() => this.#options.onFlushFailed(ids, error));
+  }
+
+  /** Puts `starts` back, ahead of those waiting, for the next flush. */
+  #startFirst(starts: PendingStart[]): void {
+    if (starts.length === 0) return;
+    // Not a spread: a burst of starts can be more than an argument list holds.
+    this.#pending.starts = starts.concat(this.#pending.starts);
+    this.#schedule();
   }
 
   /**
