@@ -805,11 +805,12 @@ export class WorkflowActor {
   #stray(rs: ReplayState, command: Command): void {
     // The code of a replaced run (a dropped actor's) may still be running: only the live one counts.
     if (this.#state !== 'live' || this.#replay !== rs) return;
+    const identity = identityOf(command);
     this.#park(
       this.#activation + 1,
-      identityOf(command).commandId,
+      identity.commandId,
       'no command between steps (ctx called after awaiting something that is not a ctx command)',
-      describeIdentity(identityOf(command)),
+      describeIdentity(identity),
     );
   }
 

@@ -305,7 +305,7 @@ async function main(): Promise<void> {
   printTable(medians);
   for (const [k, v] of Object.entries(ratios)) console.log(`${k}: ${round(v, 3)}`);
   const profileSummary = profile && summarizeProfile(profile);
-  if (profile && profileSummary) {
+  if (profileSummary) {
     await writeFile(profileFile!, JSON.stringify(profile));
     printProfile(profileSummary, profileFile!);
   }

@@ -11,13 +11,14 @@ if (!mode || !workflowId || !['schedule', 'debug', 'await'].includes(mode)) {
   console.error('usage: client.js schedule|debug|await <workflowId> [totalAmount] [cycles] [cycleDurationMs]');
   process.exit(2);
 }
-const given = { totalAmount: total, cycles, cycleDurationMs: cycleMs };
-const numbers = Object.fromEntries(Object.entries(given).map(([name, text]) => [name, Number(text)]));
-for (const [name, text] of Object.entries(given)) {
-  if (text.trim() === '' || !Number.isFinite(numbers[name]) || numbers[name]! < 0) {
+const numbers: Record<string, number> = {};
+for (const [name, text] of Object.entries({ totalAmount: total, cycles, cycleDurationMs: cycleMs })) {
+  const value = Number(text);
+  if (text.trim() === '' || !Number.isFinite(value) || value < 0) {
     console.error(`${name} must be a number of at least 0, got ${JSON.stringify(text)}`);
     process.exit(2);
   }
+  numbers[name] = value;
 }
 // Set but empty counts as unset, as for the CLI.
 const client = await createClient({ database: process.env.DATABASE_URL || undefined });
