@@ -18,7 +18,7 @@ import {
 } from 'duraflow';
 
 import { backends, type TestSchema } from '../helpers/database.js';
-import { openClient, startEngine } from '../helpers/engines.js';
+import { openClient, startEngine, waitUntilParked } from '../helpers/engines.js';
 import { waitFor } from '../helpers/wait-for.js';
 
 import type { AbortReport } from '../fixtures/poison-activities.js';
@@ -357,12 +357,7 @@ describe.each(backends)('poison workflows and activities on $name', (backend) =>
     try {
       await Promise.all(['diverging', 'steady-1', 'steady-2', 'steady-3'].map((id) => v2.sendEvent(id, 'go')));
       const fresh = await v2.startWorkflow(normal, 11);
-      const parked = await waitFor(async () => {
-        const s = await v2.inspect('diverging');
-        return s.error && s;
-      }, 'the diverging workflow to be parked');
-      expect(parked.status).toBe('running');
-      expect(parked.error).toMatchObject({ name: 'NonDeterminismError', code: 'DURAFLOW_NON_DETERMINISM' });
+      const parked = await waitUntilParked(v2, 'diverging');
       expect(parked.error!.message).toMatch(/diverged from its history at activation 1, command #1/);
       expect(await Promise.all([1, 2, 3].map((n) => v2.result(`steady-${n}`)))).toEqual([2, 4, 6]);
       expect(await fresh.result()).toBe(normalResult(11));

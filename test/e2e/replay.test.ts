@@ -3,7 +3,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { type ActivityFailure, ErrorCode, MetricName, UnreadableHistoryError, type WorkflowContext } from 'duraflow';
 
 import { backends, type TestSchema } from '../helpers/database.js';
-import { fixtureActivities, loggerKeeping, openClient, readMetric, startEngine } from '../helpers/engines.js';
+import { fixtureActivities, loggerKeeping, openClient, readMetric, startEngine, waitUntilParked } from '../helpers/engines.js';
 import { untilClosed } from '../helpers/held-activity.js';
 import { waitFor } from '../helpers/wait-for.js';
 
@@ -347,12 +347,7 @@ describe.each(backends)('replay on $name', (backend) => {
     const engine = await startEngine(db, { workflows: { awaitsPlainTimer }, activities: fixtureActivities });
     try {
       await engine.startWorkflow(awaitsPlainTimer, undefined, { workflowId: 'stray' });
-      const parked = await waitFor(async () => {
-        const s = await engine.inspect('stray');
-        return s.error && s;
-      }, 'the workflow to be parked');
-      expect(parked.status).toBe('running');
-      expect(parked.error).toMatchObject({ name: 'NonDeterminismError', code: 'DURAFLOW_NON_DETERMINISM' });
+      const parked = await waitUntilParked(engine, 'stray');
       expect(parked.error!.details).toMatchObject({ activation: 2, commandId: 1, got: 'scheduleActivity #1 echo' });
       expect(parked.waitingOn.activities).toEqual([]);
       expect(parked.history.map((e) => e.type)).toEqual(['WorkflowStarted']);
@@ -387,12 +382,7 @@ describe.each(backends)('replay on $name', (backend) => {
     const v2 = await startEngine(db, { workflows: { changing: changed }, activities: fixtureActivities });
     try {
       await v2.sendEvent('old', 'go');
-      const parked = await waitFor(async () => {
-        const s = await v2.inspect('old');
-        return s.error && s;
-      }, 'the workflow to be parked');
-      expect(parked.status).toBe('running');
-      expect(parked.error).toMatchObject({ name: 'NonDeterminismError', code: 'DURAFLOW_NON_DETERMINISM' });
+      const parked = await waitUntilParked(v2, 'old');
       expect(parked.error!.message).toMatch(/activation 1, command #1: expected scheduleActivity #1 echo, got scheduleActivity #1 double/);
       expect(parked.error!.details).toEqual({
         activation: 1,

@@ -1,6 +1,9 @@
-import { type Client, createClient, createEngine, type Engine, type EngineOptions } from 'duraflow';
+import { expect } from 'vitest';
+
+import { type Client, createClient, createEngine, type Engine, type EngineOptions, type WorkflowState } from 'duraflow';
 
 import type { TestSchema } from './database.js';
+import { waitFor } from './wait-for.js';
 
 /** Engines and clients opened by the running test and not yet closed. */
 export const trackedEngines = new Set<{ close(): Promise<void> }>();
@@ -70,4 +73,18 @@ export async function readMetric(engine: Engine, name: string): Promise<number> 
   let total = 0;
   for (const value of (await engine.metrics.getSingleMetric(name)!.get()).values) total += value.value;
   return total;
+}
+
+/**
+ * Waits until `workflowId` is parked: still running, with a NonDeterminismError stored. Returns its
+ * state for the test's own checks.
+ */
+export async function waitUntilParked(engine: Engine | Client, workflowId: string): Promise<WorkflowState> {
+  const parked = await waitFor(async () => {
+    const state = await engine.inspect(workflowId);
+    return state.error && state;
+  }, `${workflowId} to be parked`);
+  expect(parked.status).toBe('running');
+  expect(parked.error).toMatchObject({ name: 'NonDeterminismError', code: 'DURAFLOW_NON_DETERMINISM' });
+  return parked;
 }
