@@ -18,6 +18,11 @@ for (const [name, text] of Object.entries({ totalAmount: total, cycles, cycleDur
     console.error(`${name} must be a number of at least 0, got ${JSON.stringify(text)}`);
     process.exit(2);
   }
+  // The workflow splits the total into one payment per cycle: a fraction of a cycle would pay NaN.
+  if (name === 'cycles' && !Number.isInteger(value)) {
+    console.error(`cycles must be a whole number, got ${JSON.stringify(text)}`);
+    process.exit(2);
+  }
   numbers[name] = value;
 }
 // Set but empty counts as unset, as for the CLI.
