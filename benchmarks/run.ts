@@ -47,41 +47,46 @@ const USAGE = `usage: npm run bench -- [options]
 
 const run = promisify(execFile);
 
+const FLAGS = {
+  scenario: { type: 'string', default: 'steps' },
+  database: { type: 'string' },
+  workflows: { type: 'string' },
+  steps: { type: 'string', default: '10' },
+  fanout: { type: 'string', default: '20' },
+  timers: { type: 'string', default: '5' },
+  rate: { type: 'string', default: '0' },
+  'activity-threads': { type: 'string', default: '2' },
+  'max-cached': { type: 'string' },
+  metrics: { type: 'boolean', default: false },
+  inline: { type: 'boolean', default: false },
+  compare: { type: 'boolean', default: false },
+  repeat: { type: 'string' },
+  json: { type: 'string' },
+  profile: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+function refuse(problem: string): never {
+  console.error(`${problem}\n${USAGE}`);
+  process.exit(2);
+}
+
 function parse(): { options: BenchOptions; scenario: string; compare: boolean; repeat: number; json?: string; profile?: string } {
-  const { values } = parseArgs({
-    options: {
-      scenario: { type: 'string', default: 'steps' },
-      database: { type: 'string' },
-      workflows: { type: 'string' },
-      steps: { type: 'string', default: '10' },
-      fanout: { type: 'string', default: '20' },
-      timers: { type: 'string', default: '5' },
-      rate: { type: 'string', default: '0' },
-      'activity-threads': { type: 'string', default: '2' },
-      'max-cached': { type: 'string' },
-      metrics: { type: 'boolean', default: false },
-      inline: { type: 'boolean', default: false },
-      compare: { type: 'boolean', default: false },
-      repeat: { type: 'string' },
-      json: { type: 'string' },
-      profile: { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
-    },
-  });
+  // parseArgs throws on an unknown flag or a missing value: a usage error, not a crash.
+  const { values } = (() => {
+    try {
+      return parseArgs({ options: FLAGS });
+    } catch (error) {
+      return refuse((error as Error).message);
+    }
+  })();
   if (values.help) {
     console.log(USAGE);
     process.exit(0);
   }
   const scenario = values.scenario!;
-  if (!['steps', 'fanout', 'timers', 'latency', 'memory'].includes(scenario)) {
-    console.error(USAGE);
-    process.exit(2);
-  }
+  if (!['steps', 'fanout', 'timers', 'latency', 'memory'].includes(scenario)) refuse(`unknown --scenario ${JSON.stringify(scenario)}`);
   const defaultWorkflows = scenario === 'memory' ? 100_000 : scenario === 'latency' ? 200 : 2000;
-  const refuse = (problem: string): never => {
-    console.error(`${problem}\n${USAGE}`);
-    process.exit(2);
-  };
   // Counts are whole and at least 1: a zero ran nothing and printed zeros, a fraction ran more steps
   // than it reported.
   const int = (name: string, v: string | undefined, fallback: number): number => {
@@ -255,10 +260,7 @@ async function memoryChild(): Promise<void> {
 async function main(): Promise<void> {
   if (process.argv.includes('--memory-child')) return memoryChild();
   const { options, scenario, compare, repeat, json, profile: profileFile } = parse();
-  if (compare && !options.database) {
-    console.error('--compare needs --database: the baselines run on a Postgres server');
-    process.exit(2);
-  }
+  if (compare && !options.database) refuse('--compare needs --database: the baselines run on a Postgres server');
   const runs: { duraflow: RunResult[]; limit: RunResult[]; dbos: RunResult[] } = { duraflow: [], limit: [], dbos: [] };
   let profile: CpuProfile | undefined;
   for (let i = 0; i < repeat; i++) {

@@ -1,23 +1,11 @@
-import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
 import type { CpuProfile, ProfileSummary } from '../../benchmarks/profile.js';
-
-const execute = promisify(execFile);
-const harness = new URL('../../dist/benchmarks/run.js', import.meta.url).pathname;
-
-/** The harness on the embedded database; resolves with its exit code and output either way. */
-function bench(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return execute(process.execPath, [harness, ...args], { timeout: 120_000 }).then(
-    ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
-    (error: { code: number; stdout: string; stderr: string }) => error,
-  );
-}
+import { bench } from '../helpers/bench-harness.js';
 
 describe('the benchmark harness with --profile', () => {
   let dir: string;

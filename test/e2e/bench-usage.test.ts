@@ -1,0 +1,26 @@
+import { describe, expect, it } from 'vitest';
+
+import { bench } from '../helpers/bench-harness.js';
+
+describe('the benchmark harness command line', () => {
+  it('refuses an unknown flag, a flag missing its value and an unknown scenario with exit code 2 and the reason', async () => {
+    const cases: [string[], string][] = [
+      [['--bogus'], "Unknown option '--bogus'"],
+      [['--steps'], "Option '--steps <value>' argument missing"],
+      [['--steps', '-1'], "Option '--steps' argument is ambiguous"],
+      [['--scenario', 'stesp'], 'unknown --scenario "stesp"'],
+      [['--steps=0'], '--steps must be a whole number of at least 1, got "0"'],
+      [['--compare'], '--compare needs --database'],
+    ];
+    for (const [args, reason] of cases) {
+      const run = await bench(args);
+      expect({ args, code: run.code, reason: run.stderr.includes(reason), usage: run.stderr.includes('usage: npm run bench') }).toEqual({
+        args,
+        code: 2,
+        reason: true,
+        usage: true,
+      });
+      expect(run.stderr).not.toMatch(/\n\s+at /);
+    }
+  });
+});
