@@ -89,7 +89,7 @@ export interface LeaseState {
 /** NOTIFY payloads on the schema's channel. */
 export const Notice = { Start: 'start', Event: 'event', Done: 'done', Lease: 'lease' } as const;
 
-async function openSql(connection: ResolvedConnection, isMigrating: boolean): Promise<Sql> {
+async function openSql(connection: ResolvedConnection, tables: Tables, isMigrating: boolean): Promise<Sql> {
   const { database, logger } = connection;
   if (typeof database === 'string') {
     return new PgDriver({
@@ -100,14 +100,17 @@ async function openSql(connection: ResolvedConnection, isMigrating: boolean): Pr
   }
   if (database) return PgliteDriver.wrap(database);
   try {
-    return await PgliteDriver.open(connection.dataDir, { mustExist: !isMigrating });
+    // A new directory counts as holding a database only once it is migrated too.
+    const prepare = isMigrating ? (sql: Sql) => migrate(sql, tables) : undefined;
+    return await PgliteDriver.open(connection.dataDir, { mustExist: !isMigrating, prepare });
   } catch (error) {
     if (error instanceof DataDirectoryInUseError) throw new ConfigurationError(error.message, { cause: error });
     if (error instanceof NoEmbeddedDatabaseError) {
       throw new ConfigurationError(`${error.message} (and none is created when migrate is false)`, { cause: error });
     }
-    // A path that is a file, or a directory another program (or a first start killed midway)
-    // left without a whole database: PGlite's own error (a TypeError, say) would read as bad options.
+    // A path that is a file, or a directory another program (or an older version's first start
+    // killed midway) left without a whole database: PGlite's own error (a TypeError, say) would
+    // read as bad options.
     const reason = error instanceof Error ? error.message : String(error);
     throw new ConfigurationError(`the embedded database in ${JSON.stringify(connection.dataDir)} cannot be opened: ${reason}`, {
       cause: error,
@@ -185,7 +188,7 @@ export class WorkflowStore {
    */
   static async open(connection: ResolvedConnection, isMigrating = true): Promise<WorkflowStore> {
     const tables = tablesFor(connection.schema);
-    const sql = await openSql(connection, isMigrating);
+    const sql = await openSql(connection, tables, isMigrating);
     try {
       const { applied = 0, newest } = isMigrating ? await migrate(sql, tables) : await checkMigrated(sql, tables);
       // During a rolling deploy the old version runs on beside the new one: told, not refused.

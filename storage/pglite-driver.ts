@@ -1,8 +1,6 @@
-import { existsSync } from 'node:fs';
-import path from 'node:path';
-
 import { PGlite } from '@electric-sql/pglite';
 
+import { beginCreation, hasDatabase } from './data-dir-creation.js';
 import { directoryOf, lockDataDir } from './data-dir-lock.js';
 import type { Queryable, QueryResult, Sql } from './sql.js';
 
@@ -13,6 +11,14 @@ interface PGliteResult {
 
 function toResult<Row>(result: PGliteResult): QueryResult<Row> {
   return { rows: result.rows as Row[], rowCount: result.rows.length || (result.affectedRows ?? 0) };
+}
+
+/** Options of `PgliteDriver.open`. */
+export interface OpenOptions {
+  /** Refuse a directory without a database rather than make one. @default false */
+  mustExist?: boolean;
+  /** Run on a database this call makes, before the directory counts as holding it. */
+  prepare?: (sql: Sql) => Promise<unknown>;
 }
 
 /**
@@ -33,18 +39,29 @@ export class PgliteDriver implements Sql {
   /**
    * Opens (creating if needed, unless `mustExist`) the database in `dataDir`, which this process
    * then holds until `close()`; throws DataDirectoryInUseError if another holds it, and
-   * NoEmbeddedDatabaseError if it must exist and does not. `memory://` keeps it in memory.
+   * NoEmbeddedDatabaseError if it must exist and does not. `memory://` keeps it in memory. A
+   * database this call makes in a directory gets `prepare` (the migrations) before it counts as
+   * made: a start killed before then leaves one that the next start makes again.
    */
-  static async open(dataDir: string, { mustExist = false } = {}): Promise<PgliteDriver> {
+  static async open(dataDir: string, { mustExist = false, prepare }: OpenOptions = {}): Promise<PgliteDriver> {
     const directory = directoryOf(dataDir);
-    if (mustExist && directory !== undefined && !existsSync(path.join(directory, 'PG_VERSION'))) {
+    if (mustExist && directory !== undefined && !hasDatabase(directory)) {
       throw new NoEmbeddedDatabaseError(dataDir);
     }
     const unlock = directory === undefined ? () => undefined : lockDataDir(directory, dataDir);
+    let db: PGlite | undefined;
     try {
-      const db = await PGlite.create(dataDir);
-      return new PgliteDriver(db, true, unlock);
+      const finishCreation = directory === undefined ? undefined : beginCreation(directory);
+      db = await PGlite.create(dataDir);
+      const driver = new PgliteDriver(db, true, unlock);
+      if (finishCreation) {
+        await prepare?.(driver);
+        finishCreation();
+      }
+      return driver;
     } catch (error) {
+      // The error that stopped the open is the one to report, not a failure to close after it.
+      if (db && !db.closed) await db.close().catch(() => undefined);
       unlock();
       throw error;
     }
