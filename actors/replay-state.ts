@@ -275,7 +275,12 @@ export class ReplayState {
     // The wait is chosen first: one a handler starts for this name awaits the next event, not this one.
     const waiter = this.#waiters?.get(name)?.shift();
     const handlers = this.#handlers?.get(name);
-    if (handlers) for (const handler of handlers) this.#callHandler(handler, payload);
+    if (handlers) {
+      // Likewise a handler registered by one of these takes the next event: handed this one too,
+      // a handler that registers another at each call would never let the engine thread go.
+      const count = handlers.length;
+      for (let i = 0; i < count; i++) this.#callHandler(handlers[i]!, payload);
+    }
     if (waiter === undefined) {
       if (!handlers) {
         this.#buffered ??= new Map();

@@ -64,8 +64,9 @@ export interface WorkflowContext {
    */
   waitForEvent<Payload = unknown>(name: string, options?: WaitForEventOptions): Promise<Payload>;
   /**
-   * Calls `handler` for every event named `name`, including ones kept from before. It may be
-   * async; one that throws or rejects fails the workflow.
+   * Calls `handler` for every event named `name`, including ones kept from before (registered
+   * by a handler, from the event after the one being handled). It may be async; one that throws
+   * or rejects fails the workflow.
    */
   onEvent<Payload = unknown>(name: string, handler: (payload: Payload) => void | Promise<void>): void;
 }

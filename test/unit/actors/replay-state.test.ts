@@ -222,6 +222,22 @@ describe('ReplayState events', () => {
     expect(() => rs.fireTimer(2)).toThrow(UnknownCommandError);
   });
 
+  it('gives a handler registered while an event is handed out the next event, not that one', () => {
+    const rs = newState();
+    const seen: string[] = [];
+    // Registers a handler like itself at every call: were the new one handed the same event, this
+    // would never end (capped here, so that the test fails rather than hangs).
+    const handler = (depth: number) => (payload: unknown) => {
+      seen.push(`${depth}:${String(payload)}`);
+      if (seen.length < 50) rs.onEvent('e', handler(depth + 1));
+    };
+    rs.onEvent('e', handler(0));
+    rs.deliverEvent('e', 'a');
+    expect(seen).toEqual(['0:a']);
+    rs.deliverEvent('e', 'b');
+    expect(seen).toEqual(['0:a', '0:b', '1:b']);
+  });
+
   it('fails the workflow when a handler throws', () => {
     const rs = newState();
     rs.onEvent('e', () => {
