@@ -142,10 +142,38 @@ export function completedPayload(activityName: string, attempts: number, result:
 }
 
 /**
- * The payload of a stored row of `workflowId`, as an object. A payload duraflow did not write
- * (see `readHistoryPayload`: a row written by hand, say) throws `errors.unreadableHistory` naming
- * the row, instead of JSON.parse's error. Passing the factory, not a closure over the row, keeps
- * replay from allocating one per row.
+ * Whether the rows of each type duraflow writes carry a command id (the command's, or the one
+ * they answer). Replay matches rows to the code's commands by it: a row of another type, or one
+ * without the id its type has, would be taken for changed code (a `failWorkflow` expected, an
+ * answer to command #0) and park the workflow, where it is a row to repair.
+ */
+const HAS_COMMAND_ID: ReadonlyMap<string, boolean> = new Map([
+  [EventType.WorkflowStarted, false],
+  [EventType.ActivityScheduled, true],
+  [EventType.ActivityCompleted, true],
+  [EventType.ActivityFailed, true],
+  [EventType.TimerStarted, true],
+  [EventType.TimerFired, true],
+  [EventType.EventWaitStarted, true],
+  [EventType.EventReceived, false],
+  [EventType.WorkflowCompleted, false],
+  [EventType.WorkflowFailed, false],
+]);
+
+/** Why `row` is not one duraflow writes, judged by its type and command id (not its payload). */
+function rowProblem(row: StoredHistoryRow): string | undefined {
+  const hasCommandId = HAS_COMMAND_ID.get(row.type);
+  if (hasCommandId === undefined) return `${JSON.stringify(row.type)} is not a type of history event`;
+  if (hasCommandId && row.command_id === null) return `a ${row.type} row must have a command id; it has none`;
+  return undefined;
+}
+
+/**
+ * The payload of a stored row of `workflowId`, as an object. A row duraflow did not write (of a
+ * type it does not write, without the command id its type has, or with a payload that
+ * `readHistoryPayload` refuses: a row written by hand, say) throws `errors.unreadableHistory`
+ * naming the row, instead of JSON.parse's error. Passing the factory, not a closure over the row,
+ * keeps replay from allocating one per row.
  */
 export function payloadOf(
   row: StoredHistoryRow,
@@ -153,6 +181,8 @@ export function payloadOf(
   errors: { unreadableHistory(workflowId: string, seq: number, eventType: string, cause: Error): Error },
 ): Record<string, unknown> {
   try {
+    const problem = rowProblem(row);
+    if (problem !== undefined) throw new TypeError(problem);
     return readHistoryPayload(row.type, row.payload);
   } catch (error) {
     throw errors.unreadableHistory(workflowId, row.seq, row.type, error as Error);

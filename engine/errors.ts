@@ -281,9 +281,10 @@ export class NameTakenOverError extends EngineError {
 NameTakenOverError.prototype.name = 'NameTakenOverError';
 
 /**
- * A row of a workflow's stored history is not what duraflow wrote: its payload is not a JSON
- * object, or lacks a field replay reads or holds it in another form (an EventWaitStarted payload
- * without its event's name, say), as a row written or changed by hand may. Such a row is never
+ * A row of a workflow's stored history is not what duraflow wrote: its type is not one duraflow
+ * writes, it lacks the command id its type has, or its payload is not a JSON object, or lacks a
+ * field replay reads or holds it in another form (an EventWaitStarted payload without its event's
+ * name, say), as a row written or changed by hand may. Such a row is never
  * taken for changed code, so the workflow is not parked. `inspect` throws it; an engine that
  * replays the workflow fails the workflow's actor with it, and tries again after a growing pause.
  * Nothing stored is changed: once the row is repaired, the workflow goes on.

@@ -77,6 +77,20 @@ const misshapenFields: MisshapenField[] = [
   { eventType: 'ActivityFailed', change: 'with attempts a string', edit: (p) => (p.attempts = String(p.attempts)) },
 ];
 
+/** A history row of `eventType` broken outside its payload, as by hand: `set` and `repair` are SQL assignments. */
+interface BrokenRow {
+  eventType: string;
+  change: string;
+  set: string;
+  repair: string;
+}
+
+const brokenRows: BrokenRow[] = [
+  { eventType: 'ActivityFailed', change: 'given a type duraflow does not write', set: "type = 'ActivityEnded'", repair: "type = 'ActivityFailed'" },
+  { eventType: 'ActivityFailed', change: 'without its command id', set: 'command_id = NULL', repair: 'command_id = 1' },
+  { eventType: 'EventWaitStarted', change: 'without its command id', set: 'command_id = NULL', repair: 'command_id = 2' },
+];
+
 /**
  * Leaves `workflowId` awaiting an activity that no engine runs, then breaks the activity's
  * ActivityScheduled row. Returns the query that reads that row and the payload it had.
@@ -267,6 +281,48 @@ describe.each(backends)('replay on $name', (backend) => {
         ]);
         await db.query(setPayload, [row!.payload, row!.seq]);
         expect(await engine.result('misshapen', { timeoutMs: 10_000 })).toBe('refuse failed after 1, one then');
+      } finally {
+        await engine.close();
+      }
+    },
+  );
+
+  it.each(brokenRows)(
+    'takes an $eventType row $change for an unreadable row, not for changed code: the workflow is not parked, and runs on once the row is repaired',
+    async ({ eventType, change, set, repair }) => {
+      const engineOptions = { workflows: { readsEveryPayload }, inlineActivities: refused };
+      const first = await startEngine(db, engineOptions);
+      try {
+        await first.startWorkflow(readsEveryPayload, undefined, { workflowId: 'broken' });
+        await first.sendEvent('broken', 'first', 'one');
+        await waitFor(async () => (await first.inspect('broken')).waitingOn.events[0]?.eventName === 'go', 'the wait for go');
+      } finally {
+        await first.close();
+      }
+      const [row] = await db.query<{ seq: number }>(
+        `SELECT seq FROM "${db.schema}".history WHERE workflow_id = 'broken' AND type = $1 ORDER BY seq LIMIT 1`,
+        [eventType],
+      );
+      const seq = row!.seq;
+      await db.query(`UPDATE "${db.schema}".history SET ${set} WHERE workflow_id = 'broken' AND seq = $1`, [seq]);
+      const { logger, errors: loadErrors } = loggerKeeping('loading workflow failed');
+      const engine = await startEngine(db, { ...engineOptions, logger });
+      try {
+        await engine.sendEvent('broken', 'go', 'then');
+        await waitFor(() => loadErrors.length > 0, `a failed load (${eventType} ${change})`);
+        expect(loadErrors[0]).toBeInstanceOf(UnreadableHistoryError);
+        expect(loadErrors[0]).toMatchObject({ code: ErrorCode.UnreadableHistory, workflowId: 'broken', seq });
+        const inspected = await engine.inspect('broken').then(
+          () => 'inspected',
+          (e: unknown) => e,
+        );
+        expect(inspected).toBeInstanceOf(UnreadableHistoryError);
+        expect(inspected).toMatchObject({ code: ErrorCode.UnreadableHistory, workflowId: 'broken', seq });
+        expect(await db.query(`SELECT status, error FROM "${db.schema}".workflows WHERE id = 'broken'`)).toEqual([
+          { status: 'running', error: null },
+        ]);
+        await db.query(`UPDATE "${db.schema}".history SET ${repair} WHERE workflow_id = 'broken' AND seq = $1`, [seq]);
+        expect(await engine.result('broken', { timeoutMs: 10_000 })).toBe('refuse failed after 1, one then');
       } finally {
         await engine.close();
       }
