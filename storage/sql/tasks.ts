@@ -6,7 +6,7 @@ interface PendingRow {
   workflow_id: string;
   name: string;
   seq: number;
-  command_id: number;
+  command_id: number | null;
   payload: string | null;
   at: Date;
   attempt: number | null;
@@ -46,8 +46,11 @@ export async function pendingTasks(
   const tasks: { task: TaskRow; workflowName: string }[] = [];
   for (const r of rows) {
     let scheduled: Record<string, unknown>;
+    let commandId: number;
     try {
       // As replay reads it: a row this leaves out fails the rebuild of its workflow too.
+      if (r.command_id === null) throw new TypeError('a ActivityScheduled row must have a command id; it has none');
+      commandId = r.command_id;
       scheduled = readHistoryPayload('ActivityScheduled', r.payload);
     } catch (error) {
       onUnreadable(r.workflow_id, r.seq, error as Error);
@@ -55,7 +58,7 @@ export async function pendingTasks(
     }
     const task: TaskRow = {
       workflowId: r.workflow_id,
-      commandId: r.command_id,
+      commandId,
       name: scheduled.activityName as string,
       input: scheduled.input === undefined ? undefined : JSON.stringify(scheduled.input),
       options: JSON.stringify(scheduled.options ?? {}),

@@ -190,6 +190,31 @@ describe.each(backends)('replay on $name', (backend) => {
     }
   });
 
+  it('does not run an unfinished activity whose row has no command id, naming its row, and runs it once the row is repaired', async () => {
+    const { stored } = await leaveUnreadableActivity(db, 'idless-task');
+    // Its payload back as it was: only the command id is missing.
+    await db.query(`UPDATE "${db.schema}".history SET payload = $1, command_id = NULL WHERE workflow_id = 'idless-task' AND seq = 2`, [stored]);
+    const { logger, errors } = loggerKeeping('an unfinished activity cannot be read; it is not run');
+    const runs: unknown[] = [];
+    const work = (): string => {
+      runs.push('ran');
+      return 'worked';
+    };
+    const engine = await startEngine(db, { workflows: { awaitsWork, quick }, inlineActivities: { work }, logger });
+    try {
+      await waitFor(() => errors.length > 0, 'the recovery to leave the activity out');
+      expect(errors[0]).toBeInstanceOf(UnreadableHistoryError);
+      expect(errors[0]).toMatchObject({ workflowId: 'idless-task', seq: 2, eventType: 'ActivityScheduled' });
+      expect(await (await engine.startWorkflow(quick, undefined)).result()).toBe('quick');
+      expect(runs).toEqual([]);
+      await db.query(`UPDATE "${db.schema}".history SET command_id = 1 WHERE workflow_id = 'idless-task' AND seq = 2`);
+      expect(await engine.result('idless-task', { timeoutMs: 10_000 })).toBe('worked');
+      expect(runs).toEqual(['ran']);
+    } finally {
+      await engine.close();
+    }
+  });
+
   it('runs an unfinished activity whose row could not be read once the row is repaired, without a restart', async () => {
     const { stored } = await leaveUnreadableActivity(db, 'repaired-live');
     const { logger, errors: skipped } = loggerKeeping('an unfinished activity cannot be read; it is not run');
