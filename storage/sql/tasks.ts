@@ -49,7 +49,7 @@ export async function pendingTasks(
     let commandId: number;
     try {
       // As replay reads it: a row this leaves out fails the rebuild of its workflow too.
-      if (r.command_id === null) throw new TypeError('a ActivityScheduled row must have a command id; it has none');
+      if (r.command_id === null) throw new TypeError('an ActivityScheduled row must have a command id; it has none');
       commandId = r.command_id;
       scheduled = readHistoryPayload('ActivityScheduled', r.payload);
     } catch (error) {
