@@ -79,6 +79,8 @@ export interface Engine extends Omit<Client, 'startWorkflow'> {
    * Stops taking work, lets running steps commit, aborts running activities (they run again
    * wherever the workflow runs next: at-least-once), ends this engine's leases (an engine waiting
    * for its names takes them at once) and closes the database (not a PGlite instance passed in).
+   * Waits for the database for `closeTimeoutMs` at most: past it, the database's connections are
+   * dropped (what did not commit is left for the next engine to recover) and it resolves.
    */
   close(): Promise<void>;
   /** This engine's own prom-client registry (never the global one): serve it on your own route. */
@@ -134,7 +136,8 @@ type OutcomesByWorkflow = Map<string, Map<number, AttemptOutcome>>;
  * - running: actors step, effects are released after each commit, the poll and NOTIFY pick up
  *   starts and events from other processes.
  * - closing: nothing new is accepted; running steps finish and commit; activity outcomes that
- *   arrive are dropped (their tasks stay in the database and run again next time).
+ *   arrive are dropped (their tasks stay in the database and run again next time). Past
+ *   `closeTimeoutMs`, the database is given up on (#abandon): what did not commit is left.
  * - closed: the database is released.
  *
  * And per workflow name, by its lease (LeaseKeeper):
@@ -506,6 +509,32 @@ class EngineImpl implements Engine, ActorHost {
   }
 
   async #shutdown(): Promise<void> {
+    // Each step below waits for the database, which may not answer at all (a statement hangs for
+    // 30 s before it is retried, and a flush or a lease release is tried again): past the
+    // deadline, the engine gives up on it (see #abandon), and the steps end at once.
+    const deadline = setTimeout(() => this.#abandon(), this.#options.closeTimeoutMs);
+    try {
+      await this.#closeSteps();
+    } finally {
+      clearTimeout(deadline);
+    }
+  }
+
+  /**
+   * close() ran out of time: the WAL stops trying and the database connections are dropped, so
+   * every statement under way, and any after, fails at once. Nothing that committed is lost; the
+   * steps that did not commit are the next engine's to recover, as after a crash.
+   */
+  #abandon(): void {
+    this.logger.warn(
+      { closeTimeoutMs: this.#options.closeTimeoutMs, flushesInFlight: this.wal.flushesInFlight, pendingEvents: this.wal.pendingEvents },
+      'the database did not let close() finish in time; dropping its connections (what did not commit is recovered by the next engine)',
+    );
+    this.wal.abandon();
+    this.#store.sql.abort();
+  }
+
+  async #closeSteps(): Promise<void> {
     clearInterval(this.#poll);
     // The WAL is closed only once the actors have run what they hold, which they could not do
     // while waiting for room behind a flush that retries until the database is back.

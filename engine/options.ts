@@ -95,6 +95,15 @@ export interface EngineOptions extends ConnectionOptions {
    * outage holds back activity dispatches and timers until a renewal gets through. @default 10000
    */
   leaseTtlMs?: number;
+  /**
+   * How long `close()` waits for the database, in ms (an integer from 1 to 2^31-1): for running
+   * steps to commit, for the last flushes and the release of the leases. Past it, the engine gives
+   * up on a database that does not answer (stopped, hung, a statement blocked on a lock) and
+   * drops its connections: nothing committed is lost, what did not commit is recovered by the
+   * next engine on the names (after the leases expire, as they could not be ended), and `close()`
+   * resolves a moment later. @default 10000
+   */
+  closeTimeoutMs?: number;
 }
 
 /** Options of `createClient`. */
@@ -133,6 +142,7 @@ export interface ResolvedEngineOptions extends ResolvedConnection {
   walHighWaterEvents: number;
   metrics: { port: number; host: string } | undefined;
   leaseTtlMs: number;
+  closeTimeoutMs: number;
 }
 
 /** Logs warnings and errors to stderr; ignores the rest. */
@@ -196,6 +206,7 @@ const ENGINE_KEYS = [
   'walHighWaterEvents',
   'metrics',
   'leaseTtlMs',
+  'closeTimeoutMs',
 ] as const;
 /** The options of `createClient`. */
 export const CLIENT_KEYS = [...CONNECTION_KEYS, 'migrate'] as const;
@@ -319,6 +330,7 @@ export function resolveEngineOptions(options: EngineOptions): ResolvedEngineOpti
     pollIntervalMs: atMostATimer(positiveInt(options.pollIntervalMs, 'pollIntervalMs', 2_000), 'pollIntervalMs'),
     walHighWaterEvents: positiveInt(options.walHighWaterEvents, 'walHighWaterEvents', 50_000),
     leaseTtlMs: atLeast(atMostATimer(positiveInt(options.leaseTtlMs, 'leaseTtlMs', 10_000), 'leaseTtlMs'), 500, 'leaseTtlMs'),
+    closeTimeoutMs: atMostATimer(positiveInt(options.closeTimeoutMs, 'closeTimeoutMs', 10_000), 'closeTimeoutMs'),
     metrics: resolveMetrics(options.metrics),
   };
 }

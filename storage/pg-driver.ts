@@ -1,3 +1,5 @@
+import net from 'node:net';
+
 import pg from 'pg';
 
 import { retryDelayMs } from './backoff.js';
@@ -17,9 +19,21 @@ export interface PgDriverOptions {
   listenCheckMs?: number;
 }
 
+/** What the statements of an aborted driver fail with (see `Sql.abort`). */
+export class DriverAbortedError extends Error {
+  readonly code = 'DURAFLOW_DRIVER_ABORTED';
+  constructor() {
+    super('the database connections were dropped: the database did not answer in time');
+    this.name = 'DriverAbortedError';
+  }
+}
+
 /**
  * Driver over a `pg.Pool`. LISTEN runs on a dedicated client outside the pool, re-established
  * with backoff if it drops, so notifications never steal a pooled connection.
+ *
+ * Modes: open; aborted (`abort()`: statements fail at once, connections are dropped, and any
+ * the pool still opens is dropped as it starts); closed.
  */
 export class PgDriver implements Sql {
   readonly #pool: pg.Pool;
@@ -34,11 +48,15 @@ export class PgDriver implements Sql {
    * fail only at connectionTimeoutMillis, and not keep the process alive until then).
    */
   readonly #underWay = new Set<Promise<unknown>>();
+  /** The sockets of every connection, pooled or LISTEN: pg has no public way to drop one that hangs. */
+  readonly #sockets = new Set<net.Socket>();
+  #abortError: DriverAbortedError | undefined;
 
   constructor(options: PgDriverOptions) {
     this.#options = options;
     this.#pool = new pg.Pool({
       connectionString: options.connectionString,
+      stream: () => this.#socket(),
       max: options.maxConnections,
       idleTimeoutMillis: 30_000,
       // A connection that cannot be made, or a statement that gets no answer, fails (and is
@@ -49,8 +67,36 @@ export class PgDriver implements Sql {
     });
     // An idle client that loses its connection emits 'error' on the pool; unhandled it would
     // crash the process (pg-pool README, 'error' event).
-    this.#pool.on('error', (error) => options.onError(error));
-    this.#pool.on('connect', (client) => client.on('error', (error) => options.onError(error)));
+    this.#pool.on('error', (error) => this.#onError(error));
+    this.#pool.on('connect', (client) => client.on('error', (error) => this.#onError(error)));
+  }
+
+  /** A connection's socket, tracked for abort(); after it, one that fails as it connects. */
+  #socket(): net.Socket {
+    const socket = new net.Socket();
+    const abortError = this.#abortError;
+    if (abortError) {
+      // pg connects it right after this returns; destroyed before, it would be connected anyway.
+      process.nextTick(() => socket.destroy(abortError));
+      return socket;
+    }
+    this.#sockets.add(socket);
+    socket.once('close', () => this.#sockets.delete(socket));
+    return socket;
+  }
+
+  /** Connection errors after abort() are the dropped connections themselves: not worth a warning each. */
+  #onError(error: Error): void {
+    if (!this.#abortError) this.#options.onError(error);
+  }
+
+  abort(): void {
+    if (this.#abortError) return;
+    this.#abortError = new DriverAbortedError();
+    // A statement on a dropped connection fails at once, and so does one waiting for a pooled
+    // connection: the pool opens it anew for the waiter, and #socket drops it as it starts.
+    for (const socket of this.#sockets) socket.destroy();
+    this.#sockets.clear();
   }
 
   query<Row>(text: string, params?: unknown[], name?: string): Promise<QueryResult<Row>> {
@@ -71,6 +117,7 @@ export class PgDriver implements Sql {
   }
 
   async #track<T>(operation: () => Promise<T>): Promise<T> {
+    if (this.#abortError) throw this.#abortError;
     const running = operation();
     this.#underWay.add(running);
     try {
@@ -152,6 +199,7 @@ export class PgDriver implements Sql {
     const checkMs = this.#options.listenCheckMs ?? 15_000;
     const client = new pg.Client({
       connectionString: this.#options.connectionString,
+      stream: () => this.#socket(),
       connectionTimeoutMillis: 10_000,
       query_timeout: checkMs,
       keepAlive: true,
@@ -162,7 +210,7 @@ export class PgDriver implements Sql {
       for (const handler of handlers) handler(message.payload ?? '');
     });
     client.on('error', (error) => {
-      this.#options.onError(error);
+      this.#onError(error);
       this.#reconnectListener(client);
     });
     client.on('end', () => this.#reconnectListener(client));
@@ -183,7 +231,7 @@ export class PgDriver implements Sql {
       // No answer within checkMs (query_timeout) fails the query: the connection is replaced.
       client.query('SELECT 1').catch((error: unknown) => {
         clearInterval(check);
-        this.#options.onError(error instanceof Error ? error : new Error(String(error)));
+        this.#onError(error instanceof Error ? error : new Error(String(error)));
         this.#reconnectListener(client);
       });
     }, checkMs);
@@ -192,12 +240,12 @@ export class PgDriver implements Sql {
   }
 
   #reconnectListener(dead: pg.Client): void {
-    if (this.#listenClient !== dead || this.#closed) return;
+    if (this.#listenClient !== dead || this.#closed || this.#abortError) return;
     this.#listenClient = undefined;
     void dead.end().catch(() => undefined);
     let tries = 0;
     const attempt = (): void => {
-      if (this.#closed || this.#listeners.size === 0) return;
+      if (this.#closed || this.#abortError || this.#listeners.size === 0) return;
       this.#listenConnection().then(
         // A notification sent while we were disconnected is lost; listeners are told so they
         // can re-read what they were waiting for.

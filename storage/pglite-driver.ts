@@ -97,6 +97,9 @@ export class PgliteDriver implements Sql {
     return this.#db.listen(channel, onPayload);
   }
 
+  /** Statements run in this process, over no connection that can stop answering: none to drop. */
+  abort(): void {}
+
   async close(): Promise<void> {
     try {
       if (this.#owned && !this.#db.closed) await this.#db.close();

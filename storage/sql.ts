@@ -29,6 +29,14 @@ export interface Sql extends Queryable {
    * parameters. Resolves once the subscription is live; the returned function unsubscribes.
    */
   listen(channel: string, onPayload: (payload: string) => void): Promise<() => Promise<void>>;
+  /**
+   * Gives up on the database: every statement under way, and every one after, fails at once,
+   * and the connections are dropped without a goodbye (one that gets no answer would keep its
+   * goodbye waiting). A statement the server is still running may yet commit, as when a process
+   * dies mid-commit. For closing against a database that stopped answering; `close()` still
+   * releases what is left.
+   */
+  abort(): void;
   /** Releases connections (or the embedded instance, when the driver created it). */
   close(): Promise<void>;
 }

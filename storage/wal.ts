@@ -248,6 +248,8 @@ function startsToInsert(batch: Batch): Map<string, NewWorkflowRow> {
  * - retrying: the flush failed with a transient error (connection lost, database restarting);
  *   the same batch is committed again after a backoff. Nothing in it was released.
  * - closed: appends are refused; `close()` resolved after the last batch committed or failed.
+ * - abandoned (`abandon()`, from closed): a failed try is not tried again, and a backoff under
+ *   way ends at once; the database is given up on, so what has not committed fails.
  *
  * A batch that fails for good (a history row that exists already, i.e. a writer with a stale view;
  * any other constraint violation) is discarded together with the later writes of the same
@@ -264,6 +266,8 @@ export class Wal {
   readonly #maxChars: number;
   #isScheduled = false;
   #isClosed = false;
+  /** Aborted by abandon(): ends the backoffs between tries. */
+  readonly #abandon = new AbortController();
   #isBackpressureOff = false;
   #lastCleanup = 0;
   #cleaning: Promise<void> | undefined;
@@ -349,6 +353,17 @@ export class Wal {
   drain(): Promise<void> {
     if (this.#pending.isEmpty && this.#inFlight.size === 0) return Promise.resolve();
     return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  /**
+   * Stops trying again (the owner's close ran out of time): each flush, in flight or pending,
+   * makes one more try at most and fails for good if that fails, as it does at once when the
+   * owner has aborted the statements of a database that does not answer. Refuses appends, as
+   * `close()` does.
+   */
+  abandon(): void {
+    this.#isClosed = true;
+    this.#abandon.abort();
   }
 
   /** Refuses further appends, then commits what is pending. */
@@ -439,7 +454,7 @@ export class Wal {
         }
         const isTransient = isRetryableError || isUnanswered;
         // Closing gives a lost connection a few more tries, not an outage's worth of them.
-        const willRetry = isTransient && (!this.#isClosed || attempt < CLOSING_RETRIES);
+        const willRetry = isTransient && !this.#abandon.signal.aborted && (!this.#isClosed || attempt < CLOSING_RETRIES);
         // Refused for a lease lost: only the writes made under it fail. The others go again at
         // once (the statement stored nothing), rather than be rebuilt and their activities run again.
         const isLeaseLost = !willRetry && error instanceof LeaseLostError && !this.#isClosed;
@@ -447,7 +462,8 @@ export class Wal {
         const isPartial = lost !== undefined && lost.size > 0 && lost.size < batch.writes.size;
         this.#report(() => this.#options.observer?.flushFailed(error, willRetry || isPartial));
         if (willRetry) {
-          await sleep(retryDelayMs(attempt, 50, 5_000));
+          // Cut short by abandon(): then one more try, which an aborted driver fails at once.
+          await sleep(retryDelayMs(attempt, 50, 5_000), undefined, { signal: this.#abandon.signal }).catch(() => undefined);
           continue;
         }
         if (isPartial) {

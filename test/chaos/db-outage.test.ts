@@ -8,12 +8,21 @@
  */
 import { describe, expect, it } from 'vitest';
 
-import { type Client, createClient, DatabaseUnavailableError, EngineClosedError, MetricName, TimeoutError, type WorkflowContext } from 'duraflow';
+import {
+  type Client,
+  createClient,
+  DatabaseUnavailableError,
+  type Engine,
+  EngineClosedError,
+  MetricName,
+  TimeoutError,
+  type WorkflowContext,
+} from 'duraflow';
 
 import { waitsForGo } from '../fixtures/workflows.js';
 import { connectEcho, startEchoServer } from '../helpers/chaos-echo.js';
 import { ChaosRig, expectNothingLostOrDoubled, printRun } from '../helpers/chaos-rig.js';
-import { serverBackends, type TestSchema, useSchema } from '../helpers/database.js';
+import { lockTable, serverBackends, type TestSchema, useSchema } from '../helpers/database.js';
 import { fixtureActivities, readMetric, startEngine } from '../helpers/engines.js';
 import { FaultProxy } from '../helpers/fault-proxy.js';
 import { waitFor } from '../helpers/wait-for.js';
@@ -30,6 +39,18 @@ async function twoWaits(ctx: WorkflowContext, input: { first: number; second: nu
 }
 
 const outage = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, OUTAGE_MS));
+
+/** How long `engine.close()` took, in ms; Infinity if it was not done within `limitMs` (it goes on). */
+async function closingTime(engine: Engine, limitMs: number): Promise<number> {
+  const began = performance.now();
+  let limit: NodeJS.Timeout | undefined;
+  const isClosed = await Promise.race([
+    engine.close().then(() => true),
+    new Promise<boolean>((resolve) => (limit = setTimeout(resolve, limitMs, false))),
+  ]);
+  clearTimeout(limit);
+  return isClosed ? performance.now() - began : Infinity;
+}
 
 /** inspect() and result() on a few acknowledged workflows, made while the database is away. */
 function probeDuringOutage(rig: ChaosRig, acked: Iterable<string>): Promise<void> {
@@ -283,6 +304,78 @@ describe.each(serverBackends)('calls while the database is away on $name', (back
       expect((error as Error).cause).toMatchObject({ code: 'ECONNREFUSED' });
     }
     await proxy.close();
+  });
+
+  // A flush waiting for answers that never came held close() for the statement timeout (30 s) of
+  // each of its tries and of the checks whether one committed; the lease release waited for a
+  // renewal stuck the same way, then for a connection: 40 to 90 s in all.
+  it('closes within closeTimeoutMs while every connection hangs, and a restart finishes what did not commit', async () => {
+    const db = schema();
+    const proxy = await FaultProxy.start();
+    const closeTimeoutMs = 1000;
+    const engine = await startEngine({ ...db, database: proxy.url(db.database as string) }, {
+      workflows: { twoWaits },
+      activities: fixtureActivities,
+      closeTimeoutMs,
+      // Its close cannot end its lease: the restart waits for it to expire.
+      leaseTtlMs: 1000,
+    });
+    const ids = ['a', 'b', 'c'];
+    try {
+      for (const id of ids) await engine.startWorkflow(twoWaits, { first: 100, second: 200 }, { workflowId: id });
+      proxy.hang();
+      // The first attempts end: the flush of their results waits for an answer.
+      await waitFor(async () => (await readMetric(engine, MetricName.ActivityAttempts)) >= 3, 'three attempts to end');
+      await waitFor(async () => (await readMetric(engine, MetricName.WalFlushesInFlight)) >= 1, 'a flush to hang');
+      // The deadline, then a moment to drop the connections and settle what waited on them.
+      expect(await closingTime(engine, closeTimeoutMs + 2000)).toBeLessThan(closeTimeoutMs + 2000);
+      proxy.resume();
+      const restarted = await startEngine(db, { workflows: { twoWaits }, activities: fixtureActivities });
+      try {
+        for (const id of ids) expect(await restarted.result(id, { timeoutMs: 10_000 })).toEqual([100, 200]);
+      } finally {
+        await restarted.close();
+      }
+      const completions = await db.query(
+        `SELECT workflow_id, count(*)::int AS n FROM "${db.schema}".history WHERE type = 'ActivityCompleted' GROUP BY 1 ORDER BY 1`,
+      );
+      expect(completions).toEqual(ids.map((id) => ({ workflow_id: id, n: 2 })));
+    } finally {
+      proxy.resume();
+      await engine.close();
+      await proxy.close();
+    }
+  });
+
+  it('closes within closeTimeoutMs while a lock holds its flush, and a restart finishes what did not commit', async () => {
+    const db = schema();
+    const closeTimeoutMs = 1000;
+    const engine = await startEngine(db, { workflows: { twoWaits }, activities: fixtureActivities, closeTimeoutMs, leaseTtlMs: 1000 });
+    const ids = ['a', 'b'];
+    // Every flush records its token in wal_commits: locked, the flush of the first results waits.
+    let lock: { release(): Promise<void> } | undefined;
+    try {
+      for (const id of ids) await engine.startWorkflow(twoWaits, { first: 100, second: 200 }, { workflowId: id });
+      lock = await lockTable(db, 'wal_commits');
+      await waitFor(async () => (await readMetric(engine, MetricName.ActivityAttempts)) >= 2, 'two attempts to end');
+      await waitFor(async () => (await readMetric(engine, MetricName.WalFlushesInFlight)) >= 1, 'a flush to wait for the lock');
+      expect(await closingTime(engine, closeTimeoutMs + 2000)).toBeLessThan(closeTimeoutMs + 2000);
+      // The flush the close gave up on may still commit once it gets the lock: the restart takes it either way.
+      await lock.release();
+      const restarted = await startEngine(db, { workflows: { twoWaits }, activities: fixtureActivities });
+      try {
+        for (const id of ids) expect(await restarted.result(id, { timeoutMs: 10_000 })).toEqual([100, 200]);
+      } finally {
+        await restarted.close();
+      }
+      const completions = await db.query(
+        `SELECT workflow_id, count(*)::int AS n FROM "${db.schema}".history WHERE type = 'ActivityCompleted' GROUP BY 1 ORDER BY 1`,
+      );
+      expect(completions).toEqual(ids.map((id) => ({ workflow_id: id, n: 2 })));
+    } finally {
+      await lock?.release();
+      await engine.close();
+    }
   });
 
   // Actors waiting for room in the WAL held close() until the database came back.

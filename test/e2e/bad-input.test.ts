@@ -76,7 +76,7 @@ async function returnsBigInt(): Promise<unknown> {
 
 const ENGINE_OPTIONS =
   'database, dataDir, schema, maxConnections, logger, maxPayloadBytes, databaseRetryMs, workflows, activities, inlineActivities, ' +
-  'activityThreads, activityConcurrency, activityMaxHeapMb, retry, maxCachedWorkflows, pollIntervalMs, walHighWaterEvents, metrics, leaseTtlMs';
+  'activityThreads, activityConcurrency, activityMaxHeapMb, retry, maxCachedWorkflows, pollIntervalMs, walHighWaterEvents, metrics, leaseTtlMs, closeTimeoutMs';
 
 /** Passes workflow-code calls a misspelt option (or a handler that is no function) each; returns what each threw. */
 async function misspelt(ctx: WorkflowContext): Promise<string[]> {

@@ -54,6 +54,7 @@ class FakeSql implements Sql {
     return async () => undefined;
   }
 
+  abort(): void {}
   async close(): Promise<void> {}
 
   async #atomically<T>(body: (staged: string[]) => Promise<T> | T): Promise<T> {

@@ -34,6 +34,7 @@ function controlled(inner: Sql) {
       return value;
     },
     listen: (channel, onPayload) => inner.listen(channel, onPayload),
+    abort: () => inner.abort(),
     close: () => inner.close(),
   };
   return {

@@ -1,8 +1,9 @@
 import { describe, expect, it } from 'vitest';
 
 import { type Queryable, type QueryResult, type Sql, tablesFor } from '../../../storage/sql.js';
-import { mergeWrite, Wal } from '../../../storage/wal.js';
+import { mergeWrite, Wal, WalClosedError } from '../../../storage/wal.js';
 import { makeStartRow, makeTask, makeWrite } from '../../helpers/builders.js';
+import { waitFor } from '../../helpers/wait-for.js';
 
 /**
  * A driver that answers each flush from a script: the n-th flush throws `script[n]` if that is an
@@ -66,6 +67,7 @@ class ScriptedSql implements Sql {
     return async () => undefined;
   }
 
+  abort(): void {}
   async close(): Promise<void> {}
 }
 
@@ -261,6 +263,38 @@ describe('Wal over a scripted driver', () => {
     expect(durable).toEqual(['a']);
     expect(failures).toEqual([]);
     expect(wal.pendingEvents).toBe(0);
+  });
+
+  it('fails a batch whose try failed for a transient reason once abandon() was called, with no try after it', async () => {
+    const lost = Object.assign(new Error('terminating connection'), { code: '57P01' });
+    const sql = new ScriptedSql([lost, lost, lost, 'ok']);
+    const { wal, failures, observed } = walOver(sql);
+    const durable: string[] = [];
+    wal.enqueue(makeWrite('a', 0, 2), () => durable.push('a'));
+    wal.abandon();
+    expect(() => wal.enqueue(makeWrite('b', 0, 1))).toThrow(WalClosedError);
+    await wal.drain();
+    // Closed only, it would have had two more tries.
+    expect(sql.flushes).toBe(1);
+    expect(observed).toEqual([{ error: lost, willRetry: false }]);
+    expect(durable).toEqual([]);
+    expect(failures).toEqual([['a']]);
+  });
+
+  it('ends the backoff under way at abandon(), and fails the batch when the try after it fails', async () => {
+    const lost = Object.assign(new Error('terminating connection'), { code: '57P01' });
+    // Five failed tries: the backoff after the fifth lasts 800 ms at least.
+    const sql = new ScriptedSql([lost, lost, lost, lost, lost, lost, 'ok']);
+    const { wal, failures, observed } = walOver(sql);
+    wal.enqueue(makeWrite('a', 0, 2));
+    await waitFor(() => observed.length === 5, 'five failed tries');
+    const abandoned = performance.now();
+    wal.abandon();
+    await wal.drain();
+    expect(performance.now() - abandoned).toBeLessThan(400);
+    expect(sql.flushes).toBe(6);
+    expect(observed.map((o) => o.willRetry)).toEqual([true, true, true, true, true, false]);
+    expect(failures).toEqual([['a']]);
   });
 
   it('does not commit a batch twice when the answer to its commit was lost', async () => {
