@@ -243,6 +243,22 @@ export class ActorSystem {
   }
 
   /**
+   * Kills the actors of `workflowIds`, whose uncommitted writes a failed flush discarded; returns,
+   * by workflow, what each handed back for its rebuild (see `WorkflowActor.killUncommitted`).
+   */
+  dropUncommitted(workflowIds: Iterable<string>): Map<string, ActorMessage[]> {
+    const handed = new Map<string, ActorMessage[]>();
+    for (const id of workflowIds) {
+      const entry = this.#entries.get(id);
+      if (!entry) continue;
+      handed.set(id, entry.actor.killUncommitted());
+      this.#remove(entry);
+    }
+    this.admitWaiting();
+    return handed;
+  }
+
+  /**
    * Kills the actors of workflows named in `names` (this engine no longer runs them), and forgets
    * the starts this engine stored for them that wait for room. What waits without a row (results,
    * polled starts), and an actor still loading its row, drops itself once its row shows the name

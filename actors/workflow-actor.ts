@@ -161,6 +161,17 @@ export class WorkflowActor {
   /** Time of the WorkflowStarted event (epoch ms). */
   #startedAt = 0;
   #unflushed = 0;
+  /** Steps handed to the WAL so far; those up to `#stepsEnqueued - #unflushed` have committed. */
+  #stepsEnqueued = 0;
+  /**
+   * Activity outcomes taken by steps that have not committed, each with the step that stores it
+   * (counted as #stepsEnqueued counts; Infinity until it is enqueued): the database has no trace
+   * of them until then, so a failed flush hands them to the rebuild (see `killUncommitted`).
+   * Created on first use.
+   */
+  #uncommittedOutcomes: { step: number; message: ActorMessage }[] | undefined;
+  /** The batch being handled until its step takes it (see `killUncommitted`). */
+  #inHand: readonly ActorMessage[] | undefined;
   /** Messages that arrived while the creation was uncommitted, in arrival order. */
   #held: ActorMessage[] = [];
   /** Inbox rows this workflow consumed (created on first event). */
@@ -253,6 +264,24 @@ export class WorkflowActor {
     this.#mailbox.kill();
   }
 
+  /**
+   * Stops the actor for good because its writes not yet committed were discarded (their flush
+   * failed); returns the messages whose sources the database may not have: the activity outcomes
+   * its uncommitted steps took, then the batch it was handling, what it held and what was queued.
+   * A retry among them keeps its attempt count and backoff only if the rebuild gets it.
+   */
+  killUncommitted(): ActorMessage[] {
+    const handed: ActorMessage[] = [];
+    for (const { message } of this.#uncommittedOutcomes ?? NO_ITEMS) handed.push(message);
+    this.#uncommittedOutcomes = undefined;
+    for (const message of this.#inHand ?? NO_ITEMS) handed.push(message);
+    this.#inHand = undefined;
+    for (const message of this.#takeHeld()) handed.push(message);
+    this.#state = 'dropped';
+    for (const message of this.#mailbox.kill()) handed.push(message);
+    return handed;
+  }
+
   /** Resolves when the mailbox has nothing left to run. */
   drained(): Promise<void> {
     return this.#mailbox.drained();
@@ -270,6 +299,9 @@ export class WorkflowActor {
       for (const message of batch) this.#held.push(message);
       return;
     }
+    // Until #activate takes it (or it is held): a load or a wait for room may be cut short by a
+    // failed flush.
+    this.#inHand = batch;
     if (this.#state === 'new' && !(await this.#load(batch))) return;
     if (this.#host.wal.isCongested) await this.#host.wal.whenUncongested();
     if (this.#state === 'dropped') return;
@@ -280,6 +312,7 @@ export class WorkflowActor {
       // creating start runs now; the rest waits for the outcome.
       const startAt = this.#state === 'unstarted' ? messages.findIndex(isStart) : -1;
       for (let i = 0; i < messages.length; i++) if (i !== startAt) this.#held.push(messages[i]!);
+      this.#inHand = undefined;
       if (startAt < 0) return;
       messages = [messages[startAt]!];
     }
@@ -322,6 +355,8 @@ export class WorkflowActor {
       rs.now = now;
       rs.isInStep = true;
     }
+    // From here the outcomes this step takes are kept one by one, until the step commits.
+    this.#inHand = undefined;
 
     for (const m of messages) {
       switch (m.type) {
@@ -366,6 +401,7 @@ export class WorkflowActor {
             completedPayload(rs.nameOf(m.commandId), m.attempts, m.result),
           );
           this.#endRetries(m.commandId, m.attempts, write, effects);
+          this.#keepUntilCommitted(m);
           rs.resolveActivity(m.commandId, host.codec.decode(m.result));
           break;
         case 'activityFailed':
@@ -383,6 +419,7 @@ export class WorkflowActor {
             }),
           );
           this.#endRetries(m.commandId, m.attempts, write, effects);
+          this.#keepUntilCommitted(m);
           rs.rejectActivity(m.commandId, m.attempts, m.failure);
           break;
         case 'activityRetry':
@@ -391,6 +428,7 @@ export class WorkflowActor {
           upsertTask(write, m.task);
           effects.retries = appended(effects.retries, m.task);
           (this.#mayBeRetried ??= new Set()).add(m.commandId);
+          this.#keepUntilCommitted(m);
           break;
         case 'event': {
           if (!rs || this.#consumedInbox?.has(m.inboxId)) break;
@@ -429,7 +467,22 @@ export class WorkflowActor {
     }
     if (rs) rs.isInStep = false;
     if (write.history.length > 0) effects.receivedAt = receivedAt;
+    if (this.#uncommittedOutcomes) {
+      // The step enqueued next: one that took an outcome writes something (history, or the
+      // retry's task row), so it is enqueued.
+      const step = this.#stepsEnqueued + 1;
+      for (const kept of this.#uncommittedOutcomes) if (kept.step === Infinity) kept.step = step;
+    }
     this.#enqueue(write, effects);
+  }
+
+  /**
+   * Keeps an activity outcome this step takes until the step commits (see #uncommittedOutcomes);
+   * its step is known when it is enqueued, which the workflow code may precede with another (a
+   * parking).
+   */
+  #keepUntilCommitted(message: ActorMessage): void {
+    (this.#uncommittedOutcomes ??= []).push({ step: Infinity, message });
   }
 
   /**
@@ -613,9 +666,11 @@ export class WorkflowActor {
       write.inboxDelete.length === 0;
     if (isEmpty) return;
     this.#unflushed++;
+    this.#stepsEnqueued++;
     const creation = write.creates ? this.#creation : undefined;
     this.#host.wal.enqueue(write, (isRefused) => {
       this.#unflushed--;
+      if (this.#uncommittedOutcomes) this.#forgetCommittedOutcomes();
       if (creation) this.#creation = undefined;
       if (isRefused) {
         // Someone else's workflow has this id: what this actor ran was never stored.
@@ -634,6 +689,13 @@ export class WorkflowActor {
       onStored?.();
       this.#host.release(this.workflowId, effects);
     });
+  }
+
+  /** Drops the kept outcomes whose steps have committed (a workflow's steps commit in order). */
+  #forgetCommittedOutcomes(): void {
+    const committed = this.#stepsEnqueued - this.#unflushed;
+    const kept = this.#uncommittedOutcomes!.filter((o) => o.step > committed);
+    this.#uncommittedOutcomes = kept.length > 0 ? kept : undefined;
   }
 
   /** Loads the row and replays the history; `batch` is what the actor was handed meanwhile. */

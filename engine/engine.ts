@@ -184,7 +184,8 @@ class EngineImpl implements Engine, ActorHost {
   readonly #rebuilds = new Map<string, NodeJS.Timeout>();
   /**
    * Outcomes of attempts that no actor stored (results, retries, final failures): they came
-   * while their workflow was paused for a rebuild, or its actor failed before taking them. Unlike
+   * while their workflow was paused for a rebuild, or its actor failed before taking them, or the
+   * flush of the step that took them failed. Unlike
    * what else is dropped then, the database does not have them; the rebuild's recovery hands them
    * to the rebuilt actor in place of the attempt the database still shows, so the attempt count
    * and the backoff go on, and an attempt that ended is not run again (at every rebuild, while a
@@ -739,7 +740,9 @@ class EngineImpl implements Engine, ActorHost {
     } else {
       this.logger.error({ err: error, workflows: workflowIds.size }, 'WAL flush failed; rebuilding the workflows in it');
     }
-    this.#system.drop(workflowIds);
+    // What the database may lack of them (activity outcomes, a retry and its backoff among them)
+    // goes to their rebuild, or the attempts it ended would run again.
+    const handed = this.#system.dropUncommitted(workflowIds);
     // A workflow whose creation failed with the flush does not exist: its start call fails, or,
     // when only the lease was lost, is stored as a plain start for the engine that holds it.
     const failure = this.#startFailure(error);
@@ -751,8 +754,13 @@ class EngineImpl implements Engine, ActorHost {
     }
     // Which names are gone is known once a claim has asked: rebuild only what is still held. A
     // batch that failed otherwise is rebuilt as any failed actor is, with backoff if it fails again.
-    if (isLeaseLost) void this.#leases.claim().then(() => this.#recoverWorkflows([...workflowIds]));
-    else for (const id of workflowIds) this.rebuild(id);
+    if (isLeaseLost) {
+      // Kept for the recovery after the claim, which takes them (and drops those of names lost).
+      if (!this.#isClosing) for (const [id, messages] of handed) for (const message of messages) this.#keepUnstoredOutcome(id, message);
+      void this.#leases.claim().then(() => this.#recoverWorkflows([...workflowIds]));
+    } else {
+      for (const id of workflowIds) this.rebuild(id, handed.get(id));
+    }
   }
 
   /** Stores a start whose first step could not be committed here, for the name's holder to run. */

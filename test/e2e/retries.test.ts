@@ -509,3 +509,47 @@ describe.each(backends)('a retry during a rebuild on $name', (backend) => {
     }
   });
 });
+
+/*
+ * The retry of a failed attempt is stored by the step that takes it. If that step's flush fails,
+ * its workflow is rebuilt from the database, which has no trace of the retry: the rebuild would
+ * run the attempt that failed again at once, as the same attempt, unless the retry is kept for it.
+ */
+
+/** Makes the first flush that stores a second attempt of an activity fail, once: a statement error. */
+async function breakFlushOfFirstRetry(db: TestSchema): Promise<void> {
+  const s = `"${db.schema}"`;
+  await db.query(`CREATE SEQUENCE ${s}.retry_faults`);
+  await db.query(`CREATE FUNCTION ${s}.break_retry() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+      IF NEW.attempt = 2 AND nextval('${s}.retry_faults') = 1 THEN
+        RAISE EXCEPTION 'a flush broken by the test';
+      END IF;
+      RETURN NEW;
+    END $$`);
+  await db.query(`CREATE TRIGGER break_retry BEFORE INSERT ON ${s}.activity_tasks FOR EACH ROW EXECUTE FUNCTION ${s}.break_retry()`);
+}
+
+describe.each(backends)('a retry whose flush fails on $name', (backend) => {
+  const schema = useSchema(backend);
+
+  it('runs the next attempt after its backoff, not the failed one again at once', async () => {
+    const db = schema();
+    countedRuns = [];
+    failFirstRun = undefined;
+    const engine = await startEngine(db, { workflows: { countsAttempts }, inlineActivities: { counted } });
+    try {
+      await breakFlushOfFirstRetry(db);
+      const started = await engine.startWorkflow(countsAttempts, undefined, { workflowId: 'counter' });
+      const fail = await waitFor(() => failFirstRun, 'the first attempt to run');
+      const failedAt = Date.now();
+      fail();
+      expect(await started.result({ timeoutMs: 20_000 })).toBe('attempt 2');
+      expect(await readMetric(engine, MetricName.WalFlushErrors)).toBe(1);
+      expect(countedRuns.map((run) => run.attempt)).toEqual([1, 2]);
+      expect(countedRuns[1]!.at - failedAt).toBeGreaterThanOrEqual(RETRY_DELAY_MS);
+    } finally {
+      await engine.close();
+    }
+  });
+});

@@ -15,11 +15,13 @@ async function callsOneActivity(ctx: WorkflowContext): Promise<unknown> {
 
 /**
  * An actor for a stored, not yet started `callsOneActivity`, over a host whose WAL commits each
- * write at once: what the actor wrote and what it released, step by step.
+ * write at once (or, with `isHeld`, when `commit()` says): what the actor wrote and what it
+ * released, step by step.
  */
-function actorWithCommits(): { actor: WorkflowActor; writes: WorkflowWrite[]; released: Effects[] } {
+function actorWithCommits(isHeld = false): { actor: WorkflowActor; writes: WorkflowWrite[]; released: Effects[]; commit(): void } {
   const writes: WorkflowWrite[] = [];
   const released: Effects[] = [];
+  const held: ((isRefused: boolean) => void)[] = [];
   const host = {
     codec: new JsonCodec(1024 * 1024),
     errors: workflowErrors,
@@ -29,7 +31,8 @@ function actorWithCommits(): { actor: WorkflowActor; writes: WorkflowWrite[]; re
       isCongested: false,
       enqueue(write: WorkflowWrite, onDurable?: (isRefused: boolean) => void) {
         writes.push(write);
-        queueMicrotask(() => onDurable?.(false));
+        if (isHeld) held.push(onDurable ?? (() => undefined));
+        else queueMicrotask(() => onDurable?.(false));
       },
     },
     workflow: () => callsOneActivity,
@@ -38,7 +41,10 @@ function actorWithCommits(): { actor: WorkflowActor; writes: WorkflowWrite[]; re
     readInbox() {},
   } as unknown as ActorHost;
   const seed = { id: 'w', name: 'callsOneActivity', version: '1', status: 'pending', input: null, error: null } as WorkflowRow;
-  return { actor: new WorkflowActor('w', host, { dropped() {}, idleWithoutWrite() {} }, seed), writes, released };
+  const commit = (): void => {
+    for (const onDurable of held.splice(0)) onDurable(false);
+  };
+  return { actor: new WorkflowActor('w', host, { dropped() {}, idleWithoutWrite() {} }, seed), writes, released, commit };
 }
 
 /** Pushes `message` and waits until the step it makes has been released. */
@@ -90,5 +96,27 @@ describe('WorkflowActor', () => {
     actor.push({ type: 'event', inboxId: 7, name: 'late', payload: '1' });
     await actor.drained();
     expect(writes.slice(before).flatMap((w) => w.inboxDelete)).toEqual([]);
+  });
+
+  it('hands back, when killed for a failed flush, the activity outcomes of its steps not committed yet, and none committed', async () => {
+    const { actor, writes, released, commit } = actorWithCommits(true);
+    actor.push({ type: 'start' });
+    await waitFor(() => writes.length === 1, 'the first step');
+    commit();
+    const commandId = writes[0]!.history.find((row) => row.type === 'ActivityScheduled')!.commandId!;
+    const committed: ActorMessage = { type: 'activityRetry', commandId, task: { workflowId: 'w', commandId, attempt: 2 } as TaskRow };
+    actor.push(committed);
+    await waitFor(() => writes.length === 2, 'the step storing the first retry');
+    commit();
+    expect(released).toHaveLength(2);
+    // Two steps in the WAL at once, neither committed.
+    const retried: ActorMessage = { type: 'activityRetry', commandId, task: { workflowId: 'w', commandId, attempt: 3 } as TaskRow };
+    actor.push(retried);
+    await waitFor(() => writes.length === 3, 'the step storing the second retry');
+    const completed: ActorMessage = { type: 'activityCompleted', commandId, result: '"done"', attempts: 3 };
+    actor.push(completed);
+    await waitFor(() => writes.length === 4, 'the step storing the result');
+    expect(actor.killUncommitted()).toEqual([retried, completed]);
+    expect(released).toHaveLength(2);
   });
 });
