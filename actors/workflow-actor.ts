@@ -164,12 +164,16 @@ export class WorkflowActor {
   /** Steps handed to the WAL so far; those up to `#stepsEnqueued - #unflushed` have committed. */
   #stepsEnqueued = 0;
   /**
-   * Activity outcomes taken by steps that have not committed, each with the step that stores it
-   * (counted as #stepsEnqueued counts; Infinity until it is enqueued): the database has no trace
-   * of them until then, so a failed flush hands them to the rebuild (see `killUncommitted`).
-   * Created on first use.
+   * Activity outcomes taken by steps that have not committed, oldest first, and beside each the
+   * step that stores it (counted as #stepsEnqueued counts; Infinity until it is enqueued): the
+   * database has no trace of them until then, so a failed flush hands them to the rebuild (see
+   * `killUncommitted`). The first #uncommittedCount entries of two parallel arrays, made on
+   * first use and then written over: nearly every step takes an outcome, and an entry object, or
+   * an array emptied and grown again, per step would be garbage on the hot path.
    */
-  #uncommittedOutcomes: { step: number; message: ActorMessage }[] | undefined;
+  #uncommittedOutcomes: (ActorMessage | undefined)[] | undefined;
+  #uncommittedOutcomeSteps: number[] | undefined;
+  #uncommittedCount = 0;
   /** The batch being handled until its step takes it (see `killUncommitted`). */
   #inHand: readonly ActorMessage[] | undefined;
   /** Messages that arrived while the creation was uncommitted, in arrival order. */
@@ -272,8 +276,9 @@ export class WorkflowActor {
    */
   killUncommitted(): ActorMessage[] {
     const handed: ActorMessage[] = [];
-    for (const { message } of this.#uncommittedOutcomes ?? NO_ITEMS) handed.push(message);
-    this.#uncommittedOutcomes = undefined;
+    for (let i = 0; i < this.#uncommittedCount; i++) handed.push(this.#uncommittedOutcomes![i]!);
+    this.#uncommittedOutcomes = this.#uncommittedOutcomeSteps = undefined;
+    this.#uncommittedCount = 0;
     for (const message of this.#inHand ?? NO_ITEMS) handed.push(message);
     this.#inHand = undefined;
     for (const message of this.#takeHeld()) handed.push(message);
@@ -467,11 +472,12 @@ export class WorkflowActor {
     }
     if (rs) rs.isInStep = false;
     if (write.history.length > 0) effects.receivedAt = receivedAt;
-    if (this.#uncommittedOutcomes) {
+    const steps = this.#uncommittedOutcomeSteps;
+    if (steps) {
       // The step enqueued next: one that took an outcome writes something (history, or the
-      // retry's task row), so it is enqueued.
+      // retry's task row), so it is enqueued. Only the newest entries wait for their step.
       const step = this.#stepsEnqueued + 1;
-      for (const kept of this.#uncommittedOutcomes) if (kept.step === Infinity) kept.step = step;
+      for (let i = this.#uncommittedCount - 1; i >= 0 && steps[i] === Infinity; i--) steps[i] = step;
     }
     this.#enqueue(write, effects);
   }
@@ -482,7 +488,9 @@ export class WorkflowActor {
    * parking).
    */
   #keepUntilCommitted(message: ActorMessage): void {
-    (this.#uncommittedOutcomes ??= []).push({ step: Infinity, message });
+    const at = this.#uncommittedCount++;
+    (this.#uncommittedOutcomes ??= [])[at] = message;
+    (this.#uncommittedOutcomeSteps ??= [])[at] = Infinity;
   }
 
   /**
@@ -670,7 +678,7 @@ export class WorkflowActor {
     const creation = write.creates ? this.#creation : undefined;
     this.#host.wal.enqueue(write, (isRefused) => {
       this.#unflushed--;
-      if (this.#uncommittedOutcomes) this.#forgetCommittedOutcomes();
+      if (this.#uncommittedCount > 0) this.#forgetCommittedOutcomes();
       if (creation) this.#creation = undefined;
       if (isRefused) {
         // Someone else's workflow has this id: what this actor ran was never stored.
@@ -694,8 +702,17 @@ export class WorkflowActor {
   /** Drops the kept outcomes whose steps have committed (a workflow's steps commit in order). */
   #forgetCommittedOutcomes(): void {
     const committed = this.#stepsEnqueued - this.#unflushed;
-    const kept = this.#uncommittedOutcomes!.filter((o) => o.step > committed);
-    this.#uncommittedOutcomes = kept.length > 0 ? kept : undefined;
+    const outcomes = this.#uncommittedOutcomes!;
+    const steps = this.#uncommittedOutcomeSteps!;
+    const count = this.#uncommittedCount;
+    let done = 0;
+    while (done < count && steps[done]! <= committed) done++;
+    if (done === 0) return;
+    outcomes.copyWithin(0, done, count);
+    steps.copyWithin(0, done, count);
+    // Cleared, so a committed outcome's result is not kept alive by a slot no longer counted.
+    outcomes.fill(undefined, count - done, count);
+    this.#uncommittedCount = count - done;
   }
 
   /** Loads the row and replays the history; `batch` is what the actor was handed meanwhile. */
