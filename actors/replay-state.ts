@@ -23,6 +23,20 @@ export interface Outstanding {
   events: { commandId: number; name: string; timeoutAt: number | undefined }[];
 }
 
+/**
+ * A ctx call that emits no command but changes what the workflow's later steps see, made while no
+ * step runs: replay could not make it at the same point either.
+ */
+export interface StateChange {
+  kind: 'stateChange';
+  method: 'setVar';
+  /** The variable's name. */
+  name: string;
+}
+
+/** What workflow code asked of ctx while no step ran. */
+export type StrayCall = Command | StateChange;
+
 /** Returns a PRNG (mulberry32) seeded from the FNV-1a hash of `seed`. */
 function seededRandom(seed: string): () => number {
   let h = 0x811c9dc5;
@@ -93,11 +107,11 @@ export class ReplayState {
    */
   isInStep = true;
   /**
-   * Called instead of buffering a command workflow code emits while no step runs (it awaited
-   * something that is not a ctx command): no step would ever record it, and replay could not
-   * reproduce it.
+   * Called instead of buffering a command workflow code emits, or of making a change it asks for,
+   * while no step runs (it awaited something that is not a ctx command): no step would ever record
+   * it, and replay could not reproduce it.
    */
-  onStray: ((command: Command) => void) | undefined;
+  onStray: ((call: StrayCall) => void) | undefined;
 
   constructor(workflowId: string, codec: Codec, errors: WorkflowErrors) {
     this.#codec = codec;
@@ -192,6 +206,9 @@ export class ReplayState {
   setVar(name: string, value: unknown): void {
     this.#codec.name(name, 'variable name');
     const encoded = this.#codec.encode(value, `variable "${name}"`) ?? 'null';
+    // Kept, it would show live at once, be stored only with the next step, and be set at another
+    // point of the history by a replay.
+    if (this.#isStray('setVar', name)) return;
     this.#vars ??= new Map();
     const previous = this.#vars.get(name);
     if (previous === encoded) return;
@@ -355,6 +372,13 @@ export class ReplayState {
       return;
     }
     this.#commands = appended(this.#commands, command);
+  }
+
+  /** Whether a change asked for now is stray; if so, it is handed to onStray, to be left unmade. */
+  #isStray(method: StateChange['method'], name: string): boolean {
+    if (this.isInStep || !this.onStray) return false;
+    this.onStray({ kind: 'stateChange', method, name });
+    return true;
   }
 
   #take<K extends Completion['kind']>(commandId: number, kind: K): Extract<Completion, { kind: K }> {

@@ -10,7 +10,7 @@ import type {
 } from '../storage/rows.js';
 import { type ActorHost, type Effects, noEffects } from './actor-host.js';
 import type { ActorOwner } from './actor-owner.js';
-import { type Command, type CommandIdentity, describeIdentity, identityOf } from './commands.js';
+import { type CommandIdentity, describeIdentity, identityOf } from './commands.js';
 import { EventRoutingChangedError } from './event-routing-changed-error.js';
 import {
   completedPayload,
@@ -23,7 +23,7 @@ import {
 } from './history.js';
 import { Mailbox } from './mailbox.js';
 import type { ActorMessage } from './messages.js';
-import { type Outstanding, ReplayState, UnknownCommandError } from './replay-state.js';
+import { type Outstanding, ReplayState, type StrayCall, UnknownCommandError } from './replay-state.js';
 import { WorkflowContextImpl } from './workflow-context.js';
 
 let sharedTick: Promise<void> | undefined;
@@ -877,19 +877,20 @@ export class WorkflowActor {
   }
 
   /**
-   * Workflow code emitted `command` between steps, after awaiting something that is not a ctx
-   * command (a plain timer, I/O): no step records it, and replay, which runs no such thing, would
-   * not emit it. The workflow is parked, as for code that diverged from its history.
+   * Workflow code emitted a command, or asked for a change (a variable), between steps, after
+   * awaiting something that is not a ctx command (a plain timer, I/O): no step records it, and
+   * replay, which runs no such thing, would not make it at the same point. The workflow is parked,
+   * as for code that diverged from its history.
    */
-  #stray(rs: ReplayState, command: Command): void {
+  #stray(rs: ReplayState, call: StrayCall): void {
     // The code of a replaced run (a dropped actor's) may still be running: only the live one counts.
     if (this.#state !== 'live' || this.#replay !== rs) return;
-    const identity = identityOf(command);
+    const identity = call.kind === 'stateChange' ? undefined : identityOf(call);
     this.#park(
       this.#activation + 1,
-      identity.commandId,
+      identity?.commandId ?? null,
       'no command between steps (ctx called after awaiting something that is not a ctx command)',
-      describeIdentity(identity),
+      call.kind === 'stateChange' ? `${call.method} ${call.name}` : describeIdentity(identity),
     );
   }
 

@@ -438,6 +438,32 @@ describe.each(backends)('replay on $name', (backend) => {
     }
   });
 
+  it('parks a workflow that sets a variable after awaiting something that is not a ctx command, instead of showing a value no step stored', async () => {
+    async function setsVarLate(ctx: WorkflowContext): Promise<string> {
+      const go = ctx.waitForEvent<string>('go');
+      ctx.setVar('early', 1);
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      ctx.setVar('late', true);
+      return go;
+    }
+    const engine = await startEngine(db, { workflows: { setsVarLate } });
+    try {
+      await engine.startWorkflow(setsVarLate, undefined, { workflowId: 'stray-var' });
+      // Until the fix the variable showed at once, live only, and the workflow ran on.
+      const state = await waitFor(async () => {
+        const s = await engine.inspect('stray-var');
+        return (s.error !== undefined || 'late' in s.vars) && s;
+      }, 'the parking or the variable');
+      expect(state.vars).toEqual({ early: 1 });
+      expect(state.error).toMatchObject({ name: 'NonDeterminismError', code: ErrorCode.NonDeterminism });
+      expect(state.error!.details).toMatchObject({ activation: 2, commandId: null, got: 'setVar late' });
+      expect(state.history.map((e) => e.type)).toEqual(['WorkflowStarted', 'EventWaitStarted']);
+      expect(await readMetric(engine, MetricName.NonDeterminismErrors)).toBe(1);
+    } finally {
+      await engine.close();
+    }
+  });
+
   it('parks a workflow whose code changed under it with NonDeterminismError; others go on; the old code runs it on', async () => {
     async function changing(ctx: WorkflowContext): Promise<string> {
       const { echo } = ctx.activities<Fixtures>();

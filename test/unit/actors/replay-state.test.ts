@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 
 import type { Command } from '../../../actors/commands.js';
-import { ReplayState, UnknownCommandError } from '../../../actors/replay-state.js';
+import { ReplayState, type StrayCall, UnknownCommandError } from '../../../actors/replay-state.js';
 import { JsonCodec } from '../../../engine/codec.js';
 import {
   ActivityFailure,
@@ -347,17 +347,34 @@ describe('ReplayState completion', () => {
 describe('ReplayState between steps', () => {
   it('hands a command emitted while no step runs to onStray instead of buffering it', () => {
     const rs = newState();
-    const strays: Command[] = [];
-    rs.onStray = (command) => strays.push(command);
+    const strays: StrayCall[] = [];
+    rs.onStray = (call) => strays.push(call);
     void rs.startTimer(10);
     rs.isInStep = false;
     void rs.scheduleActivity('late', undefined, OPTIONS);
-    expect(strays).toEqual<Command[]>([{ kind: 'scheduleActivity', commandId: 2, name: 'late', input: undefined, options: OPTIONS }]);
+    expect(strays).toEqual<StrayCall[]>([{ kind: 'scheduleActivity', commandId: 2, name: 'late', input: undefined, options: OPTIONS }]);
     expect(rs.takeCommands().map((c) => c.kind)).toEqual(['startTimer']);
     rs.isInStep = true;
     void rs.waitForEvent('e', undefined);
     expect(rs.takeCommands().map((c) => c.kind)).toEqual(['waitEvent']);
     expect(strays).toHaveLength(1);
+  });
+
+  it('hands a variable set while no step runs to onStray instead of keeping it', () => {
+    const rs = newState();
+    const strays: StrayCall[] = [];
+    rs.onStray = (call) => strays.push(call);
+    rs.setVar('early', 1);
+    expect(rs.takeChangedVars()).toBe('{"early":1}');
+    rs.isInStep = false;
+    rs.setVar('late', 2);
+    rs.setVar('early', 3);
+    expect(strays).toEqual<StrayCall[]>([
+      { kind: 'stateChange', method: 'setVar', name: 'late' },
+      { kind: 'stateChange', method: 'setVar', name: 'early' },
+    ]);
+    expect(rs.takeChangedVars()).toBeUndefined();
+    expect(rs.vars()).toEqual({ early: 1 });
   });
 });
 
