@@ -24,13 +24,14 @@ export interface Outstanding {
 }
 
 /**
- * A ctx call that emits no command but changes what the workflow's later steps see, made while no
- * step runs: replay could not make it at the same point either.
+ * A ctx call that emits no command but changes what the workflow's later steps see (a variable,
+ * the random sequence, who takes the events, the kept events), made while no step runs: replay
+ * could not make it at the same point either.
  */
 export interface StateChange {
   kind: 'stateChange';
-  method: 'setVar';
-  /** The variable's name. */
+  method: 'setVar' | 'random' | 'onEvent' | 'waitForEvent';
+  /** The variable's or the event's name; empty for `random`. */
   name: string;
 }
 
@@ -130,6 +131,9 @@ export class ReplayState {
   }
 
   random(): number {
+    // Drawn between steps, a number would shift what later steps draw; a replay draws it elsewhere.
+    // The workflow is parked then, so the number returned no longer matters.
+    this.#isStray('random', '');
     return this.#random();
   }
 
@@ -166,6 +170,9 @@ export class ReplayState {
     this.#codec.name(name, 'event name');
     const kept = this.#buffered?.get(name);
     if (kept && kept.length > 0) {
+      // Taken between steps, with no command to record it, the event would be gone from where a
+      // replay takes it. Like a stray command's, the promise never settles.
+      if (this.#isStray('waitForEvent', name)) return new Promise(noop);
       return Promise.resolve(kept.shift());
     }
     const commandId = this.#nextCommandId++;
@@ -191,6 +198,8 @@ export class ReplayState {
   onEvent(name: string, handler: (payload: unknown) => unknown): void {
     this.#codec.name(name, 'event name');
     if (typeof handler !== 'function') throw new TypeError(`the handler of onEvent("${name}") must be a function, got ${typeof handler}`);
+    // Registered between steps, it would take events that a replay, registering it later, keeps.
+    if (this.#isStray('onEvent', name)) return;
     this.#handlers ??= new Map();
     const handlers = this.#handlers.get(name);
     if (handlers) handlers.push(handler);

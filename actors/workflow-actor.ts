@@ -877,7 +877,7 @@ export class WorkflowActor {
   }
 
   /**
-   * Workflow code emitted a command, or asked for a change (a variable), between steps, after
+   * Workflow code emitted a command, or asked for a change (see StateChange), between steps, after
    * awaiting something that is not a ctx command (a plain timer, I/O): no step records it, and
    * replay, which runs no such thing, would not make it at the same point. The workflow is parked,
    * as for code that diverged from its history.
@@ -890,7 +890,7 @@ export class WorkflowActor {
       this.#activation + 1,
       identity?.commandId ?? null,
       'no command between steps (ctx called after awaiting something that is not a ctx command)',
-      call.kind === 'stateChange' ? `${call.method} ${call.name}` : describeIdentity(identity),
+      call.kind === 'stateChange' ? `${call.method}${call.name ? ` ${call.name}` : ''}` : describeIdentity(identity),
     );
   }
 

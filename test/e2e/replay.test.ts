@@ -464,6 +464,42 @@ describe.each(backends)('replay on $name', (backend) => {
     }
   });
 
+  it.each([
+    { method: 'random', call: (ctx: WorkflowContext) => void ctx.random(), got: 'random' },
+    { method: 'onEvent', call: (ctx: WorkflowContext) => ctx.onEvent('kept', () => undefined), got: 'onEvent kept' },
+    { method: 'waitForEvent of a kept event', call: (ctx: WorkflowContext) => void ctx.waitForEvent('kept'), got: 'waitForEvent kept' },
+  ])('parks a workflow that calls $method after awaiting something that is not a ctx command, though the call emits no command', async ({ call, got }) => {
+    let reached!: () => void;
+    const isReached = new Promise<void>((resolve) => (reached = resolve));
+    async function callsLate(ctx: WorkflowContext): Promise<string> {
+      const go = ctx.waitForEvent<string>('go');
+      await ctx.waitForEvent('ready');
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      call(ctx);
+      reached();
+      return go;
+    }
+    const engine = await startEngine(db, { workflows: { callsLate } });
+    try {
+      await engine.startWorkflow(callsLate, undefined, { workflowId: 'stray-change' });
+      await engine.sendEvent('stray-change', 'kept', 1);
+      await engine.sendEvent('stray-change', 'ready');
+      await isReached;
+      // Left running, the workflow would take this and complete.
+      await engine.sendEvent('stray-change', 'go', 'done');
+      const state = await waitFor(async () => {
+        const s = await engine.inspect('stray-change');
+        return (s.error !== undefined || s.status !== 'running') && s;
+      }, 'the parking or the end');
+      expect(state.status).toBe('running');
+      expect(state.error).toMatchObject({ name: 'NonDeterminismError', code: ErrorCode.NonDeterminism });
+      expect(state.error!.details).toMatchObject({ commandId: null, got });
+      expect(await readMetric(engine, MetricName.NonDeterminismErrors)).toBe(1);
+    } finally {
+      await engine.close();
+    }
+  });
+
   it('parks a workflow whose code changed under it with NonDeterminismError; others go on; the old code runs it on', async () => {
     async function changing(ctx: WorkflowContext): Promise<string> {
       const { echo } = ctx.activities<Fixtures>();

@@ -376,6 +376,29 @@ describe('ReplayState between steps', () => {
     expect(rs.takeChangedVars()).toBeUndefined();
     expect(rs.vars()).toEqual({ early: 1 });
   });
+
+  it('hands a draw, a handler or a kept event asked for while no step runs to onStray instead of making it', async () => {
+    const rs = newState();
+    const strays: StrayCall[] = [];
+    rs.onStray = (call) => strays.push(call);
+    rs.deliverEvent('kept', 'k');
+    rs.isInStep = false;
+    rs.random();
+    const handled: unknown[] = [];
+    rs.onEvent('kept', (payload) => void handled.push(payload));
+    const late = outcome(rs.waitForEvent('kept', undefined));
+    await flush();
+    expect(strays).toEqual<StrayCall[]>([
+      { kind: 'stateChange', method: 'random', name: '' },
+      { kind: 'stateChange', method: 'onEvent', name: 'kept' },
+      { kind: 'stateChange', method: 'waitForEvent', name: 'kept' },
+    ]);
+    expect(handled).toEqual([]);
+    expect(late()).toEqual({ state: 'pending' });
+    rs.isInStep = true;
+    expect(await rs.waitForEvent('kept', undefined)).toBe('k');
+    expect(rs.takeCommands()).toEqual([]);
+  });
 });
 
 describe('ReplayState random', () => {
