@@ -101,7 +101,10 @@ export async function migrate(sql: Sql, tables: Tables): Promise<MigrationState>
     // holder committed, which a snapshot taken before the wait (repeatable read) would not show.
     await tx.query('SET TRANSACTION ISOLATION LEVEL READ COMMITTED');
     await tx.query(`SELECT pg_advisory_xact_lock(hashtext($1))`, [`duraflow:${tables.schema}`]);
-    await tx.query(`CREATE SCHEMA IF NOT EXISTS "${tables.schema}"`);
+    // CREATE SCHEMA checks for CREATE on the database even when the schema exists, which a role
+    // given a schema of its own (`CREATE SCHEMA … AUTHORIZATION`) need not have.
+    const existing = await tx.query(`SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1`, [tables.schema]);
+    if (existing.rows.length === 0) await tx.query(`CREATE SCHEMA IF NOT EXISTS "${tables.schema}"`);
     const versions = await appliedVersions(tx, tables, migrations);
     if (versions === undefined) {
       await tx.query(
