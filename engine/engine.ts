@@ -11,6 +11,7 @@ import { type MetricsServer, startMetricsServer } from '../metrics/metrics-serve
 import type { Logger } from '../storage/logger.js';
 import { retryDelayMs } from '../storage/backoff.js';
 import { NO_ITEMS } from '../storage/lists.js';
+import { isRetryable } from '../storage/pg-errors.js';
 import { type NewWorkflowRow, pendingRowOf, type StoredHistoryRow, type TaskRow, type WorkflowRow } from '../storage/rows.js';
 import { type DeliverableEvent, firstEventsOfParked, inboxFor } from '../storage/sql/inbox.js';
 import { LeaseLostError } from '../storage/sql/leases.js';
@@ -24,6 +25,7 @@ import { type Client, handleFor } from './client.js';
 import type { JsonCodec } from './codec.js';
 import {
   ConfigurationError,
+  DatabaseUnavailableError,
   EngineClosedError,
   ErrorCode,
   InvalidArgumentError,
@@ -1069,7 +1071,7 @@ class EngineImpl implements Engine, ActorHost {
  * holds (one that crashed, too, until its lease expires): it takes them over when it can.
  * Rejects with TypeError/RangeError for bad options, `ConfigurationError` for an unusable
  * activities module or a database that refuses to be opened, and `DatabaseUnavailableError` for
- * one that cannot be reached.
+ * one that cannot be reached or is lost before the start is done.
  */
 export async function createEngine(options: EngineOptions): Promise<Engine> {
   const resolved = resolveEngineOptions(options);
@@ -1100,7 +1102,9 @@ export async function createEngine(options: EngineOptions): Promise<Engine> {
       await engine.recoverAll();
     } catch (error) {
       await engine.close().catch(() => undefined);
-      throw error;
+      // The database went away after it opened (the first claim, the recovery): to the caller
+      // the same as one that could not be reached at all, safe to try again.
+      throw isRetryable(error) ? new DatabaseUnavailableError('starting the engine', error) : error;
     }
     return engine;
   } catch (error) {

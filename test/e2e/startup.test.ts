@@ -7,10 +7,12 @@ import { randomBytes } from 'node:crypto';
 import type { PGlite } from '@electric-sql/pglite';
 import { describe, expect, it } from 'vitest';
 
-import { createClient, createEngine, type WorkflowContext } from 'duraflow';
+import { createClient, createEngine, DatabaseUnavailableError, type WorkflowContext } from 'duraflow';
 
-import { backends, type TestSchema, useSchema } from '../helpers/database.js';
-import { quietLogger } from '../helpers/engines.js';
+import { backends, serverBackends, type TestSchema, useSchema } from '../helpers/database.js';
+import { openClient, quietLogger } from '../helpers/engines.js';
+import { FaultProxy } from '../helpers/fault-proxy.js';
+import { waitFor } from '../helpers/wait-for.js';
 
 async function twice(ctx: WorkflowContext, n: number): Promise<number> {
   return ctx.activities<{ double(n: number): Promise<number> }>().double(n);
@@ -66,6 +68,35 @@ describe.each(backends)('a role that may not create schemas, on $name', (backend
     } finally {
       await db().query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
       await db().query(`DROP ROLE ${role}`);
+    }
+  });
+});
+
+describe.each(serverBackends)('a database that goes away while an engine starts, on $name', (backend) => {
+  const db = useSchema(backend);
+
+  it('rejects with DatabaseUnavailableError when the first lease claim is cut off, and keeps no connection', async () => {
+    await (await openClient(db())).close();
+    const proxy = await FaultProxy.start();
+    try {
+      // After the schema is migrated and LISTEN is set up: the claim reads the leases first.
+      void proxy.cutOnNextRequest('process AS process_identity').then(() => proxy.refuse());
+      const error = await createEngine({
+        database: proxy.url(db().database as string),
+        schema: db().schema,
+        logger: quietLogger,
+        workflows: { twice },
+        inlineActivities: { double: async (n: number) => 2 * n },
+      }).then(
+        async (engine) => engine.close(),
+        (e: unknown) => e,
+      );
+      expect(error).toBeInstanceOf(DatabaseUnavailableError);
+      expect(error).toMatchObject({ code: 'DURAFLOW_DATABASE_UNAVAILABLE', cause: { code: 'ECONNRESET' } });
+      await waitFor(() => proxy.openConnections === 0, 'the engine to close its connections');
+      expect(await db().query(`SELECT name FROM "${db().schema}".leases`)).toEqual([]);
+    } finally {
+      await proxy.close();
     }
   });
 });
