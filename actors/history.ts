@@ -5,8 +5,9 @@
  */
 
 import { readHistoryPayload } from '../storage/stored-json.js';
-import type { StoredHistoryRow } from '../storage/rows.js';
+import type { StoredHistoryRow, WorkflowWrite } from '../storage/rows.js';
 import type { ActivityOptions } from './commands.js';
+import type { ActorMessage } from './messages.js';
 
 /** Every history event type. */
 export const EventType = {
@@ -134,6 +135,25 @@ export function quotedName(name: string): string {
 /** Payload of ActivityScheduled (the hot path builds it without an intermediate object). */
 export function scheduledPayload(activityName: string, input: string | undefined, options: string): string {
   return `{"activityName":${quotedName(activityName)}${input === undefined ? '' : `,"input":${input}`},"options":${options}}`;
+}
+
+/**
+ * The activity outcomes `write` stores (its ActivityCompleted and ActivityFailed rows, and the
+ * retries in its task rows), as the messages that brought them, added to `into`: what a step
+ * whose flush failed took, read back from its write rather than kept beside it for every step.
+ */
+export function outcomesIn(write: WorkflowWrite, into: ActorMessage[]): void {
+  for (const row of write.history) {
+    if (row.commandId === null || row.payload === null) continue;
+    if (row.type === EventType.ActivityCompleted) {
+      const { attempts, result } = JSON.parse(row.payload) as { attempts: number; result?: unknown };
+      into.push({ type: 'activityCompleted', commandId: row.commandId, attempts, result: result === undefined ? undefined : JSON.stringify(result) });
+    } else if (row.type === EventType.ActivityFailed) {
+      const { attempts, failure } = JSON.parse(row.payload) as { attempts: number; failure: SerializedFailure };
+      into.push({ type: 'activityFailed', commandId: row.commandId, attempts, failure });
+    }
+  }
+  for (const task of write.tasksUpsert) into.push({ type: 'activityRetry', commandId: task.commandId, task });
 }
 
 /** Payload of ActivityCompleted. */

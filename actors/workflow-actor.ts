@@ -16,6 +16,7 @@ import {
   completedPayload,
   EventType,
   jsonObject,
+  outcomesIn,
   payloadOf,
   scheduledPayload,
   type SerializedFailure,
@@ -164,15 +165,15 @@ export class WorkflowActor {
   /** Steps handed to the WAL so far; those up to `#stepsEnqueued - #unflushed` have committed. */
   #stepsEnqueued = 0;
   /**
-   * Activity outcomes taken by steps that have not committed, oldest first, and beside each the
-   * step that stores it (counted as #stepsEnqueued counts; Infinity until it is enqueued): the
-   * database has no trace of them until then, so a failed flush hands them to the rebuild (see
-   * `killUncommitted`). The first #uncommittedCount entries of two parallel arrays, made on
-   * first use and then written over: nearly every step takes an outcome, and an entry object, or
-   * an array emptied and grown again, per step would be garbage on the hot path.
+   * The writes of steps that took activity outcomes and have not committed, oldest first, and
+   * beside each its step (counted as #stepsEnqueued counts): the database has no trace of those
+   * outcomes until then, so a failed flush hands them, read back from the writes, to the rebuild
+   * (see `killUncommitted`). The writes live until their commit anyway, where the messages would
+   * be kept alive for it. The first #uncommittedCount entries of two parallel arrays, made on
+   * first use and then written over: nearly every step takes an outcome.
    */
-  #uncommittedOutcomes: (ActorMessage | undefined)[] | undefined;
-  #uncommittedOutcomeSteps: number[] | undefined;
+  #uncommittedWrites: (WorkflowWrite | undefined)[] | undefined;
+  #uncommittedSteps: number[] | undefined;
   #uncommittedCount = 0;
   /** The batch being handled until its step takes it (see `killUncommitted`). */
   #inHand: readonly ActorMessage[] | undefined;
@@ -276,8 +277,8 @@ export class WorkflowActor {
    */
   killUncommitted(): ActorMessage[] {
     const handed: ActorMessage[] = [];
-    for (let i = 0; i < this.#uncommittedCount; i++) handed.push(this.#uncommittedOutcomes![i]!);
-    this.#uncommittedOutcomes = this.#uncommittedOutcomeSteps = undefined;
+    for (let i = 0; i < this.#uncommittedCount; i++) outcomesIn(this.#uncommittedWrites![i]!, handed);
+    this.#uncommittedWrites = this.#uncommittedSteps = undefined;
     this.#uncommittedCount = 0;
     for (const message of this.#inHand ?? NO_ITEMS) handed.push(message);
     this.#inHand = undefined;
@@ -360,8 +361,9 @@ export class WorkflowActor {
       rs.now = now;
       rs.isInStep = true;
     }
-    // From here the outcomes this step takes are kept one by one, until the step commits.
+    // From here the outcomes this step takes are kept with its write, until the step commits.
     this.#inHand = undefined;
+    let tookOutcome = false;
 
     for (const m of messages) {
       switch (m.type) {
@@ -406,7 +408,7 @@ export class WorkflowActor {
             completedPayload(rs.nameOf(m.commandId), m.attempts, m.result),
           );
           this.#endRetries(m.commandId, m.attempts, write, effects);
-          this.#keepUntilCommitted(m);
+          tookOutcome = true;
           rs.resolveActivity(m.commandId, host.codec.decode(m.result));
           break;
         case 'activityFailed':
@@ -424,7 +426,7 @@ export class WorkflowActor {
             }),
           );
           this.#endRetries(m.commandId, m.attempts, write, effects);
-          this.#keepUntilCommitted(m);
+          tookOutcome = true;
           rs.rejectActivity(m.commandId, m.attempts, m.failure);
           break;
         case 'activityRetry':
@@ -433,7 +435,7 @@ export class WorkflowActor {
           upsertTask(write, m.task);
           effects.retries = appended(effects.retries, m.task);
           (this.#mayBeRetried ??= new Set()).add(m.commandId);
-          this.#keepUntilCommitted(m);
+          tookOutcome = true;
           break;
         case 'event': {
           if (!rs || this.#consumedInbox?.has(m.inboxId)) break;
@@ -472,25 +474,16 @@ export class WorkflowActor {
     }
     if (rs) rs.isInStep = false;
     if (write.history.length > 0) effects.receivedAt = receivedAt;
-    const steps = this.#uncommittedOutcomeSteps;
-    if (steps) {
-      // The step enqueued next: one that took an outcome writes something (history, or the
-      // retry's task row), so it is enqueued. Only the newest entries wait for their step.
-      const step = this.#stepsEnqueued + 1;
-      for (let i = this.#uncommittedCount - 1; i >= 0 && steps[i] === Infinity; i--) steps[i] = step;
-    }
     this.#enqueue(write, effects);
+    // A step that took an outcome wrote something (history, or the retry's task row): it was enqueued.
+    if (tookOutcome) this.#keepUntilCommitted(write);
   }
 
-  /**
-   * Keeps an activity outcome this step takes until the step commits (see #uncommittedOutcomes);
-   * its step is known when it is enqueued, which the workflow code may precede with another (a
-   * parking).
-   */
-  #keepUntilCommitted(message: ActorMessage): void {
+  /** Keeps the write of the step just enqueued until it commits (see #uncommittedWrites). */
+  #keepUntilCommitted(write: WorkflowWrite): void {
     const at = this.#uncommittedCount++;
-    (this.#uncommittedOutcomes ??= [])[at] = message;
-    (this.#uncommittedOutcomeSteps ??= [])[at] = Infinity;
+    (this.#uncommittedWrites ??= [])[at] = write;
+    (this.#uncommittedSteps ??= [])[at] = this.#stepsEnqueued;
   }
 
   /**
@@ -699,19 +692,19 @@ export class WorkflowActor {
     });
   }
 
-  /** Drops the kept outcomes whose steps have committed (a workflow's steps commit in order). */
+  /** Drops the kept writes whose steps have committed (a workflow's steps commit in order). */
   #forgetCommittedOutcomes(): void {
     const committed = this.#stepsEnqueued - this.#unflushed;
-    const outcomes = this.#uncommittedOutcomes!;
-    const steps = this.#uncommittedOutcomeSteps!;
+    const writes = this.#uncommittedWrites!;
+    const steps = this.#uncommittedSteps!;
     const count = this.#uncommittedCount;
     let done = 0;
     while (done < count && steps[done]! <= committed) done++;
     if (done === 0) return;
-    outcomes.copyWithin(0, done, count);
+    writes.copyWithin(0, done, count);
     steps.copyWithin(0, done, count);
-    // Cleared, so a committed outcome's result is not kept alive by a slot no longer counted.
-    outcomes.fill(undefined, count - done, count);
+    // Cleared, so a committed write is not kept alive by a slot no longer counted.
+    writes.fill(undefined, count - done, count);
     this.#uncommittedCount = count - done;
   }
 
