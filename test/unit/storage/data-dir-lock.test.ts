@@ -49,8 +49,9 @@ describe('the data directory lock', () => {
   });
 
   it.runIf(existsSync('/proc/self/stat'))('takes over a lock whose holder died and was not reaped yet (a zombie)', async () => {
-    // The shell starts a process that ends at once, then becomes a sleep that never reaps it.
-    const parent = spawn('sh', ['-c', 'sleep 0 & echo $!; exec sleep 30'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    // The shell starts a process that ends a second later, then becomes a sleep that never reaps
+    // it. Ended at once, the child could be reaped by the shell before the exec.
+    const parent = spawn('sh', ['-c', 'sleep 1 & echo $!; exec sleep 30'], { stdio: ['ignore', 'pipe', 'ignore'] });
     try {
       let printed = '';
       parent.stdout.on('data', (chunk: Buffer) => (printed += chunk.toString()));
