@@ -52,6 +52,23 @@ async function closingTime(engine: Engine, limitMs: number): Promise<number> {
   return isClosed ? performance.now() - began : Infinity;
 }
 
+/**
+ * A new engine on `db` finishes the twoWaits workflows `ids` that a close gave up on, each
+ * activity completed exactly once whether or not the abandoned flush committed.
+ */
+async function expectRestartFinishes(db: TestSchema, ids: string[]): Promise<void> {
+  const restarted = await startEngine(db, { workflows: { twoWaits }, activities: fixtureActivities });
+  try {
+    for (const id of ids) expect(await restarted.result(id, { timeoutMs: 10_000 })).toEqual([100, 200]);
+  } finally {
+    await restarted.close();
+  }
+  const completions = await db.query(
+    `SELECT workflow_id, count(*)::int AS n FROM "${db.schema}".history WHERE type = 'ActivityCompleted' GROUP BY 1 ORDER BY 1`,
+  );
+  expect(completions).toEqual(ids.map((id) => ({ workflow_id: id, n: 2 })));
+}
+
 /** inspect() and result() on a few acknowledged workflows, made while the database is away. */
 function probeDuringOutage(rig: ChaosRig, acked: Iterable<string>): Promise<void> {
   return Promise.all([...acked].slice(0, 3).map((id) => rig.probe(id))).then(() => undefined);
@@ -330,16 +347,7 @@ describe.each(serverBackends)('calls while the database is away on $name', (back
       // The deadline, then a moment to drop the connections and settle what waited on them.
       expect(await closingTime(engine, closeTimeoutMs + 2000)).toBeLessThan(closeTimeoutMs + 2000);
       proxy.resume();
-      const restarted = await startEngine(db, { workflows: { twoWaits }, activities: fixtureActivities });
-      try {
-        for (const id of ids) expect(await restarted.result(id, { timeoutMs: 10_000 })).toEqual([100, 200]);
-      } finally {
-        await restarted.close();
-      }
-      const completions = await db.query(
-        `SELECT workflow_id, count(*)::int AS n FROM "${db.schema}".history WHERE type = 'ActivityCompleted' GROUP BY 1 ORDER BY 1`,
-      );
-      expect(completions).toEqual(ids.map((id) => ({ workflow_id: id, n: 2 })));
+      await expectRestartFinishes(db, ids);
     } finally {
       proxy.resume();
       await engine.close();
@@ -362,16 +370,7 @@ describe.each(serverBackends)('calls while the database is away on $name', (back
       expect(await closingTime(engine, closeTimeoutMs + 2000)).toBeLessThan(closeTimeoutMs + 2000);
       // The flush the close gave up on may still commit once it gets the lock: the restart takes it either way.
       await lock.release();
-      const restarted = await startEngine(db, { workflows: { twoWaits }, activities: fixtureActivities });
-      try {
-        for (const id of ids) expect(await restarted.result(id, { timeoutMs: 10_000 })).toEqual([100, 200]);
-      } finally {
-        await restarted.close();
-      }
-      const completions = await db.query(
-        `SELECT workflow_id, count(*)::int AS n FROM "${db.schema}".history WHERE type = 'ActivityCompleted' GROUP BY 1 ORDER BY 1`,
-      );
-      expect(completions).toEqual(ids.map((id) => ({ workflow_id: id, n: 2 })));
+      await expectRestartFinishes(db, ids);
     } finally {
       await lock?.release();
       await engine.close();
