@@ -11,6 +11,7 @@ import type {
 import { type ActorHost, type Effects, noEffects } from './actor-host.js';
 import type { ActorOwner } from './actor-owner.js';
 import { type CommandIdentity, describeIdentity, identityOf } from './commands.js';
+import { drainWorkflowCode } from './drain-workflow-code.js';
 import { EventRoutingChangedError } from './event-routing-changed-error.js';
 import {
   completedPayload,
@@ -26,30 +27,6 @@ import { Mailbox } from './mailbox.js';
 import type { ActorMessage } from './messages.js';
 import { type Outstanding, ReplayState, type StrayCall, UnknownCommandError } from './replay-state.js';
 import { WorkflowContextImpl } from './workflow-context.js';
-
-let sharedTick: Promise<void> | undefined;
-
-/**
- * Resolves once every microtask queued so far has run: by then workflow code resumed by this
- * activation is blocked again. All actors activated in the same drain of the microtask queue
- * share it.
- *
- * A nextTick scheduled from inside a microtask runs only when the microtask queue is empty,
- * including the microtasks queued while it drained (Node's processTicksAndRejections); the
- * queueMicrotask around it makes sure it is scheduled from inside one. Unlike setImmediate, this
- * does not wait for a turn of the event loop, which under load is milliseconds per step.
- */
-function drainWorkflowCode(): Promise<void> {
-  sharedTick ??= new Promise((resolve) =>
-    queueMicrotask(() =>
-      process.nextTick(() => {
-        sharedTick = undefined;
-        resolve();
-      }),
-    ),
-  );
-  return sharedTick;
-}
 
 const INBOUND_TYPES: ReadonlySet<string> = new Set([
   EventType.WorkflowStarted,
