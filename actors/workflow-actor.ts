@@ -10,50 +10,22 @@ import type {
 } from '../storage/rows.js';
 import { type ActorHost, type Effects, noEffects } from './actor-host.js';
 import type { ActorOwner } from './actor-owner.js';
-import { type CommandIdentity, describeIdentity, identityOf } from './commands.js';
+import { describeIdentity, identityOf } from './commands.js';
 import { drainWorkflowCode } from './drain-workflow-code.js';
-import { EventRoutingChangedError } from './event-routing-changed-error.js';
 import {
   completedPayload,
   EventType,
   jsonObject,
   outcomesIn,
-  payloadOf,
   scheduledPayload,
   type SerializedFailure,
   str,
 } from './history.js';
+import { replayHistory } from './history-replay.js';
 import { Mailbox } from './mailbox.js';
 import type { ActorMessage } from './messages.js';
-import { type Outstanding, ReplayState, type StrayCall, UnknownCommandError } from './replay-state.js';
+import { type Outstanding, ReplayState, type StrayCall } from './replay-state.js';
 import { WorkflowContextImpl } from './workflow-context.js';
-
-const INBOUND_TYPES: ReadonlySet<string> = new Set([
-  EventType.WorkflowStarted,
-  EventType.ActivityCompleted,
-  EventType.ActivityFailed,
-  EventType.TimerFired,
-  EventType.EventReceived,
-]);
-
-function identityOfRow(row: StoredHistoryRow, payload: Record<string, unknown>): CommandIdentity {
-  switch (row.type) {
-    case EventType.ActivityScheduled:
-      return { commandId: row.command_id, kind: 'scheduleActivity', name: String(payload.activityName) };
-    case EventType.TimerStarted:
-      return { commandId: row.command_id, kind: 'startTimer', name: '' };
-    case EventType.EventWaitStarted:
-      return { commandId: row.command_id, kind: 'waitEvent', name: String(payload.eventName) };
-    case EventType.WorkflowCompleted:
-      return { commandId: null, kind: 'completeWorkflow', name: '' };
-    default:
-      return { commandId: null, kind: 'failWorkflow', name: '' };
-  }
-}
-
-function sameIdentity(a: CommandIdentity, b: CommandIdentity): boolean {
-  return a.commandId === b.commandId && a.kind === b.kind && a.name === b.name;
-}
 
 /** Where an actor is in its life. */
 type ActorState =
@@ -724,108 +696,28 @@ export class WorkflowActor {
 
   async #replayHistory(rows: StoredHistoryRow[]): Promise<void> {
     this.#seq = rows.at(-1)?.seq ?? 0;
-    let rs: ReplayState | undefined;
-    let i = 0;
-    while (i < rows.length) {
-      const activation = rows[i]!.activation;
-      const recorded: CommandIdentity[] = [];
-      const firstAt = rows[i]!.at.getTime();
-      if (rs) rs.now = firstAt;
-      for (; i < rows.length && rows[i]!.activation === activation; i++) {
-        const row = rows[i]!;
-        // Unreadable, the row fails the load (see #load) as the typed error naming it: nothing
-        // stored is touched, and the rebuilds back off until the row is repaired.
-        const payload = payloadOf(row, this.workflowId, this.#host.errors);
-        if (!INBOUND_TYPES.has(row.type)) {
-          recorded.push(identityOfRow(row, payload));
-          continue;
+    await replayHistory(rows, {
+      workflowId: this.workflowId,
+      errors: this.#host.errors,
+      begin: (at) => {
+        this.#startedAt = at;
+        return this.#begin(at, this.#decodedInput());
+      },
+      consumed: (inboxId) => (this.#consumedInbox ??= new Set()).add(inboxId),
+      isKilled: () => this.#state !== 'new',
+      matched: (activation) => (this.#activation = activation),
+      park: (activation, commandId, expected, got) => this.#park(activation, commandId, expected, got),
+      replayed: (rs) => {
+        const activities = rs.outstanding().activities;
+        if (activities.length > 0) this.#mayBeRetried = new Set(activities.map((a) => a.commandId));
+        this.#state = rs.isTerminal ? 'done' : 'live';
+        if (this.#parkedError !== null) {
+          // The code now matches its history again: the workflow leaves the parked state.
+          this.#parkedError = null;
+          this.#enqueue({ ...emptyWrite(this.workflowId, this.#name), error: null }, noEffects(this.#name));
         }
-        try {
-          rs = this.#applyRecorded(rs, row, payload, firstAt);
-        } catch (error) {
-          if (error instanceof EventRoutingChangedError) {
-            this.#park(activation, error.commandId, error.expected, error.got);
-            return;
-          }
-          if (!(error instanceof UnknownCommandError)) throw error;
-          const got = `${row.type} for command #${error.commandId}, which the code did not issue`;
-          this.#park(activation, error.commandId, 'a pending command', got);
-          return;
-        }
-      }
-      if (!rs) {
-        this.#park(activation, null, EventType.WorkflowStarted, `history starting with ${rows[0]!.type}`);
-        return;
-      }
-      await drainWorkflowCode();
-      if (this.#state !== 'new') return; // killed while replaying
-      const emitted = rs.takeCommands().map(identityOf);
-      const length = Math.max(emitted.length, recorded.length);
-      for (let k = 0; k < length; k++) {
-        const expected = recorded[k];
-        const got = emitted[k];
-        if (expected && got && sameIdentity(expected, got)) continue;
-        this.#park(
-          activation,
-          expected?.commandId ?? got?.commandId ?? null,
-          describeIdentity(expected),
-          describeIdentity(got),
-        );
-        return;
-      }
-      this.#activation = activation;
-    }
-    if (!rs) {
-      this.#park(0, null, EventType.WorkflowStarted, 'an empty history');
-      return;
-    }
-    rs.isReplaying = false;
-    rs.isInStep = false;
-    rs.takeChangedVars();
-    const activities = rs.outstanding().activities;
-    if (activities.length > 0) this.#mayBeRetried = new Set(activities.map((a) => a.commandId));
-    this.#state = rs.isTerminal ? 'done' : 'live';
-    if (this.#parkedError !== null) {
-      // The code now matches its history again: the workflow leaves the parked state.
-      this.#parkedError = null;
-      this.#enqueue({ ...emptyWrite(this.workflowId, this.#name), error: null }, noEffects(this.#name));
-    }
-  }
-
-  #applyRecorded(
-    rs: ReplayState | undefined,
-    row: StoredHistoryRow,
-    payload: Record<string, unknown>,
-    at: number,
-  ): ReplayState {
-    if (row.type === EventType.WorkflowStarted) {
-      this.#startedAt = at;
-      // An input that cannot be decoded fails the load (see #load), as an unreadable row does.
-      return this.#begin(at, this.#decodedInput());
-    }
-    if (!rs) throw new UnknownCommandError(row.command_id ?? 0, row.type);
-    const commandId = row.command_id ?? 0;
-    switch (row.type) {
-      case EventType.ActivityCompleted:
-        rs.resolveActivity(commandId, payload.result);
-        break;
-      case EventType.ActivityFailed:
-        rs.rejectActivity(commandId, payload.attempts as number, payload.failure as SerializedFailure);
-        break;
-      case EventType.TimerFired:
-        rs.fireTimer(commandId);
-        break;
-      case EventType.EventReceived: {
-        (this.#consumedInbox ??= new Set()).add(payload.inboxId as number);
-        const name = payload.eventName as string;
-        const { waiter } = rs.deliverEvent(name, payload.payload);
-        // Which wait took the event is recorded: code that hands it to another one has changed.
-        const resolved = payload.resolves as number | undefined;
-        if (waiter !== resolved) throw new EventRoutingChangedError(name, resolved, waiter);
-        break;
-      }
-    }
-    return rs;
+      },
+    });
   }
 
   #park(activation: number, commandId: number | null, expected: string, got: string): void {
