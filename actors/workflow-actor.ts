@@ -16,7 +16,6 @@ import {
   completedPayload,
   EventType,
   jsonObject,
-  outcomesIn,
   scheduledPayload,
   type SerializedFailure,
   str,
@@ -25,6 +24,7 @@ import { replayHistory } from './history-replay.js';
 import { Mailbox } from './mailbox.js';
 import type { ActorMessage } from './messages.js';
 import { type Outstanding, ReplayState, type StrayCall } from './replay-state.js';
+import { UncommittedOutcomes } from './uncommitted-outcomes.js';
 import { WorkflowContextImpl } from './workflow-context.js';
 
 /** Where an actor is in its life. */
@@ -114,16 +114,10 @@ export class WorkflowActor {
   /** Steps handed to the WAL so far; those up to `#stepsEnqueued - #unflushed` have committed. */
   #stepsEnqueued = 0;
   /**
-   * The writes of steps that took activity outcomes and have not committed, oldest first, and
-   * beside each its step (counted as #stepsEnqueued counts): the database has no trace of those
-   * outcomes until then, so a failed flush hands them, read back from the writes, to the rebuild
-   * (see `killUncommitted`). The writes live until their commit anyway, where the messages would
-   * be kept alive for it. The first #uncommittedCount entries of two parallel arrays, made on
-   * first use and then written over: nearly every step takes an outcome.
+   * The writes of steps that took activity outcomes, until they commit: a failed flush hands
+   * those outcomes to the rebuild (see `killUncommitted`). Made when the first step takes one.
    */
-  #uncommittedWrites: (WorkflowWrite | undefined)[] | undefined;
-  #uncommittedSteps: number[] | undefined;
-  #uncommittedCount = 0;
+  #uncommitted: UncommittedOutcomes | undefined;
   /** The batch being handled until its step takes it (see `killUncommitted`). */
   #inHand: readonly ActorMessage[] | undefined;
   /** Messages that arrived while the creation was uncommitted, in arrival order. */
@@ -226,9 +220,8 @@ export class WorkflowActor {
    */
   killUncommitted(): ActorMessage[] {
     const handed: ActorMessage[] = [];
-    for (let i = 0; i < this.#uncommittedCount; i++) outcomesIn(this.#uncommittedWrites![i]!, handed);
-    this.#uncommittedWrites = this.#uncommittedSteps = undefined;
-    this.#uncommittedCount = 0;
+    this.#uncommitted?.outcomesTo(handed);
+    this.#uncommitted = undefined;
     for (const message of this.#inHand ?? NO_ITEMS) handed.push(message);
     this.#inHand = undefined;
     for (const message of this.#takeHeld()) handed.push(message);
@@ -425,14 +418,7 @@ export class WorkflowActor {
     if (write.history.length > 0) effects.receivedAt = receivedAt;
     this.#enqueue(write, effects);
     // A step that took an outcome wrote something (history, or the retry's task row): it was enqueued.
-    if (tookOutcome) this.#keepUntilCommitted(write);
-  }
-
-  /** Keeps the write of the step just enqueued until it commits (see #uncommittedWrites). */
-  #keepUntilCommitted(write: WorkflowWrite): void {
-    const at = this.#uncommittedCount++;
-    (this.#uncommittedWrites ??= [])[at] = write;
-    (this.#uncommittedSteps ??= [])[at] = this.#stepsEnqueued;
+    if (tookOutcome) (this.#uncommitted ??= new UncommittedOutcomes()).keep(write, this.#stepsEnqueued);
   }
 
   /**
@@ -620,7 +606,8 @@ export class WorkflowActor {
     const creation = write.creates ? this.#creation : undefined;
     this.#host.wal.enqueue(write, (isRefused) => {
       this.#unflushed--;
-      if (this.#uncommittedCount > 0) this.#forgetCommittedOutcomes();
+      const uncommitted = this.#uncommitted;
+      if (uncommitted !== undefined && uncommitted.count > 0) uncommitted.forgetCommitted(this.#stepsEnqueued - this.#unflushed);
       if (creation) this.#creation = undefined;
       if (isRefused) {
         // Someone else's workflow has this id: what this actor ran was never stored.
@@ -639,22 +626,6 @@ export class WorkflowActor {
       onStored?.();
       this.#host.release(this.workflowId, effects);
     });
-  }
-
-  /** Drops the kept writes whose steps have committed (a workflow's steps commit in order). */
-  #forgetCommittedOutcomes(): void {
-    const committed = this.#stepsEnqueued - this.#unflushed;
-    const writes = this.#uncommittedWrites!;
-    const steps = this.#uncommittedSteps!;
-    const count = this.#uncommittedCount;
-    let done = 0;
-    while (done < count && steps[done]! <= committed) done++;
-    if (done === 0) return;
-    writes.copyWithin(0, done, count);
-    steps.copyWithin(0, done, count);
-    // Cleared, so a committed write is not kept alive by a slot no longer counted.
-    writes.fill(undefined, count - done, count);
-    this.#uncommittedCount = count - done;
   }
 
   /** Loads the row and replays the history; `batch` is what the actor was handed meanwhile. */
