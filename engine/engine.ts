@@ -41,6 +41,7 @@ import { type EngineOptions, type ResolvedEngineOptions, resolveEngineOptions } 
 import { type RecoveryScope, RecoveriesUnderWay } from './recoveries-under-way.js';
 import { type ActivityOptions, nextAttemptAt, parseActivityOptions, resolveRetryPolicy } from './retry-policy.js';
 import { type ArmedTimer, TimerService } from './timer-service.js';
+import { type OutcomesByWorkflow, outcomeEnding, UnstoredOutcomes } from './unstored-outcomes.js';
 import { checkName } from './validate.js';
 import { workflowErrors } from './workflow-errors.js';
 import type { WorkflowState } from './workflow-state.js';
@@ -119,16 +120,6 @@ const timerKey = (workflowId: string, commandId: number): string => `t\0${workfl
 const retryKey = (workflowId: string, commandId: number): string => `r\0${workflowId}\0${commandId}`;
 const startKey = (workflowId: string): string => `s\0${workflowId}`;
 
-/** How an attempt ended, as the pool reports it: the activity completed, will be retried, or failed. */
-type AttemptOutcome = Extract<ActorMessage, { type: 'activityCompleted' | 'activityRetry' | 'activityFailed' }>;
-
-/** The attempt whose end `message` reports. */
-const endedAttemptOf = (message: AttemptOutcome): number =>
-  message.type === 'activityRetry' ? message.task.attempt - 1 : message.attempts;
-
-/** Outcomes of attempts no actor stored, by workflow, then command (see #unstoredOutcomes). */
-type OutcomesByWorkflow = Map<string, Map<number, AttemptOutcome>>;
-
 
 /**
  * The engine: wires the store, the WAL, the actors, the activity pool and the timers, and
@@ -184,18 +175,8 @@ class EngineImpl implements Engine, ActorHost {
   readonly #actorFailures = new Map<string, number>();
   /** Rebuilds waiting out their pause, by workflow. */
   readonly #rebuilds = new Map<string, NodeJS.Timeout>();
-  /**
-   * Outcomes of attempts that no actor stored (results, retries, final failures): they came
-   * while their workflow was paused for a rebuild, or its actor failed before taking them, or the
-   * flush of the step that took them failed. Unlike
-   * what else is dropped then, the database does not have them; the rebuild's recovery hands them
-   * to the rebuilt actor in place of the attempt the database still shows, so the attempt count
-   * and the backoff go on, and an attempt that ended is not run again (at every rebuild, while a
-   * history row cannot be read). By workflow, then command: a rebuild takes its workflow's
-   * without scanning everyone's, after an outage paused thousands. Each waits for a rebuild of its
-   * workflow, so none stays longer than that.
-   */
-  readonly #unstoredOutcomes: OutcomesByWorkflow = new Map();
+  /** Outcomes of attempts that no actor stored, each kept for its workflow's rebuild. */
+  readonly #unstoredOutcomes = new UnstoredOutcomes();
   /** Activity attempts handed to the pool and not yet reported back. */
   readonly #inFlightTasks = new InFlightTasks();
   readonly #poll: NodeJS.Timeout;
@@ -356,7 +337,7 @@ class EngineImpl implements Engine, ActorHost {
   rebuild(workflowId: string, unprocessed: readonly ActorMessage[] = NO_ITEMS): void {
     // Closing: a pause timer now would keep the process alive up to a minute for nothing.
     if (this.#isClosing) return;
-    for (const message of unprocessed) this.#keepUnstoredOutcome(workflowId, message);
+    for (const message of unprocessed) this.#unstoredOutcomes.keep(workflowId, message);
     const failures = (this.#actorFailures.get(workflowId) ?? 0) + 1;
     this.#actorFailures.set(workflowId, failures);
     // One rebuild waits at a time; what comes for the workflow meanwhile is dropped (#isPaused),
@@ -615,38 +596,15 @@ class EngineImpl implements Engine, ActorHost {
 
   #deliver(workflowId: string, message: ActorMessage, seed?: WorkflowRow): void {
     if (this.#isClosing) return;
-    if (this.#isPaused(workflowId)) this.#keepUnstoredOutcome(workflowId, message);
+    if (this.#isPaused(workflowId)) this.#unstoredOutcomes.keep(workflowId, message);
     else this.#system.deliver(workflowId, message, seed);
   }
 
   /** Starts, and activity outcomes (after a recovery, many for workflows not in memory). */
   #deliverWhenRoom(workflowId: string, message: ActorMessage, seed?: WorkflowRow): void {
     if (this.#isClosing) return;
-    if (this.#isPaused(workflowId)) this.#keepUnstoredOutcome(workflowId, message);
+    if (this.#isPaused(workflowId)) this.#unstoredOutcomes.keep(workflowId, message);
     else this.#system.deliverWhenRoom(workflowId, message, seed);
-  }
-
-  /** Keeps `message` for the workflow's rebuild if it reports how an attempt ended (see #unstoredOutcomes). */
-  #keepUnstoredOutcome(workflowId: string, message: ActorMessage): void {
-    if (message.type !== 'activityCompleted' && message.type !== 'activityRetry' && message.type !== 'activityFailed') return;
-    let ofWorkflow = this.#unstoredOutcomes.get(workflowId);
-    if (!ofWorkflow) this.#unstoredOutcomes.set(workflowId, (ofWorkflow = new Map()));
-    const kept = ofWorkflow.get(message.commandId);
-    // Two attempts' outcomes (a recovery ran one again): the later attempt wins.
-    if (!kept || endedAttemptOf(kept) <= endedAttemptOf(message)) ofWorkflow.set(message.commandId, message);
-  }
-
-  /** Takes the unstored outcomes of `workflowIds` (see #unstoredOutcomes). */
-  #takeUnstoredOutcomes(workflowIds: readonly string[]): OutcomesByWorkflow | undefined {
-    if (this.#unstoredOutcomes.size === 0) return undefined;
-    const taken: OutcomesByWorkflow = new Map();
-    for (const workflowId of workflowIds) {
-      const ofWorkflow = this.#unstoredOutcomes.get(workflowId);
-      if (!ofWorkflow) continue;
-      this.#unstoredOutcomes.delete(workflowId);
-      taken.set(workflowId, ofWorkflow);
-    }
-    return taken;
   }
 
   #dispatch(workflowName: string, task: TaskRow): void {
@@ -758,7 +716,7 @@ class EngineImpl implements Engine, ActorHost {
     // batch that failed otherwise is rebuilt as any failed actor is, with backoff if it fails again.
     if (isLeaseLost) {
       // Kept for the recovery after the claim, which takes them (and drops those of names lost).
-      if (!this.#isClosing) for (const [id, messages] of handed) for (const message of messages) this.#keepUnstoredOutcome(id, message);
+      if (!this.#isClosing) for (const [id, messages] of handed) for (const message of messages) this.#unstoredOutcomes.keep(id, message);
       void this.#leases.claim().then(() => this.#recoverWorkflows([...workflowIds]));
     } else {
       for (const id of workflowIds) this.rebuild(id, handed.get(id));
@@ -852,7 +810,7 @@ class EngineImpl implements Engine, ActorHost {
    */
   #recoverWithRetry({ names, workflowIds }: { names?: string[]; workflowIds?: string[] }): Promise<void> {
     // Taken now, as the pause (if any) ends: those that come later wait for a later rebuild.
-    const unstoredOutcomes = workflowIds && this.#takeUnstoredOutcomes(workflowIds);
+    const unstoredOutcomes = workflowIds && this.#unstoredOutcomes.take(workflowIds);
     // Under way until an attempt succeeds, pauses included: an inbox read let through between two
     // attempts would deliver events before the due timers the next attempt fires.
     return this.#underWay(this.#retryRecovery(names, workflowIds, unstoredOutcomes), { names, workflowIds });
@@ -922,8 +880,8 @@ class EngineImpl implements Engine, ActorHost {
     if (this.#isClosing) return;
     this.#handleStarts(starts, now);
     for (const { task, workflowName } of tasks) {
-      const outcome = unstoredOutcomes?.get(task.workflowId)?.get(task.commandId);
-      if (outcome && endedAttemptOf(outcome) >= task.attempt) {
+      const outcome = outcomeEnding(unstoredOutcomes, task);
+      if (outcome) {
         // The rebuilt actor stores it (and arms a retry), as the actor that failed would have.
         this.#deliverWhenRoom(task.workflowId, outcome);
         continue;
