@@ -38,6 +38,7 @@ import { InFlightTasks } from './in-flight-tasks.js';
 import { HeldBackEffects } from './held-back-effects.js';
 import { type LeaseChanges, LeaseKeeper } from './lease-keeper.js';
 import { type EngineOptions, type ResolvedEngineOptions, resolveEngineOptions } from './options.js';
+import { RebuildPauses } from './rebuild-pauses.js';
 import { type RecoveryScope, RecoveriesUnderWay } from './recoveries-under-way.js';
 import { type ActivityOptions, nextAttemptAt, parseActivityOptions, resolveRetryPolicy } from './retry-policy.js';
 import { type ArmedTimer, TimerService } from './timer-service.js';
@@ -107,15 +108,6 @@ const RECOVERY_BATCH = 10_000;
  */
 const UNKNOWN_ACTIVITY_LABEL = '(unknown)';
 
-/**
- * How long to wait before the rebuild after an actor's `failures`-th failure in a row: none after
- * the first, then from 100 ms doubling up to a minute (jittered, so actors failed together by one
- * outage do not come back together).
- */
-function rebuildDelayMs(failures: number): number {
-  return failures <= 1 ? 0 : retryDelayMs(failures - 2, 100, 60_000);
-}
-
 const timerKey = (workflowId: string, commandId: number): string => `t\0${workflowId}\0${commandId}`;
 const retryKey = (workflowId: string, commandId: number): string => `r\0${workflowId}\0${commandId}`;
 const startKey = (workflowId: string): string => `s\0${workflowId}`;
@@ -167,14 +159,10 @@ class EngineImpl implements Engine, ActorHost {
   /** Starts made together with their first step, not yet committed: each row, and how to settle its call. */
   readonly #creations = new Map<string, { row: NewWorkflowRow; settle: (error?: Error) => void }>();
   readonly #inboxToRead = new Set<string>();
-  /**
-   * Failures of each workflow's actor since its last committed step: one that fails the same way
-   * at every rebuild (a row it cannot read, a step it cannot store) is rebuilt with a growing
-   * pause, not in a loop.
-   */
-  readonly #actorFailures = new Map<string, number>();
-  /** Rebuilds waiting out their pause, by workflow. */
-  readonly #rebuilds = new Map<string, NodeJS.Timeout>();
+  /** Failed actors, rebuilt at once or after a pause that grows while they fail again. */
+  readonly #rebuilds = new RebuildPauses((workflowId) => {
+    if (!this.#isClosing) this.#recoverWorkflows([workflowId]);
+  });
   /** Outcomes of attempts that no actor stored, each kept for its workflow's rebuild. */
   readonly #unstoredOutcomes = new UnstoredOutcomes();
   /** Activity attempts handed to the pool and not yet reported back. */
@@ -312,7 +300,7 @@ class EngineImpl implements Engine, ActorHost {
     }
     // Closing: what the step starts (activities, timers) is stored, for the next engine to run.
     if (this.#isClosing) return;
-    if (this.#actorFailures.size > 0) this.#actorFailures.delete(workflowId);
+    this.#rebuilds.stepCommitted(workflowId);
     const { workflowName } = effects;
     for (const task of effects.dispatch) this.#dispatchOrHoldBack(workflowName, task);
     for (const task of effects.retries) {
@@ -338,27 +326,7 @@ class EngineImpl implements Engine, ActorHost {
     // Closing: a pause timer now would keep the process alive up to a minute for nothing.
     if (this.#isClosing) return;
     for (const message of unprocessed) this.#unstoredOutcomes.keep(workflowId, message);
-    const failures = (this.#actorFailures.get(workflowId) ?? 0) + 1;
-    this.#actorFailures.set(workflowId, failures);
-    // One rebuild waits at a time; what comes for the workflow meanwhile is dropped (#isPaused),
-    // and the rebuild's recovery reads it again from the database (or, for an attempt's outcome,
-    // from #unstoredOutcomes).
-    if (this.#rebuilds.has(workflowId)) return;
-    const delayMs = rebuildDelayMs(failures);
-    if (delayMs === 0) {
-      this.#recoverWorkflows([workflowId]);
-      return;
-    }
-    const timer = setTimeout(() => {
-      this.#rebuilds.delete(workflowId);
-      if (!this.#isClosing) this.#recoverWorkflows([workflowId]);
-    }, delayMs);
-    this.#rebuilds.set(workflowId, timer);
-  }
-
-  /** Whether the workflow waits out a pause before its rebuild (see `rebuild`). */
-  #isPaused(workflowId: string): boolean {
-    return this.#rebuilds.size > 0 && this.#rebuilds.has(workflowId);
+    this.#rebuilds.failed(workflowId);
   }
 
   // --- public API ---
@@ -523,7 +491,7 @@ class EngineImpl implements Engine, ActorHost {
     // The WAL is closed only once the actors have run what they hold, which they could not do
     // while waiting for room behind a flush that retries until the database is back.
     this.wal.endBackpressure();
-    for (const timer of this.#rebuilds.values()) clearTimeout(timer);
+    this.#rebuilds.close();
     const closed = new EngineClosedError();
     this.#timers.close();
     const errors: unknown[] = [];
@@ -596,14 +564,14 @@ class EngineImpl implements Engine, ActorHost {
 
   #deliver(workflowId: string, message: ActorMessage, seed?: WorkflowRow): void {
     if (this.#isClosing) return;
-    if (this.#isPaused(workflowId)) this.#unstoredOutcomes.keep(workflowId, message);
+    if (this.#rebuilds.isPaused(workflowId)) this.#unstoredOutcomes.keep(workflowId, message);
     else this.#system.deliver(workflowId, message, seed);
   }
 
   /** Starts, and activity outcomes (after a recovery, many for workflows not in memory). */
   #deliverWhenRoom(workflowId: string, message: ActorMessage, seed?: WorkflowRow): void {
     if (this.#isClosing) return;
-    if (this.#isPaused(workflowId)) this.#unstoredOutcomes.keep(workflowId, message);
+    if (this.#rebuilds.isPaused(workflowId)) this.#unstoredOutcomes.keep(workflowId, message);
     else this.#system.deliverWhenRoom(workflowId, message, seed);
   }
 
