@@ -11,7 +11,6 @@ import { type MetricsServer, startMetricsServer } from '../metrics/metrics-serve
 import type { Logger } from '../storage/logger.js';
 import { retryDelayMs } from '../storage/backoff.js';
 import { NO_ITEMS } from '../storage/lists.js';
-import { isRetryable } from '../storage/pg-errors.js';
 import { type NewWorkflowRow, pendingRowOf, type StoredHistoryRow, type TaskRow, type WorkflowRow } from '../storage/rows.js';
 import { type DeliverableEvent, firstEventsOfParked, inboxFor } from '../storage/sql/inbox.js';
 import { LeaseLostError } from '../storage/sql/leases.js';
@@ -25,7 +24,6 @@ import { type Client, handleFor } from './client.js';
 import type { JsonCodec } from './codec.js';
 import {
   ConfigurationError,
-  DatabaseUnavailableError,
   EngineClosedError,
   ErrorCode,
   InvalidArgumentError,
@@ -37,7 +35,7 @@ import { coerceError } from './failure.js';
 import { InFlightTasks } from './in-flight-tasks.js';
 import { HeldBackEffects } from './held-back-effects.js';
 import { type LeaseChanges, LeaseKeeper } from './lease-keeper.js';
-import { type EngineOptions, type ResolvedEngineOptions, resolveEngineOptions } from './options.js';
+import type { ResolvedEngineOptions } from './options.js';
 import { RebuildPauses } from './rebuild-pauses.js';
 import { type RecoveryScope, RecoveriesUnderWay } from './recoveries-under-way.js';
 import { type ActivityOptions, nextAttemptAt, parseActivityOptions, resolveRetryPolicy } from './retry-policy.js';
@@ -130,7 +128,7 @@ const startKey = (workflowId: string): string => `s\0${workflowId}`;
  * - held and overdue: they still run, but their side effects are held back until a renewal;
  * - not held: nothing of it runs here; its starts are stored for the holder, and polls skip it.
  */
-class EngineImpl implements Engine, ActorHost {
+export class EngineImpl implements Engine, ActorHost {
   readonly #options: ResolvedEngineOptions;
   readonly #store: WorkflowStore;
   readonly #pool: ActivityPool<TaskRow>;
@@ -987,55 +985,5 @@ class EngineImpl implements Engine, ActorHost {
     } catch (error) {
       this.logger.warn({ err: error }, 'polling for starts and events failed');
     }
-  }
-}
-
-/**
- * Starts an engine: connects (or opens the embedded database), applies the schema, loads the
- * activities module in its threads, claims the leases of the workflow names it registers, and
- * recovers the unfinished workflows of those it got. It does not wait for names another engine
- * holds (one that crashed, too, until its lease expires): it takes them over when it can.
- * Rejects with TypeError/RangeError for bad options, `ConfigurationError` for an unusable
- * activities module or a database that refuses to be opened, and `DatabaseUnavailableError` for
- * one that cannot be reached or is lost before the start is done.
- */
-export async function createEngine(options: EngineOptions): Promise<Engine> {
-  const resolved = resolveEngineOptions(options);
-  const store = await WorkflowStore.open(resolved);
-  let pool: ActivityPool<TaskRow> | undefined;
-  // The pool reports outcomes to the engine, which exists only once the pool does.
-  let report: (task: TaskRow, outcome: ActivityOutcome | undefined, workflowName: string) => void = () => undefined;
-  try {
-    pool = await ActivityPool.create<TaskRow>(
-      {
-        moduleUrl: resolved.activities,
-        threads: resolved.activityThreads,
-        concurrencyPerThread: resolved.activityConcurrency,
-        inline: resolved.inlineActivities,
-        maxHeapMb: resolved.activityMaxHeapMb,
-        maxPayloadBytes: resolved.maxPayloadBytes,
-      },
-      (task, outcome, workflowName) => report(task, outcome, workflowName),
-      (error) => resolved.logger.error({ err: error }, 'an activity thread failed'),
-    );
-    const created = pool;
-    const engine = new EngineImpl(resolved, store, (onOutcome) => {
-      report = onOutcome;
-      return created;
-    });
-    try {
-      await engine.serveMetrics();
-      await engine.recoverAll();
-    } catch (error) {
-      await engine.close().catch(() => undefined);
-      // The database went away after it opened (the first claim, the recovery): to the caller
-      // the same as one that could not be reached at all, safe to try again.
-      throw isRetryable(error) ? new DatabaseUnavailableError('starting the engine', error) : error;
-    }
-    return engine;
-  } catch (error) {
-    await pool?.close().catch(() => undefined);
-    await store.close().catch(() => undefined);
-    throw error;
   }
 }

@@ -1,5 +1,5 @@
 /** duraflow's public API: everything importable from 'duraflow'. */
-export { createEngine } from './engine.js';
+export { createEngine } from './create-engine.js';
 export type { Engine, WorkflowInput, WorkflowOutput } from './engine.js';
 export { createClient } from './client.js';
 export type { Client } from './client.js';
