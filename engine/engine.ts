@@ -19,26 +19,24 @@ import { timersFor } from '../storage/sql/timers.js';
 import { dueStarts, loadHistory, loadWorkflow } from '../storage/sql/workflows.js';
 import { Wal, type WalObserver } from '../storage/wal.js';
 import type { ActivityOutcome } from './activity-context.js';
-import { ActivityPool, mustRunAlone } from './activity-pool.js';
+import { ActivityAttempts } from './activity-attempts.js';
+import type { ActivityPool } from './activity-pool.js';
 import { type Client, handleFor } from './client.js';
 import type { JsonCodec } from './codec.js';
 import {
   ConfigurationError,
   EngineClosedError,
-  ErrorCode,
   InvalidArgumentError,
   UnknownWorkflowError,
   UnreadableHistoryError,
   WorkflowAlreadyExistsError,
 } from './errors.js';
 import { coerceError } from './failure.js';
-import { InFlightTasks } from './in-flight-tasks.js';
 import { HeldBackEffects } from './held-back-effects.js';
 import { type LeaseChanges, LeaseKeeper } from './lease-keeper.js';
 import type { ResolvedEngineOptions } from './options.js';
 import { RebuildPauses } from './rebuild-pauses.js';
 import { type RecoveryScope, RecoveriesUnderWay } from './recoveries-under-way.js';
-import { type ActivityOptions, nextAttemptAt, parseActivityOptions, resolveRetryPolicy } from './retry-policy.js';
 import { type ArmedTimer, TimerService } from './timer-service.js';
 import { type OutcomesByWorkflow, outcomeEnding, UnstoredOutcomes } from './unstored-outcomes.js';
 import { checkName } from './validate.js';
@@ -100,12 +98,6 @@ type TimerPayload =
 /** Rows read per recovery query. */
 const RECOVERY_BATCH = 10_000;
 
-/**
- * The `activity` label of attempts of names no activity has: workflow code can call any name
- * (`acts[fromInput]()`), and a label value per name would grow the metrics without bound.
- */
-const UNKNOWN_ACTIVITY_LABEL = '(unknown)';
-
 const timerKey = (workflowId: string, commandId: number): string => `t\0${workflowId}\0${commandId}`;
 const retryKey = (workflowId: string, commandId: number): string => `r\0${workflowId}\0${commandId}`;
 const startKey = (workflowId: string): string => `s\0${workflowId}`;
@@ -153,7 +145,6 @@ export class EngineImpl implements Engine, ActorHost {
   readonly #eventsAfterRecovery = new Map<string, { workflowName: string; events: ActorMessage[] }>();
   /** True until the first claim returns: names it gains are recovered by `recoverAll` (awaited), not by #onLeaseChange. */
   #isStarting = true;
-  readonly #parsedOptions = new Map<string, ActivityOptions>();
   /** Starts made together with their first step, not yet committed: each row, and how to settle its call. */
   readonly #creations = new Map<string, { row: NewWorkflowRow; settle: (error?: Error) => void }>();
   readonly #inboxToRead = new Set<string>();
@@ -163,8 +154,7 @@ export class EngineImpl implements Engine, ActorHost {
   });
   /** Outcomes of attempts that no actor stored, each kept for its workflow's rebuild. */
   readonly #unstoredOutcomes = new UnstoredOutcomes();
-  /** Activity attempts handed to the pool and not yet reported back. */
-  readonly #inFlightTasks = new InFlightTasks();
+  readonly #attempts: ActivityAttempts;
   readonly #poll: NodeJS.Timeout;
   #pollRunning: Promise<void> | undefined;
   #pollAgain = false;
@@ -194,6 +184,7 @@ export class EngineImpl implements Engine, ActorHost {
     this.#pool = createPool((task, outcome, workflowName) => this.#onOutcome(task, outcome, workflowName));
     const m = new EngineMetrics(this.metrics);
     this.#m = m;
+    this.#attempts = new ActivityAttempts(this.#pool, options.retry, m);
     this.observer = {
       parked: () => m.parked(),
       rehydrated: (_id, _events, seconds) => m.rehydrated(seconds),
@@ -573,17 +564,12 @@ export class EngineImpl implements Engine, ActorHost {
     else this.#system.deliverWhenRoom(workflowId, message, seed);
   }
 
-  #dispatch(workflowName: string, task: TaskRow): void {
-    if (!this.#inFlightTasks.add(task.workflowId, task.commandId)) return;
-    this.#pool.submit(task, workflowName, this.#activityOptions(task.options).startToCloseTimeoutMs, mustRunAlone(task.lastFailure));
-  }
-
   /**
    * What the pool reports for each attempt: complete it, retry it, or fail it for good. None for
    * an attempt abandoned when another engine took over the name: that engine runs it again.
    */
   #onOutcome(task: TaskRow, outcome: ActivityOutcome | undefined, workflowName: string): void {
-    this.#inFlightTasks.delete(task.workflowId, task.commandId);
+    this.#attempts.ended(task);
     if (this.#isClosing) return;
     if (outcome === undefined) {
       // Taken back while the abandoned attempt ran on: the recovery then could not run the task
@@ -591,36 +577,7 @@ export class EngineImpl implements Engine, ActorHost {
       if (this.#leases.holds(workflowName)) this.#recoverWorkflows([task.workflowId]);
       return;
     }
-    const { workflowId, commandId, attempt } = task;
-    const label = !outcome.ok && outcome.failure.code === ErrorCode.UnknownActivity ? UNKNOWN_ACTIVITY_LABEL : task.name;
-    const scheduleToStart = Math.max(0, outcome.startedAt - task.visibleAt) / 1000;
-    const run = outcome.durationMs / 1000;
-    if (outcome.ok) {
-      this.#m.activityAttempted(label, 'completed', scheduleToStart, run);
-      this.#deliverWhenRoom(workflowId, { type: 'activityCompleted', commandId, result: outcome.result, attempts: attempt });
-      return;
-    }
-    const options = this.#activityOptions(task.options);
-    const policy = resolveRetryPolicy(this.#options.retry, options.retry);
-    const next = nextAttemptAt(policy, attempt, outcome.failure, Date.now(), outcome.retryAt);
-    if (next === undefined) {
-      this.#m.activityAttempted(label, 'failed', scheduleToStart, run);
-      this.#deliverWhenRoom(workflowId, { type: 'activityFailed', commandId, failure: outcome.failure, attempts: attempt });
-      return;
-    }
-    this.#m.activityAttempted(label, 'retried', scheduleToStart, run);
-    const retry: TaskRow = { ...task, attempt: attempt + 1, visibleAt: next, lastFailure: JSON.stringify(outcome.failure) };
-    this.#deliverWhenRoom(workflowId, { type: 'activityRetry', commandId, task: retry });
-  }
-
-  /** Parsed activity options; workflows reuse a handful of option sets, so parse each once. */
-  #activityOptions(json: string): ActivityOptions {
-    let options = this.#parsedOptions.get(json);
-    if (!options) {
-      options = parseActivityOptions(json);
-      if (this.#parsedOptions.size < 1000) this.#parsedOptions.set(json, options);
-    }
-    return options;
+    this.#deliverWhenRoom(task.workflowId, this.#attempts.messageFor(task, outcome));
   }
 
   #onTimer(timer: ArmedTimer<TimerPayload>): void {
@@ -642,7 +599,7 @@ export class EngineImpl implements Engine, ActorHost {
         this.#deliver(p.workflowId, { type: 'timerFired', commandId: p.commandId });
         break;
       case 'retry':
-        this.#dispatch(p.workflowName, p.task);
+        this.#attempts.start(p.workflowName, p.task);
         break;
       case 'start':
         this.#deliverWhenRoom(p.workflowId, { type: 'start' });
@@ -755,8 +712,8 @@ export class EngineImpl implements Engine, ActorHost {
    */
   #dispatchOrHoldBack(workflowName: string, task: TaskRow): void {
     const gate = this.#leases.gate(workflowName);
-    if (gate === 'release') this.#dispatch(workflowName, task);
-    else if (gate === 'holdBack' && !this.#inFlightTasks.has(task.workflowId, task.commandId)) {
+    if (gate === 'release') this.#attempts.start(workflowName, task);
+    else if (gate === 'holdBack' && !this.#attempts.isRunning(task.workflowId, task.commandId)) {
       this.#heldBack.dispatch(retryKey(task.workflowId, task.commandId), { workflowName, task });
     }
   }

@@ -1,8 +1,6 @@
 import type { ActorMessage } from '../actors/messages.js';
 import type { TaskRow } from '../storage/rows.js';
-
-/** How an attempt ended, as the pool reports it: the activity completed, will be retried, or failed. */
-export type AttemptOutcome = Extract<ActorMessage, { type: 'activityCompleted' | 'activityRetry' | 'activityFailed' }>;
+import type { AttemptOutcome } from './activity-attempts.js';
 
 /** The attempt whose end `message` reports. */
 const endedAttemptOf = (message: AttemptOutcome): number =>
