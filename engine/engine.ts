@@ -2,24 +2,20 @@ import { Registry } from 'prom-client';
 
 import type { ActorHost, ActorObserver, Effects, WorkflowErrors } from '../actors/actor-host.js';
 import { ActorSystem } from '../actors/actor-system.js';
-import { EventType } from '../actors/history.js';
 import type { ActorMessage } from '../actors/messages.js';
 import type { WorkflowFunction } from '../actors/workflow-context.js';
 import { registerQueueGauges } from '../metrics/collectors.js';
 import { EngineMetrics } from '../metrics/engine-metrics.js';
 import { type MetricsServer, startMetricsServer } from '../metrics/metrics-server.js';
 import type { Logger } from '../storage/logger.js';
-import { retryDelayMs } from '../storage/backoff.js';
 import { NO_ITEMS } from '../storage/lists.js';
 import { type NewWorkflowRow, pendingRowOf, type StoredHistoryRow, type TaskRow, type WorkflowRow } from '../storage/rows.js';
-import { type DeliverableEvent, firstEventsOfParked, inboxFor } from '../storage/sql/inbox.js';
+import { type DeliverableEvent, inboxFor } from '../storage/sql/inbox.js';
 import { LeaseLostError } from '../storage/sql/leases.js';
-import { pendingTasks } from '../storage/sql/tasks.js';
-import { timersFor } from '../storage/sql/timers.js';
 import { dueStarts, loadHistory, loadWorkflow } from '../storage/sql/workflows.js';
 import { Wal, type WalObserver } from '../storage/wal.js';
-import type { ActivityOutcome } from './activity-context.js';
 import { ActivityAttempts } from './activity-attempts.js';
+import type { ActivityOutcome } from './activity-context.js';
 import type { ActivityPool } from './activity-pool.js';
 import { type Client, handleFor } from './client.js';
 import type { JsonCodec } from './codec.js';
@@ -28,7 +24,6 @@ import {
   EngineClosedError,
   InvalidArgumentError,
   UnknownWorkflowError,
-  UnreadableHistoryError,
   WorkflowAlreadyExistsError,
 } from './errors.js';
 import { coerceError } from './failure.js';
@@ -36,9 +31,10 @@ import { HeldBackEffects } from './held-back-effects.js';
 import { type LeaseChanges, LeaseKeeper } from './lease-keeper.js';
 import type { ResolvedEngineOptions } from './options.js';
 import { RebuildPauses } from './rebuild-pauses.js';
-import { type RecoveryScope, RecoveriesUnderWay } from './recoveries-under-way.js';
+import { RECOVERY_BATCH, Recovery } from './recovery.js';
+import { retryKey, startKey, timerKey, type TimerPayload } from './timer-payload.js';
 import { type ArmedTimer, TimerService } from './timer-service.js';
-import { type OutcomesByWorkflow, outcomeEnding, UnstoredOutcomes } from './unstored-outcomes.js';
+import { UnstoredOutcomes } from './unstored-outcomes.js';
 import { checkName } from './validate.js';
 import { workflowErrors } from './workflow-errors.js';
 import type { WorkflowState } from './workflow-state.js';
@@ -89,19 +85,6 @@ export interface Engine extends Omit<Client, 'startWorkflow'> {
   readonly metricsUrl: string | undefined;
 }
 
-/** What an armed timer does when it fires; each names its workflow's name, whose lease it needs. */
-type TimerPayload =
-  | { kind: 'timer'; workflowId: string; workflowName: string; commandId: number }
-  | { kind: 'retry'; workflowName: string; task: TaskRow }
-  | { kind: 'start'; workflowId: string; workflowName: string };
-
-/** Rows read per recovery query. */
-const RECOVERY_BATCH = 10_000;
-
-const timerKey = (workflowId: string, commandId: number): string => `t\0${workflowId}\0${commandId}`;
-const retryKey = (workflowId: string, commandId: number): string => `r\0${workflowId}\0${commandId}`;
-const startKey = (workflowId: string): string => `s\0${workflowId}`;
-
 
 /**
  * The engine: wires the store, the WAL, the actors, the activity pool and the timers, and
@@ -131,18 +114,7 @@ export class EngineImpl implements Engine, ActorHost {
   readonly #namesByFunction = new Map<WorkflowFunction<never, unknown>, string[]>();
   readonly #leases: LeaseKeeper;
   readonly #heldBack = new HeldBackEffects<TimerPayload>();
-  /**
-   * Recoveries under way (settled promises, never rejected), each with the workflows it covers:
-   * their events wait for it (see #pollInbox); other workflows' events are delivered meanwhile.
-   */
-  readonly #recoveries = new RecoveriesUnderWay();
-  /** An event was left in the inbox for a recovery under way: poll once it settles. */
-  #pollAfterRecovery = false;
-  /**
-   * Events sent through this engine to workflows a recovery under way covers, by workflow, in the
-   * order sent: delivered once no recovery covers the workflow, and before any sent after them.
-   */
-  readonly #eventsAfterRecovery = new Map<string, { workflowName: string; events: ActorMessage[] }>();
+  readonly #recovery: Recovery;
   /** True until the first claim returns: names it gains are recovered by `recoverAll` (awaited), not by #onLeaseChange. */
   #isStarting = true;
   /** Starts made together with their first step, not yet committed: each row, and how to settle its call. */
@@ -161,9 +133,6 @@ export class EngineImpl implements Engine, ActorHost {
   #closing: Promise<void> | undefined;
   /** Set the moment close() is called, before anything it does can call back into the engine. */
   #isClosing = false;
-  /** Resolves the moment close() is called: it ends the pauses between recovery attempts. */
-  readonly #closeCalled: Promise<void>;
-  #resolveCloseCalled!: () => void;
   readonly errors: WorkflowErrors = workflowErrors;
   readonly metrics = new Registry();
   metricsUrl: string | undefined;
@@ -180,7 +149,6 @@ export class EngineImpl implements Engine, ActorHost {
   ) {
     this.#options = options;
     this.#store = store;
-    this.#closeCalled = new Promise((resolve) => (this.#resolveCloseCalled = resolve));
     this.#pool = createPool((task, outcome, workflowName) => this.#onOutcome(task, outcome, workflowName));
     const m = new EngineMetrics(this.metrics);
     this.#m = m;
@@ -221,6 +189,28 @@ export class EngineImpl implements Engine, ActorHost {
       observer: walObserver,
     });
     this.#system = new ActorSystem(this, options.maxCachedWorkflows);
+    this.#recovery = new Recovery({
+      sql: store.sql,
+      tables: store.tables,
+      leases,
+      logger: options.logger,
+      pollIntervalMs: options.pollIntervalMs,
+      unstoredOutcomes: this.#unstoredOutcomes,
+      isClosing: () => this.#isClosing,
+      target: {
+        handleStarts: (rows, now) => this.#handleStarts(rows, now),
+        deliver: (workflowId, message) => this.#deliver(workflowId, message),
+        deliverWhenRoom: (workflowId, message) => this.#deliverWhenRoom(workflowId, message),
+        dispatch: (workflowName, task) => this.#dispatchOrHoldBack(workflowName, task),
+        arm: (key, dueAt, payload) => this.#arm(key, dueAt, payload),
+        fire: (key, dueAt, payload) => {
+          this.#disarm(key);
+          this.#onTimer({ key, dueAt, payload });
+        },
+        rebuild: (workflowId) => this.rebuild(workflowId),
+        requestPoll: () => this.#requestPoll(),
+      },
+    });
     this.#timers = new TimerService(
       (timer) => this.#onTimer(timer),
       (error) => this.logger.error({ err: error }, 'firing a timer failed'),
@@ -308,7 +298,7 @@ export class EngineImpl implements Engine, ActorHost {
 
   /** Re-delivers what the database says is unfinished for these workflows. */
   #recoverWorkflows(workflowIds: string[]): void {
-    void this.#recoverWithRetry({ workflowIds });
+    void this.#recovery.recoverWithRetry({ workflowIds });
   }
 
   rebuild(workflowId: string, unprocessed: readonly ActorMessage[] = NO_ITEMS): void {
@@ -378,18 +368,9 @@ export class EngineImpl implements Engine, ActorHost {
         payload: stored.payload,
         unconsumedBefore: stored.unconsumedBefore,
       };
-      // A recovery under way fires the timers that came due in time order with the events it
-      // reads: delivered now, this one could overtake them. Held until it ends (the recovery may
-      // deliver it first, read from the inbox: the workflow takes it once), and so are the events
-      // sent after it, which would otherwise overtake it.
-      const held = this.#eventsAfterRecovery.get(workflowId);
-      if (held) held.events.push(event);
-      else if (this.#recoveries.size > 0 && this.#recoveries.covers(stored.workflowName, workflowId)) {
-        this.#eventsAfterRecovery.set(workflowId, { workflowName: stored.workflowName, events: [event] });
-      } else {
-        // Stored: if the engine began closing meanwhile, its next start delivers it.
-        this.#deliver(workflowId, event);
-      }
+      // Held while a recovery under way covers the workflow (see Recovery.holdEvent). Else
+      // delivered; stored: if the engine began closing meanwhile, its next start delivers it.
+      if (!this.#recovery.holdEvent(workflowId, stored.workflowName, event)) this.#deliver(workflowId, event);
     } else {
       await this.#store.notifyEngines(Notice.Event);
     }
@@ -418,7 +399,7 @@ export class EngineImpl implements Engine, ActorHost {
 
   close(): Promise<void> {
     this.#isClosing = true;
-    this.#resolveCloseCalled();
+    this.#recovery.closeCalled();
     this.#closing ??= this.#shutdown();
     return this.#closing;
   }
@@ -433,7 +414,7 @@ export class EngineImpl implements Engine, ActorHost {
   async recoverAll(): Promise<void> {
     await this.#leases.start();
     this.#isStarting = false;
-    await this.#underWay(this.#recover(this.#leases.held, undefined), {});
+    await this.#recovery.recoverHeld();
   }
 
   /** Starts the `/metrics` server if the options asked for one. */
@@ -498,7 +479,7 @@ export class EngineImpl implements Engine, ActorHost {
     await step(() => this.#pollRunning);
     // A recovery that ran on beside the polls must not find the store closed under it.
     await step(async () => {
-      await this.#recoveries.settled();
+      await this.#recovery.settled();
     });
     // After the last flush: an engine waiting for these names takes them now, not at expiry.
     await step(async () => {
@@ -671,7 +652,7 @@ export class EngineImpl implements Engine, ActorHost {
     if (lost.length > 0) this.#stopRunning(new Set(lost));
     if (gained.length > 0) {
       this.logger.info({ names: gained, owner: this.#leases.owner }, 'holding the leases of these workflow names');
-      if (!this.#isStarting) void this.#recoverWithRetry({ names: gained });
+      if (!this.#isStarting) void this.#recovery.recoverWithRetry({ names: gained });
     }
     if (this.#heldBack.size > 0) this.#releaseHeldBack();
   }
@@ -727,126 +708,6 @@ export class EngineImpl implements Engine, ActorHost {
     for (const { workflowName, task } of dispatches) this.#dispatchOrHoldBack(workflowName, task);
   }
 
-  /**
-   * Recovers the names held among `names` (default: all held), or only `workflowIds` of them,
-   * trying again with backoff until it succeeds or the engine closes.
-   */
-  #recoverWithRetry({ names, workflowIds }: { names?: string[]; workflowIds?: string[] }): Promise<void> {
-    // Taken now, as the pause (if any) ends: those that come later wait for a later rebuild.
-    const unstoredOutcomes = workflowIds && this.#unstoredOutcomes.take(workflowIds);
-    // Under way until an attempt succeeds, pauses included: an inbox read let through between two
-    // attempts would deliver events before the due timers the next attempt fires.
-    return this.#underWay(this.#retryRecovery(names, workflowIds, unstoredOutcomes), { names, workflowIds });
-  }
-
-  /** Counts `recovery` of `scope` under way until it settles (see #recoveries), and passes its outcome on. */
-  async #underWay(recovery: Promise<void>, scope: RecoveryScope): Promise<void> {
-    this.#recoveries.add(recovery, scope);
-    try {
-      await recovery;
-    } finally {
-      // No longer counted (see RecoveriesUnderWay.add).
-      this.logger.debug({ recoveries: this.#recoveries.size }, 'a recovery ended');
-      for (const [workflowId, { workflowName, events }] of this.#eventsAfterRecovery) {
-        if (this.#recoveries.covers(workflowName, workflowId)) continue;
-        this.#eventsAfterRecovery.delete(workflowId);
-        for (const event of events) this.#deliver(workflowId, event);
-      }
-      if (this.#pollAfterRecovery) {
-        this.#pollAfterRecovery = false;
-        this.#requestPoll();
-      }
-    }
-  }
-
-  /** The work of #recoverWithRetry; never rejects. */
-  async #retryRecovery(names: string[] | undefined, workflowIds: string[] | undefined, unstoredOutcomes?: OutcomesByWorkflow): Promise<void> {
-    for (let attempt = 1; !this.#isClosing; attempt++) {
-      try {
-        const held = names ? names.filter((name) => this.#leases.holds(name)) : this.#leases.held;
-        await this.#recover(held, workflowIds, unstoredOutcomes);
-        return;
-      } catch (error) {
-        this.logger.warn({ err: error, attempt }, 'recovery failed; retrying');
-        // Cut short by close(), which waits for this recovery.
-        let pause: NodeJS.Timeout | undefined;
-        await Promise.race([new Promise((resolve) => (pause = setTimeout(resolve, retryDelayMs(attempt, 100, 5_000)))), this.#closeCalled]);
-        clearTimeout(pause);
-      }
-    }
-  }
-
-  /**
-   * Re-delivers what the database says is unfinished for `names` (and, if given, `workflowIds`
-   * only); an activity whose stored attempt ended, as `unstoredOutcomes` has it, gets that
-   * outcome instead of running the attempt again. Callers count it under way (#underWay), so
-   * the events of the workflows it covers wait for it.
-   */
-  async #recover(names: string[], workflowIds: string[] | undefined, unstoredOutcomes?: OutcomesByWorkflow): Promise<void> {
-    if (names.length === 0) return;
-    const { sql, tables } = this.#store;
-    const now = Date.now();
-    const [starts, timers, tasks, events] = await Promise.all([
-      dueStarts(sql, tables, names, now + this.#options.pollIntervalMs * 2, RECOVERY_BATCH, workflowIds),
-      timersFor(sql, tables, names, workflowIds),
-      pendingTasks(sql, tables, names, workflowIds, (workflowId, seq, cause) => {
-        // Not run: its workflow cannot take its outcome either, as replay fails on the same row.
-        const error = new UnreadableHistoryError(workflowId, seq, EventType.ActivityScheduled, cause);
-        this.logger.error({ err: error, workflowId }, 'an unfinished activity cannot be read; it is not run');
-        // Nothing else would read the row again (no outcome will come, and a workflow rebuilt
-        // later does not dispatch what it awaits): rebuilds with the growing pause look until
-        // it is repaired.
-        this.rebuild(workflowId);
-      }),
-      inboxFor(sql, tables, names, workflowIds, RECOVERY_BATCH),
-    ]);
-    if (this.#isClosing) return;
-    this.#handleStarts(starts, now);
-    for (const { task, workflowName } of tasks) {
-      const outcome = outcomeEnding(unstoredOutcomes, task);
-      if (outcome) {
-        // The rebuilt actor stores it (and arms a retry), as the actor that failed would have.
-        this.#deliverWhenRoom(task.workflowId, outcome);
-        continue;
-      }
-      if (task.visibleAt <= now) this.#dispatchOrHoldBack(workflowName, task);
-      else this.#arm(retryKey(task.workflowId, task.commandId), task.visibleAt, { kind: 'retry', workflowName, task });
-    }
-    // Timers that came due while no engine ran them fire in time order with the events sent
-    // meanwhile, as they would have with an engine running: an event sent before a wait timed out
-    // takes the wait, one sent after it does not. (Armed, a due timer would fire only after them.)
-    // Timers come ordered by dueAt: the first `dueCount` are due now, the rest are armed.
-    const due = timers.findIndex((t) => t.dueAt > now);
-    const dueCount = due < 0 ? timers.length : due;
-    let next = 0;
-    const fireDueBy = (at: number): void => {
-      for (; next < dueCount && timers[next]!.dueAt <= at; next++) {
-        const { workflowId, workflowName, commandId, dueAt } = timers[next]!;
-        const key = timerKey(workflowId, commandId);
-        this.#disarm(key);
-        this.#onTimer({ key, dueAt, payload: { kind: 'timer', workflowId, workflowName, commandId } });
-      }
-    };
-    for (let page = events; ; ) {
-      for (const e of page) {
-        fireDueBy(e.createdAt);
-        this.#deliverEvent(e);
-      }
-      // A full read may have left out events sent before timers still to fire: read on, or the
-      // timers would fire before them (the polls deliver the rest, after).
-      if (page.length < RECOVERY_BATCH || next >= dueCount) break;
-      page = await inboxFor(sql, tables, names, workflowIds, RECOVERY_BATCH, page.at(-1)!.id);
-      if (this.#isClosing) return;
-    }
-    fireDueBy(now);
-    for (; next < timers.length; next++) {
-      const { workflowId, workflowName, commandId, dueAt } = timers[next]!;
-      this.#arm(timerKey(workflowId, commandId), dueAt, { kind: 'timer', workflowId, workflowName, commandId });
-    }
-    // Parked workflows with events come back too: code that matches their history may run them on.
-    for (const e of await firstEventsOfParked(sql, tables, names, workflowIds)) this.#deliverEvent(e);
-  }
-
   #handleStarts(rows: WorkflowRow[], now: number): void {
     for (const row of rows) {
       const dueAt = row.start_at.getTime();
@@ -884,16 +745,7 @@ export class EngineImpl implements Engine, ActorHost {
 
   async #pollInbox(names: string[], workflowIds?: string[]): Promise<void> {
     if (names.length === 0) return;
-    // Names a recovery under way covers whole are not read: their events would only be left, and,
-    // more of them than one read takes, would keep the other names' events out of every read.
-    let read = names;
-    if (this.#recoveries.size > 0) {
-      read = names.filter((name) => !this.#recoveries.coversName(name));
-      if (read.length < names.length) {
-        this.#pollAfterRecovery = true;
-        this.logger.debug({ names: names.length - read.length }, 'the events of these names left to the recoveries under way');
-      }
-    }
+    const read = this.#recovery.namesToRead(names);
     if (read.length === 0) return;
     const events = await inboxFor(this.#store.sql, this.#store.tables, read, workflowIds);
     // A recovery fires the timers that came due in time order with the events it reads: the
@@ -901,13 +753,10 @@ export class EngineImpl implements Engine, ActorHost {
     // they were sent. They stay in the inbox for it, or for the poll after it.
     let left = 0;
     for (const e of events) {
-      if (this.#recoveries.size > 0 && this.#recoveries.covers(e.workflowName, e.workflowId)) left++;
+      if (this.#recovery.covers(e.workflowName, e.workflowId)) left++;
       else this.#deliverEvent(e);
     }
-    if (left > 0) {
-      this.#pollAfterRecovery = true;
-      this.logger.debug({ events: left }, 'events left to the recoveries under way');
-    }
+    if (left > 0) this.#recovery.leftEvents(left);
   }
 
   #deliverEvent(e: DeliverableEvent): void {
