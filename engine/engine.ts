@@ -27,7 +27,7 @@ import {
   WorkflowAlreadyExistsError,
 } from './errors.js';
 import { coerceError } from './failure.js';
-import { HeldBackEffects } from './held-back-effects.js';
+import { LeaseGates } from './lease-gates.js';
 import { type LeaseChanges, LeaseKeeper } from './lease-keeper.js';
 import type { ResolvedEngineOptions } from './options.js';
 import { RebuildPauses } from './rebuild-pauses.js';
@@ -113,7 +113,7 @@ export class EngineImpl implements Engine, ActorHost {
   /** The names each workflow function is registered under (one, unless aliased). */
   readonly #namesByFunction = new Map<WorkflowFunction<never, unknown>, string[]>();
   readonly #leases: LeaseKeeper;
-  readonly #heldBack = new HeldBackEffects<TimerPayload>();
+  readonly #gates: LeaseGates;
   readonly #recovery: Recovery;
   /** True until the first claim returns: names it gains are recovered by `recoverAll` (awaited), not by #onLeaseChange. */
   #isStarting = true;
@@ -201,10 +201,10 @@ export class EngineImpl implements Engine, ActorHost {
         handleStarts: (rows, now) => this.#handleStarts(rows, now),
         deliver: (workflowId, message) => this.#deliver(workflowId, message),
         deliverWhenRoom: (workflowId, message) => this.#deliverWhenRoom(workflowId, message),
-        dispatch: (workflowName, task) => this.#dispatchOrHoldBack(workflowName, task),
-        arm: (key, dueAt, payload) => this.#arm(key, dueAt, payload),
+        dispatch: (workflowName, task) => this.#gates.dispatch(workflowName, task),
+        arm: (key, dueAt, payload) => this.#gates.arm(key, dueAt, payload),
         fire: (key, dueAt, payload) => {
-          this.#disarm(key);
+          this.#gates.disarm(key);
           this.#onTimer({ key, dueAt, payload });
         },
         rebuild: (workflowId) => this.rebuild(workflowId),
@@ -215,6 +215,7 @@ export class EngineImpl implements Engine, ActorHost {
       (timer) => this.#onTimer(timer),
       (error) => this.logger.error({ err: error }, 'firing a timer failed'),
     );
+    this.#gates = new LeaseGates(this.#leases, this.#timers, this.#attempts, (p) => this.#fire(p), options.logger);
     registerQueueGauges(this.metrics, {
       walPendingEvents: () => this.wal.pendingEvents,
       walFlushesInFlight: () => this.wal.flushesInFlight,
@@ -228,7 +229,7 @@ export class EngineImpl implements Engine, ActorHost {
       workflowsWaitingForRoom: () => this.#system.waitingWorkflows,
       resultWaiters: () => this.#store.waiters.size,
       leasesHeld: () => this.#leases.held.length,
-      effectsHeldBack: () => this.#heldBack.size,
+      effectsHeldBack: () => this.#gates.heldBack,
     });
     this.#poll = setInterval(() => {
       // An actor that has had its turn in memory counts as parked from then on: no commit or
@@ -281,15 +282,15 @@ export class EngineImpl implements Engine, ActorHost {
     if (this.#isClosing) return;
     this.#rebuilds.stepCommitted(workflowId);
     const { workflowName } = effects;
-    for (const task of effects.dispatch) this.#dispatchOrHoldBack(workflowName, task);
+    for (const task of effects.dispatch) this.#gates.dispatch(workflowName, task);
     for (const task of effects.retries) {
-      this.#arm(retryKey(workflowId, task.commandId), task.visibleAt, { kind: 'retry', workflowName, task });
+      this.#gates.arm(retryKey(workflowId, task.commandId), task.visibleAt, { kind: 'retry', workflowName, task });
     }
     for (const timer of effects.armTimers) {
-      this.#arm(timerKey(workflowId, timer.commandId), timer.dueAt, { kind: 'timer', workflowId, workflowName, commandId: timer.commandId });
+      this.#gates.arm(timerKey(workflowId, timer.commandId), timer.dueAt, { kind: 'timer', workflowId, workflowName, commandId: timer.commandId });
     }
-    for (const commandId of effects.disarmTimers) this.#disarm(timerKey(workflowId, commandId));
-    for (const commandId of effects.disarmRetries) this.#disarm(retryKey(workflowId, commandId));
+    for (const commandId of effects.disarmTimers) this.#gates.disarm(timerKey(workflowId, commandId));
+    for (const commandId of effects.disarmRetries) this.#gates.disarm(retryKey(workflowId, commandId));
     // Actors become evictable once their writes commit: trim the cache here, not only on delivery.
     if (this.#system.size > this.#options.maxCachedWorkflows) this.#system.trim();
     this.#system.stepCommitted(workflowId);
@@ -338,7 +339,7 @@ export class EngineImpl implements Engine, ActorHost {
     } else if (isImmediate) {
       this.#deliverWhenRoom(row.id, { type: 'start' }, pendingRowOf(row));
     } else {
-      this.#arm(startKey(row.id), row.startAt, { kind: 'start', workflowId: row.id, workflowName: name });
+      this.#gates.arm(startKey(row.id), row.startAt, { kind: 'start', workflowId: row.id, workflowName: name });
     }
     return handleFor<Output>(this, row.id);
   }
@@ -564,14 +565,7 @@ export class EngineImpl implements Engine, ActorHost {
   #onTimer(timer: ArmedTimer<TimerPayload>): void {
     const p = timer.payload;
     this.#m.timerFired(Math.max(0, Date.now() - timer.dueAt) / 1000);
-    this.#fireOrHoldBack(timer.key, p);
-  }
-
-  /** Carries out a fired timer, as #arm arms one: now, held back while the lease is overdue, or not at all. */
-  #fireOrHoldBack(key: string, p: TimerPayload): void {
-    const gate = this.#leases.gate(p.workflowName);
-    if (gate === 'release') this.#fire(p);
-    else if (gate === 'holdBack') this.#heldBack.fire(key, p);
+    this.#gates.fire(timer.key, p);
   }
 
   #fire(p: TimerPayload): void {
@@ -654,12 +648,12 @@ export class EngineImpl implements Engine, ActorHost {
       this.logger.info({ names: gained, owner: this.#leases.owner }, 'holding the leases of these workflow names');
       if (!this.#isStarting) void this.#recovery.recoverWithRetry({ names: gained });
     }
-    if (this.#heldBack.size > 0) this.#releaseHeldBack();
+    if (this.#gates.heldBack > 0) this.#gates.releaseHeldBack();
   }
 
   #stopRunning(lost: ReadonlySet<string>): void {
     this.logger.warn({ names: [...lost] }, 'another engine took over the leases of these workflow names; stopped running them');
-    this.#heldBack.drop((name) => lost.has(name));
+    this.#gates.dropHeldBack(lost);
     this.#pool.abandon(lost);
     this.#system.dropNamed(lost);
     // Their ends will be announced by another engine: all callers waiting here read them from the database.
@@ -670,44 +664,6 @@ export class EngineImpl implements Engine, ActorHost {
     for (const { row, settle } of [...this.#creations.values()]) if (lost.has(row.name)) this.#storeForHolder(row, settle);
   }
 
-  /**
-   * Arms a timer if the lease of its workflow's name lets this engine act now; holds it back if
-   * the lease is only overdue; drops it if the name is not held (see `LeaseKeeper.gate`).
-   */
-  #arm(key: string, dueAt: number, payload: TimerPayload): void {
-    if (payload.kind === 'retry') this.#heldBack.supersedeDispatch(key);
-    const gate = this.#leases.gate(payload.workflowName);
-    if (gate === 'release') this.#timers.arm(key, dueAt, payload);
-    else if (gate === 'holdBack') this.#heldBack.arm({ key, dueAt, payload });
-  }
-
-  /** Disarms a timer, and cancels what is held back under its key (its arming, its firing, an attempt). */
-  #disarm(key: string): void {
-    this.#timers.disarm(key);
-    this.#heldBack.cancel(key);
-  }
-
-  /**
-   * Dispatches an attempt, as #arm arms a timer. One already running (a recovery found it again)
-   * is not held back: by the release it would have ended, and its end decides what comes next.
-   */
-  #dispatchOrHoldBack(workflowName: string, task: TaskRow): void {
-    const gate = this.#leases.gate(workflowName);
-    if (gate === 'release') this.#attempts.start(workflowName, task);
-    else if (gate === 'holdBack' && !this.#attempts.isRunning(task.workflowId, task.commandId)) {
-      this.#heldBack.dispatch(retryKey(task.workflowId, task.commandId), { workflowName, task });
-    }
-  }
-
-  /** Releases, through the same gates, everything held back (what still may not go is held again). */
-  #releaseHeldBack(): void {
-    const { arms, fires, dispatches } = this.#heldBack.takeAll();
-    this.logger.info({ effects: arms.length + fires.length + dispatches.length }, 'leases renewed again; releasing what was held back');
-    for (const { key, dueAt, payload } of arms) this.#arm(key, dueAt, payload);
-    for (const [key, payload] of fires) this.#fireOrHoldBack(key, payload);
-    for (const { workflowName, task } of dispatches) this.#dispatchOrHoldBack(workflowName, task);
-  }
-
   #handleStarts(rows: WorkflowRow[], now: number): void {
     for (const row of rows) {
       const dueAt = row.start_at.getTime();
@@ -716,14 +672,14 @@ export class EngineImpl implements Engine, ActorHost {
       // reads the row; one in memory ignores a start it is past.
       const payload: TimerPayload = { kind: 'start', workflowId: row.id, workflowName: row.name };
       if (dueAt > now) {
-        this.#arm(startKey(row.id), dueAt, payload);
+        this.#gates.arm(startKey(row.id), dueAt, payload);
         continue;
       }
       // A due start held back is a fired start timer: one per workflow however many polls find it.
       // Released now, it skips a fired timer's inbox read (#fire): the poll reads the inbox next.
       const gate = this.#leases.gate(row.name);
       if (gate === 'release') this.#deliverWhenRoom(row.id, { type: 'start' });
-      else if (gate === 'holdBack') this.#heldBack.fire(startKey(row.id), payload);
+      else if (gate === 'holdBack') this.#gates.holdBackFired(startKey(row.id), payload);
     }
   }
 
