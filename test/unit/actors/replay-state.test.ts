@@ -7,6 +7,7 @@ import {
   ActivityFailure,
   ErrorCode,
   InvalidArgumentError,
+  PayloadTooLargeError,
   TimeoutError,
 } from '../../../engine/errors.js';
 import { workflowErrors } from '../../../engine/workflow-errors.js';
@@ -294,6 +295,21 @@ describe('ReplayState variables', () => {
     expect(caught).toBeInstanceOf(InvalidArgumentError);
     expect((caught as Error).message).toContain('variable "counter"');
     expect(rs.takeChangedVars()).toBeUndefined();
+  });
+
+  it('refuses a variable that would take the values together over maxPayloadBytes, keeping what each held before', () => {
+    const rs = new ReplayState('wf-1', new JsonCodec(100), errors);
+    rs.setVar('a', 'x'.repeat(30));
+    rs.setVar('b', 'y'.repeat(30));
+    rs.takeChangedVars();
+    // A new variable over the bound goes; a changed one gets its old value back.
+    expect(() => rs.setVar('c', 'z'.repeat(40))).toThrow(PayloadTooLargeError);
+    expect(() => rs.setVar('a', 'w'.repeat(70))).toThrow("the workflow variables' values together");
+    expect(rs.vars()).toEqual({ a: 'x'.repeat(30), b: 'y'.repeat(30) });
+    expect(rs.takeChangedVars()).toBeUndefined();
+    // The bound is counted from what is kept: a change that fits still goes in.
+    rs.setVar('a', 'v'.repeat(35));
+    expect(rs.vars()).toEqual({ a: 'v'.repeat(35), b: 'y'.repeat(30) });
   });
 });
 
