@@ -1,4 +1,4 @@
-import { CLIENT_KEYS, checkOptionKeys, type ClientOptions, resolveConnection } from './options.js';
+import { type ClientOptions, resolveClientOptions } from './options.js';
 import type { LeaseState, ResultOptions, SendEventOptions, StartWorkflowOptions, WorkflowHandle } from './workflow-store.js';
 import { Notice, WorkflowStore } from './workflow-store.js';
 import { WorkflowAlreadyExistsError } from './errors.js';
@@ -39,7 +39,12 @@ export interface Client {
    * expired. Retries for `databaseRetryMs` while the database is unreachable.
    */
   leases(): Promise<LeaseState[]>;
-  /** Releases the connection. */
+  /**
+   * Ends the calls waiting for a workflow's end with `EngineClosedError` and releases the
+   * database (not a PGlite instance passed in). Waits for the database for `closeTimeoutMs` at
+   * most: past it, the database's connections are dropped (the calls still under way end with
+   * `EngineClosedError`) and it resolves.
+   */
   close(): Promise<void>;
 }
 
@@ -48,11 +53,20 @@ export function handleFor<Output>(client: Pick<Client, 'result'>, workflowId: st
   return { workflowId, result: (options) => client.result<Output>(workflowId, options) };
 }
 
+/**
+ * The client over its store.
+ *
+ * Modes: open; closing (calls are refused, those under way end as their statements do, or with
+ * the connections dropped at `closeTimeoutMs`); closed.
+ */
 class ClientImpl implements Client {
   readonly #store: WorkflowStore;
+  readonly #closeTimeoutMs: number;
+  #closing: Promise<void> | undefined;
 
-  constructor(store: WorkflowStore) {
+  constructor(store: WorkflowStore, closeTimeoutMs: number) {
     this.#store = store;
+    this.#closeTimeoutMs = closeTimeoutMs;
   }
 
   async startWorkflow<Output>(
@@ -82,8 +96,30 @@ class ClientImpl implements Client {
     return this.#store.leases();
   }
 
-  async close(): Promise<void> {
-    await this.#store.close();
+  close(): Promise<void> {
+    this.#closing ??= this.#shutdown();
+    return this.#closing;
+  }
+
+  async #shutdown(): Promise<void> {
+    // Closing waits for the UNLISTEN and for each statement under way, which a database that does
+    // not answer holds for their timeouts (15 and 30 s) or longer: past the deadline, the client
+    // gives up on it, as the engine does. Its calls are refused by then, so they end with
+    // EngineClosedError whatever the dropped connections make them fail with.
+    const deadline = setTimeout(() => this.#abandon(), this.#closeTimeoutMs);
+    try {
+      await this.#store.close();
+    } finally {
+      clearTimeout(deadline);
+    }
+  }
+
+  #abandon(): void {
+    this.#store.logger.warn(
+      { closeTimeoutMs: this.#closeTimeoutMs },
+      'the database did not let close() finish in time; dropping its connections (the calls under way end with EngineClosedError)',
+    );
+    this.#store.sql.abort();
   }
 }
 
@@ -92,9 +128,6 @@ class ClientImpl implements Client {
  * the engine, none of its workers.
  */
 export async function createClient(options: ClientOptions = {}): Promise<Client> {
-  const connection = resolveConnection(options);
-  checkOptionKeys(options, CLIENT_KEYS);
-  const { migrate = true } = options;
-  if (typeof migrate !== 'boolean') throw new TypeError(`options.migrate must be a boolean, got ${typeof migrate}`);
-  return new ClientImpl(await WorkflowStore.open(connection, migrate));
+  const resolved = resolveClientOptions(options);
+  return new ClientImpl(await WorkflowStore.open(resolved, resolved.migrate), resolved.closeTimeoutMs);
 }

@@ -115,6 +115,15 @@ export interface ClientOptions extends ConnectionOptions {
    * read-only tools, where a mistyped name must not create anything). @default true
    */
   migrate?: boolean;
+  /**
+   * How long `close()` waits for the database, in ms (an integer from 1 to 2^31-1): for the
+   * statements of calls under way and the end of its connections. Past it, the client gives up
+   * on a database that does not answer (stopped, hung) and drops its connections: the calls still
+   * under way end with `EngineClosedError` (a start among them may be stored all the same, as when
+   * a connection is lost mid-commit), and `close()` resolves a moment later. A client writes
+   * nothing of its own on close, so nothing else is lost. @default 10000
+   */
+  closeTimeoutMs?: number;
 }
 
 /** Connection options with defaults applied. */
@@ -142,6 +151,12 @@ export interface ResolvedEngineOptions extends ResolvedConnection {
   walHighWaterEvents: number;
   metrics: { port: number; host: string } | undefined;
   leaseTtlMs: number;
+  closeTimeoutMs: number;
+}
+
+/** Client options with defaults applied. */
+export interface ResolvedClientOptions extends ResolvedConnection {
+  migrate: boolean;
   closeTimeoutMs: number;
 }
 
@@ -209,7 +224,7 @@ const ENGINE_KEYS = [
   'closeTimeoutMs',
 ] as const;
 /** The options of `createClient`. */
-export const CLIENT_KEYS = [...CONNECTION_KEYS, 'migrate'] as const;
+export const CLIENT_KEYS = [...CONNECTION_KEYS, 'migrate', 'closeTimeoutMs'] as const;
 
 /** Throws a TypeError naming an option `options` has that is not one of `known`. */
 export function checkOptionKeys(options: object, known: readonly string[]): void {
@@ -330,7 +345,21 @@ export function resolveEngineOptions(options: EngineOptions): ResolvedEngineOpti
     pollIntervalMs: atMostATimer(positiveInt(options.pollIntervalMs, 'pollIntervalMs', 2_000), 'pollIntervalMs'),
     walHighWaterEvents: positiveInt(options.walHighWaterEvents, 'walHighWaterEvents', 50_000),
     leaseTtlMs: atLeast(atMostATimer(positiveInt(options.leaseTtlMs, 'leaseTtlMs', 10_000), 'leaseTtlMs'), 500, 'leaseTtlMs'),
-    closeTimeoutMs: atMostATimer(positiveInt(options.closeTimeoutMs, 'closeTimeoutMs', 10_000), 'closeTimeoutMs'),
+    closeTimeoutMs: resolveCloseTimeoutMs(options.closeTimeoutMs),
     metrics: resolveMetrics(options.metrics),
   };
+}
+
+/** Checks and completes the client options; throws TypeError/RangeError naming the field. */
+export function resolveClientOptions(options: ClientOptions): ResolvedClientOptions {
+  const connection = resolveConnection(options);
+  checkOptionKeys(options, CLIENT_KEYS);
+  const { migrate = true } = options;
+  if (typeof migrate !== 'boolean') throw new TypeError(`options.migrate must be a boolean, got ${typeof migrate}`);
+  return { ...connection, migrate, closeTimeoutMs: resolveCloseTimeoutMs(options.closeTimeoutMs) };
+}
+
+/** The engine's and the client's alike: past a timer's reach, close() would not wait at all. */
+function resolveCloseTimeoutMs(value: unknown): number {
+  return atMostATimer(positiveInt(value, 'closeTimeoutMs', 10_000), 'closeTimeoutMs');
 }

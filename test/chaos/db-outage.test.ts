@@ -12,7 +12,6 @@ import {
   type Client,
   createClient,
   DatabaseUnavailableError,
-  type Engine,
   EngineClosedError,
   MetricName,
   TimeoutError,
@@ -40,12 +39,12 @@ async function twoWaits(ctx: WorkflowContext, input: { first: number; second: nu
 
 const outage = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, OUTAGE_MS));
 
-/** How long `engine.close()` took, in ms; Infinity if it was not done within `limitMs` (it goes on). */
-async function closingTime(engine: Engine, limitMs: number): Promise<number> {
+/** How long `close()` of an engine or a client took, in ms; Infinity if it was not done within `limitMs` (it goes on). */
+async function closingTime(closable: { close(): Promise<void> }, limitMs: number): Promise<number> {
   const began = performance.now();
   let limit: NodeJS.Timeout | undefined;
   const isClosed = await Promise.race([
-    engine.close().then(() => true),
+    closable.close().then(() => true),
     new Promise<boolean>((resolve) => (limit = setTimeout(resolve, limitMs, false))),
   ]);
   clearTimeout(limit);
@@ -207,11 +206,12 @@ describe.each(serverBackends)('calls while the database is away on $name', (back
   const schema = useSchema(backend);
 
   /** A client whose connections go through `proxy`; `warnings` collects what it logs. */
-  async function clientBehind(db: TestSchema, proxy: FaultProxy, warnings: string[] = []): Promise<Client> {
+  async function clientBehind(db: TestSchema, proxy: FaultProxy, warnings: string[] = [], closeTimeoutMs?: number): Promise<Client> {
     return createClient({
       database: proxy.url(db.database as string),
       schema: db.schema,
       databaseRetryMs: 500,
+      closeTimeoutMs,
       logger: { debug() {}, info() {}, warn: (_obj: object, msg?: string) => void warnings.push(msg ?? ''), error() {} },
     });
   }
@@ -272,6 +272,36 @@ describe.each(serverBackends)('calls while the database is away on $name', (back
     await client.close();
     await expect(reading).rejects.toBeInstanceOf(EngineClosedError);
     await proxy.close();
+  });
+
+  // A client's close waited for its UNLISTEN (15 s) and for each statement under way (30 s) on
+  // connections that got no answer, whatever the engine's closeTimeoutMs.
+  it('closes a client within closeTimeoutMs while every connection hangs, ending its calls under way with EngineClosedError', async () => {
+    const db = schema();
+    const proxy = await FaultProxy.start();
+    const closeTimeoutMs = 1000;
+    const warnings: string[] = [];
+    const client = await clientBehind(db, proxy, warnings, closeTimeoutMs);
+    try {
+      await client.startWorkflow('waitsForGo', { label: 'hung' }, { workflowId: 'hung' });
+      proxy.hang();
+      const calls = [
+        client.inspect('hung'),
+        client.leases(),
+        client.sendEvent('hung', 'go', 'never'),
+        client.startWorkflow('waitsForGo', { label: 'unsure' }, { workflowId: 'unsure' }),
+      ];
+      for (const call of calls) call.catch(() => undefined);
+      await waitFor(() => proxy.heldBytes > 0, 'a statement to wait for its answer', 5_000);
+      // The deadline, then a moment to drop the connections and settle what waited on them.
+      expect(await closingTime(client, closeTimeoutMs + 2000)).toBeLessThan(closeTimeoutMs + 2000);
+      for (const call of calls) await expect(call).rejects.toBeInstanceOf(EngineClosedError);
+      expect(warnings).toContainEqual(expect.stringMatching(/^the database did not let close\(\) finish in time/));
+    } finally {
+      proxy.resume();
+      await client.close();
+      await proxy.close();
+    }
   });
 
   it('checks a result again after a check failed, when the database is back', async () => {

@@ -403,6 +403,14 @@ describe.each(backends)('bad input on $name', (backend) => {
       await expect(createClient({ database: db.database, schema: db.schema, migrat: false } as never)).rejects.toThrow(
         /^options has no option "migrat" \(did you mean migrate\?\)/,
       );
+      // The same bounds for an engine's close() and a client's: past a timer's reach it would not wait at all.
+      for (const open of [
+        (closeTimeoutMs: number) => startEngine(db, { workflows: { idle }, closeTimeoutMs }),
+        (closeTimeoutMs: number) => createClient({ database: db.database, schema: db.schema, logger: quietLogger, closeTimeoutMs }),
+      ]) {
+        await expect(open(0)).rejects.toThrow(new RangeError('options.closeTimeoutMs must be a positive integer, got 0'));
+        await expect(open(2 ** 31)).rejects.toThrow(new RangeError('options.closeTimeoutMs must be at most 2147483647 ms (24.8 days), got 2147483648'));
+      }
       // Past what a timer keeps, the poll would run every millisecond.
       await expect(startEngine(db, { workflows: { idle }, pollIntervalMs: 2 ** 31 })).rejects.toThrow('options.pollIntervalMs must be at most');
     } finally {
