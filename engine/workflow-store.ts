@@ -4,7 +4,7 @@ import type { SerializedFailure } from '../actors/history.js';
 import type { ActorSnapshot } from '../actors/workflow-actor.js';
 import type { Logger } from '../storage/logger.js';
 import { ForeignSchemaError, type MigrationState, migrate, migrationState } from '../storage/migrate.js';
-import { PgDriver } from '../storage/pg-driver.js';
+import { DriverAbortedError, PgDriver } from '../storage/pg-driver.js';
 import { DataDirectoryInUseError } from '../storage/data-dir-lock.js';
 import { NoEmbeddedDatabaseError, PgliteDriver } from '../storage/pglite-driver.js';
 import type { NewWorkflowRow } from '../storage/rows.js';
@@ -459,7 +459,8 @@ export class WorkflowStore {
       try {
         return await operation();
       } catch (error) {
-        if (this.#isClosed) throw new EngineClosedError();
+        // Aborted by a close that ran out of time, which marks the store closed only at its end.
+        if (this.#isClosed || error instanceof DriverAbortedError) throw new EngineClosedError();
         if (!isRetryable(error)) throw error;
         // The last try is at the deadline itself: giving up a backoff early would cut it short.
         const now = Date.now();

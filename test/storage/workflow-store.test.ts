@@ -1,8 +1,9 @@
 import { describe, expect, it } from 'vitest';
 
 import { resolveConnection } from '../../engine/options.js';
+import { EngineClosedError } from '../../engine/errors.js';
 import { WorkflowStore } from '../../engine/workflow-store.js';
-import { backends } from '../helpers/database.js';
+import { backends, serverBackends } from '../helpers/database.js';
 import { useStore } from '../helpers/storage.js';
 
 describe.each(backends)('WorkflowStore result waits on $name', (backend) => {
@@ -31,6 +32,22 @@ describe.each(backends)('WorkflowStore result waits on $name', (backend) => {
       expect(reads.flat().every((id) => id === 'remote')).toBe(true);
       workflows.waiters.settle('local', { status: 'completed', result: '8', error: null });
       expect(await local).toBe(8);
+    } finally {
+      await workflows.close();
+    }
+  });
+});
+
+describe.each(serverBackends)('WorkflowStore after its driver gave up on the database on $name', (backend) => {
+  const store = useStore(backend);
+
+  it('fails calls with EngineClosedError, not the driver error, before the close that aborted it ends', async () => {
+    const { db } = store();
+    const workflows = await WorkflowStore.open(resolveConnection({ database: db.database, schema: db.schema }));
+    try {
+      workflows.sql.abort();
+      await expect(workflows.leases()).rejects.toBeInstanceOf(EngineClosedError);
+      await expect(workflows.inspect('x')).rejects.toBeInstanceOf(EngineClosedError);
     } finally {
       await workflows.close();
     }
