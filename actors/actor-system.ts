@@ -249,12 +249,10 @@ export class ActorSystem {
   dropUncommitted(workflowIds: Iterable<string>): Map<string, ActorMessage[]> {
     const handed = new Map<string, ActorMessage[]>();
     for (const id of workflowIds) {
-      const entry = this.#entries.get(id);
-      if (!entry) continue;
-      handed.set(id, entry.actor.killUncommitted());
-      this.#remove(entry);
+      // The actor tells its owner it dropped, which forgets it and admits a waiting workflow.
+      const actor = this.#entries.get(id)?.actor;
+      if (actor) handed.set(id, actor.killUncommitted());
     }
-    this.admitWaiting();
     return handed;
   }
 

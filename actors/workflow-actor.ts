@@ -224,9 +224,7 @@ export class WorkflowActor {
     this.#uncommitted = undefined;
     for (const message of this.#inHand ?? NO_ITEMS) handed.push(message);
     this.#inHand = undefined;
-    for (const message of this.#takeHeld()) handed.push(message);
-    this.#state = 'dropped';
-    for (const message of this.#mailbox.kill()) handed.push(message);
+    for (const message of this.#drop()) handed.push(message);
     return handed;
   }
 
