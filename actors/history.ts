@@ -144,13 +144,13 @@ export function scheduledPayload(activityName: string, input: string | undefined
  */
 export function outcomesIn(write: WorkflowWrite, into: ActorMessage[]): void {
   for (const row of write.history) {
-    if (row.commandId === null || row.payload === null) continue;
+    if (row.commandId === null) continue;
     if (row.type === EventType.ActivityCompleted) {
-      const { attempts, result } = JSON.parse(row.payload) as { attempts: number; result?: unknown };
-      into.push({ type: 'activityCompleted', commandId: row.commandId, attempts, result: result === undefined ? undefined : JSON.stringify(result) });
+      const { attempts, result } = readHistoryPayload(row.type, row.payload);
+      into.push({ type: 'activityCompleted', commandId: row.commandId, attempts: attempts as number, result: result === undefined ? undefined : JSON.stringify(result) });
     } else if (row.type === EventType.ActivityFailed) {
-      const { attempts, failure } = JSON.parse(row.payload) as { attempts: number; failure: SerializedFailure };
-      into.push({ type: 'activityFailed', commandId: row.commandId, attempts, failure });
+      const { attempts, failure } = readHistoryPayload(row.type, row.payload);
+      into.push({ type: 'activityFailed', commandId: row.commandId, attempts: attempts as number, failure: failure as SerializedFailure });
     }
   }
   for (const task of write.tasksUpsert) into.push({ type: 'activityRetry', commandId: task.commandId, task });
