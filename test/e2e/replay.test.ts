@@ -108,6 +108,70 @@ async function leaveUnreadableActivity(db: TestSchema, workflowId: string): Prom
   return { scheduled, stored: row!.payload };
 }
 
+/** Which row of a readsEveryPayload workflow a test breaks, and how the load must report it. */
+interface RowToBreak {
+  workflowId: string;
+  /** The first row of this type is broken. */
+  eventType: string;
+  change: string;
+  /** What the UnreadableHistoryError says beyond its code, workflow and seq. */
+  says?: object;
+}
+
+/**
+ * Leaves `workflowId` (readsEveryPayload) waiting for go, breaks its first `eventType` row with
+ * `breakRow`, and checks that an engine takes the row for an unreadable one, not for changed code:
+ * its load and inspect() fail with UnreadableHistoryError naming the row, the workflow is not
+ * parked, the row is left as broken, and the workflow runs on once the repair `breakRow` returned
+ * has run.
+ */
+async function expectTakenForUnreadable(
+  db: TestSchema,
+  { workflowId, eventType, change, says = {} }: RowToBreak,
+  breakRow: (row: { seq: number; payload: string }) => Promise<() => Promise<unknown>>,
+): Promise<void> {
+  const engineOptions = { workflows: { readsEveryPayload }, inlineActivities: refused };
+  const first = await startEngine(db, engineOptions);
+  try {
+    await first.startWorkflow(readsEveryPayload, undefined, { workflowId });
+    await first.sendEvent(workflowId, 'first', 'one');
+    await waitFor(async () => (await first.inspect(workflowId)).waitingOn.events[0]?.eventName === 'go', 'the wait for go');
+  } finally {
+    await first.close();
+  }
+  const [row] = await db.query<{ seq: number; payload: string }>(
+    `SELECT seq, payload FROM "${db.schema}".history WHERE workflow_id = $1 AND type = $2 ORDER BY seq LIMIT 1`,
+    [workflowId, eventType],
+  );
+  const { seq } = row!;
+  const repairRow = await breakRow(row!);
+  const readRow = `SELECT type, command_id, payload FROM "${db.schema}".history WHERE workflow_id = $1 AND seq = $2`;
+  const broken = await db.query(readRow, [workflowId, seq]);
+  const { logger, errors: loadErrors } = loggerKeeping('loading workflow failed');
+  const engine = await startEngine(db, { ...engineOptions, logger });
+  try {
+    await engine.sendEvent(workflowId, 'go', 'then');
+    await waitFor(() => loadErrors.length > 0, `a failed load (${eventType} ${change})`);
+    const unreadable = { code: ErrorCode.UnreadableHistory, workflowId, seq, ...says };
+    expect(loadErrors[0]).toBeInstanceOf(UnreadableHistoryError);
+    expect(loadErrors[0]).toMatchObject(unreadable);
+    const inspected = await engine.inspect(workflowId).then(
+      () => 'inspected',
+      (e: unknown) => e,
+    );
+    expect(inspected).toBeInstanceOf(UnreadableHistoryError);
+    expect(inspected).toMatchObject(unreadable);
+    expect(await db.query(`SELECT status, error FROM "${db.schema}".workflows WHERE id = $1`, [workflowId])).toEqual([
+      { status: 'running', error: null },
+    ]);
+    expect(await db.query(readRow, [workflowId, seq])).toEqual(broken);
+    await repairRow();
+    expect(await engine.result(workflowId, { timeoutMs: 10_000 })).toBe('refuse failed after 1, one then');
+  } finally {
+    await engine.close();
+  }
+}
+
 async function runAll(db: TestSchema, maxCachedWorkflows: number): Promise<unknown[]> {
   const engine = await startEngine(db, { workflows: { everything }, activities: fixtureActivities, maxCachedWorkflows });
   try {
@@ -266,91 +330,25 @@ describe.each(backends)('replay on $name', (backend) => {
   it.each(misshapenFields)(
     'takes an $eventType row $change for an unreadable row, not for changed code: the workflow is not parked, and runs on once the row is repaired',
     async ({ eventType, change, edit }) => {
-      const engineOptions = { workflows: { readsEveryPayload }, inlineActivities: refused };
-      const first = await startEngine(db, engineOptions);
-      try {
-        await first.startWorkflow(readsEveryPayload, undefined, { workflowId: 'misshapen' });
-        await first.sendEvent('misshapen', 'first', 'one');
-        await waitFor(async () => (await first.inspect('misshapen')).waitingOn.events[0]?.eventName === 'go', 'the wait for go');
-      } finally {
-        await first.close();
-      }
-      const [row] = await db.query<{ seq: number; payload: string }>(
-        `SELECT seq, payload FROM "${db.schema}".history WHERE workflow_id = 'misshapen' AND type = $1 ORDER BY seq LIMIT 1`,
-        [eventType],
-      );
-      const payload = JSON.parse(row!.payload) as Record<string, unknown>;
-      edit(payload);
-      const broken = JSON.stringify(payload);
       const setPayload = `UPDATE "${db.schema}".history SET payload = $1 WHERE workflow_id = 'misshapen' AND seq = $2`;
-      await db.query(setPayload, [broken, row!.seq]);
-      const { logger, errors: loadErrors } = loggerKeeping('loading workflow failed');
-      const engine = await startEngine(db, { ...engineOptions, logger });
-      try {
-        await engine.sendEvent('misshapen', 'go', 'then');
-        await waitFor(() => loadErrors.length > 0, `a failed load (${eventType} ${change})`);
-        const unreadable = { code: ErrorCode.UnreadableHistory, workflowId: 'misshapen', seq: row!.seq, eventType };
-        expect(loadErrors[0]).toBeInstanceOf(UnreadableHistoryError);
-        expect(loadErrors[0]).toMatchObject(unreadable);
-        const inspected = await engine.inspect('misshapen').then(
-          () => 'inspected',
-          (e: unknown) => e,
-        );
-        expect(inspected).toBeInstanceOf(UnreadableHistoryError);
-        expect(inspected).toMatchObject(unreadable);
-        expect(await db.query(`SELECT status, error FROM "${db.schema}".workflows WHERE id = 'misshapen'`)).toEqual([
-          { status: 'running', error: null },
-        ]);
-        expect(await db.query(`SELECT payload FROM "${db.schema}".history WHERE workflow_id = 'misshapen' AND seq = $1`, [row!.seq])).toEqual([
-          { payload: broken },
-        ]);
-        await db.query(setPayload, [row!.payload, row!.seq]);
-        expect(await engine.result('misshapen', { timeoutMs: 10_000 })).toBe('refuse failed after 1, one then');
-      } finally {
-        await engine.close();
-      }
+      await expectTakenForUnreadable(db, { workflowId: 'misshapen', eventType, change, says: { eventType } }, async ({ seq, payload }) => {
+        const edited = JSON.parse(payload) as Record<string, unknown>;
+        edit(edited);
+        await db.query(setPayload, [JSON.stringify(edited), seq]);
+        return () => db.query(setPayload, [payload, seq]);
+      });
     },
   );
 
   it.each(brokenRows)(
     'takes an $eventType row $change for an unreadable row, not for changed code: the workflow is not parked, and runs on once the row is repaired',
     async ({ eventType, change, set, repair }) => {
-      const engineOptions = { workflows: { readsEveryPayload }, inlineActivities: refused };
-      const first = await startEngine(db, engineOptions);
-      try {
-        await first.startWorkflow(readsEveryPayload, undefined, { workflowId: 'broken' });
-        await first.sendEvent('broken', 'first', 'one');
-        await waitFor(async () => (await first.inspect('broken')).waitingOn.events[0]?.eventName === 'go', 'the wait for go');
-      } finally {
-        await first.close();
-      }
-      const [row] = await db.query<{ seq: number }>(
-        `SELECT seq FROM "${db.schema}".history WHERE workflow_id = 'broken' AND type = $1 ORDER BY seq LIMIT 1`,
-        [eventType],
-      );
-      const seq = row!.seq;
-      await db.query(`UPDATE "${db.schema}".history SET ${set} WHERE workflow_id = 'broken' AND seq = $1`, [seq]);
-      const { logger, errors: loadErrors } = loggerKeeping('loading workflow failed');
-      const engine = await startEngine(db, { ...engineOptions, logger });
-      try {
-        await engine.sendEvent('broken', 'go', 'then');
-        await waitFor(() => loadErrors.length > 0, `a failed load (${eventType} ${change})`);
-        expect(loadErrors[0]).toBeInstanceOf(UnreadableHistoryError);
-        expect(loadErrors[0]).toMatchObject({ code: ErrorCode.UnreadableHistory, workflowId: 'broken', seq });
-        const inspected = await engine.inspect('broken').then(
-          () => 'inspected',
-          (e: unknown) => e,
-        );
-        expect(inspected).toBeInstanceOf(UnreadableHistoryError);
-        expect(inspected).toMatchObject({ code: ErrorCode.UnreadableHistory, workflowId: 'broken', seq });
-        expect(await db.query(`SELECT status, error FROM "${db.schema}".workflows WHERE id = 'broken'`)).toEqual([
-          { status: 'running', error: null },
-        ]);
-        await db.query(`UPDATE "${db.schema}".history SET ${repair} WHERE workflow_id = 'broken' AND seq = $1`, [seq]);
-        expect(await engine.result('broken', { timeoutMs: 10_000 })).toBe('refuse failed after 1, one then');
-      } finally {
-        await engine.close();
-      }
+      const assign = (assignment: string, seq: number) =>
+        db.query(`UPDATE "${db.schema}".history SET ${assignment} WHERE workflow_id = 'broken' AND seq = $1`, [seq]);
+      await expectTakenForUnreadable(db, { workflowId: 'broken', eventType, change }, async ({ seq }) => {
+        await assign(set, seq);
+        return () => assign(repair, seq);
+      });
     },
   );
 
