@@ -67,7 +67,7 @@ export class FaultProxy {
   #closed = false;
   #cutOnRequest: { marker: string | undefined; fire: () => void } | undefined;
   #loseResponseTo: { marker: string; arm: (link: Link) => void } | undefined;
-  #holdResponsesTo: string | undefined;
+  #holdResponsesTo: { marker: string; firstOnly: boolean } | undefined;
   #requestWaiters: { marker: string; resolve: () => void }[] = [];
   #responseHeldWaiters: (() => void)[] = [];
 
@@ -203,10 +203,11 @@ export class FaultProxy {
 
   /**
    * From now on, a connection that sends a request containing `marker` has every answer held
-   * (from that request on) until `resume()`; other connections are untouched.
+   * (from that request on) until `resume()`; other connections are untouched. With `firstOnly`,
+   * only the first such connection is held: the ones that replace it work.
    */
-  holdResponsesTo(marker: string): void {
-    this.#holdResponsesTo = marker;
+  holdResponsesTo(marker: string, options: { firstOnly?: boolean } = {}): void {
+    this.#holdResponsesTo = { marker, firstOnly: options.firstOnly ?? false };
   }
 
   /** Resolves once a request containing `marker` has gone through to the database. */
@@ -308,7 +309,10 @@ export class FaultProxy {
   #forwardUp(link: Link, chunks: Buffer[]): void {
     const matches = (marker: string | undefined): boolean =>
       marker === undefined || chunks.some((c) => c.includes(marker, 0, 'latin1'));
-    if (this.#holdResponsesTo !== undefined && matches(this.#holdResponsesTo)) link.holdDown = true;
+    if (this.#holdResponsesTo !== undefined && matches(this.#holdResponsesTo.marker)) {
+      link.holdDown = true;
+      if (this.#holdResponsesTo.firstOnly) this.#holdResponsesTo = undefined;
+    }
     for (const chunk of chunks) {
       this.stats.bytesUp += chunk.length;
       link.server!.write(chunk);
