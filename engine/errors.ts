@@ -221,13 +221,16 @@ ConfigurationError.prototype.name = 'ConfigurationError';
 
 /**
  * The database could not be reached: by a call, for `databaseRetryMs` (connections refused, cut
- * or hanging); by `createEngine` or `createClient`, at once.
+ * or hanging); by `createEngine` or `createClient`, at once. Also thrown by `createEngine` or
+ * `createClient` whose migrations waited `databaseRetryMs` for a lock another session holds (the
+ * message names it).
  * Safe to retry: a start or an event that may have been stored is recognised as the same one when
  * retried with the same `workflowId` or `eventId`.
  */
 export class DatabaseUnavailableError extends EngineError {
-  constructor(what: string, cause: unknown) {
-    super(ErrorCode.DatabaseUnavailable, `${what}: the database is unavailable (${coerceError(cause).message})`, {
+  /** `reason`: what went wrong, when the cause's own message would not say it. */
+  constructor(what: string, cause: unknown, reason?: string) {
+    super(ErrorCode.DatabaseUnavailable, `${what}: ${reason ?? `the database is unavailable (${coerceError(cause).message})`}`, {
       cause,
     });
   }

@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import type { SerializedFailure } from '../actors/history.js';
 import type { ActorSnapshot } from '../actors/workflow-actor.js';
 import type { Logger } from '../storage/logger.js';
-import { ForeignSchemaError, type MigrationState, migrate, migrationState } from '../storage/migrate.js';
+import { ForeignSchemaError, MigrationLockError, type MigrationState, migrate, migrationState } from '../storage/migrate.js';
 import { DriverAbortedError, PgDriver } from '../storage/pg-driver.js';
 import { DataDirectoryInUseError } from '../storage/data-dir-lock.js';
 import { NoEmbeddedDatabaseError, PgliteDriver } from '../storage/pglite-driver.js';
@@ -101,7 +101,7 @@ async function openSql(connection: ResolvedConnection, tables: Tables, isMigrati
   if (database) return PgliteDriver.wrap(database);
   try {
     // A new directory counts as holding a database only once it is migrated too.
-    const prepare = isMigrating ? (sql: Sql) => migrate(sql, tables) : undefined;
+    const prepare = isMigrating ? (sql: Sql) => migrate(sql, tables, connection.databaseRetryMs) : undefined;
     return await PgliteDriver.open(connection.dataDir, { mustExist: !isMigrating, prepare });
   } catch (error) {
     if (error instanceof DataDirectoryInUseError) throw new ConfigurationError(error.message, { cause: error });
@@ -119,13 +119,17 @@ async function openSql(connection: ResolvedConnection, tables: Tables, isMigrati
 }
 
 /**
- * What opening the database rejects with: unreachable is `DatabaseUnavailableError` (try again
- * later); refused (a wrong password, a database or permission that is missing) is
- * `ConfigurationError`. Either keeps the driver's error as its cause.
+ * What opening the database rejects with: unreachable, or migrations kept waiting for a lock, is
+ * `DatabaseUnavailableError` (try again later); refused (a wrong password, a database or
+ * permission that is missing) is `ConfigurationError`. Either keeps the driver's error as its cause.
  */
 function openFailure(error: unknown): Error {
   if (error instanceof EngineError) return error;
   if (error instanceof ForeignSchemaError) return new ConfigurationError(error.message, { cause: error });
+  // Another session is in the way, not the database: retrying later is the remedy all the same.
+  if (error instanceof MigrationLockError) {
+    return new DatabaseUnavailableError('opening the database', error, error.message);
+  }
   if (isRetryable(error)) return new DatabaseUnavailableError('opening the database', error);
   const message = error instanceof Error ? error.message : String(error);
   return new ConfigurationError(`the database refused to be opened: ${message}`, { cause: error });
@@ -190,7 +194,7 @@ export class WorkflowStore {
     const tables = tablesFor(connection.schema);
     const sql = await openSql(connection, tables, isMigrating);
     try {
-      const { applied = 0, newest } = isMigrating ? await migrate(sql, tables) : await checkMigrated(sql, tables);
+      const { applied = 0, newest } = isMigrating ? await migrate(sql, tables, connection.databaseRetryMs) : await checkMigrated(sql, tables);
       // During a rolling deploy the old version runs on beside the new one: told, not refused.
       if (applied > newest) {
         connection.logger.warn(

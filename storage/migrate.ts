@@ -1,6 +1,9 @@
 import { readdir, readFile } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 
-import { isAlreadyThere } from './pg-errors.js';
+import { retryDelayMs } from './backoff.js';
+import { isAlreadyThere, isLockTimeout } from './pg-errors.js';
+import { advisoryLockHolders, type LockHolder, tableLockHolders } from './sql/lock-holders.js';
 import type { Queryable, Sql, Tables } from './sql.js';
 
 const MIGRATIONS_DIR = new URL('./migrations/', import.meta.url);
@@ -88,45 +91,136 @@ export async function migrationState(sql: Sql, tables: Tables): Promise<Migratio
   return { applied: versions?.length ? Math.max(...versions) : undefined, newest };
 }
 
+/** What a try of the migrations was waiting for when it gave up on a lock. */
+type LockWait = { kind: 'advisory' } | { kind: 'table'; step: string };
+
+/**
+ * The migrations waited `lockWaitMs` for a lock another session holds and gave up. Internal: the
+ * engine and the client reject with DatabaseUnavailableError and this message.
+ */
+export class MigrationLockError extends Error {
+  readonly holders: readonly LockHolder[];
+  constructor(schema: string, wait: LockWait, lockWaitMs: number, holders: readonly LockHolder[]) {
+    const what =
+      wait.kind === 'advisory'
+        ? `the migration lock of schema "${schema}" (held while another duraflow process migrates it)`
+        : `a table lock that ${wait.step} needs`;
+    const byPid = new Map<number, LockHolder[]>();
+    for (const holder of holders) byPid.set(holder.pid, [...(byPid.get(holder.pid) ?? []), holder]);
+    const who = [...byPid.values()].map((locks) => {
+      const { pid, applicationName, state } = locks[0]!;
+      const about = [applicationName, state].filter((part): part is string => !!part).join(', ');
+      const held = locks.map((lock) => `${lock.mode}${lock.relation ? ` on ${lock.relation}` : ''}`).join(', ');
+      return `pid ${pid}${about ? ` (${about})` : ''} with ${held}`;
+    });
+    super(
+      `the migrations waited ${lockWaitMs} ms (databaseRetryMs) for ${what}, which another session holds: ${
+        who.join('; ') || 'it was gone by the time it was looked up'
+      }; start again once it is released`,
+    );
+    this.name = 'MigrationLockError';
+    this.holders = holders;
+  }
+}
+
+/**
+ * How long one try waits for the migration lock: below the driver's 30 s read timeout, after
+ * which a statement fails as if the database were gone.
+ */
+const ADVISORY_WAIT_MS = 20_000;
+
+/**
+ * How long one try waits for a table lock a migration statement needs before giving way. Short:
+ * an ALTER waiting in the lock queue (behind a pg_dump's ACCESS SHARE, say) holds up every
+ * statement on that table queued after it, a running engine's flushes included.
+ */
+const TABLE_LOCK_WAIT_MS = 1_000;
+
+/** `ms` as a `lock_timeout` value; never 0, which would mean no limit. */
+function lockTimeout(ms: number): string {
+  return `${Math.max(1, Math.ceil(ms))}ms`;
+}
+
 /**
  * Brings `tables.schema` up to the newest migration. Forward-only and idempotent; an advisory
  * lock keyed by the schema name serialises engines that start together. Returns where the schema
  * now is (further than this version's newest if a newer version migrated it).
+ *
+ * Waiting for a lock, the migration lock of a migrator at work or a table lock that a pending
+ * migration's statement needs (an open transaction or a `pg_dump` that read the table), goes on
+ * for `lockWaitMs` at most, in tries that roll back and start again (a table lock is waited for a
+ * second at a time); then it fails with MigrationLockError naming the sessions holding the lock.
  */
-export async function migrate(sql: Sql, tables: Tables): Promise<MigrationState> {
+export async function migrate(sql: Sql, tables: Tables, lockWaitMs: number): Promise<MigrationState> {
   const migrations = await loadMigrations();
+  const deadline = Date.now() + lockWaitMs;
+  for (let attempt = 0; ; attempt++) {
+    const progress: { waitingFor?: LockWait } = {};
+    try {
+      return await sql.transaction((tx) => migrateOnce(tx, tables, migrations, deadline, progress));
+    } catch (error) {
+      const wait = progress.waitingFor;
+      if (!isLockTimeout(error) || wait === undefined) throw error;
+      const remainingMs = deadline - Date.now();
+      if (remainingMs <= 0) {
+        const key = `duraflow:${tables.schema}`;
+        const holders = await (wait.kind === 'advisory' ? advisoryLockHolders(sql, key) : tableLockHolders(sql, tables.schema)).catch(
+          () => [],
+        );
+        throw new MigrationLockError(tables.schema, wait, lockWaitMs, holders);
+      }
+      // Out of the lock queue for a moment, so the statements queued behind this one get through.
+      await sleep(Math.min(retryDelayMs(attempt, 50, 1_000), remainingMs));
+    }
+  }
+}
+
+/** One try of `migrate`, in its transaction; `progress` says which lock it is waiting for. */
+async function migrateOnce(
+  tx: Queryable,
+  tables: Tables,
+  migrations: readonly Migration[],
+  deadline: number,
+  progress: { waitingFor?: LockWait },
+): Promise<MigrationState> {
   const newest = Math.max(...migrations.map((m) => m.version));
-  return sql.transaction(async (tx) => {
-    // Whatever the database's default: a migrator that waited on the lock must then read what the
-    // holder committed, which a snapshot taken before the wait (repeatable read) would not show.
-    await tx.query('SET TRANSACTION ISOLATION LEVEL READ COMMITTED');
-    await tx.query(`SELECT pg_advisory_xact_lock(hashtext($1))`, [`duraflow:${tables.schema}`]);
-    // CREATE SCHEMA checks for CREATE on the database even when the schema exists, which a role
-    // given a schema of its own (`CREATE SCHEMA … AUTHORIZATION`) need not have.
-    const existing = await tx.query(`SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1`, [tables.schema]);
-    if (existing.rows.length === 0) await tx.query(`CREATE SCHEMA IF NOT EXISTS "${tables.schema}"`);
-    const versions = await appliedVersions(tx, tables, migrations);
-    if (versions === undefined) {
-      await tx.query(
-        `CREATE TABLE ${tables.migrations} (
-           version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`,
-      );
-    }
-    const applied = new Set(versions);
-    // Scoped to this transaction, so a caller's own session settings are untouched.
-    await tx.query(`SELECT set_config('search_path', $1, true)`, [`"${tables.schema}"`]);
-    for (const migration of migrations) {
-      if (applied.has(migration.version)) continue;
-      await tx.exec(migration.sql).catch((error: unknown) => {
-        if (!isAlreadyThere(error)) throw error;
-        const reason = error instanceof Error ? error.message : String(error);
-        throw new ForeignSchemaError(tables.schema, `already has what duraflow's migration ${migration.name} creates (${reason})`);
-      });
-      await tx.query(`INSERT INTO ${tables.migrations} (version, name) VALUES ($1, $2)`, [
-        migration.version,
-        migration.name,
-      ]);
-    }
-    return { applied: Math.max(newest, ...applied), newest };
-  });
+  // Whatever the database's default: a migrator that waited on the lock must then read what the
+  // holder committed, which a snapshot taken before the wait (repeatable read) would not show.
+  await tx.query('SET TRANSACTION ISOLATION LEVEL READ COMMITTED');
+  // Scoped to this transaction (set_config's third argument), as is search_path below.
+  await tx.query(`SELECT set_config('lock_timeout', $1, true)`, [lockTimeout(Math.min(deadline - Date.now(), ADVISORY_WAIT_MS))]);
+  progress.waitingFor = { kind: 'advisory' };
+  await tx.query(`SELECT pg_advisory_xact_lock(hashtext($1))`, [`duraflow:${tables.schema}`]);
+  // Past the deadline, a table lock still gets a short try: a running engine holds one briefly.
+  await tx.query(`SELECT set_config('lock_timeout', $1, true)`, [
+    lockTimeout(Math.max(100, Math.min(deadline - Date.now(), TABLE_LOCK_WAIT_MS))),
+  ]);
+  progress.waitingFor = { kind: 'table', step: 'reading the applied migrations' };
+  // CREATE SCHEMA checks for CREATE on the database even when the schema exists, which a role
+  // given a schema of its own (`CREATE SCHEMA … AUTHORIZATION`) need not have.
+  const existing = await tx.query(`SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1`, [tables.schema]);
+  if (existing.rows.length === 0) await tx.query(`CREATE SCHEMA IF NOT EXISTS "${tables.schema}"`);
+  const versions = await appliedVersions(tx, tables, migrations);
+  if (versions === undefined) {
+    await tx.query(
+      `CREATE TABLE ${tables.migrations} (
+         version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`,
+    );
+  }
+  const applied = new Set(versions);
+  await tx.query(`SELECT set_config('search_path', $1, true)`, [`"${tables.schema}"`]);
+  for (const migration of migrations) {
+    if (applied.has(migration.version)) continue;
+    progress.waitingFor = { kind: 'table', step: `migration ${migration.name}` };
+    await tx.exec(migration.sql).catch((error: unknown) => {
+      if (!isAlreadyThere(error)) throw error;
+      const reason = error instanceof Error ? error.message : String(error);
+      throw new ForeignSchemaError(tables.schema, `already has what duraflow's migration ${migration.name} creates (${reason})`);
+    });
+    await tx.query(`INSERT INTO ${tables.migrations} (version, name) VALUES ($1, $2)`, [
+      migration.version,
+      migration.name,
+    ]);
+  }
+  return { applied: Math.max(newest, ...applied), newest };
 }

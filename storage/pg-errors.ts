@@ -75,3 +75,8 @@ export function raisedReason(error: unknown, marker: string): string | undefined
   const message = (error as Error).message;
   return message.slice(message.indexOf(marker) + marker.length).replace(/^: /, '').replace(/"$/, '');
 }
+
+/** Whether `error` is a statement giving up on a lock after `lock_timeout` (SQLSTATE 55P03). */
+export function isLockTimeout(error: unknown): boolean {
+  return codeOf(error) === '55P03';
+}

@@ -26,7 +26,7 @@ export function useStore(backend: Backend): () => TestStore {
         ? new PgDriver({ connectionString: db.database, maxConnections: 4, onError() {} })
         : PgliteDriver.wrap(db.database);
     const tables = tablesFor(db.schema);
-    await migrate(sql, tables);
+    await migrate(sql, tables, 10_000);
     store = { db, sql, tables };
   });
   afterEach(async () => {

@@ -1,0 +1,124 @@
+/**
+ * Migrations that need a lock another session holds: the advisory lock of a migrator still at
+ * work is waited for, within `databaseRetryMs`; a table lock (a `pg_dump`, an open transaction)
+ * that a pending migration's ALTER waits behind fails the start with DatabaseUnavailableError
+ * naming the holder, not a read timeout.
+ */
+import pg from 'pg';
+import { describe, expect, it } from 'vitest';
+
+import { type Client, createClient, DatabaseUnavailableError } from 'duraflow';
+
+import { backends, serverBackends, type TestSchema, useSchema } from '../helpers/database.js';
+import { quietLogger } from '../helpers/engines.js';
+import { waitFor } from '../helpers/wait-for.js';
+
+/** Another session on the test's database, and its backend pid. */
+async function otherSession(db: TestSchema): Promise<{ session: pg.Client; pid: number }> {
+  const session = new pg.Client({ connectionString: db.database as string, application_name: 'lock-holder' });
+  await session.connect();
+  const { rows } = await session.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+  return { session, pid: rows[0]!.pid };
+}
+
+function open(db: TestSchema, databaseRetryMs: number): Promise<Client> {
+  return createClient({ database: db.database, schema: db.schema, logger: quietLogger, databaseRetryMs, maxConnections: 1 });
+}
+
+async function rejection(opening: Promise<Client>): Promise<unknown> {
+  return opening.then(
+    async (client) => {
+      await client.close();
+      return undefined;
+    },
+    (e: unknown) => e,
+  );
+}
+
+/** Leaves the schema one migration behind (the last adds a column to leases), as an older version left it. */
+async function undoLastMigration(db: TestSchema): Promise<void> {
+  await (await open(db, 10_000)).close();
+  await db.query(`ALTER TABLE "${db.schema}".leases DROP COLUMN process`);
+  await db.query(`DELETE FROM "${db.schema}".migrations WHERE version = 6`);
+}
+
+describe.each(serverBackends)('migrations waiting on a lock, on $name', (backend) => {
+  const db = useSchema(backend);
+
+  it('fails with DatabaseUnavailableError naming the session whose table lock an ALTER waited for, and migrates once it is released', async () => {
+    await undoLastMigration(db());
+    const { session, pid } = await otherSession(db());
+    try {
+      // An open transaction that read the table (as pg_dump does) holds ACCESS SHARE on it.
+      await session.query('BEGIN');
+      await session.query(`SELECT count(*) FROM "${db().schema}".leases`);
+      const error = await rejection(open(db(), 1_000));
+      expect(error).toBeInstanceOf(DatabaseUnavailableError);
+      expect(error).toMatchObject({ code: 'DURAFLOW_DATABASE_UNAVAILABLE' });
+      const { message } = error as Error;
+      expect(message).toContain('0006_lease_process.sql');
+      expect(message).toContain(`pid ${pid}`);
+      expect(message).toContain('lock-holder');
+      expect(message).toContain(`"${db().schema}".leases`);
+      expect(message).not.toContain("read timeout");
+      // Nothing of the migration was kept.
+      expect(await db().query(`SELECT max(version) AS version FROM "${db().schema}".migrations`)).toEqual([{ version: 5 }]);
+      await session.query('COMMIT');
+      await (await open(db(), 1_000)).close();
+      const columns = await db().query(
+        `SELECT column_name FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'leases' AND column_name = 'process'`,
+        [db().schema],
+      );
+      expect(columns).toEqual([{ column_name: 'process' }]);
+    } finally {
+      await session.end();
+    }
+  });
+
+  it('fails with DatabaseUnavailableError naming the session that holds the migration lock past databaseRetryMs, and opens once it is released', async () => {
+    const { session, pid } = await otherSession(db());
+    try {
+      await session.query('SELECT pg_advisory_lock(hashtext($1))', [`duraflow:${db().schema}`]);
+      const error = await rejection(open(db(), 1_000));
+      expect(error).toBeInstanceOf(DatabaseUnavailableError);
+      const { message } = error as Error;
+      expect(message).toContain('migration lock');
+      expect(message).toContain(`pid ${pid}`);
+      expect(message).not.toContain("read timeout");
+      await session.query('SELECT pg_advisory_unlock(hashtext($1))', [`duraflow:${db().schema}`]);
+      await (await open(db(), 1_000)).close();
+    } finally {
+      await session.end();
+    }
+  });
+
+  it('waits for a migrator that holds the migration lock and opens when it is done', async () => {
+    const { session, pid } = await otherSession(db());
+    try {
+      await session.query('SELECT pg_advisory_lock(hashtext($1))', [`duraflow:${db().schema}`]);
+      const opening = open(db(), 30_000);
+      opening.catch(() => undefined);
+      // The client is seen queued for the lock (not failed, not through) before it is released.
+      await waitFor(async () => {
+        const waiting = await db().query(`SELECT 1 FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))`, [pid]);
+        return waiting.length > 0;
+      }, 'the client to wait for the migration lock');
+      await session.query('SELECT pg_advisory_unlock(hashtext($1))', [`duraflow:${db().schema}`]);
+      await (await opening).close();
+    } finally {
+      await session.end();
+    }
+  });
+});
+
+describe.each(backends)('several migrators at once, on $name', (backend) => {
+  const db = useSchema(backend);
+
+  it('all open a schema one migration behind, which is migrated once', async () => {
+    await undoLastMigration(db());
+    const opened = await Promise.allSettled(Array.from({ length: 4 }, () => open(db(), 5_000)));
+    for (const o of opened) if (o.status === 'fulfilled') await o.value.close();
+    expect(opened.filter((o) => o.status === 'rejected').map((o) => String((o as PromiseRejectedResult).reason))).toEqual([]);
+    expect(await db().query(`SELECT version FROM "${db().schema}".migrations WHERE version = 6`)).toEqual([{ version: 6 }]);
+  });
+});
