@@ -44,6 +44,8 @@ export async function createEngine(options: EngineOptions): Promise<Engine> {
       await engine.serveMetrics();
       await engine.recoverAll();
     } catch (error) {
+      // Also ends the leases the claim may have taken (even one whose answer was lost): a
+      // createEngine tried again would otherwise stand by for them until they expired.
       await engine.close().catch(() => undefined);
       // The database went away after it opened (the first claim, the recovery): to the caller
       // the same as one that could not be reached at all, safe to try again.

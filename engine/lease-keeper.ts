@@ -1,11 +1,16 @@
-import { hostname } from 'node:os';
 import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
 
+import { retryDelayMs } from '../storage/backoff.js';
 import type { Logger } from '../storage/logger.js';
+import { isRetryable } from '../storage/pg-errors.js';
 import { hasProcessEnded, processIdentity } from '../storage/process-identity.js';
 import { claimLeases, readLeases, releaseLeases } from '../storage/sql/leases.js';
 import type { Sql, Tables } from '../storage/sql.js';
 
+/** Tries of the release at close, a moment apart (see `close`). */
+const RELEASE_TRIES = 3;
 
 /** What the keeper tells the engine after each claim that got through (both lists may be empty). */
 export interface LeaseChanges {
@@ -63,6 +68,11 @@ export class LeaseKeeper {
   /** The claim that starts after the running one, which calls made meanwhile share. */
   #nextClaim: Promise<void> | undefined;
   #isClosed = false;
+  /**
+   * A claim was sent: it may have taken names even if this engine never learnt it did (its answer
+   * lost, or it failed after committing), which close() must end too.
+   */
+  #hasSentClaim = false;
   /** performance.now() before which no lease held can have expired: the last claim's send time + TTL. */
   #safeUntil = 0;
 
@@ -146,19 +156,27 @@ export class LeaseKeeper {
   async close(): Promise<boolean> {
     this.#isClosed = true;
     clearInterval(this.#timer);
-    const wasClaiming = this.#claiming !== undefined;
     await this.#claiming;
-    const isHolding = this.#epochs.size > 0;
     this.#epochs.clear();
-    if (!isHolding && !wasClaiming) return false;
+    if (!this.#hasSentClaim) return false;
     // Every registered name, not only those held: a claim under way when close() was called
-    // records nothing of what it took, which would stay taken until it expired.
-    try {
-      return (await releaseLeases(this.#options.sql, this.#options.tables, this.#options.names, this.owner)) > 0;
-    } catch (error) {
-      // Best effort: unreleased, the leases expire in their time.
-      this.#options.logger.warn({ err: error }, 'releasing the workflow leases failed; they expire on their own');
-      return false;
+    // records nothing of what it took, nor does one whose answer was lost (the first, say, which
+    // failed the engine's start), and what they took would stay taken until it expired.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return (await releaseLeases(this.#options.sql, this.#options.tables, this.#options.names, this.owner)) > 0;
+      } catch (error) {
+        // A pooled connection that a blip reset fails the first try, and the next one gets a new
+        // connection; a database that is gone fails them all, and a close() out of time drops the
+        // connections (the tries then fail at once, as not retryable).
+        if (isRetryable(error) && attempt < RELEASE_TRIES) {
+          await sleep(retryDelayMs(attempt, 100, 1_000));
+          continue;
+        }
+        // Best effort: unreleased, the leases expire in their time.
+        this.#options.logger.warn({ err: error }, 'releasing the workflow leases failed; they expire on their own');
+        return false;
+      }
     }
   }
 
@@ -171,6 +189,7 @@ export class LeaseKeeper {
     const { claimable, endedOwners } =
       isExclusive || this.#epochs.size === names.length ? { claimable: names, endedOwners: [] } : await this.#claimable();
     const claimant = { owner: this.owner, processIdentity: this.#processIdentity, isExclusive, endedOwners };
+    if (claimable.length > 0) this.#hasSentClaim = true;
     const claimed =
       claimable.length === 0 ? new Map<string, string>() : await claimLeases(sql, tables, claimable, claimant, ttlMs);
     if (this.#isClosed) return;

@@ -1,6 +1,8 @@
 /**
- * Opening an engine or a client: what a schema needs of the database role, and what a start
- * that fails midway rejects with.
+ * Opening an engine or a client: what a schema needs of the database role, what a start that
+ * fails midway rejects with, and that it ends the leases it claimed, so the next engine (a
+ * createEngine tried again in the same process, say) takes the names at once rather than standing
+ * by until they expire.
  */
 import { randomBytes } from 'node:crypto';
 
@@ -10,7 +12,7 @@ import { describe, expect, it } from 'vitest';
 import { createClient, createEngine, DatabaseUnavailableError, type WorkflowContext } from 'duraflow';
 
 import { backends, serverBackends, type TestSchema, useSchema } from '../helpers/database.js';
-import { openClient, quietLogger } from '../helpers/engines.js';
+import { openClient, quietLogger, startEngine } from '../helpers/engines.js';
 import { FaultProxy } from '../helpers/fault-proxy.js';
 import { waitFor } from '../helpers/wait-for.js';
 
@@ -98,5 +100,64 @@ describe.each(serverBackends)('a database that goes away while an engine starts,
     } finally {
       await proxy.close();
     }
+  });
+});
+
+/** Long enough that an engine standing by for a lease left held would time the test out. */
+const LEASE_TTL_MS = 60_000;
+
+describe.each(serverBackends)('a start that fails after its claim, on $name', (backend) => {
+  const db = useSchema(backend);
+
+  /**
+   * Starts an engine through a proxy that `fault` breaks, expecting DatabaseUnavailableError;
+   * then checks the lease the failed start claimed was ended, and that an engine started next
+   * holds the name and runs its workflow.
+   */
+  async function failThenStartAgain(fault: (proxy: FaultProxy) => void): Promise<void> {
+    const client = await openClient(db());
+    const proxy = await FaultProxy.start();
+    try {
+      fault(proxy);
+      const error = await createEngine({
+        database: proxy.url(db().database as string),
+        schema: db().schema,
+        logger: quietLogger,
+        leaseTtlMs: LEASE_TTL_MS,
+        workflows: { twice },
+        inlineActivities: { double: async (n: number) => 2 * n },
+      }).then(
+        async (engine) => engine.close(),
+        (e: unknown) => e,
+      );
+      expect(error).toBeInstanceOf(DatabaseUnavailableError);
+      const [left] = await client.leases();
+      // The claim committed: the name was leased, and the failed start ended its lease.
+      expect(left).toMatchObject({ workflowName: 'twice', isExpired: true });
+      const engine = await startEngine(db(), {
+        leaseTtlMs: LEASE_TTL_MS,
+        workflows: { twice },
+        inlineActivities: { double: async (n: number) => 2 * n },
+      });
+      try {
+        const [taken] = await engine.leases();
+        expect(taken).toMatchObject({ workflowName: 'twice', isExpired: false });
+        expect(taken!.owner).not.toBe(left!.owner);
+        expect(await (await engine.startWorkflow(twice, 21)).result()).toBe(42);
+      } finally {
+        await engine.close();
+      }
+    } finally {
+      await proxy.close();
+      await client.close();
+    }
+  }
+
+  it('ends the leases when the answer to the first claim is lost after it committed', async () => {
+    await failThenStartAgain((proxy) => void proxy.loseResponseTo('AS l (name, owner, epoch, expires_at, process)'));
+  });
+
+  it('ends the leases when the recovery after the claim is cut off', async () => {
+    await failThenStartAgain((proxy) => void proxy.cutOnNextRequest('x.command_id, x.due_at FROM'));
   });
 });

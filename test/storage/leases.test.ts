@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { LeaseKeeper } from '../../engine/lease-keeper.js';
 import { flushBatch } from '../../storage/sql/flush-batch.js';
 import { type Claimant, claimLeases, LeaseLostError, readLeases, releaseLeases } from '../../storage/sql/leases.js';
+import type { Sql } from '../../storage/sql.js';
 import { Wal } from '../../storage/wal.js';
 import { makeStartRow, makeWrite } from '../helpers/builders.js';
 import { backends, isWaitingForLock, serverBackends, type TestSchema } from '../helpers/database.js';
@@ -161,6 +162,29 @@ describe.each(backends)('workflow leases on $name', (backend) => {
     expect(await db.query(`SELECT id FROM "${db.schema}".workflows ORDER BY id`)).toEqual([{ id: 's1' }, { id: 'w1' }]);
     expect(await db.query(`SELECT seq FROM "${db.schema}".history`)).toEqual([]);
   });
+
+  it('ends on close the leases a first claim took whose answer was lost', async () => {
+    const { sql, tables } = store();
+    // The claim commits, then its connection breaks before the answer arrives.
+    const faulty = failingOnce(sql, 'AS l (name, owner, epoch', { runFirst: true });
+    const keeper = new LeaseKeeper({ sql: faulty, tables, names: ['wf'], ttlMs: 60_000, isExclusive: false, logger: quietLogger, onChange() {} });
+    await expect(keeper.start()).rejects.toMatchObject({ code: 'ECONNRESET' });
+    expect(keeper.held).toEqual([]);
+    expect(await keeper.close()).toBe(true);
+    const [lease] = await readLeases(sql, tables);
+    expect({ owner: lease!.owner, isExpired: lease!.is_expired }).toEqual({ owner: keeper.owner, isExpired: true });
+  });
+
+  it('tries the release at close again when its connection breaks', async () => {
+    const { sql, tables } = store();
+    const faulty = failingOnce(sql, 'SET expires_at = now()', { runFirst: false });
+    const keeper = new LeaseKeeper({ sql: faulty, tables, names: ['wf'], ttlMs: 60_000, isExclusive: false, logger: quietLogger, onChange() {} });
+    await keeper.start();
+    expect(keeper.held).toEqual(['wf']);
+    expect(await keeper.close()).toBe(true);
+    const [lease] = await readLeases(sql, tables);
+    expect({ owner: lease!.owner, isExpired: lease!.is_expired }).toEqual({ owner: keeper.owner, isExpired: true });
+  });
 });
 
 // Two connections at once: a server.
@@ -230,6 +254,28 @@ describe.each(serverBackends)('taking a lease over while flushes run on $name', 
     expect({ owner: lease!.owner, isExpired: lease!.is_expired }).toEqual({ owner: keeper.owner, isExpired: true });
   });
 });
+
+/**
+ * `sql`, except that the first statement containing `marker` fails as a reset connection does:
+ * before it reaches the database, or (`runFirst`) after it ran and committed, its answer lost.
+ */
+function failingOnce(sql: Sql, marker: string, { runFirst }: { runFirst: boolean }): Sql {
+  let isArmed = true;
+  const reset = () => Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' });
+  return {
+    async query<Row>(text: string, params?: unknown[], name?: string) {
+      if (!isArmed || !text.includes(marker)) return sql.query<Row>(text, params, name);
+      isArmed = false;
+      if (runFirst) await sql.query(text, params, name);
+      throw reset();
+    },
+    exec: (script) => sql.exec(script),
+    transaction: (work) => sql.transaction(work),
+    listen: (channel, onPayload) => sql.listen(channel, onPayload),
+    abort: () => sql.abort(),
+    close: () => sql.close(),
+  };
+}
 
 /** A transaction on its own connection, for holding locks while the code under test runs. */
 async function openTransaction(db: TestSchema): Promise<{ query(text: string): Promise<unknown>; commit(): Promise<void>; rollback(): Promise<void> }> {
