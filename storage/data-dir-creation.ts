@@ -1,4 +1,4 @@
-import { existsSync, readdirSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, openSync, readdirSync, rmSync, unlinkSync, writeSync } from 'node:fs';
 import path from 'node:path';
 
 /**
@@ -44,13 +44,39 @@ export function beginCreation(dir: string): (() => void) | undefined {
       if (entry !== CREATING_FILE && !KEPT.test(entry)) rmSync(path.join(dir, entry), { recursive: true, force: true });
     }
   } else if (entries.every((entry) => KEPT.test(entry))) {
-    writeFileSync(
-      mark,
-      'A first start is making the embedded database in this directory. If no process has it open,\n' +
-        'that start did not finish: the next start deletes what it left and makes the database again.\n',
-    );
+    const fd = openSync(mark, 'w');
+    try {
+      writeSync(
+        fd,
+        'A first start is making the embedded database in this directory. If no process has it open,\n' +
+          'that start did not finish: the next start deletes what it left and makes the database again.\n',
+      );
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    // The mark's entry in the directory too: after a power cut, PGlite's first files could
+    // otherwise be there without it, a half-made database that no start would make again.
+    syncDirectory(dir);
   } else {
     return undefined;
   }
-  return () => unlinkSync(mark);
+  return () => {
+    unlinkSync(mark);
+    // Else a power cut could bring the mark back, and the next start would delete the database,
+    // with whatever was stored in it since.
+    syncDirectory(dir);
+  };
+}
+
+/** Makes the entries of `dir` (files added or removed) survive a power cut. */
+function syncDirectory(dir: string): void {
+  // Windows opens no directory for fsync (and NTFS journals its entries).
+  if (process.platform === 'win32') return;
+  const fd = openSync(dir, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
 }

@@ -1,8 +1,9 @@
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import fs, { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 
 import { beginCreation, CREATING_FILE, hasDatabase } from '../../../storage/data-dir-creation.js';
 
@@ -36,6 +37,39 @@ describe('the first start in a data directory', () => {
     const finish = beginCreation(dir);
     expect(finish).toBeTypeOf('function');
     expect(readdirSync(dir).sort()).toEqual([CREATING_FILE, 'duraflow.lock', 'duraflow.lock.takeover']);
+  });
+
+  it('syncs the mark and the directory before PGlite writes, and the directory once the mark is removed', () => {
+    // What a power cut keeps is only observable by cutting the power: the calls are what can be
+    // checked, in their order, with what each was given.
+    const synced: string[] = [];
+    const pathOf = new Map<number, string>();
+    const realOpen = fs.openSync;
+    const realFsync = fs.fsyncSync;
+    const realUnlink = fs.unlinkSync;
+    vi.spyOn(fs, 'openSync').mockImplementation((file, ...rest) => {
+      const fd = realOpen(file, ...rest);
+      pathOf.set(fd, path.basename(String(file)));
+      return fd;
+    });
+    vi.spyOn(fs, 'fsyncSync').mockImplementation((fd) => {
+      synced.push(`fsync ${pathOf.get(fd as number)}`);
+      realFsync(fd);
+    });
+    vi.spyOn(fs, 'unlinkSync').mockImplementation((file) => {
+      synced.push(`unlink ${path.basename(String(file))}`);
+      realUnlink(file);
+    });
+    syncBuiltinESMExports();
+    try {
+      const finish = beginCreation(dir)!;
+      expect(synced).toEqual([`fsync ${CREATING_FILE}`, `fsync ${path.basename(dir)}`]);
+      finish();
+      expect(synced.slice(2)).toEqual([`unlink ${CREATING_FILE}`, `fsync ${path.basename(dir)}`]);
+    } finally {
+      vi.restoreAllMocks();
+      syncBuiltinESMExports();
+    }
   });
 
   it('leaves alone a directory holding files it did not mark: a database, or an older version left half made', () => {
