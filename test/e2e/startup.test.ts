@@ -74,6 +74,24 @@ describe.each(backends)('a role that may not create schemas, on $name', (backend
   });
 });
 
+/**
+ * Starts an engine running `twice` through `proxy`, and resolves with what its start rejected
+ * with (undefined, once closed again, if it started).
+ */
+async function startThrough(proxy: FaultProxy, db: TestSchema, options: { leaseTtlMs?: number } = {}): Promise<unknown> {
+  return createEngine({
+    database: proxy.url(db.database as string),
+    schema: db.schema,
+    logger: quietLogger,
+    ...options,
+    workflows: { twice },
+    inlineActivities: { double: async (n: number) => 2 * n },
+  }).then(
+    async (engine) => engine.close(),
+    (e: unknown) => e,
+  );
+}
+
 describe.each(serverBackends)('a database that goes away while an engine starts, on $name', (backend) => {
   const db = useSchema(backend);
 
@@ -83,16 +101,7 @@ describe.each(serverBackends)('a database that goes away while an engine starts,
     try {
       // After the schema is migrated and LISTEN is set up: the claim reads the leases first.
       void proxy.cutOnNextRequest('process AS process_identity').then(() => proxy.refuse());
-      const error = await createEngine({
-        database: proxy.url(db().database as string),
-        schema: db().schema,
-        logger: quietLogger,
-        workflows: { twice },
-        inlineActivities: { double: async (n: number) => 2 * n },
-      }).then(
-        async (engine) => engine.close(),
-        (e: unknown) => e,
-      );
+      const error = await startThrough(proxy, db());
       expect(error).toBeInstanceOf(DatabaseUnavailableError);
       expect(error).toMatchObject({ code: 'DURAFLOW_DATABASE_UNAVAILABLE', cause: { code: 'ECONNRESET' } });
       await waitFor(() => proxy.openConnections === 0, 'the engine to close its connections');
@@ -119,17 +128,7 @@ describe.each(serverBackends)('a start that fails after its claim, on $name', (b
     const proxy = await FaultProxy.start();
     try {
       fault(proxy);
-      const error = await createEngine({
-        database: proxy.url(db().database as string),
-        schema: db().schema,
-        logger: quietLogger,
-        leaseTtlMs: LEASE_TTL_MS,
-        workflows: { twice },
-        inlineActivities: { double: async (n: number) => 2 * n },
-      }).then(
-        async (engine) => engine.close(),
-        (e: unknown) => e,
-      );
+      const error = await startThrough(proxy, db(), { leaseTtlMs: LEASE_TTL_MS });
       expect(error).toBeInstanceOf(DatabaseUnavailableError);
       const [left] = await client.leases();
       // The claim committed: the name was leased, and the failed start ended its lease.
