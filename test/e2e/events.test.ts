@@ -244,15 +244,19 @@ describe.each(backends)('events and delayed starts on $name', (backend) => {
   it('keeps a delayed start pending until its time', async () => {
     const engine = await startEngine(db, { workflows: { delayed } });
     try {
-      const startAt = new Date(Date.now() + 400);
-      const handle = await engine.startWorkflow(delayed, { n: 1 }, { startAt });
-      const pending = await engine.inspect(handle.workflowId);
+      // Read as pending when its time is an hour off: one due in 400 ms may have started (or be
+      // due) by the time a loaded machine answers the inspect.
+      const later = await engine.startWorkflow(delayed, { n: 0 }, { startAt: Date.now() + 3_600_000 });
+      const pending = await engine.inspect(later.workflowId);
       expect(pending.status).toBe('pending');
       expect(pending.pendingReason).toMatch(/scheduled to start/);
       expect(pending.history).toEqual([]);
+      const startAt = new Date(Date.now() + 400);
+      const handle = await engine.startWorkflow(delayed, { n: 1 }, { startAt });
       const out = await handle.result();
       expect(out.n).toBe(1);
       expect(out.startedAt).toBeGreaterThanOrEqual(startAt.getTime());
+      expect((await engine.inspect(later.workflowId)).status).toBe('pending');
     } finally {
       await engine.close();
     }
