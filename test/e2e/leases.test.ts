@@ -454,8 +454,18 @@ async function retried(ctx: WorkflowContext): Promise<string> {
   return flaky();
 }
 
-/** An engine on `proxy`, whose flaky activity fails its first attempt and records every attempt. */
-function engineBehind(proxy: FaultProxy, db: TestSchema, name: string, attempts: number[], leaseTtlMs: number): Promise<Engine> {
+/**
+ * An engine on `proxy`, whose flaky activity records every attempt and fails its first one once
+ * `failFirst` resolves.
+ */
+function engineBehind(
+  proxy: FaultProxy,
+  db: TestSchema,
+  name: string,
+  attempts: number[],
+  leaseTtlMs: number,
+  failFirst: Promise<void>,
+): Promise<Engine> {
   return createEngine({
     database: proxy.url(process.env.DATABASE_URL!),
     schema: db.schema,
@@ -463,8 +473,9 @@ function engineBehind(proxy: FaultProxy, db: TestSchema, name: string, attempts:
     inlineActivities: {
       flaky: async (_input: unknown, ctx: ActivityContext) => {
         attempts.push(ctx.attempt);
-        if (ctx.attempt === 1) throw new Error('first attempt fails');
-        return name;
+        if (ctx.attempt > 1) return name;
+        await failFirst;
+        throw new Error('first attempt fails');
       },
     },
     leaseTtlMs,
@@ -618,10 +629,14 @@ describe.each(serverBackends)('losing a workflow name while work for it is in fl
     const proxy = await FaultProxy.start();
     const attemptsOnA: number[] = [];
     const attemptsOnB: number[] = [];
+    let failFirst!: () => void;
+    const gate = new Promise<void>((resolve) => (failFirst = resolve));
     let a: Engine | undefined;
+    let b: Engine | undefined;
+    let claims: { release(): Promise<void> } | undefined;
     try {
-      a = await engineBehind(proxy, db(), 'a', attemptsOnA, 1_000);
-      const b = await startEngine(db(), {
+      a = await engineBehind(proxy, db(), 'a', attemptsOnA, 1_000, gate);
+      b = await startEngine(db(), {
         workflows: { retried },
         inlineActivities: {
           flaky: async (_input: unknown, ctx: ActivityContext) => {
@@ -632,19 +647,27 @@ describe.each(serverBackends)('losing a workflow name while work for it is in fl
         leaseTtlMs: 600,
       });
       await a.startWorkflow(retried, undefined, { workflowId: 'o-1' });
-      // The first attempt failed on a and its retry (due in 3 s) is committed.
+      await waitFor(() => attemptsOnA.length === 1, 'the first attempt to run');
+      // No renewal of a gets through from now on (flushes still do), so its lease is overdue 1 s
+      // after its last one at the latest, before the retry it commits next (3 s later) is due,
+      // however long this process takes to cut it off.
+      claims = await blockClaims(db());
+      failFirst();
       await waitFor(async () => (await db().query(`SELECT 1 FROM "${db().schema}".activity_tasks`)).length === 1, 'the retry row');
-      // a loses the database; its lease expires after 1 s and b takes the name.
+      // a loses the database; the retry comes due on a with its lease overdue: held back.
       await proxy.refuse();
       proxy.cutAll();
-      await waitFor(async () => (await readMetric(b, HELD)) === 1, 'b to take the name', 10_000);
+      await waitFor(async () => (await readMetric(a!, HELD_BACK)) === 1, "a's retry to be held back", 10_000);
+      // Its lease has expired in the database: once claims get through again, b takes the name.
+      await claims.release();
+      await waitFor(async () => (await readMetric(b!, HELD)) === 1, 'b to take the name', 10_000);
       expect(await b.result('o-1', { timeoutMs: 15_000 })).toBe('b');
-      // a's own retry timer, due with b's, has fired (and was held back) once none is armed.
-      await waitFor(async () => (await readMetric(a!, 'duraflow_timers_armed')) === 0, "a's retry timer to fire");
       expect(attemptsOnB).toEqual([2]);
       expect(attemptsOnA, 'attempts run on a').toEqual([1]);
-      await b.close();
     } finally {
+      failFirst();
+      await claims?.release();
+      await b?.close();
       await proxy.accept();
       await a?.close().catch(() => undefined);
       await proxy.close();
@@ -654,21 +677,32 @@ describe.each(serverBackends)('losing a workflow name while work for it is in fl
   it('runs what it held back while cut off past its lease, once a renewal finds the name still its own', async () => {
     const proxy = await FaultProxy.start();
     const attempts: number[] = [];
+    let failFirst!: () => void;
+    const gate = new Promise<void>((resolve) => (failFirst = resolve));
     let a: Engine | undefined;
+    let claims: { release(): Promise<void> } | undefined;
     try {
-      a = await engineBehind(proxy, db(), 'a', attempts, 1_000);
+      a = await engineBehind(proxy, db(), 'a', attempts, 1_000, gate);
       await a.startWorkflow(retried, undefined, { workflowId: 'k-1' });
+      await waitFor(() => attempts.length === 1, 'the first attempt to run');
+      // No renewal gets through from now on (flushes still do): the lease is overdue before the
+      // retry committed next is due, however long this process takes to cut the engine off.
+      claims = await blockClaims(db());
+      failFirst();
       await waitFor(async () => (await db().query(`SELECT 1 FROM "${db().schema}".activity_tasks`)).length === 1, 'the retry row');
       await proxy.refuse();
       proxy.cutAll();
+      await claims.release();
       // The retry comes due while the lease is overdue: it is held back, not run.
-      await waitFor(async () => (await readMetric(a!, 'duraflow_timers_armed')) === 0, 'the retry timer to fire');
+      await waitFor(async () => (await readMetric(a!, HELD_BACK)) === 1, 'the retry to be held back', 10_000);
       expect(attempts).toEqual([1]);
       await proxy.accept();
       // No other engine took the name: the next renewal keeps it and releases the held retry.
       expect(await a.result('k-1', { timeoutMs: 20_000 })).toBe('a');
       expect(attempts).toEqual([1, 2]);
     } finally {
+      failFirst();
+      await claims?.release();
       await proxy.accept();
       await a?.close().catch(() => undefined);
       await proxy.close();
