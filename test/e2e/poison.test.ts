@@ -21,7 +21,7 @@ import { backends, type TestSchema } from '../helpers/database.js';
 import { openClient, startEngine, waitUntilParked } from '../helpers/engines.js';
 import { waitFor } from '../helpers/wait-for.js';
 
-import type { AbortReport } from '../fixtures/poison-activities.js';
+import type { AbortReport, StartReport } from '../fixtures/poison-activities.js';
 
 type Poison = typeof import('../fixtures/poison-activities.js');
 
@@ -597,19 +597,28 @@ describe.each(backends)('poison workflows and activities on $name', (backend) =>
   });
 
   it("does not spend another workflow's attempts when a poison activity kills the thread they share", async () => {
+    const channelName = `duraflow-poison-${randomUUID()}`;
+    const channel = new BroadcastChannel(channelName);
+    const starts: StartReport[] = [];
+    channel.onmessage = (event) => {
+      if (typeof (event as { data: unknown }).data === 'object') starts.push((event as { data: StartReport }).data);
+    };
     // One thread, so the neighbour's attempt is certainly on the thread the poison kills.
     const engine = await startEngine(db, { workflows: { poisoned }, activities: poisonActivities, activityThreads: 1 });
     try {
-      const neighbour = await engine.startWorkflow(poisoned, { activity: 'sleepMs', arg: 1_500, maxAttempts: 1 });
-      await waitFor(
-        async () => (await engine.inspect(neighbour.workflowId)).history.some((e) => e.type === 'ActivityScheduled'),
-        "the neighbour's activity to be dispatched",
-      );
+      const neighbour = await engine.startWorkflow(poisoned, { activity: 'heldOnChannel', arg: { channel: channelName }, maxAttempts: 1 });
+      // Its attempt runs, and runs until released: the poison kills its thread under it.
+      await waitFor(() => starts.length === 1, "the neighbour's attempt to start");
       const victim = await engine.startWorkflow(poisoned, { activity: 'exitThread', maxAttempts: 1 });
       expect((await victim.result()).error).toMatchObject({ name: 'ActivityFailure', activityName: 'exitThread' });
-      // The neighbour did nothing wrong: its only attempt must not be charged for the crash.
-      expect(await neighbour.result()).toEqual({ value: 1_500 });
+      // The neighbour did nothing wrong: its only attempt must not be charged for the crash, and
+      // runs again on the new thread.
+      await waitFor(() => starts.length === 2, "the neighbour's attempt to run again");
+      expect(starts[1]!.activityId).toBe(starts[0]!.activityId);
+      channel.postMessage('release');
+      expect(await neighbour.result()).toEqual({ value: 'released' });
     } finally {
+      channel.close();
       await engine.close();
     }
   });
