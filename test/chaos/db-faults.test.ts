@@ -147,16 +147,34 @@ describe.each(serverBackends)('connection faults on $name', (backend) => {
       start('mix-x2', 3);
       await within(seen, 10_000, 'the second start on the wire');
       await waitFor(async () => (await readMetric(engine, MetricName.WalFlushesInFlight)) === 2, 'two flushes in flight', 10_000);
+      // The events of the flushes in flight count as pending: what is appended from now on adds to them.
+      const inFlight = await readMetric(engine, MetricName.WalPendingEvents);
 
-      // mix-b's next step and a third start wait for the next batch, together.
+      // mix-b's next step and a third start wait for the next batch, together: both are appended
+      // before the flushes in flight are answered.
       await engine.sendEvent('mix-b', 'go', go!.payload);
-      await waitFor(async () => (await readMetric(engine, MetricName.WalPendingEvents)) > 0, "mix-b's step appended", 10_000);
+      const withStep = await waitFor(async () => {
+        const pending = await readMetric(engine, MetricName.WalPendingEvents);
+        return pending > inFlight && pending;
+      }, "mix-b's step appended", 10_000);
       start('mix-x3', 4);
+      await waitFor(async () => (await readMetric(engine, MetricName.WalPendingEvents)) > withStep, "mix-x3's first step appended", 10_000);
 
       // That batch commits; its answer is lost.
       const lost = proxy.loseResponseTo(marker);
       proxy.resume();
       await within(lost, 10_000, 'the batch on the wire');
+      // The answer lost was that of one transaction holding both mix-b's step and mix-x3's start.
+      const xminOf = async (workflowId: string, type: string): Promise<string | undefined> =>
+        (
+          await rig.db.query<{ xmin: string }>(
+            `SELECT xmin::text FROM "${rig.db.schema}".history WHERE workflow_id = $1 AND type = $2 ORDER BY seq LIMIT 1`,
+            [workflowId, type],
+          )
+        )[0]?.xmin;
+      const stepXmin = await xminOf('mix-b', 'EventReceived');
+      expect(stepXmin, "mix-b's step").toBeDefined();
+      expect(await xminOf('mix-x3', 'WorkflowStarted'), "mix-x3's start, in the transaction of mix-b's step").toBe(stepXmin);
       await engine.sendEvent('mix-b', 'more', more!.payload);
       const outcomes = Object.fromEntries(await Promise.all(Object.entries(starts).map(async ([id, p]) => [id, await p])));
       console.log(`[lost answer, start + step in one batch] ${JSON.stringify(outcomes)}`);
