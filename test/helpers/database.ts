@@ -129,3 +129,15 @@ export async function isWaitingForLock(db: TestSchema, fragment: string): Promis
   );
   return waiting.length > 0;
 }
+
+/**
+ * Flush statements of the schema that write history waiting for a lock (recognised by their start:
+ * Postgres shows a statement's first kilobyte).
+ */
+export async function flushesWaitingForLock(db: TestSchema): Promise<number> {
+  const rows = await db.query(
+    `SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'WITH ins_h AS%' AND query LIKE '%' || $1 || '%'`,
+    [db.schema],
+  );
+  return rows.length;
+}
