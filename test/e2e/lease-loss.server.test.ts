@@ -121,19 +121,23 @@ async function retried(ctx: WorkflowContext): Promise<string> {
   return flaky();
 }
 
+/** An engine of `engineBehind`, and how to let its first attempt fail. */
+interface EngineBehind {
+  engine: Engine;
+  attempts: number[];
+  /** Lets the first attempt, which waits for this, fail. */
+  failFirst(): void;
+}
+
 /**
- * An engine on `proxy`, whose flaky activity records every attempt and fails its first one once
- * `failFirst` resolves.
+ * An engine on `proxy` whose lease lasts 1 s, and whose flaky activity records every attempt,
+ * answers `name`, and fails its first attempt once `failFirst()` is called.
  */
-function engineBehind(
-  proxy: FaultProxy,
-  db: TestSchema,
-  name: string,
-  attempts: number[],
-  leaseTtlMs: number,
-  failFirst: Promise<void>,
-): Promise<Engine> {
-  return createEngine({
+async function engineBehind(proxy: FaultProxy, db: TestSchema, name: string): Promise<EngineBehind> {
+  let failFirst!: () => void;
+  const gate = new Promise<void>((resolve) => (failFirst = resolve));
+  const attempts: number[] = [];
+  const engine = await createEngine({
     database: proxy.url(process.env.DATABASE_URL!),
     schema: db.schema,
     workflows: { retried },
@@ -141,14 +145,43 @@ function engineBehind(
       flaky: async (_input: unknown, ctx: ActivityContext) => {
         attempts.push(ctx.attempt);
         if (ctx.attempt > 1) return name;
-        await failFirst;
+        await gate;
         throw new Error('first attempt fails');
       },
     },
-    leaseTtlMs,
+    leaseTtlMs: 1_000,
     pollIntervalMs: 500,
     logger: quietLogger,
   });
+  return { engine, attempts, failFirst };
+}
+
+/**
+ * Starts `workflowId` on `a`, and once its first attempt runs holds up a's renewals (its flushes
+ * still commit), so that its lease is overdue 1 s after its last renewal at the latest: before
+ * the retry it then commits (due 3 s later) is, however long this process takes to cut it off.
+ * Then lets the attempt fail, waits for the retry row and cuts `a` off the database. Resolves with
+ * the hold on the renewals (release it to let claims through again).
+ */
+async function cutOffWithRetryStored(
+  db: TestSchema,
+  proxy: FaultProxy,
+  a: EngineBehind,
+  workflowId: string,
+): Promise<{ release(): Promise<void> }> {
+  await a.engine.startWorkflow(retried, undefined, { workflowId });
+  await waitFor(() => a.attempts.length === 1, 'the first attempt to run');
+  const claims = await blockClaims(db);
+  try {
+    a.failFirst();
+    await waitFor(async () => (await db.query(`SELECT 1 FROM "${db.schema}".activity_tasks`)).length === 1, 'the retry row');
+    await proxy.refuse();
+    proxy.cutAll();
+    return claims;
+  } catch (error) {
+    await claims.release();
+    throw error;
+  }
 }
 
 // Races between losing a name and the work in flight for it (several engines need a server).
@@ -294,15 +327,12 @@ describe.each(serverBackends)('losing a workflow name while work for it is in fl
 
   it('runs no activity attempt once its lease may have expired while it was cut off, and another engine holds the name', async () => {
     const proxy = await FaultProxy.start();
-    const attemptsOnA: number[] = [];
     const attemptsOnB: number[] = [];
-    let failFirst!: () => void;
-    const gate = new Promise<void>((resolve) => (failFirst = resolve));
-    let a: Engine | undefined;
+    let a: EngineBehind | undefined;
     let b: Engine | undefined;
     let claims: { release(): Promise<void> } | undefined;
     try {
-      a = await engineBehind(proxy, db(), 'a', attemptsOnA, 1_000, gate);
+      a = await engineBehind(proxy, db(), 'a');
       b = await startEngine(db(), {
         workflows: { retried },
         inlineActivities: {
@@ -313,65 +343,45 @@ describe.each(serverBackends)('losing a workflow name while work for it is in fl
         },
         leaseTtlMs: 600,
       });
-      await a.startWorkflow(retried, undefined, { workflowId: 'o-1' });
-      await waitFor(() => attemptsOnA.length === 1, 'the first attempt to run');
-      // No renewal of a gets through from now on (flushes still do), so its lease is overdue 1 s
-      // after its last one at the latest, before the retry it commits next (3 s later) is due,
-      // however long this process takes to cut it off.
-      claims = await blockClaims(db());
-      failFirst();
-      await waitFor(async () => (await db().query(`SELECT 1 FROM "${db().schema}".activity_tasks`)).length === 1, 'the retry row');
-      // a loses the database; the retry comes due on a with its lease overdue: held back.
-      await proxy.refuse();
-      proxy.cutAll();
-      await waitFor(async () => (await readMetric(a!, HELD_BACK)) === 1, "a's retry to be held back", 10_000);
+      claims = await cutOffWithRetryStored(db(), proxy, a, 'o-1');
+      // The retry comes due on a with its lease overdue: held back.
+      await waitFor(async () => (await readMetric(a!.engine, HELD_BACK)) === 1, "a's retry to be held back", 10_000);
       // Its lease has expired in the database: once claims get through again, b takes the name.
       await claims.release();
       await waitFor(async () => (await readMetric(b!, HELD)) === 1, 'b to take the name', 10_000);
       expect(await b.result('o-1', { timeoutMs: 15_000 })).toBe('b');
       expect(attemptsOnB).toEqual([2]);
-      expect(attemptsOnA, 'attempts run on a').toEqual([1]);
+      expect(a.attempts, 'attempts run on a').toEqual([1]);
     } finally {
-      failFirst();
+      a?.failFirst();
       await claims?.release();
       await b?.close();
       await proxy.accept();
-      await a?.close().catch(() => undefined);
+      await a?.engine.close().catch(() => undefined);
       await proxy.close();
     }
   });
 
   it('runs what it held back while cut off past its lease, once a renewal finds the name still its own', async () => {
     const proxy = await FaultProxy.start();
-    const attempts: number[] = [];
-    let failFirst!: () => void;
-    const gate = new Promise<void>((resolve) => (failFirst = resolve));
-    let a: Engine | undefined;
+    let a: EngineBehind | undefined;
     let claims: { release(): Promise<void> } | undefined;
     try {
-      a = await engineBehind(proxy, db(), 'a', attempts, 1_000, gate);
-      await a.startWorkflow(retried, undefined, { workflowId: 'k-1' });
-      await waitFor(() => attempts.length === 1, 'the first attempt to run');
-      // No renewal gets through from now on (flushes still do): the lease is overdue before the
-      // retry committed next is due, however long this process takes to cut the engine off.
-      claims = await blockClaims(db());
-      failFirst();
-      await waitFor(async () => (await db().query(`SELECT 1 FROM "${db().schema}".activity_tasks`)).length === 1, 'the retry row');
-      await proxy.refuse();
-      proxy.cutAll();
+      a = await engineBehind(proxy, db(), 'a');
+      claims = await cutOffWithRetryStored(db(), proxy, a, 'k-1');
       await claims.release();
       // The retry comes due while the lease is overdue: it is held back, not run.
-      await waitFor(async () => (await readMetric(a!, HELD_BACK)) === 1, 'the retry to be held back', 10_000);
-      expect(attempts).toEqual([1]);
+      await waitFor(async () => (await readMetric(a!.engine, HELD_BACK)) === 1, 'the retry to be held back', 10_000);
+      expect(a.attempts).toEqual([1]);
       await proxy.accept();
       // No other engine took the name: the next renewal keeps it and releases the held retry.
-      expect(await a.result('k-1', { timeoutMs: 20_000 })).toBe('a');
-      expect(attempts).toEqual([1, 2]);
+      expect(await a.engine.result('k-1', { timeoutMs: 20_000 })).toBe('a');
+      expect(a.attempts).toEqual([1, 2]);
     } finally {
-      failFirst();
+      a?.failFirst();
       await claims?.release();
       await proxy.accept();
-      await a?.close().catch(() => undefined);
+      await a?.engine.close().catch(() => undefined);
       await proxy.close();
     }
   });

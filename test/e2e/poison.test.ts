@@ -57,6 +57,18 @@ function caught(error: unknown): Caught {
   };
 }
 
+/**
+ * A BroadcastChannel of a fresh name, on which the poison activities in their threads report to
+ * the test; `reports` collects what they post.
+ */
+function reportsOnChannel<Report>(): { channel: BroadcastChannel; channelName: string; reports: Report[] } {
+  const channelName = `duraflow-poison-${randomUUID()}`;
+  const channel = new BroadcastChannel(channelName);
+  const reports: Report[] = [];
+  channel.onmessage = (event) => reports.push((event as { data: Report }).data);
+  return { channel, channelName, reports };
+}
+
 // --- workflows ---
 
 /** The well-behaved neighbour: five activities and a timer; returns 10n + 20. */
@@ -382,10 +394,7 @@ describe.each(backends)('poison workflows and activities on $name', (backend) =>
   });
 
   it('aborts the signal of an activity that hangs past startToCloseTimeoutMs and retries it per policy', async () => {
-    const channelName = `duraflow-poison-${randomUUID()}`;
-    const channel = new BroadcastChannel(channelName);
-    const reports: AbortReport[] = [];
-    channel.onmessage = (event) => reports.push((event as { data: AbortReport }).data);
+    const { channel, channelName, reports } = reportsOnChannel<AbortReport>();
     const engine = await startEngine(db, { workflows: { poisoned, normal }, activities: poisonActivities });
     try {
       const out = await isolated(engine, { activity: 'hangForever', arg: { channel: channelName }, timeoutMs: 300, maxAttempts: 2 });
@@ -597,12 +606,7 @@ describe.each(backends)('poison workflows and activities on $name', (backend) =>
   });
 
   it("does not spend another workflow's attempts when a poison activity kills the thread they share", async () => {
-    const channelName = `duraflow-poison-${randomUUID()}`;
-    const channel = new BroadcastChannel(channelName);
-    const starts: StartReport[] = [];
-    channel.onmessage = (event) => {
-      if (typeof (event as { data: unknown }).data === 'object') starts.push((event as { data: StartReport }).data);
-    };
+    const { channel, channelName, reports: starts } = reportsOnChannel<StartReport>();
     // One thread, so the neighbour's attempt is certainly on the thread the poison kills.
     const engine = await startEngine(db, { workflows: { poisoned }, activities: poisonActivities, activityThreads: 1 });
     try {
