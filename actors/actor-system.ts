@@ -1,4 +1,4 @@
-import type { WorkflowRow } from '../storage/rows.js';
+import type { WorkflowRow, WorkflowWrite } from '../storage/rows.js';
 import type { ActorHost } from './actor-host.js';
 import type { ActorMessage } from './messages.js';
 import type { ActorOwner } from './actor-owner.js';
@@ -243,15 +243,19 @@ export class ActorSystem {
   }
 
   /**
-   * Kills the actors of `workflowIds`, whose uncommitted writes a failed flush discarded; returns,
-   * by workflow, what each handed back for its rebuild (see `WorkflowActor.killUncommitted`).
+   * Kills the actors of `workflowIds`, whose uncommitted writes (`discarded`, by workflow) a
+   * failed flush discarded; returns, by workflow, what each handed back for its rebuild (see
+   * `WorkflowActor.killUncommitted`).
    */
-  dropUncommitted(workflowIds: Iterable<string>): Map<string, ActorMessage[]> {
+  dropUncommitted(
+    workflowIds: Iterable<string>,
+    discarded: ReadonlyMap<string, readonly WorkflowWrite[]>,
+  ): Map<string, ActorMessage[]> {
     const handed = new Map<string, ActorMessage[]>();
     for (const id of workflowIds) {
       // The actor tells its owner it dropped, which forgets it and admits a waiting workflow.
       const actor = this.#entries.get(id)?.actor;
-      if (actor) handed.set(id, actor.killUncommitted());
+      if (actor) handed.set(id, actor.killUncommitted(discarded.get(id) ?? []));
     }
     return handed;
   }

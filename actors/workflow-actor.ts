@@ -16,6 +16,7 @@ import {
   completedPayload,
   EventType,
   jsonObject,
+  outcomesIn,
   scheduledPayload,
   type SerializedFailure,
   str,
@@ -24,7 +25,6 @@ import { replayHistory } from './history-replay.js';
 import { Mailbox } from './mailbox.js';
 import type { ActorMessage } from './messages.js';
 import { type Outstanding, ReplayState, type StrayCall } from './replay-state.js';
-import { UncommittedOutcomes } from './uncommitted-outcomes.js';
 import { WorkflowContextImpl } from './workflow-context.js';
 
 /** Where an actor is in its life. */
@@ -111,14 +111,7 @@ export class WorkflowActor {
   /** Time of the WorkflowStarted event (epoch ms). */
   #startedAt = 0;
   #unflushed = 0;
-  /** Steps handed to the WAL so far; those up to `#stepsEnqueued - #unflushed` have committed. */
-  #stepsEnqueued = 0;
-  /**
-   * The writes of steps that took activity outcomes, until they commit: a failed flush hands
-   * those outcomes to the rebuild (see `killUncommitted`). Made when the first step takes one.
-   */
-  #uncommitted: UncommittedOutcomes | undefined;
-  /** The batch being handled until its step takes it (see `killUncommitted`). */
+  /** The batch being handled until its step is handed to the WAL (see `killUncommitted`). */
   #inHand: readonly ActorMessage[] | undefined;
   /** Messages that arrived while the creation was uncommitted, in arrival order. */
   #held: ActorMessage[] = [];
@@ -215,13 +208,13 @@ export class WorkflowActor {
   /**
    * Stops the actor for good because its writes not yet committed were discarded (their flush
    * failed); returns the messages whose sources the database may not have: the activity outcomes
-   * its uncommitted steps took, then the batch it was handling, what it held and what was queued.
-   * A retry among them keeps its attempt count and backoff only if the rebuild gets it.
+   * the `discarded` writes took (oldest first), then the batch it was handling, what it held and
+   * what was queued. A retry among them keeps its attempt count and backoff only if the rebuild
+   * gets it.
    */
-  killUncommitted(): ActorMessage[] {
+  killUncommitted(discarded: readonly WorkflowWrite[]): ActorMessage[] {
     const handed: ActorMessage[] = [];
-    this.#uncommitted?.outcomesTo(handed);
-    this.#uncommitted = undefined;
+    for (const write of discarded) outcomesIn(write, handed);
     for (const message of this.#inHand ?? NO_ITEMS) handed.push(message);
     this.#inHand = undefined;
     for (const message of this.#drop()) handed.push(message);
@@ -271,6 +264,7 @@ export class WorkflowActor {
         // hours).
         if (startAt < 0) {
           this.#hasEventsBeforeStart ||= messages.some((m) => m.type === 'event');
+          this.#inHand = undefined;
           return;
         }
         // The start comes first, whatever order the messages arrived in.
@@ -286,6 +280,7 @@ export class WorkflowActor {
         await this.#activate(messages, receivedAt);
         return;
       default:
+        this.#inHand = undefined;
         return;
     }
   }
@@ -301,9 +296,6 @@ export class WorkflowActor {
       rs.now = now;
       rs.isInStep = true;
     }
-    // From here the outcomes this step takes are kept with its write, until the step commits.
-    this.#inHand = undefined;
-    let tookOutcome = false;
 
     for (const m of messages) {
       switch (m.type) {
@@ -348,7 +340,6 @@ export class WorkflowActor {
             completedPayload(rs.nameOf(m.commandId), m.attempts, m.result),
           );
           this.#endRetries(m.commandId, m.attempts, write, effects);
-          tookOutcome = true;
           rs.resolveActivity(m.commandId, host.codec.decode(m.result));
           break;
         case 'activityFailed':
@@ -366,7 +357,6 @@ export class WorkflowActor {
             }),
           );
           this.#endRetries(m.commandId, m.attempts, write, effects);
-          tookOutcome = true;
           rs.rejectActivity(m.commandId, m.attempts, m.failure);
           break;
         case 'activityRetry':
@@ -375,7 +365,6 @@ export class WorkflowActor {
           upsertTask(write, m.task);
           effects.retries = appended(effects.retries, m.task);
           (this.#mayBeRetried ??= new Set()).add(m.commandId);
-          tookOutcome = true;
           break;
         case 'event': {
           if (!rs || this.#consumedInbox?.has(m.inboxId)) break;
@@ -415,8 +404,9 @@ export class WorkflowActor {
     if (rs) rs.isInStep = false;
     if (write.history.length > 0) effects.receivedAt = receivedAt;
     this.#enqueue(write, effects);
-    // A step that took an outcome wrote something (history, or the retry's task row): it was enqueued.
-    if (tookOutcome) (this.#uncommitted ??= new UncommittedOutcomes()).keep(write, this.#stepsEnqueued);
+    // From here the WAL holds the outcomes this step took, in its write, until the step commits
+    // (a failed flush hands the write back). Not before: a kill while the code ran must find them.
+    this.#inHand = undefined;
   }
 
   /**
@@ -600,12 +590,9 @@ export class WorkflowActor {
       write.inboxDelete.length === 0;
     if (isEmpty) return;
     this.#unflushed++;
-    this.#stepsEnqueued++;
     const creation = write.creates ? this.#creation : undefined;
     this.#host.wal.enqueue(write, (isRefused) => {
       this.#unflushed--;
-      const uncommitted = this.#uncommitted;
-      if (uncommitted !== undefined && uncommitted.count > 0) uncommitted.forgetCommitted(this.#stepsEnqueued - this.#unflushed);
       if (creation) this.#creation = undefined;
       if (isRefused) {
         // Someone else's workflow has this id: what this actor ran was never stored.

@@ -9,7 +9,7 @@ import { EngineMetrics } from '../metrics/engine-metrics.js';
 import { type MetricsServer, startMetricsServer } from '../metrics/metrics-server.js';
 import type { Logger } from '../storage/logger.js';
 import { NO_ITEMS } from '../storage/lists.js';
-import { type NewWorkflowRow, pendingRowOf, type StoredHistoryRow, type TaskRow, type WorkflowRow } from '../storage/rows.js';
+import { type NewWorkflowRow, pendingRowOf, type StoredHistoryRow, type TaskRow, type WorkflowRow, type WorkflowWrite } from '../storage/rows.js';
 import { type DeliverableEvent, inboxFor } from '../storage/sql/inbox.js';
 import { LeaseLostError } from '../storage/sql/leases.js';
 import { dueStarts, loadHistory, loadWorkflow } from '../storage/sql/workflows.js';
@@ -185,7 +185,7 @@ export class EngineImpl implements Engine, ActorHost {
       // The embedded database in dataDir has no other engine to fence off.
       lease: store.isExclusive ? undefined : { owner: leases.owner, epochOf: (name) => leases.epochOf(name) },
       highWaterEvents: options.walHighWaterEvents,
-      onFlushFailed: (ids, error) => this.#onFlushFailed(ids, error),
+      onFlushFailed: (ids, error, discarded) => this.#onFlushFailed(ids, error, discarded),
       observer: walObserver,
     });
     this.#system = new ActorSystem(this, options.maxCachedWorkflows);
@@ -591,7 +591,7 @@ export class EngineImpl implements Engine, ActorHost {
     return this.#isClosing ? new EngineClosedError({ cause: error }) : coerceError(error);
   }
 
-  #onFlushFailed(workflowIds: ReadonlySet<string>, error: unknown): void {
+  #onFlushFailed(workflowIds: ReadonlySet<string>, error: unknown, discarded: ReadonlyMap<string, readonly WorkflowWrite[]>): void {
     const isLeaseLost = error instanceof LeaseLostError;
     if (isLeaseLost) {
       this.logger.warn({ workflows: workflowIds.size }, 'a flush wrote workflows whose lease this engine lost; rebuilding those it still holds');
@@ -600,7 +600,7 @@ export class EngineImpl implements Engine, ActorHost {
     }
     // What the database may lack of them (activity outcomes, a retry and its backoff among them)
     // goes to their rebuild, or the attempts it ended would run again.
-    const handed = this.#system.dropUncommitted(workflowIds);
+    const handed = this.#system.dropUncommitted(workflowIds, discarded);
     // A workflow whose creation failed with the flush does not exist: its start call fails, or,
     // when only the lease was lost, is stored as a plain start for the engine that holds it.
     const failure = this.#startFailure(error);

@@ -26,9 +26,10 @@ export interface WalOptions {
   /**
    * Called when a flush failed for good (not retryable, or the WAL was closed): the writes of
    * these workflows, in the failed batch and in the one filling behind it, are discarded and
-   * their durable callbacks will never run. Their owners must be dropped and rebuilt.
+   * their durable callbacks will never run. Their owners must be dropped and rebuilt; `discarded`
+   * holds those writes, oldest first by workflow: what the database lacks of each.
    */
-  onFlushFailed: (workflowIds: ReadonlySet<string>, error: unknown) => void;
+  onFlushFailed: (workflowIds: ReadonlySet<string>, error: unknown, discarded: ReadonlyMap<string, readonly WorkflowWrite[]>) => void;
   /** Pending events above which `isCongested` turns true. */
   highWaterEvents: number;
   /**
@@ -165,18 +166,25 @@ class Batch {
     return taken;
   }
 
-  /** Removes the writes of `ids` and their callbacks. */
-  discard(ids: ReadonlySet<string>): void {
+  /** Removes the writes of `ids` and their callbacks; adds the writes removed to `into`, if given. */
+  discard(ids: ReadonlySet<string>, into?: Map<string, WorkflowWrite[]>): void {
     for (const id of ids) {
       const write = this.writes.get(id);
       if (!write) continue;
       this.events -= write.history.length;
       this.writes.delete(id);
+      if (into) discardedInto(into, id, write);
     }
     for (let i = this.onDurable.length - 1; i >= 0; i--) {
       if (ids.has(this.onDurable[i]!.workflowId)) this.onDurable.splice(i, 1);
     }
   }
+}
+
+function discardedInto(into: Map<string, WorkflowWrite[]>, workflowId: string, write: WorkflowWrite): void {
+  const writes = into.get(workflowId);
+  if (writes) writes.push(write);
+  else into.set(workflowId, [write]);
 }
 
 /**
@@ -467,11 +475,12 @@ export class Wal {
           continue;
         }
         if (isPartial) {
-          batch.discard(lost);
+          const discarded = new Map<string, WorkflowWrite[]>();
+          batch.discard(lost, discarded);
           // Out of the batch, so out of #flush's release at its end: freed here.
           for (const id of lost) this.#busy.delete(id);
-          this.#pending.discard(lost);
-          this.#report(() => this.#options.onFlushFailed(lost, error));
+          this.#pending.discard(lost, discarded);
+          this.#report(() => this.#options.onFlushFailed(lost, error, discarded));
           // A start meets again the step that would have created its workflow.
           starts = startsToInsert(batch);
           continue;
@@ -573,9 +582,11 @@ export class Wal {
       this.#startFirst(again);
     }
     const ids = new Set(batch.writes.keys());
+    const discarded = new Map<string, WorkflowWrite[]>();
+    for (const [id, write] of batch.writes) discarded.set(id, [write]);
     // Later writes of these workflows were built on the state that just failed to commit.
-    this.#pending.discard(ids);
-    if (ids.size > 0) this.#report(() => this.#options.onFlushFailed(ids, error));
+    this.#pending.discard(ids, discarded);
+    if (ids.size > 0) this.#report(() => this.#options.onFlushFailed(ids, error, discarded));
   }
 
   /** Puts `starts` back, ahead of those waiting, for the next flush. */

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
+import type { WorkflowWrite } from '../../../storage/rows.js';
 import { type Queryable, type QueryResult, type Sql, tablesFor } from '../../../storage/sql.js';
 import { mergeWrite, Wal, WalClosedError } from '../../../storage/wal.js';
 import { makeStartRow, makeTask, makeWrite } from '../../helpers/builders.js';
@@ -94,6 +95,26 @@ class HeldFirstFlushSql extends ScriptedSql {
     const result = await super.query<Row>(text, params);
     if (isFlush) this.commits.push([...((result.rows[0] as { inserted?: string[] } | undefined)?.inserted ?? [])]);
     return result;
+  }
+}
+
+/** A driver whose second flush goes on only when `release()` is called (`isHolding` meanwhile). */
+class HeldSecondFlushSql extends ScriptedSql {
+  isHolding = false;
+  #release!: () => void;
+  readonly #released = new Promise<void>((resolve) => (this.#release = resolve));
+
+  release(): void {
+    this.#release();
+  }
+
+  override async query<Row>(text: string, params: unknown[] = []): Promise<QueryResult<Row>> {
+    const isFlush = text.includes('ins_wf AS') || params.some((p) => typeof p === 'string' && p.startsWith('[['));
+    if (isFlush && this.flushes === 1 && !this.isHolding) {
+      this.isHolding = true;
+      await this.#released;
+    }
+    return super.query<Row>(text, params);
   }
 }
 
@@ -324,6 +345,28 @@ describe('Wal over a scripted driver', () => {
     expect(sql.committedTokens.size).toBe(1);
     // The lost answer, then two retries that met their own token until a check was answered.
     expect(sql.flushes).toBe(3);
+  });
+
+  it('hands onFlushFailed the writes it discarded, oldest first: the failed one and the one behind it, not one committed', async () => {
+    const refused = Object.assign(new Error('check constraint'), { code: '23514' });
+    const sql = new HeldSecondFlushSql(['ok', refused]);
+    const discarded: Map<string, readonly WorkflowWrite[]>[] = [];
+    const wal = new Wal({
+      sql,
+      tables: tablesFor('unit'),
+      highWaterEvents: 100,
+      onFlushFailed: (_ids, _error, writes) => discarded.push(new Map(writes)),
+    });
+    wal.enqueue(makeWrite('a', 0, 1));
+    await wal.drain();
+    const failing = makeWrite('a', 1, 1);
+    wal.enqueue(failing);
+    await waitFor(() => sql.isHolding, 'the second flush on the wire');
+    const behind = makeWrite('a', 2, 1);
+    wal.enqueue(behind);
+    sql.release();
+    await wal.drain();
+    expect(discarded).toEqual([new Map([['a', [failing, behind]]])]);
   });
 
   it('rejects the starts of a failed batch, with no workflow to report', async () => {
