@@ -31,7 +31,7 @@ import { LeaseGates } from './lease-gates.js';
 import { type LeaseChanges, LeaseKeeper } from './lease-keeper.js';
 import type { ResolvedEngineOptions } from './options.js';
 import { RebuildPauses } from './rebuild-pauses.js';
-import { RECOVERY_BATCH, Recovery } from './recovery.js';
+import { eventMessage, RECOVERY_BATCH, Recovery } from './recovery.js';
 import { retryKey, startKey, timerKey, type TimerPayload } from './timer-payload.js';
 import { type ArmedTimer, TimerService } from './timer-service.js';
 import { UnstoredOutcomes } from './unstored-outcomes.js';
@@ -305,7 +305,7 @@ export class EngineImpl implements Engine, ActorHost {
   rebuild(workflowId: string, unprocessed: readonly ActorMessage[] = NO_ITEMS): void {
     // Closing: a pause timer now would keep the process alive up to a minute for nothing.
     if (this.#isClosing) return;
-    for (const message of unprocessed) this.#unstoredOutcomes.keep(workflowId, message);
+    this.#unstoredOutcomes.keepAll(workflowId, unprocessed);
     this.#rebuilds.failed(workflowId);
   }
 
@@ -614,7 +614,7 @@ export class EngineImpl implements Engine, ActorHost {
     // batch that failed otherwise is rebuilt as any failed actor is, with backoff if it fails again.
     if (isLeaseLost) {
       // Kept for the recovery after the claim, which takes them (and drops those of names lost).
-      if (!this.#isClosing) for (const [id, messages] of handed) for (const message of messages) this.#unstoredOutcomes.keep(id, message);
+      if (!this.#isClosing) for (const [id, messages] of handed) this.#unstoredOutcomes.keepAll(id, messages);
       void this.#leases.claim().then(() => this.#recoverWorkflows([...workflowIds]));
     } else {
       for (const id of workflowIds) this.rebuild(id, handed.get(id));
@@ -716,7 +716,7 @@ export class EngineImpl implements Engine, ActorHost {
   }
 
   #deliverEvent(e: DeliverableEvent): void {
-    this.#deliver(e.workflowId, { type: 'event', inboxId: e.id, name: e.name, payload: e.payload });
+    this.#deliver(e.workflowId, eventMessage(e));
   }
 
   /** Coalesces poll requests (timer, NOTIFY) so at most one poll runs and one waits. */

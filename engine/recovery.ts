@@ -14,6 +14,11 @@ import { type RecoveryScope, RecoveriesUnderWay } from './recoveries-under-way.j
 import { retryKey, timerKey, type TimerPayload } from './timer-payload.js';
 import { type OutcomesByWorkflow, outcomeEnding, type UnstoredOutcomes } from './unstored-outcomes.js';
 
+/** The message that hands an inbox event to its workflow's actor. */
+export function eventMessage(e: DeliverableEvent): ActorMessage {
+  return { type: 'event', inboxId: e.id, name: e.name, payload: e.payload };
+}
+
 /** Rows read per recovery query. */
 export const RECOVERY_BATCH = 10_000;
 
@@ -118,7 +123,7 @@ export class Recovery {
     // sent after it, which would otherwise overtake it.
     const held = this.#eventsAfterRecovery.get(workflowId);
     if (held) held.events.push(event);
-    else if (this.#recoveries.size > 0 && this.#recoveries.covers(workflowName, workflowId)) {
+    else if (this.covers(workflowName, workflowId)) {
       this.#eventsAfterRecovery.set(workflowId, { workflowName, events: [event] });
     } else {
       return false;
@@ -261,6 +266,6 @@ export class Recovery {
   }
 
   #deliverEvent(e: DeliverableEvent): void {
-    this.#target.deliver(e.workflowId, { type: 'event', inboxId: e.id, name: e.name, payload: e.payload });
+    this.#target.deliver(e.workflowId, eventMessage(e));
   }
 }

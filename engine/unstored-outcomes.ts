@@ -42,6 +42,11 @@ export class UnstoredOutcomes {
     if (!kept || endedAttemptOf(kept) <= endedAttemptOf(message)) ofWorkflow.set(message.commandId, message);
   }
 
+  /** Keeps, of `messages`, those that report how an attempt ended. */
+  keepAll(workflowId: string, messages: readonly ActorMessage[]): void {
+    for (const message of messages) this.keep(workflowId, message);
+  }
+
   /** Takes the outcomes kept for `workflowIds`. */
   take(workflowIds: readonly string[]): OutcomesByWorkflow | undefined {
     if (this.#byWorkflow.size === 0) return undefined;
