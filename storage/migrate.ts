@@ -106,7 +106,11 @@ export class MigrationLockError extends Error {
         ? `the migration lock of schema "${schema}" (held while another duraflow process migrates it)`
         : `a table lock that ${wait.step} needs`;
     const byPid = new Map<number, LockHolder[]>();
-    for (const holder of holders) byPid.set(holder.pid, [...(byPid.get(holder.pid) ?? []), holder]);
+    for (const holder of holders) {
+      const locks = byPid.get(holder.pid);
+      if (locks) locks.push(holder);
+      else byPid.set(holder.pid, [holder]);
+    }
     const who = [...byPid.values()].map((locks) => {
       const { pid, applicationName, state } = locks[0]!;
       const about = [applicationName, state].filter((part): part is string => !!part).join(', ');
@@ -136,6 +140,11 @@ const ADVISORY_WAIT_MS = 20_000;
  */
 const TABLE_LOCK_WAIT_MS = 1_000;
 
+/** The key of the advisory lock that serialises the migrators of `schema`. */
+function migrationLockKey(schema: string): string {
+  return `duraflow:${schema}`;
+}
+
 /** `ms` as a `lock_timeout` value; never 0, which would mean no limit. */
 function lockTimeout(ms: number): string {
   return `${Math.max(1, Math.ceil(ms))}ms`;
@@ -163,7 +172,7 @@ export async function migrate(sql: Sql, tables: Tables, lockWaitMs: number): Pro
       if (!isLockTimeout(error) || wait === undefined) throw error;
       const remainingMs = deadline - Date.now();
       if (remainingMs <= 0) {
-        const key = `duraflow:${tables.schema}`;
+        const key = migrationLockKey(tables.schema);
         const holders = await (wait.kind === 'advisory' ? advisoryLockHolders(sql, key) : tableLockHolders(sql, tables.schema)).catch(
           () => [],
         );
@@ -190,7 +199,7 @@ async function migrateOnce(
   // Scoped to this transaction (set_config's third argument), as is search_path below.
   await tx.query(`SELECT set_config('lock_timeout', $1, true)`, [lockTimeout(Math.min(deadline - Date.now(), ADVISORY_WAIT_MS))]);
   progress.waitingFor = { kind: 'advisory' };
-  await tx.query(`SELECT pg_advisory_xact_lock(hashtext($1))`, [`duraflow:${tables.schema}`]);
+  await tx.query(`SELECT pg_advisory_xact_lock(hashtext($1))`, [migrationLockKey(tables.schema)]);
   // Past the deadline, a table lock still gets a short try: a running engine holds one briefly.
   await tx.query(`SELECT set_config('lock_timeout', $1, true)`, [
     lockTimeout(Math.max(100, Math.min(deadline - Date.now(), TABLE_LOCK_WAIT_MS))),
