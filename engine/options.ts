@@ -43,7 +43,8 @@ export interface ConnectionOptions {
   maxPayloadBytes?: number;
   /**
    * How long a client call (start, event, inspect, result, leases) keeps retrying while the database is
-   * unreachable before failing with DatabaseUnavailableError, in ms. @default 10000
+   * unreachable before failing with DatabaseUnavailableError, in ms; also how long opening waits for
+   * a lock its migrations need that another session holds. @default 10000
    */
   databaseRetryMs?: number;
 }
