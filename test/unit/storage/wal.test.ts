@@ -73,14 +73,22 @@ class ScriptedSql implements Sql {
 }
 
 /**
- * A driver whose first flush commits only when `release()` is called, as a table would: a flush
- * inserts only ids not inserted yet. What each flush inserted is in `inserted`, in commit order.
+ * A driver whose flush numbered `heldAt` (0 for the first to arrive) goes on only when `release()`
+ * is called (`isHolding` meanwhile), then commits as a table would: a flush inserts only ids not
+ * inserted yet. What each flush inserted is in `commits`, in commit order.
  */
-class HeldFirstFlushSql extends ScriptedSql {
+class HeldFlushSql extends ScriptedSql {
   readonly commits: string[][] = [];
-  #isFirst = true;
+  isHolding = false;
+  readonly #heldAt: number;
+  #arrived = 0;
   #release!: () => void;
   readonly #released = new Promise<void>((resolve) => (this.#release = resolve));
+
+  constructor(script: ConstructorParameters<typeof ScriptedSql>[0], heldAt = 0) {
+    super(script);
+    this.#heldAt = heldAt;
+  }
 
   release(): void {
     this.#release();
@@ -88,33 +96,13 @@ class HeldFirstFlushSql extends ScriptedSql {
 
   override async query<Row>(text: string, params: unknown[] = []): Promise<QueryResult<Row>> {
     const isFlush = text.includes('ins_wf AS') || params.some((p) => typeof p === 'string' && p.startsWith('[['));
-    if (isFlush && this.#isFirst) {
-      this.#isFirst = false;
+    if (isFlush && this.#arrived++ === this.#heldAt) {
+      this.isHolding = true;
       await this.#released;
     }
     const result = await super.query<Row>(text, params);
     if (isFlush) this.commits.push([...((result.rows[0] as { inserted?: string[] } | undefined)?.inserted ?? [])]);
     return result;
-  }
-}
-
-/** A driver whose second flush goes on only when `release()` is called (`isHolding` meanwhile). */
-class HeldSecondFlushSql extends ScriptedSql {
-  isHolding = false;
-  #release!: () => void;
-  readonly #released = new Promise<void>((resolve) => (this.#release = resolve));
-
-  release(): void {
-    this.#release();
-  }
-
-  override async query<Row>(text: string, params: unknown[] = []): Promise<QueryResult<Row>> {
-    const isFlush = text.includes('ins_wf AS') || params.some((p) => typeof p === 'string' && p.startsWith('[['));
-    if (isFlush && this.flushes === 1 && !this.isHolding) {
-      this.isHolding = true;
-      await this.#released;
-    }
-    return super.query<Row>(text, params);
   }
 }
 
@@ -234,7 +222,7 @@ describe('Wal over a scripted driver', () => {
   });
 
   it('keeps a start with the creating step of its id even when the start alone would overflow the flush', async () => {
-    const sql = new HeldFirstFlushSql([]);
+    const sql = new HeldFlushSql([]);
     const { wal } = walOver(sql, 5_000);
     const refusals: boolean[] = [];
     const creating = makeWrite('both', 0, 1, { creates: makeStartRow('both') });
@@ -248,7 +236,7 @@ describe('Wal over a scripted driver', () => {
   });
 
   it('never has two starts of one id in flushes in flight at once: the first start wins', async () => {
-    const sql = new HeldFirstFlushSql([]);
+    const sql = new HeldFlushSql([]);
     const { wal } = walOver(sql, 5_000);
     const first = wal.enqueueStart({ ...makeStartRow('dup'), input: JSON.stringify('a'.repeat(3_000)) });
     const second = wal.enqueueStart({ ...makeStartRow('dup'), input: JSON.stringify('b'.repeat(3_000)) });
@@ -349,7 +337,7 @@ describe('Wal over a scripted driver', () => {
 
   it('hands onFlushFailed the writes it discarded, oldest first: the failed one and the one behind it, not one committed', async () => {
     const refused = Object.assign(new Error('check constraint'), { code: '23514' });
-    const sql = new HeldSecondFlushSql(['ok', refused]);
+    const sql = new HeldFlushSql(['ok', refused], 1);
     const discarded: Map<string, readonly WorkflowWrite[]>[] = [];
     const wal = new Wal({
       sql,
