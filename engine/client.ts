@@ -1,3 +1,4 @@
+import { closeWithDeadline } from './close-deadline.js';
 import { type ClientOptions, resolveClientOptions } from './options.js';
 import type { LeaseState, ResultOptions, SendEventOptions, StartWorkflowOptions, WorkflowHandle } from './workflow-store.js';
 import { Notice, WorkflowStore } from './workflow-store.js';
@@ -106,12 +107,7 @@ class ClientImpl implements Client {
     // not answer holds for their timeouts (15 and 30 s) or longer: past the deadline, the client
     // gives up on it, as the engine does. Its calls are refused by then, so they end with
     // EngineClosedError whatever the dropped connections make them fail with.
-    const deadline = setTimeout(() => this.#abandon(), this.#closeTimeoutMs);
-    try {
-      await this.#store.close();
-    } finally {
-      clearTimeout(deadline);
-    }
+    await closeWithDeadline(this.#closeTimeoutMs, () => this.#store.close(), () => this.#abandon());
   }
 
   #abandon(): void {

@@ -18,6 +18,7 @@ import { ActivityAttempts } from './activity-attempts.js';
 import type { ActivityOutcome } from './activity-context.js';
 import type { ActivityPool } from './activity-pool.js';
 import { type Client, handleFor } from './client.js';
+import { closeWithDeadline } from './close-deadline.js';
 import type { JsonCodec } from './codec.js';
 import {
   ConfigurationError,
@@ -435,12 +436,7 @@ export class EngineImpl implements Engine, ActorHost {
     // Each step below waits for the database, which may not answer at all (a statement hangs for
     // 30 s before it is retried, and a flush or a lease release is tried again): past the
     // deadline, the engine gives up on it (see #abandon), and the steps end at once.
-    const deadline = setTimeout(() => this.#abandon(), this.#options.closeTimeoutMs);
-    try {
-      await this.#closeSteps();
-    } finally {
-      clearTimeout(deadline);
-    }
+    await closeWithDeadline(this.#options.closeTimeoutMs, () => this.#closeSteps(), () => this.#abandon());
   }
 
   /**
