@@ -14,14 +14,19 @@ const INBOUND_TYPES: ReadonlySet<string> = new Set([
   EventType.EventReceived,
 ]);
 
-function identityOfRow(row: StoredHistoryRow, payload: Record<string, unknown>): CommandIdentity {
+/** A recorded command: what replay compares, and when a timer or a wait's timeout was due. */
+interface RecordedCommand extends CommandIdentity {
+  dueAt?: number | undefined;
+}
+
+function recordedCommand(row: StoredHistoryRow, payload: Record<string, unknown>): RecordedCommand {
   switch (row.type) {
     case EventType.ActivityScheduled:
       return { commandId: row.command_id, kind: 'scheduleActivity', name: String(payload.activityName) };
     case EventType.TimerStarted:
-      return { commandId: row.command_id, kind: 'startTimer', name: '' };
+      return { commandId: row.command_id, kind: 'startTimer', name: '', dueAt: payload.dueAt as number };
     case EventType.EventWaitStarted:
-      return { commandId: row.command_id, kind: 'waitEvent', name: String(payload.eventName) };
+      return { commandId: row.command_id, kind: 'waitEvent', name: String(payload.eventName), dueAt: payload.timeoutAt as number | undefined };
     case EventType.WorkflowCompleted:
       return { commandId: null, kind: 'completeWorkflow', name: '' };
     default:
@@ -67,7 +72,7 @@ export async function replayHistory(rows: StoredHistoryRow[], target: ReplayTarg
   let i = 0;
   while (i < rows.length) {
     const activation = rows[i]!.activation;
-    const recorded: CommandIdentity[] = [];
+    const recorded: RecordedCommand[] = [];
     const firstAt = rows[i]!.at.getTime();
     if (rs) rs.now = firstAt;
     for (; i < rows.length && rows[i]!.activation === activation; i++) {
@@ -76,7 +81,7 @@ export async function replayHistory(rows: StoredHistoryRow[], target: ReplayTarg
       // it: nothing stored is touched, and the rebuilds back off until the row is repaired.
       const payload = payloadOf(row, target.workflowId, target.errors);
       if (!INBOUND_TYPES.has(row.type)) {
-        recorded.push(identityOfRow(row, payload));
+        recorded.push(recordedCommand(row, payload));
         continue;
       }
       try {
@@ -103,7 +108,10 @@ export async function replayHistory(rows: StoredHistoryRow[], target: ReplayTarg
     for (let k = 0; k < length; k++) {
       const expected = recorded[k];
       const got = emitted[k];
-      if (expected && got && sameIdentity(expected, got)) continue;
+      if (expected && got && sameIdentity(expected, got)) {
+        if (expected.kind === 'startTimer' || expected.kind === 'waitEvent') rs.keepRecordedDue(expected.commandId!, expected.dueAt);
+        continue;
+      }
       target.park(
         activation,
         expected?.commandId ?? got?.commandId ?? null,

@@ -321,6 +321,18 @@ export class ReplayState {
     return { waiter, hadTimeout: wait.timeoutAt !== undefined };
   }
 
+  /**
+   * Replay matched this timer or wait with its recorded one, which was due at `dueAt` (a wait's
+   * timeout; undefined for none). The recorded time stands, as its timer row does, whatever
+   * duration or timeout the code now asks for: so a changed duration parks nothing, and what
+   * `inspect` shows, and whether an event must cancel a timeout, agree with what is stored.
+   */
+  keepRecordedDue(commandId: number, dueAt: number | undefined): void {
+    const completion = this.#pending.get(commandId);
+    if (completion?.kind === 'timer' && dueAt !== undefined) completion.dueAt = dueAt;
+    else if (completion?.kind === 'event') completion.timeoutAt = dueAt;
+  }
+
   /** Commands emitted since the last call. */
   takeCommands(): readonly Command[] {
     const commands = this.#commands;

@@ -23,7 +23,7 @@ export function readJsonObject(text: string): Record<string, unknown> {
 }
 
 /** What a field of a history payload must hold: JSON of the form its reader takes it for. */
-type FieldForm = 'string' | 'integer' | 'failure';
+type FieldForm = 'string' | 'integer' | 'time' | 'failure';
 
 interface PayloadField {
   key: string;
@@ -45,7 +45,8 @@ const required = (key: string, form: FieldForm): PayloadField => ({ key, form, i
 const PAYLOAD_FIELDS: ReadonlyMap<string, readonly PayloadField[]> = new Map([
   ['ActivityScheduled', [required('activityName', 'string')]],
   ['ActivityFailed', [required('attempts', 'integer'), required('failure', 'failure')]],
-  ['EventWaitStarted', [required('eventName', 'string')]],
+  ['TimerStarted', [required('dueAt', 'time')]],
+  ['EventWaitStarted', [required('eventName', 'string'), { key: 'timeoutAt', form: 'time', isOptional: true }]],
   [
     'EventReceived',
     [required('eventName', 'string'), required('inboxId', 'integer'), { key: 'resolves', form: 'integer', isOptional: true }],
@@ -58,6 +59,8 @@ function hasForm(value: unknown, form: FieldForm): boolean {
       return typeof value === 'string';
     case 'integer':
       return Number.isInteger(value);
+    case 'time':
+      return typeof value === 'number' && Number.isFinite(value);
     case 'failure': {
       // What turns the stored failure back into the error the workflow catches needs these two.
       if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
@@ -70,6 +73,7 @@ function hasForm(value: unknown, form: FieldForm): boolean {
 const FORM_NAMES: Readonly<Record<FieldForm, string>> = {
   string: 'a string',
   integer: 'an integer',
+  time: 'a finite number of epoch milliseconds',
   failure: 'an error (an object with a string name and message)',
 };
 

@@ -71,6 +71,7 @@ interface MisshapenField {
 const misshapenFields: MisshapenField[] = [
   { eventType: 'EventWaitStarted', change: 'without eventName', edit: (p) => delete p.eventName },
   { eventType: 'EventWaitStarted', change: 'with eventName a number', edit: (p) => (p.eventName = 7) },
+  { eventType: 'EventWaitStarted', change: 'with timeoutAt a string', edit: (p) => (p.timeoutAt = 'in an hour') },
   { eventType: 'EventReceived', change: 'without inboxId', edit: (p) => delete p.inboxId },
   { eventType: 'EventReceived', change: 'with resolves a string', edit: (p) => (p.resolves = String(p.resolves)) },
   { eventType: 'ActivityFailed', change: 'without failure', edit: (p) => delete p.failure },
@@ -620,6 +621,71 @@ describe.each(backends)('replay on $name', (backend) => {
       expect(parked.message).toMatch(/expected event "go" taken by wait #2, got event "go" taken by wait #1/);
     } finally {
       await second.close();
+    }
+  });
+
+  it('keeps the recorded timer and waits when changed code sleeps for another time or changes a timeout: not parked, nothing rescheduled', async () => {
+    const HOUR = 3_600_000;
+    async function pausing(ctx: WorkflowContext): Promise<string> {
+      await ctx.sleep(HOUR);
+      return 'woke';
+    }
+    async function waiting(ctx: WorkflowContext): Promise<string> {
+      return ctx.waitForEvent<string>('go');
+    }
+    async function patient(ctx: WorkflowContext): Promise<string> {
+      return ctx.waitForEvent<string>('go', { timeoutMs: HOUR });
+    }
+    const v1 = await startEngine(db, { workflows: { pausing, waiting, patient } });
+    let dueAt: Date;
+    let timeoutAt: Date;
+    try {
+      await v1.startWorkflow(pausing, undefined, { workflowId: 'sleeper' });
+      await v1.startWorkflow(waiting, undefined, { workflowId: 'waiter' });
+      await v1.startWorkflow(patient, undefined, { workflowId: 'patient' });
+      await waitFor(async () => (await v1.inspect('waiter')).waitingOn.events.length > 0, 'the wait');
+      dueAt = await waitFor(async () => (await v1.inspect('sleeper')).waitingOn.timers[0]?.dueAt, 'the timer');
+      timeoutAt = await waitFor(async () => (await v1.inspect('patient')).waitingOn.events[0]?.timeoutAt, 'the wait with a timeout');
+    } finally {
+      await v1.close();
+    }
+
+    // Same names and commands; only the duration and the timeouts differ.
+    async function pausingLess(ctx: WorkflowContext): Promise<string> {
+      await ctx.sleep(1);
+      return 'woke';
+    }
+    async function waitingWithTimeout(ctx: WorkflowContext): Promise<string> {
+      return ctx.waitForEvent<string>('go', { timeoutMs: 1 });
+    }
+    async function impatient(ctx: WorkflowContext): Promise<string> {
+      return ctx.waitForEvent<string>('go');
+    }
+    const v2 = await startEngine(db, { workflows: { pausing: pausingLess, waiting: waitingWithTimeout, patient: impatient } });
+    try {
+      // An event that nothing waits for brings each workflow into memory, replayed against the new code.
+      for (const workflowId of ['sleeper', 'waiter', 'patient']) await v2.sendEvent(workflowId, 'poke');
+      await waitFor(async () => (await readMetric(v2, MetricName.ActorRehydrations)) >= 3, 'the workflows replayed');
+      const sleeper = await v2.inspect('sleeper');
+      expect(sleeper.error).toBeUndefined();
+      expect(sleeper.waitingOn.timers.map((t) => t.dueAt)).toEqual([dueAt]);
+      const waiter = await v2.inspect('waiter');
+      expect(waiter.error).toBeUndefined();
+      expect(waiter.waitingOn.events).toEqual([{ commandId: 1, eventName: 'go' }]);
+      expect(waiter.waitingOn.timers).toEqual([]);
+      const waitingPatiently = await v2.inspect('patient');
+      expect(waitingPatiently.waitingOn.events).toEqual([{ commandId: 1, eventName: 'go', timeoutAt }]);
+      expect(waitingPatiently.waitingOn.timers).toEqual([{ commandId: 1, dueAt: timeoutAt }]);
+
+      await v2.sendEvent('waiter', 'go', 'taken, no timeout');
+      expect(await v2.result('waiter', { timeoutMs: 10_000 })).toBe('taken, no timeout');
+      // The event cancels the recorded timeout, which the new code does not know of.
+      await v2.sendEvent('patient', 'go', 'taken before the recorded timeout');
+      expect(await v2.result('patient', { timeoutMs: 10_000 })).toBe('taken before the recorded timeout');
+      expect(await db.query(`SELECT 1 FROM "${db.schema}".timers WHERE workflow_id = 'patient'`)).toEqual([]);
+      expect(await readMetric(v2, MetricName.NonDeterminismErrors)).toBe(0);
+    } finally {
+      await v2.close();
     }
   });
 });

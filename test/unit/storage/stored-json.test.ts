@@ -28,6 +28,10 @@ const misshapen: [type: string, payload: string, field: string][] = [
   [EventType.ActivityFailed, '{"activityName":"charge","attempts":3,"failure":{"message":"declined"}}', 'failure'],
   [EventType.EventWaitStarted, '{}', 'eventName'],
   [EventType.EventWaitStarted, '{"eventName":7}', 'eventName'],
+  [EventType.EventWaitStarted, '{"eventName":"go","timeoutAt":"soon"}', 'timeoutAt'],
+  [EventType.EventWaitStarted, '{"eventName":"go","timeoutAt":null}', 'timeoutAt'],
+  [EventType.TimerStarted, '{}', 'dueAt'],
+  [EventType.TimerStarted, '{"dueAt":"1700000000000"}', 'dueAt'],
   [EventType.EventReceived, '{"inboxId":12,"resolves":4}', 'eventName'],
   [EventType.EventReceived, '{"eventName":"go","resolves":4}', 'inboxId'],
   [EventType.EventReceived, '{"eventName":"go","inboxId":12,"resolves":"4"}', 'resolves'],
@@ -37,6 +41,10 @@ const misshapen: [type: string, payload: string, field: string][] = [
 describe('readHistoryPayload', () => {
   it.each(Object.entries(written))('reads the %s payload duraflow writes', (type, payload) => {
     expect(readHistoryPayload(type, payload)).toEqual(payload === null ? {} : JSON.parse(payload));
+  });
+
+  it('reads a TimerStarted payload whose dueAt has a fraction (a sleep of 1.5 ms)', () => {
+    expect(readHistoryPayload(EventType.TimerStarted, '{"dueAt":1700000000000.5}')).toEqual({ dueAt: 1700000000000.5 });
   });
 
   it('reads an EventReceived payload without resolves (an event no wait took)', () => {
