@@ -159,6 +159,7 @@ function lockTimeout(ms: number): string {
  * migration's statement needs (an open transaction or a `pg_dump` that read the table), goes on
  * for `lockWaitMs` at most, in tries that roll back and start again (a table lock is waited for a
  * second at a time); then it fails with MigrationLockError naming the sessions holding the lock.
+ * A migration's statements themselves have no read timeout: a table rewrite may take its time.
  */
 export async function migrate(sql: Sql, tables: Tables, lockWaitMs: number): Promise<MigrationState> {
   const migrations = await loadMigrations();
@@ -221,7 +222,9 @@ async function migrateOnce(
   for (const migration of migrations) {
     if (applied.has(migration.version)) continue;
     progress.waitingFor = { kind: 'table', step: `migration ${migration.name}` };
-    await tx.exec(migration.sql).catch((error: unknown) => {
+    // An index build or a table rewrite may outlast the read timeout of other statements; its
+    // waits for locks are bounded by lock_timeout all the same.
+    await tx.exec(migration.sql, { isLong: true }).catch((error: unknown) => {
       if (!isAlreadyThere(error)) throw error;
       const reason = error instanceof Error ? error.message : String(error);
       throw new ForeignSchemaError(tables.schema, `already has what duraflow's migration ${migration.name} creates (${reason})`);

@@ -3,7 +3,7 @@ import net from 'node:net';
 import pg from 'pg';
 
 import { retryDelayMs } from './backoff.js';
-import type { Queryable, QueryResult, Sql } from './sql.js';
+import type { ExecOptions, Queryable, QueryResult, Sql } from './sql.js';
 
 /** Options of the `pg` driver. */
 export interface PgDriverOptions {
@@ -17,7 +17,15 @@ export interface PgDriverOptions {
    * dropped silently (by a NAT or a firewall) would otherwise deliver nothing, for hours. @default 15000
    */
   listenCheckMs?: number;
+  /**
+   * How long a statement may go without an answer before it fails as if the database were gone
+   * (`Query read timeout`); a script run with `isLong` has none. @default 30000
+   */
+  readTimeoutMs?: number;
 }
+
+/** A statement as pg takes it; pg reads `query_timeout` from it, which its types leave out. */
+type Statement = pg.QueryConfig & { query_timeout?: number };
 
 /** What the statements of an aborted driver fail with (see `Sql.abort`). */
 export class DriverAbortedError extends Error {
@@ -51,18 +59,20 @@ export class PgDriver implements Sql {
   /** The sockets of every connection, pooled or LISTEN: pg has no public way to drop one that hangs. */
   readonly #sockets = new Set<net.Socket>();
   #abortError: DriverAbortedError | undefined;
+  /** Given to each statement rather than to the pool, so that a long one can go without it. */
+  readonly #readTimeoutMs: number;
 
   constructor(options: PgDriverOptions) {
     this.#options = options;
+    this.#readTimeoutMs = options.readTimeoutMs ?? 30_000;
     this.#pool = new pg.Pool({
       connectionString: options.connectionString,
       stream: () => this.#socket(),
       max: options.maxConnections,
       idleTimeoutMillis: 30_000,
-      // A connection that cannot be made, or a statement that gets no answer, fails (and is
-      // retried) instead of hanging the engine forever.
+      // A connection that cannot be made, or a statement that gets no answer (#readTimeoutMs),
+      // fails (and is retried) instead of hanging the engine forever.
       connectionTimeoutMillis: 10_000,
-      query_timeout: 30_000,
       keepAlive: true,
     });
     // An idle client that loses its connection emits 'error' on the pool; unhandled it would
@@ -99,16 +109,21 @@ export class PgDriver implements Sql {
     this.#sockets.clear();
   }
 
+  /** A statement as pg takes it, with the read timeout; `isLong` goes without one. */
+  #statement(text: string, params?: unknown[], name?: string, isLong = false): Statement {
+    return { name, text, values: params, query_timeout: isLong ? undefined : this.#readTimeoutMs };
+  }
+
   query<Row>(text: string, params?: unknown[], name?: string): Promise<QueryResult<Row>> {
     return this.#track(async () => {
-      const result = await this.#pool.query(name ? { name, text, values: params } : { text, values: params });
+      const result = await this.#pool.query(this.#statement(text, params, name));
       return { rows: result.rows as Row[], rowCount: result.rowCount ?? 0 };
     });
   }
 
-  exec(script: string): Promise<void> {
+  exec(script: string, { isLong = false }: ExecOptions = {}): Promise<void> {
     return this.#track(async () => {
-      await this.#pool.query(script);
+      await this.#pool.query(this.#statement(script, undefined, undefined, isLong));
     });
   }
 
@@ -129,24 +144,26 @@ export class PgDriver implements Sql {
 
   async #transaction<T>(work: (tx: Queryable) => Promise<T>): Promise<T> {
     const client = await this.#pool.connect();
+    const statement = (text: string, params?: unknown[], name?: string, isLong?: boolean): Statement =>
+      this.#statement(text, params, name, isLong);
     let broken: Error | undefined;
     try {
-      await client.query('BEGIN');
+      await client.query(statement('BEGIN'));
       const tx: Queryable = {
         async query<Row>(text: string, params?: unknown[], name?: string) {
-          const result = await client.query(name ? { name, text, values: params } : { text, values: params });
+          const result = await client.query(statement(text, params, name));
           return { rows: result.rows as Row[], rowCount: result.rowCount ?? 0 };
         },
-        async exec(script: string) {
-          await client.query(script);
+        async exec(script: string, { isLong = false }: ExecOptions = {}) {
+          await client.query(statement(script, undefined, undefined, isLong));
         },
       };
       const value = await work(tx);
-      await client.query('COMMIT');
+      await client.query(statement('COMMIT'));
       return value;
     } catch (error) {
       try {
-        await client.query('ROLLBACK');
+        await client.query(statement('ROLLBACK'));
       } catch (rollbackError) {
         // The connection is gone; destroy it rather than hand it to the next caller.
         broken = rollbackError as Error;

@@ -9,6 +9,16 @@ export interface QueryResult<Row> {
   rowCount: number;
 }
 
+/** Options of `exec`. */
+export interface ExecOptions {
+  /**
+   * The script may take long (a migration that rewrites or indexes a large table): its answer is
+   * waited for however long it takes, rather than for the driver's read timeout, meant for
+   * statements that answer in moments. Its waits for locks must be bounded (lock_timeout). @default false
+   */
+  isLong?: boolean;
+}
+
 /** Anything that runs a parameterised statement: the driver itself or an open transaction. */
 export interface Queryable {
   /**
@@ -17,7 +27,7 @@ export interface Queryable {
    */
   query<Row = Record<string, unknown>>(text: string, params?: unknown[], name?: string): Promise<QueryResult<Row>>;
   /** Runs a script of several statements without parameters (migrations). */
-  exec(script: string): Promise<void>;
+  exec(script: string, options?: ExecOptions): Promise<void>;
 }
 
 /** A database handle: statements, transactions, notifications. */
