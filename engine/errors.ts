@@ -222,8 +222,8 @@ ConfigurationError.prototype.name = 'ConfigurationError';
 /**
  * The database could not be reached: by a call, for `databaseRetryMs` (connections refused, cut
  * or hanging); by `createEngine` or `createClient`, at once. Also thrown by `createEngine` or
- * `createClient` whose migrations waited `databaseRetryMs` for a lock another session holds (the
- * message names it).
+ * `createClient` whose migrations (or, with `migrate: false`, whose read of the applied ones)
+ * waited `databaseRetryMs` for a lock another session holds (the message names it).
  * Safe to retry: a start or an event that may have been stored is recognised as the same one when
  * retried with the same `workflowId` or `eventId`.
  */

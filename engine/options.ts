@@ -44,7 +44,8 @@ export interface ConnectionOptions {
   /**
    * How long a client call (start, event, inspect, result, leases) keeps retrying while the database is
    * unreachable before failing with DatabaseUnavailableError, in ms; also how long opening waits for
-   * a lock its migrations need that another session holds. @default 10000
+   * a lock that another session holds and that its migrations need (the migration lock, taken only
+   * when a migration is pending, or a table lock) or its read of the applied ones. @default 10000
    */
   databaseRetryMs?: number;
 }

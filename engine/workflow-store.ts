@@ -136,8 +136,8 @@ function openFailure(error: unknown): Error {
 }
 
 /** Refuses a schema that lacks this version's tables, naming what it found; returns where it is. */
-async function checkMigrated(sql: Sql, tables: Tables): Promise<MigrationState> {
-  const { applied, newest } = await migrationState(sql, tables);
+async function checkMigrated(sql: Sql, tables: Tables, lockWaitMs: number): Promise<MigrationState> {
+  const { applied, newest } = await migrationState(sql, tables, lockWaitMs);
   if (applied === undefined) {
     throw new ConfigurationError(`schema "${tables.schema}" holds no duraflow tables (and none are created when migrate is false)`);
   }
@@ -194,7 +194,7 @@ export class WorkflowStore {
     const tables = tablesFor(connection.schema);
     const sql = await openSql(connection, tables, isMigrating);
     try {
-      const { applied = 0, newest } = isMigrating ? await migrate(sql, tables, connection.databaseRetryMs) : await checkMigrated(sql, tables);
+      const { applied = 0, newest } = isMigrating ? await migrate(sql, tables, connection.databaseRetryMs) : await checkMigrated(sql, tables, connection.databaseRetryMs);
       // During a rolling deploy the old version runs on beside the new one: told, not refused.
       if (applied > newest) {
         connection.logger.warn(

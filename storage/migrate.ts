@@ -83,14 +83,6 @@ export interface MigrationState {
   newest: number;
 }
 
-/** Reads how far `tables.schema` is migrated, writing nothing (not even the schema). */
-export async function migrationState(sql: Sql, tables: Tables): Promise<MigrationState> {
-  const migrations = await loadMigrations();
-  const newest = Math.max(...migrations.map((m) => m.version));
-  const versions = await appliedVersions(sql, tables, migrations);
-  return { applied: versions?.length ? Math.max(...versions) : undefined, newest };
-}
-
 /** What a try of the migrations was waiting for when it gave up on a lock. */
 type LockWait = { kind: 'advisory' } | { kind: 'table'; step: string };
 
@@ -150,24 +142,23 @@ function lockTimeout(ms: number): string {
   return `${Math.max(1, Math.ceil(ms))}ms`;
 }
 
+/** Which lock a try is waiting for, set by the try before each wait. */
+interface Progress {
+  waitingFor?: LockWait;
+}
+
+/** One try, in a transaction of its own, that gives up on a lock at its `lock_timeout`. */
+type Try<T> = (tx: Queryable, progress: Progress) => Promise<T>;
+
 /**
- * Brings `tables.schema` up to the newest migration. Forward-only and idempotent; an advisory
- * lock keyed by the schema name serialises engines that start together. Returns where the schema
- * now is (further than this version's newest if a newer version migrated it).
- *
- * Waiting for a lock, the migration lock of a migrator at work or a table lock that a pending
- * migration's statement needs (an open transaction or a `pg_dump` that read the table), goes on
- * for `lockWaitMs` at most, in tries that roll back and start again (a table lock is waited for a
- * second at a time); then it fails with MigrationLockError naming the sessions holding the lock.
- * A migration's statements themselves have no read timeout: a table rewrite may take its time.
+ * Runs `once` in a transaction, again each time it gives up on a lock, until `deadline`; then
+ * fails with MigrationLockError naming the sessions holding the lock.
  */
-export async function migrate(sql: Sql, tables: Tables, lockWaitMs: number): Promise<MigrationState> {
-  const migrations = await loadMigrations();
-  const deadline = Date.now() + lockWaitMs;
+async function withLockWaits<T>(sql: Sql, tables: Tables, lockWaitMs: number, deadline: number, once: Try<T>): Promise<T> {
   for (let attempt = 0; ; attempt++) {
-    const progress: { waitingFor?: LockWait } = {};
+    const progress: Progress = {};
     try {
-      return await sql.transaction((tx) => migrateOnce(tx, tables, migrations, deadline, progress));
+      return await sql.transaction((tx) => once(tx, progress));
     } catch (error) {
       const wait = progress.waitingFor;
       if (!isLockTimeout(error) || wait === undefined) throw error;
@@ -185,13 +176,80 @@ export async function migrate(sql: Sql, tables: Tables, lockWaitMs: number): Pro
   }
 }
 
-/** One try of `migrate`, in its transaction; `progress` says which lock it is waiting for. */
+/**
+ * Sets how long the statements after it in the transaction wait for a table lock. Past the
+ * deadline it still gets a short try: a running engine holds one briefly.
+ */
+async function waitForTableLocks(tx: Queryable, deadline: number): Promise<void> {
+  // Scoped to this transaction (set_config's third argument).
+  await tx.query(`SELECT set_config('lock_timeout', $1, true)`, [
+    lockTimeout(Math.max(100, Math.min(deadline - Date.now(), TABLE_LOCK_WAIT_MS))),
+  ]);
+}
+
+/** The applied versions, read without the migration lock (see `migrationState`). */
+function readApplied(
+  sql: Sql,
+  tables: Tables,
+  migrations: readonly Migration[],
+  lockWaitMs: number,
+  deadline: number,
+): Promise<number[] | undefined> {
+  return withLockWaits(sql, tables, lockWaitMs, deadline, async (tx, progress) => {
+    await waitForTableLocks(tx, deadline);
+    progress.waitingFor = { kind: 'table', step: 'reading the applied migrations' };
+    return appliedVersions(tx, tables, migrations);
+  });
+}
+
+/**
+ * Reads how far `tables.schema` is migrated, writing nothing (not even the schema) and taking no
+ * migration lock. A lock on the `migrations` table (a session that locked or alters it) is waited
+ * for `lockWaitMs` at most, as in `migrate`; then it fails with MigrationLockError.
+ */
+export async function migrationState(sql: Sql, tables: Tables, lockWaitMs: number): Promise<MigrationState> {
+  const migrations = await loadMigrations();
+  const newest = Math.max(...migrations.map((m) => m.version));
+  const versions = await readApplied(sql, tables, migrations, lockWaitMs, Date.now() + lockWaitMs);
+  return { applied: versions?.length ? Math.max(...versions) : undefined, newest };
+}
+
+/**
+ * Brings `tables.schema` up to the newest migration. Forward-only and idempotent; an advisory
+ * lock keyed by the schema name serialises engines that start together. Returns where the schema
+ * now is (further than this version's newest if a newer version migrated it).
+ *
+ * A schema that has every migration of this version is read as such without the lock: in a
+ * rolling deploy, an engine of the old version that starts while the new one migrates (for as
+ * long as that takes) does not wait for it. Only when a migration is pending is the lock taken
+ * and the schema read again under it.
+ *
+ * Waiting for a lock, the migration lock of a migrator at work or a table lock that a pending
+ * migration's statement needs (an open transaction or a `pg_dump` that read the table), goes on
+ * for `lockWaitMs` at most, in tries that roll back and start again (a table lock is waited for a
+ * second at a time); then it fails with MigrationLockError naming the sessions holding the lock.
+ * A migration's statements themselves have no read timeout: a table rewrite may take its time.
+ */
+export async function migrate(sql: Sql, tables: Tables, lockWaitMs: number): Promise<MigrationState> {
+  const migrations = await loadMigrations();
+  const newest = Math.max(...migrations.map((m) => m.version));
+  const deadline = Date.now() + lockWaitMs;
+  const versions = await readApplied(sql, tables, migrations, lockWaitMs, deadline);
+  if (versions !== undefined && migrations.every((m) => versions.includes(m.version))) {
+    return { applied: Math.max(...versions), newest };
+  }
+  return withLockWaits(sql, tables, lockWaitMs, deadline, (tx, progress) =>
+    migrateOnce(tx, tables, migrations, deadline, progress),
+  );
+}
+
+/** One try of `migrate` under the migration lock, in its transaction. */
 async function migrateOnce(
   tx: Queryable,
   tables: Tables,
   migrations: readonly Migration[],
   deadline: number,
-  progress: { waitingFor?: LockWait },
+  progress: Progress,
 ): Promise<MigrationState> {
   const newest = Math.max(...migrations.map((m) => m.version));
   // Whatever the database's default: a migrator that waited on the lock must then read what the
@@ -201,10 +259,7 @@ async function migrateOnce(
   await tx.query(`SELECT set_config('lock_timeout', $1, true)`, [lockTimeout(Math.min(deadline - Date.now(), ADVISORY_WAIT_MS))]);
   progress.waitingFor = { kind: 'advisory' };
   await tx.query(`SELECT pg_advisory_xact_lock(hashtext($1))`, [migrationLockKey(tables.schema)]);
-  // Past the deadline, a table lock still gets a short try: a running engine holds one briefly.
-  await tx.query(`SELECT set_config('lock_timeout', $1, true)`, [
-    lockTimeout(Math.max(100, Math.min(deadline - Date.now(), TABLE_LOCK_WAIT_MS))),
-  ]);
+  await waitForTableLocks(tx, deadline);
   progress.waitingFor = { kind: 'table', step: 'reading the applied migrations' };
   // CREATE SCHEMA checks for CREATE on the database even when the schema exists, which a role
   // given a schema of its own (`CREATE SCHEMA … AUTHORIZATION`) need not have.

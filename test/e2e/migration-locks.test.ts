@@ -1,13 +1,14 @@
 /**
  * Migrations that need a lock another session holds: the advisory lock of a migrator still at
- * work is waited for, within `databaseRetryMs`; a table lock (a `pg_dump`, an open transaction)
- * that a pending migration's ALTER waits behind fails the start with DatabaseUnavailableError
- * naming the holder, not a read timeout.
+ * work is waited for, within `databaseRetryMs`, by a start with a migration pending (one on an
+ * up-to-date schema does not take it); a table lock (a `pg_dump`, an open transaction) that a
+ * pending migration's ALTER, or the read of the applied migrations, waits behind fails the start
+ * with DatabaseUnavailableError naming the holder, not a read timeout.
  */
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 
-import { type Client, createClient, DatabaseUnavailableError } from 'duraflow';
+import { type Client, createClient, createEngine, DatabaseUnavailableError } from 'duraflow';
 
 import { backends, serverBackends, type TestSchema, useSchema } from '../helpers/database.js';
 import { quietLogger } from '../helpers/engines.js';
@@ -21,8 +22,8 @@ async function otherSession(db: TestSchema): Promise<{ session: pg.Client; pid: 
   return { session, pid: rows[0]!.pid };
 }
 
-function open(db: TestSchema, databaseRetryMs: number): Promise<Client> {
-  return createClient({ database: db.database, schema: db.schema, logger: quietLogger, databaseRetryMs, maxConnections: 1 });
+function open(db: TestSchema, databaseRetryMs: number, migrate = true): Promise<Client> {
+  return createClient({ database: db.database, schema: db.schema, logger: quietLogger, databaseRetryMs, maxConnections: 1, migrate });
 }
 
 async function rejection(opening: Promise<Client>): Promise<unknown> {
@@ -76,6 +77,7 @@ describe.each(serverBackends)('migrations waiting on a lock, on $name', (backend
   });
 
   it('fails with DatabaseUnavailableError naming the session that holds the migration lock past databaseRetryMs, and opens once it is released', async () => {
+    await undoLastMigration(db());
     const { session, pid } = await otherSession(db());
     try {
       await session.query('SELECT pg_advisory_lock(hashtext($1))', [`duraflow:${db().schema}`]);
@@ -93,6 +95,7 @@ describe.each(serverBackends)('migrations waiting on a lock, on $name', (backend
   });
 
   it('waits for a migrator that holds the migration lock and opens when it is done', async () => {
+    await undoLastMigration(db());
     const { session, pid } = await otherSession(db());
     try {
       await session.query('SELECT pg_advisory_lock(hashtext($1))', [`duraflow:${db().schema}`]);
@@ -105,6 +108,48 @@ describe.each(serverBackends)('migrations waiting on a lock, on $name', (backend
       }, 'the client to wait for the migration lock');
       await session.query('SELECT pg_advisory_unlock(hashtext($1))', [`duraflow:${db().schema}`]);
       await (await opening).close();
+      expect(await db().query(`SELECT version FROM "${db().schema}".migrations WHERE version = 6`)).toEqual([{ version: 6 }]);
+    } finally {
+      await session.end();
+    }
+  });
+
+  it('opens an engine and a client on an up-to-date schema while another session holds the migration lock', async () => {
+    await (await open(db(), 10_000)).close();
+    const { session } = await otherSession(db());
+    try {
+      // As a newer version's long migration would hold it in a rolling deploy.
+      await session.query('SELECT pg_advisory_lock(hashtext($1))', [`duraflow:${db().schema}`]);
+      await (await open(db(), 1_000)).close();
+      const engine = await createEngine({
+        database: db().database,
+        schema: db().schema,
+        workflows: {},
+        logger: quietLogger,
+        databaseRetryMs: 1_000,
+      });
+      await engine.close();
+    } finally {
+      await session.end();
+    }
+  });
+
+  it('fails with DatabaseUnavailableError naming the session that locked the migrations table, with migrate on or off', async () => {
+    await (await open(db(), 10_000)).close();
+    const { session, pid } = await otherSession(db());
+    try {
+      await session.query('BEGIN');
+      await session.query(`LOCK TABLE "${db().schema}".migrations IN ACCESS EXCLUSIVE MODE`);
+      for (const migrate of [true, false]) {
+        const error = await rejection(open(db(), 1_000, migrate));
+        expect(error).toBeInstanceOf(DatabaseUnavailableError);
+        const { message } = error as Error;
+        expect(message).toContain('reading the applied migrations');
+        expect(message).toContain(`pid ${pid}`);
+        expect(message).toContain(`AccessExclusiveLock on "${db().schema}".migrations`);
+      }
+      await session.query('COMMIT');
+      await (await open(db(), 1_000, false)).close();
     } finally {
       await session.end();
     }
