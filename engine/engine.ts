@@ -13,7 +13,7 @@ import { type NewWorkflowRow, pendingRowOf, type StoredHistoryRow, type TaskRow,
 import { type DeliverableEvent, inboxFor } from '../storage/sql/inbox.js';
 import { LeaseLostError } from '../storage/sql/leases.js';
 import { dueStarts, loadHistory, loadWorkflow } from '../storage/sql/workflows.js';
-import { Wal, type WalObserver } from '../storage/wal.js';
+import { FlushOutcomeUnknownError, Wal, type WalObserver } from '../storage/wal.js';
 import { ActivityAttempts } from './activity-attempts.js';
 import type { ActivityOutcome } from './activity-context.js';
 import type { ActivityPool } from './activity-pool.js';
@@ -589,8 +589,11 @@ export class EngineImpl implements Engine, ActorHost {
 
   #onFlushFailed(workflowIds: ReadonlySet<string>, error: unknown, discarded: ReadonlyMap<string, readonly WorkflowWrite[]>): void {
     const isLeaseLost = error instanceof LeaseLostError;
+    const isOutcomeUnknown = error instanceof FlushOutcomeUnknownError;
     if (isLeaseLost) {
       this.logger.warn({ workflows: workflowIds.size }, 'a flush wrote workflows whose lease this engine lost; rebuilding those it still holds');
+    } else if (isOutcomeUnknown) {
+      this.logger.warn({ err: error, workflows: workflowIds.size }, 'a flush whose answer was lost may or may not have committed; rebuilding its workflows from the database');
     } else {
       this.logger.error({ err: error, workflows: workflowIds.size }, 'WAL flush failed; rebuilding the workflows in it');
     }
@@ -598,12 +601,14 @@ export class EngineImpl implements Engine, ActorHost {
     // goes to their rebuild, or the attempts it ended would run again.
     const handed = this.#system.dropUncommitted(workflowIds, discarded);
     // A workflow whose creation failed with the flush does not exist: its start call fails, or,
-    // when only the lease was lost, is stored as a plain start for the engine that holds it.
+    // when only the lease was lost, is stored as a plain start for the engine that holds it. One
+    // whose flush's outcome is unknown is stored so too: its token makes the store find the row
+    // if the flush did commit.
     const failure = this.#startFailure(error);
     for (const id of workflowIds) {
       const creation = this.#creations.get(id);
       if (!creation) continue;
-      if (isLeaseLost && !this.#isClosing) this.#storeForHolder(creation.row, creation.settle);
+      if ((isLeaseLost || isOutcomeUnknown) && !this.#isClosing) this.#storeForHolder(creation.row, creation.settle);
       else creation.settle(failure);
     }
     // Which names are gone is known once a claim has asked: rebuild only what is still held. A

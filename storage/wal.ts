@@ -61,6 +61,28 @@ const CLEANUP_INTERVAL_MS = 60_000;
 /** Retries of a transient flush failure once `close()` has been called. */
 const CLOSING_RETRIES = 3;
 
+/**
+ * How long after its first try a flush whose answer was lost may still be sent again: half the
+ * hour its token is kept (see `deleteExpired`). A try sent before this finds the token of a try
+ * that committed, even if it runs late or the database's clock is ahead; a later one might not,
+ * and would take a committed flush for one that never was.
+ */
+const UNRESOLVED_LIMIT_MS = 30 * 60_000;
+
+/**
+ * A flush's answer was lost, and whether it committed was still unknown when its token could no
+ * longer be relied on (the database away for `UNRESOLVED_LIMIT_MS`): it is not tried again. Its
+ * workflows must be rebuilt from the database, which holds what did commit; a start in it finds
+ * its own row by its token.
+ */
+export class FlushOutcomeUnknownError extends Error {
+  readonly code = 'DURAFLOW_FLUSH_OUTCOME_UNKNOWN';
+  constructor(options?: { cause?: unknown }) {
+    super(`a flush lost its answer, and the database could not tell within ${UNRESOLVED_LIMIT_MS / 60_000} minutes whether it committed`, options);
+    this.name = 'FlushOutcomeUnknownError';
+  }
+}
+
 /** Thrown by `enqueue*` after `close()`. */
 export class WalClosedError extends Error {
   readonly code = 'DURAFLOW_WAL_CLOSED';
@@ -262,7 +284,9 @@ function startsToInsert(batch: Batch): Map<string, NewWorkflowRow> {
  * A batch that fails for good (a history row that exists already, i.e. a writer with a stale view;
  * any other constraint violation) is discarded together with the later writes of the same
  * workflows, and `onFlushFailed` names them. So is one the lease check refuses, except its starts,
- * which need no lease: they go first in the next flush.
+ * which need no lease: they go first in the next flush. And so is one whose answer was lost and
+ * whose outcome is still unknown `UNRESOLVED_LIMIT_MS` after its first try (`FlushOutcomeUnknownError`),
+ * except its starts, which find their own rows by their tokens.
  */
 export class Wal {
   readonly #options: WalOptions;
@@ -435,23 +459,32 @@ export class Wal {
     let inserted: Set<string> | undefined;
     // Set once a try failed in a way that leaves its outcome unknown (the connection dropped
     // around the commit): every later failure first asks whether that try committed after all.
-    let isAmbiguous = false;
+    // Its value: the first try's time on the wall clock, as the database expires tokens by its own
+    // (which a suspended machine's monotonic clock would fall behind); read then, not at every flush.
+    let ambiguousSince: number | undefined;
+    // The cause given when the flush is given up.
+    let lastError: unknown;
     // A try's own time, or since the first try when only a later check found it committed.
     let seconds = 0;
     const firstStarted = performance.now();
     for (let attempt = 1; ; attempt++) {
       const started = performance.now();
       try {
+        if (ambiguousSince !== undefined && Date.now() - ambiguousSince >= UNRESOLVED_LIMIT_MS) {
+          throw new FlushOutcomeUnknownError({ cause: lastError });
+        }
         inserted = await this.#commit(batch, starts, token);
         seconds = (performance.now() - started) / 1000;
         break;
       } catch (error) {
+        lastError = error;
         const isRetryableError = isRetryable(error);
-        isAmbiguous ||= isRetryableError;
+        if (isRetryableError) ambiguousSince ??= Date.now() - (performance.now() - firstStarted);
         // After a try whose outcome is unknown, any failure (this flush's own token taken, say)
-        // first asks whether that try committed. No answer is no verdict: try again.
+        // first asks whether that try committed. No answer is no verdict: try again (until the
+        // limit, past which only a token found is an answer).
         let isUnanswered = false;
-        if (isAmbiguous) {
+        if (ambiguousSince !== undefined) {
           const earlier = await this.#committedEarlier(token);
           if (earlier) {
             inserted = earlier;
@@ -460,7 +493,8 @@ export class Wal {
           }
           isUnanswered = earlier === undefined;
         }
-        const isTransient = isRetryableError || isUnanswered;
+        // Past the limit, nothing is tried again.
+        const isTransient = (isRetryableError || isUnanswered) && !(error instanceof FlushOutcomeUnknownError);
         // Closing gives a lost connection a few more tries, not an outage's worth of them.
         const willRetry = isTransient && !this.#abandon.signal.aborted && (!this.#isClosed || attempt < CLOSING_RETRIES);
         // Refused for a lease lost: only the writes made under it fail. The others go again at
@@ -561,8 +595,8 @@ export class Wal {
   }
 
   #fail(batch: Batch, error: unknown): void {
-    if (error instanceof LeaseLostError && !this.#isClosed) {
-      // Starts need no lease.
+    if ((error instanceof LeaseLostError || error instanceof FlushOutcomeUnknownError) && !this.#isClosed) {
+      // Starts need no lease, and one that committed finds its own row by its token.
       this.#startFirst(batch.starts);
     } else {
       // A flush failed for good by a write (a stale writer's history, say) would fail the starts

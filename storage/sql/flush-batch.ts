@@ -395,10 +395,10 @@ const EXPIRED_CHUNK = 5_000;
 
 /**
  * Deletes the tokens of flushes, and the consumed events, older than an hour: long enough for any
- * retry of a lost answer or a resent event to have come and gone; and the events a workflow that
- * ended over an hour ago never took (sent while it was ending, or needed no more). A backlog goes
- * in chunks, so no single statement holds a connection (the embedded database has only one) for
- * long; `isStopped` ends it between chunks.
+ * retry of a lost answer (the WAL sends none past half an hour) or a resent event to have come and
+ * gone; and the events a workflow that ended over an hour ago never took (sent while it was
+ * ending, or needed no more). A backlog goes in chunks, so no single statement holds a connection
+ * (the embedded database has only one) for long; `isStopped` ends it between chunks.
  */
 export async function deleteExpired(db: Queryable, t: Tables, isStopped: () => boolean = () => false): Promise<void> {
   for (const expired of [

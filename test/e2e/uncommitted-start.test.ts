@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 
 import { type ActivityFunction, type Engine, MetricName, WorkflowAlreadyExistsError, type WorkflowContext } from 'duraflow';
 
+import { clockAhead } from '../helpers/clock.js';
 import { backends, lockTable, serverBackends, type TestSchema, useSchema } from '../helpers/database.js';
 import { readMetric, startEngine } from '../helpers/engines.js';
 import { FaultProxy } from '../helpers/fault-proxy.js';
@@ -375,6 +376,42 @@ describe.each(serverBackends)('a start not yet committed on $name', (backend) =>
       expect(quickRuns).toBe(1);
     } finally {
       await lock?.release();
+      await engine.close();
+      await proxy.close();
+    }
+  });
+
+  it('acknowledges a start whose creating flush committed when its lost answer stays unknown past the hour its token is kept', async () => {
+    runs = 0;
+    finishRun = [];
+    const db = schema();
+    const { engine, proxy } = await startBehindProxy(db, { workflows: { callsHeld }, inlineActivities: { held }, pollIntervalMs: 600_000 });
+    let clock: { restore(): void } | undefined;
+    try {
+      const { started } = await startUnanswered(engine, proxy, callsHeld, 'x');
+      // The answer is lost and the database stays away.
+      await proxy.refuse();
+      proxy.cutAll();
+      proxy.resume();
+      await waitFor(async () => (await readMetric(engine, MetricName.WalFlushErrors)) > 0, 'the lost answer to be seen');
+      expect(await db.query(`SELECT id FROM "${db.schema}".workflows`)).toEqual([{ id: 'x' }]);
+      // Away past the hour: a cleanup deletes the token of the flush that committed.
+      await db.query(`DELETE FROM "${db.schema}".wal_commits`);
+      clock = clockAhead(2 * 3_600_000);
+      await proxy.accept();
+      await started;
+      await waitFor(() => runs === 1, 'the activity to run');
+      finishRun[0]!('run 1');
+      await expectXRanOnce(engine);
+      expect(await db.query(`SELECT type FROM "${db.schema}".history WHERE workflow_id = 'x' ORDER BY seq`)).toEqual([
+        { type: 'WorkflowStarted' },
+        { type: 'ActivityScheduled' },
+        { type: 'ActivityCompleted' },
+        { type: 'WorkflowCompleted' },
+      ]);
+    } finally {
+      clock?.restore();
+      for (const finish of finishRun) finish('late');
       await engine.close();
       await proxy.close();
     }

@@ -1,11 +1,14 @@
 import { beforeEach, describe, expect, it } from 'vitest';
 
 import { PgDriver } from '../../storage/pg-driver.js';
+import type { WorkflowWrite } from '../../storage/rows.js';
+import { deleteExpired } from '../../storage/sql/flush-batch.js';
 import { insertEvent } from '../../storage/sql/inbox.js';
 import type { Queryable, Sql, Tables } from '../../storage/sql.js';
 import { Wal, WalClosedError, type WalOptions } from '../../storage/wal.js';
 import { backends, serverBackends, type TestSchema } from '../helpers/database.js';
 import { makeStartRow, makeTask, makeWrite } from '../helpers/builders.js';
+import { clockAhead } from '../helpers/clock.js';
 import { useStore } from '../helpers/storage.js';
 
 /** One turn of the event loop: the WAL starts a flush at the end of the turn it was appended in. */
@@ -50,6 +53,49 @@ function controlled(inner: Sql) {
       };
     },
   };
+}
+
+/**
+ * The driver with a lost answer on demand: after `loseNextFlush()`, the next flush commits, its
+ * answer is lost, and the database is away (every statement fails as refused) until `up()`.
+ * `resent` counts the flushes carrying the lost flush's token that reached the database since.
+ */
+function losingAnswers(inner: Sql, tables: Tables) {
+  let isLosing = false;
+  let isDown = false;
+  let lostToken: string | undefined;
+  let onLost!: () => void;
+  const link = {
+    resent: 0,
+    /** Resolves once the flush has committed and its answer is lost. */
+    lost: new Promise<void>((resolve) => (onLost = resolve)),
+    loseNextFlush(): void {
+      isLosing = true;
+    },
+    up(): void {
+      isDown = false;
+    },
+    sql: {
+      ...inner,
+      async query<Row>(...args: Parameters<Sql['query']>) {
+        const [text, params = []] = args;
+        if (isDown) throw Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' });
+        const isFlush = text.includes(`INSERT INTO ${tables.walCommits}`);
+        if (isFlush && lostToken !== undefined && params.includes(lostToken)) link.resent++;
+        const result = await inner.query<Row>(...args);
+        if (isFlush && isLosing) {
+          isLosing = false;
+          isDown = true;
+          // The flush's token is its first string parameter that looks like one.
+          lostToken = params.find((p) => typeof p === 'string' && /^[0-9a-f-]{36}$/.test(p)) as string;
+          onLost();
+          throw Object.assign(new Error('Connection terminated unexpectedly'), { code: 'ECONNRESET' });
+        }
+        return result;
+      },
+    } satisfies Sql,
+  };
+  return link;
 }
 
 describe.each(backends)('Wal on $name', (backend) => {
@@ -395,6 +441,43 @@ describe.each(backends)('Wal on $name', (backend) => {
     expect(await historyOf('a')).toEqual([1]);
     await wal.close();
   }, 10_000);
+
+  it.each([
+    ['a step with history rows', () => makeWrite('a', 0, 2), [1, 2], []],
+    ['a step that only stores a retry', () => makeWrite('a', 0, 0, { tasksUpsert: [makeTask('a', 1, 2)] }), [], [{ command_id: 1, attempt: 2 }]],
+  ] as [string, () => WorkflowWrite, number[], unknown[]][])(
+    'gives up, without sending it again, a flush whose lost answer is still unknown once its token may have expired: %s',
+    async (_, write, history, tasks) => {
+      const link = losingAnswers(sql, tables);
+      const { wal, failures } = open({ sql: link.sql });
+      await start(wal, 'a');
+      const durable: string[] = [];
+      link.loseNextFlush();
+      wal.enqueue(write(), () => durable.push('a'));
+      const started = wal.enqueueStart(makeStartRow('s'));
+      await link.lost;
+      // The database stays away past the hour its tokens are kept: another engine's cleanup
+      // deletes the token of the flush that committed.
+      await db.query(`UPDATE "${db.schema}".wal_commits SET at = at - interval '2 hours'`);
+      await deleteExpired(sql, tables);
+      expect(await db.query(`SELECT token FROM "${db.schema}".wal_commits`)).toEqual([]);
+      const clock = clockAhead(2 * 3_600_000);
+      try {
+        link.up();
+        // The start beside the write finds its own row by its token.
+        expect(await started).toBe(true);
+        await wal.drain();
+      } finally {
+        clock.restore();
+      }
+      expect(link.resent).toBe(0);
+      expect(failures).toEqual([{ ids: ['a'], error: expect.objectContaining({ code: 'DURAFLOW_FLUSH_OUTCOME_UNKNOWN' }) }]);
+      expect(durable).toEqual([]);
+      expect(await historyOf('a')).toEqual(history);
+      expect(await db.query(`SELECT command_id, attempt FROM "${db.schema}".activity_tasks`)).toEqual(tasks);
+      expect(await db.query(`SELECT id FROM "${db.schema}".workflows ORDER BY id`)).toEqual([{ id: 'a' }, { id: 's' }]);
+    },
+  );
 
   it('refuses appends as soon as close() is called, and still commits what came before', async () => {
     const { wal } = open();

@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 
 import type { WorkflowWrite } from '../../../storage/rows.js';
 import { type Queryable, type QueryResult, type Sql, tablesFor } from '../../../storage/sql.js';
@@ -333,6 +333,29 @@ describe('Wal over a scripted driver', () => {
     expect(sql.committedTokens.size).toBe(1);
     // The lost answer, then two retries that met their own token until a check was answered.
     expect(sql.flushes).toBe(3);
+  });
+
+  it('takes a lost answer for committed when its token is found, even once the flush is too old to be sent again', async () => {
+    const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' });
+    const sql = new ScriptedSql(['lostAnswer', refused]);
+    // Unanswered after the lost answer and after the refused retry; answered after that.
+    sql.unansweredChecks = 2;
+    const { wal, failures, observed } = walOver(sql);
+    const realNow = Date.now.bind(Date);
+    // Two hours pass while the retry is refused.
+    const clock = vi.spyOn(Date, 'now').mockImplementation(() => realNow() + (sql.flushes >= 2 ? 2 * 3_600_000 : 0));
+    const durable: string[] = [];
+    try {
+      wal.enqueue(makeWrite('a', 0, 2), () => durable.push('a'));
+      await wal.drain();
+    } finally {
+      clock.mockRestore();
+    }
+    // Not sent a third time: the question alone found the flush committed.
+    expect(sql.flushes).toBe(2);
+    expect(observed.map((o) => o.willRetry)).toEqual([true, true]);
+    expect(durable).toEqual(['a']);
+    expect(failures).toEqual([]);
   });
 
   it('hands onFlushFailed the writes it discarded, oldest first: the failed one and the one behind it, not one committed', async () => {
