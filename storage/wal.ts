@@ -1,7 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { setTimeout as sleep } from 'node:timers/promises';
 
-import { retryDelayMs } from './backoff.js';
+import { pause, retryDelayMs } from './backoff.js';
 import { appended } from './lists.js';
 import { isRetryable } from './pg-errors.js';
 import { deleteTask, deleteTimer, type NewWorkflowRow, upsertTask, type WorkflowWrite } from './rows.js';
@@ -505,7 +504,7 @@ export class Wal {
         this.#report(() => this.#options.observer?.flushFailed(error, willRetry || isPartial));
         if (willRetry) {
           // Cut short by abandon(): then one more try, which an aborted driver fails at once.
-          await sleep(retryDelayMs(attempt, 50, 5_000), undefined, { signal: this.#abandon.signal }).catch(() => undefined);
+          await pause(retryDelayMs(attempt, 50, 5_000), this.#abandon.signal);
           continue;
         }
         if (isPartial) {
