@@ -15,15 +15,21 @@ describe.each(backends)('WorkflowStore result waits on $name', (backend) => {
     try {
       for (const id of ['remote', 'local']) await workflows.insertStart(workflows.prepareStart('wf', null, { workflowId: id }));
       const reads: string[][] = [];
+      let firstReadSaw!: (status: string) => void;
+      const firstRead = new Promise<string>((resolve) => (firstReadSaw = resolve));
       const query = workflows.sql.query.bind(workflows.sql);
       workflows.sql.query = (async (text: string, params?: unknown[], name?: string) => {
         if (text.includes("status IN ('completed', 'failed')")) reads.push(params![0] as string[]);
-        return query(text, params, name);
+        const result = await query(text, params, name);
+        if (text.includes('WHERE id = $1') && params![0] === 'remote') firstReadSaw((result.rows[0] as { status: string }).status);
+        return result;
       }) as typeof query;
       const remote = workflows.result<number>('remote');
       const local = workflows.result<number>('local', {}, true);
-      // result() registers its wait before reading the row; wait until it has read it.
-      await expect.poll(() => workflows.waiters.idsElsewhere()).toEqual(['remote']);
+      expect(workflows.waiters.idsElsewhere()).toEqual(['remote']);
+      // result() registers its wait, then reads the row: the workflow ends only once that read
+      // found it still waiting, so only a re-read can answer the wait.
+      expect(await firstRead).toBe('pending');
       await db.query(`UPDATE "${db.schema}".workflows SET status = 'completed', result = '7' WHERE id = 'remote'`);
       await Promise.all(Array.from({ length: 20 }, () => workflows.checkWaiters()));
       expect(await remote).toBe(7);
