@@ -263,7 +263,15 @@ describe.each(serverBackends)('several engines registering the same workflows on
   });
 
   it('rebuilds none of the workflows of other names whose steps shared a flush refused for one lost name', async () => {
-    const a = await startEngine(db(), { workflows: { tagged, taggedToo }, inlineActivities: { whoAmI: async () => 'a' }, leaseTtlMs: 60_000 });
+    // No poll in the test's time: between the refusal and the claim that tells the engine the name
+    // is gone, one would hand t-lost's event, still in the inbox, to a new actor, rebuilt from the
+    // database (a rebuild the fence makes harmless, but one this test would count).
+    const a = await startEngine(db(), {
+      workflows: { tagged, taggedToo },
+      inlineActivities: { whoAmI: async () => 'a' },
+      leaseTtlMs: 60_000,
+      pollIntervalMs: 600_000,
+    });
     let lock: { release(): Promise<void> } = { release: async () => undefined };
     try {
       const handles = await Promise.all(
@@ -276,10 +284,15 @@ describe.each(serverBackends)('several engines registering the same workflows on
       await waitFor(async () => (await flushesWaitingForLock(db())) === 1, 'the first flush to wait');
       await a.sendEvent('b-2', 'go');
       await waitFor(async () => (await flushesWaitingForLock(db())) === 2, 'the second flush to wait');
+      // The four take the same step: the two flushes in flight hold half of what all four write.
+      const inFlight = await readMetric(a, 'duraflow_wal_pending_events');
       await db().query(`UPDATE "${db().schema}".leases SET owner = 'elsewhere', epoch = epoch + 1, expires_at = now() + interval '1 hour'
         WHERE name = 'tagged'`);
       await a.sendEvent('t-lost', 'go');
       await a.sendEvent('t-kept', 'go');
+      // An event reaches its actor after sendEvent returns: both steps must wait in the WAL before
+      // the lock goes, or the first flush to end could take one without the other.
+      await waitFor(async () => (await readMetric(a, 'duraflow_wal_pending_events')) === 2 * inFlight, 'both steps to wait for a flush');
       const rebuilt = await readMetric(a, 'duraflow_actor_rehydrations_total');
       await lock.release();
       expect(await a.result('t-kept', { timeoutMs: 10_000 })).toBe('a');
