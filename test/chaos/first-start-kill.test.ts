@@ -11,7 +11,7 @@ import { describe, expect, it } from 'vitest';
 
 import { ConfigurationError, createClient, createEngine, type WorkflowContext } from 'duraflow';
 
-import { spawnFixture } from '../helpers/child-engine.js';
+import { EMBEDDED_STARTS_TEST_MS, spawnFixture } from '../helpers/child-engine.js';
 import { quietLogger } from '../helpers/engines.js';
 
 /** Doubles `n` in an activity, after a durable sleep. */
@@ -60,5 +60,5 @@ describe('a first start killed midway', () => {
       await child.exited;
       await rm(dir, { recursive: true, force: true });
     }
-  }, 120_000);
+  }, EMBEDDED_STARTS_TEST_MS);
 });

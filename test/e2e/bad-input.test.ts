@@ -21,6 +21,7 @@ import {
   WorkflowNotFoundError,
 } from 'duraflow';
 
+import { EMBEDDED_STARTS_TEST_MS } from '../helpers/child-engine.js';
 import { backends, serverBackends, type TestSchema, useSchema } from '../helpers/database.js';
 import { openClient, quietLogger, startEngine } from '../helpers/engines.js';
 import { waitFor } from '../helpers/wait-for.js';
@@ -502,7 +503,7 @@ describe('the embedded database directory', () => {
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
-  });
+  }, EMBEDDED_STARTS_TEST_MS);
 });
 
 // Only on a server: the setting is a connection option of real Postgres.

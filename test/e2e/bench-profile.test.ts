@@ -6,6 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
 import type { CpuProfile, ProfileSummary } from '../../benchmarks/profile.js';
 import { bench } from '../helpers/bench-harness.js';
+import { EMBEDDED_STARTS_TEST_MS } from '../helpers/child-engine.js';
 
 describe('the benchmark harness with --profile', () => {
   let dir: string;
@@ -31,7 +32,7 @@ describe('the benchmark harness with --profile', () => {
     // The engine's own code ran on the profiled thread (beside the embedded database's).
     expect(report.profile.files.some((f) => /^dist\/(actors|engine|storage)\//.test(f.file))).toBe(true);
     expect(run.stdout).toContain(`main thread, first run (${report.profile.sampledMs} ms sampled, ${profileFile}): garbage collector`);
-  });
+  }, EMBEDDED_STARTS_TEST_MS);
 
   it('refuses --profile for the memory scenario and without a file, before running anything', async () => {
     const memory = await bench(['--scenario', 'memory', '--profile', join(dir, 'memory.cpuprofile')]);

@@ -7,7 +7,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createEngine, type WorkflowContext } from 'duraflow';
 
 import { expectedMixed, mixed, waitsForGo } from '../fixtures/workflows.js';
-import { spawnFixture } from '../helpers/child-engine.js';
+import { EMBEDDED_STARTS_TEST_MS, spawnFixture } from '../helpers/child-engine.js';
 import { runCli } from '../helpers/cli.js';
 import { FaultProxy } from '../helpers/fault-proxy.js';
 import { serverBackends, type TestSchema } from '../helpers/database.js';
@@ -159,5 +159,5 @@ describe('another process on the embedded database', () => {
     } finally {
       await rm(dataDir, { recursive: true, force: true });
     }
-  });
+  }, EMBEDDED_STARTS_TEST_MS);
 });

@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { createEngine, type Engine, type WorkflowContext, type WorkflowHandle } from 'duraflow';
 
 import { expectedMixed, mixed, waitsForGo } from '../fixtures/workflows.js';
-import { type Child, spawnFixture } from '../helpers/child-engine.js';
+import { type Child, EMBEDDED_STARTS_TEST_MS, spawnFixture } from '../helpers/child-engine.js';
 import { runCli } from '../helpers/cli.js';
 import { backends, flushesWaitingForLock, lockTable, serverBackends, useSchema } from '../helpers/database.js';
 import { fixtureActivities, openClient, quietLogger, readMetric, startEngine, trackedEngines } from '../helpers/engines.js';
@@ -341,7 +341,7 @@ describe('an engine on the embedded database in a data directory', () => {
     } finally {
       await rm(dataDir, { recursive: true, force: true });
     }
-  });
+  }, EMBEDDED_STARTS_TEST_MS);
 });
 
 describe.each(backends.filter((b) => b.name === 'pglite'))('engines sharing one PGlite instance on $name', (backend) => {

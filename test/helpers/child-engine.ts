@@ -1,6 +1,13 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 
+/**
+ * Timeout of a test that starts the embedded database in child processes, or in a data directory
+ * more than once: each start costs PGlite seconds of CPU, several times that on a busy machine
+ * (60 s, the default, ran out under a load of 15 on two cores).
+ */
+export const EMBEDDED_STARTS_TEST_MS = 180_000;
+
 /** A node process running one of the compiled fixtures, with its stdout read line by line. */
 export interface Child {
   process: ChildProcess;
