@@ -9,6 +9,7 @@ import { JsonCodec } from '../../engine/codec.js';
 import { workflowErrors } from '../../engine/workflow-errors.js';
 import { buildWorkflowState } from '../../engine/workflow-state.js';
 import type { StoredHistoryRow, TimerRow, WorkflowRow, WorkflowWrite } from '../../storage/rows.js';
+import { EVENTS, stepArbitrary, workflowOf } from '../helpers/step-workflows.js';
 
 /*
  * The replay property of replay-determinism.test.ts, one layer up: a generated workflow runs live
@@ -16,133 +17,19 @@ import type { StoredHistoryRow, TimerRow, WorkflowRow, WorkflowWrite } from '../
  * show the same state (and park, naming the step, when a command of that history is changed).
  */
 
-const EVENTS = ['x', 'y'] as const;
-
-type Step =
-  | { kind: 'activity'; name: string }
-  | { kind: 'parallel'; names: string[] }
-  | { kind: 'sleep'; ms: number }
-  | { kind: 'wait'; event: string; timeoutMs: number | undefined }
-  | { kind: 'raceEvent'; event: string; ms: number }
-  | { kind: 'allMixed'; event: string }
-  | { kind: 'onEvent'; event: string; then: 'var' | 'activity' | 'wait' | 'register' | 'throw' }
-  | { kind: 'setVar'; name: string; value: number }
-  | { kind: 'random' }
-  | { kind: 'now' }
-  | { kind: 'unawaited'; name: string };
-
-const nameArb = fc.constantFrom('a', 'b');
-const eventArb = fc.constantFrom(...EVENTS);
-const msArb = fc.integer({ min: 0, max: 5_000 });
-const stepArb: fc.Arbitrary<Step> = fc.oneof(
-  { weight: 4, arbitrary: fc.record({ kind: fc.constant('activity' as const), name: nameArb }) },
-  {
-    weight: 2,
-    arbitrary: fc.record({ kind: fc.constant('parallel' as const), names: fc.array(nameArb, { minLength: 1, maxLength: 3 }) }),
-  },
-  { weight: 2, arbitrary: fc.record({ kind: fc.constant('sleep' as const), ms: msArb }) },
-  {
-    weight: 3,
-    arbitrary: fc.record({
-      kind: fc.constant('wait' as const),
-      event: eventArb,
-      timeoutMs: fc.option(msArb, { nil: undefined }),
-    }),
-  },
-  { weight: 2, arbitrary: fc.record({ kind: fc.constant('raceEvent' as const), event: eventArb, ms: msArb }) },
-  { weight: 2, arbitrary: fc.record({ kind: fc.constant('allMixed' as const), event: eventArb }) },
-  {
-    weight: 2,
-    arbitrary: fc.record({
-      kind: fc.constant('onEvent' as const),
-      event: eventArb,
-      then: fc.constantFrom('var' as const, 'activity' as const, 'wait' as const, 'register' as const, 'throw' as const),
-    }),
-  },
-  {
-    weight: 2,
-    arbitrary: fc.record({ kind: fc.constant('setVar' as const), name: fc.constantFrom('v1', 'v2'), value: fc.integer() }),
-  },
-  { weight: 1, arbitrary: fc.constant<Step>({ kind: 'random' }) },
-  { weight: 1, arbitrary: fc.constant<Step>({ kind: 'now' }) },
-  { weight: 1, arbitrary: fc.record({ kind: fc.constant('unawaited' as const), name: nameArb }) },
-);
-
-type Stubs = Record<string, (input: unknown) => Promise<unknown>>;
-
-/** A workflow that runs `steps` in order, keeping what each returned or threw in variables. */
-function workflowOf(steps: Step[]) {
-  return async (ctx: WorkflowContext): Promise<unknown[]> => {
-    const acts = ctx.activities<Stubs>({ retry: { maxAttempts: 2 } });
-    const results: unknown[] = [];
-    let handled = 0;
-    for (const [i, step] of steps.entries()) {
-      try {
-        switch (step.kind) {
-          case 'activity':
-            results.push(await acts[step.name]!(i));
-            break;
-          case 'parallel':
-            results.push(await Promise.all(step.names.map((n, k) => acts[n]!(k))));
-            break;
-          case 'sleep':
-            await ctx.sleep(step.ms);
-            results.push('slept');
-            break;
-          case 'wait':
-            results.push(await ctx.waitForEvent(step.event, { timeoutMs: step.timeoutMs }));
-            break;
-          case 'raceEvent':
-            results.push(await Promise.race([ctx.waitForEvent(step.event), ctx.sleep(step.ms).then(() => 'timer')]));
-            break;
-          case 'allMixed':
-            results.push(await Promise.all([acts.m!(i), ctx.waitForEvent(step.event), ctx.sleep(1)]));
-            break;
-          case 'onEvent':
-            ctx.onEvent(step.event, async (payload) => {
-              handled++;
-              switch (step.then) {
-                case 'var':
-                  ctx.setVar(`seen-${step.event}`, [handled, payload]);
-                  break;
-                case 'activity':
-                  ctx.setVar(`handled-${i}`, await acts.h!(payload));
-                  break;
-                case 'wait':
-                  ctx.setVar(`after-${i}`, await ctx.waitForEvent(step.event === 'x' ? 'y' : 'x'));
-                  break;
-                case 'register':
-                  if (handled < 5) ctx.onEvent(step.event, (later) => ctx.setVar(`registered-${i}-${handled}`, later));
-                  break;
-                case 'throw':
-                  if (payload === 13) throw new RangeError('unlucky payload');
-              }
-            });
-            break;
-          case 'setVar':
-            ctx.setVar(step.name, step.value);
-            break;
-          case 'random':
-            results.push(ctx.random() < 0.5 ? await acts.heads!(null) : await ctx.sleep(1));
-            break;
-          case 'now':
-            ctx.setVar('now', ctx.now().getTime());
-            break;
-          case 'unawaited':
-            void acts[step.name]!(i).then(
-              (value) => ctx.setVar(`late-${i}`, value),
-              () => ctx.setVar(`late-${i}`, 'failed'),
-            );
-            break;
-        }
-      } catch (error) {
-        results.push((error as Error).name);
-      }
-      ctx.setVar('results', results);
-    }
-    return results;
-  };
-}
+const stepArb = stepArbitrary({
+  activity: 4,
+  parallel: 2,
+  sleep: 2,
+  wait: 3,
+  raceEvent: 2,
+  allMixed: 2,
+  onEvent: 2,
+  setVar: 2,
+  random: 1,
+  now: 1,
+  unawaited: 1,
+});
 
 /** The database as the actors see it: one workflow's row and history. */
 interface Stored {
@@ -292,7 +179,7 @@ describe('WorkflowActor replay (property)', () => {
   it('rebuilds, from the history it wrote, the state a live run had, at every step', async () => {
     await fc.assert(
       fc.asyncProperty(stepsArb, choicesArb, async (steps, choices) => {
-        const h = harness(workflowOf(steps));
+        const h = harness(workflowOf(steps, { isRecordingResults: true }));
         await runLive(h, choices, true);
         expect(h.failures).toEqual([]);
         expect(h.parked).toEqual([]);
@@ -304,7 +191,7 @@ describe('WorkflowActor replay (property)', () => {
   it('parks at the step of a command its history lost or recorded under another name', async () => {
     await fc.assert(
       fc.asyncProperty(stepsArb, choicesArb, fc.nat(), fc.boolean(), async (steps, choices, pick, isRemoved) => {
-        const h = harness(workflowOf(steps));
+        const h = harness(workflowOf(steps, { isRecordingResults: true }));
         await runLive(h, choices, false);
         const commands = h.stored.history.filter((r) => COMMAND_TYPES.includes(r.type));
         const named = commands.filter((r) => r.type === 'ActivityScheduled' || r.type === 'EventWaitStarted');

@@ -3,117 +3,28 @@ import { describe, expect, it } from 'vitest';
 
 import type { Command } from '../../actors/commands.js';
 import { ReplayState } from '../../actors/replay-state.js';
-import { type WorkflowContext, WorkflowContextImpl } from '../../actors/workflow-context.js';
+import { WorkflowContextImpl } from '../../actors/workflow-context.js';
 import { JsonCodec } from '../../engine/codec.js';
 import { workflowErrors } from '../../engine/workflow-errors.js';
+import { EVENTS, type Step, stepArbitrary, workflowOf } from '../helpers/step-workflows.js';
 
 const errors = workflowErrors;
 const codec = new JsonCodec(1024 * 1024);
 const T0 = 1_700_000_000_000;
-const EVENTS = ['x', 'y'] as const;
 
-type Step =
-  | { kind: 'activity'; name: string; input: number }
-  | { kind: 'parallel'; names: string[] }
-  | { kind: 'sleep'; ms: number }
-  | { kind: 'wait'; event: string; timeoutMs: number | undefined }
-  | { kind: 'race'; ms: number }
-  | { kind: 'onEvent'; event: string }
-  | { kind: 'setVar'; name: string; value: number }
-  | { kind: 'random' }
-  | { kind: 'now' }
-  | { kind: 'throw' };
-
-const nameArb = fc.constantFrom('a', 'b', 'c');
-const eventArb = fc.constantFrom(...EVENTS);
-const msArb = fc.integer({ min: 0, max: 5_000 });
-const stepArb: fc.Arbitrary<Step> = fc.oneof(
-  {
-    weight: 4,
-    arbitrary: fc.record({ kind: fc.constant('activity' as const), name: nameArb, input: fc.nat(9) }),
-  },
-  {
-    weight: 2,
-    arbitrary: fc.record({
-      kind: fc.constant('parallel' as const),
-      names: fc.array(nameArb, { minLength: 1, maxLength: 3 }),
-    }),
-  },
-  { weight: 2, arbitrary: fc.record({ kind: fc.constant('sleep' as const), ms: msArb }) },
-  {
-    weight: 3,
-    arbitrary: fc.record({
-      kind: fc.constant('wait' as const),
-      event: eventArb,
-      timeoutMs: fc.option(msArb, { nil: undefined }),
-    }),
-  },
-  { weight: 2, arbitrary: fc.record({ kind: fc.constant('race' as const), ms: msArb }) },
-  { weight: 2, arbitrary: fc.record({ kind: fc.constant('onEvent' as const), event: eventArb }) },
-  {
-    weight: 2,
-    arbitrary: fc.record({ kind: fc.constant('setVar' as const), name: fc.constantFrom('v1', 'v2'), value: fc.integer() }),
-  },
-  { weight: 2, arbitrary: fc.constant<Step>({ kind: 'random' }) },
-  { weight: 1, arbitrary: fc.constant<Step>({ kind: 'now' }) },
+const stepArb = stepArbitrary({
+  activity: 4,
+  parallel: 2,
+  sleep: 2,
+  wait: 3,
+  race: 2,
+  countEvents: 2,
+  setVar: 2,
+  random: 2,
+  now: 1,
   // Rare, so that most runs get far enough to exercise the rest.
-  { weight: 1, arbitrary: fc.constant<Step>({ kind: 'throw' }) },
-);
-
-type Stubs = Record<string, (input: unknown) => Promise<unknown>>;
-
-/** A workflow that runs `steps` in order, recording what each returned or threw. */
-function workflowOf(steps: Step[]) {
-  return async (ctx: WorkflowContext): Promise<unknown[]> => {
-    const acts = ctx.activities<Stubs>({ retry: { maxAttempts: 2 } });
-    const results: unknown[] = [];
-    let seen = 0;
-    for (const step of steps) {
-      try {
-        switch (step.kind) {
-          case 'activity':
-            results.push(await acts[step.name]!(step.input));
-            break;
-          case 'parallel':
-            results.push(await Promise.all(step.names.map((n, i) => acts[n]!(i))));
-            break;
-          case 'sleep':
-            await ctx.sleep(step.ms);
-            results.push('slept');
-            break;
-          case 'wait':
-            results.push(await ctx.waitForEvent(step.event, { timeoutMs: step.timeoutMs }));
-            break;
-          case 'race':
-            results.push(await Promise.race([acts.r!(step.ms), ctx.sleep(step.ms).then(() => 'timer')]));
-            break;
-          case 'onEvent':
-            ctx.onEvent(step.event, (payload) => {
-              // A payload of 13 makes the handler throw, which fails the workflow.
-              if (payload === 13) throw new RangeError('unlucky payload');
-              ctx.setVar(`seen-${step.event}`, ++seen);
-            });
-            break;
-          case 'setVar':
-            ctx.setVar(step.name, step.value);
-            break;
-          case 'random':
-            results.push(ctx.random() < 0.5 ? await acts.heads!(null) : await ctx.sleep(1));
-            break;
-          case 'now':
-            ctx.setVar('now', ctx.now().getTime());
-            break;
-          case 'throw':
-            throw new Error('planned failure');
-        }
-      } catch (error) {
-        if (step.kind === 'throw') throw error;
-        results.push((error as Error).name);
-      }
-    }
-    return results;
-  };
-}
+  throw: 1,
+});
 
 /** An inbound message of one activation, as the actor would apply it. */
 type Inbound =
