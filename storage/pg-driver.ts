@@ -144,8 +144,8 @@ export class PgDriver implements Sql {
 
   async #transaction<T>(work: (tx: Queryable) => Promise<T>): Promise<T> {
     const client = await this.#pool.connect();
-    const statement = (text: string, params?: unknown[], name?: string, isLong?: boolean): Statement =>
-      this.#statement(text, params, name, isLong);
+    // The transaction's methods below have their own `this`.
+    const statement = this.#statement.bind(this);
     let broken: Error | undefined;
     try {
       await client.query(statement('BEGIN'));
