@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest';
 
 import { type Client, createClient, createEngine, DatabaseUnavailableError } from 'duraflow';
 
-import { backends, serverBackends, type TestSchema, useSchema } from '../helpers/database.js';
+import { backends, serverBackends, type TestSchema, undoLastMigration, useSchema } from '../helpers/database.js';
 import { quietLogger } from '../helpers/engines.js';
 import { waitFor } from '../helpers/wait-for.js';
 
@@ -36,18 +36,17 @@ async function rejection(opening: Promise<Client>): Promise<unknown> {
   );
 }
 
-/** Leaves the schema one migration behind (the last adds a column to leases), as an older version left it. */
-async function undoLastMigration(db: TestSchema): Promise<void> {
+/** Migrates the schema, then leaves it one migration behind. */
+async function oneMigrationBehind(db: TestSchema): Promise<void> {
   await (await open(db, 10_000)).close();
-  await db.query(`ALTER TABLE "${db.schema}".leases DROP COLUMN process`);
-  await db.query(`DELETE FROM "${db.schema}".migrations WHERE version = 6`);
+  await undoLastMigration(db);
 }
 
 describe.each(serverBackends)('migrations waiting on a lock, on $name', (backend) => {
   const db = useSchema(backend);
 
   it('fails with DatabaseUnavailableError naming the session whose table lock an ALTER waited for, and migrates once it is released', async () => {
-    await undoLastMigration(db());
+    await oneMigrationBehind(db());
     const { session, pid } = await otherSession(db());
     try {
       // An open transaction that read the table (as pg_dump does) holds ACCESS SHARE on it.
@@ -77,7 +76,7 @@ describe.each(serverBackends)('migrations waiting on a lock, on $name', (backend
   });
 
   it('fails with DatabaseUnavailableError naming the session that holds the migration lock past databaseRetryMs, and opens once it is released', async () => {
-    await undoLastMigration(db());
+    await oneMigrationBehind(db());
     const { session, pid } = await otherSession(db());
     try {
       await session.query('SELECT pg_advisory_lock(hashtext($1))', [`duraflow:${db().schema}`]);
@@ -95,7 +94,7 @@ describe.each(serverBackends)('migrations waiting on a lock, on $name', (backend
   });
 
   it('waits for a migrator that holds the migration lock and opens when it is done', async () => {
-    await undoLastMigration(db());
+    await oneMigrationBehind(db());
     const { session, pid } = await otherSession(db());
     try {
       await session.query('SELECT pg_advisory_lock(hashtext($1))', [`duraflow:${db().schema}`]);
@@ -160,7 +159,7 @@ describe.each(backends)('several migrators at once, on $name', (backend) => {
   const db = useSchema(backend);
 
   it('all open a schema one migration behind, which is migrated once', async () => {
-    await undoLastMigration(db());
+    await oneMigrationBehind(db());
     const opened = await Promise.allSettled(Array.from({ length: 4 }, () => open(db(), 5_000)));
     for (const o of opened) if (o.status === 'fulfilled') await o.value.close();
     expect(opened.filter((o) => o.status === 'rejected').map((o) => String((o as PromiseRejectedResult).reason))).toEqual([]);

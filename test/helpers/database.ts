@@ -141,3 +141,12 @@ export async function flushesWaitingForLock(db: TestSchema): Promise<number> {
   );
   return rows.length;
 }
+
+/**
+ * Takes a migrated schema one migration back (the last adds a column to leases), as an older
+ * version left it.
+ */
+export async function undoLastMigration(db: TestSchema): Promise<void> {
+  await db.query(`ALTER TABLE "${db.schema}".leases DROP COLUMN process`);
+  await db.query(`DELETE FROM "${db.schema}".migrations WHERE version = 6`);
+}
