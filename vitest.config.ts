@@ -10,8 +10,14 @@ export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
     // A file whose tests all need a Postgres server holds none without DATABASE_URL, which vitest
-    // reports as a failed file: such files are named *.server.test.ts and left out then.
-    exclude: [...configDefaults.exclude, ...(process.env.DATABASE_URL ? [] : ['test/**/*.server.test.ts'])],
+    // reports as a failed file: such files are named *.server.test.ts and left out then. Files
+    // whose tests all run on the embedded database whatever DATABASE_URL says are named
+    // *.embedded.test.ts, and left out with TEST_SERVER_ONLY=1 (test/helpers/database.ts).
+    exclude: [
+      ...configDefaults.exclude,
+      ...(process.env.DATABASE_URL ? [] : ['test/**/*.server.test.ts']),
+      ...(process.env.TEST_SERVER_ONLY === '1' ? ['test/**/*.embedded.test.ts'] : []),
+    ],
     pool: 'forks',
     // One embedded database per test worker, shared by its files (a schema per test): PGlite
     // takes seconds to start.

@@ -1,7 +1,5 @@
-import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
@@ -21,7 +19,6 @@ import {
   WorkflowNotFoundError,
 } from 'duraflow';
 
-import { EMBEDDED_STARTS_TEST_MS } from '../helpers/child-engine.js';
 import { backends, serverBackends, type TestSchema, useSchema } from '../helpers/database.js';
 import { openClient, quietLogger, startEngine } from '../helpers/engines.js';
 import { waitFor } from '../helpers/wait-for.js';
@@ -418,92 +415,6 @@ describe.each(backends)('bad input on $name', (backend) => {
       await rm(dir, { recursive: true, force: true });
     }
   });
-});
-
-describe('the embedded database directory', () => {
-  it('opens with migrate off only where a database is, by path or file:// URL, creating none', async () => {
-    const dir = await mkdtemp(path.join(tmpdir(), 'duraflow-dir-'));
-    const dataDir = path.join(dir, 'db');
-    try {
-      const absent = createClient({ dataDir, logger: quietLogger, migrate: false });
-      await expect(absent).rejects.toBeInstanceOf(ConfigurationError);
-      await expect(absent).rejects.toThrow(`no embedded database in ${JSON.stringify(dataDir)}`);
-      expect(existsSync(dataDir)).toBe(false);
-      await (await createClient({ dataDir, logger: quietLogger })).close();
-      await (await createClient({ dataDir: `file://${dataDir}`, logger: quietLogger, migrate: false })).close();
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
-  });
-
-  it('refuses with ConfigurationError a path that is a file or a directory without a whole database, and keeps no lock', async () => {
-    const dir = await mkdtemp(path.join(tmpdir(), 'duraflow-dir-'));
-    const file = path.join(dir, 'a-file');
-    const broken = path.join(dir, 'broken');
-    try {
-      await writeFile(file, 'not a directory');
-      await mkdir(broken);
-      // What another program, or a first start killed while PGlite made the database, leaves.
-      await writeFile(path.join(broken, 'PG_VERSION'), '17\n');
-      for (const dataDir of [file, path.join(file, 'db'), broken]) {
-        for (const open of [
-          () => createEngine({ dataDir, logger: quietLogger, workflows: { idle } }),
-          () => createClient({ dataDir, logger: quietLogger }),
-        ]) {
-          const error = await open().then(
-            () => undefined,
-            (e: unknown) => e,
-          );
-          expect(error, dataDir).toBeInstanceOf(ConfigurationError);
-          expect(error, dataDir).toMatchObject({ message: expect.stringContaining(JSON.stringify(dataDir)), cause: expect.any(Error) });
-        }
-      }
-      expect(existsSync(path.join(broken, 'duraflow.lock'))).toBe(false);
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
-  });
-
-  it('belongs to one process at a time: a second opener is refused, a dead holder is taken over', async () => {
-    const dir = await mkdtemp(path.join(tmpdir(), 'duraflow-dir-'));
-    const dataDir = path.join(dir, 'db');
-    const lockFile = path.join(dataDir, 'duraflow.lock');
-    const openAndClose = async (): Promise<void> => (await createClient({ dataDir, logger: quietLogger })).close();
-    try {
-      const engine = await createEngine({ workflows: { idle }, dataDir, logger: quietLogger });
-      try {
-        // A second handle would not see the first one's writes, and would overwrite them on close.
-        const second = createClient({ dataDir: `${dataDir}/`, logger: quietLogger });
-        await expect(second).rejects.toBeInstanceOf(ConfigurationError);
-        await expect(second).rejects.toThrow(`open in process ${process.pid} (this one)`);
-      } finally {
-        await engine.close();
-      }
-      expect(existsSync(lockFile)).toBe(false);
-      // A late second close releases nothing of the next holder's.
-      const next = await createClient({ dataDir, logger: quietLogger });
-      await engine.close();
-      expect(existsSync(lockFile)).toBe(true);
-      await next.close();
-      // Locks a holder left behind: a process that died, an earlier process with this pid (a
-      // container's pid 1 restarting), a process from before a reboot.
-      const dead = Number(spawnSync(process.execPath, ['-e', 'console.log(process.pid)'], { encoding: 'utf8' }).stdout.trim());
-      const leftBehind = [
-        { pid: dead },
-        { pid: process.pid },
-        { pid: process.pid, start: '1' },
-        { pid: 1, boot: 'an-earlier-boot' },
-        'not a lock',
-      ];
-      for (const left of leftBehind) {
-        await writeFile(lockFile, typeof left === 'string' ? left : JSON.stringify(left));
-        await openAndClose();
-        expect(existsSync(lockFile)).toBe(false);
-      }
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
-  }, EMBEDDED_STARTS_TEST_MS);
 });
 
 // Only on a server: the setting is a connection option of real Postgres.

@@ -1,18 +1,12 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-
-import { PGlite } from '@electric-sql/pglite';
-
 import { describe, expect, it } from 'vitest';
 
-import { createEngine, type Engine, type WorkflowContext, type WorkflowHandle } from 'duraflow';
+import type { Engine, WorkflowContext, WorkflowHandle } from 'duraflow';
 
 import { expectedMixed, mixed, waitsForGo } from '../fixtures/workflows.js';
-import { type Child, EMBEDDED_STARTS_TEST_MS, spawnFixture } from '../helpers/child-engine.js';
+import { type Child, spawnFixture } from '../helpers/child-engine.js';
 import { runCli } from '../helpers/cli.js';
 import { backends, flushesWaitingForLock, lockTable, serverBackends, useSchema } from '../helpers/database.js';
-import { fixtureActivities, openClient, quietLogger, readMetric, startEngine, trackedEngines } from '../helpers/engines.js';
+import { fixtureActivities, openClient, readMetric, startEngine } from '../helpers/engines.js';
 import { waitFor } from '../helpers/wait-for.js';
 
 
@@ -316,32 +310,6 @@ describe.each(serverBackends)('several engines registering the same workflows on
     expect(await y.result()).toBe(42);
     await Promise.all([a.close(), b.close(), client.close()]);
   });
-});
-
-describe('an engine on the embedded database in a data directory', () => {
-  it('takes its leases at once, whatever an earlier holder left: no other process can open the directory', async () => {
-    const dataDir = await mkdtemp(path.join(tmpdir(), 'duraflow-leases-'));
-    const open = (name: string) =>
-      createEngine({ dataDir, workflows: { tagged }, inlineActivities: { whoAmI: async () => name }, logger: quietLogger });
-    try {
-      await (await open('first')).close();
-      // As a process killed while holding them would leave them: unexpired, someone else's.
-      const db = new PGlite(dataDir);
-      await db.query(`UPDATE duraflow.leases SET owner = 'killed', expires_at = now() + interval '1 hour'`);
-      await db.close();
-      const engine = await open('second');
-      trackedEngines.add(engine);
-      try {
-        expect(await readMetric(engine, HELD)).toBe(1);
-        expect(await (await engine.startWorkflow(tagged, { wait: false })).result()).toBe('second');
-      } finally {
-        trackedEngines.delete(engine);
-        await engine.close();
-      }
-    } finally {
-      await rm(dataDir, { recursive: true, force: true });
-    }
-  }, EMBEDDED_STARTS_TEST_MS);
 });
 
 describe.each(backends.filter((b) => b.name === 'pglite'))('engines sharing one PGlite instance on $name', (backend) => {

@@ -71,9 +71,16 @@ function postgresBackend(url: string): Backend {
   };
 }
 
-/** PGlite always; real Postgres too when DATABASE_URL is set. */
+/**
+ * `TEST_SERVER_ONLY=1` leaves the embedded database out: for a second pass over the suite with
+ * `DATABASE_URL`, after a first without it has run every test on the embedded database.
+ */
+const serverOnly = process.env.TEST_SERVER_ONLY === '1';
+if (serverOnly && !process.env.DATABASE_URL) throw new Error('TEST_SERVER_ONLY=1 needs DATABASE_URL: there is no server to test on');
+
+/** PGlite (unless `TEST_SERVER_ONLY=1`); real Postgres too when DATABASE_URL is set. */
 export const backends: Backend[] = [
-  pgliteBackend,
+  ...(serverOnly ? [] : [pgliteBackend]),
   ...(process.env.DATABASE_URL ? [postgresBackend(process.env.DATABASE_URL)] : []),
 ];
 

@@ -1,17 +1,13 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
-import { createEngine, type WorkflowContext } from 'duraflow';
+import type { WorkflowContext } from 'duraflow';
 
 import { expectedMixed, mixed, waitsForGo } from '../fixtures/workflows.js';
-import { EMBEDDED_STARTS_TEST_MS, spawnFixture } from '../helpers/child-engine.js';
+import { spawnFixture } from '../helpers/child-engine.js';
 import { runCli } from '../helpers/cli.js';
 import { FaultProxy } from '../helpers/fault-proxy.js';
 import { serverBackends, type TestSchema } from '../helpers/database.js';
-import { fixtureActivities, openClient, quietLogger, startEngine } from '../helpers/engines.js';
+import { fixtureActivities, openClient, startEngine } from '../helpers/engines.js';
 import { waitFor } from '../helpers/wait-for.js';
 
 // Several processes on one database need a server; the embedded database belongs to one process.
@@ -141,23 +137,4 @@ describe.each(serverBackends)('other processes on $name', (backend) => {
       await client.close();
     }
   });
-});
-
-describe('another process on the embedded database', () => {
-  it('is refused, naming this process, while an engine here holds the data directory, and opens it once released', async () => {
-    const dataDir = await mkdtemp(path.join(tmpdir(), 'duraflow-other-process-'));
-    try {
-      const engine = await createEngine({ dataDir, workflows: { waitsForGo }, logger: quietLogger });
-      try {
-        const refused = await runCli(['inspect', 'any', '--data-dir', dataDir]);
-        expect(refused).toMatchObject({ code: 1, stderr: expect.stringContaining(`is open in process ${process.pid};`) });
-      } finally {
-        await engine.close();
-      }
-      // Released: the other process opens it and finds no such workflow.
-      expect(await runCli(['inspect', 'any', '--data-dir', dataDir])).toMatchObject({ code: 3 });
-    } finally {
-      await rm(dataDir, { recursive: true, force: true });
-    }
-  }, EMBEDDED_STARTS_TEST_MS);
 });
