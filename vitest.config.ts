@@ -10,13 +10,14 @@ export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
     // A file whose tests all need a Postgres server holds none without DATABASE_URL, which vitest
-    // reports as a failed file: such files are named *.server.test.ts and left out then. Files
-    // whose tests all run on the embedded database whatever DATABASE_URL says are named
-    // *.embedded.test.ts, and left out with TEST_SERVER_ONLY=1 (test/helpers/database.ts).
+    // reports as a failed file: such files are named *.server.test.ts and left out then.
+    // TEST_SERVER_ONLY=1 (test/helpers/database.ts) runs what a server can change the outcome of:
+    // it leaves out the unit tests, which touch no database, and the files whose tests all run on
+    // the embedded database whatever DATABASE_URL says, named *.embedded.test.ts.
     exclude: [
       ...configDefaults.exclude,
       ...(process.env.DATABASE_URL ? [] : ['test/**/*.server.test.ts']),
-      ...(process.env.TEST_SERVER_ONLY === '1' ? ['test/**/*.embedded.test.ts'] : []),
+      ...(process.env.TEST_SERVER_ONLY === '1' ? ['test/unit/**', 'test/**/*.embedded.test.ts'] : []),
     ],
     pool: 'forks',
     // One embedded database per test worker, shared by its files (a schema per test): PGlite
