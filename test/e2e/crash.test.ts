@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { createEngine, type Engine } from 'duraflow';
 
 import { expectedMixed, mixed, waitsForGo } from '../fixtures/workflows.js';
-import { spawnFixture } from '../helpers/child-engine.js';
+import { EMBEDDED_STARTS_TEST_MS, spawnFixture } from '../helpers/child-engine.js';
 import { backends } from '../helpers/database.js';
 import { fixtureActivities, trackedEngines } from '../helpers/engines.js';
 
@@ -43,7 +43,8 @@ describe.each(backends)('crash recovery on $name', (backend) => {
     }
     const child = spawnFixture('engine-process.js', env);
     try {
-      await child.line(/^started \d+/);
+      // The child makes the embedded database first, seconds of CPU (a minute on a loaded machine).
+      await child.line(/^started \d+/, dataDir ? 90_000 : undefined);
       // Kill once a quarter has finished: the rest are somewhere in between.
       await child.line(/^quarter done/);
       child.process.kill('SIGKILL');
@@ -73,5 +74,5 @@ describe.each(backends)('crash recovery on $name', (backend) => {
         await pool.end();
       }
     }
-  });
+  }, EMBEDDED_STARTS_TEST_MS);
 });

@@ -672,7 +672,9 @@ describe.each(backends)('hostile input on $name', (backend) => {
       await client.close();
       await engine.close();
     }
-  });
+    // Up to forty workflows run to their end, each read back six ways: 7-25 s on the embedded
+    // database, over a minute on a loaded machine.
+  }, 150_000);
 
   it('workflow names: a client stores any valid name as given (pending), the engine refuses unknown ones, invalid ones are refused at once', async () => {
     const { engine, client } = await open();
