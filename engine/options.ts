@@ -327,6 +327,12 @@ export function resolveEngineOptions(options: EngineOptions): ResolvedEngineOpti
     throw new TypeError('options.inlineActivities must be an object of functions by name');
   }
   for (const [name, fn] of Object.entries(inlineActivities)) {
+    // ctx.activities refuses such a name, so an activity registered under it could never run.
+    try {
+      checkName(name, `activity name ${JSON.stringify(name.slice(0, 60))}`);
+    } catch (error) {
+      throw new RangeError(`options.inlineActivities: ${(error as Error).message}`);
+    }
     if (typeof fn !== 'function') throw new TypeError(`options.inlineActivities.${name} must be a function`);
   }
   return {

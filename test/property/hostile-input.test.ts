@@ -772,6 +772,41 @@ describe.each(backends)('hostile input on $name', (backend) => {
     expect(await ownSchema()).toEqual([]);
   });
 
+  it('inline activity names in options: an empty, over-long, NUL, lone-surrogate or U+FEFF name is a bad option (RangeError), before the database', async () => {
+    // No call could reach such an activity: ctx.activities refuses the name with InvalidArgumentError.
+    const ownSchema = async (): Promise<unknown[]> =>
+      db.query(`SELECT nspname FROM pg_namespace WHERE starts_with(nspname, $1)`, [db.schema]);
+    expect(await ownSchema()).toEqual([]);
+    const outcomes: Record<string, string> = {};
+    for (const [label, name] of [
+      ['empty', ''],
+      ['over-long', 'a'.repeat(MAX_NAME + 1)],
+      ['NUL', 'a\0b'],
+      ['lone surrogate', 'a\ud800'],
+      ['leading U+FEFF', '\ufeffa'],
+    ] as const) {
+      const outcome = await settle(() =>
+        createEngine({
+          database: db.database,
+          schema: db.schema,
+          logger: quietLogger,
+          workflows: { echoInput },
+          inlineActivities: { [name]: async () => 1 },
+        }),
+      );
+      if (outcome.ok) {
+        await (outcome.value as Engine).close();
+        outcomes[label] = 'accepted';
+      } else {
+        const e = outcome.error as Error;
+        outcomes[label] = `${e.name}${/options\.inlineActivities/.test(e.message) ? ' naming options.inlineActivities' : `: ${e.message.slice(0, 100)}`}`;
+      }
+    }
+    const refused = 'RangeError naming options.inlineActivities';
+    expect(outcomes).toEqual({ empty: refused, 'over-long': refused, NUL: refused, 'lone surrogate': refused, 'leading U+FEFF': refused });
+    expect(await ownSchema()).toEqual([]);
+  });
+
   it('event names: delivered under exactly that name, or refused at once with InvalidArgumentError, storing nothing', async () => {
     const { engine, client } = await open();
     try {
