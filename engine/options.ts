@@ -23,8 +23,9 @@ export interface ConnectionOptions {
   database?: string | PGlite;
   /**
    * Folder of the embedded database (a path, or a path after `file://`, taken literally as PGlite
-   * takes it: not percent-decoded, and `file://data` is the relative `data`), created if missing; `memory://`
-   * keeps it in memory only; another `scheme://` is a TypeError. Ignored when `database` is set.
+   * takes it: not percent-decoded, and `file://data` is the relative `data`), created if missing;
+   * `memory://` keeps it in memory only; another `scheme://` is a TypeError. Ignored when
+   * `database` is set.
    * The first start in an empty folder makes the database all or nothing: one killed midway
    * leaves `duraflow.creating` behind, and the next start deletes what it left and starts over.
    * @default './.duraflow'
