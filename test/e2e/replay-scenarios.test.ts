@@ -47,7 +47,7 @@ async function raceMix(ctx: WorkflowContext): Promise<unknown> {
 async function waitTimesOut(ctx: WorkflowContext): Promise<unknown> {
   const first = await ctx.waitForEvent('late', { timeoutMs: 5 }).catch((e: Error) => e.name);
   ctx.setVar('first', first);
-  // 'late' is sent after the timeout: kept for this wait, which takes it with no command.
+  // 'late' is sent once the timeout is recorded (the driver waits for 'first'): this wait takes it.
   const second = await ctx.waitForEvent('late');
   return { first, second };
 }
