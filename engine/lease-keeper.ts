@@ -1,8 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
-import { setTimeout as sleep } from 'node:timers/promises';
 
-import { retryDelayMs } from '../storage/backoff.js';
+import { pause, retryDelayMs } from '../storage/backoff.js';
 import type { Logger } from '../storage/logger.js';
 import { isRetryable } from '../storage/pg-errors.js';
 import { hasProcessEnded, processIdentity } from '../storage/process-identity.js';
@@ -170,7 +169,7 @@ export class LeaseKeeper {
         // connection; a database that is gone fails them all, and a close() out of time drops the
         // connections (the tries then fail at once, as not retryable).
         if (isRetryable(error) && attempt < RELEASE_TRIES) {
-          await sleep(retryDelayMs(attempt, 100, 1_000));
+          await pause(retryDelayMs(attempt, 100, 1_000));
           continue;
         }
         // Best effort: unreleased, the leases expire in their time.

@@ -1,6 +1,6 @@
 import { EventType } from '../actors/history.js';
 import type { ActorMessage } from '../actors/messages.js';
-import { retryDelayMs } from '../storage/backoff.js';
+import { pause, retryDelayMs } from '../storage/backoff.js';
 import type { Logger } from '../storage/logger.js';
 import type { TaskRow, WorkflowRow } from '../storage/rows.js';
 import type { Sql, Tables } from '../storage/sql.js';
@@ -75,14 +75,12 @@ export class Recovery {
    * order sent: delivered once no recovery covers the workflow, and before any sent after them.
    */
   readonly #eventsAfterRecovery = new Map<string, { workflowName: string; events: ActorMessage[] }>();
-  /** Resolves the moment close() is called: it ends the pauses between recovery attempts. */
-  readonly #closeCalled: Promise<void>;
-  #resolveCloseCalled!: () => void;
+  /** Aborted the moment close() is called: it ends the pauses between recovery attempts. */
+  readonly #closeCalled = new AbortController();
 
   constructor(deps: RecoveryDeps) {
     this.#deps = deps;
     this.#target = deps.target;
-    this.#closeCalled = new Promise((resolve) => (this.#resolveCloseCalled = resolve));
   }
 
   /** Re-delivers everything unfinished for the names held; not tried again if it fails. */
@@ -104,7 +102,7 @@ export class Recovery {
 
   /** close() was called: the pauses between attempts end, and no attempt follows. */
   closeCalled(): void {
-    this.#resolveCloseCalled();
+    this.#closeCalled.abort();
   }
 
   /** Resolves once every recovery under way now has settled. */
@@ -188,9 +186,7 @@ export class Recovery {
       } catch (error) {
         logger.warn({ err: error, attempt }, 'recovery failed; retrying');
         // Cut short by close(), which waits for this recovery.
-        let pause: NodeJS.Timeout | undefined;
-        await Promise.race([new Promise((resolve) => (pause = setTimeout(resolve, retryDelayMs(attempt, 100, 5_000)))), this.#closeCalled]);
-        clearTimeout(pause);
+        await pause(retryDelayMs(attempt, 100, 5_000), this.#closeCalled.signal);
       }
     }
   }

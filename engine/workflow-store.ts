@@ -14,7 +14,7 @@ import { readLeases } from '../storage/sql/leases.js';
 import { tasksOf } from '../storage/sql/tasks.js';
 import { finishedAmong, loadHistory, loadWorkflow, notify, timersOf } from '../storage/sql/workflows.js';
 import { type Sql, type Tables, tablesFor } from '../storage/sql.js';
-import { retryDelayMs } from '../storage/backoff.js';
+import { pause, retryDelayMs } from '../storage/backoff.js';
 import { isRetryable } from '../storage/pg-errors.js';
 import { JsonCodec } from './codec.js';
 import {
@@ -471,7 +471,7 @@ export class WorkflowStore {
         if (timeout && timeout.at <= now && timeout.at < deadline) throw timeout.error();
         if (now >= deadline) throw new DatabaseUnavailableError(what, error);
         const until = timeout ? Math.min(deadline, timeout.at) : deadline;
-        await new Promise((resolve) => setTimeout(resolve, Math.min(retryDelayMs(attempt, 50, 1_000), until - now)));
+        await pause(Math.min(retryDelayMs(attempt, 50, 1_000), until - now));
       }
     }
   }

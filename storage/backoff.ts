@@ -7,19 +7,19 @@ export function retryDelayMs(attempt: number, baseMs: number, capMs: number): nu
 }
 
 /**
- * Resolves after `ms`, or at once when `signal` aborts; never rejects. On the global timers rather
- * than node:timers/promises: fake timers replace only the global ones, and a test holds a backoff
- * with them for as long as it needs.
+ * Resolves after `ms`, or at once when `signal` aborts; never rejects. Every backoff waits with
+ * it, on the global timers rather than node:timers/promises: fake timers replace only the global
+ * ones, and a test holds a backoff with them for as long as it needs.
  */
-export function pause(ms: number, signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return Promise.resolve();
+export function pause(ms: number, signal?: AbortSignal): Promise<void> {
+  if (signal?.aborted) return Promise.resolve();
   return new Promise((resolve) => {
     const end = (): void => {
       clearTimeout(timer);
-      signal.removeEventListener('abort', end);
+      signal?.removeEventListener('abort', end);
       resolve();
     };
     const timer = setTimeout(end, ms);
-    signal.addEventListener('abort', end);
+    signal?.addEventListener('abort', end);
   });
 }

@@ -1,7 +1,6 @@
 import { readdir, readFile } from 'node:fs/promises';
-import { setTimeout as sleep } from 'node:timers/promises';
 
-import { retryDelayMs } from './backoff.js';
+import { pause, retryDelayMs } from './backoff.js';
 import { isAlreadyThere, isLockTimeout } from './pg-errors.js';
 import { advisoryLockHolders, type LockHolder, tableLockHolders } from './sql/lock-holders.js';
 import type { Queryable, Sql, Tables } from './sql.js';
@@ -171,7 +170,7 @@ async function withLockWaits<T>(sql: Sql, tables: Tables, lockWaitMs: number, de
         throw new MigrationLockError(tables.schema, wait, lockWaitMs, holders);
       }
       // Out of the lock queue for a moment, so the statements queued behind this one get through.
-      await sleep(Math.min(retryDelayMs(attempt, 50, 1_000), remainingMs));
+      await pause(Math.min(retryDelayMs(attempt, 50, 1_000), remainingMs));
     }
   }
 }
