@@ -24,6 +24,11 @@ async function loadMigrations(): Promise<Migration[]> {
   );
 }
 
+/** The version a schema has once every one of `migrations` is applied. */
+function newestOf(migrations: readonly Migration[]): number {
+  return Math.max(...migrations.map((m) => m.version));
+}
+
 /**
  * The schema holds tables duraflow did not make (another application's or tool's, in a schema
  * they share): nothing is read from them or written to the schema.
@@ -208,7 +213,7 @@ function readApplied(
  */
 export async function migrationState(sql: Sql, tables: Tables, lockWaitMs: number): Promise<MigrationState> {
   const migrations = await loadMigrations();
-  const newest = Math.max(...migrations.map((m) => m.version));
+  const newest = newestOf(migrations);
   const versions = await readApplied(sql, tables, migrations, lockWaitMs, Date.now() + lockWaitMs);
   return { applied: versions?.length ? Math.max(...versions) : undefined, newest };
 }
@@ -231,7 +236,7 @@ export async function migrationState(sql: Sql, tables: Tables, lockWaitMs: numbe
  */
 export async function migrate(sql: Sql, tables: Tables, lockWaitMs: number): Promise<MigrationState> {
   const migrations = await loadMigrations();
-  const newest = Math.max(...migrations.map((m) => m.version));
+  const newest = newestOf(migrations);
   const deadline = Date.now() + lockWaitMs;
   const versions = await readApplied(sql, tables, migrations, lockWaitMs, deadline);
   if (versions !== undefined && migrations.every((m) => versions.includes(m.version))) {
@@ -250,7 +255,7 @@ async function migrateOnce(
   deadline: number,
   progress: Progress,
 ): Promise<MigrationState> {
-  const newest = Math.max(...migrations.map((m) => m.version));
+  const newest = newestOf(migrations);
   // Whatever the database's default: a migrator that waited on the lock must then read what the
   // holder committed, which a snapshot taken before the wait (repeatable read) would not show.
   await tx.query('SET TRANSACTION ISOLATION LEVEL READ COMMITTED');
