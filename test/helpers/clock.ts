@@ -2,10 +2,12 @@ import { vi } from 'vitest';
 
 /**
  * Moves `Date.now()` (the wall clock, as the engine reads it) `ms` ahead of the real one until
- * `restore()`; the clock keeps running meanwhile. Timers and `performance.now()` are left alone.
+ * `restore()`, or, given a function, as far ahead as it says at each read; the clock keeps running
+ * meanwhile. Timers and `performance.now()` are left alone.
  */
-export function clockAhead(ms: number): { restore(): void } {
+export function clockAhead(ms: number | (() => number)): { restore(): void } {
   const realNow = Date.now.bind(Date);
-  const spy = vi.spyOn(Date, 'now').mockImplementation(() => realNow() + ms);
+  const ahead = typeof ms === 'number' ? () => ms : ms;
+  const spy = vi.spyOn(Date, 'now').mockImplementation(() => realNow() + ahead());
   return { restore: () => spy.mockRestore() };
 }

@@ -4,6 +4,7 @@ import type { WorkflowWrite } from '../../../storage/rows.js';
 import { type Queryable, type QueryResult, type Sql, tablesFor } from '../../../storage/sql.js';
 import { mergeWrite, Wal, WalClosedError } from '../../../storage/wal.js';
 import { makeStartRow, makeTask, makeWrite } from '../../helpers/builders.js';
+import { clockAhead } from '../../helpers/clock.js';
 import { waitFor } from '../../helpers/wait-for.js';
 
 /**
@@ -309,7 +310,7 @@ describe('Wal over a scripted driver', () => {
       expect(failures).toEqual([['a']]);
     } finally {
       vi.useRealTimers();
-      }
+    }
   });
 
   it('does not commit a batch twice when the answer to its commit was lost', async () => {
@@ -347,15 +348,14 @@ describe('Wal over a scripted driver', () => {
     // Unanswered after the lost answer and after the refused retry; answered after that.
     sql.unansweredChecks = 2;
     const { wal, failures, observed } = walOver(sql);
-    const realNow = Date.now.bind(Date);
     // Two hours pass while the retry is refused.
-    const clock = vi.spyOn(Date, 'now').mockImplementation(() => realNow() + (sql.flushes >= 2 ? 2 * 3_600_000 : 0));
+    const clock = clockAhead(() => (sql.flushes >= 2 ? 2 * 3_600_000 : 0));
     const durable: string[] = [];
     try {
       wal.enqueue(makeWrite('a', 0, 2), () => durable.push('a'));
       await wal.drain();
     } finally {
-      clock.mockRestore();
+      clock.restore();
     }
     // Not sent a third time: the question alone found the flush committed.
     expect(sql.flushes).toBe(2);
