@@ -325,7 +325,9 @@ export class ActorSystem {
 
   #evict(entry: Entry): void {
     this.#remove(entry);
-    this.#host.observer.evicted(entry.actor.workflowId);
+    // A finished workflow's actor that a trim takes before `release` does is released, not
+    // evicted: no message will bring it back, so it is no cache miss to come.
+    if (!entry.actor.isFinished) this.#host.observer.evicted(entry.actor.workflowId);
   }
 
   #remove(entry: Entry): void {

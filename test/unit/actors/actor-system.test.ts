@@ -2,7 +2,51 @@ import { describe, expect, it } from 'vitest';
 
 import type { ActorHost } from '../../../actors/actor-host.js';
 import { ActorSystem } from '../../../actors/actor-system.js';
+import { JsonCodec } from '../../../engine/codec.js';
+import { workflowErrors } from '../../../engine/workflow-errors.js';
 import type { WorkflowRow } from '../../../storage/rows.js';
+import { waitFor } from '../../helpers/wait-for.js';
+
+async function returnsAtOnce(): Promise<string> {
+  return 'done';
+}
+
+/**
+ * An ActorSystem over a host whose WAL holds every write until `commit()`, and which releases
+ * nothing by itself: what the system evicts, and the writes its actors made.
+ */
+function systemWithHeldCommits(maxCached: number): { system: ActorSystem; evicted: string[]; writes: () => number; commit(): void } {
+  const evicted: string[] = [];
+  const held: ((isRefused: boolean) => void)[] = [];
+  const host = {
+    codec: new JsonCodec(1024 * 1024),
+    errors: workflowErrors,
+    logger: { debug() {}, info() {}, warn() {}, error() {} },
+    observer: { parked() {}, rehydrated() {}, evicted: (id: string) => evicted.push(id) },
+    wal: {
+      isCongested: false,
+      isClosed: false,
+      enqueue(_write: unknown, onDurable?: (isRefused: boolean) => void) {
+        held.push(onDurable ?? (() => undefined));
+      },
+    },
+    workflow: () => returnsAtOnce,
+    release() {},
+    rebuild() {},
+    readInbox() {},
+  } as unknown as ActorHost;
+  let committed = 0;
+  return {
+    system: new ActorSystem(host, maxCached),
+    evicted,
+    writes: () => committed + held.length,
+    commit() {
+      const callbacks = held.splice(0);
+      committed += callbacks.length;
+      for (const onDurable of callbacks) onDurable(false);
+    },
+  };
+}
 
 describe('ActorSystem', () => {
   it('drops an actor however many messages are queued for it', () => {
@@ -36,5 +80,22 @@ describe('ActorSystem', () => {
     ]);
     system.close();
     expect(system.waitingWorkflows).toBe(0);
+  });
+
+  it('does not count a finished workflow that a trim takes out of memory as an eviction', async () => {
+    const { system, evicted, writes, commit } = systemWithHeldCommits(1);
+    const seed = (id: string) => ({ id, name: 'returnsAtOnce', version: '1', status: 'pending', input: null, error: null }) as WorkflowRow;
+    // Both steps wait for their commit: neither actor can leave, so the one-actor cache holds two.
+    system.deliver('a', { type: 'start' }, seed('a'));
+    system.deliver('b', { type: 'start' }, seed('b'));
+    await waitFor(() => writes() === 2, 'both first steps');
+    commit();
+    expect(system.size).toBe(2);
+    // As the engine trims after a commit, before the finished workflow is released.
+    system.trim();
+    expect(system.size).toBe(1);
+    // Nothing will ever rebuild a finished workflow: taking it out is not a cache miss to come.
+    expect(evicted).toEqual([]);
+    system.close();
   });
 });
