@@ -164,8 +164,15 @@ export class EngineMetrics {
     children.attempts.value++;
     this.#histograms.scheduleToStart!.observe(children.scheduleToStart, scheduleToStartSeconds);
     this.#histograms.run!.observe(children.run[outcome], runSeconds);
-    if (outcome === 'retried') children.retries.value++;
-    else if (outcome === 'failed') children.failures.value++;
+    if (outcome === 'failed') children.failures.value++;
+  }
+
+  /**
+   * A step that stores the next attempt of an activity committed. Counted here, not when the
+   * attempt failed: an attempt that fails after its workflow ended is never run again.
+   */
+  activityRetried(activity: string): void {
+    this.#activity(activity).retries.value++;
   }
 
   #workflow(name: string): WorkflowChildren {

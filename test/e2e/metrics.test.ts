@@ -49,6 +49,11 @@ async function scrape(url: string): Promise<Sample[]> {
   return parseExposition(await response.text());
 }
 
+/** The engine's registry as a scrape would read it, without a server. */
+async function scrapeRegistry(engine: { metrics: { metrics(): Promise<string> } }): Promise<Sample[]> {
+  return parseExposition(await engine.metrics.metrics());
+}
+
 function total(samples: Sample[], name: string, labels: Record<string, string> = {}): number {
   return samples
     .filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v))
@@ -183,6 +188,29 @@ describe.each(backends)('metrics on $name', (backend) => {
       expect(await readMetric(v2, MetricName.NonDeterminismErrors)).toBe(1);
     } finally {
       await v2.close();
+    }
+  });
+
+  it('counts no retry for an attempt that fails after its workflow ended', async () => {
+    async function failsFast(ctx: WorkflowContext): Promise<unknown> {
+      const { alwaysFails } = ctx.activities<Fixtures>({ retry: { maxAttempts: 1 } });
+      const { hang } = ctx.activities<Fixtures>({ retry: { initialIntervalMs: 1 }, startToCloseTimeoutMs: 200 });
+      // The first failure fails the workflow; the hanging attempt times out after that.
+      return Promise.all([alwaysFails(), hang(null)]);
+    }
+    const engine = await startEngine(db, { workflows: { failsFast }, activities: fixtureActivities });
+    try {
+      const handle = await engine.startWorkflow(failsFast, undefined);
+      await expect(handle.result()).rejects.toMatchObject({ code: 'DURAFLOW_WORKFLOW_FAILED' });
+      const hang = { activity: 'hang' };
+      await waitFor(async () => total(await scrapeRegistry(engine), MetricName.ActivityAttempts, hang) === 1, 'the hanging attempt to time out');
+      const samples = await scrapeRegistry(engine);
+      // Its workflow has ended: nothing runs it again, so it is no retry.
+      expect(total(samples, MetricName.ActivityRetries, hang)).toBe(0);
+      expect(total(samples, MetricName.TimersArmed)).toBe(0);
+      expect((await engine.inspect(handle.workflowId)).waitingOn.activities).toEqual([]);
+    } finally {
+      await engine.close();
     }
   });
 
