@@ -93,6 +93,11 @@ export class ReplayState {
   // Created on first use: a sleeping workflow's state should be small (many are kept in memory).
   #waiters: Map<string, number[]> | undefined;
   #buffered: Map<string, unknown[]> | undefined;
+  /**
+   * Kept events being handed to the handler that just registered for them, by name: `handed` of
+   * them so far, and `claimed` by the waits their handlers started (see `onEvent`).
+   */
+  #handingOut: Map<string, { events: unknown[]; handed: number; claimed: number }> | undefined;
   #handlers: Map<string, ((payload: unknown) => unknown)[]> | undefined;
   #vars: Map<string, string> | undefined;
   /** Length of the variables' values (their JSON), together. */
@@ -168,6 +173,12 @@ export class ReplayState {
 
   waitForEvent(name: string, timeoutAt: number | undefined): Promise<unknown> {
     this.#codec.name(name, 'event name');
+    const handOut = this.#handingOut?.get(name);
+    if (handOut && handOut.claimed < handOut.events.length) {
+      // Started by a handler of a kept event: it takes the next kept event no wait took, as it
+      // would had the events come now. The handlers get that event too, when its turn comes.
+      return Promise.resolve(handOut.events[handOut.claimed++]);
+    }
     const kept = this.#buffered?.get(name);
     if (kept && kept.length > 0) {
       // Taken between steps, with no command to record it, the event would be gone from where a
@@ -204,12 +215,31 @@ export class ReplayState {
     const handlers = this.#handlers.get(name);
     if (handlers) handlers.push(handler);
     else this.#handlers.set(name, [handler]);
-    // Events kept because nobody listened belong to the first listener that shows up.
+    // Events kept because nobody listened belong to the first listener that shows up, handed out
+    // as if they came now.
     const kept = this.#buffered?.get(name);
     if (kept && kept.length > 0) {
       this.#buffered!.delete(name);
-      for (const payload of kept) this.#callHandler(handler, payload);
+      this.#handOut(name, kept, this.#handlers.get(name)!);
     }
+  }
+
+  /**
+   * Hands kept events out as `deliverEvent` would had they come now, one at a time: to the
+   * handlers registered by then, so one registered by a handler gets the events after the one it
+   * handles, and a wait a handler starts takes the next event (see `waitForEvent`).
+   */
+  #handOut(name: string, events: unknown[], handlers: ((payload: unknown) => unknown)[]): void {
+    const handOut = { events, handed: 0, claimed: 0 };
+    (this.#handingOut ??= new Map()).set(name, handOut);
+    while (handOut.handed < events.length) {
+      const payload = events[handOut.handed++];
+      // A wait started from here on takes an event after this one.
+      handOut.claimed = Math.max(handOut.claimed, handOut.handed);
+      const count = handlers.length;
+      for (let i = 0; i < count; i++) this.#callHandler(handlers[i]!, payload);
+    }
+    this.#handingOut.delete(name);
   }
 
   setVar(name: string, value: unknown): void {

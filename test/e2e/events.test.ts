@@ -67,6 +67,27 @@ async function handlerThenWait(ctx: WorkflowContext): Promise<unknown> {
   return { seen, next: await next };
 }
 
+/**
+ * Registers its note handler only after 'open', so the notes sent before are kept for it. On the
+ * first note the handler starts a wait and registers a second handler; the wait's outcome is
+ * raced with a sleep so that one left waiting shows as such.
+ */
+async function keptNotesThenHandler(ctx: WorkflowContext): Promise<unknown> {
+  await ctx.waitForEvent('open');
+  const seen: unknown[] = [];
+  const seenLater: unknown[] = [];
+  let next: Promise<unknown> | undefined;
+  ctx.onEvent('note', (note) => {
+    seen.push(note);
+    if (seen.length > 1) return;
+    next = ctx.waitForEvent('note');
+    ctx.onEvent('note', (later) => void seenLater.push(later));
+  });
+  const took = await Promise.race([next, ctx.sleep(0).then(() => 'still waiting')]);
+  await ctx.waitForEvent('done');
+  return { seen, seenLater, next: took };
+}
+
 async function quick(): Promise<string> {
   return 'quick';
 }
@@ -335,6 +356,23 @@ describe.each(backends)('events and delayed starts on $name', (backend) => {
       for (const note of ['first', 'second']) await engine.sendEvent('notes', 'note', note);
       await engine.sendEvent('notes', 'done');
       expect(await engine.result('notes', { timeoutMs: 10_000 })).toEqual({ seen: ['first', 'second'], next: 'second' });
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it('hands kept events to a late handler as if they came then: a wait or a handler it starts takes the events after the one it handles', async () => {
+    const engine = await startEngine(db, { workflows: { keptNotesThenHandler } });
+    try {
+      await engine.startWorkflow(keptNotesThenHandler, undefined, { workflowId: 'kept-notes' });
+      for (const note of ['first', 'second', 'third']) await engine.sendEvent('kept-notes', 'note', note);
+      await engine.sendEvent('kept-notes', 'open');
+      await engine.sendEvent('kept-notes', 'done');
+      expect(await engine.result('kept-notes', { timeoutMs: 10_000 })).toEqual({
+        seen: ['first', 'second', 'third'],
+        seenLater: ['second', 'third'],
+        next: 'second',
+      });
     } finally {
       await engine.close();
     }

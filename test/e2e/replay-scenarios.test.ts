@@ -113,6 +113,23 @@ async function lateHandler(ctx: WorkflowContext): Promise<unknown> {
   return { ticks, again };
 }
 
+/** Ticks kept until its handler registers; the handler's first call starts a wait and a second handler. */
+async function keptToLateHandlers(ctx: WorkflowContext): Promise<unknown> {
+  await ctx.waitForEvent('go');
+  const seen: string[] = [];
+  let next: Promise<unknown> | undefined;
+  ctx.onEvent('tick', (n) => {
+    seen.push(`first ${String(n)}`);
+    if (next) return;
+    next = ctx.waitForEvent('tick');
+    ctx.onEvent('tick', (m) => void seen.push(`second ${String(m)}`));
+  });
+  const took = await next;
+  await ctx.sleep(1);
+  const again = await ctx.waitForEvent('go');
+  return { seen, took, again };
+}
+
 async function keyOrder(ctx: WorkflowContext, input: unknown): Promise<unknown> {
   const { shaped } = ctx.activities<{ shaped(): Promise<Record<string, unknown>> }>();
   const fromActivity = await shaped();
@@ -122,7 +139,7 @@ async function keyOrder(ctx: WorkflowContext, input: unknown): Promise<unknown> 
   return { input: JSON.stringify(input), activity: JSON.stringify(fromActivity), event: JSON.stringify(fromEvent) };
 }
 
-const workflows = { keyOrder, raceMix, waitTimesOut, twoEventsOneWaiter, handlers, throws, clock, sagaSleepy, lateHandler };
+const workflows = { keyOrder, raceMix, waitTimesOut, twoEventsOneWaiter, handlers, throws, clock, sagaSleepy, lateHandler, keptToLateHandlers };
 type Name = keyof typeof workflows;
 
 /** Sends what a scenario needs, once the workflow waits for it. */
@@ -172,6 +189,20 @@ async function drive(engine: Engine, name: Name, id: string): Promise<void> {
       await engine.sendEvent(id, 'tick', 3);
       await waitFor(async () => (await engine.inspect(id)).vars.ticks === 3, `${id} to take tick 3`);
       await waitsOn('go');
+      await engine.sendEvent(id, 'go', 'second');
+      break;
+    case 'keptToLateHandlers':
+      await waitsOn('go');
+      for (let n = 1; n <= 3; n++) await engine.sendEvent(id, 'tick', n);
+      await waitFor(
+        async () => (await engine.inspect(id)).history.filter((e) => e.type === 'EventReceived').length === 3,
+        `${id} to keep the ticks`,
+      );
+      await engine.sendEvent(id, 'go', 'first');
+      await waitFor(
+        async () => (await engine.inspect(id)).history.filter((e) => e.type === 'EventWaitStarted').length === 2,
+        `${id} to wait for go again`,
+      );
       await engine.sendEvent(id, 'go', 'second');
       break;
     case 'keyOrder':

@@ -239,6 +239,42 @@ describe('ReplayState events', () => {
     expect(seen).toEqual(['0:a', '0:b', '1:b']);
   });
 
+  it('hands kept events to a new handler as if they came now: what it starts takes the kept events after the one it handles', async () => {
+    // One handler, registered before the events come or after they were kept, must see the same.
+    const run = (isKeptFirst: boolean) => {
+      const rs = newState();
+      const seen: string[] = [];
+      const waits: Promise<unknown>[] = [];
+      const register = () =>
+        rs.onEvent('e', (p) => {
+          seen.push(`first:${String(p)}`);
+          if (p !== 'a' && p !== 'b') return;
+          waits.push(rs.waitForEvent('e', undefined));
+          if (p === 'a') rs.onEvent('e', (q) => seen.push(`second:${String(q)}`));
+        });
+      if (!isKeptFirst) register();
+      for (const p of ['a', 'b', 'c', 'd']) rs.deliverEvent('e', p);
+      if (isKeptFirst) register();
+      return { seen, waits: Promise.all(waits), commands: rs.takeCommands() };
+    };
+    const kept = run(true);
+    const live = run(false);
+    expect(live.seen).toEqual(['first:a', 'first:b', 'second:b', 'first:c', 'second:c', 'first:d', 'second:d']);
+    expect(await live.waits).toEqual(['b', 'c']);
+    expect(kept.seen).toEqual(live.seen);
+    expect(await kept.waits).toEqual(['b', 'c']);
+    // Taken from the kept events, as a wait that finds one kept takes it: no command.
+    expect(kept.commands).toEqual([]);
+  });
+
+  it('starts a command for a wait a handler of kept events starts past the last of them', () => {
+    const rs = newState();
+    rs.deliverEvent('e', 'a');
+    rs.onEvent('e', () => void rs.waitForEvent('e', undefined));
+    expect(rs.takeCommands()).toEqual([{ kind: 'waitEvent', commandId: 1, name: 'e', timeoutAt: undefined }]);
+    expect(rs.deliverEvent('e', 'b').waiter).toBe(1);
+  });
+
   it('fails the workflow when a handler throws', () => {
     const rs = newState();
     rs.onEvent('e', () => {
