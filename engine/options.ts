@@ -9,7 +9,7 @@ import type { Logger } from '../storage/logger.js';
 import { isValidSchemaName } from '../storage/sql.js';
 import type { ActivityFunction } from './activity-runner.js';
 import { MAX_DELAY_MS } from './timer-service.js';
-import { checkKnownKeys, checkName } from './validate.js';
+import { checkKnownKeys, checkName, shownValue } from './validate.js';
 import { checkRetryPolicy, DEFAULT_RETRY_POLICY, type ResolvedRetryPolicy, resolveRetryPolicy, type RetryPolicy } from './retry-policy.js';
 
 export type { Logger };
@@ -176,16 +176,11 @@ export const stderrLogger: Logger = {
   },
 };
 
-/** A number in a string ('10', from an environment variable, say) is shown as the string it is. */
-function shown(value: unknown): string {
-  return typeof value === 'string' ? `the string ${JSON.stringify(value.slice(0, 60))}` : String(value);
-}
-
 function positiveInt(value: unknown, name: string, fallback: number, allowInfinity = false): number {
   if (value === undefined) return fallback;
   if (allowInfinity && value === Infinity) return value;
   if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) {
-    throw new RangeError(`options.${name} must be a positive integer, got ${shown(value)}`);
+    throw new RangeError(`options.${name} must be a positive integer, got ${shownValue(value)}`);
   }
   return value;
 }
@@ -301,7 +296,7 @@ function resolveMetrics(metrics: EngineOptions['metrics']): ResolvedEngineOption
   checkKnownKeys(metrics, ['port', 'host'], 'options.metrics', (message) => new TypeError(message));
   const { port = 9464, host = '127.0.0.1' } = metrics;
   if (typeof port !== 'number' || !Number.isInteger(port) || port < 0 || port > 65535) {
-    throw new RangeError(`options.metrics.port must be an integer 0..65535, got ${shown(port)}`);
+    throw new RangeError(`options.metrics.port must be an integer 0..65535, got ${shownValue(port)}`);
   }
   if (typeof host !== 'string' || host.length === 0) throw new TypeError('options.metrics.host must be a host name or address');
   return { port, host };

@@ -1,7 +1,7 @@
 import type { ActivityOptions, RetryPolicy } from '../actors/commands.js';
 import type { SerializedFailure } from '../actors/history.js';
 import { LATEST_TIME_MS } from '../storage/rows.js';
-import { checkKnownKeys } from './validate.js';
+import { checkKnownKeys, shownValue } from './validate.js';
 
 export type { ActivityOptions, RetryPolicy };
 
@@ -31,7 +31,7 @@ export function checkRetryPolicy(policy: unknown, where: string): RetryPolicy {
     const v = p[key];
     if (v === undefined || (key === 'maxAttempts' && v === Infinity)) return;
     if (typeof v !== 'number' || !Number.isFinite(v) || v < min) {
-      throw new RangeError(`${where}.${key} must be a finite number >= ${min}, got ${String(v)}`);
+      throw new RangeError(`${where}.${key} must be a finite number >= ${min}, got ${shownValue(v)}`);
     }
   };
   positive('maxAttempts', 1);

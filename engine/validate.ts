@@ -25,11 +25,19 @@ export function checkName(value: unknown, what: string): string {
   return value;
 }
 
+/**
+ * A bad value as an error message shows it: a number in a string ('10', from a form, an event's
+ * payload or an environment variable, say) as the string it is, not as a number that would pass.
+ */
+export function shownValue(value: unknown): string {
+  return typeof value === 'string' ? `the string ${JSON.stringify(value.slice(0, 60))}` : String(value);
+}
+
 /** Checks a point in time a caller passes as a Date or epoch milliseconds; returns the milliseconds. */
 export function checkEpochMs(at: unknown, what: string): number {
   const ms = at instanceof Date ? at.getTime() : at;
   if (typeof ms !== 'number' || !Number.isFinite(ms)) {
-    throw new InvalidArgumentError(`${what} must be a valid Date or finite epoch milliseconds, got ${String(at)}`);
+    throw new InvalidArgumentError(`${what} must be a valid Date or finite epoch milliseconds, got ${shownValue(at)}`);
   }
   if (Math.abs(ms) > LATEST_TIME_MS) throw new InvalidArgumentError(`${what} ${ms} is outside the range of a Date`);
   return ms;
@@ -38,7 +46,7 @@ export function checkEpochMs(at: unknown, what: string): number {
 /** Checks a delay from now a caller passes: finite milliseconds, not negative, ending within the range of a Date. */
 export function checkDurationMs(ms: unknown, what: string): number {
   if (typeof ms !== 'number' || !Number.isFinite(ms) || ms < 0) {
-    throw new InvalidArgumentError(`${what} must be a finite number of milliseconds >= 0, got ${String(ms)}`);
+    throw new InvalidArgumentError(`${what} must be a finite number of milliseconds >= 0, got ${shownValue(ms)}`);
   }
   if (ms > LATEST_TIME_MS - Date.now()) throw new InvalidArgumentError(`${what} ${ms} ends beyond the range of a Date`);
   return ms;

@@ -36,6 +36,10 @@ async function farTimes(ctx: WorkflowContext): Promise<string[]> {
     () => ctx.sleepUntil(NaN),
     () => ctx.sleepUntil(new Date('not a date')),
     () => ctx.waitForEvent('never', { timeoutMs: 8.64e15 }),
+    // Numbers in strings (from an event's payload, say): shown as strings, not as numbers that pass.
+    () => ctx.sleep('500' as unknown as number),
+    () => ctx.sleepUntil('1700000000000' as unknown as number),
+    () => ctx.waitForEvent('never', { timeoutMs: '500' as unknown as number }),
   ]) {
     try {
       void attempt();
@@ -238,6 +242,9 @@ describe.each(backends)('bad input on $name', (backend) => {
         'TypeError: sleepUntil time must be a Date or a finite number of epoch milliseconds, got NaN',
         'TypeError: sleepUntil time must be a Date or a finite number of epoch milliseconds, got Invalid Date',
         'RangeError: timeoutMs 8640000000000000 ends beyond the range of a Date',
+        'RangeError: sleep duration must be a finite number of milliseconds >= 0, got the string "500"',
+        'TypeError: sleepUntil time must be a Date or a finite number of epoch milliseconds, got the string "1700000000000"',
+        'RangeError: timeoutMs must be a finite number of milliseconds >= 0, got the string "500"',
       ]);
       // Nothing failed around them: the other workflow is still running and reachable.
       await engine.sendEvent(bystander.workflowId, 'never', 'here');

@@ -141,7 +141,7 @@ describe.each(backends)('activity retries on $name', (backend) => {
       expect(answers).toEqual([
         'InvalidArgumentError: retryAfter delay must be a finite number of milliseconds >= 0, got null',
         'InvalidArgumentError: retryAfter delay must be a finite number of milliseconds >= 0, got -5',
-        'InvalidArgumentError: retryAfter delay must be a finite number of milliseconds >= 0, got soon',
+        'InvalidArgumentError: retryAfter delay must be a finite number of milliseconds >= 0, got the string "soon"',
         'InvalidArgumentError: retryAfter delay 1e+300 ends beyond the range of a Date',
         'InvalidArgumentError: retryAt time must be a valid Date or finite epoch milliseconds, got null',
         // JSON carries an invalid Date as null.

@@ -55,6 +55,12 @@ describe('checkRetryPolicy', () => {
     expect(error.message).toContain(`opts.retry.${field}`);
   });
 
+  it('shows a number given as a string as the string it is, not as a number that would pass', () => {
+    expect(thrown(() => checkRetryPolicy({ initialIntervalMs: '500' }, 'opts.retry')).message).toBe(
+      'opts.retry.initialIntervalMs must be a finite number >= 0, got the string "500"',
+    );
+  });
+
   it.each([['NotAnArray'], [[1, 2]], [['ok', 3]]])('refuses nonRetryable = %j with a TypeError', (value) => {
     const error = thrown(() => checkRetryPolicy({ nonRetryable: value }, 'opts.retry'));
     expect(error).toBeInstanceOf(TypeError);

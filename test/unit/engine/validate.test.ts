@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 
 import { InvalidArgumentError } from '../../../engine/errors.js';
-import { checkName, MAX_NAME_LENGTH } from '../../../engine/validate.js';
+import { checkDurationMs, checkEpochMs, checkName, MAX_NAME_LENGTH } from '../../../engine/validate.js';
 import { thrown } from '../../helpers/builders.js';
 
 describe('checkName', () => {
@@ -25,5 +25,16 @@ describe('checkName', () => {
     const error = thrown(() => checkName(value, 'event name'));
     expect(error).toBeInstanceOf(InvalidArgumentError);
     expect(error.message).toContain('event name');
+  });
+});
+
+describe('checkDurationMs and checkEpochMs', () => {
+  it('show a number given as a string as the string it is, not as a number that would pass', () => {
+    expect(thrown(() => checkDurationMs('10', 'retryAfter delay')).message).toBe(
+      'retryAfter delay must be a finite number of milliseconds >= 0, got the string "10"',
+    );
+    expect(thrown(() => checkEpochMs('1700000000000', 'startAt')).message).toBe(
+      'startAt must be a valid Date or finite epoch milliseconds, got the string "1700000000000"',
+    );
   });
 });
