@@ -273,6 +273,11 @@ describe('ReplayState events', () => {
     rs.onEvent('e', () => void rs.waitForEvent('e', undefined));
     expect(rs.takeCommands()).toEqual([{ kind: 'waitEvent', commandId: 1, name: 'e', timeoutAt: undefined }]);
     expect(rs.deliverEvent('e', 'b').waiter).toBe(1);
+    // Kept events of another name are handed out the same way later.
+    rs.deliverEvent('f', 'c');
+    const seen: unknown[] = [];
+    rs.onEvent('f', (p) => seen.push(p));
+    expect(seen).toEqual(['c']);
   });
 
   it('fails the workflow when a handler throws', () => {
