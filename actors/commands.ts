@@ -11,26 +11,26 @@ import type { SerializedFailure } from './history.js';
  */
 export interface RetryPolicy {
   /** Attempts in all, the first included. @default Infinity (retry until success) */
-  maxAttempts?: number;
+  maxAttempts?: number | undefined;
   /** Delay before the second attempt, in milliseconds. @default 1000 */
-  initialIntervalMs?: number;
+  initialIntervalMs?: number | undefined;
   /** Each further delay is the previous one times this. @default 2 */
-  backoffCoefficient?: number;
+  backoffCoefficient?: number | undefined;
   /** Cap on the delay between attempts, in milliseconds. @default 60000 */
-  maxIntervalMs?: number;
+  maxIntervalMs?: number | undefined;
   /** Error names (`error.name`) that fail the activity at once. @default [] */
-  nonRetryable?: string[];
+  nonRetryable?: string[] | undefined;
 }
 
 /** Options a workflow passes with its activity calls; stored with each task as JSON. */
 export interface ActivityOptions {
   /** Overrides the engine's default retry policy, field by field. */
-  retry?: RetryPolicy;
+  retry?: RetryPolicy | undefined;
   /**
    * Longest one attempt may run, in milliseconds: then its `ctx.signal` is aborted and the
    * attempt counts as failed (and is retried by the policy). @default no limit
    */
-  startToCloseTimeoutMs?: number;
+  startToCloseTimeoutMs?: number | undefined;
 }
 
 export type Command =

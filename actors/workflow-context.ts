@@ -30,7 +30,7 @@ export type ActivityStubs<Module> = {
 /** Options of `ctx.waitForEvent`. */
 export interface WaitForEventOptions {
   /** Give up after this many milliseconds with a `TimeoutError`. @default wait forever */
-  timeoutMs?: number;
+  timeoutMs?: number | undefined;
 }
 
 /**

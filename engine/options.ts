@@ -20,7 +20,7 @@ export interface ConnectionOptions {
    * A `postgres://` URL, or a PGlite instance you created (it is not closed by `close()`). When
    * absent, an embedded PGlite database in `dataDir` is used.
    */
-  database?: string | PGlite;
+  database?: string | PGlite | undefined;
   /**
    * Folder of the embedded database (a path, or a path after `file://`, taken literally as PGlite
    * takes it: not percent-decoded, and `file://data` is the relative `data`), created if missing;
@@ -30,26 +30,26 @@ export interface ConnectionOptions {
    * leaves `duraflow.creating` behind, and the next start deletes what it left and starts over.
    * @default './.duraflow'
    */
-  dataDir?: string;
+  dataDir?: string | undefined;
   /**
    * Postgres schema holding duraflow's tables: lower-case letters, digits and `_`, starting with
    * a letter or `_`, at most 48 characters, and not one Postgres reserves (`pg_…`,
    * `information_schema`). @default 'duraflow'
    */
-  schema?: string;
+  schema?: string | undefined;
   /** Connections in the `pg` pool (ignored for PGlite). @default 10 */
-  maxConnections?: number;
+  maxConnections?: number | undefined;
   /** Receives debug/info/warn/error logs (pino-compatible). @default warnings and errors on stderr */
-  logger?: Logger;
+  logger?: Logger | undefined;
   /** Largest JSON payload (input, result, event, variable), in bytes. @default 1048576 (1 MiB) */
-  maxPayloadBytes?: number;
+  maxPayloadBytes?: number | undefined;
   /**
    * How long a client call (start, event, inspect, result, leases) keeps retrying while the database is
    * unreachable before failing with DatabaseUnavailableError, in ms; also how long opening waits for
    * a lock that another session holds and that its migrations need (the migration lock, taken only
    * when a migration is pending, or a table lock) or its read of the applied ones. @default 10000
    */
-  databaseRetryMs?: number;
+  databaseRetryMs?: number | undefined;
 }
 
 /** Options of `createEngine`. */
@@ -60,36 +60,36 @@ export interface EngineOptions extends ConnectionOptions {
    * Module whose exported functions are the activities, run in worker threads. A URL or a file
    * path. @default none (only `inlineActivities`)
    */
-  activities?: URL | string;
+  activities?: URL | string | undefined;
   /** Activities run on the engine thread instead (cheap, non-blocking functions). @default {} */
-  inlineActivities?: Record<string, ActivityFunction>;
+  inlineActivities?: Record<string, ActivityFunction> | undefined;
   /**
    * Worker threads for activities; up to four times as many more start when attempts must run
    * alone (after a thread died or was blocked), and go when idle. @default os.availableParallelism()
    */
-  activityThreads?: number;
+  activityThreads?: number | undefined;
   /**
    * Attempts per activity thread run at once (activities are mostly I/O-bound): the pool runs at
    * most `activityThreads` times this many; one thread may run more for a while, as threads take
    * attempts in batches. @default 256
    */
-  activityConcurrency?: number;
+  activityConcurrency?: number | undefined;
   /** Heap limit of each activity thread in MiB; a thread past it is replaced. @default Node's */
-  activityMaxHeapMb?: number;
+  activityMaxHeapMb?: number | undefined;
   /** Default retry policy of activities; each field can be overridden per `ctx.activities()`. */
-  retry?: RetryPolicy;
+  retry?: RetryPolicy | undefined;
   /** Workflow actors kept in memory; the least recently used idle ones beyond are evicted. @default 10000 */
-  maxCachedWorkflows?: number;
+  maxCachedWorkflows?: number | undefined;
   /** Safety-net poll for starts and events from other processes, in ms (NOTIFY is the fast path). @default 2000 */
-  pollIntervalMs?: number;
+  pollIntervalMs?: number | undefined;
   /** History rows waiting for a flush beyond which actors pause. @default 50000 */
-  walHighWaterEvents?: number;
+  walHighWaterEvents?: number | undefined;
   /**
    * Serve the metrics registry on `http://host:port/metrics`. `port: 0` picks a free port
    * (`engine.metricsUrl` tells which); `port` defaults to 9464 and `host` to `127.0.0.1`.
    * @default not served (still readable via `engine.metrics`)
    */
-  metrics?: { port?: number; host?: string };
+  metrics?: { port?: number | undefined; host?: string | undefined } | undefined;
   /**
    * How long this engine's lease on its workflow names lasts without renewal, in ms: an integer
    * from 500 to 2^31-1. It renews every third of it; another engine registering the same names
@@ -98,7 +98,7 @@ export interface EngineOptions extends ConnectionOptions {
    * which one process owns: at once). Shorter is a faster takeover, but then a shorter database
    * outage holds back activity dispatches and timers until a renewal gets through. @default 10000
    */
-  leaseTtlMs?: number;
+  leaseTtlMs?: number | undefined;
   /**
    * How long `close()` waits for the database, in ms (an integer from 1 to 2^31-1): for running
    * steps to commit, for the last flushes and the release of the leases. Past it, the engine gives
@@ -107,7 +107,7 @@ export interface EngineOptions extends ConnectionOptions {
    * next engine on the names (after the leases expire, as they could not be ended), and `close()`
    * resolves a moment later. @default 10000
    */
-  closeTimeoutMs?: number;
+  closeTimeoutMs?: number | undefined;
 }
 
 /** Options of `createClient`. */
@@ -118,7 +118,7 @@ export interface ClientOptions extends ConnectionOptions {
    * version left, or a `dataDir` with no database in it is refused with `ConfigurationError` (for
    * read-only tools, where a mistyped name must not create anything). @default true
    */
-  migrate?: boolean;
+  migrate?: boolean | undefined;
   /**
    * How long `close()` waits for the database, in ms (an integer from 1 to 2^31-1): for the
    * statements of calls under way and the end of its connections. Past it, the client gives up
@@ -127,7 +127,7 @@ export interface ClientOptions extends ConnectionOptions {
    * a connection is lost mid-commit), and `close()` resolves a moment later. A client writes
    * nothing of its own on close, so nothing else is lost. @default 10000
    */
-  closeTimeoutMs?: number;
+  closeTimeoutMs?: number | undefined;
 }
 
 /** Connection options with defaults applied. */

@@ -5,8 +5,8 @@ import { checkKnownKeys, shownValue } from './validate.js';
 
 export type { ActivityOptions, RetryPolicy };
 
-/** A policy with every field set. */
-export type ResolvedRetryPolicy = Required<RetryPolicy>;
+/** A policy with every field set; Required<> would leave a caller with exactOptionalPropertyTypes each field's undefined. */
+export type ResolvedRetryPolicy = { [K in keyof RetryPolicy]-?: Exclude<RetryPolicy[K], undefined> };
 
 /** Retry until success, 1 s doubling to at most 60 s between attempts: the seed's behaviour. */
 export const DEFAULT_RETRY_POLICY: ResolvedRetryPolicy = Object.freeze({

@@ -38,11 +38,11 @@ import { buildWorkflowState, type WorkflowState } from './workflow-state.js';
 /** Options of `startWorkflow`. */
 export interface StartWorkflowOptions {
   /** The workflow's id, unique in the database. @default a random UUID */
-  workflowId?: string;
+  workflowId?: string | undefined;
   /** Version label stored with the workflow (shown by inspect). @default '1' */
-  version?: string;
+  version?: string | undefined;
   /** Start no earlier than this; until then the workflow is `pending`. @default now */
-  startAt?: Date | number;
+  startAt?: Date | number | undefined;
 }
 
 /** Options of `sendEvent`. */
@@ -52,13 +52,13 @@ export interface SendEventOptions {
    * stores it once, and succeeds even if the first send has since ended the workflow, for an hour
    * after the event was consumed. @default a random UUID per call
    */
-  eventId?: string;
+  eventId?: string | undefined;
 }
 
 /** Options of `result()`. */
 export interface ResultOptions {
   /** Give up after this many milliseconds with a `TimeoutError`. @default wait forever */
-  timeoutMs?: number;
+  timeoutMs?: number | undefined;
 }
 
 /** A started workflow. */
