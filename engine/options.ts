@@ -58,7 +58,9 @@ export interface EngineOptions extends ConnectionOptions {
   workflows: Record<string, WorkflowFunction<never, unknown>>;
   /**
    * Module whose exported functions are the activities, run in worker threads. A URL or a file
-   * path. @default none (only `inlineActivities`)
+   * path (a relative one is taken from the working directory); Node loads it itself in each
+   * thread, so it is JavaScript, not TypeScript run through a loader such as tsx's.
+   * @default none (only `inlineActivities`)
    */
   activities?: URL | string | undefined;
   /** Activities run on the engine thread instead (cheap, non-blocking functions). @default {} */
