@@ -53,14 +53,17 @@ import {
 export type WorkflowInput<F> = F extends (ctx: never, input: infer I) => unknown ? I : never;
 /** The result type of a workflow function. */
 export type WorkflowOutput<F> = F extends (...args: never[]) => Promise<infer O> ? O : never;
+/** What follows the function in `startWorkflow`: the input may be left out where undefined is one. */
+type StartArguments<F> = undefined extends WorkflowInput<F>
+  ? [input?: WorkflowInput<F>, options?: StartWorkflowOptions]
+  : [input: WorkflowInput<F>, options?: StartWorkflowOptions];
 
 /** A running engine: everything a `Client` does, plus running the registered workflows. */
 export interface Engine extends Omit<Client, 'startWorkflow'> {
   /** Starts a registered workflow, typed from its function. */
   startWorkflow<F extends WorkflowFunction<never, unknown>>(
     workflow: F,
-    input: WorkflowInput<F>,
-    options?: StartWorkflowOptions,
+    ...inputAndOptions: StartArguments<F>
   ): Promise<WorkflowHandle<WorkflowOutput<F>>>;
   /**
    * Starts a registered workflow by name. Resolves once the start is durably stored; rejects with

@@ -67,9 +67,35 @@ function diagnosticsOf(source: string, options: ts.CompilerOptions): string[] {
   return ts.getPreEmitDiagnostics(program).map((d) => ts.flattenDiagnosticMessageText(d.messageText, '\n'));
 }
 
+const STARTS_WITHOUT_INPUT = `
+import { createEngine, type WorkflowContext } from ${JSON.stringify(PUBLIC_ENTRY)};
+
+async function nightly(ctx: WorkflowContext) { await ctx.sleep(1); return 1; }
+async function report(_ctx: WorkflowContext, input?: { day: string }) { return input?.day ?? 'today'; }
+async function charge(_ctx: WorkflowContext, input: { amount: number }) { return input.amount; }
+
+const engine = await createEngine({ workflows: { nightly, report, charge } });
+const count: number = await (await engine.startWorkflow(nightly)).result();
+const day: string = await (await engine.startWorkflow(report)).result();
+const sameDay: string = await (await engine.startWorkflow(report, undefined, { workflowId: 'r' })).result();
+const amount: number = await (await engine.startWorkflow(charge, { amount: 3 }, { workflowId: 'c' })).result();
+export { amount, count, day, sameDay };
+`;
+
 describe('the published declarations', () => {
   it('take undefined for every optional option under exactOptionalPropertyTypes', () => {
     expect(diagnosticsOf(CONSUMER, { exactOptionalPropertyTypes: true })).toEqual([]);
+  }, 60_000);
+
+  it('let engine.startWorkflow leave out the input of a workflow that takes none or an optional one', () => {
+    expect(diagnosticsOf(STARTS_WITHOUT_INPUT, {})).toEqual([]);
+  }, 60_000);
+
+  it('still ask engine.startWorkflow for the input a workflow requires', () => {
+    const missing = STARTS_WITHOUT_INPUT.replace('startWorkflow(charge, { amount: 3 }, {', 'startWorkflow(charge, undefined, {');
+    const diagnostics = diagnosticsOf(missing, {});
+    expect(diagnostics).toHaveLength(1);
+    expect(diagnostics[0]).toMatch(/undefined/);
   }, 60_000);
 
   it('still refuse an option of the wrong type under exactOptionalPropertyTypes', () => {
