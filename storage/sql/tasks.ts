@@ -29,17 +29,26 @@ export async function pendingTasks(
   workflowIds: readonly string[] | undefined,
   onUnreadable: (workflowId: string, seq: number, cause: Error) => void,
 ): Promise<{ task: TaskRow; workflowName: string }[]> {
+  // One pass over each workflow's activity rows, grouped by command: an anti join (NOT EXISTS)
+  // has to find an activity's end by its command id, which no index of the history has, and the
+  // planner then rescans the workflow's history for every scheduled activity (a plan it picks
+  // whenever it expects short histories, as it does for unanalysed tables or among many short
+  // workflows): quadratic in one workflow's history, minutes for 20,000 steps, past the statement
+  // timeout. A row without a command id is a group of its own, as the unreadable row it is.
   const { rows } = await db.query<PendingRow>(
-    `SELECT s.workflow_id, w.name, s.seq, s.command_id, s.payload, s.at, a.attempt, a.visible_at, a.last_failure
-     FROM ${t.workflows} w
-     JOIN ${t.history} s ON s.workflow_id = w.id AND s.type = 'ActivityScheduled'
+    `SELECT s.workflow_id, o.name, s.seq, s.command_id, s.payload, s.at, a.attempt, a.visible_at, a.last_failure
+     FROM (
+       SELECT h.workflow_id, w.name, min(h.seq) AS seq
+       FROM ${t.workflows} w
+       JOIN ${t.history} h ON h.workflow_id = w.id
+         AND h.type IN ('ActivityScheduled', 'ActivityCompleted', 'ActivityFailed')
+       WHERE w.status = 'running' AND w.name = ANY($1::text[])
+         AND ($2::text[] IS NULL OR w.id = ANY($2::text[]))
+       GROUP BY h.workflow_id, w.name, h.command_id, CASE WHEN h.command_id IS NULL THEN h.seq END
+       HAVING bool_and(h.type = 'ActivityScheduled')
+     ) o
+     JOIN ${t.history} s ON s.workflow_id = o.workflow_id AND s.seq = o.seq
      LEFT JOIN ${t.activityTasks} a ON a.workflow_id = s.workflow_id AND a.command_id = s.command_id
-     WHERE w.status = 'running' AND w.name = ANY($1::text[])
-       AND ($2::text[] IS NULL OR w.id = ANY($2::text[]))
-       AND NOT EXISTS (
-         SELECT 1 FROM ${t.history} d
-         WHERE d.workflow_id = s.workflow_id AND d.command_id = s.command_id
-           AND d.type IN ('ActivityCompleted', 'ActivityFailed'))
      ORDER BY coalesce(a.visible_at, s.at)`,
     [workflowNames, workflowIds ?? null],
   );
