@@ -139,8 +139,10 @@ export function buildWorkflowState(stored: StoredState, live: ActorSnapshot | un
   // The actor lists its timers in the order they were started, the database by due time: one
   // order for both, so an engine and a client show the same.
   waitingOn.timers.sort((a, b) => a.dueAt.getTime() - b.dueAt.getTime() || a.commandId - b.commandId);
+  // By command id: a wide fan-out waiting on its retries has as many tasks as activities.
+  const tasks = new Map(stored.tasks.map((t) => [t.commandId, t]));
   for (const activity of waitingOn.activities) {
-    const task = stored.tasks.find((t) => t.commandId === activity.commandId);
+    const task = tasks.get(activity.commandId);
     activity.attempt = task?.attempt ?? 1;
     if (!task) continue;
     activity.nextAttemptAt = new Date(task.visibleAt);
