@@ -24,8 +24,10 @@ export interface Codec {
   options(value: unknown, known: readonly string[], what: string): void;
   /** Largest payload, in UTF-8 bytes of JSON. */
   readonly maxPayloadBytes: number;
-  /** Throws a typed error if JSON `text` is longer than a payload may be. */
-  checkSize(text: string, what: string): void;
+  /** UTF-8 bytes of `text`. */
+  byteLength(text: string): number;
+  /** Throws a typed error if `bytes` of JSON are more than a payload may be. */
+  checkBytes(bytes: number, what: string): void;
 }
 
 /** The errors workflow code sees, built by the engine so their classes are the public ones. */

@@ -102,6 +102,11 @@ export class ReplayState {
   #vars: Map<string, string> | undefined;
   /** Length of the variables' values (their JSON), together. */
   #valueChars = 0;
+  /**
+   * UTF-8 bytes of the variables' values together, counted from the first change that could
+   * bring them near the limit (see `setVar`), and undefined before.
+   */
+  #valueBytes: number | undefined;
   #isVarsChanged = false;
   #isTerminal = false;
   /** Time of the current activation (epoch ms): `ctx.now()`. */
@@ -249,24 +254,28 @@ export class ReplayState {
     // point of the history by a replay.
     if (this.#isStray('setVar', name)) return;
     this.#vars ??= new Map();
-    const previous = this.#vars.get(name);
+    const vars = this.#vars;
+    const previous = vars.get(name);
     if (previous === encoded) return;
-    this.#vars.set(name, encoded);
     // The variables are stored as one document, written again at every change: their values
-    // together must fit one payload.
-    const growth = encoded.length - (previous?.length ?? 0);
-    this.#valueChars += growth;
-    try {
-      // A UTF-16 unit is at most 3 UTF-8 bytes: measure exactly only when it could matter.
-      if (this.#valueChars * 3 > this.#codec.maxPayloadBytes) {
-        this.#codec.checkSize([...this.#vars.values()].join(''), "the workflow variables' values together");
-      }
-    } catch (error) {
-      if (previous === undefined) this.#vars.delete(name);
-      else this.#vars.set(name, previous);
-      this.#valueChars -= growth;
-      throw error;
+    // together must fit one payload. A UTF-16 unit is at most 3 UTF-8 bytes, so bytes are counted
+    // only once they could matter, all of them once, and from then on change by change: measured
+    // again at every call, a large variable made each change of a small one (a counter in a loop)
+    // cost as much as the large one.
+    const codec = this.#codec;
+    const chars = this.#valueChars + encoded.length - (previous?.length ?? 0);
+    let bytes = this.#valueBytes;
+    if (bytes !== undefined) {
+      bytes += codec.byteLength(encoded) - (previous === undefined ? 0 : codec.byteLength(previous));
+    } else if (chars * 3 > codec.maxPayloadBytes) {
+      bytes = codec.byteLength(encoded);
+      for (const [other, value] of vars) if (other !== name) bytes += codec.byteLength(value);
     }
+    // Checked before anything changes: a refused value leaves the variables as they were.
+    if (bytes !== undefined) codec.checkBytes(bytes, "the workflow variables' values together");
+    vars.set(name, encoded);
+    this.#valueChars = chars;
+    this.#valueBytes = bytes;
     this.#isVarsChanged = true;
   }
 

@@ -76,10 +76,15 @@ export class JsonCodec implements Codec {
 
   checkSize(text: string, what: string): void {
     // A UTF-16 unit is at most 3 UTF-8 bytes: measure exactly only when it could matter.
-    if (text.length * 3 > this.#maxBytes) {
-      const bytes = Buffer.byteLength(text, 'utf8');
-      if (bytes > this.#maxBytes) throw new PayloadTooLargeError(what, bytes, this.#maxBytes);
-    }
+    if (text.length * 3 > this.#maxBytes) this.checkBytes(this.byteLength(text), what);
+  }
+
+  byteLength(text: string): number {
+    return Buffer.byteLength(text, 'utf8');
+  }
+
+  checkBytes(bytes: number, what: string): void {
+    if (bytes > this.#maxBytes) throw new PayloadTooLargeError(what, bytes, this.#maxBytes);
   }
 
   activityOptions(options: unknown): string {

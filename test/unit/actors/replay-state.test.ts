@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 
 import type { Command } from '../../../actors/commands.js';
 import { ReplayState, type StrayCall, UnknownCommandError } from '../../../actors/replay-state.js';
@@ -11,6 +11,7 @@ import {
   TimeoutError,
 } from '../../../engine/errors.js';
 import { workflowErrors } from '../../../engine/workflow-errors.js';
+import { thrown } from '../../helpers/builders.js';
 
 const errors = workflowErrors;
 
@@ -351,6 +352,35 @@ describe('ReplayState variables', () => {
     // The bound is counted from what is kept: a change that fits still goes in.
     rs.setVar('a', 'v'.repeat(35));
     expect(rs.vars()).toEqual({ a: 'v'.repeat(35), b: 'y'.repeat(30) });
+  });
+
+  it('measures a large variable once, not again at each change of a small one beside it', () => {
+    const rs = newState();
+    rs.setVar('report', 'r'.repeat(400_000));
+    const byteLength = vi.spyOn(Buffer, 'byteLength');
+    let measured = 0;
+    try {
+      for (let i = 0; i < 1_000; i++) rs.setVar('progress', i);
+      for (const [value] of byteLength.mock.calls) measured += String(value).length;
+    } finally {
+      byteLength.mockRestore();
+    }
+    expect(rs.vars()).toEqual({ report: 'r'.repeat(400_000), progress: 999 });
+    // Measuring every value at each call reads the large one a thousand times (400 M characters).
+    expect(measured).toBeLessThanOrEqual(2 * 400_002 + 1_000 * 10);
+    // Counted change by change, the bound still holds: the values together stay within the limit.
+    expect(() => rs.setVar('progress', 'p'.repeat(700_000))).toThrow(PayloadTooLargeError);
+    expect(rs.vars()).toEqual({ report: 'r'.repeat(400_000), progress: 999 });
+    rs.setVar('report', '');
+    rs.setVar('progress', 'p'.repeat(700_000));
+    expect(rs.vars()).toEqual({ report: '', progress: 'p'.repeat(700_000) });
+    // Counted first when a variable is replaced, its old value is not counted with the new one.
+    const fresh = newState();
+    fresh.setVar('report', 'short');
+    const refused = thrown(() => fresh.setVar('report', 'é'.repeat(600_000)));
+    expect(refused).toBeInstanceOf(PayloadTooLargeError);
+    expect((refused as PayloadTooLargeError).bytes).toBe(1_200_002);
+    expect(fresh.vars()).toEqual({ report: 'short' });
   });
 });
 
