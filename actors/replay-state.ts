@@ -1,6 +1,7 @@
 import { appended, NO_ITEMS } from '../storage/lists.js';
 import type { Codec, WorkflowErrors } from './actor-host.js';
 import type { Command } from './commands.js';
+import { Fifo } from './fifo.js';
 import type { SerializedFailure } from './history.js';
 import { PendingCommands } from './pending-commands.js';
 
@@ -91,8 +92,8 @@ export class ReplayState {
   #commands: readonly Command[] = NO_ITEMS;
   readonly #pending = new PendingCommands<Completion>();
   // Created on first use: a sleeping workflow's state should be small (many are kept in memory).
-  #waiters: Map<string, number[]> | undefined;
-  #buffered: Map<string, unknown[]> | undefined;
+  #waiters: Map<string, Fifo<number>> | undefined;
+  #buffered: Map<string, Fifo<unknown>> | undefined;
   /**
    * Kept events being handed to the handler that just registered for them, by name: `handed` of
    * them so far, and `claimed` by the waits their handlers started (see `onEvent`).
@@ -194,9 +195,9 @@ export class ReplayState {
     const commandId = this.#nextCommandId++;
     this.#emit({ kind: 'waitEvent', commandId, name, timeoutAt });
     this.#waiters ??= new Map();
-    const waiters = this.#waiters.get(name);
-    if (waiters) waiters.push(commandId);
-    else this.#waiters.set(name, [commandId]);
+    let waiters = this.#waiters.get(name);
+    if (!waiters) this.#waiters.set(name, (waiters = new Fifo()));
+    waiters.push(commandId);
     let completion!: Completion & { kind: 'event' };
     const promise = new Promise<unknown>((resolve, reject) => {
       completion = { kind: 'event', name, timeoutAt, resolve, reject, promise: undefined };
@@ -225,7 +226,7 @@ export class ReplayState {
     const kept = this.#buffered?.get(name);
     if (kept && kept.length > 0) {
       this.#buffered!.delete(name);
-      this.#handOut(name, kept, this.#handlers.get(name)!);
+      this.#handOut(name, kept.toArray(), this.#handlers.get(name)!);
     }
   }
 
@@ -326,8 +327,7 @@ export class ReplayState {
       return;
     }
     const wait = this.#take(commandId, 'event');
-    const waiters = this.#waiters?.get(wait.name);
-    if (waiters) waiters.splice(waiters.indexOf(commandId), 1);
+    this.#waiters?.get(wait.name)?.remove(commandId);
     rejectHandled(wait, this.#errors.timeout(`timed out waiting for event "${wait.name}"`));
   }
 
@@ -349,9 +349,9 @@ export class ReplayState {
     if (waiter === undefined) {
       if (!handlers) {
         this.#buffered ??= new Map();
-        const kept = this.#buffered.get(name);
-        if (kept) kept.push(payload);
-        else this.#buffered.set(name, [payload]);
+        let kept = this.#buffered.get(name);
+        if (!kept) this.#buffered.set(name, (kept = new Fifo()));
+        kept.push(payload);
       }
       return { waiter, hadTimeout: false };
     }
