@@ -33,7 +33,6 @@ export const quietLogger = {
 /** Compiled test activities (tests run against the built package). */
 export const fixtureActivities = new URL('../../dist/test/fixtures/activities.js', import.meta.url);
 
-/** An engine on the test's schema; closed by the test or, failing that, by the leak check. */
 /** A quiet logger that keeps the errors logged with `message`, and when they came. */
 export function loggerKeeping(message: string): { logger: typeof quietLogger; errors: unknown[]; at: number[] } {
   const errors: unknown[] = [];
@@ -51,6 +50,7 @@ export function loggerKeeping(message: string): { logger: typeof quietLogger; er
   return { logger, errors, at };
 }
 
+/** An engine on the test's schema; closed by the test or, failing that, by the leak check. */
 export async function startEngine(db: TestSchema, options: Omit<EngineOptions, 'database' | 'schema'>): Promise<Engine> {
   return track(
     await createEngine({
