@@ -1,5 +1,5 @@
 import { appended, NO_ITEMS } from '../storage/lists.js';
-import { changesRow, deleteTask, deleteTimer, emptyWrite, upsertTask } from '../storage/rows.js';
+import { changesRow, deleteTask, deleteTimer, emptyWrite, upsertTask, withTask } from '../storage/rows.js';
 import type {
   HistoryRow,
   NewWorkflowRow,
@@ -373,7 +373,7 @@ export class WorkflowActor {
           if (!rs?.isPending(m.commandId, 'activity')) break;
           // Two attempts' outcomes can come together (a recovery ran one again): the later wins.
           upsertTask(write, m.task);
-          effects.retries = appended(effects.retries, m.task);
+          effects.retries = withTask(effects.retries, m.task);
           (this.#mayBeRetried ??= new Set()).add(m.commandId);
           break;
         case 'event': {

@@ -283,7 +283,7 @@ export class EngineImpl implements Engine, ActorHost {
       this.#store.waiters.settle(workflowId, effects.finished);
     }
     // Stored, a retry runs here or, if this engine is closing, on the next one.
-    if (effects.retries.length > 0) this.#countRetries(effects.retries);
+    for (const task of effects.retries) m.activityRetried(task.name);
     // Closing: what the step starts (activities, timers) is stored, for the next engine to run.
     if (this.#isClosing) return;
     this.#rebuilds.stepCommitted(workflowId);
@@ -301,16 +301,6 @@ export class EngineImpl implements Engine, ActorHost {
     if (this.#system.size > this.#options.maxCachedWorkflows) this.#system.trim();
     this.#system.stepCommitted(workflowId);
     if (effects.finished) this.#system.release(workflowId);
-  }
-
-  #countRetries(retries: readonly TaskRow[]): void {
-    // Two failed attempts of one activity taken in one step (a recovery ran it again) store one retry.
-    const counted = new Set<number>();
-    for (const task of retries) {
-      if (counted.has(task.commandId)) continue;
-      counted.add(task.commandId);
-      this.#m.activityRetried(task.name);
-    }
   }
 
   /** Re-delivers what the database says is unfinished for these workflows. */

@@ -133,8 +133,13 @@ export function deleteTimer(write: WorkflowWrite, commandId: number): void {
  * fail as a whole), so a write keeps only the newest state of each task.
  */
 export function upsertTask(write: WorkflowWrite, task: TaskRow): void {
-  const i = write.tasksUpsert.findIndex((t) => t.commandId === task.commandId);
-  write.tasksUpsert = i >= 0 ? replacedAt(write.tasksUpsert, i, task) : appended(write.tasksUpsert, task);
+  write.tasksUpsert = withTask(write.tasksUpsert, task);
+}
+
+/** `tasks` with `task` in place of the one for its command, or at the end: the later one wins. */
+export function withTask(tasks: readonly TaskRow[], task: TaskRow): readonly TaskRow[] {
+  const i = tasks.findIndex((t) => t.commandId === task.commandId);
+  return i >= 0 ? replacedAt(tasks, i, task) : appended(tasks, task);
 }
 
 /**

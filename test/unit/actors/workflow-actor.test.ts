@@ -80,9 +80,11 @@ describe('WorkflowActor', () => {
     const first = { workflowId: 'w', commandId, attempt: 2, visibleAt: 1 } as TaskRow;
     const again = { workflowId: 'w', commandId, attempt: 2, visibleAt: 2 } as TaskRow;
     actor.push({ type: 'activityRetry', commandId, task: first });
-    await step(actor, released, { type: 'activityRetry', commandId, task: again });
+    const effects = await step(actor, released, { type: 'activityRetry', commandId, task: again });
     // Two upserts of one row would fail the whole flush (and every workflow in it).
     expect(writes.at(-1)!.tasksUpsert).toEqual([again]);
+    // And the step releases the retry it stored, once: one timer to arm, one retry to count.
+    expect(effects.retries).toEqual([again]);
   });
 
   it('leaves an event that reaches it after its end in the inbox, for inspect to show', async () => {
