@@ -1,6 +1,7 @@
 import { LATEST_TIME_MS } from '../storage/rows.js';
 import type { ActivityOptions } from './commands.js';
 import type { ReplayState } from './replay-state.js';
+import { shownValue } from './shown-value.js';
 
 /** Facts about the running workflow. */
 export interface WorkflowInfo {
@@ -77,15 +78,10 @@ export type WorkflowFunction<Input = never, Output = unknown> = (
   input: Input,
 ) => Promise<Output>;
 
-/** A bad value as an error shows it: a number in a string as the string it is, not as a number that would pass. */
-function shown(value: unknown): string {
-  return typeof value === 'string' ? `the string ${JSON.stringify(value.slice(0, 60))}` : String(value);
-}
-
 function toEpochMs(at: Date | number, what: string): number {
   const ms = at instanceof Date ? at.getTime() : at;
   if (typeof ms !== 'number' || !Number.isFinite(ms)) {
-    throw new TypeError(`${what} must be a Date or a finite number of epoch milliseconds, got ${shown(at)}`);
+    throw new TypeError(`${what} must be a Date or a finite number of epoch milliseconds, got ${shownValue(at)}`);
   }
   if (Math.abs(ms) > LATEST_TIME_MS) throw new RangeError(`${what} ${ms} is outside the range of a Date`);
   return ms;
@@ -94,7 +90,7 @@ function toEpochMs(at: Date | number, what: string): number {
 /** A duration from `now`: finite, not negative, and ending within the range of a Date. */
 function checkDuration(ms: unknown, now: number, what: string): number {
   if (typeof ms !== 'number' || !Number.isFinite(ms) || ms < 0) {
-    throw new RangeError(`${what} must be a finite number of milliseconds >= 0, got ${shown(ms)}`);
+    throw new RangeError(`${what} must be a finite number of milliseconds >= 0, got ${shownValue(ms)}`);
   }
   if (ms > LATEST_TIME_MS - now) throw new RangeError(`${what} ${ms} ends beyond the range of a Date`);
   return ms;

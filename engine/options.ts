@@ -4,12 +4,13 @@ import { pathToFileURL } from 'node:url';
 
 import type { PGlite } from '@electric-sql/pglite';
 
+import { shownValue } from '../actors/shown-value.js';
 import type { WorkflowFunction } from '../actors/workflow-context.js';
 import type { Logger } from '../storage/logger.js';
 import { isValidSchemaName } from '../storage/sql.js';
 import type { ActivityFunction } from './activity-runner.js';
 import { MAX_DELAY_MS } from './timer-service.js';
-import { checkKnownKeys, checkName, shownValue } from './validate.js';
+import { checkKnownKeys, checkName } from './validate.js';
 import { checkRetryPolicy, DEFAULT_RETRY_POLICY, type ResolvedRetryPolicy, resolveRetryPolicy, type RetryPolicy } from './retry-policy.js';
 
 export type { Logger };

@@ -1,7 +1,8 @@
 import type { ActivityOptions, RetryPolicy } from '../actors/commands.js';
 import type { SerializedFailure } from '../actors/history.js';
+import { shownValue } from '../actors/shown-value.js';
 import { LATEST_TIME_MS } from '../storage/rows.js';
-import { checkKnownKeys, shownValue } from './validate.js';
+import { checkKnownKeys } from './validate.js';
 
 export type { ActivityOptions, RetryPolicy };
 

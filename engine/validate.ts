@@ -1,3 +1,4 @@
+import { shownValue } from '../actors/shown-value.js';
 import { LATEST_TIME_MS } from '../storage/rows.js';
 import { InvalidArgumentError } from './errors.js';
 
@@ -25,13 +26,6 @@ export function checkName(value: unknown, what: string): string {
   return value;
 }
 
-/**
- * A bad value as an error message shows it: a number in a string ('10', from a form, an event's
- * payload or an environment variable, say) as the string it is, not as a number that would pass.
- */
-export function shownValue(value: unknown): string {
-  return typeof value === 'string' ? `the string ${JSON.stringify(value.slice(0, 60))}` : String(value);
-}
 
 /** Checks a point in time a caller passes as a Date or epoch milliseconds; returns the milliseconds. */
 export function checkEpochMs(at: unknown, what: string): number {
