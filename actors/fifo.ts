@@ -49,7 +49,7 @@ export class Fifo<T> {
   remove(item: T): void {
     const at = this.#items.indexOf(item, this.#head);
     if (at === this.#head) this.shift();
-    else if (at > 0) this.#items.splice(at, 1);
+    else if (at !== -1) this.#items.splice(at, 1);
   }
 
   /** The items, oldest first, as an array of their own. */

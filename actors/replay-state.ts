@@ -218,15 +218,15 @@ export class ReplayState {
     // Registered between steps, it would take events that a replay, registering it later, keeps.
     if (this.#isStray('onEvent', name)) return;
     this.#handlers ??= new Map();
-    const handlers = this.#handlers.get(name);
+    let handlers = this.#handlers.get(name);
     if (handlers) handlers.push(handler);
-    else this.#handlers.set(name, [handler]);
+    else this.#handlers.set(name, (handlers = [handler]));
     // Events kept because nobody listened belong to the first listener that shows up, handed out
     // as if they came now.
     const kept = this.#buffered?.get(name);
     if (kept && kept.length > 0) {
       this.#buffered!.delete(name);
-      this.#handOut(name, kept.toArray(), this.#handlers.get(name)!);
+      this.#handOut(name, kept.toArray(), handlers);
     }
   }
 
