@@ -2,9 +2,8 @@ import { describe, expect, it } from 'vitest';
 
 import type { ActorHost } from '../../../actors/actor-host.js';
 import { ActorSystem } from '../../../actors/actor-system.js';
-import { JsonCodec } from '../../../engine/codec.js';
-import { workflowErrors } from '../../../engine/workflow-errors.js';
 import type { WorkflowRow } from '../../../storage/rows.js';
+import { actorTestHost } from '../../helpers/actor-host.js';
 import { waitFor } from '../../helpers/wait-for.js';
 
 async function returnsAtOnce(): Promise<string> {
@@ -13,39 +12,12 @@ async function returnsAtOnce(): Promise<string> {
 
 /**
  * An ActorSystem over a host whose WAL holds every write until `commit()`, and which releases
- * nothing by itself: what the system evicts, and the writes its actors made.
+ * nothing by itself: what the system evicts, and how many writes its actors made.
  */
 function systemWithHeldCommits(maxCached: number): { system: ActorSystem; evicted: string[]; writes: () => number; commit(): void } {
   const evicted: string[] = [];
-  const held: ((isRefused: boolean) => void)[] = [];
-  const host = {
-    codec: new JsonCodec(1024 * 1024),
-    errors: workflowErrors,
-    logger: { debug() {}, info() {}, warn() {}, error() {} },
-    observer: { parked() {}, rehydrated() {}, evicted: (id: string) => evicted.push(id) },
-    wal: {
-      isCongested: false,
-      isClosed: false,
-      enqueue(_write: unknown, onDurable?: (isRefused: boolean) => void) {
-        held.push(onDurable ?? (() => undefined));
-      },
-    },
-    workflow: () => returnsAtOnce,
-    release() {},
-    rebuild() {},
-    readInbox() {},
-  } as unknown as ActorHost;
-  let committed = 0;
-  return {
-    system: new ActorSystem(host, maxCached),
-    evicted,
-    writes: () => committed + held.length,
-    commit() {
-      const callbacks = held.splice(0);
-      committed += callbacks.length;
-      for (const onDurable of callbacks) onDurable(false);
-    },
-  };
+  const { host, writes, commit } = actorTestHost({ workflow: returnsAtOnce, isHeld: true, evicted: (id) => evicted.push(id) });
+  return { system: new ActorSystem(host, maxCached), evicted, writes: () => writes.length, commit };
 }
 
 describe('ActorSystem', () => {

@@ -1,12 +1,11 @@
 import { describe, expect, it } from 'vitest';
 
-import type { ActorHost, Effects } from '../../../actors/actor-host.js';
+import type { Effects } from '../../../actors/actor-host.js';
 import type { ActorMessage } from '../../../actors/messages.js';
 import { WorkflowActor } from '../../../actors/workflow-actor.js';
 import type { WorkflowContext } from '../../../actors/workflow-context.js';
-import { JsonCodec } from '../../../engine/codec.js';
-import { workflowErrors } from '../../../engine/workflow-errors.js';
 import type { TaskRow, WorkflowRow, WorkflowWrite } from '../../../storage/rows.js';
+import { actorTestHost } from '../../helpers/actor-host.js';
 import { waitFor } from '../../helpers/wait-for.js';
 
 async function callsOneActivity(ctx: WorkflowContext): Promise<unknown> {
@@ -19,31 +18,13 @@ async function callsOneActivity(ctx: WorkflowContext): Promise<unknown> {
  * released, step by step.
  */
 function actorWithCommits(isHeld = false): { actor: WorkflowActor; writes: WorkflowWrite[]; released: Effects[]; commit(): void } {
-  const writes: WorkflowWrite[] = [];
   const released: Effects[] = [];
-  const held: ((isRefused: boolean) => void)[] = [];
-  const host = {
-    codec: new JsonCodec(1024 * 1024),
-    errors: workflowErrors,
-    logger: { debug() {}, info() {}, warn() {}, error() {} },
-    observer: { parked() {}, rehydrated() {}, evicted() {} },
-    wal: {
-      isCongested: false,
-      enqueue(write: WorkflowWrite, onDurable?: (isRefused: boolean) => void) {
-        writes.push(write);
-        if (isHeld) held.push(onDurable ?? (() => undefined));
-        else queueMicrotask(() => onDurable?.(false));
-      },
-    },
-    workflow: () => callsOneActivity,
-    release: (_id: string, effects: Effects) => released.push(effects),
-    rebuild() {},
-    readInbox() {},
-  } as unknown as ActorHost;
+  const { host, writes, commit } = actorTestHost({
+    workflow: callsOneActivity,
+    isHeld,
+    release: (_id, effects) => released.push(effects),
+  });
   const seed = { id: 'w', name: 'callsOneActivity', version: '1', status: 'pending', input: null, error: null } as WorkflowRow;
-  const commit = (): void => {
-    for (const onDurable of held.splice(0)) onDurable(false);
-  };
   return { actor: new WorkflowActor('w', host, { dropped() {}, idleWithoutWrite() {} }, seed), writes, released, commit };
 }
 
