@@ -43,7 +43,7 @@ export interface WalOptions {
    * must stay under 256 MB (escaping can double a payload in it). @default 32 Mi
    */
   maxFlushChars?: number;
-  /** History documents longer than this go to Postgres as json rather than jsonb. @default 64 Mi */
+  /** Row documents longer than this go to Postgres as json rather than jsonb. @default 64 Mi */
   maxJsonbChars?: number;
   observer?: WalObserver;
   /**

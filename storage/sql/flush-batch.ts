@@ -20,11 +20,18 @@ const LEASE_LOST_MARKER = 'duraflow-lease-lost';
  * for it, so a lone workflow's step runs a small statement.
  */
 interface Part {
-  cte: (t: Tables) => string;
+  /** `type`: how a part carried as one JSON document (`DOCUMENT_PARTS`) reads it. */
+  cte: (t: Tables, type: DocumentType) => string;
   params: number;
   /** The part as the statement's own main clause, when it comes last and nothing is read back. */
   main?: (t: Tables) => string;
 }
+
+/**
+ * A part's rows as one JSON document: jsonb, read once and then field by field by position; json,
+ * slower, for a document too big for one jsonb value (see `MAX_JSONB_CHARS`).
+ */
+type DocumentType = 'json' | 'jsonb';
 
 /**
  * The flush's token insert, with the ids of the workflows the flush created (`withStarts`: read
@@ -45,8 +52,8 @@ function tokenInsert(t: Tables, withStarts: boolean, isFenced: boolean): string 
                  FOR SHARE OF l) held) = 1`;
 }
 
-/** The history part over a document of type `type`; `withCreates` keeps creating steps' rows only if created. */
-function historyCte(t: Tables, type: 'json' | 'jsonb', withCreates: boolean): string {
+/** The history part; `withCreates` keeps creating steps' rows only if created. */
+function historyCte(t: Tables, type: DocumentType, withCreates: boolean): string {
   return `ins_h AS (
     INSERT INTO ${t.history} (workflow_id, seq, activation, type, command_id, payload, at)
     SELECT r->>0, (r->>1)::int, (r->>2)::int, r->>3, (r->>4)::int, r->>5, to_timestamp((r->>6)::float8 / 1000.0)
@@ -55,9 +62,9 @@ function historyCte(t: Tables, type: 'json' | 'jsonb', withCreates: boolean): st
 }
 
 /**
- * Longest history document sent as jsonb by default: at about 3 bytes a character at most it stays
- * under jsonb's 256 MB. The WAL keeps flushes well below this; one step bigger than that alone goes
- * as json instead.
+ * Longest document sent as jsonb by default: at about 3 bytes a character at most it stays under
+ * jsonb's 256 MB. The WAL keeps flushes well below this; one step bigger than that alone goes as
+ * json instead.
  */
 const MAX_JSONB_CHARS = 64 * 1024 * 1024;
 
@@ -66,33 +73,29 @@ const PARTS = {
   // earlier try whose answer was lost: it counts as inserted (the no-op update returns it).
   // A start made together with its first step comes in with that step's status, vars and times.
   starts: {
-    params: 13,
-    cte: (t) => `ins_wf AS (
+    params: 1,
+    cte: (t, type) => `ins_wf AS (
     INSERT INTO ${t.workflows} AS w
       (id, name, version, status, input, start_at, created_at, start_token, vars, result, error, started_at, completed_at)
-    SELECT id, name, version, status, input, to_timestamp(start_at / 1000.0), to_timestamp(created_at / 1000.0), token,
-           coalesce(vars, '{}'), result, error, to_timestamp(started_at / 1000.0), to_timestamp(completed_at / 1000.0)
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[], $6::float8[], $7::text[], $8::text[],
-                $9::text[], $10::text[], $11::text[], $12::float8[], $13::float8[])
-      AS u(id, name, version, input, start_at, created_at, token, status, vars, result, error, started_at, completed_at)
+    SELECT r->>0, r->>1, r->>2, r->>7, r->>3, to_timestamp((r->>4)::float8 / 1000.0), to_timestamp((r->>5)::float8 / 1000.0),
+           r->>6, coalesce(r->>8, '{}'), r->>9, r->>10, to_timestamp((r->>11)::float8 / 1000.0),
+           to_timestamp((r->>12)::float8 / 1000.0)
+    FROM ${type}_array_elements($1::${type}) AS r
     ON CONFLICT (id) DO UPDATE SET start_token = w.start_token WHERE w.start_token = excluded.start_token
     RETURNING id)`,
   },
   // One JSON document for all history rows, each an array (see `DocumentRow`): JSON.stringify of
   // arrays is native and writes no keys, and Postgres converts the document to jsonb once and then
   // reads each field by position (cheaper than json_to_recordset's parse of keyed objects).
-  history: { params: 1, cte: (t) => historyCte(t, 'jsonb', false) },
+  history: { params: 1, cte: (t, type) => historyCte(t, type, false) },
   // The same, when some steps create their workflow (their rows carry an eighth field): those rows
   // exist only if it was created.
-  historyWithCreates: { params: 1, cte: (t) => historyCte(t, 'jsonb', true) },
-  // A document too big for one jsonb value (256 MB) goes as json, read field by field (slower).
-  historyText: { params: 1, cte: (t) => historyCte(t, 'json', false) },
-  historyTextWithCreates: { params: 1, cte: (t) => historyCte(t, 'json', true) },
+  historyWithCreates: { params: 1, cte: (t, type) => historyCte(t, type, true) },
   // A row to update that does not exist aborts the whole statement: the cast in `checked` fails at
   // run time, only on that branch, with a message naming the problem.
   updates: {
-    params: 10,
-    cte: (t) => `upd AS (
+    params: 2,
+    cte: (t, type) => `upd AS (
     UPDATE ${t.workflows} w SET
       status = coalesce(u.status, w.status),
       vars = coalesce(u.vars, w.vars),
@@ -100,14 +103,14 @@ const PARTS = {
       error = CASE WHEN u.set_error THEN u.error ELSE w.error END,
       started_at = coalesce(to_timestamp(u.started_at / 1000.0), w.started_at),
       completed_at = coalesce(to_timestamp(u.completed_at / 1000.0), w.completed_at)
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[], $5::text[], $6::bool[], $7::text[],
-                $8::float8[], $9::float8[])
+    FROM (SELECT r->>0, r->>1, r->>2, (r->>3)::bool, r->>4, (r->>5)::bool, r->>6, (r->>7)::float8, (r->>8)::float8
+          FROM ${type}_array_elements($1::${type}) AS r)
       AS u(id, status, vars, set_result, result, set_error, error, started_at, completed_at)
     WHERE w.id = u.id
     RETURNING 1),
   checked AS (
-    SELECT CASE WHEN n <> $10::int
-      THEN ('${MISSING_ROW_MARKER}: ' || ($10::int - n) || ' workflow row(s) to update do not exist')::int
+    SELECT CASE WHEN n <> $2::int
+      THEN ('${MISSING_ROW_MARKER}: ' || ($2::int - n) || ' workflow row(s) to update do not exist')::int
       ELSE n END AS updated
     FROM (SELECT count(*)::int AS n FROM upd) c)`,
   },
@@ -194,14 +197,15 @@ const statements = new Map<string, string>();
 /**
  * The whole batch as ONE statement of data-modifying CTEs: one round trip, atomic on its own
  * (no BEGIN/COMMIT), one multi-row `unnest` or JSON document per table. Its text depends only on
- * the schema and on which parts are present, so each combination is a prepared statement. The
+ * the schema, on which parts are present and on which documents go as json, so each combination
+ * is a prepared statement. The
  * CTEs share one snapshot, so no two parts may touch the same row; the WAL's merge guarantees that
  * (an insert and a delete of one timer or task in the same batch cancel out before they get here).
  *
  * History rows have the primary key (workflow_id, seq): a writer whose idea of a workflow's
  * history is stale collides with the rows already there, and the statement fails as a whole.
  */
-function flushStatement(t: Tables, present: readonly PartName[], key: string): string {
+function flushStatement(t: Tables, present: readonly PartName[], asJson: ReadonlySet<PartName>, key: string): string {
   const cacheKey = `${t.schema}\0${key}`;
   let text = statements.get(cacheKey);
   if (text) return text;
@@ -215,7 +219,7 @@ function flushStatement(t: Tables, present: readonly PartName[], key: string): s
     const part: Part = PARTS[name];
     const base = offset;
     offset += part.params;
-    const clause = !isAnswered && i === present.length - 1 ? part.main!(t) : part.cte(t);
+    const clause = !isAnswered && i === present.length - 1 ? part.main!(t) : part.cte(t, asJson.has(name) ? 'json' : 'jsonb');
     return clause.replace(/\$(\d+)/g, (_, n: string) => `$${Number(n) + base}`);
   });
   if (!isAnswered) {
@@ -233,7 +237,7 @@ SELECT ${has('starts') ? `(SELECT coalesce(array_agg(id), '{}') FROM ins_wf)` : 
 
 /** How a flush identifies itself (see `committedFlush`), and what it checks. */
 export type FlushOptions = {
-  /** History documents longer than this go as json, not jsonb. @default MAX_JSONB_CHARS */
+  /** Documents (of history rows, starts, updates) longer than this go as json, not jsonb. @default MAX_JSONB_CHARS */
   maxJsonbChars?: number;
 } & (
   | {
@@ -262,13 +266,13 @@ type DocumentRow =
       creates: true,
     ];
 
-/** The parameters of each part that has something to write. */
+/** The parameters of each part that has something to write, and the parts whose document goes as json. */
 function collectParams(
   t: Tables,
   starts: readonly NewWorkflowRow[],
   writes: readonly WorkflowWrite[],
   options: FlushOptions,
-): Map<PartName, unknown[]> {
+): { params: Map<PartName, unknown[]>; asJson: Set<PartName> } {
   const history: DocumentRow[] = [];
   const updates: WorkflowWrite[] = [];
   const timerInserts: { w: string; c: number; d: number }[] = [];
@@ -303,45 +307,52 @@ function collectParams(
     notify ||= w.isTerminal;
   }
   const params = new Map<PartName, unknown[]>();
+  const asJson = new Set<PartName>();
+  const maxJsonbChars = options.maxJsonbChars ?? MAX_JSONB_CHARS;
+  // Each as one JSON document of positional rows: JSON.stringify of arrays is native and writes no
+  // keys, where text[] parameters are built and escaped element by element in JavaScript.
+  const addDocument = (part: PartName, rows: unknown[], ...more: unknown[]): void => {
+    const document = JSON.stringify(rows);
+    params.set(part, [document, ...more]);
+    if (document.length > maxJsonbChars) asJson.add(part);
+  };
   if (created.length > 0) {
-    params.set('starts', [
-      created.map((c) => c.row.id),
-      created.map((c) => c.row.name),
-      created.map((c) => c.row.version),
-      created.map((c) => c.row.input ?? null),
-      created.map((c) => c.row.startAt),
-      created.map((c) => c.row.createdAt),
-      created.map((c) => c.row.startToken),
-      created.map((c) => c.step?.status ?? 'pending'),
-      created.map((c) => c.step?.vars ?? null),
-      created.map((c) => c.step?.result ?? null),
-      created.map((c) => c.step?.error ?? null),
-      created.map((c) => c.step?.startedAt ?? null),
-      created.map((c) => c.step?.completedAt ?? null),
-    ]);
+    addDocument(
+      'starts',
+      created.map(({ row, step }) => [
+        row.id,
+        row.name,
+        row.version,
+        row.input ?? null,
+        row.startAt,
+        row.createdAt,
+        row.startToken,
+        step?.status ?? 'pending',
+        step?.vars ?? null,
+        step?.result ?? null,
+        step?.error ?? null,
+        step?.startedAt ?? null,
+        step?.completedAt ?? null,
+      ]),
+    );
   }
-  if (history.length > 0) {
-    const document = JSON.stringify(history);
-    const isCreating = created.some((c) => c.step !== undefined);
-    const part =
-      document.length <= (options.maxJsonbChars ?? MAX_JSONB_CHARS)
-        ? isCreating ? 'historyWithCreates' : 'history'
-        : isCreating ? 'historyTextWithCreates' : 'historyText';
-    params.set(part, [document]);
-  }
+  if (history.length > 0) addDocument(created.some((c) => c.step !== undefined) ? 'historyWithCreates' : 'history', history);
   if (updates.length > 0) {
-    params.set('updates', [
-      updates.map((w) => w.workflowId),
-      updates.map((w) => w.status ?? null),
-      updates.map((w) => w.vars ?? null),
-      updates.map((w) => w.result !== undefined),
-      updates.map((w) => w.result ?? null),
-      updates.map((w) => w.error !== undefined),
-      updates.map((w) => w.error ?? null),
-      updates.map((w) => w.startedAt ?? null),
-      updates.map((w) => w.completedAt ?? null),
+    addDocument(
+      'updates',
+      updates.map((w) => [
+        w.workflowId,
+        w.status ?? null,
+        w.vars ?? null,
+        w.result !== undefined,
+        w.result ?? null,
+        w.error !== undefined,
+        w.error ?? null,
+        w.startedAt ?? null,
+        w.completedAt ?? null,
+      ]),
       updates.length,
-    ]);
+    );
   }
   if (timerInserts.length > 0) {
     params.set('timerInserts', [timerInserts.map((x) => x.w), timerInserts.map((x) => x.c), timerInserts.map((x) => x.d)]);
@@ -376,7 +387,7 @@ function collectParams(
   } else if (options.token !== undefined) {
     params.set(created.length > 0 ? 'commitWithStarts' : 'commit', [options.token]);
   }
-  return params;
+  return { params, asJson };
 }
 
 /**
@@ -427,14 +438,19 @@ export async function flushBatch(
   writes: readonly WorkflowWrite[],
   options: FlushOptions = {},
 ): Promise<FlushResult> {
-  const byPart = collectParams(t, starts, writes, options);
+  const { params: byPart, asJson } = collectParams(t, starts, writes, options);
   if (byPart.size === 0) return { inserted: new Set() };
   const present = PART_NAMES.filter((name) => byPart.has(name));
-  const key = present.reduce((mask, name) => mask | (1 << PART_NAMES.indexOf(name)), 0).toString(36);
+  const mask = (names: Iterable<PartName>): number => {
+    let bits = 0;
+    for (const name of names) bits |= 1 << PART_NAMES.indexOf(name);
+    return bits;
+  };
+  const key = asJson.size === 0 ? mask(present).toString(36) : `${mask(present).toString(36)}j${mask(asJson).toString(36)}`;
   const params = present.flatMap((name) => byPart.get(name)!);
-  // Prepared-statement names are limited to 63 bytes: "df_" + mask + "_" + a schema of <= 48.
+  // Prepared-statement names are limited to 63 bytes: "df_" + key (at most 9) + "_" + a schema of <= 48.
   const { rows } = await db
-    .query<{ inserted: string[] }>(flushStatement(t, present, key), params, `df_${key}_${t.schema}`)
+    .query<{ inserted: string[] }>(flushStatement(t, present, asJson, key), params, `df_${key}_${t.schema}`)
     .catch((error: unknown) => {
       const missing = raisedReason(error, MISSING_ROW_MARKER);
       if (missing !== undefined) throw new MissingWorkflowRowError(missing, { cause: error });

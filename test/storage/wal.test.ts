@@ -11,6 +11,29 @@ import { makeStartRow, makeTask, makeWrite } from '../helpers/builders.js';
 import { clockAhead } from '../helpers/clock.js';
 import { useStore } from '../helpers/storage.js';
 
+/** JSON values with everything awkward to carry: escapes, lone surrogates, NUL, bare values. */
+const AWKWARD_VALUES: unknown[] = [
+  { quote: '"', backslash: '\\', slashU: '\\u0041', tab: '\t', newline: '\n' },
+  { loneHigh: 'a\ud800b', loneLow: '\udc00', pair: '😀', nul: 'x\u0000y', control: '\u0001\u001f' },
+  { accented: 'é', cjk: '漢字', rtl: '\u202e', bom: '\ufeff' },
+  { many: Array.from({ length: 100 }, (_, i) => ({ i })) },
+  [1.5e300, -0, null, true, ''],
+  'just a string',
+];
+
+/** JSON texts (and null) that must come back from the database as they went in. */
+const AWKWARD_PAYLOADS: (string | null)[] = [
+  ...AWKWARD_VALUES.map((v) => JSON.stringify(v)),
+  null,
+  'null',
+  '"a\\/b"',
+  '{ "spaced" :  1 }',
+  ' {"a":1} ',
+  '{"a" : 1}\n',
+  // Nested deeper than Postgres takes a json value apart (and than JSON.stringify here could write).
+  `{"deep":${'['.repeat(50_000)}1${']'.repeat(50_000)}}`,
+];
+
 /** One turn of the event loop: the WAL starts a flush at the end of the turn it was appended in. */
 const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
@@ -190,28 +213,46 @@ describe.each(backends)('Wal on $name', (backend) => {
     const recording: Sql = { ...sql, query: (text, ...rest) => (statements.push(text), sql.query(text, ...rest)) };
     const { wal, failures } = open({ ...options, sql: recording });
     await start(wal, 'p');
-    const values: unknown[] = [
-      { quote: '"', backslash: '\\', slashU: '\\u0041', tab: '\t', newline: '\n' },
-      { loneHigh: 'a\ud800b', loneLow: '\udc00', pair: '😀', nul: 'x\u0000y', control: '\u0001\u001f' },
-      { accented: 'é', cjk: '漢字', rtl: '\u202e', bom: '\ufeff' },
-      { many: Array.from({ length: 100 }, (_, i) => ({ i })) },
-      [1.5e300, -0, null, true, ''],
-      'just a string',
-    ];
-    const payloads = [
-      ...values.map((v) => JSON.stringify(v)),
-      null,
-      'null',
-      '"a\\/b"',
-      '{ "spaced" :  1 }',
-      ' {"a":1} ',
-      '{"a" : 1}\n',
-      // Nested deeper than Postgres takes a json value apart (and than JSON.stringify here could write).
-      `{"deep":${'['.repeat(50_000)}1${']'.repeat(50_000)}}`,
-    ];
-    expect(await storedPayloads(wal, 'p', payloads)).toEqual(payloads);
+    expect(await storedPayloads(wal, 'p', AWKWARD_PAYLOADS)).toEqual(AWKWARD_PAYLOADS);
     expect(failures).toEqual([]);
     expect(statements.some((text) => text.includes(reader))).toBe(true);
+  });
+
+  it.each([
+    ['jsonb', 'jsonb_array_elements(', {}],
+    ['json (a document too big for jsonb)', 'json_array_elements(', { maxJsonbChars: 0 }],
+  ] as const)('stores every input, variables document, result and error byte for byte, sent as %s', async (_, reader, options) => {
+    const statements: string[] = [];
+    const recording: Sql = { ...sql, query: (text, ...rest) => (statements.push(text), sql.query(text, ...rest)) };
+    const { wal, failures } = open({ ...options, sql: recording });
+    const texts = AWKWARD_PAYLOADS.filter((p) => p !== null);
+    // A plain start (its input), then a step that updates the row; and a step that creates its
+    // workflow, which carries both in the start's row.
+    const started = texts.map((text, i) => wal.enqueueStart({ ...makeStartRow(`in-${i}`), input: text }));
+    expect(await Promise.all(started)).toEqual(texts.map(() => true));
+    texts.forEach((text, i) => {
+      wal.enqueue(makeWrite(`in-${i}`, 0, 1, { status: 'completed', vars: text, result: text, error: text }));
+      wal.enqueue(
+        makeWrite(`new-${i}`, 0, 1, {
+          creates: { ...makeStartRow(`new-${i}`), input: text },
+          status: 'failed',
+          vars: text,
+          result: text,
+          error: text,
+        }),
+      );
+    });
+    await wal.drain();
+    expect(failures).toEqual([]);
+    const rows = await db.query<{ id: string; input: string; vars: string; result: string; error: string; status: string }>(
+      `SELECT id, input, vars, result, error, status FROM "${db.schema}".workflows ORDER BY id`,
+    );
+    const expected = texts.flatMap((text, i) => [
+      { id: `in-${i}`, input: text, vars: text, result: text, error: text, status: 'completed' },
+      { id: `new-${i}`, input: text, vars: text, result: text, error: text, status: 'failed' },
+    ]);
+    expect(rows).toEqual(expected.sort((a, b) => (a.id < b.id ? -1 : 1)));
+    expect(statements.filter((text) => text.includes('ins_wf AS') || text.includes('upd AS')).every((text) => text.includes(reader))).toBe(true);
   });
 
   it('merges two writes of one workflow into one flush', async () => {
