@@ -39,6 +39,8 @@ const USAGE = `usage: npm run bench -- [options]
   --inline              run the activities on the engine thread (no worker-thread hop)
   --compare             also run the baselines and DBOS (steps, and latency one at a time; Postgres only):
                         steps: the bare-insert limit; latency: the bare floor of commits and thread hops
+  --warm-up N           workflows run before each measured run (default: steps and fanout, enough for
+                        100,000 activities; timers and latency, 500)
   --repeat N            runs per side, alternating; medians are reported (default 1; 3 with --compare)
   --json FILE           write every figure to FILE
   --profile FILE        CPU profile of the engine's main thread during the first measured run, written
@@ -61,6 +63,7 @@ const FLAGS = {
   inline: { type: 'boolean', default: false },
   compare: { type: 'boolean', default: false },
   repeat: { type: 'string' },
+  'warm-up': { type: 'string' },
   json: { type: 'string' },
   profile: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
@@ -119,6 +122,7 @@ function parse(): { options: BenchOptions; scenario: string; compare: boolean; r
       metrics: values.metrics!,
       inline: values.inline!,
       maxCachedWorkflows: values['max-cached'] === undefined ? undefined : int('max-cached', values['max-cached'], 1000),
+      warmUp: values['warm-up'] === undefined ? undefined : int('warm-up', values['warm-up'], 500),
       quiet: false,
     },
   };
@@ -250,6 +254,7 @@ async function memoryChild(): Promise<void> {
       metrics: false,
       inline: false,
       maxCachedWorkflows: bound,
+      warmUp: undefined,
       quiet: true,
     },
     bound,

@@ -8,7 +8,7 @@ import { createEngine, type Engine, MetricName } from 'duraflow';
 import { type CpuProfile, startCpuProfile } from './profile.js';
 import { Progress } from './progress.js';
 import { histogramQuantile, percentiles } from './stats.js';
-import { cpuMeter } from './system.js';
+import { type CpuUse, cpuMeter } from './system.js';
 import { step } from './activities.js';
 import { fanout, parked, steps, timers } from './workflows.js';
 
@@ -24,6 +24,8 @@ export interface BenchOptions {
   /** Open-loop arrivals per second for `latency`; 0 = one workflow at a time. */
   rate: number;
   maxCachedWorkflows: number | undefined;
+  /** Workflows run before each measured run; undefined: see `warmUpWorkflows`. */
+  warmUp: number | undefined;
   /** Run the activities on the engine thread instead of worker threads. */
   inline: boolean;
   quiet: boolean;
@@ -192,6 +194,19 @@ async function runBatch(
   return { seconds: (performance.now() - began) / 1000, latencies };
 }
 
+/** Activities the default warm-up runs before a throughput run. */
+const WARM_UP_ACTIVITIES = 100_000;
+
+/**
+ * Workflows to run before a throughput run, so that it measures the engine's sustained pace: each
+ * run has new activity threads, whose JIT starts cold, and on 2 cores the compiler's and the
+ * collector's threads take CPU the engine and Postgres need until it has settled (the A/B is in
+ * benchmarks/README.md). Workflows without activities (timers) need no more than 500.
+ */
+function warmUpWorkflows(activitiesPerWorkflow: number): number {
+  return activitiesPerWorkflow === 0 ? 500 : Math.max(500, Math.ceil(WARM_UP_ACTIVITIES / activitiesPerWorkflow));
+}
+
 /** Closed-loop throughput of a workload: W workflows started together. */
 async function throughput(
   options: BenchOptions,
@@ -203,8 +218,7 @@ async function throughput(
   const { engine, readHistory, dispose } = await openEngine(options);
   const stopScraping = scraper(engine);
   try {
-    // Warm-up: the JIT needs a few thousand steps before the engine runs at its steady pace.
-    await runBatch(Math.min(500, options.workflows), (i) => start(engine, i));
+    await runBatch(options.warmUp ?? warmUpWorkflows(activitiesPerWorkflow), (i) => start(engine, i));
     const before = await readCounters(engine);
     const cpu = await cpuMeter();
     const profiler = options.onProfile && (await startCpuProfile());
@@ -237,11 +251,36 @@ async function throughput(
           ? (usage.mainThreadBusyPct / 100) * seconds * 1e6 / (options.workflows * activitiesPerWorkflow)
           : undefined,
       databaseCpuPct: usage.databaseCpuPct,
+      ...(activitiesPerWorkflow > 0 ? cpuPerStep(usage, seconds, options.workflows * activitiesPerWorkflow) : {}),
+      // Beside the bare insert's per row (the limit): what the engine's statements cost the database.
+      databaseCpuUsPerEvent:
+        usage.databaseCpuPct === undefined || events === 0 ? undefined : ((usage.databaseCpuPct / 100) * seconds * 1e6) / events,
     };
   } finally {
     stopScraping();
     await dispose();
   }
+}
+
+/**
+ * CPU time per activity step, on a core: the engine's process (and how its threads share it) and
+ * the database's. Unlike wall-clock figures, these barely move when the machine is busy, so two
+ * builds compare by them; their sum is what a step costs the machine.
+ */
+function cpuPerStep(usage: CpuUse, seconds: number, stepCount: number): RunResult {
+  const perStep = (cpuSeconds: number | undefined): number | undefined =>
+    cpuSeconds === undefined ? undefined : (cpuSeconds * 1e6) / stepCount;
+  const engineSeconds = (usage.engineCpuPct / 100) * seconds;
+  const databaseSeconds = usage.databaseCpuPct === undefined ? undefined : (usage.databaseCpuPct / 100) * seconds;
+  const threads = usage.threadCpuSeconds;
+  return {
+    engineCpuUsPerStep: perStep(engineSeconds),
+    mainThreadCpuUsPerStep: perStep(threads?.main),
+    v8BackgroundCpuUsPerStep: perStep(threads?.v8Background),
+    activityThreadsCpuUsPerStep: perStep(threads?.activityAndOther),
+    databaseCpuUsPerStep: perStep(databaseSeconds),
+    machineCpuUsPerStep: databaseSeconds === undefined ? undefined : perStep(engineSeconds + databaseSeconds),
+  };
 }
 
 const runTag = randomBytes(4).toString('hex');
@@ -281,8 +320,8 @@ export async function runLatency(options: BenchOptions): Promise<RunResult> {
       await (await engine.startWorkflow(steps, { steps: options.steps })).result();
       return performance.now() - arrival;
     };
-    // Warm-up as in the throughput scenarios (the JIT needs thousands of steps), then a few alone.
-    await runBatch(500, () => engine.startWorkflow(steps, { steps: options.steps }));
+    // A warm-up (one-at-a-time latency waits on commits, not on the JIT), then a few alone.
+    await runBatch(options.warmUp ?? 500, () => engine.startWorkflow(steps, { steps: options.steps }));
     for (let i = 0; i < 20; i++) await one();
     const before = await readCounters(engine);
     const cpu = await cpuMeter();
@@ -329,10 +368,8 @@ export async function runLatency(options: BenchOptions): Promise<RunResult> {
       eventsPerFlush: (after.events - before.events) / Math.max(1, flushes),
       engineCpuPct: usage.engineCpuPct,
       mainThreadBusyPct: usage.mainThreadBusyPct,
-      // CPU per step, all of the engine's threads and the database's: what a step costs the machine.
-      engineCpuUsPerStep: (usage.engineCpuPct / 100) * seconds * 1e6 / stepCount,
-      databaseCpuUsPerStep: usage.databaseCpuPct === undefined ? undefined : (usage.databaseCpuPct / 100) * seconds * 1e6 / stepCount,
       databaseCpuPct: usage.databaseCpuPct,
+      ...cpuPerStep(usage, seconds, stepCount),
     };
   } finally {
     stopScraping();

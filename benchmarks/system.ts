@@ -1,3 +1,4 @@
+import { readdirSync, readFileSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import os from 'node:os';
 
@@ -50,18 +51,53 @@ export async function postgresCpuSeconds(): Promise<number | undefined> {
   return found ? ticks / TICKS_PER_SECOND : undefined;
 }
 
+/** CPU seconds of each thread of this process by thread id, from /proc; undefined where it is not readable. */
+function threadCpuSeconds(): Map<string, number> | undefined {
+  let tids: string[];
+  try {
+    tids = readdirSync('/proc/self/task');
+  } catch {
+    return undefined;
+  }
+  const seconds = new Map<string, number>();
+  for (const tid of tids) {
+    try {
+      const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      seconds.set(tid, (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND);
+    } catch {
+      // The thread ended while we read.
+    }
+  }
+  return seconds;
+}
+
+/**
+ * The threads this process had when the harness loaded: the main thread and V8's platform threads,
+ * which do the garbage collector's parallel and concurrent work and compile optimised code for
+ * every isolate (the activity threads' too). Threads started later are the activity threads
+ * (and libuv's pool, which reading /proc here wakes).
+ */
+const threadsAtLoad = new Set(threadCpuSeconds()?.keys());
+
 /** CPU over a span: the whole process (all threads), its main thread's busy share, Postgres. */
 export interface CpuUse {
   engineCpuPct: number;
   /** Event-loop utilisation of the main thread, in %: the engine's own thread. */
   mainThreadBusyPct: number;
   databaseCpuPct: number | undefined;
+  /**
+   * CPU seconds by kind of thread, from /proc (Linux only). Unlike the busy share, which counts
+   * the time the thread was ready but waited for a core, these are time on a core.
+   */
+  threadCpuSeconds: { main: number; v8Background: number; activityAndOther: number } | undefined;
 }
 
 /** Measures this process's and Postgres's CPU over a span; call `stop()` at its end. */
 export async function cpuMeter(): Promise<{ stop(): Promise<CpuUse> }> {
   // The scan of Postgres's processes first: its own CPU and time are not the engine's.
   const pgStart = await postgresCpuSeconds();
+  const threadsStart = threadCpuSeconds();
   const start = performance.now();
   const usage = process.cpuUsage();
   const loop = performance.eventLoopUtilization();
@@ -70,12 +106,26 @@ export async function cpuMeter(): Promise<{ stop(): Promise<CpuUse> }> {
       const wall = (performance.now() - start) / 1000;
       const used = process.cpuUsage(usage);
       const busy = performance.eventLoopUtilization(loop).utilization;
+      const threadsEnd = threadCpuSeconds();
       const pgEnd = await postgresCpuSeconds();
       return {
         engineCpuPct: ((used.user + used.system) / 1e6 / wall) * 100,
         mainThreadBusyPct: busy * 100,
         databaseCpuPct: pgStart === undefined || pgEnd === undefined ? undefined : ((pgEnd - pgStart) / wall) * 100,
+        threadCpuSeconds: threadsStart && threadsEnd && byKind(threadsStart, threadsEnd),
       };
     },
   };
+}
+
+/** CPU seconds each kind of thread used between two readings (a thread gone by the end is missed). */
+function byKind(start: Map<string, number>, end: Map<string, number>): NonNullable<CpuUse['threadCpuSeconds']> {
+  const used = { main: 0, v8Background: 0, activityAndOther: 0 };
+  for (const [tid, seconds] of end) {
+    const spent = seconds - (start.get(tid) ?? 0);
+    if (tid === String(process.pid)) used.main += spent;
+    else if (threadsAtLoad.has(tid)) used.v8Background += spent;
+    else used.activityAndOther += spent;
+  }
+  return used;
 }

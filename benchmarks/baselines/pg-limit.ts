@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 
 import type { HistoryColumns } from '../scenarios.js';
+import { postgresCpuSeconds } from '../system.js';
 
 /** What the bare insert loop achieved. */
 export interface LimitResult {
@@ -12,6 +13,8 @@ export interface LimitResult {
   transactions: number;
   batchSize: number;
   connections: number;
+  /** The database's CPU per row written, in µs (local servers only): to set beside the engine's per event. */
+  databaseCpuUsPerRow: number | undefined;
 }
 
 /**
@@ -74,9 +77,11 @@ export async function measureInsertLimit(options: {
         client.release();
       }
     };
+    const databaseCpuBefore = await postgresCpuSeconds();
     const started = performance.now();
     await Promise.all(Array.from({ length: options.connections }, worker));
     const seconds = (performance.now() - started) / 1000;
+    const databaseCpuAfter = await postgresCpuSeconds();
     return {
       rows: written,
       seconds,
@@ -84,6 +89,10 @@ export async function measureInsertLimit(options: {
       transactions: batches,
       batchSize,
       connections: options.connections,
+      databaseCpuUsPerRow:
+        databaseCpuBefore === undefined || databaseCpuAfter === undefined
+          ? undefined
+          : ((databaseCpuAfter - databaseCpuBefore) * 1e6) / written,
     };
   } finally {
     // Whatever happened: a run that failed must not leave its scratch schema behind.

@@ -20,7 +20,7 @@ describe('the benchmark harness with --profile', () => {
   it('writes the main thread profile of the measured run and sums it up in the report', async () => {
     const profileFile = join(dir, 'steps.cpuprofile');
     const reportFile = join(dir, 'steps.json');
-    const run = await bench(['--scenario', 'steps', '--workflows', '100', '--steps', '3', '--profile', profileFile, '--json', reportFile]);
+    const run = await bench(['--scenario', 'steps', '--workflows', '100', '--steps', '3', '--warm-up', '100', '--profile', profileFile, '--json', reportFile]);
     expect(run.stderr.includes('Error') ? run.stderr : '').toBe('');
     expect(run.code).toBe(0);
 

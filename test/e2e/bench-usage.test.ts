@@ -10,6 +10,7 @@ describe('the benchmark harness command line', () => {
       [['--steps', '-1'], "Option '--steps' argument is ambiguous"],
       [['--scenario', 'stesp'], 'unknown --scenario "stesp"'],
       [['--steps=0'], '--steps must be a whole number of at least 1, got "0"'],
+      [['--warm-up', '0.5'], '--warm-up must be a whole number of at least 1, got "0.5"'],
       [['--compare'], '--compare needs --database'],
     ];
     for (const [args, reason] of cases) {
