@@ -38,8 +38,11 @@ class ScriptedSql implements Sql {
       const isCommitted = this.committedTokens.has(params[0] as string);
       return { rows: isCommitted ? [{ inserted: [] } as Row] : [], rowCount: isCommitted ? 1 : 0 };
     }
-    const document = params.find((p) => typeof p === 'string' && p.startsWith('[['));
-    this.flushedWorkflows.push(document ? [...new Set((JSON.parse(document as string) as string[][]).map((row) => row[0]!))] : []);
+    // The statement's parts come in a fixed order, each a JSON document of rows that start with
+    // their workflow's id: the starts' (if any) first, then the history's.
+    const hasStarts = text.includes('ins_wf AS');
+    const idsIn = (document: unknown): string[] => (JSON.parse(document as string) as string[][]).map((row) => row[0]!);
+    this.flushedWorkflows.push(text.includes('ins_h AS') ? [...new Set(idsIn(params[hasStarts ? 1 : 0]))] : []);
     const step = this.#script[this.flushes++] ?? 'ok';
     if (step instanceof Error) throw step;
     // The flush's token is its last parameter but one when it also cleans up, else the last.
@@ -51,9 +54,9 @@ class ScriptedSql implements Sql {
       });
     }
     this.committedTokens.add(token);
-    // The starts part comes first: its first parameter is the ids of the rows to insert.
-    this.flushedStarts.push(text.includes('ins_wf AS') ? [...(params[0] as string[])] : []);
-    const inserted = text.includes('ins_wf AS') ? (params[0] as string[]).filter((id) => !this.#rows.has(id)) : [];
+    const starts = hasStarts ? idsIn(params[0]) : [];
+    this.flushedStarts.push(starts);
+    const inserted = starts.filter((id) => !this.#rows.has(id));
     for (const id of inserted) this.#rows.add(id);
     if (step === 'lostAnswer') throw Object.assign(new Error('Connection terminated unexpectedly'), { code: 'ECONNRESET' });
     return { rows: [{ inserted, updated: 0 } as Row], rowCount: 1 };
