@@ -64,6 +64,19 @@ describe('the packed package', () => {
     expect(missing).toEqual([]);
   });
 
+  it('holds, for every source map it ships, the sources the map names or their text inside it', () => {
+    const unresolved: string[] = [];
+    for (const file of files) {
+      if (!file.endsWith('.map')) continue;
+      const map = JSON.parse(readFileSync(path.join(REPO, file), 'utf8')) as { sources: string[]; sourcesContent?: (string | null)[] };
+      map.sources.forEach((source, i) => {
+        const resolved = path.posix.join(path.posix.dirname(file), source);
+        if (!files.has(resolved) && typeof map.sourcesContent?.[i] !== 'string') unresolved.push(`${file} names ${resolved}`);
+      });
+    }
+    expect(unresolved).toEqual([]);
+  });
+
   it('leaves out the compiled tests and benchmarks, which need the development dependencies', () => {
     const devOnly = [...files].filter((file) => file.startsWith('dist/test/') || file.startsWith('dist/benchmarks/'));
     expect(devOnly).toEqual([]);
