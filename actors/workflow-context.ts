@@ -1,7 +1,6 @@
-import { LATEST_TIME_MS } from '../storage/rows.js';
 import type { ActivityOptions } from './commands.js';
 import type { ReplayState } from './replay-state.js';
-import { shownValue } from './shown-value.js';
+import { checkedDurationMs, checkedEpochMs, type TimeCheckErrors } from './time-checks.js';
 
 /** Facts about the running workflow. */
 export interface WorkflowInfo {
@@ -78,23 +77,11 @@ export type WorkflowFunction<Input = never, Output = unknown> = (
   input: Input,
 ) => Promise<Output>;
 
-function toEpochMs(at: Date | number, what: string): number {
-  const ms = at instanceof Date ? at.getTime() : at;
-  if (typeof ms !== 'number' || !Number.isFinite(ms)) {
-    throw new TypeError(`${what} must be a Date or a finite number of epoch milliseconds, got ${shownValue(at)}`);
-  }
-  if (Math.abs(ms) > LATEST_TIME_MS) throw new RangeError(`${what} ${ms} is outside the range of a Date`);
-  return ms;
-}
-
-/** A duration from `now`: finite, not negative, and ending within the range of a Date. */
-function checkDuration(ms: unknown, now: number, what: string): number {
-  if (typeof ms !== 'number' || !Number.isFinite(ms) || ms < 0) {
-    throw new RangeError(`${what} must be a finite number of milliseconds >= 0, got ${shownValue(ms)}`);
-  }
-  if (ms > LATEST_TIME_MS - now) throw new RangeError(`${what} ${ms} ends beyond the range of a Date`);
-  return ms;
-}
+/** The time checks' errors inside a workflow: JavaScript's own. */
+const WORKFLOW_TIME_ERRORS: TimeCheckErrors = {
+  wrongType: (message) => new TypeError(message),
+  outOfRange: (message) => new RangeError(message),
+};
 
 const WAIT_FOR_EVENT_KEYS = ['timeoutMs'];
 
@@ -150,12 +137,12 @@ export class WorkflowContextImpl implements WorkflowContext {
   }
 
   sleep(ms: number): Promise<void> {
-    return this.#state.startTimer(this.#state.now + checkDuration(ms, this.#state.now, 'sleep duration'));
+    return this.#state.startTimer(this.#state.now + checkedDurationMs(ms, this.#state.now, 'sleep duration', WORKFLOW_TIME_ERRORS));
   }
 
   sleepUntil(at: Date | number): Promise<void> {
     // A time already past fires at once; stored as now, it also stays within what Postgres holds.
-    return this.#state.startTimer(Math.max(toEpochMs(at, 'sleepUntil time'), this.#state.now));
+    return this.#state.startTimer(Math.max(checkedEpochMs(at, 'sleepUntil time', WORKFLOW_TIME_ERRORS), this.#state.now));
   }
 
   waitForEvent<Payload>(name: string, options: WaitForEventOptions = {}): Promise<Payload> {
@@ -163,7 +150,7 @@ export class WorkflowContextImpl implements WorkflowContext {
     const timeoutAt =
       options.timeoutMs === undefined
         ? undefined
-        : this.#state.now + checkDuration(options.timeoutMs, this.#state.now, 'timeoutMs');
+        : this.#state.now + checkedDurationMs(options.timeoutMs, this.#state.now, 'timeoutMs', WORKFLOW_TIME_ERRORS);
     return this.#state.waitForEvent(name, timeoutAt) as Promise<Payload>;
   }
 

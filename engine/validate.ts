@@ -1,5 +1,4 @@
-import { shownValue } from '../actors/shown-value.js';
-import { LATEST_TIME_MS } from '../storage/rows.js';
+import { checkedDurationMs, checkedEpochMs, type TimeCheckErrors } from '../actors/time-checks.js';
 import { InvalidArgumentError } from './errors.js';
 
 /** Longest workflow id, workflow name or event name, in UTF-16 units. */
@@ -27,23 +26,20 @@ export function checkName(value: unknown, what: string): string {
 }
 
 
+/** The time checks' errors at the API: a bad argument, whatever was wrong with it. */
+const API_TIME_ERRORS: TimeCheckErrors = {
+  wrongType: (message) => new InvalidArgumentError(message),
+  outOfRange: (message) => new InvalidArgumentError(message),
+};
+
 /** Checks a point in time a caller passes as a Date or epoch milliseconds; returns the milliseconds. */
 export function checkEpochMs(at: unknown, what: string): number {
-  const ms = at instanceof Date ? at.getTime() : at;
-  if (typeof ms !== 'number' || !Number.isFinite(ms)) {
-    throw new InvalidArgumentError(`${what} must be a valid Date or finite epoch milliseconds, got ${shownValue(at)}`);
-  }
-  if (Math.abs(ms) > LATEST_TIME_MS) throw new InvalidArgumentError(`${what} ${ms} is outside the range of a Date`);
-  return ms;
+  return checkedEpochMs(at, what, API_TIME_ERRORS);
 }
 
 /** Checks a delay from now a caller passes: finite milliseconds, not negative, ending within the range of a Date. */
 export function checkDurationMs(ms: unknown, what: string): number {
-  if (typeof ms !== 'number' || !Number.isFinite(ms) || ms < 0) {
-    throw new InvalidArgumentError(`${what} must be a finite number of milliseconds >= 0, got ${shownValue(ms)}`);
-  }
-  if (ms > LATEST_TIME_MS - Date.now()) throw new InvalidArgumentError(`${what} ${ms} ends beyond the range of a Date`);
-  return ms;
+  return checkedDurationMs(ms, Date.now(), what, API_TIME_ERRORS);
 }
 
 /** Edits (insertions, deletions, substitutions) between `a` and `b`; stops counting past `limit`. */

@@ -143,9 +143,9 @@ describe.each(backends)('activity retries on $name', (backend) => {
         'InvalidArgumentError: retryAfter delay must be a finite number of milliseconds >= 0, got -5',
         'InvalidArgumentError: retryAfter delay must be a finite number of milliseconds >= 0, got the string "soon"',
         'InvalidArgumentError: retryAfter delay 1e+300 ends beyond the range of a Date',
-        'InvalidArgumentError: retryAt time must be a valid Date or finite epoch milliseconds, got null',
+        'InvalidArgumentError: retryAt time must be a Date or a finite number of epoch milliseconds, got null',
         // JSON carries an invalid Date as null.
-        'InvalidArgumentError: retryAt time must be a valid Date or finite epoch milliseconds, got null',
+        'InvalidArgumentError: retryAt time must be a Date or a finite number of epoch milliseconds, got null',
         'InvalidArgumentError: retryAt time 9000000000000000 is outside the range of a Date',
         'accepted',
       ]);

@@ -34,7 +34,7 @@ describe('checkDurationMs and checkEpochMs', () => {
       'retryAfter delay must be a finite number of milliseconds >= 0, got the string "10"',
     );
     expect(thrown(() => checkEpochMs('1700000000000', 'startAt')).message).toBe(
-      'startAt must be a valid Date or finite epoch milliseconds, got the string "1700000000000"',
+      'startAt must be a Date or a finite number of epoch milliseconds, got the string "1700000000000"',
     );
   });
 });
