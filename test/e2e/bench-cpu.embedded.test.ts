@@ -1,25 +1,19 @@
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 
 import { bench } from '../helpers/bench-harness.js';
 import { EMBEDDED_STARTS_TEST_MS } from '../helpers/child-engine.js';
+import { useTempDir } from '../helpers/temp-dir.js';
 
 type Figures = Record<string, number | string | undefined>;
 
 describe('the benchmark harness CPU figures', () => {
-  let dir: string;
-  beforeEach(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'duraflow-bench-cpu-'));
-  });
-  afterEach(async () => {
-    await rm(dir, { recursive: true, force: true });
-  });
+  const dir = useTempDir('duraflow-bench-cpu-');
 
   it('splits the engine process CPU per step by kind of thread, and the parts add up to the whole', async () => {
-    const reportFile = join(dir, 'steps.json');
+    const reportFile = join(dir.path, 'steps.json');
     const run = await bench(['--scenario', 'steps', '--workflows', '600', '--steps', '4', '--warm-up', '50', '--json', reportFile]);
     expect(run.stderr.includes('Error') ? run.stderr : '').toBe('');
     expect(run.code).toBe(0);

@@ -1,25 +1,19 @@
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 
 import type { CpuProfile, ProfileSummary } from '../../benchmarks/profile.js';
 import { bench } from '../helpers/bench-harness.js';
 import { EMBEDDED_STARTS_TEST_MS } from '../helpers/child-engine.js';
+import { useTempDir } from '../helpers/temp-dir.js';
 
 describe('the benchmark harness with --profile', () => {
-  let dir: string;
-  beforeEach(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'duraflow-profile-'));
-  });
-  afterEach(async () => {
-    await rm(dir, { recursive: true, force: true });
-  });
+  const dir = useTempDir('duraflow-profile-');
 
   it('writes the main thread profile of the measured run and sums it up in the report', async () => {
-    const profileFile = join(dir, 'steps.cpuprofile');
-    const reportFile = join(dir, 'steps.json');
+    const profileFile = join(dir.path, 'steps.cpuprofile');
+    const reportFile = join(dir.path, 'steps.json');
     const run = await bench(['--scenario', 'steps', '--workflows', '100', '--steps', '3', '--warm-up', '100', '--profile', profileFile, '--json', reportFile]);
     expect(run.stderr.includes('Error') ? run.stderr : '').toBe('');
     expect(run.code).toBe(0);
@@ -35,7 +29,7 @@ describe('the benchmark harness with --profile', () => {
   }, EMBEDDED_STARTS_TEST_MS);
 
   it('refuses --profile for the memory scenario and without a file, before running anything', async () => {
-    const memory = await bench(['--scenario', 'memory', '--profile', join(dir, 'memory.cpuprofile')]);
+    const memory = await bench(['--scenario', 'memory', '--profile', join(dir.path, 'memory.cpuprofile')]);
     expect(memory.code).toBe(2);
     expect(memory.stderr).toContain('--profile profiles this process, and the memory scenario runs in child processes');
     const empty = await bench(['--scenario', 'steps', '--profile=']);
