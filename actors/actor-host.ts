@@ -54,6 +54,12 @@ export interface WorkflowErrors {
   toFailure(error: unknown): SerializedFailure;
 }
 
+/** An activity's failure for good, as a step records it. */
+export interface FailedActivity {
+  activityName: string;
+  failure: SerializedFailure;
+}
+
 /** Side effects of one committed step, released by the engine after the commit. */
 export interface Effects {
   /** Activities to run now. */
@@ -65,6 +71,8 @@ export interface Effects {
   disarmTimers: readonly number[];
   /** Activities (by command id) no longer awaited, whose retry may be armed. */
   disarmRetries: readonly number[];
+  /** Activities whose failure for good the step records (its ActivityFailed event). */
+  failures: readonly FailedActivity[];
   /** Set when the step started the workflow. */
   isStarted: boolean;
   /** Set when the step ended the workflow; `startedAt` is its first step's time (epoch ms). */
@@ -87,6 +95,7 @@ export function noEffects(workflowName: string): Effects {
     armTimers: NO_ITEMS,
     disarmTimers: NO_ITEMS,
     disarmRetries: NO_ITEMS,
+    failures: NO_ITEMS,
     isStarted: false,
     workflowName,
     receivedAt: undefined,

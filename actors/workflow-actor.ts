@@ -352,8 +352,9 @@ export class WorkflowActor {
           this.#endRetries(m.commandId, m.attempts, write, effects);
           rs.resolveActivity(m.commandId, host.codec.decode(m.result));
           break;
-        case 'activityFailed':
+        case 'activityFailed': {
           if (!rs?.isPending(m.commandId, 'activity')) break;
+          const activityName = rs.nameOf(m.commandId);
           this.#record(
             write,
             activation,
@@ -361,14 +362,16 @@ export class WorkflowActor {
             EventType.ActivityFailed,
             m.commandId,
             jsonObject({
-              activityName: str(rs.nameOf(m.commandId)),
+              activityName: str(activityName),
               attempts: String(m.attempts),
               failure: JSON.stringify(m.failure),
             }),
           );
           this.#endRetries(m.commandId, m.attempts, write, effects);
+          effects.failures = appended(effects.failures, { activityName, failure: m.failure });
           rs.rejectActivity(m.commandId, m.attempts, m.failure);
           break;
+        }
         case 'activityRetry':
           if (!rs?.isPending(m.commandId, 'activity')) break;
           // Two attempts' outcomes can come together (a recovery ran one again): the later wins.

@@ -4,6 +4,7 @@ import type { TaskRow } from '../storage/rows.js';
 import type { ActivityOutcome } from './activity-context.js';
 import { type ActivityPool, mustRunAlone } from './activity-pool.js';
 import { ErrorCode } from './errors.js';
+import type { SerializedFailure } from './failure.js';
 import { InFlightTasks } from './in-flight-tasks.js';
 import {
   type ActivityOptions,
@@ -22,11 +23,17 @@ export type AttemptOutcome = Extract<ActorMessage, { type: 'activityCompleted' |
  */
 const UNKNOWN_ACTIVITY_LABEL = '(unknown)';
 
+/** The `activity` label of an attempt of `name` that failed with `failure`. */
+function labelOf(name: string, failure: SerializedFailure): string {
+  return failure.code === ErrorCode.UnknownActivity ? UNKNOWN_ACTIVITY_LABEL : name;
+}
+
 /**
  * The engine's side of activity attempts: it starts each on the pool once (a task found again by
  * a poll or a recovery while its attempt runs is not started twice), and turns how each ended
  * into what its workflow's actor takes: completed, retried (with the next attempt's task row), or
- * failed for good, as the retry policy decides; each counted in the metrics.
+ * failed for good, as the retry policy decides; each attempt counted in the metrics (a failure
+ * for good once the step that records it commits).
  */
 export class ActivityAttempts {
   readonly #pool: ActivityPool<TaskRow>;
@@ -62,7 +69,7 @@ export class ActivityAttempts {
   /** What the workflow's actor takes for `outcome`, the end of the attempt of `task`; counts the attempt. */
   messageFor(task: TaskRow, outcome: ActivityOutcome): AttemptOutcome {
     const { commandId, attempt } = task;
-    const label = !outcome.ok && outcome.failure.code === ErrorCode.UnknownActivity ? UNKNOWN_ACTIVITY_LABEL : task.name;
+    const label = outcome.ok ? task.name : labelOf(task.name, outcome.failure);
     const scheduleToStart = Math.max(0, outcome.startedAt - task.visibleAt) / 1000;
     const run = outcome.durationMs / 1000;
     if (outcome.ok) {
@@ -79,6 +86,11 @@ export class ActivityAttempts {
     this.#m.activityAttempted(label, 'retried', scheduleToStart, run);
     const retry: TaskRow = { ...task, attempt: attempt + 1, visibleAt: next, lastFailure: JSON.stringify(outcome.failure) };
     return { type: 'activityRetry', commandId, task: retry };
+  }
+
+  /** A step that records the failure for good of `activityName` committed: counts it. */
+  failureStored(activityName: string, failure: SerializedFailure): void {
+    this.#m.activityFailed(labelOf(activityName, failure));
   }
 
   /** Parsed activity options; workflows reuse a handful of option sets, so parse each once. */

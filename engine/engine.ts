@@ -284,6 +284,8 @@ export class EngineImpl implements Engine, ActorHost {
     }
     // Stored, a retry runs here or, if this engine is closing, on the next one.
     for (const task of effects.retries) m.activityRetried(task.name);
+    // Stored, the failure is its workflow's: one that ended before the attempt did takes none.
+    for (const { activityName, failure } of effects.failures) this.#attempts.failureStored(activityName, failure);
     // Closing: what the step starts (activities, timers) is stored, for the next engine to run.
     if (this.#isClosing) return;
     this.#rebuilds.stepCommitted(workflowId);

@@ -94,7 +94,7 @@ export class EngineMetrics {
       completed: counter(MetricName.WorkflowsCompleted, 'Workflows that returned.', [Label.Workflow]),
       failed: counter(MetricName.WorkflowsFailed, 'Workflows whose code threw.', [Label.Workflow]),
       attempts: counter(MetricName.ActivityAttempts, 'Activity attempts finished.', [Label.Activity]),
-      failures: counter(MetricName.ActivityFailures, 'Activities that failed for good.', [Label.Activity]),
+      failures: counter(MetricName.ActivityFailures, 'Activities that failed for good, once the failure is stored.', [Label.Activity]),
       retries: counter(MetricName.ActivityRetries, 'Failed activity attempts that will be retried.', [Label.Activity]),
     };
     this.#counters = c;
@@ -164,7 +164,14 @@ export class EngineMetrics {
     children.attempts.value++;
     this.#histograms.scheduleToStart!.observe(children.scheduleToStart, scheduleToStartSeconds);
     this.#histograms.run!.observe(children.run[outcome], runSeconds);
-    if (outcome === 'failed') children.failures.value++;
+  }
+
+  /**
+   * A step that records an activity's failure for good committed. Counted here, not when the
+   * attempt failed: a workflow that ended before the attempt did takes no failure from it.
+   */
+  activityFailed(activity: string): void {
+    this.#activity(activity).failures.value++;
   }
 
   /**

@@ -214,6 +214,31 @@ describe.each(backends)('metrics on $name', (backend) => {
     }
   });
 
+  it('counts no final failure for an attempt that fails for good after its workflow ended', async () => {
+    async function failsFast(ctx: WorkflowContext): Promise<unknown> {
+      const { alwaysFails } = ctx.activities<Fixtures>({ retry: { maxAttempts: 1 } });
+      const { hang } = ctx.activities<Fixtures>({ retry: { maxAttempts: 1 }, startToCloseTimeoutMs: 200 });
+      // The first failure fails the workflow; the hanging attempt times out, for good, after that.
+      return Promise.all([alwaysFails(), hang(null)]);
+    }
+    const engine = await startEngine(db, { workflows: { failsFast }, activities: fixtureActivities });
+    try {
+      const handle = await engine.startWorkflow(failsFast, undefined);
+      await expect(handle.result()).rejects.toMatchObject({ code: 'DURAFLOW_WORKFLOW_FAILED' });
+      const hang = { activity: 'hang' };
+      await waitFor(async () => total(await scrapeRegistry(engine), MetricName.ActivityAttempts, hang) === 1, 'the hanging attempt to time out');
+      const samples = await scrapeRegistry(engine);
+      // The failure that failed the workflow is stored; the later one is taken by no workflow.
+      expect(total(samples, MetricName.ActivityFailures, { activity: 'alwaysFails' })).toBe(1);
+      expect(total(samples, MetricName.ActivityFailures, hang)).toBe(0);
+      // The attempt did run, in a thread, and failed: it counts as one, under the outcome it had.
+      expect(total(samples, `${MetricName.ActivityRunDuration}_count`, { ...hang, outcome: 'failed' })).toBe(1);
+      expect((await engine.inspect(handle.workflowId)).history.filter((e) => e.type === 'ActivityFailed')).toHaveLength(1);
+    } finally {
+      await engine.close();
+    }
+  });
+
   it('keeps two engines in one process in separate registries', async () => {
     const a = await startEngine(db, { workflows: { loaded }, activities: fixtureActivities, metrics: { port: 0 } });
     const b = await startEngine(other, { workflows: { loaded }, activities: fixtureActivities, metrics: { port: 0 } });

@@ -517,6 +517,9 @@ describe.each(backends)('poison workflows and activities on $name', (backend) =>
       await other.result();
       const attempts = await engine.metrics.getSingleMetric('duraflow_activity_attempts_total')!.get();
       expect(attempts.values.map((v) => [v.labels.activity, v.value])).toEqual([['(unknown)', 2]]);
+      // Counted once the failure is stored, under the same label.
+      const failures = await engine.metrics.getSingleMetric('duraflow_activity_failures_total')!.get();
+      expect(failures.values.map((v) => [v.labels.activity, v.value])).toEqual([['(unknown)', 2]]);
     } finally {
       await engine.close();
     }
