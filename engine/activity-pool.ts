@@ -2,11 +2,12 @@ import { randomUUID } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
 import { BroadcastChannel } from 'node:worker_threads';
 
-import { Piscina } from 'piscina';
+import { Piscina, queueOptionsSymbol } from 'piscina';
 
 import { type ActivityOutcome, type ActivityTask, activityIdOf } from './activity-context.js';
 import { type ActivityFunction, AttemptStops, decodeInput, runAttempt } from './activity-runner.js';
 import type { BatchStarted, BatchedOutcome, ThreadControl } from './activity-thread.js';
+import { BatchQueue, type BatchTask } from './batch-queue.js';
 import { quotedName } from '../actors/history.js';
 import { JsonCodec } from './codec.js';
 import {
@@ -137,7 +138,8 @@ function threadFailure(error: unknown, startedAt: number): ActivityOutcome {
  * When a batch thread dies or is terminated (Piscina replaces it), the unreported attempts of a
  * batch it had started run again, each alone, uncharged: they shared the thread with whatever
  * killed or blocked it and cannot be blamed for it. A batch it is known not to have started is
- * queued again under new ids.
+ * queued again under new ids. Batches waiting in Piscina's queue for a thread (one starting, or
+ * the replacement) count their attempts as queued, not running (see BatchQueue).
  *
  * Attempts that run alone (those survivors, and an activity whose last attempt killed or blocked
  * its thread) go to a second Piscina pool of single-attempt threads, started when needed: there a
@@ -149,6 +151,8 @@ function threadFailure(error: unknown, startedAt: number): ActivityOutcome {
  */
 export class ActivityPool<T extends PoolTask = PoolTask> {
   readonly #piscina: Piscina | undefined;
+  /** Piscina's queue of batches, which counts the attempts in them. */
+  readonly #batchQueue: BatchQueue;
   readonly #onOutcome: (task: T, outcome: ActivityOutcome | undefined, workflowName: string) => void;
   readonly #inline: Readonly<Record<string, ActivityFunction>>;
   readonly #closing = new AbortController();
@@ -205,6 +209,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
 
   private constructor(
     piscina: Piscina | undefined,
+    batchQueue: BatchQueue,
     isolated: Piscina | undefined,
     options: ActivityPoolOptions,
     closeChannel: BroadcastChannel,
@@ -214,6 +219,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
     readyThreads: Set<number>,
   ) {
     this.#piscina = piscina;
+    this.#batchQueue = batchQueue;
     this.#isolated = isolated;
     this.#onOutcome = onOutcome;
     this.#inline = options.inline;
@@ -254,7 +260,10 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
       const data = (event as { data: unknown }).data as { ready?: number };
       if (typeof data.ready === 'number') readyThreads.add(data.ready);
     };
-    if (!options.moduleUrl) return new ActivityPool(undefined, undefined, options, closeChannel, results, new Set(), onOutcome, readyThreads);
+    const batchQueue = new BatchQueue();
+    if (!options.moduleUrl) {
+      return new ActivityPool(undefined, batchQueue, undefined, options, closeChannel, results, new Set(), onOutcome, readyThreads);
+    }
     const threads = {
       filename: new URL('./activity-thread-entry.cjs', import.meta.url).href,
       workerData: {
@@ -275,6 +284,7 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
       // The pool bounds attempts itself; Piscina only has to accept the batches.
       concurrentTasksPerWorker: options.concurrencyPerThread,
       idleTimeout: 60_000,
+      taskQueue: batchQueue,
     });
     const isolated = new Piscina({
       ...threads,
@@ -308,15 +318,15 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
     if (names.length === 0) {
       return fail(new ConfigurationError(`activities module ${options.moduleUrl.href} exports no functions`));
     }
-    return new ActivityPool(piscina, isolated, options, closeChannel, results, new Set(names), onOutcome, readyThreads);
+    return new ActivityPool(piscina, batchQueue, isolated, options, closeChannel, results, new Set(names), onOutcome, readyThreads);
   }
 
   /**
-   * Attempts waiting for a free slot. (Batches queued in Piscina, while a batch thread is being
-   * replaced, count once each, and their attempts count as running.)
+   * Attempts waiting: for a free slot, or, sent in a batch, in Piscina's queue for a batch thread
+   * (one starting, or replacing one that died).
    */
   get queued(): number {
-    return this.#waiting.length + (this.#piscina?.queueSize ?? 0) + this.#aloneWaiting.length;
+    return this.#waiting.length + this.#batchQueue.attempts + this.#aloneWaiting.length;
   }
 
   /** Batches sent to the threads so far (each a thread wake-up). */
@@ -324,9 +334,12 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
     return this.#batchesSent;
   }
 
-  /** Attempts running now, in threads and inline. */
+  /**
+   * Attempts running now, in threads and inline. One alone runs from when it has its slot, the
+   * single-attempt thread started for it included.
+   */
   get running(): number {
-    return this.#running.size + this.#aloneInThreads + this.#inlineRunning;
+    return this.#running.size - this.#batchQueue.attempts + this.#aloneInThreads + this.#inlineRunning;
   }
 
   /**
@@ -587,7 +600,8 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
       const batch = taken.slice(i, i + size);
       for (const p of batch) this.#running.set(p.id, p);
       // One string per batch: cloning it into the thread is a copy, where an array of task
-      // objects would be cloned field by field. Inputs are JSON already and are spliced in.
+      // objects would be cloned field by field. Inputs are JSON already and are spliced in. Its
+      // size goes beside it, under a symbol key that stays on this thread, for Piscina's queue.
       let text = '[';
       for (const { id, task, timeoutMs, group } of batch) {
         text += `${text === '[' ? '' : ','}[${id},${quotedName(task.name)},${JSON.stringify(task.workflowId)},${task.commandId},${task.attempt},${timeoutMs ?? 'null'},"${group}"${task.input === undefined ? '' : `,${task.input}`}]`;
@@ -596,7 +610,8 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
       const first = batch[0]!.id;
       const sent = { isStarted: !batch.some((p) => p.timeoutMs !== undefined) };
       if (!sent.isStarted) this.#batches.set(first, sent);
-      piscina.run(`${text}]`, { name: 'runBatch' }).then(
+      const task: BatchTask = { text: `${text}]`, [queueOptionsSymbol]: { attempts: batch.length } };
+      piscina.run(task, { name: 'runBatch' }).then(
         (outcomes: BatchedOutcome[]) => {
           this.#batches.delete(first);
           this.#onOutcomes(outcomes);

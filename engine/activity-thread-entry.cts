@@ -17,6 +17,6 @@ export = Object.assign(
   async (task: Parameters<typeof ThreadModule.default>[0]) => (await thread).default(task),
   {
     describe: async () => (await thread).describe(),
-    runBatch: async (text: string) => (await thread).runBatch(text),
+    runBatch: async (batch: { text: string }) => (await thread).runBatch(batch.text),
   },
 );

@@ -1,6 +1,8 @@
+import { randomUUID } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { BroadcastChannel } from 'node:worker_threads';
 
 import { afterEach, describe, expect, it } from 'vitest';
 
@@ -14,6 +16,8 @@ import { waitFor } from '../../helpers/wait-for.js';
 
 type Settle = (outcome: ActivityOutcome | undefined) => void;
 
+const poisonActivities = new URL('../../../dist/test/fixtures/poison-activities.js', import.meta.url);
+
 /** What `run` resolves to for an attempt reported with no outcome (abandoned). */
 const ABANDONED = Symbol('abandoned');
 
@@ -25,11 +29,12 @@ async function openPool(
   concurrencyPerThread = 16,
   moduleUrl = fixtureActivities,
   inline: Record<string, ActivityFunction> = {},
+  threads = 2,
 ): Promise<{ pool: ActivityPool; run: Run }> {
   const waiting = new Map<number, Settle>();
   let next = 0;
   const pool = await ActivityPool.create<PoolTask>(
-    { moduleUrl, threads: 2, concurrencyPerThread, inline, maxHeapMb: undefined, maxPayloadBytes: 1 << 20 },
+    { moduleUrl, threads, concurrencyPerThread, inline, maxHeapMb: undefined, maxPayloadBytes: 1 << 20 },
     (task, outcome) => waiting.get(task.commandId)?.(outcome),
     (error) => {
       throw error;
@@ -213,6 +218,34 @@ describe('ActivityPool attempts with a timeout', () => {
     await waitFor(() => pool.queued === 2, 'two attempts to wait for a thread');
     expect(pool.running).toBe(8);
     await Promise.all(alone);
+  });
+
+  it('counts the attempts of a batch waiting for a replacement batch thread as queued, not running', async () => {
+    // One batch thread, one attempt at a time: while it is replaced, a batch can only wait.
+    const { pool, run } = await openPool(1, poisonActivities, {}, 1);
+    close = () => pool.close();
+    const cue = new BroadcastChannel(`exit-cue-${randomUUID()}`);
+    try {
+      const started = new Promise((resolve) => (cue.onmessage = resolve));
+      const killer = run('exitOnCue', { channel: cue.name }, { workflowName: 'doomed' });
+      await started;
+      const neighbours = [run('sleepMs', 1), run('sleepMs', 1)];
+      expect({ queued: pool.queued, running: pool.running }).toEqual({ queued: 2, running: 1 });
+      // Stopped, the killer is reported with no outcome when its thread goes, not run again alone.
+      pool.abandon(new Set(['doomed']));
+      const sent = pool.batchesSent;
+      cue.postMessage('exit');
+      expect(await killer).toBe(ABANDONED);
+      // Its slot free, a neighbour goes to Piscina in a batch at once, and waits there for the
+      // replacement thread, which takes far longer than a turn to start.
+      await new Promise(setImmediate);
+      expect(pool.batchesSent).toBe(sent + 1);
+      expect({ queued: pool.queued, running: pool.running }).toEqual({ queued: 2, running: 0 });
+      expect(await Promise.all(neighbours)).toEqual([1, 1]);
+      expect({ queued: pool.queued, running: pool.running }).toEqual({ queued: 0, running: 0 });
+    } finally {
+      cue.close();
+    }
   });
 
   it('runs an attempt that waited for a single-attempt thread when every attempt ahead of it killed its thread', async () => {
