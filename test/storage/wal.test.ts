@@ -255,6 +255,97 @@ describe.each(backends)('Wal on $name', (backend) => {
     expect(statements.filter((text) => text.includes('ins_wf AS') || text.includes('upd AS')).every((text) => text.includes(reader))).toBe(true);
   });
 
+  it.each([
+    ['jsonb', {}],
+    ['json (a document too big for jsonb)', { maxJsonbChars: 0 }],
+  ] as const)('stores awkward workflow ids, names and versions and fractional or far times exactly, sent as %s', async (_, options) => {
+    const { wal, failures } = open(options);
+    // Each passes checkName; each is something JSON escapes, or UTF-8 writes in 2, 3 or 4 bytes.
+    const names = ['q"uote', 'back\\slash', 'line\u2028sep\u2029', 'emoji 😀', 'math 𝔘𝔫𝔦', 'ctl\u0001\u001f\u007f', "it's", 'tab\tnl\n', 'é漢字'];
+    const now = Date.now();
+    // Times the engine lets through: now or later, fractional, up to the end of Date's range.
+    const times = [now + 0.25, now + 0.5, 8.64e15, now + 1_000.125];
+    const startedAt = [1_000.5, 8.64e15];
+    const rowOf = (id: string, i: number) => ({
+      ...makeStartRow(id),
+      name: names[(i + 1) % names.length]!,
+      version: names[(i + 2) % names.length]!,
+      startAt: times[i % times.length]!,
+      createdAt: times[(i + 1) % times.length]!,
+      // No input (SQL NULL) and an input of JSON null (the text null) must stay apart.
+      input: i % 2 === 0 ? undefined : 'null',
+    });
+    expect(await Promise.all(names.map((id, i) => wal.enqueueStart(rowOf(id, i))))).toEqual(names.map(() => true));
+    names.forEach((id, i) => {
+      wal.enqueue(makeWrite(id, 0, 1, { status: 'completed', startedAt: startedAt[i % 2]!, completedAt: startedAt[(i + 1) % 2]! }));
+      wal.enqueue(makeWrite(`new ${id}`, 0, 1, { creates: rowOf(`new ${id}`, i), status: 'running', startedAt: startedAt[i % 2]! }));
+    });
+    await wal.drain();
+    expect(failures).toEqual([]);
+    const rows = await db.query<{ id: string }>(
+      `SELECT id, name, version, status, input, vars,
+              (extract(epoch FROM start_at) * 1000)::float8 AS "startAt", (extract(epoch FROM created_at) * 1000)::float8 AS "createdAt",
+              (extract(epoch FROM started_at) * 1000)::float8 AS "startedAt", (extract(epoch FROM completed_at) * 1000)::float8 AS "completedAt"
+       FROM "${db.schema}".workflows`,
+    );
+    const expected = names.flatMap((id, i) => {
+      const { name, version, input = null, startAt, createdAt } = rowOf(id, i);
+      const at = { startAt, createdAt, startedAt: startedAt[i % 2] };
+      return [
+        { id, name, version, status: 'completed', input, vars: '{}', ...at, completedAt: startedAt[(i + 1) % 2] },
+        { id: `new ${id}`, name, version, status: 'running', input, vars: '{}', ...at, completedAt: null },
+      ];
+    });
+    const byId = (a: { id: string }, b: { id: string }) => (a.id < b.id ? -1 : 1);
+    expect(rows.sort(byId)).toEqual(expected.sort(byId));
+    const history = await db.query<{ workflow_id: string }>(`SELECT workflow_id FROM "${db.schema}".history`);
+    expect(history.map((r) => r.workflow_id).sort()).toEqual(expected.map((r) => r.id).sort());
+  });
+
+  it('sends as json only the documents over maxJsonbChars, and each mix of document types as a statement of its own', async () => {
+    const statements: string[] = [];
+    const recording: Sql = { ...sql, query: (text, ...rest) => (statements.push(text), sql.query(text, ...rest)) };
+    const { wal, failures } = open({ maxJsonbChars: 1_000, sql: recording });
+    const long = JSON.stringify('"'.repeat(600));
+    const readers = (text: string) => [...text.matchAll(/(\w+)_array_elements\(/g)].map((m) => m[1]);
+    // The same parts each time (a start, a step creating its workflow, a step updating a row), with
+    // the long value in a different one: one flush each.
+    await start(wal, 'a', 'b', 'c');
+    statements.length = 0;
+    const flushes: [starts: string, history: string, updates: string][] = [
+      [long, '1', '1'],
+      ['1', long, '1'],
+      ['1', '1', long],
+      ['1', '1', '1'],
+    ];
+    for (const [i, [input, payload, result]] of flushes.entries()) {
+      const write = makeWrite(`new-${i}`, 0, 1, { creates: { ...makeStartRow(`new-${i}`), input }, status: 'running' });
+      write.history[0]!.payload = payload;
+      wal.enqueue(write);
+      wal.enqueue(makeWrite(['a', 'b', 'c', 'a'][i]!, i === 3 ? 1 : 0, 1, { status: 'running', result }));
+      await wal.drain();
+    }
+    expect(failures).toEqual([]);
+    expect(statements.filter((text) => text.includes('ins_wf AS')).map(readers)).toEqual([
+      ['json', 'jsonb', 'jsonb'],
+      ['jsonb', 'json', 'jsonb'],
+      ['jsonb', 'jsonb', 'json'],
+      ['jsonb', 'jsonb', 'jsonb'],
+    ]);
+    const rows = await db.query(`SELECT id, input, result FROM "${db.schema}".workflows WHERE id <> 'c' ORDER BY id`);
+    expect(rows).toEqual([
+      { id: 'a', input: '{"n":1}', result: '1' },
+      { id: 'b', input: '{"n":1}', result: '1' },
+      { id: 'new-0', input: long, result: null },
+      { id: 'new-1', input: '1', result: null },
+      { id: 'new-2', input: '1', result: null },
+      { id: 'new-3', input: '1', result: null },
+    ]);
+    expect(await db.query(`SELECT result FROM "${db.schema}".workflows WHERE id = 'c'`)).toEqual([{ result: long }]);
+    const [history] = await db.query(`SELECT payload FROM "${db.schema}".history WHERE workflow_id = 'new-1'`);
+    expect(history).toEqual({ payload: long });
+  });
+
   it('merges two writes of one workflow into one flush', async () => {
     const { wal, flushes } = open();
     await start(wal, 'a');
