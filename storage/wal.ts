@@ -39,8 +39,9 @@ export interface WalOptions {
   maxFlushesInFlight?: number;
   /**
    * Most characters one flush carries (payloads, and about a hundred per row); more pending goes
-   * in further flushes. The limit is for the history, which Postgres reads as one jsonb value that
-   * must stay under 256 MB (escaping can double a payload in it). @default 32 Mi
+   * in further flushes. The limit is for the flush's documents (history, starts, row updates),
+   * each of which Postgres reads as one jsonb value that must stay under 256 MB (escaping can
+   * double a payload in one). @default 32 Mi
    */
   maxFlushChars?: number;
   /** Row documents longer than this go to Postgres as json rather than jsonb. @default 64 Mi */

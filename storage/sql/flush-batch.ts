@@ -20,7 +20,7 @@ const LEASE_LOST_MARKER = 'duraflow-lease-lost';
  * for it, so a lone workflow's step runs a small statement.
  */
 interface Part {
-  /** `type`: how a part carried as one JSON document (`DOCUMENT_PARTS`) reads it. */
+  /** `type`: how a part carried as one JSON document (starts, history, updates) reads it. */
   cte: (t: Tables, type: DocumentType) => string;
   params: number;
   /** The part as the statement's own main clause, when it comes last and nothing is read back. */
@@ -198,9 +198,9 @@ const statements = new Map<string, string>();
  * The whole batch as ONE statement of data-modifying CTEs: one round trip, atomic on its own
  * (no BEGIN/COMMIT), one multi-row `unnest` or JSON document per table. Its text depends only on
  * the schema, on which parts are present and on which documents go as json, so each combination
- * is a prepared statement. The
- * CTEs share one snapshot, so no two parts may touch the same row; the WAL's merge guarantees that
- * (an insert and a delete of one timer or task in the same batch cancel out before they get here).
+ * is a prepared statement. The CTEs share one snapshot, so no two parts may touch the same row;
+ * the WAL's merge guarantees that (an insert and a delete of one timer or task in the same batch
+ * cancel out before they get here).
  *
  * History rows have the primary key (workflow_id, seq): a writer whose idea of a workflow's
  * history is stale collides with the rows already there, and the statement fails as a whole.
@@ -448,7 +448,7 @@ export async function flushBatch(
   };
   const key = asJson.size === 0 ? mask(present).toString(36) : `${mask(present).toString(36)}j${mask(asJson).toString(36)}`;
   const params = present.flatMap((name) => byPart.get(name)!);
-  // Prepared-statement names are limited to 63 bytes: "df_" + key (at most 9) + "_" + a schema of <= 48.
+  // Prepared-statement names are limited to 63 bytes: "df_" + key (at most 5) + "_" + a schema of <= 48.
   const { rows } = await db
     .query<{ inserted: string[] }>(flushStatement(t, present, asJson, key), params, `df_${key}_${t.schema}`)
     .catch((error: unknown) => {
