@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
-import { MetricName, type WorkflowContext } from 'duraflow';
+import { type HistoryEvent, MetricName, type RetryPolicy, type WorkflowContext } from 'duraflow';
 
 import { backends, type TestSchema } from '../helpers/database.js';
 import { fixtureActivities, readMetric, startEngine } from '../helpers/engines.js';
@@ -191,10 +191,14 @@ describe.each(backends)('metrics on $name', (backend) => {
     }
   });
 
-  it('counts no retry for an attempt that fails after its workflow ended', async () => {
+  /**
+   * Runs a workflow that fails on one activity's failure while an attempt of `hang` still runs,
+   * with `hangPolicy`; returns the metrics once that attempt has timed out, and the history.
+   */
+  async function afterAttemptOutlivingWorkflow(hangPolicy: RetryPolicy): Promise<{ samples: Sample[]; history: HistoryEvent[] }> {
     async function failsFast(ctx: WorkflowContext): Promise<unknown> {
       const { alwaysFails } = ctx.activities<Fixtures>({ retry: { maxAttempts: 1 } });
-      const { hang } = ctx.activities<Fixtures>({ retry: { initialIntervalMs: 1 }, startToCloseTimeoutMs: 200 });
+      const { hang } = ctx.activities<Fixtures>({ retry: hangPolicy, startToCloseTimeoutMs: 200 });
       // The first failure fails the workflow; the hanging attempt times out after that.
       return Promise.all([alwaysFails(), hang(null)]);
     }
@@ -202,41 +206,31 @@ describe.each(backends)('metrics on $name', (backend) => {
     try {
       const handle = await engine.startWorkflow(failsFast, undefined);
       await expect(handle.result()).rejects.toMatchObject({ code: 'DURAFLOW_WORKFLOW_FAILED' });
-      const hang = { activity: 'hang' };
-      await waitFor(async () => total(await scrapeRegistry(engine), MetricName.ActivityAttempts, hang) === 1, 'the hanging attempt to time out');
+      await waitFor(async () => total(await scrapeRegistry(engine), MetricName.ActivityAttempts, { activity: 'hang' }) === 1, 'the hanging attempt to time out');
       const samples = await scrapeRegistry(engine);
-      // Its workflow has ended: nothing runs it again, so it is no retry.
-      expect(total(samples, MetricName.ActivityRetries, hang)).toBe(0);
+      const state = await engine.inspect(handle.workflowId);
+      expect(state.waitingOn.activities).toEqual([]);
       expect(total(samples, MetricName.TimersArmed)).toBe(0);
-      expect((await engine.inspect(handle.workflowId)).waitingOn.activities).toEqual([]);
+      return { samples, history: state.history };
     } finally {
       await engine.close();
     }
+  }
+
+  it('counts no retry for an attempt that fails after its workflow ended', async () => {
+    const { samples } = await afterAttemptOutlivingWorkflow({ initialIntervalMs: 1 });
+    // Its workflow has ended: nothing runs it again, so it is no retry.
+    expect(total(samples, MetricName.ActivityRetries, { activity: 'hang' })).toBe(0);
   });
 
   it('counts no final failure for an attempt that fails for good after its workflow ended', async () => {
-    async function failsFast(ctx: WorkflowContext): Promise<unknown> {
-      const { alwaysFails } = ctx.activities<Fixtures>({ retry: { maxAttempts: 1 } });
-      const { hang } = ctx.activities<Fixtures>({ retry: { maxAttempts: 1 }, startToCloseTimeoutMs: 200 });
-      // The first failure fails the workflow; the hanging attempt times out, for good, after that.
-      return Promise.all([alwaysFails(), hang(null)]);
-    }
-    const engine = await startEngine(db, { workflows: { failsFast }, activities: fixtureActivities });
-    try {
-      const handle = await engine.startWorkflow(failsFast, undefined);
-      await expect(handle.result()).rejects.toMatchObject({ code: 'DURAFLOW_WORKFLOW_FAILED' });
-      const hang = { activity: 'hang' };
-      await waitFor(async () => total(await scrapeRegistry(engine), MetricName.ActivityAttempts, hang) === 1, 'the hanging attempt to time out');
-      const samples = await scrapeRegistry(engine);
-      // The failure that failed the workflow is stored; the later one is taken by no workflow.
-      expect(total(samples, MetricName.ActivityFailures, { activity: 'alwaysFails' })).toBe(1);
-      expect(total(samples, MetricName.ActivityFailures, hang)).toBe(0);
-      // The attempt did run, in a thread, and failed: it counts as one, under the outcome it had.
-      expect(total(samples, `${MetricName.ActivityRunDuration}_count`, { ...hang, outcome: 'failed' })).toBe(1);
-      expect((await engine.inspect(handle.workflowId)).history.filter((e) => e.type === 'ActivityFailed')).toHaveLength(1);
-    } finally {
-      await engine.close();
-    }
+    const { samples, history } = await afterAttemptOutlivingWorkflow({ maxAttempts: 1 });
+    // The failure that failed the workflow is stored; the later one is taken by no workflow.
+    expect(total(samples, MetricName.ActivityFailures, { activity: 'alwaysFails' })).toBe(1);
+    expect(total(samples, MetricName.ActivityFailures, { activity: 'hang' })).toBe(0);
+    // The attempt did run, in a thread, and failed: it counts as one, under the outcome it had.
+    expect(total(samples, `${MetricName.ActivityRunDuration}_count`, { activity: 'hang', outcome: 'failed' })).toBe(1);
+    expect(history.filter((e) => e.type === 'ActivityFailed')).toHaveLength(1);
   });
 
   it('keeps two engines in one process in separate registries', async () => {

@@ -34,6 +34,12 @@ const AWKWARD_PAYLOADS: (string | null)[] = [
   `{"deep":${'['.repeat(50_000)}1${']'.repeat(50_000)}}`,
 ];
 
+/** The two ways a flush carries its rows' documents: what the WAL is given, and what the statement then reads. */
+const DOCUMENT_TYPES = [
+  ['jsonb', 'jsonb_array_elements(', {}],
+  ['json (a document too big for jsonb)', 'json_array_elements(', { maxJsonbChars: 0 }],
+] as const;
+
 /** One turn of the event loop: the WAL starts a flush at the end of the turn it was appended in. */
 const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
@@ -204,13 +210,15 @@ describe.each(backends)('Wal on $name', (backend) => {
     expect(wal.pendingEvents).toBe(0);
   });
 
-  it.each([
-    ['jsonb', 'jsonb_array_elements(', {}],
-    ['json (a document too big for jsonb)', 'json_array_elements(', { maxJsonbChars: 0 }],
-  ] as const)('stores every history payload byte for byte, sent as %s: escapes, lone surrogates, NUL, bare values and deep nesting included', async (_, reader, options) => {
-    // The statements the WAL sends, so the test sees which document type carried the history.
+  /** The driver with every statement the WAL sends recorded, to see how each part was carried. */
+  function recordingSql(): { recording: Sql; statements: string[] } {
     const statements: string[] = [];
-    const recording: Sql = { ...sql, query: (text, ...rest) => (statements.push(text), sql.query(text, ...rest)) };
+    return { recording: { ...sql, query: (text, ...rest) => (statements.push(text), sql.query(text, ...rest)) }, statements };
+  }
+
+  it.each(DOCUMENT_TYPES)('stores every history payload byte for byte, sent as %s: escapes, lone surrogates, NUL, bare values and deep nesting included', async (_, reader, options) => {
+    // The statements the WAL sends, so the test sees which document type carried the history.
+    const { recording, statements } = recordingSql();
     const { wal, failures } = open({ ...options, sql: recording });
     await start(wal, 'p');
     expect(await storedPayloads(wal, 'p', AWKWARD_PAYLOADS)).toEqual(AWKWARD_PAYLOADS);
@@ -218,12 +226,8 @@ describe.each(backends)('Wal on $name', (backend) => {
     expect(statements.some((text) => text.includes(reader))).toBe(true);
   });
 
-  it.each([
-    ['jsonb', 'jsonb_array_elements(', {}],
-    ['json (a document too big for jsonb)', 'json_array_elements(', { maxJsonbChars: 0 }],
-  ] as const)('stores every input, variables document, result and error byte for byte, sent as %s', async (_, reader, options) => {
-    const statements: string[] = [];
-    const recording: Sql = { ...sql, query: (text, ...rest) => (statements.push(text), sql.query(text, ...rest)) };
+  it.each(DOCUMENT_TYPES)('stores every input, variables document, result and error byte for byte, sent as %s', async (_, reader, options) => {
+    const { recording, statements } = recordingSql();
     const { wal, failures } = open({ ...options, sql: recording });
     const texts = AWKWARD_PAYLOADS.filter((p) => p !== null);
     // A plain start (its input), then a step that updates the row; and a step that creates its
@@ -303,8 +307,7 @@ describe.each(backends)('Wal on $name', (backend) => {
   });
 
   it('sends as json only the documents over maxJsonbChars, and each mix of document types as a statement of its own', async () => {
-    const statements: string[] = [];
-    const recording: Sql = { ...sql, query: (text, ...rest) => (statements.push(text), sql.query(text, ...rest)) };
+    const { recording, statements } = recordingSql();
     const { wal, failures } = open({ maxJsonbChars: 1_000, sql: recording });
     const long = JSON.stringify('"'.repeat(600));
     const readers = (text: string) => [...text.matchAll(/(\w+)_array_elements\(/g)].map((m) => m[1]);
