@@ -93,9 +93,15 @@ const PARTS = {
   historyWithCreates: { params: 1, cte: (t, type) => historyCte(t, type, true) },
   // A row to update that does not exist aborts the whole statement: the cast in `checked` fails at
   // run time, only on that branch, with a message naming the problem.
+  // How many rows to update is read from the document itself: `checked` compares it with the rows
+  // the UPDATE found.
   updates: {
-    params: 2,
-    cte: (t, type) => `upd AS (
+    params: 1,
+    cte: (t, type) => `upd_rows AS (
+    SELECT r->>0 AS id, r->>1 AS status, r->>2 AS vars, (r->>3)::bool AS set_result, r->>4 AS result,
+           (r->>5)::bool AS set_error, r->>6 AS error, (r->>7)::float8 AS started_at, (r->>8)::float8 AS completed_at
+    FROM ${type}_array_elements($1::${type}) AS r),
+  upd AS (
     UPDATE ${t.workflows} w SET
       status = coalesce(u.status, w.status),
       vars = coalesce(u.vars, w.vars),
@@ -103,16 +109,14 @@ const PARTS = {
       error = CASE WHEN u.set_error THEN u.error ELSE w.error END,
       started_at = coalesce(to_timestamp(u.started_at / 1000.0), w.started_at),
       completed_at = coalesce(to_timestamp(u.completed_at / 1000.0), w.completed_at)
-    FROM (SELECT r->>0, r->>1, r->>2, (r->>3)::bool, r->>4, (r->>5)::bool, r->>6, (r->>7)::float8, (r->>8)::float8
-          FROM ${type}_array_elements($1::${type}) AS r)
-      AS u(id, status, vars, set_result, result, set_error, error, started_at, completed_at)
+    FROM upd_rows u
     WHERE w.id = u.id
     RETURNING 1),
   checked AS (
-    SELECT CASE WHEN n <> $2::int
-      THEN ('${MISSING_ROW_MARKER}: ' || ($2::int - n) || ' workflow row(s) to update do not exist')::int
+    SELECT CASE WHEN n <> wanted
+      THEN ('${MISSING_ROW_MARKER}: ' || (wanted - n) || ' workflow row(s) to update do not exist')::int
       ELSE n END AS updated
-    FROM (SELECT count(*)::int AS n FROM upd) c)`,
+    FROM (SELECT count(*)::int AS n FROM upd) c, (SELECT count(*)::int AS wanted FROM upd_rows) r)`,
   },
   timerInserts: {
     params: 3,
@@ -191,6 +195,13 @@ const PARTS = {
 
 type PartName = keyof typeof PARTS;
 const PART_NAMES = Object.keys(PARTS) as PartName[];
+
+/** The parts `names` as bits, one per part in PARTS order: a statement's key. */
+function maskOf(names: Iterable<PartName>): number {
+  let bits = 0;
+  for (const name of names) bits |= 1 << PART_NAMES.indexOf(name);
+  return bits;
+}
 
 const statements = new Map<string, string>();
 
@@ -311,9 +322,9 @@ function collectParams(
   const maxJsonbChars = options.maxJsonbChars ?? MAX_JSONB_CHARS;
   // Each as one JSON document of positional rows: JSON.stringify of arrays is native and writes no
   // keys, where text[] parameters are built and escaped element by element in JavaScript.
-  const addDocument = (part: PartName, rows: unknown[], ...more: unknown[]): void => {
+  const addDocument = (part: PartName, rows: unknown[]): void => {
     const document = JSON.stringify(rows);
-    params.set(part, [document, ...more]);
+    params.set(part, [document]);
     if (document.length > maxJsonbChars) asJson.add(part);
   };
   if (created.length > 0) {
@@ -351,7 +362,6 @@ function collectParams(
         w.startedAt ?? null,
         w.completedAt ?? null,
       ]),
-      updates.length,
     );
   }
   if (timerInserts.length > 0) {
@@ -441,12 +451,7 @@ export async function flushBatch(
   const { params: byPart, asJson } = collectParams(t, starts, writes, options);
   if (byPart.size === 0) return { inserted: new Set() };
   const present = PART_NAMES.filter((name) => byPart.has(name));
-  const mask = (names: Iterable<PartName>): number => {
-    let bits = 0;
-    for (const name of names) bits |= 1 << PART_NAMES.indexOf(name);
-    return bits;
-  };
-  const key = asJson.size === 0 ? mask(present).toString(36) : `${mask(present).toString(36)}j${mask(asJson).toString(36)}`;
+  const key = asJson.size === 0 ? maskOf(present).toString(36) : `${maskOf(present).toString(36)}j${maskOf(asJson).toString(36)}`;
   const params = present.flatMap((name) => byPart.get(name)!);
   // Prepared-statement names are limited to 63 bytes: "df_" + key (at most 5) + "_" + a schema of <= 48.
   const { rows } = await db
