@@ -51,6 +51,86 @@ export function decodeInput(task: ActivityTask): unknown {
 }
 
 /**
+ * What an attempt's code gets as its context. A class, not an object literal of closures: an
+ * attempt is a few hundred bytes on the thread's heap that way, where closures over the attempt's
+ * state cost as much again, and a thread runs tens of thousands of attempts a second. The signal
+ * is made on first read, since most activities never read it.
+ */
+class AttemptContext implements ActivityContext {
+  readonly workflowId: string;
+  readonly activityId: string;
+  readonly activityName: string;
+  readonly attempt: number;
+  readonly #id: number | undefined;
+  readonly #group: string | undefined;
+  readonly #closing: AbortSignal;
+  /** Only for an attempt that can be stopped (one with a pool id and group). */
+  readonly #stops: AttemptStops | undefined;
+  #controller: AbortController | undefined;
+  #onClose: (() => void) | undefined;
+  #requestedAt: number | undefined;
+
+  constructor(task: Omit<ActivityTask, 'input'>, closing: AbortSignal, stops: AttemptStops | undefined) {
+    this.workflowId = task.workflowId;
+    this.activityId = task.activityId;
+    this.activityName = task.name;
+    this.attempt = task.attempt;
+    this.#id = task.id;
+    this.#group = task.group;
+    this.#closing = closing;
+    this.#stops = stops;
+  }
+
+  get signal(): AbortSignal {
+    return AttemptContext.controllerOf(this).signal;
+  }
+
+  retryAfter(ms: number): void {
+    this.#requestedAt = Date.now() + checkDurationMs(ms, 'retryAfter delay');
+  }
+
+  retryAt(at: Date | number): void {
+    this.#requestedAt = checkEpochMs(at, 'retryAt time');
+  }
+
+  /**
+   * The attempt's own controller, made on first use: listeners an activity adds to its signal go
+   * away with the attempt instead of piling up on a signal that lives as long as the thread.
+   * Static, so that nothing of it shows on the context the activity sees.
+   */
+  static controllerOf(ctx: AttemptContext): AbortController {
+    if (ctx.#controller) return ctx.#controller;
+    const controller = new AbortController();
+    ctx.#controller = controller;
+    const closing = ctx.#closing;
+    if (closing.aborted) controller.abort(closing.reason);
+    else {
+      ctx.#onClose = () => controller.abort(closing.reason);
+      closing.addEventListener('abort', ctx.#onClose, { once: true });
+    }
+    const stops = ctx.#stops;
+    if (stops) {
+      // A stop that came while the attempt ran without its signal applies now.
+      const reason = stops.reasonFor(ctx.#id!, ctx.#group!);
+      if (reason !== undefined) controller.abort(reason);
+      else stops.watch(ctx.#id!, ctx.#group!, controller);
+    }
+    return controller;
+  }
+
+  /** When the attempt asked to be tried again, if it did. */
+  static requestedAtOf(ctx: AttemptContext): number | undefined {
+    return ctx.#requestedAt;
+  }
+
+  /** The attempt ended: what its signal hooked up is unhooked. */
+  static release(ctx: AttemptContext): void {
+    if (ctx.#onClose) ctx.#closing.removeEventListener('abort', ctx.#onClose);
+    if (ctx.#stops) ctx.#stops.ended(ctx.#id!);
+  }
+}
+
+/**
  * Runs one attempt of `fn` on `input` and turns whatever happens into an outcome: the JSON of its
  * result (checked like every other payload: JSON only, within the size limit; a result that is
  * not is a non-retryable failure), or its error as plain data with any retry time the activity
@@ -71,76 +151,46 @@ export async function runAttempt(
     const reason = stops.reasonFor(id, group);
     if (reason !== undefined) return { ok: false, failure: toFailure(reason), startedAt: Date.now(), durationMs: 0 };
   }
-  // A signal of its own per attempt: listeners an activity adds to it go away with the attempt
-  // instead of piling up on a signal that lives as long as the thread. Made on first use, since
-  // most activities never read it.
-  let controller: AbortController | undefined;
-  const onClose = (): void => controller!.abort(closing.reason);
-  const attemptSignal = (): AbortController => {
-    if (controller) return controller;
-    controller = new AbortController();
-    if (closing.aborted) onClose();
-    else closing.addEventListener('abort', onClose, { once: true });
-    if (isStoppable) {
-      // A stop that came while the attempt ran without its signal applies now.
-      const reason = stops.reasonFor(id, group);
-      if (reason !== undefined) controller.abort(reason);
-      else stops.watch(id, group, controller);
-    }
-    return controller;
-  };
-  let requestedAt: number | undefined;
+  const ctx = new AttemptContext(task, closing, isStoppable ? stops : undefined);
   let timer: NodeJS.Timeout | undefined;
   const startedAt = Date.now();
   const began = performance.now();
-  const timing = (): { startedAt: number; durationMs: number } => ({ startedAt, durationMs: performance.now() - began });
-  const ctx: ActivityContext = {
-    workflowId: task.workflowId,
-    activityId: task.activityId,
-    activityName: task.name,
-    attempt: task.attempt,
-    get signal() {
-      return attemptSignal().signal;
-    },
-    retryAfter(ms: number) {
-      requestedAt = Date.now() + checkDurationMs(ms, 'retryAfter delay');
-    },
-    retryAt(at: Date | number) {
-      requestedAt = checkEpochMs(at, 'retryAt time');
-    },
-  };
   try {
-    const run = Promise.resolve().then(() => fn(input as never, ctx));
-    const value =
-      task.timeoutMs === undefined
-        ? await run
-        : await Promise.race([
-            run,
-            new Promise<never>((_, reject) => {
-              timer = setTimeout(() => {
-                const error = new TimeoutError(
-                  `activity "${task.name}" attempt ${task.attempt} exceeded startToCloseTimeoutMs (${task.timeoutMs} ms)`,
-                );
-                attemptSignal().abort(error);
-                reject(error);
-              }, task.timeoutMs);
-            }),
-          ]);
-    let result: string | undefined;
+    let value: unknown;
     try {
-      result = codec.encode(value, `result of activity "${task.name}"`);
+      // Called here, not in a callback: a synchronous throw is caught below all the same.
+      const returned = fn(input as never, ctx);
+      value =
+        task.timeoutMs === undefined
+          ? await returned
+          : await Promise.race([
+              returned,
+              new Promise<never>((_, reject) => {
+                timer = setTimeout(() => {
+                  const error = new TimeoutError(
+                    `activity "${task.name}" attempt ${task.attempt} exceeded startToCloseTimeoutMs (${task.timeoutMs} ms)`,
+                  );
+                  AttemptContext.controllerOf(ctx).abort(error);
+                  reject(error);
+                }, task.timeoutMs);
+              }),
+            ]);
     } catch (error) {
-      return { ok: false, failure: { ...toFailure(error), nonRetryable: true }, ...timing() };
+      const failure = toFailure(error);
+      const durationMs = performance.now() - began;
+      const retryAt = AttemptContext.requestedAtOf(ctx);
+      return retryAt === undefined
+        ? { ok: false, failure, startedAt, durationMs }
+        : { ok: false, failure, retryAt, startedAt, durationMs };
     }
-    return { ok: true, result, ...timing() };
-  } catch (error) {
-    const failure = toFailure(error);
-    return requestedAt === undefined
-      ? { ok: false, failure, ...timing() }
-      : { ok: false, failure, retryAt: requestedAt, ...timing() };
+    const durationMs = performance.now() - began;
+    try {
+      return { ok: true, result: codec.encode(value, `result of activity "${task.name}"`), startedAt, durationMs };
+    } catch (error) {
+      return { ok: false, failure: { ...toFailure(error), nonRetryable: true }, startedAt, durationMs };
+    }
   } finally {
     if (timer) clearTimeout(timer);
-    if (controller) closing.removeEventListener('abort', onClose);
-    if (isStoppable) stops.ended(id);
+    AttemptContext.release(ctx);
   }
 }

@@ -169,16 +169,19 @@ async function runDecoded(task: Omit<ActivityTask, 'input'>, input: unknown): Pr
   try {
     mod = await loaded;
   } catch (error) {
-    return { ok: false, failure: toFailure(error), startedAt: Date.now(), durationMs: 0 };
+    return moduleFailure(error);
   }
+  return runLoaded(mod, task, input);
+}
+
+function moduleFailure(error: unknown): ActivityOutcome {
+  return { ok: false, failure: toFailure(error), startedAt: Date.now(), durationMs: 0 };
+}
+
+function runLoaded(mod: Record<string, unknown>, task: Omit<ActivityTask, 'input'>, input: unknown): Promise<ActivityOutcome> | ActivityOutcome {
   const fn = mod[task.name];
   if (typeof fn !== 'function') {
-    return {
-      ok: false,
-      failure: unknownActivityFailure(task.name),
-      startedAt: Date.now(),
-      durationMs: 0,
-    };
+    return { ok: false, failure: unknownActivityFailure(task.name), startedAt: Date.now(), durationMs: 0 };
   }
   return runAttempt(fn as ActivityFunction, task, input, closing.signal, codec, stops);
 }
@@ -200,18 +203,28 @@ async function runParsedBatch(text: string): Promise<BatchedOutcome[]> {
     await loaded.catch(() => undefined);
     results.postMessage({ batchStarted: batch[0]![0], timed, thread: threadId } satisfies BatchStarted);
   }
-  await Promise.all(
-    batch.map(async ([id, name, workflowId, commandId, attempt, timeoutMs, group, input]) =>
-      report(
-        id,
-        await runDecoded(
-          { id, group, name, workflowId, activityId: activityIdOf(workflowId, commandId), attempt, timeoutMs: timeoutMs ?? undefined },
-          input,
-        ),
-      ),
-    ),
-  );
-  // What is still unposted rides on Piscina's reply, which the main thread receives anyway.
+  // The module once per batch, not once per attempt: each await is a promise and a turn.
+  let mod: Record<string, unknown>;
+  try {
+    mod = await loaded;
+  } catch (error) {
+    for (const [id] of batch) report(id, moduleFailure(error));
+    return takeUnposted();
+  }
+  await Promise.all(batch.map((entry) => runAndReport(mod, entry)));
+  return takeUnposted();
+}
+
+async function runAndReport(
+  mod: Record<string, unknown>,
+  [id, name, workflowId, commandId, attempt, timeoutMs, group, input]: BatchedTask,
+): Promise<void> {
+  const task = { id, group, name, workflowId, activityId: activityIdOf(workflowId, commandId), attempt, timeoutMs: timeoutMs ?? undefined };
+  report(id, await runLoaded(mod, task, input));
+}
+
+/** Outcomes not posted yet: they ride on Piscina's reply, which the main thread receives anyway. */
+function takeUnposted(): BatchedOutcome[] {
   const unposted = ready;
   ready = [];
   return unposted;
