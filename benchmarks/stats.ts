@@ -37,6 +37,17 @@ export function histogramQuantile(buckets: readonly { le: number; count: number 
   return prevLe;
 }
 
+/**
+ * The percentage of observations at or below `bound`, exact when `bound` is a bucket's bound (the
+ * bucket's cumulative count over the total); undefined when there are none, or no such bucket.
+ */
+export function shareWithin(buckets: readonly { le: number; count: number }[], bound: number): number | undefined {
+  const total = buckets.at(-1)?.count ?? 0;
+  const within = buckets.find((b) => b.le === bound);
+  if (total === 0 || within === undefined) return undefined;
+  return (100 * within.count) / total;
+}
+
 export function round(value: number, digits = 2): number {
   const f = 10 ** digits;
   return Math.round(value * f) / f;
