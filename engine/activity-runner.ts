@@ -85,12 +85,19 @@ class AttemptContext implements ActivityContext {
     return AttemptContext.controllerOf(this).signal;
   }
 
-  retryAfter(ms: number): void {
-    this.#requestedAt = Date.now() + checkDurationMs(ms, 'retryAfter delay');
+  // Getters that hand out a function bound to this attempt, not methods: an activity may take
+  // them apart from the context (`async (input, { retryAfter }) => …`), and only one that reads
+  // them pays for the function.
+  get retryAfter(): (ms: number) => void {
+    return (ms) => {
+      this.#requestedAt = Date.now() + checkDurationMs(ms, 'retryAfter delay');
+    };
   }
 
-  retryAt(at: Date | number): void {
-    this.#requestedAt = checkEpochMs(at, 'retryAt time');
+  get retryAt(): (at: Date | number) => void {
+    return (at) => {
+      this.#requestedAt = checkEpochMs(at, 'retryAt time');
+    };
   }
 
   /**

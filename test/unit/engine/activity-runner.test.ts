@@ -48,6 +48,27 @@ describe('runAttempt', () => {
     expect(outcome.ok === false && outcome.retryAt).toBeGreaterThanOrEqual(before + 60_000);
   });
 
+  it('lets the activity take its retry functions and signal apart from the context', async () => {
+    const closing = new AbortController();
+    const before = Date.now();
+    let signal: AbortSignal | undefined;
+    const outcome = await runAttempt(
+      ((_input: never, { retryAt, retryAfter, signal: taken }: ActivityContext) => {
+        signal = taken;
+        retryAfter(1_000);
+        retryAt(before + 120_000);
+        throw new Error('try later');
+      }) as ActivityFunction,
+      task(),
+      undefined,
+      closing.signal,
+      codec,
+    );
+    expect(outcome).toMatchObject({ ok: false, retryAt: before + 120_000 });
+    closing.abort(new Error('closing'));
+    expect(signal!.aborted).toBe(false); // the attempt is over: its signal no longer follows the close
+  });
+
   it('aborts a signal read during the attempt at close, and unhooks it from the close when the attempt ends', async () => {
     const closing = new AbortController();
     const stops = new AttemptStops();
