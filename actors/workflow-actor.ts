@@ -509,7 +509,13 @@ export class WorkflowActor {
     payload: string | null,
   ): HistoryRow {
     const row = { seq: ++this.#seq, activation, type, commandId, payload, at };
-    write.history.push(row);
+    const history = write.history;
+    // A step usually records two rows (an activity's end and the next one's start), and they
+    // live until the flush commits: arrays of their own size, where push from empty reserves 17
+    // slots that the young-generation collector would copy with them.
+    if (history.length === 0) write.history = [row];
+    else if (history.length === 1) write.history = [history[0]!, row];
+    else history.push(row);
     return row;
   }
 
