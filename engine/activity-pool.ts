@@ -478,6 +478,9 @@ export class ActivityPool<T extends PoolTask = PoolTask> {
     const attempt = toActivityTask(pending);
     let outcome: ActivityOutcome;
     try {
+      // The activity is user code, and `runAttempt` calls it at once: it must not run on the
+      // engine's stack (a commit's callbacks submit attempts), so it waits for that to unwind.
+      await Promise.resolve();
       outcome = await runAttempt(fn, attempt, decodeInput(attempt), this.#closing.signal, this.#codec, this.#stopped);
     } catch (error) {
       outcome = { ok: false, failure: toFailure(error), startedAt: Date.now(), durationMs: 0 };

@@ -406,6 +406,21 @@ describe('ActivityPool attempts of a workflow name another engine took over', ()
     expect([[], ['started', 'NameTakenOverError DURAFLOW_NAME_TAKEN_OVER']]).toContainEqual(await linesOf(file));
   });
 
+  it('starts an inline attempt after the code that submitted it, never on its stack', async () => {
+    const order: string[] = [];
+    const { pool, run } = await openPool(16, fixtureActivities, {
+      syncInline: (() => {
+        order.push('activity');
+        return 'done';
+      }) as ActivityFunction,
+    });
+    close = () => pool.close();
+    const attempt = run('syncInline');
+    order.push('after submit');
+    expect(await attempt).toBe('done');
+    expect(order).toEqual(['after submit', 'activity']);
+  });
+
   it('aborts the signal of an inline attempt of the name, and reports it with no outcome', async () => {
     const reasons: unknown[] = [];
     const { pool, run } = await openPool(16, fixtureActivities, {
