@@ -7,7 +7,7 @@ import { createEngine, type Engine, MetricName } from 'duraflow';
 
 import { type CpuProfile, startCpuProfile } from './profile.js';
 import { Progress } from './progress.js';
-import { histogramQuantile, percentiles, shareWithin } from './stats.js';
+import { histogramQuantile, middleRate, percentiles, shareWithin } from './stats.js';
 import { type CpuUse, cpuMeter } from './system.js';
 import { step } from './activities.js';
 import { fanout, parked, steps, timers } from './workflows.js';
@@ -237,7 +237,8 @@ async function throughput(
     const events = after.events - before.events;
     const flushes = after.flushes - before.flushes;
     // As many rows as the measured run committed (every steps workflow writes the same shape).
-    if (onHistory) onHistory(await readHistory(events));
+    const rows = options.database ? await readHistory(events) : undefined;
+    if (onHistory && rows) onHistory(rows);
     return {
       system: 'duraflow',
       scenario: label,
@@ -246,6 +247,7 @@ async function throughput(
       workflowsPerSec: options.workflows / seconds,
       activityStepsPerSec: (options.workflows * activitiesPerWorkflow) / seconds,
       eventsPerSec: events / seconds,
+      ...(rows ? sustainedFigures(rows, activitiesPerWorkflow) : {}),
       flushesPerSec: flushes / seconds,
       eventsPerFlush: events / Math.max(1, flushes),
       ...latencyFigures(latencies, before, after),
@@ -266,6 +268,22 @@ async function throughput(
     stopScraping();
     await dispose();
   }
+}
+
+/**
+ * The pace of the run's middle (from the 10th to the 90th percentile of the times of the history
+ * rows it committed): of all its events, and of its activity steps (their ActivityCompleted
+ * events). A closed-loop run starts every workflow at once, so it creates them all before any
+ * activity returns and completes them all at the end: its middle is activity steps alone, and
+ * its pace an upper bound on what a steady mix of starts, steps and completions would reach. The
+ * gap to the whole run's average shows how much of a run went to its start and end.
+ */
+function sustainedFigures(rows: HistoryColumns, activitiesPerWorkflow: number): RunResult {
+  const steps = activitiesPerWorkflow > 0 ? rows.at.filter((_, i) => rows.type[i] === 'ActivityCompleted') : [];
+  return {
+    sustainedEventsPerSec: middleRate(rows.at),
+    sustainedStepsPerSec: steps.length > 0 ? middleRate(steps) : undefined,
+  };
 }
 
 /**

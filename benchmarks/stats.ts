@@ -48,6 +48,20 @@ export function shareWithin(buckets: readonly { le: number; count: number }[], b
   return (100 * within.count) / total;
 }
 
+/**
+ * Events per second between two quantiles of their times (epoch ms), by default the 10th and the
+ * 90th: the pace of a run's middle, without its start (work not yet flowing through every stage)
+ * or its end (the last workflows with nothing left to overlap with). Undefined for fewer than
+ * two distinct times.
+ */
+export function middleRate(times: readonly number[], from = 0.1, to = 0.9): number | undefined {
+  if (times.length < 2) return undefined;
+  const sorted = [...times].sort((a, b) => a - b);
+  const at = (q: number): number => sorted[Math.round(q * (sorted.length - 1))]!;
+  const ms = at(to) - at(from);
+  return ms > 0 ? ((to - from) * sorted.length * 1000) / ms : undefined;
+}
+
 export function round(value: number, digits = 2): number {
   const f = 10 ** digits;
   return Math.round(value * f) / f;
