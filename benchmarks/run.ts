@@ -29,6 +29,9 @@ const USAGE = `usage: npm run bench -- [options]
   --scenario steps|fanout|timers|latency|memory   (default steps)
   --database URL        Postgres to run on (default: the embedded database, in memory)
   --workflows N         workflows per run (default 2000; memory: 100000; latency: 200)
+  --concurrency C       steps, fanout, timers: at most C workflows at a time, each one that ends
+                        replaced by the next, so starts and completions spread over the run
+                        (default: all of them at once); DBOS runs the same way with --compare
   --steps S             sequential activities per workflow (default 10)
   --fanout F            parallel activities per workflow (default 20)
   --timers T            timers per workflow (default 5)
@@ -53,6 +56,7 @@ const FLAGS = {
   scenario: { type: 'string', default: 'steps' },
   database: { type: 'string' },
   workflows: { type: 'string' },
+  concurrency: { type: 'string' },
   steps: { type: 'string', default: '10' },
   fanout: { type: 'string', default: '20' },
   timers: { type: 'string', default: '5' },
@@ -102,6 +106,9 @@ function parse(): { options: BenchOptions; scenario: string; compare: boolean; r
   if (values.compare && !(scenario === 'steps' || (scenario === 'latency' && rate === 0))) {
     refuse(`--compare has baselines for steps and for latency one at a time (no --rate), not for ${scenario}${rate > 0 ? ' at a rate' : ''}`);
   }
+  if (values.concurrency !== undefined && !['steps', 'fanout', 'timers'].includes(scenario)) {
+    refuse(`--concurrency is for the closed-loop scenarios (steps, fanout, timers), not ${scenario}`);
+  }
   if (values.profile !== undefined && (values.profile === '' || scenario === 'memory')) {
     refuse(values.profile === '' ? '--profile needs a file to write' : '--profile profiles this process, and the memory scenario runs in child processes');
   }
@@ -114,6 +121,7 @@ function parse(): { options: BenchOptions; scenario: string; compare: boolean; r
     options: {
       database: values.database,
       workflows: int('workflows', values.workflows, defaultWorkflows),
+      concurrency: values.concurrency === undefined ? undefined : int('concurrency', values.concurrency, 1),
       steps: int('steps', values.steps, 10),
       fanout: int('fanout', values.fanout, 20),
       timers: int('timers', values.timers, 5),
@@ -169,7 +177,10 @@ async function runDbos(options: BenchOptions, mode: 'throughput' | 'latency'): P
   // A system database of its own, so two runs on one server do not drop each other's.
   const systemDatabase = `dbos_bench_${randomBytes(4).toString('hex')}`;
   const args = [script, '--database', options.database!, '--system-database', systemDatabase, '--steps', String(options.steps), '--mode', mode];
-  if (mode === 'throughput') args.push('--workflows', String(options.workflows));
+  if (mode === 'throughput') {
+    args.push('--workflows', String(options.workflows));
+    if (options.concurrency !== undefined) args.push('--concurrency', String(options.concurrency));
+  }
   else args.push('--runs', String(options.workflows));
   const { stdout } = await run(process.execPath, args, { maxBuffer: 1 << 20, timeout: 600_000 });
   const line = stdout.trim().split('\n').at(-1)!;

@@ -16,6 +16,8 @@ import { fanout, parked, steps, timers } from './workflows.js';
 export interface BenchOptions {
   database: string | undefined;
   workflows: number;
+  /** Closed-loop scenarios: at most this many workflows at a time, each that ends replaced; undefined: all at once. */
+  concurrency?: number | undefined;
   steps: number;
   fanout: number;
   timers: number;
@@ -178,23 +180,28 @@ function scraper(engine: Engine): () => void {
 }
 
 /**
- * Starts `count` workflows at once and waits for all of them. Returns the wall time and each
+ * Runs `count` workflows and waits for all of them: all started at once, or (`concurrency`) at
+ * most that many at a time, each that ends replaced by the next. Returns the wall time and each
  * workflow's end-to-end latency (startWorkflow call to result), in ms.
  */
-async function runBatch(
+export async function runBatch(
   count: number,
   start: (i: number) => ReturnType<Engine['startWorkflow']>,
   progress?: Progress,
+  concurrency = count,
 ): Promise<{ seconds: number; latencies: number[] }> {
   const latencies: number[] = new Array(count);
+  let next = 0;
   const began = performance.now();
   await Promise.all(
-    Array.from({ length: count }, async (_, i) => {
-      const t0 = performance.now();
-      const handle = await start(i);
-      await handle.result();
-      latencies[i] = performance.now() - t0;
-      progress?.tick();
+    Array.from({ length: Math.min(concurrency, count) }, async () => {
+      for (let i = next++; i < count; i = next++) {
+        const t0 = performance.now();
+        const handle = await start(i);
+        await handle.result();
+        latencies[i] = performance.now() - t0;
+        progress?.tick();
+      }
     }),
   );
   return { seconds: (performance.now() - began) / 1000, latencies };
@@ -229,7 +236,7 @@ async function throughput(
     const cpu = await cpuMeter();
     const profiler = options.onProfile && (await startCpuProfile());
     const progress = options.quiet ? undefined : new Progress(label, options.workflows);
-    const { seconds, latencies } = await runBatch(options.workflows, (i) => start(engine, i), progress);
+    const { seconds, latencies } = await runBatch(options.workflows, (i) => start(engine, i), progress, options.concurrency);
     progress?.stop();
     if (profiler) options.onProfile!(await profiler.stop());
     const usage = await cpu.stop();

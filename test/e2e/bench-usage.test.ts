@@ -12,6 +12,8 @@ describe('the benchmark harness command line', () => {
       [['--steps=0'], '--steps must be a whole number of at least 1, got "0"'],
       [['--warm-up', '0.5'], '--warm-up must be a whole number of at least 1, got "0.5"'],
       [['--compare'], '--compare needs --database'],
+      [['--concurrency', '0'], '--concurrency must be a whole number of at least 1, got "0"'],
+      [['--scenario', 'latency', '--concurrency', '5'], '--concurrency is for the closed-loop scenarios (steps, fanout, timers), not latency'],
     ];
     for (const [args, reason] of cases) {
       const run = await bench(args);
