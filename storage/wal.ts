@@ -115,12 +115,33 @@ function startChars(row: NewWorkflowRow): number {
   return ROW_CHARS + row.id.length + row.name.length + (row.input?.length ?? 0);
 }
 
+/** Whether one of `batches` holds a write or a start of workflow `id`. */
+function isHeld(batches: ReadonlySet<Batch>, id: string): boolean {
+  for (const batch of batches) if (batch.holds(id)) return true;
+  return false;
+}
+
 /** Writes gathered since the last flush; merged per workflow so each table gets one row each. */
 class Batch {
   readonly writes = new Map<string, WorkflowWrite>();
   onDurable: { workflowId: string; callback: (isRefused: boolean) => void }[] = [];
   starts: PendingStart[] = [];
   events = 0;
+  /** The ids of `starts`, made when the batch goes in flight (its starts do not change then), if it has any. */
+  startIds: ReadonlySet<string> | undefined;
+
+  /** Whether this batch holds a write or a start of workflow `id`. */
+  holds(id: string): boolean {
+    return this.writes.has(id) || (this.startIds?.has(id) ?? false);
+  }
+
+  /** Whether any of this batch's workflows has a write or a start in `batches`. */
+  meets(batches: ReadonlySet<Batch>): boolean {
+    if (batches.size === 0) return false;
+    for (const id of this.writes.keys()) if (isHeld(batches, id)) return true;
+    for (const { row } of this.starts) if (isHeld(batches, row.id)) return true;
+    return false;
+  }
 
   get isEmpty(): boolean {
     return this.writes.size === 0 && this.starts.length === 0;
@@ -143,18 +164,19 @@ class Batch {
   }
 
   /**
-   * Moves into a new batch, in append order, the writes of workflows not in `busy` and then the
-   * starts whose id is neither busy nor has a write left here, until the next would take it past
+   * Moves into a new batch, in append order, the writes of workflows that no batch in `busy` (those
+   * in flight) holds, and then the starts whose id is neither held there nor has a write left here,
+   * until the next would take it past
    * `maxChars` (the first write and the first start are taken whatever their size). The rest (and
    * their callbacks) stay for a later flush, so two flushes in flight never hold the same id. A start goes with a write of its
    * id, so a step that creates its workflow still meets, in the same batch, a start of that id
    * appended after it, and wins (see `startsToInsert`).
    */
-  split(busy: ReadonlySet<string>, maxChars: number): Batch {
+  split(busy: ReadonlySet<Batch>, maxChars: number): Batch {
     const taken = new Batch();
     let chars = 0;
     for (const [id, write] of this.writes) {
-      if (busy.has(id)) continue;
+      if (isHeld(busy, id)) continue;
       chars += writeChars(write);
       if (taken.writes.size > 0 && chars > maxChars) break;
       taken.writes.set(id, write);
@@ -170,7 +192,7 @@ class Batch {
       let isTaken: boolean;
       if (taken.writes.has(id)) {
         isTaken = true; // whatever its size: it must meet the step that creates its workflow
-      } else if (isFull || this.writes.has(id) || busy.has(id)) {
+      } else if (isFull || this.writes.has(id) || isHeld(busy, id)) {
         isTaken = false;
       } else {
         chars += startChars(start.row);
@@ -291,9 +313,8 @@ function startsToInsert(batch: Batch): Map<string, NewWorkflowRow> {
 export class Wal {
   readonly #options: WalOptions;
   #pending = new Batch();
+  /** Batches being committed: a workflow with a write or a start in one is not flushed again until it ends. */
   readonly #inFlight = new Set<Batch>();
-  /** Workflows with writes in an in-flight batch. */
-  readonly #busy = new Set<string>();
   readonly #maxInFlight: number;
   readonly #maxChars: number;
   #isScheduled = false;
@@ -422,12 +443,14 @@ export class Wal {
   #startFlushes(): void {
     while (this.#inFlight.size < this.#maxInFlight && !this.#pending.isEmpty) {
       let batch: Batch;
-      // A write is measured here when nothing is busy, else by the split (both only while needed).
-      if (this.#busy.size === 0 && this.#pending.fits(this.#maxChars)) {
+      // All that is pending, if none of its workflows is in flight (the usual case: a workflow's
+      // next step waits for the commit of its last) and it fits; else split. A write is measured
+      // here or by the split, not both, unless the batch is too big.
+      if (!this.#pending.meets(this.#inFlight) && this.#pending.fits(this.#maxChars)) {
         batch = this.#pending;
         this.#pending = new Batch();
       } else {
-        batch = this.#pending.split(this.#busy, this.#maxChars);
+        batch = this.#pending.split(this.#inFlight, this.#maxChars);
         if (batch.isEmpty) break; // everything pending waits for a flush in flight
       }
       void this.#flush(batch);
@@ -435,15 +458,12 @@ export class Wal {
   }
 
   async #flush(batch: Batch): Promise<void> {
+    if (batch.starts.length > 0) batch.startIds = new Set(batch.starts.map(({ row }) => row.id));
     this.#inFlight.add(batch);
-    for (const id of batch.writes.keys()) this.#busy.add(id);
-    for (const { row } of batch.starts) this.#busy.add(row.id);
     // Never throws: the commit's failures are handled, and the owner's callbacks go through #report.
     await this.#commitWithRetry(batch);
     this.#cleanUpNowAndThen();
     this.#inFlight.delete(batch);
-    for (const id of batch.writes.keys()) this.#busy.delete(id);
-    for (const { row } of batch.starts) this.#busy.delete(row.id);
     this.#wakeUncongested();
     this.#startFlushes();
     if (this.#inFlight.size === 0 && this.#pending.isEmpty) {
@@ -510,9 +530,8 @@ export class Wal {
         }
         if (isPartial) {
           const discarded = new Map<string, WorkflowWrite[]>();
+          // Out of the batch, so no longer in flight: later writes of theirs may go.
           batch.discard(lost, discarded);
-          // Out of the batch, so out of #flush's release at its end: freed here.
-          for (const id of lost) this.#busy.delete(id);
           this.#pending.discard(lost, discarded);
           this.#report(() => this.#options.onFlushFailed(lost, error, discarded));
           // A start meets again the step that would have created its workflow.
