@@ -56,10 +56,8 @@ export function shareWithin(buckets: readonly { le: number; count: number }[], b
  */
 export function middleRate(times: readonly number[], from = 0.1, to = 0.9): number | undefined {
   if (times.length < 2) return undefined;
-  const sorted = [...times].sort((a, b) => a - b);
-  const at = (q: number): number => sorted[Math.round(q * (sorted.length - 1))]!;
-  const ms = at(to) - at(from);
-  return ms > 0 ? ((to - from) * sorted.length * 1000) / ms : undefined;
+  const ms = quantile(times, to) - quantile(times, from);
+  return ms > 0 ? ((to - from) * times.length * 1000) / ms : undefined;
 }
 
 export function round(value: number, digits = 2): number {

@@ -16,6 +16,12 @@ export function machine(): { cores: number; cpuModel: string; memoryGiB: number;
 
 const TICKS_PER_SECOND = 100; // USER_HZ on Linux
 
+/** User and system CPU ticks in a /proc `stat` line: its fields 14 and 15, counted after the ") " that ends its command. */
+function cpuTicksIn(stat: string): number {
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return Number(fields[11]) + Number(fields[12]);
+}
+
 /**
  * CPU seconds used so far by every local process whose command is `postgres` (server, backends,
  * background workers), from /proc. Undefined where /proc is not readable (not Linux, or a remote
@@ -39,9 +45,7 @@ export async function postgresCpuSeconds(): Promise<number | undefined> {
           const close = stat.lastIndexOf(')');
           const comm = stat.slice(stat.indexOf('(') + 1, close);
           if (comm !== 'postgres') return;
-          const fields = stat.slice(close + 2).split(' ');
-          // Fields 14 and 15 of stat (utime, stime), counted after the ") " that ends comm.
-          ticks += Number(fields[11]) + Number(fields[12]);
+          ticks += cpuTicksIn(stat);
           found = true;
         } catch {
           // The process ended while we read.
@@ -62,9 +66,7 @@ function threadCpuSeconds(): Map<string, number> | undefined {
   const seconds = new Map<string, number>();
   for (const tid of tids) {
     try {
-      const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      seconds.set(tid, (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND);
+      seconds.set(tid, cpuTicksIn(readFileSync(`/proc/self/task/${tid}/stat`, 'utf8')) / TICKS_PER_SECOND);
     } catch {
       // The thread ended while we read.
     }

@@ -251,6 +251,25 @@ describe('Wal over a scripted driver', () => {
     expect([await first, await second, await other]).toEqual([true, false, true]);
   });
 
+  it('holds back a write of a workflow whose last write is in flight, and sends the writes of the others at once', async () => {
+    const sql = new HeldFlushSql([]);
+    const { wal } = walOver(sql);
+    const durable: string[] = [];
+    wal.enqueue(makeWrite('w1', 0, 1), () => durable.push('w1 first'));
+    await waitFor(() => sql.isHolding, 'the first flush to be in flight');
+    // Appended while w1's first write is in flight: the other workflows' go in a second flush
+    // now, w1's waits for the first to commit.
+    wal.enqueue(makeWrite('w2', 0, 1), () => durable.push('w2'));
+    wal.enqueue(makeWrite('w1', 1, 1), () => durable.push('w1 second'));
+    wal.enqueue(makeWrite('w3', 0, 1), () => durable.push('w3'));
+    await waitFor(() => sql.flushedWorkflows.length === 1, 'the second flush');
+    expect(sql.flushedWorkflows).toEqual([['w2', 'w3']]);
+    sql.release();
+    await wal.drain();
+    expect(sql.flushedWorkflows).toEqual([['w2', 'w3'], ['w1'], ['w1']]);
+    expect(durable).toEqual(['w2', 'w3', 'w1 first', 'w1 second']);
+  });
+
   it('reports as flushed only the history rows it wrote: none of a refused creation', async () => {
     const sql = new ScriptedSql([]);
     const { wal, flushed } = walOver(sql);
