@@ -31,11 +31,14 @@ const USAGE = `usage: npm run bench -- [options]
   --workflows N         workflows per run (default 2000; memory: 100000; latency: 200)
   --concurrency C       steps, fanout, timers: at most C workflows at a time, each one that ends
                         replaced by the next, so starts and completions spread over the run
-                        (default: all of them at once); DBOS runs the same way with --compare
+                        (default: all of them at once); DBOS runs the same way with --compare;
+                        latency --rate half: the maximum run's (default 2000)
   --steps S             sequential activities per workflow (default 10)
   --fanout F            parallel activities per workflow (default 20)
   --timers T            timers per workflow (default 5)
-  --rate R              latency: arrivals per second, 0 = one at a time (default 0)
+  --rate R|half         latency: arrivals per second, 0 = one at a time (default 0); half: before each
+                        run, measure the maximum (a steps run of 4C workflows, C at a time, of the
+                        same S steps) and arrive at half its workflows/s
   --activity-threads N  activity worker threads (default 2)
   --max-cached N        maxCachedWorkflows (default the engine's 10000; memory: the bounded run's, default 1000)
   --metrics             serve /metrics during the run and scrape it every second
@@ -78,7 +81,18 @@ function refuse(problem: string): never {
   process.exit(2);
 }
 
-function parse(): { options: BenchOptions; scenario: string; compare: boolean; repeat: number; json?: string; profile?: string } {
+interface Parsed {
+  options: BenchOptions;
+  scenario: string;
+  compare: boolean;
+  repeat: number;
+  /** latency --rate half: each run arrives at half the maximum measured just before it. */
+  halfOfMaximum: boolean;
+  json?: string;
+  profile?: string;
+}
+
+function parse(): Parsed {
   // parseArgs throws on an unknown flag or a missing value: a usage error, not a crash.
   const { values } = (() => {
     try {
@@ -101,13 +115,17 @@ function parse(): { options: BenchOptions; scenario: string; compare: boolean; r
     if (v === '' || !Number.isInteger(n) || n < 1) refuse(`--${name} must be a whole number of at least 1, got ${JSON.stringify(v)}`);
     return n;
   };
-  const rate = values.rate === undefined ? 0 : Number(values.rate);
-  if (values.rate === '' || !Number.isFinite(rate) || rate < 0) refuse(`--rate must be a number of workflows per second >= 0, got ${JSON.stringify(values.rate)}`);
-  if (values.compare && !(scenario === 'steps' || (scenario === 'latency' && rate === 0))) {
-    refuse(`--compare has baselines for steps and for latency one at a time (no --rate), not for ${scenario}${rate > 0 ? ' at a rate' : ''}`);
+  const halfOfMaximum = values.rate === 'half';
+  const rate = values.rate === undefined || halfOfMaximum ? 0 : Number(values.rate);
+  if (values.rate === '' || !Number.isFinite(rate) || rate < 0) {
+    refuse(`--rate must be a number of workflows per second >= 0, or half, got ${JSON.stringify(values.rate)}`);
   }
-  if (values.concurrency !== undefined && !['steps', 'fanout', 'timers'].includes(scenario)) {
-    refuse(`--concurrency is for the closed-loop scenarios (steps, fanout, timers), not ${scenario}`);
+  const isOpenLoop = rate > 0 || halfOfMaximum;
+  if (values.compare && !(scenario === 'steps' || (scenario === 'latency' && !isOpenLoop))) {
+    refuse(`--compare has baselines for steps and for latency one at a time (no --rate), not for ${scenario}${isOpenLoop ? ' at a rate' : ''}`);
+  }
+  if (values.concurrency !== undefined && !['steps', 'fanout', 'timers'].includes(scenario) && !(scenario === 'latency' && halfOfMaximum)) {
+    refuse(`--concurrency is for the closed-loop scenarios (steps, fanout, timers) and latency's --rate half, not ${scenario}${scenario === 'latency' ? ' without it' : ''}`);
   }
   if (values.profile !== undefined && (values.profile === '' || scenario === 'memory')) {
     refuse(values.profile === '' ? '--profile needs a file to write' : '--profile profiles this process, and the memory scenario runs in child processes');
@@ -115,6 +133,7 @@ function parse(): { options: BenchOptions; scenario: string; compare: boolean; r
   return {
     scenario,
     compare: values.compare!,
+    halfOfMaximum: scenario === 'latency' && halfOfMaximum,
     repeat: int('repeat', values.repeat, values.compare ? 3 : 1),
     ...(values.json ? { json: values.json } : {}),
     ...(values.profile ? { profile: values.profile } : {}),
@@ -170,6 +189,20 @@ async function runScenario(
       return results;
     }
   }
+}
+
+/** Slots of the maximum run of `latency --rate half` unless `--concurrency` says: the default `steps` batch's. */
+const MAXIMUM_RUN_CONCURRENCY = 2000;
+
+/**
+ * The maximum pace of the latency scenario's workflow (S sequential steps): a closed-loop `steps`
+ * run of 4C workflows, C at a time, each that ends replaced, so that its average is a steady
+ * mix's rather than a burst's start and end.
+ */
+async function measureMaximum(options: BenchOptions): Promise<RunResult> {
+  const concurrency = options.concurrency ?? MAXIMUM_RUN_CONCURRENCY;
+  const result = await runSteps({ ...options, workflows: 4 * concurrency, concurrency, onProfile: undefined });
+  return { ...result, scenario: 'steps (maximum)' };
 }
 
 async function runDbos(options: BenchOptions, mode: 'throughput' | 'latency'): Promise<RunResult> {
@@ -275,15 +308,32 @@ async function memoryChild(): Promise<void> {
 
 async function main(): Promise<void> {
   if (process.argv.includes('--memory-child')) return memoryChild();
-  const { options, scenario, compare, repeat, json, profile: profileFile } = parse();
+  const { options, scenario, compare, repeat, halfOfMaximum, json, profile: profileFile } = parse();
   if (compare && !options.database) refuse('--compare needs --database: the baselines run on a Postgres server');
-  const runs: { duraflow: RunResult[]; limit: RunResult[]; dbos: RunResult[] } = { duraflow: [], limit: [], dbos: [] };
+  const runs: { duraflow: RunResult[]; maximum: RunResult[]; limit: RunResult[]; dbos: RunResult[] } = {
+    duraflow: [],
+    maximum: [],
+    limit: [],
+    dbos: [],
+  };
   let profile: CpuProfile | undefined;
   for (let i = 0; i < repeat; i++) {
     // Alternate the sides so drift on a noisy machine hits all of them alike.
     let history: HistoryColumns | undefined;
     const onProfile = profileFile && i === 0 ? (p: CpuProfile) => (profile = p) : undefined;
-    const ours = await runScenario(scenario, { ...options, onProfile }, compare ? (rows) => (history = rows) : undefined);
+    let runOptions: BenchOptions = { ...options, onProfile };
+    let maximum: RunResult | undefined;
+    if (halfOfMaximum) {
+      // Measured afresh before each run: on a noisy machine the maximum of an hour ago may be
+      // another machine's.
+      maximum = await measureMaximum(options);
+      runs.maximum.push(maximum);
+      runOptions = { ...runOptions, rate: Number(maximum.workflowsPerSec) / 2 };
+    }
+    const ours = await runScenario(scenario, runOptions, compare ? (rows) => (history = rows) : undefined);
+    if (maximum) {
+      ours[0] = { ...ours[0]!, scenario: 'latency@half-of-maximum', rate: runOptions.rate, maximumWorkflowsPerSec: maximum.workflowsPerSec };
+    }
     runs.duraflow.push(...ours);
     // parse() took --compare only where there are baselines.
     if (!compare) continue;
@@ -306,6 +356,7 @@ async function main(): Promise<void> {
   const medians: RunResult[] = [];
   if (scenario === 'memory') medians.push(...runs.duraflow);
   else medians.push(medianOf(runs.duraflow));
+  if (runs.maximum.length > 0) medians.push(medianOf(runs.maximum));
   if (runs.limit.length > 0) medians.push(medianOf(runs.limit));
   if (runs.dbos.length > 0) medians.push(medianOf(runs.dbos));
   const ratios: Record<string, number> = {};
