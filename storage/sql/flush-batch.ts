@@ -95,6 +95,13 @@ const PARTS = {
   // run time, only on that branch, with a message naming the problem.
   // How many rows to update is read from the document itself: `checked` compares it with the rows
   // the UPDATE found.
+  // The rows are matched by a range of one key (>= and <=, which under a deterministic collation,
+  // the only kind a database or this column can have, is equality), not by `=`: with `=` the
+  // planner may hash the document's rows, which it takes for 100 whatever their number, and scan
+  // the whole table for them, and it does up to tens of thousands of workflows (an update of seven
+  // rows cost Postgres 2.7 ms of CPU at 5,000 workflows and 7.5 ms at 20,000, against 0.7 ms
+  // through the primary key). A range cannot be hashed or merged: each row is looked up through
+  // the key, whatever the table's statistics say and whenever the prepared plan was made.
   updates: {
     params: 1,
     cte: (t, type) => `upd_rows AS (
@@ -110,7 +117,7 @@ const PARTS = {
       started_at = coalesce(to_timestamp(u.started_at / 1000.0), w.started_at),
       completed_at = coalesce(to_timestamp(u.completed_at / 1000.0), w.completed_at)
     FROM upd_rows u
-    WHERE w.id = u.id
+    WHERE w.id >= u.id AND w.id <= u.id
     RETURNING 1),
   checked AS (
     SELECT CASE WHEN n <> wanted
