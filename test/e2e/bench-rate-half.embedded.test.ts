@@ -15,8 +15,8 @@ describe('the latency scenario at half the maximum', () => {
   it('measures the maximum before each run and arrives at half its workflows per second', async () => {
     const reportFile = join(dir.path, 'half.json');
     const run = await bench([
-      ...['--scenario', 'latency', '--rate', 'half', '--concurrency', '20', '--workflows', '30', '--steps', '3'],
-      ...['--warm-up', '20', '--repeat', '2', '--json', reportFile],
+      ...['--scenario', 'latency', '--rate', 'half', '--concurrency', '10', '--workflows', '20', '--steps', '2'],
+      ...['--warm-up', '5', '--repeat', '2', '--json', reportFile],
     ]);
     expect(run.stderr.includes('Error') ? run.stderr : '').toBe('');
     expect(run.code).toBe(0);
@@ -28,10 +28,10 @@ describe('the latency scenario at half the maximum', () => {
     expect(runs.duraflow).toHaveLength(2);
     runs.maximum.forEach((maximum, i) => {
       // 4C workflows, C at a time: a steady mix, not a burst.
-      expect(maximum).toMatchObject({ scenario: 'steps (maximum)', workflows: 80 });
+      expect(maximum).toMatchObject({ scenario: 'steps (maximum)', workflows: 40 });
       const latency = runs.duraflow[i]!;
       expect(latency.scenario).toBe('latency@half-of-maximum');
-      expect(latency.workflows).toBe(30);
+      expect(latency.workflows).toBe(20);
       expect(latency.maximumWorkflowsPerSec).toBe(maximum.workflowsPerSec);
       expect(latency.rate).toBeCloseTo((maximum.workflowsPerSec as number) / 2, 6);
     });

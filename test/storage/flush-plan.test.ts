@@ -1,4 +1,4 @@
-import { beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 
 import { flushBatch } from '../../storage/sql/flush-batch.js';
 import type { Queryable } from '../../storage/sql.js';
@@ -21,16 +21,17 @@ const WORKFLOWS = 5_000;
 
 describe.each(backends)('a flush that updates workflow rows, on $name', (backend) => {
   const store = useStore(backend);
-  beforeEach(async () => {
-    const { db, sql, tables } = store();
-    for (let i = 0; i < WORKFLOWS; i += 500) {
-      await flushBatch(sql, tables, Array.from({ length: 500 }, (_, k) => makeStartRow(`w${i + k}`)), []);
+  const startWorkflows = async (count: number): Promise<void> => {
+    const { sql, tables } = store();
+    for (let i = 0; i < count; i += 500) {
+      await flushBatch(sql, tables, Array.from({ length: Math.min(500, count - i) }, (_, k) => makeStartRow(`w${i + k}`)), []);
     }
-    await db.query(`ANALYZE "${db.schema}".workflows`);
-  });
+  };
 
   it('finds each row through the primary key, not by scanning the table, however few rows it updates', async () => {
     const { db, sql, tables } = store();
+    await startWorkflows(WORKFLOWS);
+    await db.query(`ANALYZE "${db.schema}".workflows`);
     let statement: { text: string; params: unknown[] } | undefined;
     const spy: Queryable = {
       query: (text, params, name) => {
@@ -53,6 +54,7 @@ describe.each(backends)('a flush that updates workflow rows, on $name', (backend
 
   it('updates exactly the rows it names, not those whose id starts with theirs', async () => {
     const { db, sql, tables } = store();
+    await startWorkflows(1001);
     await flushBatch(sql, tables, [], [makeWrite('w1', 0, 1, { status: 'running', vars: '{"v":1}' })]);
     const rows = await db.query<{ id: string; vars: string }>(
       `SELECT id, vars FROM "${db.schema}".workflows WHERE id IN ('w1', 'w10', 'w100', 'w1000') ORDER BY id`,
