@@ -280,10 +280,11 @@ async function throughput(
 /**
  * The pace of the run's middle (from the 10th to the 90th percentile of the times of the history
  * rows it committed): of all its events, and of its activity steps (their ActivityCompleted
- * events). A closed-loop run starts every workflow at once, so it creates them all before any
- * activity returns and completes them all at the end: its middle is activity steps alone, and
- * its pace an upper bound on what a steady mix of starts, steps and completions would reach. The
- * gap to the whole run's average shows how much of a run went to its start and end.
+ * events). A run that starts every workflow at once creates them all before any activity returns
+ * and completes them all at the end: its middle is activity steps alone, and its pace an upper
+ * bound on what a steady mix of starts, steps and completions would reach. With `concurrency`
+ * well below the workflows, starts and completions spread over the run, and middle and average
+ * agree. The gap to the whole run's average shows how much of a run went to its start and end.
  */
 function sustainedFigures(rows: HistoryColumns, activitiesPerWorkflow: number): RunResult {
   const steps = activitiesPerWorkflow > 0 ? rows.at.filter((_, i) => rows.type[i] === 'ActivityCompleted') : [];

@@ -98,10 +98,10 @@ const PARTS = {
   // The rows are matched by a range of one key (>= and <=, which under a deterministic collation,
   // the only kind a database or this column can have, is equality), not by `=`: with `=` the
   // planner may hash the document's rows, which it takes for 100 whatever their number, and scan
-  // the whole table for them, and it does up to tens of thousands of workflows (an update of seven
-  // rows cost Postgres 2.7 ms of CPU at 5,000 workflows and 7.5 ms at 20,000, against 0.7 ms
-  // through the primary key). A range cannot be hashed or merged: each row is looked up through
-  // the key, whatever the table's statistics say and whenever the prepared plan was made.
+  // the whole table for them, and it does up to tens of thousands of workflows (the History in
+  // benchmarks/README.md has what that cost). A range cannot be hashed or merged: each row is
+  // looked up through the key, whatever the table's statistics say and whenever the prepared plan
+  // was made.
   updates: {
     params: 1,
     cte: (t, type) => `upd_rows AS (
