@@ -46,7 +46,8 @@ const USAGE = `usage: npm run bench -- [options]
   --compare             also run the baselines and DBOS (steps, and latency one at a time; Postgres only):
                         steps: the bare-insert limit; latency: the bare floor of commits and thread hops
   --warm-up N           workflows run before each measured run (default: steps and fanout, enough for
-                        100,000 activities; timers and latency, 500)
+                        100,000 activities; timers and latency one at a time, 500; latency at a rate:
+                        5 s of arrivals at that rate, which go straight on into the measured ones)
   --repeat N            runs per side, alternating; medians are reported (default 1; 3 with --compare)
   --json FILE           write every figure to FILE
   --profile FILE        CPU profile of the engine's main thread during the first measured run, written

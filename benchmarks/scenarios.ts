@@ -340,48 +340,101 @@ export function runTimers(options: BenchOptions): Promise<RunResult> {
 }
 
 /**
+ * Runs `warmUp + count` workflows arriving open-loop, one every 1000/`rate` ms whether or not
+ * earlier ones have finished, as one stream: `begin` is awaited just before the first measured one
+ * arrives. A measured one's latency runs from when it was due, however late the harness got to it.
+ */
+export async function openLoop(
+  { rate, warmUp, count }: { rate: number; warmUp: number; count: number },
+  run: () => Promise<void>,
+  begin: () => Promise<void>,
+  onMeasured?: () => void,
+): Promise<{ began: number; latencies: number[] }> {
+  const interval = 1000 / rate;
+  const first = performance.now();
+  const latencies: number[] = [];
+  const runs: Promise<void>[] = [];
+  for (let i = 0; i < warmUp + count; i++) {
+    // Arrivals keep to their times, so time spent in `begin` counts against those due meanwhile.
+    if (i === warmUp) await begin();
+    const due = first + i * interval;
+    const wait = due - performance.now();
+    if (wait > 1) await new Promise((resolve) => setTimeout(resolve, wait));
+    // Late, it is timed from when it was due; early (by less than the wait above skips), from now.
+    const from = Math.min(due, performance.now());
+    const done = run();
+    runs.push(
+      i < warmUp
+        ? done
+        : done.then(() => {
+            latencies.push(performance.now() - from);
+            onMeasured?.();
+          }),
+    );
+  }
+  await Promise.all(runs);
+  return { began: first + warmUp * interval, latencies };
+}
+
+/**
+ * How long an open-loop latency run arrives at its rate before it measures, unless `--warm-up`
+ * says how many workflows: on this project's 2-core machines the engine took one to two seconds
+ * to settle after a warm-up burst or from idle (benchmarks/README.md).
+ */
+const OPEN_LOOP_WARM_UP_SECONDS = 5;
+
+/**
  * End-to-end latency of S-step workflows: one at a time (rate 0), or arriving open-loop at
  * `rate` per second regardless of how fast earlier ones finish.
+ *
+ * The open loop warms up at its own rate, one stream of arrivals whose measured part begins at
+ * the first measured workflow: a warm-up burst would leave the engine settling from it well into
+ * the run (its flushes big and slow for a second or two) and a run starting from idle would
+ * measure the ramp, where the question is the steady state at that rate.
  */
 export async function runLatency(options: BenchOptions): Promise<RunResult> {
   const { engine, dispose } = await openEngine(options);
   const stopScraping = scraper(engine);
   try {
-    // From `arrival`: in the open loop, when the workflow was due, however late the harness got to it.
-    const one = async (arrival = performance.now()): Promise<number> => {
+    const run = async (): Promise<void> => {
       await (await engine.startWorkflow(steps, { steps: options.steps })).result();
-      return performance.now() - arrival;
     };
-    // A warm-up (one-at-a-time latency waits on commits, not on the JIT), then a few alone.
-    await runBatch(options.warmUp ?? 500, () => engine.startWorkflow(steps, { steps: options.steps }));
-    for (let i = 0; i < 20; i++) await one();
-    const before = await readCounters(engine);
-    const cpu = await cpuMeter();
-    const profiler = options.onProfile && (await startCpuProfile());
-    const progress = options.quiet ? undefined : new Progress('latency', options.workflows);
-    const latencies: number[] = [];
-    const began = performance.now();
+    const one = async (): Promise<number> => {
+      const started = performance.now();
+      await run();
+      return performance.now() - started;
+    };
+    // What the measured part reads at its start.
+    const measure = async () => ({
+      before: await readCounters(engine),
+      cpu: await cpuMeter(),
+      profiler: options.onProfile && (await startCpuProfile()),
+      progress: options.quiet ? undefined : new Progress('latency', options.workflows),
+    });
+    let latencies: number[] = [];
+    let measured: Awaited<ReturnType<typeof measure>> | undefined;
+    let began: number;
+    let warmUp: number | undefined;
     if (options.rate <= 0) {
+      // A warm-up (one-at-a-time latency waits on commits, not on the JIT), then a few alone.
+      await runBatch(options.warmUp ?? 500, () => engine.startWorkflow(steps, { steps: options.steps }));
+      for (let i = 0; i < 20; i++) await run();
+      measured = await measure();
+      began = performance.now();
       for (let i = 0; i < options.workflows; i++) {
         latencies.push(await one());
-        progress?.tick();
+        measured.progress?.tick();
       }
     } else {
-      const interval = 1000 / options.rate;
-      const runs: Promise<void>[] = [];
-      for (let i = 0; i < options.workflows; i++) {
-        const due = began + i * interval;
-        const wait = due - performance.now();
-        if (wait > 1) await new Promise((resolve) => setTimeout(resolve, wait));
-        runs.push(
-          one(due).then((ms) => {
-            latencies.push(ms);
-            progress?.tick();
-          }),
-        );
-      }
-      await Promise.all(runs);
+      warmUp = options.warmUp ?? Math.ceil(OPEN_LOOP_WARM_UP_SECONDS * options.rate);
+      const begin = async (): Promise<void> => {
+        measured = await measure();
+      };
+      const arrivals = await openLoop({ rate: options.rate, warmUp, count: options.workflows }, run, begin, () => measured?.progress?.tick());
+      ({ began, latencies } = arrivals);
     }
+    // Set in either branch: --workflows is at least 1.
+    const { before, cpu, profiler, progress } = measured!;
     progress?.stop();
     const seconds = (performance.now() - began) / 1000;
     if (profiler) options.onProfile!(await profiler.stop());
@@ -393,6 +446,8 @@ export async function runLatency(options: BenchOptions): Promise<RunResult> {
       system: 'duraflow',
       scenario: options.rate > 0 ? `latency@${options.rate}/s` : 'latency@1-at-a-time',
       workflows: options.workflows,
+      // Open loop: the workflows that arrived at the same rate just before the measured ones.
+      ...(warmUp === undefined ? {} : { warmUpWorkflows: warmUp }),
       seconds,
       workflowsPerSec: options.workflows / seconds,
       ...latencyFigures(latencies, before, after),

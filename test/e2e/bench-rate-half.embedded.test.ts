@@ -32,6 +32,8 @@ describe('the latency scenario at half the maximum', () => {
       const latency = runs.duraflow[i]!;
       expect(latency.scenario).toBe('latency@half-of-maximum');
       expect(latency.workflows).toBe(20);
+      // The warm-up arrives at the same rate, before the measured workflows.
+      expect(latency.warmUpWorkflows).toBe(5);
       expect(latency.maximumWorkflowsPerSec).toBe(maximum.workflowsPerSec);
       expect(latency.rate).toBeCloseTo((maximum.workflowsPerSec as number) / 2, 6);
     });
