@@ -34,6 +34,11 @@ describe('the latency scenario at half the maximum', () => {
       expect(latency.workflows).toBe(20);
       // The warm-up arrives at the same rate, before the measured workflows.
       expect(latency.warmUpWorkflows).toBe(5);
+      // Percentiles from the engine's histograms, in order, each from counts the run added.
+      for (const [low, high] of [['stepP50Ms', 'stepP99Ms'], ['flushP50Ms', 'flushP99Ms']] as const) {
+        expect(latency[low]).toBeGreaterThan(0);
+        expect(latency[high]).toBeGreaterThanOrEqual(latency[low] as number);
+      }
       expect(latency.maximumWorkflowsPerSec).toBe(maximum.workflowsPerSec);
       expect(latency.rate).toBeCloseTo((maximum.workflowsPerSec as number) / 2, 6);
     });
