@@ -33,23 +33,33 @@ interface Part {
  */
 type DocumentType = 'json' | 'jsonb';
 
+/** How the flush's token insert checks the leases of the names it writes (see `commitFenced`). */
+type Fencing = 'none' | 'names' | 'oneName';
+
 /**
  * The flush's token insert, with the ids of the workflows the flush created (`withStarts`: read
- * from `ins_wf`), and only if the lease check holds (`isFenced`: see `commitFenced`).
+ * from `ins_wf`), and only if the lease check holds (see `commitFenced`).
  */
-function tokenInsert(t: Tables, withStarts: boolean, isFenced: boolean): string {
+function tokenInsert(t: Tables, withStarts: boolean, fencing: Fencing): string {
   const inserted = withStarts ? `(SELECT coalesce(array_agg(id), '{}') FROM ins_wf)` : 'ARRAY[]::text[]';
-  if (!isFenced) return `INSERT INTO ${t.walCommits} (token, inserted) SELECT $1, ${inserted}`;
-  return `INSERT INTO ${t.walCommits} (token, inserted)
-    SELECT $1, ${inserted}
-    WHERE (SELECT CASE WHEN count(*) <> cardinality($3::text[])
-             THEN ('${LEASE_LOST_MARKER}: this engine no longer holds the lease of '
-                   || (cardinality($3::text[]) - count(*)) || ' workflow name(s) it wrote')::int
-             ELSE 1 END
-           FROM (SELECT FROM ${t.leases} l JOIN unnest($3::text[], $4::bigint[]) AS u(n, e) ON l.name = u.n AND l.epoch = u.e
+  if (fencing === 'none') return `INSERT INTO ${t.walCommits} (token, inserted) SELECT $1, ${inserted}`;
+  const [wanted, held] =
+    fencing === 'names'
+      ? [
+          'cardinality($3::text[])',
+          `SELECT FROM ${t.leases} l JOIN unnest($3::text[], $4::bigint[]) AS u(n, e) ON l.name = u.n AND l.epoch = u.e
                  WHERE l.owner = $2
                  ORDER BY l.name COLLATE "C"
-                 FOR SHARE OF l) held) = 1`;
+                 FOR SHARE OF l`,
+        ]
+      : ['1', `SELECT FROM ${t.leases} l WHERE l.name = $3 AND l.epoch = $4 AND l.owner = $2 FOR SHARE OF l`];
+  return `INSERT INTO ${t.walCommits} (token, inserted)
+    SELECT $1, ${inserted}
+    WHERE (SELECT CASE WHEN count(*) <> ${wanted}
+             THEN ('${LEASE_LOST_MARKER}: this engine no longer holds the lease of '
+                   || (${wanted} - count(*)) || ' workflow name(s) it wrote')::int
+             ELSE 1 END
+           FROM (${held}) held) = 1`;
 }
 
 /** The history part; `withCreates` keeps creating steps' rows only if created. */
@@ -175,12 +185,12 @@ const PARTS = {
   // The flush's token, so a flush whose answer was lost can be told committed or not.
   commit: {
     params: 1,
-    cte: (t) => `ins_c AS (${tokenInsert(t, false, false)})`,
-    main: (t) => tokenInsert(t, false, false),
+    cte: (t) => `ins_c AS (${tokenInsert(t, false, 'none')})`,
+    main: (t) => tokenInsert(t, false, 'none'),
   },
   commitWithStarts: {
     params: 1,
-    cte: (t) => `ins_c AS (${tokenInsert(t, true, false)})`,
+    cte: (t) => `ins_c AS (${tokenInsert(t, true, 'none')})`,
   },
   // The token, recorded only if the engine still holds each name it writes at the epoch stamped
   // on the write ($2 owner, $3 names, $4 epochs); else the cast aborts the whole statement.
@@ -191,12 +201,24 @@ const PARTS = {
   // plain INSERT (no SELECT over the CTEs to read a check back).
   commitFenced: {
     params: 4,
-    cte: (t) => `ins_c AS (${tokenInsert(t, false, true)})`,
-    main: (t) => tokenInsert(t, false, true),
+    cte: (t) => `ins_c AS (${tokenInsert(t, false, 'names')})`,
+    main: (t) => tokenInsert(t, false, 'names'),
   },
   commitWithStartsFenced: {
     params: 4,
-    cte: (t) => `ins_c AS (${tokenInsert(t, true, true)})`,
+    cte: (t) => `ins_c AS (${tokenInsert(t, true, 'names')})`,
+  },
+  // The same for a flush that writes workflows of one name, the usual case ($3 the name, $4 its
+  // epoch): one row looked up by its key, with no arrays to unnest, join or sort, which made one
+  // workflow at a time about 5% faster (benchmarks/README.md, the History).
+  commitFencedOne: {
+    params: 4,
+    cte: (t) => `ins_c AS (${tokenInsert(t, false, 'oneName')})`,
+    main: (t) => tokenInsert(t, false, 'oneName'),
+  },
+  commitWithStartsFencedOne: {
+    params: 4,
+    cte: (t) => `ins_c AS (${tokenInsert(t, true, 'oneName')})`,
   },
 } satisfies Record<string, Part>;
 
@@ -398,7 +420,10 @@ function collectParams(
   if (taskDeletes.length > 0) params.set('taskDeletes', [taskDeletes.map((x) => x.w), taskDeletes.map((x) => x.c)]);
   if (inbox.length > 0) params.set('inboxConsumed', [inbox]);
   if (notify) params.set('notify', [t.channel]);
-  if (options.fence && options.fence.names.length > 0) {
+  if (options.fence && options.fence.names.length === 1) {
+    const { owner, names, epochs } = options.fence;
+    params.set(created.length > 0 ? 'commitWithStartsFencedOne' : 'commitFencedOne', [options.token, owner, names[0], epochs[0]]);
+  } else if (options.fence && options.fence.names.length > 1) {
     const { owner, names, epochs } = options.fence;
     params.set(created.length > 0 ? 'commitWithStartsFenced' : 'commitFenced', [options.token, owner, names, epochs]);
   } else if (options.token !== undefined) {

@@ -88,6 +88,26 @@ describe.each(backends)('workflow leases on $name', (backend) => {
     expect(await db.query(`SELECT seq FROM "${db.schema}".history ORDER BY seq`)).toEqual([{ seq: 1 }, { seq: 2 }]);
   });
 
+  it('checks every name of a flush that writes workflows of several, one lease row or many', async () => {
+    const { sql, tables, db } = store();
+    await flushBatch(sql, tables, [makeStartRow('w1'), { ...makeStartRow('w2'), name: 'other' }], []);
+    const epochs = await claimLeases(sql, tables, ['wf', 'other'], claimant('a'), 60_000);
+    const both = { owner: 'a', names: ['wf', 'other'], epochs: [epochs.get('wf')!, epochs.get('other')!] };
+    const writes = [makeWrite('w1', 0, 1), { ...makeWrite('w2', 0, 1), workflowName: 'other' }];
+    await flushBatch(sql, tables, [], writes, { token: 't-both', fence: both });
+    // One of the two taken: the whole flush is refused, as with one name.
+    await db.query(`UPDATE "${db.schema}".leases SET epoch = epoch + 1 WHERE name = 'other'`);
+    const refused = flushBatch(sql, tables, [], [makeWrite('w1', 1, 1), { ...makeWrite('w2', 1, 1), workflowName: 'other' }], {
+      token: 't-stale',
+      fence: both,
+    });
+    await expect(refused).rejects.toThrow(/^this engine no longer holds the lease of 1 workflow name\(s\) it wrote$/);
+    expect(await db.query(`SELECT workflow_id, seq FROM "${db.schema}".history ORDER BY 1, 2`)).toEqual([
+      { workflow_id: 'w1', seq: 1 },
+      { workflow_id: 'w2', seq: 1 },
+    ]);
+  });
+
   it('stamps each write with the epoch it was appended under: a later claim does not make it valid', async () => {
     const { sql, tables, db } = store();
     await flushBatch(sql, tables, [makeStartRow('w1')], []);
