@@ -388,8 +388,8 @@ export async function openLoop(
 
 /**
  * How long an open-loop latency run arrives at its rate before it measures, unless `--warm-up`
- * says how many workflows: on this project's 2-core machines the engine took one to two seconds
- * to settle after a warm-up burst or from idle (benchmarks/README.md).
+ * says how many workflows: on 2-core machines the engine took one to two seconds to settle after
+ * a warm-up burst or from idle (benchmarks/README.md, the History).
  */
 const OPEN_LOOP_WARM_UP_SECONDS = 5;
 
@@ -450,6 +450,8 @@ export async function runLatency(options: BenchOptions): Promise<RunResult> {
     if (profiler) options.onProfile!(await profiler.stop());
     const usage = await cpu.stop();
     const after = await readCounters(engine);
+    // The measured workflows' steps. In the open loop the warm-up's last workflows end inside the
+    // window, their CPU counted and their steps not: CPU per step reads about 1% high.
     const stepCount = options.workflows * options.steps;
     const flushes = after.flushes - before.flushes;
     return {
