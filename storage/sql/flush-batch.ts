@@ -62,6 +62,19 @@ function tokenInsert(t: Tables, withStarts: boolean, fencing: Fencing): string {
            FROM (${held}) held) = 1`;
 }
 
+/**
+ * The token's insert as a part: a CTE, or (with no starts to read back) the statement's own main
+ * clause. It takes the token, and with a lease check the owner, the names and their epochs.
+ */
+function tokenPart(withStarts: boolean, fencing: Fencing): Part {
+  const insert = (t: Tables): string => tokenInsert(t, withStarts, fencing);
+  return {
+    params: fencing === 'none' ? 1 : 4,
+    cte: (t) => `ins_c AS (${insert(t)})`,
+    ...(withStarts ? {} : { main: insert }),
+  };
+}
+
 /** The history part; `withCreates` keeps creating steps' rows only if created. */
 function historyCte(t: Tables, type: DocumentType, withCreates: boolean): string {
   return `ins_h AS (
@@ -183,15 +196,8 @@ const PARTS = {
     cte: () => `note AS (SELECT pg_notify($1, 'done'))`,
   },
   // The flush's token, so a flush whose answer was lost can be told committed or not.
-  commit: {
-    params: 1,
-    cte: (t) => `ins_c AS (${tokenInsert(t, false, 'none')})`,
-    main: (t) => tokenInsert(t, false, 'none'),
-  },
-  commitWithStarts: {
-    params: 1,
-    cte: (t) => `ins_c AS (${tokenInsert(t, true, 'none')})`,
-  },
+  commit: tokenPart(false, 'none'),
+  commitWithStarts: tokenPart(true, 'none'),
   // The token, recorded only if the engine still holds each name it writes at the epoch stamped
   // on the write ($2 owner, $3 names, $4 epochs); else the cast aborts the whole statement.
   // FOR SHARE: another engine's takeover (which raises the epoch) waits for this statement to
@@ -199,27 +205,13 @@ const PARTS = {
   // in byte order of their names, as claims take them, so the two cannot deadlock whatever the
   // database's collation. Riding on the token's insert, the check keeps a lone step's statement a
   // plain INSERT (no SELECT over the CTEs to read a check back).
-  commitFenced: {
-    params: 4,
-    cte: (t) => `ins_c AS (${tokenInsert(t, false, 'names')})`,
-    main: (t) => tokenInsert(t, false, 'names'),
-  },
-  commitWithStartsFenced: {
-    params: 4,
-    cte: (t) => `ins_c AS (${tokenInsert(t, true, 'names')})`,
-  },
+  commitFenced: tokenPart(false, 'names'),
+  commitWithStartsFenced: tokenPart(true, 'names'),
   // The same for a flush that writes workflows of one name, the usual case ($3 the name, $4 its
   // epoch): one row looked up by its key, with no arrays to unnest, join or sort, which made one
   // workflow at a time about 5% faster (benchmarks/README.md, the History).
-  commitFencedOne: {
-    params: 4,
-    cte: (t) => `ins_c AS (${tokenInsert(t, false, 'oneName')})`,
-    main: (t) => tokenInsert(t, false, 'oneName'),
-  },
-  commitWithStartsFencedOne: {
-    params: 4,
-    cte: (t) => `ins_c AS (${tokenInsert(t, true, 'oneName')})`,
-  },
+  commitFencedOne: tokenPart(false, 'oneName'),
+  commitWithStartsFencedOne: tokenPart(true, 'oneName'),
 } satisfies Record<string, Part>;
 
 type PartName = keyof typeof PARTS;
