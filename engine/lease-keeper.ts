@@ -5,7 +5,7 @@ import { pause, retryDelayMs } from '../storage/backoff.js';
 import type { Logger } from '../storage/logger.js';
 import { isRetryable } from '../storage/pg-errors.js';
 import { hasProcessEnded, processIdentity } from '../storage/process-identity.js';
-import { claimLeases, readLeases, releaseLeases } from '../storage/sql/leases.js';
+import { claimLeases, type EndedHolder, readLeases, releaseLeases } from '../storage/sql/leases.js';
 import type { Sql, Tables } from '../storage/sql.js';
 
 /** Tries of the release at close, a moment apart (see `close`). */
@@ -185,9 +185,9 @@ export class LeaseKeeper {
     // Holding every name (or owning the database), a claim just renews; else it asks first which
     // names it can take, and claims only those with its own: a claim of a name held by a live
     // engine would only wait for that engine's flushes on the lease row, and hold up its next ones.
-    const { claimable, endedOwners } =
-      isExclusive || this.#epochs.size === names.length ? { claimable: names, endedOwners: [] } : await this.#claimable();
-    const claimant = { owner: this.owner, processIdentity: this.#processIdentity, isExclusive, endedOwners };
+    const { claimable, endedHolders } =
+      isExclusive || this.#epochs.size === names.length ? { claimable: names, endedHolders: [] } : await this.#claimable();
+    const claimant = { owner: this.owner, processIdentity: this.#processIdentity, isExclusive, endedHolders };
     if (claimable.length > 0) this.#hasSentClaim = true;
     const claimed =
       claimable.length === 0 ? new Map<string, string>() : await claimLeases(sql, tables, claimable, claimant, ttlMs);
@@ -220,11 +220,12 @@ export class LeaseKeeper {
    * either locked the lease row first, and the takeover waits for it, or reaches its lease check
    * after the takeover and fails it.
    */
-  async #claimable(): Promise<{ claimable: string[]; endedOwners: string[] }> {
+  async #claimable(): Promise<{ claimable: string[]; endedHolders: EndedHolder[] }> {
     const own = this.#processIdentity;
     const leases = new Map((await readLeases(this.#options.sql, this.#options.tables)).map((l) => [l.name, l]));
     const claimable: string[] = [];
-    const isEnded = new Map<string, boolean>();
+    // By owner: whether its process has ended, and the process its rows named when read.
+    const isEnded = new Map<string, { hasEnded: boolean; process: string }>();
     for (const name of this.#options.names) {
       const lease = leases.get(name);
       // A name this engine held that the read shows another owner holding live is lost: not
@@ -238,15 +239,17 @@ export class LeaseKeeper {
       if (own === undefined || identity === null || !identity.endsWith(` ${lease.owner}`)) continue;
       // Asked once per owner and pass: asked again while its process dies, the answer could
       // change midway, and two standbys would each take part of its names.
-      let hasEnded = isEnded.get(lease.owner);
-      if (hasEnded === undefined) isEnded.set(lease.owner, (hasEnded = await hasProcessEnded(identity, own)));
-      if (hasEnded) claimable.push(name);
+      let seen = isEnded.get(lease.owner);
+      if (seen === undefined) isEnded.set(lease.owner, (seen = { hasEnded: await hasProcessEnded(identity, own), process: identity }));
+      if (seen.hasEnded) claimable.push(name);
     }
-    const ended = [...isEnded].filter(([, hasEnded]) => hasEnded).map(([owner]) => owner);
+    // The process read with each: if a row names another since (it cannot for a real engine,
+    // whose identity is fixed), the claim leaves it to expire.
+    const ended = [...isEnded].filter(([, seen]) => seen.hasEnded).map(([owner, { process }]) => ({ owner, process }));
     if (ended.length > 0) {
       const message = 'taking over the leases of engines on this machine whose process has ended';
-      this.#options.logger.info({ owners: ended }, message);
+      this.#options.logger.info({ owners: ended.map((h) => h.owner) }, message);
     }
-    return { claimable, endedOwners: ended };
+    return { claimable, endedHolders: ended };
   }
 }

@@ -44,14 +44,24 @@ export interface Claimant {
   processIdentity: string | undefined;
   /** The caller knows no other engine can reach this database: every lease is taken. */
   isExclusive: boolean;
-  /** Holders whose process the caller saw has ended: their leases are taken, expired or not. */
-  endedOwners: readonly string[];
+  /**
+   * Holders whose process the caller saw has ended, each with the process its lease rows named
+   * when the caller looked: their leases are taken, expired or not, while those rows still name
+   * that process (a row rewritten since, by a renewal, is judged again at the next claim).
+   */
+  endedHolders: readonly EndedHolder[];
+}
+
+/** A lease holder whose process has ended, as its lease rows named it (`LeaseRow.process_identity`). */
+export interface EndedHolder {
+  owner: string;
+  process: string;
 }
 
 /**
  * Claims or renews the leases of `names` for `claimant.owner` until `ttlMs` from now: a name is
- * taken if it has no lease, this owner holds it, its lease expired, or its holder is among
- * `endedOwners` (and whatever its lease, with `isExclusive`). Rows are taken in byte order of the
+ * taken if it has no lease, this owner holds it, its lease expired, or its holder and process are
+ * among `endedHolders` (and whatever its lease, with `isExclusive`). Rows are taken in byte order of the
  * names, as flushes lock them. Returns the names now held, with their epochs (as text: bigint).
  */
 export async function claimLeases(
@@ -61,7 +71,7 @@ export async function claimLeases(
   claimant: Claimant,
   ttlMs: number,
 ): Promise<Map<string, string>> {
-  const { owner, processIdentity, isExclusive, endedOwners } = claimant;
+  const { owner, processIdentity, isExclusive, endedHolders } = claimant;
   const { rows } = await db.query<{ name: string; epoch: string }>(
     `INSERT INTO ${t.leases} AS l (name, owner, epoch, expires_at, process)
      SELECT n, $2, 1, now() + $3 * interval '1 millisecond', $5 FROM unnest($1::text[]) AS n
@@ -71,9 +81,10 @@ export async function claimLeases(
        epoch = CASE WHEN l.owner = excluded.owner THEN l.epoch ELSE l.epoch + 1 END,
        expires_at = excluded.expires_at,
        process = excluded.process
-     WHERE l.owner = excluded.owner OR l.expires_at <= now() OR $4::bool OR l.owner = ANY($6::text[])
+     WHERE l.owner = excluded.owner OR l.expires_at <= now() OR $4::bool
+        OR EXISTS (SELECT FROM unnest($6::text[], $7::text[]) AS e(owner, process) WHERE e.owner = l.owner AND e.process = l.process)
      RETURNING name, epoch::text`,
-    [names, owner, ttlMs, isExclusive, processIdentity ?? null, endedOwners],
+    [names, owner, ttlMs, isExclusive, processIdentity ?? null, endedHolders.map((h) => h.owner), endedHolders.map((h) => h.process)],
   );
   return new Map(rows.map((r) => [r.name, r.epoch]));
 }

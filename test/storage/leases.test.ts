@@ -16,7 +16,7 @@ const claimant = (owner: string, more: Partial<Claimant> = {}): Claimant => ({
   owner,
   processIdentity: undefined,
   isExclusive: false,
-  endedOwners: [],
+  endedHolders: [],
   ...more,
 });
 
@@ -55,11 +55,18 @@ describe.each(backends)('workflow leases on $name', (backend) => {
   it('takes an unexpired lease whose holder the claimant saw end, and records where each holder runs', async () => {
     const { sql, tables } = store();
     await claimLeases(sql, tables, ['x', 'y'], claimant('a', { processIdentity: 'boot ns 10 100' }), 60_000);
-    // Another holder named as ended changes nothing; the holder named takes over under a new epoch.
-    expect(await claimLeases(sql, tables, ['x'], claimant('b', { endedOwners: ['c'] }), 60_000)).toEqual(new Map());
-    expect(await claimLeases(sql, tables, ['x'], claimant('b', { processIdentity: 'boot ns 11 200', endedOwners: ['a'] }), 60_000)).toEqual(
-      new Map([['x', '2']]),
+    // Another holder named as ended changes nothing, nor does the holder with a process its row
+    // no longer names (rewritten since the claimant read it); the holder named with the process
+    // its row names is taken over under a new epoch.
+    expect(await claimLeases(sql, tables, ['x'], claimant('b', { endedHolders: [{ owner: 'c', process: 'boot ns 10 100' }] }), 60_000)).toEqual(
+      new Map(),
     );
+    expect(await claimLeases(sql, tables, ['x'], claimant('b', { endedHolders: [{ owner: 'a', process: 'boot ns 10 99' }] }), 60_000)).toEqual(
+      new Map(),
+    );
+    expect(
+      await claimLeases(sql, tables, ['x'], claimant('b', { processIdentity: 'boot ns 11 200', endedHolders: [{ owner: 'a', process: 'boot ns 10 100' }] }), 60_000),
+    ).toEqual(new Map([['x', '2']]));
     expect((await readLeases(sql, tables)).map((l) => [l.name, l.owner, l.process_identity, l.is_expired])).toEqual([
       ['x', 'b', 'boot ns 11 200', false],
       ['y', 'a', 'boot ns 10 100', false],
