@@ -117,15 +117,16 @@ function parse(): Parsed {
     return n;
   };
   const halfOfMaximum = values.rate === 'half';
-  const rate = values.rate === undefined || halfOfMaximum ? 0 : Number(values.rate);
+  const rate = halfOfMaximum ? 0 : Number(values.rate);
   if (values.rate === '' || !Number.isFinite(rate) || rate < 0) {
     refuse(`--rate must be a number of workflows per second >= 0, or half, got ${JSON.stringify(values.rate)}`);
   }
   const isOpenLoop = rate > 0 || halfOfMaximum;
+  if (isOpenLoop && scenario !== 'latency') refuse(`--rate is for the latency scenario, not ${scenario}`);
   if (values.compare && !(scenario === 'steps' || (scenario === 'latency' && !isOpenLoop))) {
     refuse(`--compare has baselines for steps and for latency one at a time (no --rate), not for ${scenario}${isOpenLoop ? ' at a rate' : ''}`);
   }
-  if (values.concurrency !== undefined && !['steps', 'fanout', 'timers'].includes(scenario) && !(scenario === 'latency' && halfOfMaximum)) {
+  if (values.concurrency !== undefined && !['steps', 'fanout', 'timers'].includes(scenario) && !halfOfMaximum) {
     refuse(`--concurrency is for the closed-loop scenarios (steps, fanout, timers) and latency's --rate half, not ${scenario}${scenario === 'latency' ? ' without it' : ''}`);
   }
   if (values.profile !== undefined && (values.profile === '' || scenario === 'memory')) {
@@ -134,7 +135,7 @@ function parse(): Parsed {
   return {
     scenario,
     compare: values.compare!,
-    halfOfMaximum: scenario === 'latency' && halfOfMaximum,
+    halfOfMaximum,
     repeat: int('repeat', values.repeat, values.compare ? 3 : 1),
     ...(values.json ? { json: values.json } : {}),
     ...(values.profile ? { profile: values.profile } : {}),

@@ -15,6 +15,7 @@ describe('the benchmark harness command line', () => {
       [['--concurrency', '0'], '--concurrency must be a whole number of at least 1, got "0"'],
       [['--scenario', 'latency', '--concurrency', '5'], "--concurrency is for the closed-loop scenarios (steps, fanout, timers) and latency's --rate half, not latency without it"],
       [['--scenario', 'latency', '--rate', 'fast'], '--rate must be a number of workflows per second >= 0, or half, got "fast"'],
+      [['--scenario', 'steps', '--rate', 'half'], '--rate is for the latency scenario, not steps'],
       [['--scenario', 'latency', '--rate', 'half', '--compare', '--database', 'postgres://x'], '--compare has baselines for steps and for latency one at a time (no --rate), not for latency at a rate'],
     ];
     for (const [args, reason] of cases) {
