@@ -225,7 +225,7 @@ export class LeaseKeeper {
     const leases = new Map((await readLeases(this.#options.sql, this.#options.tables)).map((l) => [l.name, l]));
     const claimable: string[] = [];
     // By owner: whether its process has ended, and the process its rows named when read.
-    const isEnded = new Map<string, { hasEnded: boolean; process: string }>();
+    const seenOwners = new Map<string, { hasEnded: boolean; process: string }>();
     for (const name of this.#options.names) {
       const lease = leases.get(name);
       // A name this engine held that the read shows another owner holding live is lost: not
@@ -239,13 +239,13 @@ export class LeaseKeeper {
       if (own === undefined || identity === null || !identity.endsWith(` ${lease.owner}`)) continue;
       // Asked once per owner and pass: asked again while its process dies, the answer could
       // change midway, and two standbys would each take part of its names.
-      let seen = isEnded.get(lease.owner);
-      if (seen === undefined) isEnded.set(lease.owner, (seen = { hasEnded: await hasProcessEnded(identity, own), process: identity }));
+      let seen = seenOwners.get(lease.owner);
+      if (seen === undefined) seenOwners.set(lease.owner, (seen = { hasEnded: await hasProcessEnded(identity, own), process: identity }));
       if (seen.hasEnded) claimable.push(name);
     }
     // The process read with each: if a row names another since (it cannot for a real engine,
     // whose identity is fixed), the claim leaves it to expire.
-    const ended = [...isEnded].filter(([, seen]) => seen.hasEnded).map(([owner, { process }]) => ({ owner, process }));
+    const ended = [...seenOwners].filter(([, seen]) => seen.hasEnded).map(([owner, { process }]) => ({ owner, process }));
     if (ended.length > 0) {
       const message = 'taking over the leases of engines on this machine whose process has ended';
       this.#options.logger.info({ owners: ended.map((h) => h.owner) }, message);
